@@ -1,0 +1,58 @@
+# The two commands a user needs are `make demo` and `make test`; both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KERNEL := mms-notebooks
+
+.PHONY: help setup demo test lab up down status bench clean
+
+help:
+	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-04)"
+	@echo "make test    set up and run the whole test suite"
+	@echo "make setup   install Debian packages, build the control plane once, create .venv"
+	@echo "make lab     JupyterLab on 127.0.0.1 with the '$(KERNEL)' kernel and the stack's environment"
+	@echo "make up | down | status   the embedded local stack"
+	@echo "make bench   print the benchmark figures"
+	@echo "make clean   remove build/ and .venv (the stack's data in MMS_STATE_DIR is kept)"
+
+setup: $(STAMP)
+	@bash scripts/setup-system.sh
+	@bash scripts/build-kube.sh
+
+$(STAMP): pyproject.toml
+	@bash scripts/setup-system.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[local,lab,dev]'
+	@# Only its tritonserver binary is used; its own pins conflict with the rest, hence --no-deps.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'nvidia-pytriton==0.7.0'
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
+	@touch $(STAMP)
+
+up: setup
+	$(BIN)/python -m helpers.local up
+
+down:
+	$(BIN)/python -m helpers.local down
+
+status:
+	$(BIN)/python -m helpers.local status
+
+demo: setup
+	$(BIN)/python -m helpers.local up
+	$(BIN)/python -m helpers.walkthrough
+
+test: setup
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/python -m helpers.local up
+	$(BIN)/python -m helpers.lab
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info

@@ -1,0 +1,71 @@
+"""Settings and where they come from.
+
+Precedence, highest first: a value passed in code (a notebook parameter) > an environment
+variable > the default. Every environment variable the project reads is listed in `ENV_VARS`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+ENV_VARS = {
+    "MMS_TARGET": "`local` (embedded stack, default) or `cluster` (in-cluster config, else kubeconfig)",
+    "MMS_STATE_DIR": "the local stack's state: data, logs, credentials, kubeconfig (default ~/.local/state/mms-notebooks)",
+    "MMS_CACHE_DIR": "downloads and builds kept between stacks: models, Kubernetes binaries (default ~/.cache/mms-notebooks)",
+    "MMS_BUILD_DIR": "executed notebooks, results and plots (default ./build)",
+    "MMS_ECHO": "1 echoes the local stack's child-process output to the terminal as well as to its log",
+    "MMS_S3_PORT": "port of the local S3 server (default: a free port, kept across restarts)",
+    "MMS_APISERVER_PORT": "port of the local kube-apiserver (default: a free port, kept across restarts)",
+    "KUBE_APISERVER": "an existing kube-apiserver binary (skips the build)",
+    "KUBE_CONTROLLER_MANAGER": "an existing kube-controller-manager binary (skips the build)",
+    "ETCD": "an existing etcd binary (default: Debian's /usr/bin/etcd)",
+    "TRITONSERVER": "an existing tritonserver binary (default: the one in the nvidia-pytriton wheel)",
+    "KUBECONFIG": "on the cluster target, the kubeconfig to use when not running inside the cluster",
+}
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+def state_dir() -> Path:
+    """The local stack's state folder (MMS_STATE_DIR); outside the repo so data survives a clean."""
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return _env_path("MMS_STATE_DIR", base / "mms-notebooks")
+
+
+def cache_dir() -> Path:
+    """Downloads and builds kept across stacks (MMS_CACHE_DIR)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return _env_path("MMS_CACHE_DIR", base / "mms-notebooks")
+
+
+def project_root() -> Path:
+    """The checkout's top folder (where notebooks/, manifests/ and data/ live)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def build_dir() -> Path:
+    """Executed notebooks, results JSON and plots (MMS_BUILD_DIR, default ./build in the checkout)."""
+    return _env_path("MMS_BUILD_DIR", project_root() / "build")
+
+
+def target(value: Optional[str] = None) -> str:
+    """`local` or `cluster`: the argument, else MMS_TARGET, else `local`."""
+    chosen = (value or os.environ.get("MMS_TARGET") or "local").strip().lower()
+    if chosen not in ("local", "cluster"):
+        raise ValueError(f"target must be 'local' or 'cluster', not {chosen!r}")
+    return chosen
+
+
+def env_flag(name: str) -> bool:
+    """True when an environment variable is set to 1/true/yes."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_port(name: str) -> Optional[int]:
+    """A port from the environment, or None."""
+    value = os.environ.get(name)
+    return int(value) if value else None

@@ -1,0 +1,232 @@
+"""Create-or-update objects from manifests: what the notebooks do where the guide says `kubectl apply -f`.
+
+`apply` creates the object; if it already exists (409) it patches it with the manifest, so the
+fields the manifest sets win and fields set by others stay (a learner's `kubectl patch`, status,
+server defaults). Unlike `kubectl apply`, a field later dropped from a manifest is not removed.
+Built-in kinds get a strategic merge patch (lists such as `containers` and `env` merge by name);
+custom resources, which have no strategic merge, a JSON merge patch. A Pod whose spec changed is
+deleted and created again (Pods are immutable), as `kubectl replace --force` does.
+
+Works for built-in kinds and custom resources alike, through the dynamic client's discovery.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from kubernetes.client import ApiClient
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from .errors import SetupError
+from .wait import WaitTimeout, poll_until
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# Server-owned metadata: a manifest read back from the cluster carries these, a patch must not.
+SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+
+Client = Union[ApiClient, DynamicClient]
+
+_discovery_dir: Optional[tempfile.TemporaryDirectory] = None
+
+
+class ManifestRejected(SetupError):
+    """The apiserver refused a manifest; `status` is the HTTP status (422 invalid, 403 forbidden, ...)."""
+
+    def __init__(self, cause: str, fix: str, status: int, message: str) -> None:
+        super().__init__(cause, fix)
+        self.status = status
+        self.message = message
+
+
+def dynamic_client(client: Client) -> DynamicClient:
+    """A DynamicClient for `client` (returned as is if it already is one).
+
+    Its discovery cache goes to a folder private to this process: the default, one shared file
+    per server address in /tmp, outlives short-lived local apiservers and can describe another.
+    """
+    global _discovery_dir
+    if isinstance(client, DynamicClient):
+        return client
+    if _discovery_dir is None:
+        _discovery_dir = tempfile.TemporaryDirectory(prefix="mms-discovery-")
+    name = hashlib.sha256(client.configuration.host.encode()).hexdigest()[:16]
+    return DynamicClient(client, cache_file=f"{_discovery_dir.name}/{name}.json")
+
+
+def api_message(exc: ApiException) -> str:
+    """The apiserver's own sentence from an error (its Status `message`), else the HTTP reason."""
+    try:
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.body or exc.reason)
+
+
+def describe(manifest: Mapping[str, Any]) -> str:
+    """`Kind namespace/name` (or `Kind name`), for messages."""
+    meta = manifest.get("metadata", {})
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{manifest.get('kind', '?')} {where}{meta.get('name', '?')}"
+
+
+def _rejected(exc: ApiException, manifest: Mapping[str, Any], resource: Resource, verb: str) -> ManifestRejected:
+    message = api_message(exc)
+    what = describe(manifest)
+    namespace = manifest.get("metadata", {}).get("namespace")
+    if exc.status == 422:
+        fix = "correct the manifest: the message names the field and what is wrong with it"
+    elif exc.status == 403:
+        scope = f" in namespace {namespace}" if namespace else ""
+        fix = (f"the account in your kubeconfig may not {verb} {resource.name}{scope}; "
+               "ask the cluster's admin for a role that allows it")
+    elif exc.status == 401:
+        fix = "the apiserver refused your credentials: renew the kubeconfig's token (or restart the local stack)"
+    else:
+        fix = "read the apiserver's message above"
+    return ManifestRejected(f"the apiserver rejected {what} ({exc.status} {exc.reason}): {message}",
+                            fix, exc.status, message)
+
+
+def _resource(dyn: DynamicClient, manifest: Mapping[str, Any]) -> Resource:
+    api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
+    if not api_version or not kind:
+        raise SetupError(f"manifest {describe(manifest)} has no apiVersion or kind", "add both to the manifest")
+    try:
+        return dyn.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        raise SetupError(
+            f"the cluster does not serve {kind} in {api_version}",
+            "install what defines it (the KServe/KFServing or Kubeflow CRDs), or check the apiVersion: "
+            "KFServing 0.5/0.6 uses serving.kubeflow.org, KServe serving.kserve.io",
+        ) from None
+
+
+def _patch_body(manifest: Mapping[str, Any]) -> dict:
+    body = dict(manifest)
+    body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k not in SERVER_FIELDS}
+    return body
+
+
+def _patch(dyn: DynamicClient, resource: Resource, body: dict, name: str, namespace: Optional[str]) -> Any:
+    # Built-in groups are the core group, dotless ones (apps) and *.k8s.io; custom resources have no
+    # strategic merge. A few CRDs live under *.k8s.io (gateway.networking.k8s.io): they answer 415.
+    group = resource.group or ""
+    if not group or "." not in group or group.endswith(".k8s.io"):
+        try:
+            return dyn.patch(resource, body=body, name=name, namespace=namespace, content_type=STRATEGIC_MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status != 415:
+                raise
+    return dyn.patch(resource, body=body, name=name, namespace=namespace, content_type=MERGE_PATCH)
+
+
+def _waiting_for_service_account(exc: ApiException) -> bool:
+    # Right after a namespace is made, the controller manager has not yet created its `default`
+    # service account (403) or that account's token (500): the ServiceAccount admission plugin
+    # rejects Pods until then.
+    return exc.status in (403, 500) and "service account" in api_message(exc).lower()
+
+
+def _create(dyn: DynamicClient, resource: Resource, body: dict, namespace: Optional[str],
+            timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return dyn.create(resource, body=body, namespace=namespace)
+        except ApiException as exc:
+            if resource.kind != "Pod" or not _waiting_for_service_account(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.25)
+
+
+def _replace_pod(dyn: DynamicClient, resource: Resource, body: dict, namespace: str) -> Any:
+    name = body["metadata"]["name"]
+    old = dyn.get(resource, name=name, namespace=namespace)
+    dyn.delete(resource, name=name, namespace=namespace, body={"gracePeriodSeconds": 0})
+
+    def gone() -> bool:
+        try:
+            return dyn.get(resource, name=name, namespace=namespace).metadata.uid != old.metadata.uid
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+
+    poll_until(gone, f"{describe(body)} to be deleted before it is created again", timeout=60)
+    return _create(dyn, resource, body, namespace)
+
+
+def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout: float = 60.0) -> Any:
+    """Wait until a CRD is Established (its API is served); a NamesAccepted=False ends the wait."""
+    def conditions() -> dict:
+        stored = dyn.get(resource, name=name).to_dict()
+        return {c["type"]: c for c in (stored.get("status") or {}).get("conditions") or []}
+
+    def rejected_names() -> Optional[str]:
+        names = conditions().get("NamesAccepted")
+        if names and names.get("status") == "False":
+            return f"its names were not accepted: {names.get('message', '')}"
+        return None
+
+    try:
+        poll_until(lambda: conditions().get("Established", {}).get("status") == "True",
+                   f"CustomResourceDefinition {name} to be Established", timeout=timeout, give_up=rejected_names)
+    except WaitTimeout as exc:
+        raise SetupError(str(exc), f"`kubectl get crd {name} -o yaml` shows its conditions") from None
+    return dyn.get(resource, name=name)
+
+
+def apply(client: Client, manifest: Mapping[str, Any], namespace: Optional[str] = None) -> dict:
+    """Create or update one object from its manifest and return it as stored.
+
+    `namespace` is used when a namespaced manifest names none (else `default`, as kubectl does).
+    A CustomResourceDefinition is returned once it is Established. Raises `ManifestRejected`
+    when the apiserver refuses the manifest (422 invalid, 403 forbidden, ...).
+    """
+    dyn = dynamic_client(client)
+    resource = _resource(dyn, manifest)
+    body = json.loads(json.dumps(manifest))  # a private, JSON-clean copy
+    body.setdefault("metadata", {})
+    name = body["metadata"].get("name")
+    if not name:
+        raise SetupError(f"a {body.get('kind')} manifest has no metadata.name", "name the object in its manifest")
+    ns: Optional[str] = None
+    if resource.namespaced:
+        ns = body["metadata"].get("namespace") or namespace or "default"
+        body["metadata"]["namespace"] = ns
+    else:
+        body["metadata"].pop("namespace", None)
+
+    verb = "create"
+    try:
+        try:
+            stored = _create(dyn, resource, body, ns)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            verb = "patch"
+            try:
+                stored = _patch(dyn, resource, _patch_body(body), name, ns)
+            except ApiException as patch_exc:
+                if patch_exc.status != 422 or resource.kind != "Pod":
+                    raise
+                verb = "delete"
+                stored = _replace_pod(dyn, resource, body, ns)
+    except ApiException as exc:
+        raise _rejected(exc, body, resource, verb) from exc
+
+    if resource.group == "apiextensions.k8s.io" and resource.kind == "CustomResourceDefinition":
+        stored = _wait_established(dyn, resource, name)
+    return stored.to_dict()
+
+
+def apply_all(client: Client, manifests: Iterable[Mapping[str, Any]], namespace: Optional[str] = None) -> list[dict]:
+    """`apply` each manifest in order (namespaces and CRDs before what lives in them); returns them as stored."""
+    dyn = dynamic_client(client)
+    return [apply(dyn, manifest, namespace) for manifest in manifests]

@@ -1,0 +1,68 @@
+"""`python -m helpers.local up | down | status | env | logs`: run the embedded local stack."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import SetupError
+from .process import log_tail
+from .stack import ORDER, Stack
+
+
+def _status(stack: Stack) -> int:
+    rows = stack.status()
+    print(f"state folder: {stack.root}")
+    print(f"{'COMPONENT':<34} {'STATE':<10} {'PID':>7}  ADDRESS")
+    for row in rows:
+        state = "healthy" if row.healthy else "running" if row.running else "DOWN" if row.pid else "stopped"
+        print(f"{row.name:<34} {state:<10} {row.pid or '-':>7}  {row.address}")
+        if row.detail:
+            print(f"{'':<34} {row.detail}")
+    own = rows[:len(ORDER)]
+    return 0 if all(r.healthy for r in own) else 1
+
+
+def _logs(stack: Stack, component: str, lines: int) -> int:
+    names = [component] if component else [p.stem for p in sorted(stack.logs.glob("*.log"))]
+    for name in names:
+        path = stack.logs / f"{name}.log"
+        print(f"==> {path} <==")
+        print(log_tail(path, lines) if path.exists() else "    (no log yet)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.local", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start every part that is not running (a running stack is left as is)")
+    sub.add_parser("down", help="stop the stack's processes; data and manifests are kept")
+    sub.add_parser("status", help="what runs, where, and whether it is healthy (exit 1 if not)")
+    sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
+    logs = sub.add_parser("logs", help="the end of each component's log")
+    logs.add_argument("component", nargs="?", default="", help="one log, e.g. s3 or kube-apiserver")
+    logs.add_argument("-n", "--lines", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    stack = Stack()
+    try:
+        if args.command == "up":
+            stack.up()
+            return _status(stack)
+        if args.command == "down":
+            if not stack.down():
+                print("nothing was running")
+            return 0
+        if args.command == "status":
+            return _status(stack)
+        if args.command == "env":
+            for key, value in stack.env().items():
+                print(f"export {key}={value}")
+            return 0
+        return _logs(stack, args.component, args.lines)
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The local stack's controller: plays Kubeflow's profile controller, KServe's controller and the kubelet.
+
+Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (both API groups)
+and makes the world match; watches only wake the loop early. One short function wires it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+from kubernetes import client, watch
+
+from ...constants import API_GROUPS, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from .kube import Kube
+from .profiles import reconcile_profile
+from .servers import CheckFailed, Servers, describe, server_key
+from . import trainedmodels as tms
+
+log = logging.getLogger("controller")
+
+
+class Controller:
+    def __init__(self, api: client.ApiClient, state_root: Path) -> None:
+        self.kube = Kube(api)
+        self.servers = Servers(self.kube, state_root, state_root / "logs", state_root / "triton" / "backends")
+        self.wake = threading.Event()
+
+    def reconcile_all(self) -> None:
+        """One level-triggered pass over every object the controller owns."""
+        for profile in self.kube.list_profiles():
+            self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile)
+        wanted: set[str] = set()
+        for name in API_GROUPS:
+            group = api_group(name)
+            isvcs = self.kube.list_custom(group.group, group.isvc_version, "inferenceservices")
+            models = self.kube.list_custom(group.group, group.tm_version, "trainedmodels")
+            ready = {}
+            for isvc in isvcs:
+                key = server_key(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+                if key in wanted:
+                    continue  # the same name in the other API group: first one wins
+                wanted.add(key)
+                ready[key] = self._guard(f"inferenceservice {key}", self._reconcile_isvc, group, isvc)
+            by_key = {server_key(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in isvcs}
+            self._reconcile_models(group, models, by_key, ready)
+        for key in self.servers.running():
+            if key not in wanted:
+                log.info("inferenceservice %s is gone: stopping its server", key)
+                self.servers.stop(key, remove=True)
+
+    def _guard(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - one bad object must not stop the others
+            log.warning("reconciling %s failed: %s", what, describe(exc))
+            return None
+
+    def _reconcile_isvc(self, group, isvc: dict):
+        """Returns Triton's process record when the server is up, else None."""
+        meta = isvc["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None
+        try:
+            access = self.servers.check(group, isvc)
+            records = self.servers.ensure_running(meta["namespace"], meta["name"], access)
+            self.servers.ensure_objects(isvc, records["triton"])
+        except CheckFailed as problem:
+            self.servers.write_status(group, isvc, problem)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a process that will not start is a status, too
+            self.servers.write_status(group, isvc, CheckFailed("ServerFailed", describe(exc)))
+            raise
+        self.servers.write_status(group, isvc, None)
+        return records["triton"]
+
+    def _reconcile_models(self, group, models: list[dict], isvcs: dict, ready: dict) -> None:
+        by_server: dict[str, list[dict]] = defaultdict(list)
+        for tm in models:
+            ns = tm["metadata"]["namespace"]
+            by_server[server_key(ns, (tm.get("spec") or {}).get("inferenceService", ""))].append(tm)
+        for key, isvc in isvcs.items():
+            by_server.setdefault(key, [])
+        for key, items in by_server.items():
+            self._guard(f"trainedmodels of {key}", self._reconcile_server_models,
+                        group, key, items, isvcs.get(key), ready.get(key))
+
+    def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton) -> None:
+        parts = {tm["metadata"]["name"]: tms.validate(tm, isvc, triton is not None) for tm in items}
+        valid = [tm for tm in items if all(p["status"] == "True" or p["type"] == "InferenceServiceReady"
+                                            for p in parts[tm["metadata"]["name"]])]
+        too_big = tms.fit_memory(valid, tms.isvc_memory_limit(isvc) if isvc else None)
+        entries = [tms.model_entry(tm) for tm in valid if tm["metadata"]["name"] not in too_big]
+        if isvc is not None and triton is not None:
+            ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+            where = self.servers.dir(ns, name)
+            tms.write_model_config(self.kube, ns, name, entries, where)
+            agent = tms.read_agent_status(where)
+        else:
+            agent = {}
+        for tm in items:
+            name = tm["metadata"]["name"]
+            conds = parts[name]
+            if name in too_big:
+                conds = [c for c in conds if c["type"] != "MemoryResourceAvailable"] + [tms.condition(
+                    "MemoryResourceAvailable", False, "MemoryResourceNotAvailable",
+                    "the TrainedModels of this server need more memory than its limit: raise "
+                    "spec.predictor.triton.resources.limits.memory or lower spec.model.memory")]
+            elif all(c["status"] == "True" for c in conds):
+                entry = tms.model_entry(tm)
+                conds = conds + [tms.serving_condition(tm, agent, tms.spec_sha(entry["modelSpec"]),
+                                                       triton.ports.get("http") if triton else None)]
+            tms.write_status(self.kube, group, tm, conds)
+
+    def watch_forever(self, stop: threading.Event) -> list[threading.Thread]:
+        """Watches that wake the loop when anything it owns changes."""
+        sources = [(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL)]
+        for name in API_GROUPS:
+            group = api_group(name)
+            sources += [(group.group, group.isvc_version, "inferenceservices"),
+                        (group.group, group.tm_version, "trainedmodels")]
+        threads = []
+        for source in sources:
+            thread = threading.Thread(target=self._watch, args=(source, stop), daemon=True)
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _watch(self, source: tuple, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                for _ in watch.Watch().stream(self.kube.custom.list_cluster_custom_object, *source,
+                                              timeout_seconds=20):
+                    self.wake.set()
+                    if stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - CRD not there yet, apiserver restarting: retry
+                stop.wait(2)
+
+    def run(self, stop: threading.Event, ready_file: Path, interval: float = 1.0) -> None:
+        """Reconcile until `stop` is set, then stop every server this controller started."""
+        self.watch_forever(stop)
+        self.reconcile_all()
+        ready_file.write_text("ready\n")
+        while not stop.is_set():
+            self.wake.wait(interval)
+            self.wake.clear()
+            try:
+                self.reconcile_all()
+            except Exception as exc:  # noqa: BLE001 - the apiserver may be away for a moment
+                log.warning("reconcile pass failed: %s", describe(exc))
+        for key in self.servers.running():
+            self.servers.stop(key)

@@ -1,0 +1,30 @@
+"""`python -m helpers.local.controller --state-dir DIR`: run the local controller until SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from kubernetes import config as kconfig
+
+from . import Controller
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m helpers.local.controller")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    api = kconfig.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    Controller(api, args.state_dir).run(stop, args.state_dir / "controller.ready")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""InferenceService without storageUri -> a Triton process and an agent (KServe's controller + kubelet).
+
+Per InferenceService the controller keeps a folder `servers/<ns>.<name>/` in the stack's state:
+the model repository (`models/`), the projected model config (`configs/models.json`, as the
+kubelet mounts the ConfigMap), the agent's status file and the records of both processes.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from kubernetes import client
+
+from ...constants import (INFERENCESERVICE_CONFIG, KFSERVING_GROUP, LOCAL_ADDRESS_ANNOTATION, ApiGroup,
+                          api_group, model_config_map_name)
+from ...errors import SetupError
+from ...k8s import resolve_address
+from ...storage import S3Settings, StorageError, connect, s3_errors
+from .. import process, tritonserver
+from .conditions import condition, merge_times, ready_from, strip_times
+from .kube import Kube, owner_reference
+
+log = logging.getLogger("controller")
+GRPC_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "grpc-address")
+CONFIG_NAMESPACE = {KFSERVING_GROUP: "kfserving-system"}  # KServe's lives in `kserve`
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """What KServe's credential builder would inject into the agent container."""
+
+    endpoint: str
+    secure: bool
+    access_key: str
+    secret_key: str
+    region: str
+
+    def agent_env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "S3_ENDPOINT": self.endpoint, "S3_USE_HTTPS": "1" if self.secure else "0",
+                "AWS_REGION": self.region}
+
+
+class CheckFailed(Exception):
+    """An InferenceService cannot be served; carries the condition reason and a message with the fix."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServerDir:
+    root: Path
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "configs" / "models.json"
+
+    @property
+    def agent_status(self) -> Path:
+        return self.root / "agent-status.json"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "processes.json"
+
+
+def server_key(namespace: str, name: str) -> str:
+    return f"{namespace}.{name}"
+
+
+class Servers:
+    """Runs, checks and stops the Triton + agent pair of every multi-model InferenceService."""
+
+    def __init__(self, kube: Kube, state_root: Path, logs: Path, backends: Path) -> None:
+        self.kube = kube
+        self.state_root = state_root
+        self.logs = logs
+        self.backends = backends
+        self._s3_checked: dict[tuple, tuple[float, Optional[str]]] = {}
+
+    def dir(self, namespace: str, name: str) -> ServerDir:
+        return ServerDir(self.state_root / "servers" / server_key(namespace, name))
+
+    # --- checks ------------------------------------------------------------------------
+    def check(self, group: ApiGroup, isvc: dict) -> S3Access:
+        """Everything KServe would need to run this server; raises CheckFailed naming the fix."""
+        meta, spec = isvc["metadata"], isvc.get("spec") or {}
+        predictor = spec.get("predictor") or {}
+        triton = predictor.get("triton")
+        if triton is None:
+            raise CheckFailed("PredictorNotSupported",
+                              "the local stack serves Triton predictors only: give spec.predictor.triton")
+        if triton.get("storageUri"):
+            raise CheckFailed("NotMultiModelServer",
+                              "spec.predictor.triton.storageUri makes this a single-model server; remove it so "
+                              "TrainedModels can be added (see multi_model_triton_server.yaml)")
+        self._check_multi_model_flag(group)
+        return self._s3_access(group, meta["namespace"], predictor.get("serviceAccountName") or "default")
+
+    def _check_multi_model_flag(self, group: ApiGroup) -> None:
+        ns = CONFIG_NAMESPACE.get(group.group, "kserve")
+        cm = self.kube.read(self.kube.core.read_namespaced_config_map, INFERENCESERVICE_CONFIG, ns)
+        where = f"ConfigMap {INFERENCESERVICE_CONFIG} in namespace {ns}"
+        if cm is None:
+            raise CheckFailed("ConfigMissing", f"{where} not found: is {group.group} installed?")
+        predictors = json.loads((cm.data or {}).get("predictors", "{}"))
+        if not (predictors.get("triton") or {}).get("multiModelServer"):
+            raise CheckFailed("MultiModelServerDisabled",
+                              f"{where} has predictors.triton.multiModelServer false; set it to true "
+                              f"(kubectl edit cm {INFERENCESERVICE_CONFIG} -n {ns}), then re-create this InferenceService")
+
+    def _s3_access(self, group: ApiGroup, namespace: str, sa_name: str) -> S3Access:
+        sa = self.kube.read(self.kube.core.read_namespaced_service_account, sa_name, namespace)
+        if sa is None:
+            raise CheckFailed("ServiceAccountNotFound",
+                              f"service account {sa_name!r} not found in {namespace}: apply s3_secret.yaml "
+                              f"(notebook 01_minio) or fix spec.predictor.serviceAccountName")
+        other = api_group(KFSERVING_GROUP if group.group != KFSERVING_GROUP else "serving.kserve.io")
+        wrong_group = ""
+        for ref in sa.secrets or []:
+            secret = self.kube.read(self.kube.core.read_namespaced_secret, ref.name, namespace)
+            if secret is None:
+                raise CheckFailed("SecretNotFound", f"service account {sa_name!r} names secret {ref.name!r}, "
+                                                    f"which does not exist in {namespace}: apply s3_secret.yaml")
+            notes = secret.metadata.annotations or {}
+            if group.s3_endpoint not in notes:
+                wrong_group = ref.name if other.s3_endpoint in notes else wrong_group
+                continue
+            return self._verified(group, secret, notes, namespace)
+        if wrong_group:
+            raise CheckFailed("S3SecretWrongApiGroup",
+                              f"secret {wrong_group!r} is annotated {other.s3_endpoint}, but this InferenceService "
+                              f"is {group.group}: annotate it {group.s3_endpoint} (render s3_secret.yaml for {group.group})")
+        raise CheckFailed("S3SecretMissing",
+                          f"no secret of service account {sa_name!r} has the {group.s3_endpoint} annotation, so the "
+                          f"agent gets no S3 credentials: apply s3_secret.yaml and list the secret under the "
+                          f"service account's `secrets`")
+
+    def _verified(self, group: ApiGroup, secret: client.V1Secret, notes: dict, namespace: str) -> S3Access:
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        key = data.get("AWS_ACCESS_KEY_ID") or data.get("awsAccessKeyID")
+        secret_key = data.get("AWS_SECRET_ACCESS_KEY") or data.get("awsSecretAccessKey")
+        name = secret.metadata.name
+        if not key or not secret_key:
+            raise CheckFailed("S3SecretIncomplete",
+                              f"secret {name!r} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: see s3_secret.yaml")
+        endpoint = resolve_address(self.kube.api, notes[group.s3_endpoint], namespace)
+        access = S3Access(endpoint, notes.get(group.s3_usehttps, "1") not in ("0", "false"), key, secret_key,
+                          notes.get(group.s3_region, "us-east-1"))
+        problem = self._s3_problem(access, (namespace, name, secret.metadata.resource_version))
+        if problem:
+            raise CheckFailed("S3AccessFailed", f"secret {name!r}: {problem}")
+        return access
+
+    def _s3_problem(self, access: S3Access, key: tuple) -> Optional[str]:
+        """Try the credentials once per secret version (again after 30 s while they fail)."""
+        checked = self._s3_checked.get(key)
+        if checked and (checked[1] is None or time.monotonic() - checked[0] < 30):
+            return checked[1]
+        settings = S3Settings(access.endpoint, access.access_key, access.secret_key, access.secure, access.region)
+        problem = None
+        try:
+            s3 = connect(settings, retries=0)
+            with s3_errors(s3):
+                s3.list_buckets()
+        except StorageError as exc:
+            problem = str(exc).replace("\n ", "")
+        self._s3_checked[key] = (time.monotonic(), problem)
+        return problem
+
+    # --- processes -----------------------------------------------------------------------
+    def ensure_running(self, namespace: str, name: str, access: S3Access) -> dict[str, process.ProcessRecord]:
+        """Start (or restart) the server's Triton and agent; an agent whose S3 settings changed is restarted."""
+        where = self.dir(namespace, name)
+        for path in (where.models, where.config_file.parent):
+            path.mkdir(parents=True, exist_ok=True)
+        if not where.config_file.exists():
+            where.config_file.write_text("[]")
+        records = self._records(where)
+        triton = records.get("triton")
+        if not (triton and triton.alive()):
+            if triton:
+                log.warning("triton for %s/%s (pid %s) is not running: restarting it", namespace, name, triton.pid)
+            old = triton.ports if triton else {}
+            ports = {k: old[k] if old.get(k) and process.port_free(old[k]) else process.free_port()
+                     for k in ("http", "grpc", "metrics")}
+            tritonserver.prepare_backends(self.backends)
+            triton = tritonserver.start(f"triton-{namespace}.{name}", where.models, self.backends, ports,
+                                        self.logs / f"triton-{server_key(namespace, name)}.log")
+            records["triton"] = triton
+            self._save(where, records)
+        env_sha = hashlib.sha256(json.dumps(access.agent_env(), sort_keys=True).encode()).hexdigest()[:16]
+        agent = records.get("agent")
+        if agent and agent.alive() and records.get("agent-env") != env_sha:
+            log.info("S3 settings of %s/%s changed: restarting its agent", namespace, name)
+            process.stop(agent)
+        if not (agent and agent.alive()) or records.get("agent-env") != env_sha:
+            records["agent"] = self._start_agent(namespace, name, where, triton, access)
+            records["agent-env"] = env_sha
+            self._save(where, records)
+        return records
+
+    def _start_agent(self, namespace: str, name: str, where: ServerDir, triton: process.ProcessRecord,
+                     access: S3Access) -> process.ProcessRecord:
+        where.agent_status.unlink(missing_ok=True)
+        argv = process.python_argv("helpers.local.agent", "--config-dir", str(where.config_file.parent),
+                                   "--model-dir", str(where.models),
+                                   "--triton-url", f"http://127.0.0.1:{triton.ports['http']}",
+                                   "--status-file", str(where.agent_status))
+        env = {**os.environ, **access.agent_env()}
+        return process.start(f"agent-{namespace}.{name}", argv, self.logs / f"agent-{server_key(namespace, name)}.log",
+                             where.agent_status.exists, env=env, timeout=60)
+
+    @staticmethod
+    def _records(where: ServerDir) -> dict:
+        if not where.records.exists():
+            return {}
+        data = json.loads(where.records.read_text())
+        return {k: process.ProcessRecord.from_json(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+    @staticmethod
+    def _save(where: ServerDir, records: dict) -> None:
+        data = {k: v.to_json() if isinstance(v, process.ProcessRecord) else v for k, v in records.items()}
+        tmp = where.records.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(where.records)
+
+    def running(self) -> list[str]:
+        """Keys `<ns>.<name>` of every server folder with process records."""
+        return sorted(p.parent.name for p in (self.state_root / "servers").glob("*/processes.json"))
+
+    def stop(self, key: str, remove: bool = False) -> None:
+        """Stop a server's agent then its Triton; `remove` also deletes its folder (the ISVC is gone)."""
+        where = ServerDir(self.state_root / "servers" / key)
+        records = self._records(where)
+        for role in ("agent", "triton"):
+            record = records.get(role)
+            if isinstance(record, process.ProcessRecord) and process.stop(record):
+                log.info("stopped %s for %s (pid %s)", role, key, record.pid)
+        if remove:
+            import shutil
+
+            shutil.rmtree(where.root, ignore_errors=True)
+        else:
+            where.records.unlink(missing_ok=True)
+
+    # --- objects -----------------------------------------------------------------------
+    def ensure_objects(self, isvc: dict, triton: process.ProcessRecord) -> None:
+        """The Service that maps the ISVC's address to Triton, and the (empty) model-config ConfigMap."""
+        meta = isvc["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        notes = {LOCAL_ADDRESS_ANNOTATION: f"127.0.0.1:{triton.ports['http']}",
+                 GRPC_ADDRESS_ANNOTATION: f"127.0.0.1:{triton.ports['grpc']}"}
+        group = api_group(isvc["apiVersion"].split("/")[0])
+        labels = {group.isvc_label: name}
+        svc = self.kube.read(self.kube.core.read_namespaced_service, name, ns)
+        if svc is None:
+            body = client.V1Service(
+                metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=notes,
+                                             owner_references=[owner_reference(isvc)]),
+                spec=client.V1ServiceSpec(ports=[client.V1ServicePort(name="http", port=80, target_port=8080)]))
+            self.kube.core.create_namespaced_service(ns, body)
+        elif any((svc.metadata.annotations or {}).get(k) != v for k, v in notes.items()):
+            self.kube.core.patch_namespaced_service(name, ns, {"metadata": {"annotations": notes}})
+        cm_name = model_config_map_name(name)
+        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=cm_name, labels=labels,
+                                                               owner_references=[owner_reference(isvc)]),
+                                  data={"models.json": "[]"})
+        self.kube.ensure(self.kube.core.create_namespaced_config_map, self.kube.core.read_namespaced_config_map,
+                         cm_name, body, ns)
+
+    def write_status(self, group: ApiGroup, isvc: dict, problem: Optional[CheckFailed]) -> None:
+        """Status as KServe writes it: url, address.url, components, conditions."""
+        meta = isvc["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        revision = f"{name}-predictor-default-00001"
+        if problem is None:
+            parts = [condition(t, True) for t in
+                     ("IngressReady", "PredictorConfigurationReady", "PredictorReady", "PredictorRouteReady")]
+        else:
+            parts = [condition("PredictorReady", False, problem.reason, str(problem))]
+        old = isvc.get("status") or {}
+        conditions = parts + [ready_from(parts)]
+        status = {"observedGeneration": meta.get("generation", 1), "conditions": conditions}
+        if problem is None:
+            status.update({
+                "url": f"http://{name}.{ns}.example.com",
+                "address": {"url": f"http://{name}.{ns}.svc.cluster.local"},
+                "components": {"predictor": {
+                    "latestCreatedRevision": revision, "latestReadyRevision": revision,
+                    "url": f"http://{name}-predictor-default.{ns}.example.com",
+                    "traffic": [{"latestRevision": True, "percent": 100, "revisionName": revision}]}},
+            })
+        comparable = {**old, "conditions": strip_times(old.get("conditions"))}
+        if comparable == {**status, "conditions": strip_times(conditions)}:
+            return
+        status["conditions"] = merge_times(old.get("conditions"), conditions)
+        self.kube.patch_status(group.group, group.isvc_version, "inferenceservices", isvc, status)
+
+
+def describe(exc: Exception) -> str:
+    """A one-line message for an unexpected error while reconciling."""
+    if isinstance(exc, SetupError):
+        return exc.cause
+    return f"{type(exc).__name__}: {exc}"

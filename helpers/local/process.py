@@ -1,0 +1,167 @@
+"""One child process of the local stack: own session, log file, health wait, TERM then KILL.
+
+Modelled on controller-runtime envtest's process layer: defaults are filled at start, the
+health wait races the process's exit and a deadline, and errors name the binary and its log.
+Processes outlive the command that started them (`python -m helpers.local up` returns), so a
+`ProcessRecord` is kept in the state folder and `stop` works from it, by PID, never by name.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+from ..config import env_flag
+from ..errors import SetupError
+from ..wait import WaitTimeout, poll_until
+
+
+@dataclass
+class ProcessRecord:
+    """What is needed to find, check and stop a started process later."""
+
+    name: str
+    pid: int
+    argv: list[str]
+    log: str
+    ports: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "ProcessRecord":
+        return cls(**dict(data))
+
+    def alive(self) -> bool:
+        """True while the PID runs the same program it was started as (PIDs get reused)."""
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie has exited
+            return False
+        return bool(cmdline) and cmdline[0].decode(errors="replace") == self.argv[0]
+
+
+def log_tail(path: str | Path, lines: int = 15) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def require_port(port: int, who: str, setting: str) -> int:
+    """Return `port` if it is free, else raise a SetupError naming the setting to change."""
+    if not port_free(port):
+        raise SetupError(
+            f"port {port} on 127.0.0.1, wanted by {who}, is already in use by another program",
+            f"stop that program, or pick another port with {setting}=<port> (unset it for a free one)",
+        )
+    return port
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    healthy: Callable[[], bool],
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[Path] = None,
+    timeout: float = 60.0,
+    ports: Optional[Mapping[str, int]] = None,
+) -> ProcessRecord:
+    """Start `argv` in its own session, output to `log`, and wait until `healthy()` is true.
+
+    If the process exits or the deadline passes first, it is stopped and a SetupError names the
+    binary, the reason and the end of its log.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    echo = env_flag("MMS_ECHO")
+    with open(log, "ab") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {name}: {argv[0]}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=None if echo else out,
+            stderr=subprocess.STDOUT if not echo else None,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,  # own process group: stop() signals the whole group
+        )
+    record = ProcessRecord(name, proc.pid, list(argv), str(log), dict(ports or {}), time.time())
+
+    def exited() -> Optional[str]:
+        code = proc.poll()
+        return f"{name} exited with code {code}" if code is not None else None
+
+    try:
+        poll_until(healthy, f"{name} to become healthy", timeout=timeout, give_up=exited)
+    except WaitTimeout as exc:
+        stop(record, proc=proc)
+        raise SetupError(
+            f"{name} ({argv[0]}) did not start: {exc}\n  its log, {log}:\n{log_tail(log)}",
+            f"read {log}; `python -m helpers.local logs {name}` shows it too",
+        ) from None
+    return record
+
+
+def stop(record: ProcessRecord, timeout: float = 15.0, proc: Optional[subprocess.Popen] = None) -> bool:
+    """Stop a started process and its group: TERM, wait, then KILL. Returns True if it was running."""
+    if proc is None and not record.alive():
+        return False
+    for sig, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(record.pid, sig)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            os.kill(record.pid, sig)
+        deadline = time.monotonic() + wait_for
+        while time.monotonic() < deadline:
+            if proc is not None:
+                if proc.poll() is not None:
+                    return True
+            elif not record.alive():
+                return True
+            time.sleep(0.05)
+    if proc is not None:
+        proc.wait(timeout=5)
+    return True
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    """argv that runs `python -m module args` with the current interpreter."""
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,143 @@
+"""The local Triton: the real `tritonserver` binary from the nvidia-pytriton wheel, on 127.0.0.1.
+
+Stands in for KServe's Triton pod. It runs in explicit model-control mode, as the multi-model
+InferenceService does, so models come and go only through the repository API (the agent's
+load/unload). PyTorch and TensorFlow models load through Triton's Python-based backends
+(`helpers/local/backends/*/model.py`), so the guide's model folders serve unchanged on a CPU.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Mapping
+
+import requests
+
+from ..errors import SetupError
+from . import process
+
+_BACKENDS_SRC = Path(__file__).resolve().parent / "backends"
+_PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
+_PYTHON_BASED_BACKENDS = ("pytorch", "tensorflow")
+
+
+def _pytriton_dir() -> Path:
+    """Where the nvidia-pytriton wheel keeps tritonserver, found without importing pytriton."""
+    for base in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
+        candidate = Path(base) / "pytriton" / "tritonserver"
+        if candidate.is_dir():
+            return candidate
+    raise SetupError("tritonserver is not installed (the nvidia-pytriton wheel is missing from this Python)",
+                     "run `make setup`, or set TRITONSERVER to an existing tritonserver binary")
+
+
+def tritonserver_binary() -> str:
+    """The tritonserver executable: $TRITONSERVER if set, else the one in the nvidia-pytriton wheel."""
+    given = os.environ.get("TRITONSERVER")
+    if given:
+        path = Path(given).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise SetupError(f"TRITONSERVER={given} is not an executable file",
+                             "point TRITONSERVER at a tritonserver binary, or unset it to use the one from `make setup`")
+        return str(path)
+    binary = _pytriton_dir() / "bin" / "tritonserver"
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise SetupError(f"tritonserver is missing from the nvidia-pytriton wheel ({binary})", "run `make setup`")
+    return str(binary)
+
+
+def _copy_if_changed(src: Path, dst: Path, executable: bool = False) -> None:
+    if dst.exists():
+        same_stat = src.stat().st_size == dst.stat().st_size and src.stat().st_mtime == dst.stat().st_mtime
+        if same_stat or src.read_bytes() == dst.read_bytes():
+            return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copy2(src, tmp)  # keeps mtime, so the next call compares by stat alone
+    if executable:
+        tmp.chmod(0o755)
+    tmp.replace(dst)  # atomic: a running Triton never sees half a file
+
+
+def prepare_backends(dest: Path) -> Path:
+    """Assemble Triton's backend folder in `dest` (idempotent; recopies what changed) and return it.
+
+    `python/` gets the python backend and the stub built for this interpreter's X.Y (taken from
+    `python_backend_stubs/`); `pytorch/` and `tensorflow/` get the Python-based backends.
+    """
+    dest = Path(dest)
+    source = _pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise SetupError(f"the nvidia-pytriton wheel has no python backend stub for Python {version} ({stub})",
+                         "use a Python it ships a stub for (see its python_backend_stubs/ folder), then `make setup`")
+    for name in _PYTHON_BACKEND_FILES:
+        src = source / "backends" / "python" / name
+        if not src.is_file():
+            raise SetupError(f"the python backend file {src} is missing", "run `make setup` again")
+        _copy_if_changed(src, dest / "python" / name)
+    _copy_if_changed(stub, dest / "python" / "triton_python_backend_stub", executable=True)
+    for backend in _PYTHON_BASED_BACKENDS:
+        _copy_if_changed(_BACKENDS_SRC / backend / "model.py", dest / backend / "model.py")
+    return dest
+
+
+def triton_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver, so its python stub runs this interpreter with this venv's packages.
+
+    The stub links libpython3.X.so.1.0 (found through LD_LIBRARY_PATH) and runs the `python3`
+    first on PATH to find its packages: without both it uses the system Python and cannot
+    import numpy.
+    """
+    env = dict(os.environ if base is None else base)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    bindir = str(Path(sys.executable).parent)
+    if libdir:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+    env["PATH"] = os.pathsep.join(p for p in (bindir, env.get("PATH", "")) if p)
+    return env
+
+
+def _ready(port: int) -> bool:
+    return requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200
+
+
+def start(name: str, model_repository: Path, backends: Path, ports: Mapping[str, int], log: Path,
+          timeout: float = 120, port_setting: str = "MMS_TRITON_PORT") -> process.ProcessRecord:
+    """Start tritonserver on 127.0.0.1 (ports `http`, `grpc`, `metrics`) and wait until it is ready.
+
+    Explicit model control: nothing loads until the agent (or `helpers.triton.load_model`) asks.
+    `port_setting` names, in the busy-port error, the setting the user changes to pick others.
+    """
+    for kind in ("http", "grpc", "metrics"):
+        if kind not in ports:
+            raise ValueError(f"ports needs an entry for {kind!r}")
+        process.require_port(int(ports[kind]), f"tritonserver {name} ({kind})", port_setting)
+    model_repository = Path(model_repository)
+    model_repository.mkdir(parents=True, exist_ok=True)
+    argv = [
+        tritonserver_binary(),
+        f"--model-repository={model_repository}",
+        "--model-control-mode=explicit",
+        # Default strict readiness makes /v2/health/ready fail after any failed load: one bad
+        # TrainedModel would mark the whole server unready.
+        "--strict-readiness=false",
+        # With keep-alive clients open, shutdown otherwise waits 30 s for them.
+        "--exit-timeout-secs=5",
+        f"--backend-directory={Path(backends)}",
+        "--http-address=127.0.0.1", f"--http-port={int(ports['http'])}",
+        "--grpc-address=127.0.0.1", f"--grpc-port={int(ports['grpc'])}",
+        "--metrics-address=127.0.0.1", f"--metrics-port={int(ports['metrics'])}",
+    ]
+    http_port = int(ports["http"])
+    return process.start(name, argv, Path(log), lambda: _ready(http_port), env=triton_env(),
+                         timeout=timeout, ports={k: int(v) for k, v in ports.items()})
+
+
+def http_url(record: process.ProcessRecord) -> str:
+    """The HTTP endpoint of a started Triton, e.g. `http://127.0.0.1:8000`."""
+    return f"http://127.0.0.1:{record.ports['http']}"

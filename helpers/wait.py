@@ -1,0 +1,43 @@
+"""Poll until something is true, with a deadline and a readable timeout (never `sleep` and hope)."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(TimeoutError):
+    """Raised when `poll_until` runs out of time; the message says what was awaited and the last state."""
+
+
+def poll_until(
+    check: Callable[[], Optional[T]],
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    give_up: Optional[Callable[[], Optional[str]]] = None,
+) -> T:
+    """Call `check` until it returns a truthy value and return that value.
+
+    `give_up` is asked between polls; a string it returns ends the wait at once with that reason
+    (e.g. "the process exited"). Exceptions from `check` count as "not yet" and the last one is
+    named in the timeout message.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Optional[BaseException] = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            last_error = exc
+        if give_up is not None:
+            reason = give_up()
+            if reason:
+                raise WaitTimeout(f"gave up waiting for {what}: {reason}")
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local stack needs.
+# As root on Debian it installs them; anywhere else it prints what to install and stops.
+set -euo pipefail
+
+# etcd-server: the local control plane's store.
+# golang-1.19-go + reflect2: build kube-apiserver/kube-controller-manager from Debian's source.
+# dpkg-dev: `apt-get source`. openssl: the control plane's TLS certificates.
+# chromium: the browser test drives the system Chromium (browser downloads are blocked).
+packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && { echo "setup-system: all Debian packages present"; exit 0; }
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "setup-system: missing packages: ${missing[*]}" >&2
+  echo "  install them as root: apt-get install ${missing[*]}" >&2
+  echo "  (or point KUBE_APISERVER, KUBE_CONTROLLER_MANAGER and ETCD at existing binaries, see README)" >&2
+  exit 1
+fi
+
+echo "setup-system: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup-system: done"
