@@ -1,0 +1,40 @@
+"""Shared fixtures: one embedded local stack per test session, in a temporary state folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from helpers.local.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The real stack (S3, etcd, apiserver, controller manager, controller), started once.
+
+    MMS_STATE_DIR is set for the whole session so that helpers, notebooks' kernels and
+    subprocesses all find this stack and never the user's own.
+    """
+    root = Path(tmp_path_factory.mktemp("stack"))
+    previous = os.environ.get("MMS_STATE_DIR")
+    os.environ["MMS_STATE_DIR"] = str(root)
+    local = Stack(root)
+    try:
+        local.up(say=lambda _msg: None)
+        yield local
+    finally:
+        local.down(say=lambda _msg: None)
+        if previous is None:
+            os.environ.pop("MMS_STATE_DIR", None)
+        else:
+            os.environ["MMS_STATE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def kube(stack: Stack):
+    """A `kubernetes` ApiClient for the session's stack."""
+    from kubernetes import config as kconfig
+
+    return kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
