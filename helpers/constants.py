@@ -99,10 +99,3 @@ TRITON_FRAMEWORKS = {
 # Annotation by which the local stack maps a Service to the loopback address behind it.
 LOCAL_ADDRESS_ANNOTATION = "mms-notebooks.local/address"
 
-
-def spec_sha(model_spec: dict) -> str:
-    """sha256 of a modelSpec's canonical JSON: the `SUCCESS.<sha>` marker's suffix (KServe's downloader)."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(model_spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

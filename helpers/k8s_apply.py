@@ -146,20 +146,26 @@ def _create(dyn: DynamicClient, resource: Resource, body: dict, namespace: Optio
 
 
 def _replace_pod(dyn: DynamicClient, resource: Resource, body: dict, namespace: str) -> Any:
+    """Delete the Pod and create it from `body`; if the new one is refused, put the old one back."""
     name = body["metadata"]["name"]
-    old = dyn.get(resource, name=name, namespace=namespace)
+    old = dyn.get(resource, name=name, namespace=namespace).to_dict()
     dyn.delete(resource, name=name, namespace=namespace, body={"gracePeriodSeconds": 0})
 
     def gone() -> bool:
         try:
-            return dyn.get(resource, name=name, namespace=namespace).metadata.uid != old.metadata.uid
+            return dyn.get(resource, name=name, namespace=namespace).metadata.uid != old["metadata"]["uid"]
         except ApiException as exc:
             if exc.status == 404:
                 return True
             raise
 
     poll_until(gone, f"{describe(body)} to be deleted before it is created again", timeout=60)
-    return _create(dyn, resource, body, namespace)
+    try:
+        return _create(dyn, resource, body, namespace)
+    except ApiException:
+        old.pop("status", None)
+        _create(dyn, resource, _patch_body(old), namespace)
+        raise
 
 
 def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout: float = 60.0) -> Any:

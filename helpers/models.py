@@ -8,7 +8,9 @@ stays light.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 from .config import project_root
@@ -52,8 +54,10 @@ def write_cifar10_standin(folder: Path, seed: int = 0) -> Path:
     with torch.random.fork_rng():  # fixed weights without touching the caller's random state
         torch.manual_seed(seed)
         model = Cifar10StandIn().eval()
-    scripted = torch.jit.script(model)
-    torch.jit.save(scripted, str(folder / "1" / "model.pt"))
+    with warnings.catch_warnings():
+        # torch 2.x marks TorchScript deprecated; Triton's pytorch_libtorch still needs it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(folder / "1" / "model.pt"))
     return folder
 
 
@@ -66,6 +70,8 @@ def write_inception_standin(folder: Path, seed: int = 0) -> Path:
     4x4 grid, a fixed dense layer, softmax.
     """
     import numpy as np
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
     import tensorflow as tf
 
     folder = Path(folder)

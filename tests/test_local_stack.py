@@ -1,6 +1,7 @@
 """The embedded stack as a user drives it: up, status, env, logs, down, and what survives."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -46,7 +47,11 @@ def test_listeners_bind_loopback_only(stack: Stack) -> None:
     listening = [(proc.name(), conn.laddr) for proc in procs
                  for conn in proc.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN]
     assert listening, "the stack listens on nothing?"
-    assert all(addr.ip == "127.0.0.1" for _name, addr in listening), listening
+    def ipv4(ip: str) -> str:  # gRPC reports an IPv4-mapped IPv6 address (::ffff:127.0.0.1)
+        parsed = ipaddress.ip_address(ip)
+        return str(getattr(parsed, "ipv4_mapped", None) or parsed)
+
+    assert all(ipv4(addr.ip) == "127.0.0.1" for _name, addr in listening), listening
 
 
 def test_apiserver_refuses_anonymous_requests(stack: Stack) -> None:

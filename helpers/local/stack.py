@@ -89,6 +89,8 @@ class Stack:
         found = {}
         for path in sorted(self.servers_dir.glob("*/processes.json")):
             for role, data in json.loads(path.read_text()).items():
+                if not isinstance(data, dict):
+                    continue  # not a process (e.g. the hash of the agent's S3 settings)
                 found[f"{path.parent.name.replace('.', '/', 1)}/{role}"] = process.ProcessRecord.from_json(data)
         return found
 

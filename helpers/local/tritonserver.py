@@ -91,13 +91,19 @@ def triton_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
     The stub links libpython3.X.so.1.0 (found through LD_LIBRARY_PATH) and runs the `python3`
     first on PATH to find its packages: without both it uses the system Python and cannot
-    import numpy.
+    import numpy. The stub and libtriton_python.so also link the wheel's bundled libraries
+    (`nvidia_pytriton.libs/`) through an RPATH relative to where the wheel put them, which
+    does not hold for the copies in the backend folder: without that folder on the path the
+    stub cannot start, and Triton then waits for it forever.
     """
     env = dict(os.environ if base is None else base)
-    libdir = sysconfig.get_config_var("LIBDIR")
+    libdirs = [sysconfig.get_config_var("LIBDIR") or ""]
+    try:
+        libdirs.append(str(_pytriton_dir().parent.parent / "nvidia_pytriton.libs"))
+    except SetupError:
+        pass  # TRITONSERVER points elsewhere: its own backends bring their libraries
     bindir = str(Path(sys.executable).parent)
-    if libdir:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libdirs, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join(p for p in (bindir, env.get("PATH", "")) if p)
     return env
 

@@ -108,9 +108,7 @@ class Controller:
                     "the TrainedModels of this server need more memory than its limit: raise "
                     "spec.predictor.triton.resources.limits.memory or lower spec.model.memory")]
             elif all(c["status"] == "True" for c in conds):
-                entry = tms.model_entry(tm)
-                conds = conds + [tms.serving_condition(tm, agent, tms.spec_sha(entry["modelSpec"]),
-                                                       triton.ports.get("http") if triton else None)]
+                conds = conds + [tms.serving_condition(tm, agent, triton.ports.get("http") if triton else None)]
             tms.write_status(self.kube, group, tm, conds)
 
     def watch_forever(self, stop: threading.Event) -> list[threading.Thread]:

@@ -13,7 +13,8 @@ from typing import Optional
 import requests
 from kubernetes.utils import parse_quantity
 
-from ...constants import MODEL_CONFIG_FILE, TRITON_FRAMEWORKS, ApiGroup, model_config_map_name, spec_sha
+from ...constants import MODEL_CONFIG_FILE, TRITON_FRAMEWORKS, ApiGroup, model_config_map_name
+from ..agent.spec import ModelSpec
 from .conditions import condition, merge_times, ready_from, strip_times
 from .kube import Kube
 from .servers import ServerDir
@@ -117,9 +118,10 @@ def triton_has(http_port: Optional[int], model: str) -> bool:
         return False
 
 
-def serving_condition(tm: dict, agent: dict, sha: str, http_port: Optional[int]) -> dict:
+def serving_condition(tm: dict, agent: dict, http_port: Optional[int]) -> dict:
     """Is the model loaded in Triton for the current spec? From the agent's status and Triton itself."""
     name = tm["metadata"]["name"]
+    sha = ModelSpec.from_json(model_entry(tm)["modelSpec"]).sha
     entry = agent.get(name) or {}
     if entry.get("sha") != sha:
         return condition("ModelLoaded", None, "Pending", "waiting for the agent to pick up this spec")

@@ -1,0 +1,132 @@
+"""Read a model agent's log as a timeline: when the config changed, when files were there, when Triton served.
+
+Explained in notebooks 03_cifar10 and 04_inception. Reads three formats:
+this project's local agent and KFServing 0.5's agent (zap JSON with a float `ts`, a `logger`
+and a `modelName` field), and later KServe agents (ISO `ts`, a `caller` and the model name
+inside `msg`, e.g. "Successfully loaded model inception").
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Iterable, Optional
+
+# Later agents name no logger: the source file of the call says which role spoke.
+_CALLER_LOGGERS = {"watcher": "Watcher", "puller": "modelProcessor", "downloader": "Downloader",
+                   "syncer": "Syncer", "main": "modelAgent"}
+
+_MODEL_IN_MSG = [
+    re.compile(r"^(?:adding|removing|unloading|loading) model (?P<m>\S+)"),
+    re.compile(r"^Worker is started for (?P<m>\S+)", re.IGNORECASE),
+    re.compile(r"^Successfully (?:un)?loaded model (?P<m>\S+)"),
+    re.compile(r"^Failed to (?:load|unload|download) model (?P<m>[^\s,]+)", re.IGNORECASE),
+    re.compile(r"^completion event for model (?P<m>[^\s,]+)"),
+    re.compile(r"^Model successFile exists already for (?P<m>\S+)"),
+    re.compile(r"^Creating successFile .*/(?P<m>[^/]+)/SUCCESS\.[0-9a-f]+$"),
+]
+_IN_FLIGHT = re.compile(r"in flight ops (\d+)")
+
+
+def _ts(value: object) -> Optional[float]:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _model(record: dict, msg: str) -> Optional[str]:
+    for key in ("modelName", "model"):
+        if isinstance(record.get(key), str):
+            return record[key]
+    for pattern in _MODEL_IN_MSG:
+        match = pattern.search(msg)
+        if match:
+            return match.group("m")
+    return None
+
+
+def _logger(record: dict) -> str:
+    if isinstance(record.get("logger"), str):
+        return record["logger"]
+    caller = str(record.get("caller", ""))
+    stem = caller.rsplit("/", 1)[-1].split(".", 1)[0]
+    return _CALLER_LOGGERS.get(stem, stem)
+
+
+def parse(lines: Iterable[str]) -> list[dict]:
+    """The log's JSON events as dicts with `ts` (float seconds), `logger`, `msg`, `model` (or None),
+    plus `fields` (the record as logged). Lines that are not JSON events are skipped."""
+    events = []
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        ts = _ts(record.get("ts")) if isinstance(record, dict) else None
+        if ts is None or not isinstance(record.get("msg"), str):
+            continue
+        msg = record["msg"]
+        events.append({"ts": ts, "logger": _logger(record), "msg": msg, "model": _model(record, msg),
+                       "fields": record})
+    return events
+
+
+def _in_flight(event: dict) -> Optional[int]:
+    value = event["fields"].get("inFlight")
+    if isinstance(value, int):
+        return value
+    match = _IN_FLIGHT.search(event["msg"])
+    return int(match.group(1)) if match else None
+
+
+def timeline(lines: Iterable[str], model: str) -> dict:
+    """Seconds from the config event that added `model` (its latest add) to download done and load done.
+
+    Returns `{"model", "start" (unix ts), "download_s", "load_s", "downloaded", "failed"}`: download
+    done is the `SUCCESS.<sha>` marker (`downloaded` False when it existed already, None when
+    the agent does not log it, as KFServing 0.5's does not); load done is "Successfully loaded
+    model", else the completion event that leaves no operation in flight. A `None` time means
+    the step is not in the log (yet); `failed` holds the agent's failure message, if any.
+    """
+    events = parse(lines)
+    adds = [i for i, e in enumerate(events) if e["model"] == model and e["msg"].startswith("adding model")]
+    if not adds:
+        raise ValueError(f"the log shows no 'adding model' event for {model!r}")
+    first = adds[-1]
+    start_index = first
+    for i in range(first, -1, -1):  # the config event that led to the add
+        if events[i]["msg"].startswith("Processing event"):
+            start_index = i
+            break
+    start = events[start_index]["ts"]
+    result: dict = {"model": model, "start": start, "download_s": None, "load_s": None,
+                    "downloaded": None, "failed": None}
+    completion_s = None
+    for event in events[first:]:
+        if event["model"] != model:
+            continue
+        msg, offset = event["msg"], round(event["ts"] - start, 6)
+        if msg.startswith("Creating successFile") and result["download_s"] is None:
+            result["download_s"], result["downloaded"] = offset, True
+        elif msg.startswith("Model successFile exists already") and result["download_s"] is None:
+            result["download_s"], result["downloaded"] = offset, False
+        elif msg.startswith("Successfully loaded model"):
+            result["load_s"], result["failed"] = offset, None  # a retry that succeeded
+            break
+        elif msg.startswith(("Failed to load model", "Failed to download model")):
+            fields = event["fields"]
+            result["failed"] = str(fields.get("error") or msg)
+        elif msg.startswith("completion event for model") and _in_flight(event) == 0:
+            completion_s = offset
+            break
+    if result["load_s"] is None and completion_s is not None and result["failed"] is None:
+        result["load_s"] = completion_s
+    return result

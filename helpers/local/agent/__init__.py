@@ -1,0 +1,69 @@
+"""The local model agent: KServe's agent contract, one role per module.
+
+watcher (models.json -> operations), puller (operations in order per model, Triton restarts),
+downloader (S3 -> model folder + `SUCCESS.<sha>` marker), syncer (state from markers at start),
+status (the file the local controller turns into TrainedModel status), log (KServe-shaped JSON
+lines). `run` wires them; `python -m helpers.local.agent` runs it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ...constants import MODEL_CONFIG_FILE
+from ...storage import S3Settings
+from .downloader import Downloader
+from .log import Logger
+from .puller import Backoff, Puller
+from .spec import ConfigError, Op
+from .status import StatusFile
+from .syncer import sync
+from .triton import TritonServer
+from .watcher import Watcher, read_config
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the agent reads its config, keeps models, finds Triton and S3, and writes status."""
+
+    config_dir: Path
+    model_dir: Path
+    triton_url: str
+    status_file: Path
+    s3: S3Settings
+    poll_interval: float = 0.5
+    check_interval: float = 1.5
+    backoff: Backoff = Backoff(first=1.0, cap=30.0)
+    download_workers: int = 4
+
+
+def run(settings: Settings, stop: threading.Event, log: Optional[Logger] = None) -> None:
+    """Run the agent until `stop` is set."""
+    log = log or Logger("modelAgent")
+    log.named("modelAgent").info("Starting agent", configDir=str(settings.config_dir),
+                                 modelDir=str(settings.model_dir), tritonUrl=settings.triton_url,
+                                 s3Endpoint=settings.s3.endpoint, statusFile=str(settings.status_file))
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        desired = read_config(settings.config_dir / MODEL_CONFIG_FILE)
+        decisions = sync(settings.model_dir, desired, log)
+    except ConfigError as exc:
+        # An unreadable config must not delete downloaded models: skip the clean-up this once.
+        log.named("Syncer").error("Failed to sync model dir", error=str(exc))
+        desired, decisions = {}, {}
+    status = StatusFile(settings.status_file)
+    status.write()
+    downloader = Downloader(settings.model_dir, settings.s3, log, settings.download_workers, stop)
+    puller = Puller(downloader, TritonServer(settings.triton_url), status, log,
+                    settings.backoff, settings.check_interval)
+    watcher = Watcher(settings.config_dir, puller.enqueue, log, settings.poll_interval)
+    puller.start()
+    for name in sorted(n for n, decision in decisions.items() if decision == "unload"):
+        puller.enqueue(Op("remove", name))  # removed while the agent was away; Triton may still serve it
+    watcher.start()
+    stop.wait()
+    log.named("modelAgent").info("Stopping agent")
+    watcher.stop()
+    puller.stop()

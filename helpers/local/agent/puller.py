@@ -1,0 +1,279 @@
+"""Puller: runs operations in order per model (one queue and worker thread each), in parallel
+across models, and keeps Triton's loaded models in line with the models on disk.
+
+add: download, then load through Triton's repository API; remove: unload, then delete the
+folder; replace: unload, download the new spec, load; reload: load what is on disk. Failures
+that may pass (S3 or Triton unreachable, a bucket not there yet) are retried with exponential
+backoff, and a newer operation for the same model supersedes a retrying one. A load Triton
+refuses is final for that spec: its files will not change until the spec does.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from ...storage import StorageError
+from .downloader import Cancelled, Downloader, marker_path
+from .log import Logger
+from .spec import ModelSpec, Op
+from .status import StatusFile
+
+
+class ServerUnreachable(Exception):
+    """The model server did not answer (refused, timed out, or restarting)."""
+
+
+class LoadRefused(Exception):
+    """The model server answered and refused the request; the message is its own."""
+
+
+class ModelServer(Protocol):
+    """What the puller needs from Triton's repository API."""
+
+    def load(self, name: str) -> None: ...
+
+    def unload(self, name: str) -> None:
+        """Returns once the model is no longer served (Triton itself unloads in the background)."""
+        ...
+
+    def index(self) -> dict[str, str]:
+        """{model name: state} for every model Triton knows ("READY" when it serves)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: `first`, doubled on each attempt, at most `cap` seconds."""
+
+    first: float = 1.0
+    cap: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap, self.first * (2 ** attempt))
+
+
+class _Retry(Exception):
+    """An operation failed in a way that may pass; `message` goes to the status file."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _Worker:
+    """One model's queue and the thread that works through it."""
+
+    def __init__(self) -> None:
+        self.ops: deque[Op] = deque()
+        self.running: Optional[Op] = None
+        self.cond = threading.Condition()
+        self.thread: Optional[threading.Thread] = None
+
+    def in_flight(self) -> int:
+        return len(self.ops) + (1 if self.running else 0)
+
+
+class Puller:
+    """Executes model operations against the downloader and the model server, reporting status."""
+
+    def __init__(self, downloader: Downloader, server: ModelServer, status: StatusFile, log: Logger,
+                 backoff: Backoff = Backoff(), check_interval: float = 1.5) -> None:
+        self.downloader = downloader
+        self.server = server
+        self.status = status
+        self.model_dir = downloader.model_dir
+        self.log = log.named("modelProcessor")
+        self.complete_log = log.named("modelOnComplete")
+        self.agent_log = log.named("modelAgent")
+        self.backoff = backoff
+        self.check_interval = check_interval
+        self.desired: dict[str, ModelSpec] = {}
+        self._loaded: set[str] = set()  # models this agent loaded and has not started to unload
+        self._workers: dict[str, _Worker] = {}
+        self._lock = threading.Lock()
+        self._stop = downloader.stop
+        self._server_down = False
+        self._checker = threading.Thread(target=self._check_loop, name="triton-check", daemon=True)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._checker.start()
+
+    def stop(self) -> None:
+        """Ask every worker to stop; they are daemon threads, so a stuck request cannot hold exit."""
+        self._stop.set()
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            with worker.cond:
+                worker.cond.notify_all()
+        deadline = time.monotonic() + 1.5
+        for thread in [w.thread for w in workers if w.thread] + [self._checker]:
+            if thread.is_alive():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def enqueue(self, op: Op) -> None:
+        """Queue `op` behind the model's earlier operations (a retrying one gives way to it)."""
+        with self._lock:
+            if op.kind == "remove":
+                self.desired.pop(op.name, None)
+            elif op.spec is not None:
+                self.desired[op.name] = op.spec
+            worker = self._workers.get(op.name)
+            if worker is None:
+                worker = self._workers[op.name] = _Worker()
+                worker.thread = threading.Thread(target=self._work, args=(op.name, worker),
+                                                 name=f"model-{op.name}", daemon=True)
+                worker.thread.start()
+        with worker.cond:
+            worker.ops.append(op)
+            worker.cond.notify_all()
+
+    def idle(self) -> bool:
+        """True when no model has an operation queued or running."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return all(w.in_flight() == 0 for w in workers)
+
+    # --- per-model worker ----------------------------------------------------------------------
+    def _work(self, name: str, worker: _Worker) -> None:
+        self.log.info("worker is started for", model=name)
+        while not self._stop.is_set():
+            with worker.cond:
+                worker.cond.wait_for(lambda: worker.ops or self._stop.is_set())
+                if self._stop.is_set():
+                    return
+                worker.running = worker.ops.popleft()
+            op = worker.running
+            try:
+                self._run(op, worker)
+            except Exception as exc:  # noqa: BLE001 - a bug in one op must not kill the model's worker
+                self.log.error("Unexpected error", modelName=name, op=op.kind, error=f"{type(exc).__name__}: {exc}")
+                self.status.set(name, "Failed", f"agent error: {type(exc).__name__}: {exc}",
+                                op.spec.sha if op.spec else "")
+            with worker.cond:
+                worker.running = None
+                in_flight = worker.in_flight()
+            self.complete_log.info("completion event for model", modelName=name, inFlight=in_flight)
+
+    def _run(self, op: Op, worker: _Worker) -> None:
+        attempt = 0
+        sha = op.spec.sha if op.spec else ""
+        while True:
+            try:
+                self._execute(op)
+                return
+            except Cancelled:
+                return
+            except LoadRefused as exc:
+                self.log.error("Failed to load model", modelName=op.name, error=str(exc))
+                self.status.set(op.name, "Failed", str(exc), sha)
+                return
+            except _Retry as exc:
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                self.log.error("Operation failed, will retry", modelName=op.name, op=op.kind,
+                               error=exc.message, retryIn=delay, attempt=attempt)
+                self.status.set(op.name, "Failed", f"{exc.message} (retry {attempt} in {delay:.0f} s)", sha)
+                with worker.cond:
+                    worker.cond.wait_for(lambda: worker.ops or self._stop.is_set(), timeout=delay)
+                    if self._stop.is_set():
+                        return
+                    if worker.ops:
+                        self.log.info("Operation superseded by a newer one", modelName=op.name, op=op.kind,
+                                      next=worker.ops[0].kind)
+                        return
+
+    def _execute(self, op: Op) -> None:
+        name, spec = op.name, op.spec
+        if op.kind == "remove":
+            self._unload(name)
+            shutil.rmtree(self.model_dir / name, ignore_errors=True)
+            self.status.set(name, "Unloaded", "")
+            return
+        assert spec is not None
+        if op.kind == "replace":
+            self.status.set(name, "Downloading", "replacing: unloading the previous spec", spec.sha)
+            self._unload(name)
+        if op.kind != "reload" or not marker_path(self.model_dir, name, spec).is_file():
+            self.status.set(name, "Downloading", "", spec.sha)
+            self.log.info("Downloading model", modelName=name, storageUri=spec.storage_uri)
+            try:
+                self.downloader.download(name, spec)
+            except Cancelled:
+                raise
+            except StorageError as exc:
+                self.log.error("Failed to download model", modelName=name, storageUri=spec.storage_uri,
+                               error=exc.cause)
+                raise _Retry(f"{spec.storage_uri}: {exc.cause}" + (f"; fix: {exc.fix}" if exc.fix else "")) from None
+            except Exception as exc:  # noqa: BLE001 - a read timeout or a full disk may pass too
+                reason = f"{type(exc).__name__}: {exc}"
+                self.log.error("Failed to download model", modelName=name, storageUri=spec.storage_uri, error=reason)
+                raise _Retry(f"{spec.storage_uri}: download failed ({reason})") from None
+        self._load(name, spec)
+
+    def _load(self, name: str, spec: ModelSpec) -> None:
+        self.status.set(name, "Loading", "", spec.sha)
+        self.log.info("loading model", modelName=name)
+        try:
+            self.server.load(name)
+        except ServerUnreachable as exc:
+            raise _Retry(f"Triton did not answer the load request for {name}: {exc}") from None
+        with self._lock:
+            self._loaded.add(name)
+        self.log.info("Successfully loaded model", modelName=name)
+        self.status.set(name, "Loaded", "", spec.sha)
+
+    def _unload(self, name: str) -> None:
+        with self._lock:
+            self._loaded.discard(name)
+        self.log.info("unloading model", modelName=name)
+        try:
+            self.server.unload(name)
+        except ServerUnreachable as exc:
+            raise _Retry(f"Triton did not answer the unload request for {name}: {exc}") from None
+        except LoadRefused as exc:
+            raise _Retry(f"Triton refused to unload {name}: {exc}") from None
+        self.log.info("Successfully unloaded model", modelName=name)
+
+    # --- Triton restarts -----------------------------------------------------------------------
+    def _check_loop(self) -> None:
+        while not self._stop.wait(self.check_interval):
+            try:
+                self.check_server()
+            except Exception as exc:  # noqa: BLE001 - the check must keep running
+                self.agent_log.error("Model server check failed", error=f"{type(exc).__name__}: {exc}")
+
+    def check_server(self) -> list[str]:
+        """Reload every model on disk if Triton lost them (restarted); return the names reloaded."""
+        with self._lock:
+            loaded_before = set(self._loaded)
+        try:
+            index = self.server.index()
+        except ServerUnreachable as exc:
+            if not self._server_down:
+                self.agent_log.warn("Triton is unreachable", error=str(exc))
+            self._server_down = True
+            return []
+        with self._lock:
+            # Only models loaded before the index was read and not unloaded since count as lost.
+            lost = sorted(n for n in loaded_before & self._loaded if index.get(n) != "READY")
+            was_down, self._server_down = self._server_down, False
+            if not (lost or was_down):
+                return []
+            desired = dict(self.desired)
+        self.agent_log.info("Triton restarted: reloading models from disk",
+                            wasUnreachable=was_down, lost=lost)
+        reloaded = []
+        for name, spec in sorted(desired.items()):
+            if marker_path(self.model_dir, name, spec).is_file():
+                with self._lock:
+                    self._loaded.discard(name)
+                self.status.set(name, "Loading", "Triton restarted: reloading from disk", spec.sha)
+                self.enqueue(Op("reload", name, spec))
+                reloaded.append(name)
+        return reloaded

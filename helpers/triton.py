@@ -1,0 +1,381 @@
+"""Talk to Triton with its own client library: health, metadata, repository load/unload, inference.
+
+The same calls work against KServe's Triton pod and the local one. Every call takes `headers`
+for the guide's `curl -H "Host: ${SERVICE_HOSTNAME}"` (reaching an InferenceService through
+the ingress). URLs may be given as `http://host:port` or `host:port`. Explained in notebooks
+02_server (health, metadata), 03_cifar10 (load, infer) and 04_inception (classification).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from .errors import SetupError
+from .wait import poll_until
+
+Protocol = Literal["http", "grpc"]
+Headers = Optional[Mapping[str, str]]
+Inputs = Union[Mapping[str, np.ndarray], np.ndarray]
+
+
+class TritonError(SetupError):
+    """Triton could not be reached, or refused a request; the message carries Triton's own words."""
+
+    triton_message: str = ""  # Triton's answer alone, when it gave one
+
+
+class TritonUnreachable(TritonError):
+    """Nothing answers at the URL (refused connection, unknown host, gRPC UNAVAILABLE)."""
+
+
+class TritonTimeout(TritonError):
+    """Triton took the connection but gave no answer in time."""
+
+
+class ModelLoadError(TritonError):
+    """Triton failed to load a model (`POST /v2/repository/models/<m>/load`)."""
+
+
+class InferenceInputError(TritonError):
+    """An input does not match the model's metadata (name, datatype or shape); found before sending."""
+
+
+_FIX_SERVER = ("check that Triton runs and the URL is right: on the local target "
+               "`python -m helpers.local status`, on a cluster `kubectl get inferenceservice -n <namespace>`")
+
+
+def _split_url(url: str) -> tuple[str, bool]:
+    """`http://h:p` or `h:p` -> ("h:p", ssl)."""
+    url = url.strip().rstrip("/")
+    for scheme, ssl in (("http://", False), ("https://", True)):
+        if url.startswith(scheme):
+            return url[len(scheme):], ssl
+    if "://" in url:
+        raise ValueError(f"{url!r}: Triton URLs start with http:// or https://, or have no scheme")
+    return url, False
+
+
+@contextlib.contextmanager
+def _http(url: str, timeout: float = 60.0) -> Iterator[httpclient.InferenceServerClient]:
+    host, ssl = _split_url(url)
+    client = httpclient.InferenceServerClient(host, ssl=ssl, connection_timeout=5.0, network_timeout=timeout)
+    try:
+        with _errors(url):
+            yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _grpc(url: str) -> Iterator[grpcclient.InferenceServerClient]:
+    host, ssl = _split_url(url)
+    client = grpcclient.InferenceServerClient(host, ssl=ssl)
+    try:
+        with _errors(url):
+            yield client
+    finally:
+        client.close()
+
+
+_FIX_SLOW = ("Triton may still be busy (a big model loads slowly) or be stuck: read the server's log, "
+             "then retry with a longer timeout")
+
+
+@contextlib.contextmanager
+def _errors(url: str) -> Iterator[None]:
+    """Connection failures and Triton's refusals as TritonError subclasses; Triton's message is kept whole."""
+    try:
+        yield
+    except InferenceServerException as exc:
+        message = exc.message() or str(exc)
+        status = str(exc.status())
+        if "UNAVAILABLE" in status or "failed to connect" in message.lower():
+            raise TritonUnreachable(f"cannot reach Triton at {url}: {message}", _FIX_SERVER) from None
+        if "DEADLINE_EXCEEDED" in status:
+            raise TritonTimeout(f"Triton at {url} gave no answer in time ({message})", _FIX_SLOW) from None
+        error = TritonError(f"Triton at {url} answered: {message}", _fix_for(message))
+        error.triton_message = message
+        raise error from None
+    except TimeoutError as exc:
+        raise TritonTimeout(f"Triton at {url} gave no answer in time ({exc})", _FIX_SLOW) from None
+    except OSError as exc:  # ConnectionRefusedError, unknown host, reset
+        raise TritonUnreachable(f"cannot reach Triton at {url} ({type(exc).__name__}: {exc})", _FIX_SERVER) from None
+
+
+def _fix_for(message: str) -> str:
+    lowered = message.lower()
+    if "unknown model" in lowered or "is not found" in lowered or "unavailable model" in lowered:
+        return ("load the model first (create its TrainedModel, or `load_model`); "
+                "`repository_index(url)` lists what Triton knows and why a model is not ready")
+    return "read Triton's message above; the server's log has the details"
+
+
+def server_metadata(url: str, headers: Headers = None) -> dict:
+    """What `GET /v2` returns: name, version, extensions (notebook 02_server)."""
+    with _http(url) as client:
+        return client.get_server_metadata(headers=headers)
+
+
+def server_ready(url: str, headers: Headers = None) -> bool:
+    """`GET /v2/health/ready` is 200; False also when Triton cannot be reached (02_server)."""
+    try:
+        with _http(url, timeout=10) as client:
+            return bool(client.is_server_ready(headers=headers))
+    except TritonError:
+        return False
+
+
+def model_ready(url: str, model: str, headers: Headers = None) -> bool:
+    """`GET /v2/models/<model>/ready` is 200, the guide's readiness check (03_cifar10)."""
+    with _http(url, timeout=10) as client:
+        return bool(client.is_model_ready(model, headers=headers))
+
+
+def model_metadata(url: str, model: str, headers: Headers = None) -> dict:
+    """`GET /v2/models/<model>`: inputs and outputs with names, datatypes and shapes (03_cifar10)."""
+    with _http(url) as client:
+        return client.get_model_metadata(model, headers=headers)
+
+
+def model_config(url: str, model: str, headers: Headers = None) -> dict:
+    """`GET /v2/models/<model>/config`: the config Triton uses, defaults filled in (03_cifar10)."""
+    with _http(url) as client:
+        return client.get_model_config(model, headers=headers)
+
+
+def repository_index(url: str, headers: Headers = None) -> list[dict]:
+    """Every model folder Triton sees: name, version, state (READY, UNAVAILABLE...) and reason (03_cifar10)."""
+    with _http(url) as client:
+        found = client.get_model_repository_index(headers=headers)
+    return [{"name": m.get("name", ""), "version": m.get("version", ""),
+             "state": m.get("state", ""), "reason": m.get("reason", "")} for m in found]
+
+
+def load_model(url: str, model: str, headers: Headers = None, timeout: float = 300.0) -> None:
+    """Ask Triton to (re)load `model` from its repository, as the agent does (03_cifar10).
+
+    Raises ModelLoadError with Triton's own message when the load fails.
+    """
+    try:
+        with _http(url, timeout=timeout) as client:
+            client.load_model(model, headers=headers)
+    except TritonUnreachable:
+        raise
+    except TritonTimeout:
+        raise ModelLoadError(
+            f"Triton did not finish loading model {model!r} within {timeout:.0f}s",
+            "read the server's log: a big model may need a longer timeout; a python backend stub that "
+            "cannot start (missing library, wrong Python) makes Triton wait for it forever") from None
+    except TritonError as exc:
+        message = getattr(exc, "triton_message", exc.cause)
+        raise ModelLoadError(f"Triton could not load model {model!r}: {message}", _load_fix(model, message)) from None
+
+
+def _load_fix(model: str, message: str) -> str:
+    if "directory name must equal model name" in message or "unexpected directory name" in message:
+        return (f"the config.pbtxt `name` must equal the folder (the TrainedModel's name, {model!r}), "
+                "or be left out")
+    if "failed to poll from model repository" in message:
+        # Triton 2.51 keeps the reason ("unexpected directory name ... directory name must equal
+        # model name", or a config parse error) in its log and answers only this.
+        return (f"Triton could not read the folder's config.pbtxt. Most often its `name` differs from the "
+                f"folder (the TrainedModel's name, {model!r}): leave the name out or make it equal. Otherwise "
+                "the file does not parse. The server's log (`Poll failed for model directory`) says which")
+    if "no version" in message.lower() or "at least one version" in message.lower():
+        return "put the model file in a numbered version folder (e.g. 1/model.pt) next to config.pbtxt"
+    return ("check the model folder: config.pbtxt and the version folder's file (`repository_index` shows "
+            "each model's state and reason; the server's log has the details)")
+
+
+def unload_model(url: str, model: str, headers: Headers = None, wait: bool = True, timeout: float = 60.0) -> None:
+    """Ask Triton to unload `model`, as the agent does when its TrainedModel is deleted (03_cifar10).
+
+    Triton answers as soon as the unload starts (state UNLOADING); with `wait` this returns once
+    it has finished and the model's memory is free.
+    """
+    with _http(url) as client:
+        client.unload_model(model, headers=headers)
+    if wait:
+        def finished() -> bool:
+            states = [m["state"] for m in repository_index(url, headers) if m["name"] == model]
+            return all(state not in ("READY", "UNLOADING", "LOADING") for state in states)
+
+        poll_until(finished, f"Triton to finish unloading {model!r}", timeout=timeout)
+
+
+def _metadata(url: str, model: str, protocol: Protocol, headers: Headers) -> dict:
+    if protocol == "grpc":
+        with _grpc(url) as client:
+            meta = client.get_model_metadata(model, headers=headers, as_json=True)
+        # The gRPC JSON form spells int64 shapes as strings.
+        for entry in meta.get("inputs", []) + meta.get("outputs", []):
+            entry["shape"] = [int(d) for d in entry.get("shape", [])]
+        return meta
+    return model_metadata(url, model, headers)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def check_inputs(model: str, metadata: Mapping[str, Any], inputs: Inputs) -> dict[str, np.ndarray]:
+    """Match `inputs` against the model's metadata and return them by name; raise InferenceInputError.
+
+    A bare array is accepted for a one-input model. Shapes compare dimension by dimension, -1
+    in the metadata (the batch dimension, or a variable one) matching any size.
+    """
+    expected = {entry["name"]: entry for entry in metadata.get("inputs", [])}
+    if isinstance(inputs, np.ndarray):
+        if len(expected) != 1:
+            raise InferenceInputError(
+                f"model {model!r} has {len(expected)} inputs ({', '.join(expected)}), one array was given",
+                "pass a dict {input name: array}")
+        inputs = {next(iter(expected)): inputs}
+    unknown = [name for name in inputs if name not in expected]
+    missing = [name for name in expected if name not in inputs]
+    if unknown or missing:
+        raise InferenceInputError(
+            f"model {model!r} expects inputs {', '.join(expected)}; given {', '.join(inputs) or 'none'}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            + (f" (missing: {', '.join(missing)})" if missing else ""),
+            "name the inputs as the model's metadata does (`model_metadata(url, model)`)")
+    checked = {}
+    for name, array in inputs.items():
+        array = np.asarray(array)
+        want = expected[name]
+        want_dtype, want_shape = want["datatype"], [int(d) for d in want["shape"]]
+        given_dtype = np_to_triton_dtype(array.dtype) or str(array.dtype)
+        if given_dtype != want_dtype:
+            numpy_name = _numpy_name(want_dtype)
+            raise InferenceInputError(
+                f"model {model!r} input {name} expects datatype {want_dtype} with shape {_shape_text(want_shape)}; "
+                f"given {given_dtype} ({array.dtype}) with shape {_shape_text(array.shape)}",
+                f"convert it: array.astype(np.{numpy_name})" if numpy_name else f"send {want_dtype} data")
+        fits = len(array.shape) == len(want_shape) and all(w in (-1, g) for w, g in zip(want_shape, array.shape))
+        if not fits:
+            hint = ("add the batch dimension: array[np.newaxis]"
+                    if len(array.shape) + 1 == len(want_shape)
+                    and all(w in (-1, g) for w, g in zip(want_shape[1:], array.shape))
+                    else f"reshape it to {_shape_text(want_shape)} (-1: any size)")
+            raise InferenceInputError(
+                f"model {model!r} input {name} expects shape {_shape_text(want_shape)} (-1: any size) "
+                f"with datatype {want_dtype}; given shape {_shape_text(array.shape)} with datatype {given_dtype}",
+                hint)
+        checked[name] = array
+    return checked
+
+
+def _numpy_name(triton_dtype: str) -> str:
+    names = {"BOOL": "bool_", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+             "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
+             "FP32": "float32", "FP64": "float64", "BYTES": "object_"}
+    return names.get(triton_dtype, "")
+
+
+def infer(url: str, model: str, inputs: Inputs, outputs: Optional[Sequence[str]] = None,
+          protocol: Protocol = "http", binary: bool = True, headers: Headers = None,
+          grpc_url: Optional[str] = None, timeout: float = 60.0) -> dict[str, np.ndarray]:
+    """Run one inference and return every requested output as a numpy array (03_cifar10).
+
+    `protocol="http"` is `POST /v2/models/<model>/infer`; `binary=False` sends and receives
+    JSON like the guide's `curl -d @cifar10.json`, `binary=True` (default) uses Triton's binary
+    tensor extension. `protocol="grpc"` talks to `grpc_url` (Triton's gRPC port, 8001 by
+    default), or to `url` if that has no http:// scheme. Inputs are checked against the
+    model's metadata first, so a wrong shape or datatype is named before anything is sent.
+    """
+    if protocol not in ("http", "grpc"):
+        raise ValueError(f"protocol must be 'http' or 'grpc', not {protocol!r}")
+    target = _grpc_target(url, grpc_url) if protocol == "grpc" else url
+    metadata = _metadata(target, model, protocol, headers)
+    arrays = check_inputs(model, metadata, inputs)
+    names = list(outputs) if outputs is not None else [o["name"] for o in metadata.get("outputs", [])]
+    if protocol == "grpc":
+        with _grpc(target) as client:
+            request_inputs = [_grpc_input(name, array) for name, array in arrays.items()]
+            requested = [grpcclient.InferRequestedOutput(name) for name in names]
+            result = client.infer(model, request_inputs, outputs=requested, headers=headers,
+                                  client_timeout=timeout)
+    else:
+        with _http(target, timeout=timeout) as client:
+            request_inputs = [_http_input(name, array, binary) for name, array in arrays.items()]
+            requested = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in names]
+            result = client.infer(model, request_inputs, outputs=requested, headers=headers)
+    return {name: result.as_numpy(name) for name in names}
+
+
+def _grpc_target(url: str, grpc_url: Optional[str]) -> str:
+    if grpc_url:
+        return grpc_url
+    if url.strip().startswith(("http://", "https://")):
+        raise ValueError(f"{url} is an HTTP URL: give grpc_url=<host:port> of Triton's gRPC endpoint (8001 by default)")
+    return url
+
+
+def _http_input(name: str, array: np.ndarray, binary: bool) -> httpclient.InferInput:
+    tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+def _grpc_input(name: str, array: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def classify(url: str, model: str, array: Inputs, top_k: int = 5, output: Optional[str] = None,
+             headers: Headers = None) -> list[list[tuple[float, int, str]]]:
+    """Top-k classes per batch item as (score, index, label), labels from the model's label file (04_inception).
+
+    Uses Triton's classification extension (`"parameters": {"classification": k}` on the
+    output): Triton sorts the scores and looks the labels up in the file the output's
+    `label_filename` names, so the client never reads the label file.
+    """
+    metadata = model_metadata(url, model, headers)
+    arrays = check_inputs(model, metadata, array)
+    name = output or metadata["outputs"][0]["name"]
+    with _http(url) as client:
+        request_inputs = [_http_input(n, a, True) for n, a in arrays.items()]
+        requested = [httpclient.InferRequestedOutput(name, binary_data=True, class_count=top_k)]
+        result = client.infer(model, request_inputs, outputs=requested, headers=headers)
+    return parse_classification(result.as_numpy(name))
+
+
+def parse_classification(values: np.ndarray) -> list[list[tuple[float, int, str]]]:
+    """Triton's classification strings `score:index[:label]` as (score, index, label) per batch item."""
+    values = np.asarray(values, dtype=object)
+    rows = values.reshape(1, -1) if values.ndim == 1 else values.reshape(values.shape[0], -1)
+    parsed = []
+    for row in rows:
+        items = []
+        for entry in row:
+            text = entry.decode() if isinstance(entry, bytes) else str(entry)
+            parts = text.split(":", 2)
+            items.append((float(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else ""))
+        parsed.append(items)
+    return parsed
+
+
+def infer_request_json(inputs: Mapping[str, np.ndarray], outputs: Optional[Sequence[str]] = None) -> dict:
+    """The JSON body of `POST /v2/models/<m>/infer` (KServe v2 protocol): what `curl -d @cifar10.json` sends.
+
+    Built by tritonclient itself with binary data off, as `infer(..., binary=False)` sends it
+    (03_cifar10). Without `outputs` the body has inputs only, like the guide's file: Triton
+    then returns every output, as JSON.
+    """
+    request_inputs = [_http_input(name, np.asarray(array), False) for name, array in inputs.items()]
+    requested = [httpclient.InferRequestedOutput(name, binary_data=False) for name in outputs or []]
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(request_inputs, requested or None)
+    if json_size is not None:
+        raise ValueError("tritonclient put binary data in a JSON-only request")
+    request = json.loads(body)
+    if not outputs:
+        # tritonclient asks for binary outputs when none are named; curl users want JSON back.
+        request.pop("parameters", None)
+    return request

@@ -1,0 +1,284 @@
+"""The local controller and agent against the real apiserver, S3 server and tritonserver.
+
+One InferenceService (KFServing's API group, as in the guide) serves every model of this module;
+each test adds or breaks something and checks what a user would see: status, Triton, the agent log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from helpers import k8s_apply, storage, triton
+from helpers.constants import KFSERVING_GROUP, KSERVE_GROUP, api_group
+from helpers.k8s import resolve_url
+from helpers.local.stack import Stack
+from helpers.models import write_cifar10_standin, write_inception_standin
+from helpers.wait import poll_until
+
+pytestmark = pytest.mark.controlplane
+NS, SERVER, BUCKET = "ctl", "triton-ctl", "ctl-models"
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+
+
+def render(name: str, **values: str) -> list[dict]:
+    text = Template((MANIFESTS / name).read_text()).substitute(values)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def custom(kube) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+def get(kube, kind: str, name: str, group: str = KFSERVING_GROUP, ns: str = NS) -> dict:
+    g = api_group(group)
+    version = g.isvc_version if kind == "inferenceservices" else g.tm_version
+    return custom(kube).get_namespaced_custom_object(g.group, version, ns, kind, name)
+
+
+def condition(obj: dict, kind: str = "Ready") -> dict:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            return cond
+    return {}
+
+
+def wait_ready(kube, kind: str, name: str, group: str = KFSERVING_GROUP, ns: str = NS, timeout: float = 180) -> dict:
+    def ready():
+        obj = get(kube, kind, name, group, ns)
+        current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and condition(obj).get("status") == "True" else None
+    try:
+        return poll_until(ready, f"{kind}/{name} Ready", timeout=timeout, interval=0.5)
+    except TimeoutError:
+        raise AssertionError(f"{kind}/{name} not Ready: {get(kube, kind, name, group, ns).get('status')}") from None
+
+
+def wait_failed(kube, kind: str, name: str, text: str, group: str = KFSERVING_GROUP, ns: str = NS,
+                timeout: float = 120) -> dict:
+    def failed():
+        cond = condition(get(kube, kind, name, group, ns))
+        return cond if cond.get("status") == "False" and text in cond.get("message", "") else None
+    try:
+        return poll_until(failed, f"{kind}/{name} to fail with {text!r}", timeout=timeout, interval=0.5)
+    except TimeoutError:
+        raise AssertionError(f"{kind}/{name}: {get(kube, kind, name, group, ns).get('status')}") from None
+
+
+def trained_model(name: str, uri: str, framework: str = "pytorch", group: str = KFSERVING_GROUP) -> dict:
+    return {"apiVersion": api_group(group).tm_api_version, "kind": "TrainedModel",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"inferenceService": SERVER, "model": {"framework": framework, "storageUri": uri, "memory": "256Mi"}}}
+
+
+def agent_log(stack: Stack) -> str:
+    return (stack.logs / f"agent-{NS}.{SERVER}.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def s3(stack: Stack):
+    creds = stack.s3_credentials()
+    return storage.connect(storage.S3Settings(stack.env()["MMS_S3_ENDPOINT"], creds.access_key, creds.secret_key))
+
+
+@pytest.fixture(scope="module")
+def models(s3, tmp_path_factory) -> dict[str, str]:
+    """The two guide models as stand-ins, uploaded where the guide puts them."""
+    root = tmp_path_factory.mktemp("models")
+    write_cifar10_standin(root / "cifar10")
+    write_inception_standin(root / "inception_graphdef")
+    storage.upload_folder(s3, root / "cifar10", BUCKET, "torchscript/cifar10", progress=False)
+    storage.upload_folder(s3, root / "cifar10", BUCKET, "torchscript/cifar10-v2", progress=False)
+    storage.upload_folder(s3, root / "inception_graphdef", BUCKET, "models/inception_graphdef", progress=False)
+    corrupt = root / "corrupt"
+    shutil.copytree(root / "cifar10", corrupt)
+    (corrupt / "1" / "model.pt").write_bytes(b"this is not a TorchScript archive")
+    storage.upload_folder(s3, corrupt, BUCKET, "torchscript/corrupt", progress=False)
+    return {"cifar10": f"s3://{BUCKET}/torchscript/cifar10", "cifar10-v2": f"s3://{BUCKET}/torchscript/cifar10-v2",
+            "inception": f"s3://{BUCKET}/models/inception_graphdef", "corrupt": f"s3://{BUCKET}/torchscript/corrupt"}
+
+
+@pytest.fixture(scope="module")
+def server(stack: Stack, kube, models) -> str:
+    """The guide's steps 1-3 in namespace `ctl`: Profile, S3 secret + SA, ExternalName, the ISVC. Returns its URL."""
+    creds = stack.s3_credentials()
+    values = dict(namespace=NS, owner="learner@example.com", api_group=KFSERVING_GROUP, secret_name="mysecret",
+                  service_account="sa", s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
+                  secret_key=creds.secret_key, server_name=SERVER)
+    k8s_apply.apply_all(kube, render("profile.yaml", **values))
+    poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", NS), "namespace", 60)
+    for name in ("s3_secret.yaml", "external_service.yaml", "multi_model_triton_server.yaml"):
+        k8s_apply.apply_all(kube, render(name, **values))
+    isvc = wait_ready(kube, "inferenceservices", SERVER)
+    return resolve_url(kube, isvc["status"]["address"]["url"], NS)
+
+
+def test_profile_makes_namespace_service_accounts_and_status(kube, server) -> None:
+    core = client.CoreV1Api(kube)
+    ns = core.read_namespace(NS)
+    assert ns.metadata.labels["serving.kubeflow.org/inferenceservice"] == "enabled"
+    assert ns.metadata.owner_references[0].kind == "Profile"
+    assert {sa.metadata.name for sa in core.list_namespaced_service_account(NS).items} >= {
+        "default", "default-editor", "default-viewer", "sa"}
+    profile = custom(kube).get_cluster_custom_object("kubeflow.org", "v1", "profiles", NS)
+    assert condition(profile, "Successful")["status"] == "True"
+
+
+def test_inferenceservice_ready_with_kserve_style_status(kube, server) -> None:
+    isvc = get(kube, "inferenceservices", SERVER)
+    assert isvc["status"]["url"] == f"http://{SERVER}.{NS}.example.com"
+    assert isvc["status"]["address"]["url"] == f"http://{SERVER}.{NS}.svc.cluster.local"
+    assert server.startswith("http://127.0.0.1:")
+    assert triton.server_metadata(server)["name"] == "triton"
+    cm = client.CoreV1Api(kube).read_namespaced_config_map(f"modelconfig-{SERVER}-0", NS)
+    assert "models.json" in cm.data
+
+
+def test_kubectl_shows_url_and_ready_columns(stack: Stack, server) -> None:
+    out = subprocess.run(["kubectl", "--kubeconfig", str(stack.kubeconfig), "get", f"inferenceservices.{KFSERVING_GROUP}", SERVER,
+                          "-n", NS], capture_output=True, text=True, timeout=60)
+    header, row = out.stdout.splitlines()[:2]
+    assert "URL" in header and "READY" in header
+    assert f"http://{SERVER}.{NS}.example.com" in row and "True" in row
+
+
+def test_trained_model_loads_serves_and_unloads(stack: Stack, kube, server, models) -> None:
+    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    tm = wait_ready(kube, "trainedmodels", "cifar10")
+    assert tm["status"]["url"] == f"http://{SERVER}.{NS}.example.com/v2/models/cifar10/infer"
+    assert triton.model_ready(server, "cifar10")
+    out = triton.infer(server, "cifar10", {"INPUT__0": np.zeros((1, 3, 32, 32), np.float32)})
+    assert out["OUTPUT__0"].shape == (1, 10) and out["OUTPUT__0"].dtype == np.float32
+    log = agent_log(stack)
+    assert "Downloading model" in log and "Creating successFile" in log and "Successfully loaded model" in log
+
+    custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", "cifar10")
+    poll_until(lambda: not triton.model_ready(server, "cifar10"), "cifar10 unloaded", timeout=60)
+    models_dir = stack.servers_dir / f"{NS}.{SERVER}" / "models"
+    poll_until(lambda: not (models_dir / "cifar10").exists(), "cifar10 folder removed", timeout=30)
+
+
+def test_two_models_in_one_server_and_spec_update_reloads(stack: Stack, kube, server, models) -> None:
+    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    k8s_apply.apply(kube, trained_model("inception", models["inception"], framework="tensorflow"))
+    wait_ready(kube, "trainedmodels", "cifar10")
+    wait_ready(kube, "trainedmodels", "inception", timeout=300)
+    top = triton.classify(server, "inception", np.zeros((1, 299, 299, 3), np.float32), top_k=5)
+    assert len(top[0]) == 5 and all(isinstance(label, str) and label for _s, _i, label in top[0])
+
+    downloads = agent_log(stack).count("Creating successFile")
+    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10-v2"]))
+    poll_until(lambda: agent_log(stack).count("Creating successFile") > downloads, "a new download", timeout=60)
+    wait_ready(kube, "trainedmodels", "cifar10")
+    assert triton.model_ready(server, "cifar10") and triton.model_ready(server, "inception")
+
+
+def test_missing_bucket_and_corrupt_model_fail_in_status_others_keep_serving(kube, server, models) -> None:
+    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    wait_ready(kube, "trainedmodels", "cifar10")
+    k8s_apply.apply(kube, trained_model("nobucket", "s3://no-such-bucket/torchscript/cifar10"))
+    k8s_apply.apply(kube, trained_model("corrupt", models["corrupt"]))
+    wait_failed(kube, "trainedmodels", "nobucket", "no-such-bucket")
+    message = wait_failed(kube, "trainedmodels", "corrupt", "corrupt", timeout=180)["message"]
+    assert "model.pt" in message or "TorchScript" in message or "load" in message.lower(), message
+    assert triton.model_ready(server, "cifar10")
+    assert triton.server_ready(server)
+    for name in ("nobucket", "corrupt"):
+        custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", name)
+
+
+def test_bad_trained_models_are_rejected_or_reported(kube, server) -> None:
+    with pytest.raises(ApiException) as err:
+        custom(kube).create_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", {
+            "apiVersion": f"{KFSERVING_GROUP}/v1alpha1", "kind": "TrainedModel", "metadata": {"name": "nouri"},
+            "spec": {"inferenceService": SERVER, "model": {"framework": "pytorch", "memory": "1Gi"}}})
+    assert err.value.status == 422
+    k8s_apply.apply(kube, trained_model("sklearn-model", "s3://x/y", framework="sklearn"))
+    wait_failed(kube, "trainedmodels", "sklearn-model", "not served by Triton")
+    orphan = trained_model("orphan", "s3://x/y")
+    orphan["spec"]["inferenceService"] = "no-such-server"
+    k8s_apply.apply(kube, orphan)
+    wait_failed(kube, "trainedmodels", "orphan", "not found")
+    for name in ("sklearn-model", "orphan"):
+        custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", name)
+
+
+def _server_pids(stack: Stack) -> dict:
+    return json.loads((stack.servers_dir / f"{NS}.{SERVER}" / "processes.json").read_text())
+
+
+def test_triton_killed_comes_back_with_every_model_without_downloading(stack: Stack, kube, server, models) -> None:
+    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    wait_ready(kube, "trainedmodels", "cifar10")
+    downloads = agent_log(stack).count("Creating successFile")
+    old = _server_pids(stack)["triton"]["pid"]
+    os.killpg(old, signal.SIGKILL)
+    poll_until(lambda: _server_pids(stack)["triton"]["pid"] != old, "triton restarted", timeout=60)
+    poll_until(lambda: triton.model_ready(server, "cifar10"), "cifar10 back", timeout=120)
+    wait_ready(kube, "trainedmodels", "cifar10")
+    assert agent_log(stack).count("Creating successFile") == downloads
+
+
+def test_agent_restarted_reconciles_from_markers(stack: Stack, kube, server, models) -> None:
+    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    wait_ready(kube, "trainedmodels", "cifar10")
+    downloads = agent_log(stack).count("Creating successFile")
+    old = _server_pids(stack)["agent"]["pid"]
+    os.killpg(old, signal.SIGKILL)
+    poll_until(lambda: _server_pids(stack)["agent"]["pid"] != old, "agent restarted", timeout=60)
+    wait_ready(kube, "trainedmodels", "cifar10")
+    assert triton.model_ready(server, "cifar10")
+    assert agent_log(stack).count("Creating successFile") == downloads
+
+
+def test_server_problems_show_in_status_with_the_fix(stack: Stack, kube, server) -> None:
+    creds = stack.s3_credentials()
+    values = dict(namespace=NS, api_group=KSERVE_GROUP, secret_name="wrongsecret", service_account="wrong-sa",
+                  s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key, secret_key="not-the-key",
+                  server_name="bad-creds")
+    k8s_apply.apply_all(kube, render("s3_secret.yaml", **values))
+    k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+    wait_failed(kube, "inferenceservices", "bad-creds", "refused the credentials", group=KSERVE_GROUP)
+
+    values.update(server_name="no-sa", service_account="missing-sa")
+    k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+    wait_failed(kube, "inferenceservices", "no-sa", "not found", group=KSERVE_GROUP)
+
+    # Fixing the secret is enough: the controller notices and the server becomes Ready.
+    values.update(service_account="wrong-sa", secret_key=creds.secret_key)
+    k8s_apply.apply_all(kube, render("s3_secret.yaml", **values))
+    wait_ready(kube, "inferenceservices", "bad-creds", group=KSERVE_GROUP)
+
+    for name in ("bad-creds", "no-sa"):
+        custom(kube).delete_namespaced_custom_object(KSERVE_GROUP, "v1beta1", NS, "inferenceservices", name)
+    poll_until(lambda: not (stack.servers_dir / f"{NS}.bad-creds").exists(), "bad-creds server stopped", 60)
+
+
+def test_multi_model_server_flag_off_is_reported(stack: Stack, kube, server) -> None:
+    core = client.CoreV1Api(kube)
+    cm = core.read_namespaced_config_map("inferenceservice-config", "kserve")
+    original = cm.data["predictors"]
+    flipped = json.loads(original)
+    flipped["triton"]["multiModelServer"] = False
+    core.patch_namespaced_config_map("inferenceservice-config", "kserve", {"data": {"predictors": json.dumps(flipped)}})
+    try:
+        creds = stack.s3_credentials()
+        values = dict(namespace=NS, api_group=KSERVE_GROUP, service_account="sa", server_name="flag-off",
+                      secret_name="mysecret", s3_endpoint="minio-service.kubeflow:9000",
+                      access_key=creds.access_key, secret_key=creds.secret_key)
+        k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+        message = wait_failed(kube, "inferenceservices", "flag-off", "multiModelServer", group=KSERVE_GROUP)["message"]
+        assert "kubectl edit cm inferenceservice-config -n kserve" in message
+    finally:
+        core.patch_namespaced_config_map("inferenceservice-config", "kserve", {"data": {"predictors": original}})
+        custom(kube).delete_namespaced_custom_object(KSERVE_GROUP, "v1beta1", NS, "inferenceservices", "flag-off")
