@@ -90,3 +90,38 @@ def resolve_url(api: client.ApiClient, url: str, namespace: str = "default") -> 
     if resolved == netloc:
         return url
     return urlunsplit((parts.scheme, resolved, parts.path, parts.query, parts.fragment))
+
+
+def wait_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> client.V1Namespace:
+    """Wait until namespace `name` exists and is Active (a Profile's controller makes it), and return it.
+
+    Explained in 00_cluster_prep. Raises SetupError naming the fix when it does not appear.
+    """
+    from .wait import WaitTimeout, poll_until
+
+    core = client.CoreV1Api(api)
+
+    def active() -> Optional[client.V1Namespace]:
+        try:
+            found = core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found if found.status and found.status.phase == "Active" else None
+
+    try:
+        return poll_until(active, f"namespace {name} to be Active", timeout=timeout, interval=0.5)
+    except WaitTimeout as exc:
+        raise SetupError(str(exc), f"`kubectl get profile {name} -o yaml` shows the profile controller's "
+                                   "conditions; on the local target `python -m helpers.local logs controller`") from None
+
+
+def require_namespace(api: client.ApiClient, name: str, notebook: str = "00_cluster_prep") -> client.V1Namespace:
+    """The namespace if it exists; else SetupError saying which notebook makes it (01_minio onwards)."""
+    try:
+        return client.CoreV1Api(api).read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise SetupError(f"namespace {name} does not exist", f"run {notebook} first, with the same settings") from None
+        raise

@@ -14,9 +14,9 @@ from typing import Iterator, Optional
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error
-from tqdm.auto import tqdm
 
 from .errors import SetupError
+from .progress import progress as progress_bar
 
 
 class StorageError(SetupError):
@@ -139,7 +139,7 @@ def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progres
     existing = dict(list_objects(client, bucket, prefix))
     keys = []
     total = sum(p.stat().st_size for p in files)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"upload s3://{bucket}/{prefix}",
+    with progress_bar(total=total, unit="B", unit_scale=True, desc=f"upload s3://{bucket}/{prefix}",
               disable=not progress, mininterval=0.5) as bar:
         for path in files:
             key = f"{prefix.strip('/')}/{path.relative_to(folder).as_posix()}".lstrip("/")
@@ -159,7 +159,7 @@ def download_prefix(client: Minio, bucket: str, prefix: str, dest: Path, progres
         raise StorageError(f"nothing found under s3://{bucket}/{prefix}", "upload the model there first")
     base = prefix.strip("/")
     written = []
-    for key, _size in tqdm(objects, desc=f"download s3://{bucket}/{prefix}", disable=not progress):
+    for key, _size in progress_bar(iterable=objects, desc=f"download s3://{bucket}/{prefix}", disable=not progress):
         relative = key[len(base):].lstrip("/") if base else key
         target = Path(dest) / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -171,14 +171,21 @@ def download_prefix(client: Minio, bucket: str, prefix: str, dest: Path, progres
 
 def tree(client: Minio, bucket: str, depth: int = 3) -> str:
     """Folders in a bucket as `mc tree` prints them, `depth` levels deep."""
-    folders: set[tuple[str, ...]] = set()
+    root: dict = {}
     for key, _ in list_objects(client, bucket):
-        parts = tuple(key.split("/")[:-1])
-        for i in range(1, min(len(parts), depth) + 1):
-            folders.add(parts[:i])
+        node = root
+        for part in key.split("/")[:-1][:depth]:
+            node = node.setdefault(part, {})
     lines = [bucket]
-    for parts in sorted(folders):
-        lines.append("   " * (len(parts) - 1) + "└─ " + parts[-1])
+
+    def walk(node: dict, indent: str) -> None:
+        names = sorted(node)
+        for i, name in enumerate(names):
+            last = i == len(names) - 1
+            lines.append(f"{indent}{'└─' if last else '├─'} {name}")
+            walk(node[name], indent + ("   " if last else "│  "))
+
+    walk(root, "")
     return "\n".join(lines)
 
 

@@ -291,6 +291,7 @@ def infer(url: str, model: str, inputs: Inputs, outputs: Optional[Sequence[str]]
     """
     if protocol not in ("http", "grpc"):
         raise ValueError(f"protocol must be 'http' or 'grpc', not {protocol!r}")
+    headers = dict(headers) if headers else None  # tritonclient adds its own entries to this dict
     target = _grpc_target(url, grpc_url) if protocol == "grpc" else url
     metadata = _metadata(target, model, protocol, headers)
     arrays = check_inputs(model, metadata, inputs)
@@ -337,6 +338,7 @@ def classify(url: str, model: str, array: Inputs, top_k: int = 5, output: Option
     output): Triton sorts the scores and looks the labels up in the file the output's
     `label_filename` names, so the client never reads the label file.
     """
+    headers = dict(headers) if headers else None  # tritonclient adds its own entries to this dict
     metadata = model_metadata(url, model, headers)
     arrays = check_inputs(model, metadata, array)
     name = output or metadata["outputs"][0]["name"]

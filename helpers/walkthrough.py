@@ -52,10 +52,15 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
 
 
 def _first_line(exc: Exception) -> str:
+    """The error's first line, plus its `fix:` line when it has one (SetupError)."""
     # papermill's PapermillExecutionError carries the notebook's own exception name and message.
     ename, evalue = getattr(exc, "ename", ""), getattr(exc, "evalue", "")
-    text = f"{ename}: {evalue}" if ename else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    text = (f"{ename}: {evalue}" if ename else str(exc)).strip()
+    if not text:
+        return type(exc).__name__
+    lines = text.splitlines()
+    fix = next((line.strip() for line in lines[1:] if line.strip().startswith("fix:")), "")
+    return f"{lines[0]}\n    {fix}" if fix else lines[0]
 
 
 def run_all(parameters: dict[str, Any], out_dir: Path, only: Optional[list[str]] = None,

@@ -6,8 +6,9 @@ set -euo pipefail
 # etcd-server: the local control plane's store.
 # golang-1.19-go + reflect2: build kube-apiserver/kube-controller-manager from Debian's source.
 # dpkg-dev: `apt-get source`. openssl: the control plane's TLS certificates.
-# chromium: the browser test drives the system Chromium (browser downloads are blocked).
-packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium)
+# chromium: the browser test drives the system Chromium (browser downloads are blocked);
+# fonts-noto-cjk: the notebooks quote the guide's Korean headings.
+packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk)
 
 missing=()
 for p in "${packages[@]}"; do

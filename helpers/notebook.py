@@ -1,0 +1,314 @@
+"""The same opening for every notebook, the settings it runs with, and the results it records.
+
+Explained in 00_cluster_prep. `start(...)` prints what the notebook does, the guide section
+it mirrors, the target, package versions and whether the stack and the Kubernetes API answer
+(with the fix when they do not). It returns a `Context`: the settings (read from the widgets
+when `interactive`, so changing a widget changes what later cells use), the Kubernetes
+ApiClient, and a results recorder whose JSON the tests assert on.
+
+`interactive=None` (the notebooks' default) means: show widgets when the notebook runs in a
+Jupyter kernel, unless MMS_HEADLESS=1. Papermill runs pass `interactive=False` (as
+`helpers.walkthrough` does); widgets never wait for input, so no run ever blocks.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import re
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from . import config
+from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP, ApiGroup,
+                        api_group as lookup_group)
+from .errors import SetupError
+from .progress import _ipython, in_jupyter, progress, set_headless  # noqa: F401 - progress/in_jupyter are part of this API
+
+PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
+SETTINGS = ("target", "namespace", "server_name", "bucket", "api_group")
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+# --- display ---------------------------------------------------------------------------------
+def display_code(text: str, language: str = "") -> None:
+    """Show a block of code or YAML: highlighted in Jupyter, plain text in logs."""
+    shell = _ipython()
+    if shell is None:
+        print(text)
+        return
+    from IPython.display import display
+
+    display({"text/plain": text, "text/markdown": f"```{language}\n{text}\n```"}, raw=True)
+
+
+def show_equivalent(command: str) -> None:
+    """Print the guide's kubectl/curl/mc equivalent of the step just done, marked as such.
+
+    Lines are shown as shell input (`$ ...`); comment lines (`# ...`) and continuation lines
+    stay as written. Commands name secrets through shell variables, never by value.
+    """
+    lines, continued = [], False
+    for line in command.strip("\n").splitlines():
+        stripped = line.strip()
+        if continued or not stripped or stripped.startswith("#"):
+            lines.append(f"  {line}" if continued else line)
+        else:
+            lines.append(f"$ {stripped}")
+        continued = stripped.endswith("\\")
+    display_code("# the guide's equivalent, in a shell:\n" + "\n".join(lines), "bash")
+
+
+def mask(secret: Optional[str]) -> str:
+    """A stand-in for a secret value that says only how long it is (never any of its characters)."""
+    if not secret:
+        return "<empty>"
+    return f"{'*' * 8} ({len(secret)} character{'s' if len(secret) != 1 else ''}, hidden)"
+
+
+def _error_lines(exc: SetupError) -> list[str]:
+    red, bold, reset = "\x1b[31m", "\x1b[1m", "\x1b[0m"
+    lines = [f"{red}{bold}{type(exc).__name__}{reset}{red}: {exc.cause}{reset}"]
+    if exc.fix:
+        lines.append(f"{bold}fix:{reset} {exc.fix}")
+    return lines
+
+
+def _install_error_display() -> None:
+    """Show SetupError (and its kinds) as cause + fix, without a wall of traceback, in Jupyter.
+
+    The cell still fails (papermill stops and reports it); only the display is shorter.
+    """
+    shell = _ipython()
+    if shell is None or getattr(shell, "_mms_error_display", False):
+        return
+
+    def handler(self: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+        stb = _error_lines(value) if isinstance(value, SetupError) else [f"{etype.__name__}: {value}"]
+        self._showtraceback(etype, value, stb)
+        return stb
+
+    shell.set_custom_exc((SetupError,), handler)
+    shell._mms_error_display = True
+
+
+# --- settings --------------------------------------------------------------------------------
+def validate_setting(key: str, value: Any) -> str:
+    """Check one setting; raise SetupError naming what a valid value looks like."""
+    text = str(value or "").strip()
+    if key == "target":
+        try:
+            return config.target(text or None)
+        except ValueError as exc:
+            raise SetupError(str(exc), "set target to 'local' or 'cluster'") from None
+    if key == "api_group":
+        if text not in API_GROUPS:
+            raise SetupError(f"api_group {text!r} is not one of {', '.join(API_GROUPS)}",
+                             "KFServing 0.5/0.6 (the guide) uses serving.kubeflow.org; KServe serving.kserve.io")
+        return text
+    if key == "namespace":
+        if len(text) > 63 or not _DNS_LABEL.match(text):
+            raise SetupError(f"namespace {text!r} is not a valid Kubernetes name",
+                             "use lower-case letters, digits and '-', starting and ending with a letter or digit")
+        return text
+    if key == "server_name":
+        if len(text) > 45 or not _DNS_1035.match(text):
+            raise SetupError(f"server_name {text!r} is not a valid InferenceService name",
+                             "use lower-case letters, digits and '-', starting with a letter (at most 45)")
+        return text
+    if key == "bucket":
+        if not _BUCKET.match(text) or ".." in text:
+            raise SetupError(f"bucket {text!r} is not a valid S3 bucket name",
+                             "use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")
+        return text
+    return text
+
+
+class Context:
+    """What a notebook runs with: settings, the Kubernetes client, and the results it records."""
+
+    def __init__(self, name: str, guide_section: str, parameters: dict[str, Any],
+                 results_path: Path, interactive: bool) -> None:
+        self.name = name
+        self.guide_section = guide_section
+        self.params = dict(parameters)
+        self.results_path = Path(results_path)
+        self.interactive = interactive
+        self.widgets: Any = None
+        self._clients: dict[str, Any] = {}
+        self._started = time.monotonic()
+        self.results: dict[str, Any] = {"notebook": name, "guide_section": guide_section, "timings": {}}
+
+    # settings: the widgets' current values when there are widgets, else the parameters
+    def setting(self, key: str) -> str:
+        value = self.widgets.values()[key] if self.widgets is not None and key in SETTINGS else self.params.get(key)
+        return validate_setting(key, value)
+
+    @property
+    def target(self) -> str:
+        return self.setting("target")
+
+    @property
+    def namespace(self) -> str:
+        return self.setting("namespace")
+
+    @property
+    def server_name(self) -> str:
+        return self.setting("server_name")
+
+    @property
+    def bucket(self) -> str:
+        return self.setting("bucket")
+
+    @property
+    def api_group(self) -> str:
+        return self.setting("api_group")
+
+    @property
+    def group(self) -> ApiGroup:
+        """Versions and annotation names of the chosen API group."""
+        return lookup_group(self.api_group)
+
+    def settings(self) -> dict[str, str]:
+        return {key: self.setting(key) for key in SETTINGS}
+
+    @property
+    def output_dir(self) -> Path:
+        """Where this run's files go: the folder holding `results/` (build/ by default)."""
+        parent = self.results_path.parent
+        return parent.parent if parent.name == "results" else parent
+
+    @property
+    def plots_dir(self) -> Path:
+        """PNG plots: `<output_dir>/plots`."""
+        return self.output_dir / "plots"
+
+    @property
+    def requests_dir(self) -> Path:
+        """Request bodies written for curl (`curl -d @cifar10.json`): `<output_dir>/requests`."""
+        path = self.output_dir / "requests"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def param(self, key: str, default: Any = None) -> Any:
+        """A notebook-specific parameter (e.g. `top_k`), or `default`."""
+        value = self.params.get(key)
+        return default if value is None else value
+
+    @property
+    def api(self) -> Any:
+        """The kubernetes ApiClient for the current target (made again when the target changes)."""
+        target = self.target
+        if target not in self._clients:
+            from .k8s import connect
+
+            self._clients[target] = connect(target)
+        return self._clients[target]
+
+    # results
+    def record(self, key: str, value: Any) -> None:
+        """Keep `value` under `key` in the results JSON (written by `save`)."""
+        self.results[key] = value
+
+    def add_plot(self, path: Path) -> None:
+        """Note a saved plot in the results JSON (`plots`: a list of paths)."""
+        self.results.setdefault("plots", []).append(str(path))
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Record how many seconds the block took under `timings.<key>`."""
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.results["timings"][key] = round(time.monotonic() - began, 3)
+
+    def save(self) -> None:
+        """Write the results JSON to `results_path` (parent folders made)."""
+        self.results["settings"] = self.settings()
+        self.results["timings"]["notebook_s"] = round(time.monotonic() - self._started, 3)
+        self.results_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=2, default=str, ensure_ascii=False) + "\n")
+        tmp.replace(self.results_path)
+        print(f"results written to {self.results_path}")
+
+
+# --- the opening -----------------------------------------------------------------------------
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def check_stack(ctx: Context) -> str:
+    """Raise SetupError with the fix unless the target's Kubernetes API answers; return what it is."""
+    from kubernetes import client
+
+    target = ctx.target
+    api = ctx.api  # on the local target this checks that the stack runs first
+    try:
+        version = client.VersionApi(api).get_code(_request_timeout=10)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not reachable"
+        host = api.configuration.host
+        fix = ("restart the local stack: `python -m helpers.local up` (or `make up`)" if target == "local" else
+               "check your kubeconfig (`kubectl cluster-info`), or run inside Kubeflow Notebooks")
+        raise SetupError(f"the Kubernetes API at {host} does not answer ({type(exc).__name__})", fix) from None
+    return f"Kubernetes {version.git_version} at {api.configuration.host}"
+
+
+def _default_results(name: str) -> Path:
+    return config.build_dir() / "results" / f"{name}.json"
+
+
+def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[str] = None,
+          namespace: str = DEFAULT_NAMESPACE, server_name: str = DEFAULT_SERVER_NAME,
+          bucket: str = DEFAULT_BUCKET, api_group: str = KFSERVING_GROUP,
+          results_path: Optional[str] = None, interactive: Optional[bool] = None,
+          check: bool = True, **parameters: Any) -> Context:
+    """The opening cell of every notebook: say what runs where, check the stack, return the Context.
+
+    `guide_section` is the guide's Korean heading; `purpose` one sentence on what the notebook
+    does. Extra keyword parameters (e.g. `top_k`) are kept in `ctx.params`.
+    """
+    _install_error_display()
+    if interactive is None:
+        interactive = in_jupyter() and not config.env_flag("MMS_HEADLESS")
+    set_headless(not interactive)
+    params = {"target": target or config.target(), "namespace": namespace,
+              "server_name": server_name, "bucket": bucket, "api_group": api_group, **parameters}
+    ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
+                  bool(interactive))
+    for key in SETTINGS:
+        ctx.setting(key)  # bad input fails here, with the fix, before anything is changed
+    print(f"{name}: {purpose}" if purpose else name)
+    print(f'guide section: "{guide_section}"')
+    where = f" (state folder {config.state_dir()})" if ctx.target == "local" else ""
+    print(f"target: {ctx.target}{where}")
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in ctx.settings().items() if k != "target"))
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()))
+    if interactive:
+        from IPython.display import display
+
+        from .widgets import settings_widgets
+
+        ctx.widgets = settings_widgets(ctx.settings())
+        display(ctx.widgets)
+    if check:
+        reached = check_stack(ctx)
+        print(f"check: {'local stack running, ' if ctx.target == 'local' else ''}{reached} ✓")
+        ctx.record("api_reachable", True)
+    print(f"results will be written to {ctx.results_path}")
+    sys.stdout.flush()
+    return ctx

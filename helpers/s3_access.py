@@ -1,0 +1,184 @@
+"""Where MinIO is and which keys open it, found the way the guide finds them.
+
+Explained in 01_minio. `minio_credentials` reads the keys from the `minio` pod's env in
+`kubeflow` (the guide's `kubectl get pods -l app=minio -o jsonpath=...env`), `minio_service`
+finds `minio-service` (`kubectl get svc -l app=minio`). Notebooks 03/04 read the S3 Secret
+that 01 applied in the learner's namespace instead (`from_secret`): a Kubeflow user may read
+their own namespace, not `kubeflow`, and a missing Secret says "run 01_minio first".
+
+Values are never printed: `MinioCredentials` and `S3Settings` hide them in their repr.
+"""
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from minio import Minio
+
+from .constants import KUBEFLOW_NAMESPACE, MINIO_LABEL, MINIO_PORT, ApiGroup
+from .errors import SetupError
+from .k8s import resolve_address
+from .storage import S3Settings, connect
+
+# Env names of the keys: MinIO releases Kubeflow shipped, then newer ones.
+ACCESS_KEY_ENV = ("MINIO_ACCESS_KEY", "MINIO_ROOT_USER")
+SECRET_KEY_ENV = ("MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD")
+# On the cluster target outside the cluster: the address of a `kubectl port-forward` to MinIO.
+ENDPOINT_ENV = "MMS_S3_ENDPOINT"
+
+
+@dataclass(frozen=True)
+class MinioCredentials:
+    """MinIO's keys and where they were read; the values never show in a repr."""
+
+    access_key: str
+    secret_key: str
+    pod: str
+    source: str  # e.g. "env of pod kubeflow/minio-abc (MINIO_ACCESS_KEY, MINIO_SECRET_KEY)"
+
+    def __repr__(self) -> str:
+        return f"MinioCredentials(pod={self.pod!r}, source={self.source!r}, values=<hidden>)"
+
+
+@dataclass(frozen=True)
+class MinioService:
+    name: str
+    namespace: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """`minio-service.kubeflow:9000`: how pods in other namespaces name it (the guide's s3-endpoint)."""
+        return f"{self.name}.{self.namespace}:{self.port}"
+
+
+def _env_value(api: client.ApiClient, namespace: str, env: Any) -> Optional[str]:
+    if env.value is not None:
+        return env.value
+    ref = env.value_from.secret_key_ref if env.value_from else None
+    if ref is None:
+        return None
+    secret = client.CoreV1Api(api).read_namespaced_secret(ref.name, namespace)
+    raw = (secret.data or {}).get(ref.key)
+    return base64.b64decode(raw).decode() if raw else None
+
+
+def minio_credentials(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE) -> MinioCredentials:
+    """The access and secret key from the env of the first `app=minio` pod (as the guide reads them)."""
+    core = client.CoreV1Api(api)
+    try:
+        pods = core.list_namespaced_pod(namespace, label_selector=MINIO_LABEL).items
+    except ApiException as exc:
+        if exc.status == 403:
+            raise SetupError(f"you may not read pods in {namespace} (403)",
+                             "ask the cluster's admin for MinIO's access and secret key, or for read access "
+                             f"to pods in {namespace}") from None
+        raise
+    if not pods:
+        raise SetupError(f"no pod labelled {MINIO_LABEL} in namespace {namespace}",
+                         f"check that Kubeflow's MinIO runs: `kubectl get pods -l {MINIO_LABEL} -n {namespace}`")
+    pod = pods[0]
+    env = {e.name: e for e in pod.spec.containers[0].env or []}
+    found = {}
+    for role, names in (("access", ACCESS_KEY_ENV), ("secret", SECRET_KEY_ENV)):
+        name = next((n for n in names if n in env), None)
+        value = _env_value(api, namespace, env[name]) if name else None
+        if not value:
+            raise SetupError(f"pod {namespace}/{pod.metadata.name} has no {' or '.join(names)} in its env",
+                             "find MinIO's keys in its deployment (`kubectl describe deploy minio -n kubeflow`)")
+        found[role] = (name, value)
+    return MinioCredentials(found["access"][1], found["secret"][1], pod.metadata.name,
+                            f"env of pod {namespace}/{pod.metadata.name} "
+                            f"({found['access'][0]}, {found['secret'][0]})")
+
+
+def minio_service(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE) -> MinioService:
+    """The Service labelled `app=minio` (the guide: `kubectl get svc -l app=minio -o name`)."""
+    services = client.CoreV1Api(api).list_namespaced_service(namespace, label_selector=MINIO_LABEL).items
+    if not services:
+        raise SetupError(f"no Service labelled {MINIO_LABEL} in namespace {namespace}",
+                         f"check Kubeflow's MinIO: `kubectl get svc -n {namespace}`")
+    svc = services[0]
+    port = next((p.port for p in svc.spec.ports or [] if p.port), MINIO_PORT)
+    return MinioService(svc.metadata.name, namespace, int(port))
+
+
+def reachable_endpoint(api: client.ApiClient, target: str, address: str, namespace: str) -> str:
+    """The `host:port` this notebook uses for an S3 address that pods use.
+
+    Local: Services are followed to the loopback address (as cluster DNS would). Cluster: the
+    address itself inside the cluster; outside it, MMS_S3_ENDPOINT (a `kubectl port-forward`).
+    """
+    if target == "local":
+        return resolve_address(api, address, namespace)
+    override = os.environ.get(ENDPOINT_ENV)
+    if override:
+        return override.removeprefix("http://").removeprefix("https://").rstrip("/")
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise SetupError(f"{address} is a cluster address, and this notebook runs outside the cluster",
+                         "run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
+                         f"{ENDPOINT_ENV}=127.0.0.1:9000 before starting Jupyter")
+    return address
+
+
+def settings(api: client.ApiClient, target: str, creds: MinioCredentials, address: str,
+             namespace: str = KUBEFLOW_NAMESPACE) -> S3Settings:
+    """S3Settings for the keys and the address (see `reachable_endpoint`); plain http, as in the guide."""
+    return S3Settings(reachable_endpoint(api, target, address, namespace), creds.access_key, creds.secret_key)
+
+
+def from_secret(api: client.ApiClient, target: str, group: ApiGroup, namespace: str,
+                secret_name: str) -> S3Settings:
+    """S3Settings from the Secret 01_minio applied (keys + the group's s3-endpoint annotation)."""
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(secret_name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise SetupError(f"the S3 Secret {secret_name!r} is not in namespace {namespace}",
+                             "run 01_minio first (with the same namespace and API group)") from None
+        raise
+    notes = secret.metadata.annotations or {}
+    address = notes.get(group.s3_endpoint)
+    if not address:
+        raise SetupError(f"Secret {namespace}/{secret_name} has no {group.s3_endpoint} annotation",
+                         f"run 01_minio again with api_group={group.group!r}")
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+    if not data.get("AWS_ACCESS_KEY_ID") or not data.get("AWS_SECRET_ACCESS_KEY"):
+        raise SetupError(f"Secret {namespace}/{secret_name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
+                         "run 01_minio again")
+    secure = notes.get(group.s3_usehttps, "0") not in ("0", "false")
+    return S3Settings(reachable_endpoint(api, target, address, namespace), data["AWS_ACCESS_KEY_ID"],
+                      data["AWS_SECRET_ACCESS_KEY"], secure=secure, region=notes.get(group.s3_region, "us-east-1"))
+
+
+def client_for(ctx: Any, secret_name: Optional[str] = None) -> Minio:
+    """A minio client for a notebook after 01_minio: from the Secret in the notebook's namespace."""
+    from .manifests import DEFAULTS
+
+    return connect(from_secret(ctx.api, ctx.target, ctx.group, ctx.namespace,
+                               secret_name or ctx.param("secret_name", DEFAULTS["secret_name"])))
+
+
+def check_prepared(ctx: Any, secret_name: Optional[str] = None) -> str:
+    """SetupError ("run 01_minio first") unless the S3 Secret and its ServiceAccount are in the namespace."""
+    from .manifests import DEFAULTS
+
+    secret_name = secret_name or ctx.param("secret_name", DEFAULTS["secret_name"])
+    account = ctx.param("service_account", DEFAULTS["service_account"])
+    settings_ = from_secret(ctx.api, ctx.target, ctx.group, ctx.namespace, secret_name)
+    try:
+        sa = client.CoreV1Api(ctx.api).read_namespaced_service_account(account, ctx.namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise SetupError(f"service account {account!r} is not in namespace {ctx.namespace}",
+                             "run 01_minio first (with the same namespace)") from None
+        raise
+    if secret_name not in [ref.name for ref in sa.secrets or []]:
+        raise SetupError(f"service account {account!r} does not list Secret {secret_name!r}",
+                         "run 01_minio again: it applies both")
+    return (f"service account {ctx.namespace}/{account} with S3 Secret {secret_name} "
+            f"(endpoint {settings_.endpoint}) is there")

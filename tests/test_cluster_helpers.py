@@ -1,0 +1,177 @@
+"""preflight, serving and s3_access against the real apiserver of the session's local stack:
+what they find, and the messages (with fixes) they give when something is missing."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from helpers import preflight, s3_access, serving
+from helpers.constants import API_GROUPS, KFSERVING_GROUP, ApiGroup, api_group
+from helpers.errors import SetupError
+from helpers.k8s_apply import apply
+from helpers.wait import poll_until
+
+NAMESPACE = "helpers-test"
+
+
+@pytest.fixture(scope="module")
+def ns(kube) -> str:
+    apply(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    return NAMESPACE
+
+
+# --- preflight ---------------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("group", API_GROUPS)
+def test_preflight_passes_on_the_local_stack(kube, ns: str, group: str) -> None:
+    checks = preflight.run(kube, api_group(group), ns)
+    assert [c.name for c in checks if c.ok is not True] == []
+    assert len(checks) == 1 + 3 + 1 + len(preflight.permissions_needed(api_group(group), ns))
+    preflight.require_ok(checks)
+    table = preflight.render(checks)
+    assert "multiModelServer" in table and f"trainedmodels.{group}" in table
+
+
+@pytest.mark.stack
+def test_preflight_names_the_multi_model_server_fix(kube) -> None:
+    core = client.CoreV1Api(kube)
+    cm = core.read_namespaced_config_map("inferenceservice-config", "kfserving-system")
+    original = cm.data["predictors"]
+    predictors = json.loads(original)
+    predictors["triton"]["multiModelServer"] = False  # as KFServing 0.5.1 ships it
+    core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
+                                     {"data": {"predictors": json.dumps(predictors)}})
+    try:
+        check = preflight.check_multi_model_server(kube, api_group(KFSERVING_GROUP))
+        assert check.ok is False and "false" in check.message and "0.5.1" in check.message
+        assert "kubectl edit cm inferenceservice-config -n kfserving-system" in check.fix
+        with pytest.raises(SetupError) as err:
+            preflight.require_ok([check])
+        assert "kubectl edit cm" in err.value.fix
+    finally:
+        core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
+                                         {"data": {"predictors": original}})
+
+
+@pytest.mark.stack
+def test_preflight_missing_crds_suggest_the_other_group(kube) -> None:
+    checks = preflight.check_crds(kube, ApiGroup("serving.example.io", "v1beta1", "v1alpha1"))
+    assert [c.ok for c in checks] == [True, False, False]
+    assert "serving.kubeflow.org" in checks[1].fix
+
+
+@pytest.mark.stack
+def test_preflight_permissions_of_an_account_with_no_roles(kube, ns: str) -> None:
+    core = client.CoreV1Api(kube)
+    apply(kube, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody", "namespace": ns}})
+
+    def token() -> str:
+        for secret in core.list_namespaced_secret(ns).items:
+            if secret.type == "kubernetes.io/service-account-token" and \
+                    (secret.metadata.annotations or {}).get("kubernetes.io/service-account.name") == "nobody":
+                return base64.b64decode(secret.data["token"]).decode()
+        return ""
+
+    bearer = poll_until(token, "a token for service account nobody", timeout=30)
+    config = client.Configuration(host=kube.configuration.host)
+    config.ssl_ca_cert = kube.configuration.ssl_ca_cert
+    config.api_key = {"authorization": f"Bearer {bearer}"}
+    restricted = client.ApiClient(config)
+    checks = preflight.check_permissions(restricted, api_group(KFSERVING_GROUP), ns)
+    denied = [c for c in checks if c.ok is False]
+    assert len(denied) == len(checks)
+    assert all("ask the cluster's admin" in c.fix for c in denied)
+    assert any("KServe 0.15" in c.fix for c in denied if "trainedmodels" in c.name)
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+def test_knative_patches_are_idempotent(kube) -> None:
+    from helpers import manifests
+
+    patches = manifests.render("knative_config_deployment_patch")
+    first = serving.patch_config_deployment(kube, patches)
+    assert [(c.key, c.after) for c in first] == [("registriesSkippingTagResolving", "nvcr.io"),
+                                                  ("progressDeadline", "600s")]
+    again = serving.patch_config_deployment(kube, patches)
+    assert [c.changed for c in again] == [False, False]
+    assert "already set, unchanged" in serving.describe_changes(again)
+    assert "kubectl patch cm config-deployment --patch '{\"data\": {\"progressDeadline\": \"600s\"}}' -n knative-serving" \
+        in serving.knative_patch_commands(patches)
+
+
+@pytest.mark.stack
+def test_wait_ready_gives_up_with_the_conditions_and_their_fix(kube, ns: str) -> None:
+    group = api_group(KFSERVING_GROUP)
+    tm = {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": "orphan", "namespace": ns},
+          "spec": {"inferenceService": "no-such-server",
+                   "model": {"framework": "pytorch", "storageUri": "s3://b/p", "memory": "1Gi"}}}
+    apply(kube, tm)
+    with pytest.raises(SetupError) as err:
+        serving.wait_ready(kube, group, serving.TM, "orphan", ns, timeout=60, false_grace=2, progress=False)
+    assert "InferenceServiceNotFound" in err.value.cause and "Ready=False" in err.value.cause
+    assert "02_server" in err.value.fix
+    with pytest.raises(SetupError) as missing:
+        serving.wait_ready(kube, group, serving.ISVC, "never-made", ns, timeout=1, progress=False)
+    assert "does not exist" in missing.value.cause
+    with pytest.raises(SetupError) as needed:
+        serving.require_ready(kube, group, serving.ISVC, "never-made", ns, "02_server")
+    assert needed.value.fix == "run 02_server first, with the same settings"
+    assert serving.delete(kube, group, serving.TM, "orphan", ns) is True
+
+
+def test_curl_and_agent_events() -> None:
+    endpoint = serving.Endpoint("http://10.0.0.1", {"Host": "triton-mms.mms.example.com"})
+    assert serving.curl(endpoint, "/v2/models/cifar10/infer", "POST", "./cifar10.json", guide=False) == (
+        'curl -X POST -H "Host: triton-mms.mms.example.com" http://10.0.0.1/v2/models/cifar10/infer -d @./cifar10.json')
+    both = serving.curl(serving.Endpoint("http://127.0.0.1:8000", {}), "/v2").splitlines()
+    assert both == ["# the guide, through the ingress:", 'curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2',
+                    "# the same request on this target:", "curl http://127.0.0.1:8000/v2"]
+    lines = [
+        '{"level":"info","ts":100.0,"logger":"Watcher","msg":"Processing event","event":"CREATE"}',
+        '{"level":"info","ts":100.1,"logger":"modelWatcher","msg":"adding model","modelName":"cifar10"}',
+        '{"level":"info","ts":100.5,"logger":"Downloader","msg":"Creating successFile","modelName":"cifar10",'
+        '"successFile":"/m/cifar10/SUCCESS.ab"}',
+        '{"level":"info","ts":101.25,"logger":"modelProcessor","msg":"Successfully loaded model","modelName":"cifar10"}',
+        '{"level":"info","ts":101.3,"logger":"modelWatcher","msg":"adding model","modelName":"other"}',
+    ]
+    text = serving.agent_events(lines, "cifar10")
+    assert text.splitlines()[0].startswith("+  0.000s  Watcher")
+    assert "+  1.250s  modelProcessor  Successfully loaded model" in text and "other" not in text
+    assert [t["model"] for t in serving.timelines(lines, ["cifar10", "absent"])] == ["cifar10"]
+    long = '{"level":"info","ts":100.6,"logger":"Downloader","msg":"x","modelName":"cifar10","dir":"/tmp/a/b/c/models"}'
+    assert "dir=.../c/models" in serving.agent_events(lines[:2] + [long] + lines[3:4], "cifar10")
+
+
+# --- s3_access ---------------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+def test_minio_credentials_and_service_as_the_guide_reads_them(kube, stack) -> None:
+    creds = s3_access.minio_credentials(kube)
+    expected = stack.s3_credentials()
+    assert (creds.access_key, creds.secret_key) == (expected.access_key, expected.secret_key)
+    assert expected.secret_key not in repr(creds) and "MINIO_ACCESS_KEY" in creds.source
+    service = s3_access.minio_service(kube)
+    assert service.address == "minio-service.kubeflow:9000"
+    settings = s3_access.settings(kube, "local", creds, service.address)
+    assert settings.endpoint.startswith("127.0.0.1:") and expected.secret_key not in repr(settings)
+
+
+@pytest.mark.stack
+def test_missing_secret_says_to_run_01_minio(kube, ns: str) -> None:
+    with pytest.raises(SetupError) as err:
+        s3_access.from_secret(kube, "local", api_group(KFSERVING_GROUP), ns, "mysecret")
+    assert "01_minio" in err.value.fix
+    try:
+        client.CoreV1Api(kube).read_namespaced_secret("mysecret", ns)
+    except ApiException as exc:
+        assert exc.status == 404

@@ -1,0 +1,146 @@
+"""The helpers notebooks call that need no cluster: the opening and Context, widgets, masking,
+the guide's equivalents, sample images and their preprocessing, predictions and plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import images, notebook, plots, predict
+from helpers.errors import SetupError
+from helpers.models import CIFAR10_CLASSES
+from helpers.widgets import settings_widgets
+
+SETTINGS = {"target": "local", "namespace": "team-a", "server_name": "tri", "bucket": "models-bkt",
+            "api_group": "serving.kserve.io"}
+
+
+def make_ctx(tmp_path: Path, **params) -> notebook.Context:
+    return notebook.start("99_test", "테스트", "a test", results_path=str(tmp_path / "results" / "99.json"),
+                          interactive=False, check=False, **{**SETTINGS, **params})
+
+
+# --- opening and settings ------------------------------------------------------------------
+
+
+def test_start_prints_the_opening_and_keeps_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ctx = make_ctx(tmp_path, top_k=3)
+    out = capsys.readouterr().out
+    assert "99_test: a test" in out and 'guide section: "테스트"' in out and "target: local" in out
+    assert "versions: python" in out and "kubernetes" in out
+    assert ctx.settings() == SETTINGS and ctx.param("top_k") == 3 and ctx.param("missing", 7) == 7
+    assert ctx.group.s3_endpoint == "serving.kserve.io/s3-endpoint"
+    assert ctx.output_dir == tmp_path and ctx.plots_dir == tmp_path / "plots"
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("namespace", "Bad_NS", "lower-case"), ("server_name", "1triton", "starting with a letter"),
+    ("bucket", "ab", "3-63"), ("api_group", "serving.example.com", "serving.kubeflow.org"),
+    ("target", "laptop", "'local' or 'cluster'")])
+def test_bad_settings_fail_before_anything_runs(tmp_path: Path, key: str, value: str, words: str) -> None:
+    with pytest.raises(SetupError) as err:
+        make_ctx(tmp_path, **{key: value})
+    assert words in str(err.value)
+
+
+def test_record_and_save_write_json_with_parent_folders(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    ctx.record("answer", 42)
+    ctx.add_plot(tmp_path / "a.png")
+    with ctx.timed("step_s"):
+        pass
+    ctx.save()
+    saved = json.loads((tmp_path / "results" / "99.json").read_text())
+    assert saved["answer"] == 42 and saved["plots"] == [str(tmp_path / "a.png")] and saved["settings"] == SETTINGS and saved["guide_section"] == "테스트"
+    assert set(saved["timings"]) == {"step_s", "notebook_s"}
+
+
+def test_widgets_start_from_the_parameters_and_drive_the_context(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    ctx.widgets = settings_widgets(ctx.settings())
+    assert ctx.widgets.values() == SETTINGS
+    ctx.widgets.set(namespace="other-ns", api_group="serving.kubeflow.org", bucket="  spaced  ")
+    assert ctx.namespace == "other-ns" and ctx.api_group == "serving.kubeflow.org" and ctx.bucket == "spaced"
+    ctx.widgets.set(namespace="Not Valid")
+    with pytest.raises(SetupError):
+        _ = ctx.namespace
+
+
+def test_interactive_none_means_no_widgets_outside_jupyter(tmp_path: Path) -> None:
+    ctx = notebook.start("99_test", "x", check=False, interactive=None,
+                         results_path=str(tmp_path / "r.json"), **SETTINGS)
+    assert ctx.interactive is False and ctx.widgets is None
+    assert ctx.output_dir == tmp_path
+
+
+def test_local_stack_down_says_how_to_start_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMS_STATE_DIR", str(tmp_path / "no-stack"))
+    with pytest.raises(SetupError) as err:
+        notebook.start("99_test", "x", results_path=str(tmp_path / "r.json"), interactive=False, **SETTINGS)
+    assert "python -m helpers.local up" in err.value.fix and "not running" in err.value.cause
+
+
+def test_mask_never_shows_any_character() -> None:
+    for secret in ("minio123", "Q", "x" * 40):
+        masked = notebook.mask(secret)
+        assert secret not in masked and str(len(secret)) in masked
+    assert notebook.mask("") == "<empty>"
+
+
+def test_show_equivalent_marks_commands(capsys: pytest.CaptureFixture) -> None:
+    notebook.show_equivalent("# comment\nkubectl apply -f x.yaml\nwget -O f \\\n     https://example.com/f")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("# the guide's equivalent")
+    assert out[1:] == ["# comment", "$ kubectl apply -f x.yaml", "$ wget -O f \\", "       https://example.com/f"]
+
+
+# --- images, predictions, plots ------------------------------------------------------------
+
+
+def test_sample_images_ship_with_scikit_image() -> None:
+    photos = images.sample_images()
+    assert list(photos) == list(images.DEFAULT_SAMPLES)
+    assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in photos.values())
+    with pytest.raises(ValueError):
+        images.sample_images(["unicorn"])
+
+
+def test_preprocessing_matches_each_models_input() -> None:
+    photos = list(images.sample_images(["cat", "astronaut"]).values())
+    cifar = images.cifar10_batch(photos)
+    assert cifar.shape == (2, 3, 32, 32) and cifar.dtype == np.float32
+    assert -1.0 <= cifar.min() < 0 < cifar.max() <= 1.0
+    inception = images.inception_batch(photos)
+    assert inception.shape == (2, 299, 299, 3) and inception.dtype == np.float32
+    assert -1.0 <= inception.min() and inception.max() <= 1.0
+
+
+def test_softmax_and_top_k() -> None:
+    logits = np.array([0.1, 3.0, -1.0, 2.0, 0, 0, 0, 0, 0, 0], dtype=np.float32)
+    probs = predict.softmax(logits)
+    assert probs.sum() == pytest.approx(1.0)
+    top = predict.top_k(probs, CIFAR10_CLASSES, 2)
+    assert [label for label, _ in top] == ["automobile", "cat"] and top[0][1] > top[1][1]
+    assert predict.from_classification([[(0.9, 3, "tabby"), (0.1, 7, "")]]) == [[("tabby", 0.9), ("class 7", 0.1)]]
+    assert predict.describe_outputs({"OUTPUT__0": np.zeros((1, 10), np.float32)}) == [
+        {"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10]}]
+
+
+@pytest.mark.parametrize("standin", [True, False])
+def test_prediction_plot_is_saved(tmp_path: Path, standin: bool) -> None:
+    photos = images.sample_images(["cat", "coffee", "rocket"])
+    top = [[("German short-haired pointer, a long label", 0.6), ("tabby", 0.3), ("lynx", 0.1)]] * 3
+    path = plots.predictions(photos, top, "title", standin, f"p{standin}.png", folder=tmp_path)
+    assert path == tmp_path / f"p{standin}.png" and path.stat().st_size > 10_000
+    logits = plots.predictions(photos, [[("cat", 2.5), ("dog", -1.0)]] * 3, "logits", standin, "l.png",
+                               score_name="logit", folder=tmp_path)
+    assert logits.stat().st_size > 10_000
+
+
+def test_timeline_plot_is_saved(tmp_path: Path) -> None:
+    rows = [{"model": "cifar10", "download_s": 0.2, "load_s": 1.1, "downloaded": True, "failed": None},
+            {"model": "inception", "download_s": 0.5, "load_s": None, "downloaded": True, "failed": "bad config"}]
+    path = plots.agent_timeline(rows, "t.png", folder=tmp_path)
+    assert path.stat().st_size > 5_000

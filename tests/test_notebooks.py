@@ -1,0 +1,238 @@
+"""The walkthrough, executed: papermill runs 00-04 in order against the session's local stack.
+
+One run with the guide's settings, one with another namespace, server name, bucket and API
+group; each notebook's results JSON is checked. Then: no secret in any executed notebook,
+results file or log; a notebook run out of order says which one to run first; the committed
+notebooks carry no outputs and have a `parameters` cell.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import nbformat
+import pytest
+from kubernetes import client
+
+from helpers import walkthrough
+from helpers.config import project_root
+from helpers.constants import KSERVE_GROUP, api_group
+from helpers.models import CIFAR10_CLASSES
+from helpers.wait import poll_until
+
+pytestmark = pytest.mark.stack
+
+NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception"]
+OTHER = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "api_group": KSERVE_GROUP}
+INCEPTION_LABELS = set((project_root() / "data" / "models" / "inception_graphdef" / "inception_labels.txt")
+                       .read_text().splitlines())
+SETTINGS = ("namespace", "server_name", "bucket", "api_group")
+
+
+def run_walkthrough(out_dir: Path, parameters: dict) -> dict[str, walkthrough.Run]:
+    runs = {run.notebook: run for run in walkthrough.run_all(parameters, out_dir)}
+    failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in runs.values() if not r.ok]
+    assert not failed, failed
+    assert list(runs) == NOTEBOOKS
+    return runs
+
+
+def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
+    return json.loads(runs[name].results.read_text())
+
+
+@pytest.fixture(scope="module")
+def cleanup(stack, kube) -> Iterator[None]:
+    """At the end, delete the servers the walkthroughs made and wait until their processes are gone."""
+    yield
+    custom = client.CustomObjectsApi(kube)
+    for group, name, namespace in (("serving.kubeflow.org", "triton-mms", "mms"),
+                                   (KSERVE_GROUP, OTHER["server_name"], OTHER["namespace"])):
+        ag = api_group(group)
+        try:
+            custom.delete_namespaced_custom_object(ag.group, ag.isvc_version, namespace, "inferenceservices", name)
+        except client.exceptions.ApiException:
+            pass
+    mine = [stack.servers_dir / "mms.triton-mms", stack.servers_dir / f"{OTHER['namespace']}.{OTHER['server_name']}"]
+    poll_until(lambda: not any((folder / "processes.json").exists() for folder in mine),
+               "the local controller to stop the walkthroughs' servers", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def default_run(stack, cleanup, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
+    return run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
+
+
+@pytest.fixture(scope="module")
+def other_run(stack, cleanup, default_run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
+    return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), dict(OTHER))
+
+
+# --- the guide's settings ----------------------------------------------------------------------
+
+
+def test_00_cluster_prep(default_run) -> None:
+    found = results(default_run, "00_cluster_prep")
+    assert found["api_reachable"] and found["namespace_ready"]
+    assert all(check["ok"] for check in found["preflight"])
+    assert {c["key"]: c["after"] for c in found["knative_config_deployment"]} == {
+        "registriesSkippingTagResolving": "nvcr.io", "progressDeadline": "600s"}
+    assert found["settings"] == {"target": "local", "namespace": "mms", "server_name": "triton-mms",
+                                 "bucket": "triton", "api_group": "serving.kubeflow.org"}
+
+
+def test_01_minio(default_run) -> None:
+    found = results(default_run, "01_minio")
+    assert found["bucket_reachable"] and found["minio_service"] == "minio-service"
+    assert found["applied"] == ["Secret mms/mysecret", "ServiceAccount mms/sa"]
+    assert found["applied_external"] == ["Service mms/minio-service"]
+
+
+def test_02_server(default_run) -> None:
+    found = results(default_run, "02_server")
+    assert found["server_ready"] and found["server_live"]
+    assert found["server_metadata"]["name"] == "triton"
+    assert "model_repository" in found["server_metadata"]["extensions"]
+    assert re.match(r"http://127\.0\.0\.1:\d+$", found["url"])
+
+
+def test_03_cifar10(default_run) -> None:
+    found = results(default_run, "03_cifar10")
+    assert found["trainedmodel_ready"] and found["model_ready"]
+    assert found["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10]}]
+    assert sorted(found["uploaded"]) == ["torchscript/cifar10/1/model.pt", "torchscript/cifar10/config.pbtxt"]
+    assert len(found["predictions"]) == 4
+    for prediction in found["predictions"]:
+        labels = [label for label, _ in prediction["top"]]
+        assert len(labels) == 3 and set(labels) <= set(CIFAR10_CLASSES)
+        scores = [score for _, score in prediction["top"]]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+    timeline = found["agent_timeline"]
+    assert timeline["model"] == "cifar10" and timeline["failed"] is None
+    assert 0 <= timeline["download_s"] <= timeline["load_s"]
+    assert isinstance(found["standin"], bool) and found["model_source"]
+    assert_plots(found, 2)
+
+
+def test_04_inception(default_run) -> None:
+    found = results(default_run, "04_inception")
+    assert found["trainedmodel_ready"] and found["model_ready"]
+    assert found["outputs"] == [{"name": "InceptionV3/Predictions/Softmax", "datatype": "FP32", "shape": [4, 1001]}]
+    assert {e["name"]: e["state"] for e in found["repository"]} == {"cifar10": "READY", "inception": "READY"}
+    for prediction in found["predictions"]:
+        labels = [label for label, _ in prediction["top"]]
+        assert len(labels) == 5 and set(labels) <= INCEPTION_LABELS
+    assert found["agent_timeline"]["load_s"] is not None
+    assert_plots(found, 2)
+
+
+def assert_plots(found: dict, count: int) -> None:
+    assert len(found["plots"]) == count
+    for path in map(Path, found["plots"]):
+        assert path.suffix == ".png" and path.stat().st_size > 5_000, path
+
+
+def test_executed_notebooks_show_the_guide_equivalents(default_run) -> None:
+    text = default_run["03_cifar10"].output.read_text()
+    for command in ("kubectl apply -f trained_model1.yaml", "logs $SERVER agent", "/v2/models/cifar10/ready",
+                    "-d @./cifar10.json", "mc cp -r models/cifar10"):
+        assert command in text, command
+    request = json.loads((default_run["03_cifar10"].results.parent.parent / "requests" / "cifar10.json").read_text())
+    assert request["inputs"][0]["name"] == "INPUT__0" and request["inputs"][0]["shape"] == [1, 3, 32, 32]
+
+
+# --- other settings, the other API group ------------------------------------------------------
+
+
+def test_walkthrough_with_other_settings(other_run, kube) -> None:
+    for name in NOTEBOOKS:
+        settings = results(other_run, name)["settings"]
+        assert {k: settings[k] for k in SETTINGS} == OTHER, name
+    assert results(other_run, "01_minio")["applied"] == ["Secret team-b/mysecret", "ServiceAccount team-b/sa"]
+    assert results(other_run, "03_cifar10")["outputs"][0]["shape"] == [1, 10]
+    assert results(other_run, "04_inception")["model_ready"]
+    secret = client.CoreV1Api(kube).read_namespaced_secret("mysecret", "team-b")
+    assert "serving.kserve.io/s3-endpoint" in secret.metadata.annotations
+    tm = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        KSERVE_GROUP, "v1alpha1", "team-b", "trainedmodels", "cifar10")
+    assert tm["spec"] == {"inferenceService": "tri-b", "model": {
+        "framework": "pytorch", "storageUri": "s3://models-b/torchscript/cifar10", "memory": "1Gi"}}
+    for name in NOTEBOOKS:  # nothing of the guide's defaults in what ran
+        source = "".join(c.source for c in nbformat.read(other_run[name].output, 4).cells if c.cell_type == "code")
+        outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
+        assert "triton-mms" not in outputs and "s3://triton/" not in outputs, name
+        assert "triton-mms" not in source.split("# Parameters")[-1], name
+
+
+# --- safety and messages ------------------------------------------------------------------------
+
+
+def secrets_of(stack) -> dict[str, str]:
+    creds = stack.s3_credentials()
+    token = (stack.root / "pki" / "tokens.csv").read_text().split(",", 1)[0].strip()
+    found = {"s3 access key": creds.access_key, "s3 secret key": creds.secret_key, "apiserver token": token}
+    assert all(len(value) >= 8 for value in found.values())
+    return found
+
+
+def test_no_secret_in_any_executed_notebook_result_or_log(stack, default_run, other_run) -> None:
+    files = []
+    for runs in (default_run, other_run):
+        out_dir = runs["00_cluster_prep"].output.parent
+        files += [p for p in out_dir.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json")]
+    files += [p for p in stack.root.rglob("*.log") if p.is_file()]
+    assert len(files) > 20
+    for path in files:
+        text = path.read_text(errors="replace")
+        for what, value in secrets_of(stack).items():
+            assert value not in text, f"{what} appears in {path}"
+
+
+def test_out_of_order_notebooks_say_which_to_run_first(stack, default_run, tmp_path: Path) -> None:
+    path = project_root() / "notebooks"
+    cases = [("01_minio", {"namespace": "never-made"}, "run 00_cluster_prep first"),
+             ("03_cifar10", {"namespace": "never-made"}, "run 02_server first")]
+    for name, params, fix in cases:
+        run = walkthrough.run_notebook(path / f"{name}.ipynb", tmp_path, params)
+        assert not run.ok
+        errors = [o for c in nbformat.read(run.output, 4).cells for o in c.get("outputs", [])
+                  if o.output_type == "error"]
+        assert len(errors) == 1 and errors[0].ename == "SetupError"
+        shown = "\n".join(errors[0].traceback)
+        assert fix in shown and "Traceback" not in shown, shown  # cause and fix, no wall of frames
+
+
+def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_path: Path) -> None:
+    import papermill
+
+    output = tmp_path / "00_interactive.ipynb"
+    papermill.execute_notebook(str(project_root() / "notebooks" / "00_cluster_prep.ipynb"), str(output),
+                               parameters={"interactive": True, "results_path": str(tmp_path / "r.json")},
+                               kernel_name=walkthrough.KERNEL, cwd=str(project_root() / "notebooks"),
+                               progress_bar=False, execution_timeout=300)
+    mimes = {m for c in nbformat.read(output, 4).cells for o in c.get("outputs", []) for m in o.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" in mimes
+    assert json.loads((tmp_path / "r.json").read_text())["namespace_ready"]
+
+
+# --- the committed notebooks --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_clean(name: str) -> None:
+    nb = nbformat.read(project_root() / "notebooks" / f"{name}.ipynb", 4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == walkthrough.KERNEL
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and params[0] is code[0]
+    for setting in ("target", "namespace", "server_name", "bucket", "api_group", "results_path", "interactive"):
+        assert re.search(rf"^{setting} = ", params[0].source, re.M), setting
+    for cell in code[1:]:  # the defaults live in the parameters cell only
+        assert not re.search(r"""["'](mms|triton-mms|triton)["']""", cell.source), cell.source
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and "Guide section" in first.source
+    assert re.search(r"[\uac00-\ud7a3]", first.source)  # the guide's Korean heading is quoted
