@@ -70,6 +70,16 @@ class ApiGroup:
         return f"{self.group}/inferenceservice"
 
     @property
+    def isvc_resource(self) -> str:
+        """`inferenceservices.<group>`: kubectl's name for it when both API groups are installed."""
+        return f"inferenceservices.{self.group}"
+
+    @property
+    def tm_resource(self) -> str:
+        """`trainedmodels.<group>`, as `isvc_resource`."""
+        return f"trainedmodels.{self.group}"
+
+    @property
     def isvc_api_version(self) -> str:
         return f"{self.group}/{self.isvc_version}"
 

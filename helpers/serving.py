@@ -84,6 +84,12 @@ def conditions(obj: Optional[dict]) -> dict[str, dict]:
 
 
 def is_ready(obj: Optional[dict]) -> bool:
+    """Ready=True for the object's current spec (a status written for an older generation does not count)."""
+    if not obj:
+        return False
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    if observed is not None and observed != obj.get("metadata", {}).get("generation", observed):
+        return False
     return conditions(obj).get("Ready", {}).get("status") == "True"
 
 
