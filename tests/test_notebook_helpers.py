@@ -144,3 +144,10 @@ def test_timeline_plot_is_saved(tmp_path: Path) -> None:
             {"model": "inception", "download_s": 0.5, "load_s": None, "downloaded": True, "failed": "bad config"}]
     path = plots.agent_timeline(rows, "t.png", folder=tmp_path)
     assert path.stat().st_size > 5_000
+
+
+def test_every_environment_variable_is_documented_in_the_readme() -> None:
+    from helpers.config import ENV_VARS, project_root
+
+    readme = (project_root() / "README.md").read_text()
+    assert [name for name in ENV_VARS if f"`{name}`" not in readme] == []
