@@ -263,13 +263,16 @@ class Puller:
             # Only models loaded before the index was read and not unloaded since count as lost.
             lost = sorted(n for n in loaded_before & self._loaded if index.get(n) != "READY")
             was_down, self._server_down = self._server_down, False
-            if not (lost or was_down):
-                return []
             desired = dict(self.desired)
-        self.agent_log.info("Triton restarted: reloading models from disk",
-                            wasUnreachable=was_down, lost=lost)
+        # After an outage, reload what the fresh index lacks: a slow answer is not a restart, and
+        # reloading models Triton still holds would queue every load twice.
+        missing = [name for name in sorted(desired) if index.get(name) != "READY" and (was_down or name in lost)]
+        if not missing:
+            return []
+        self.agent_log.info("Triton restarted: reloading models from disk", wasUnreachable=was_down, lost=missing)
         reloaded = []
-        for name, spec in sorted(desired.items()):
+        for name in missing:
+            spec = desired[name]
             if marker_path(self.model_dir, name, spec).is_file():
                 with self._lock:
                     self._loaded.discard(name)

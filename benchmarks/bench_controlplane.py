@@ -1,0 +1,462 @@
+"""The control plane's figures (issue 4): apply -> Ready for a TrainedModel, step by step; N at once.
+
+On a fresh local stack (temporary state folder, stopped at the end) the guide's steps 1-3 are
+applied (Profile, S3 secret + service account, ExternalName, the multi-model InferenceService),
+then:
+
+1. one TrainedModel (the cifar10 stand-in; then, not with --quick, the inception stand-in), apply
+   -> Ready, split into
+     controller   apply -> model-config ConfigMap updated (watch event) / models.json projected (mtime)
+     agent sees   models.json written -> the agent's "Processing event" (it polls the file)
+     download     "Processing event" -> "Creating successFile" (agent log)
+     Triton load  successFile -> "Successfully loaded model" (agent log)
+     status       loaded -> TrainedModel Ready condition (watch event)
+   and compared with the guide's agent log (cifar10: event -> load done 0.645 s on a GPU cluster);
+   repeated --repeats times (delete, wait until unloaded, apply again);
+2. N TrainedModels applied at once (default 100) -> time until all are in models.json, all
+   loaded, all Ready, with the peak resident memory of the server (tritonserver + stubs). The
+   model is a tiny `backend: "python"` one (numpy only, one CPU instance) uploaded under N
+   prefixes: 100 torch stubs would need ~23 GB. Then all deleted at once -> all unloaded.
+
+Usage: python benchmarks/bench_controlplane.py [--quick] [-n N] [--repeats R]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Callable, Optional
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+from kubernetes import client, config as kconfig, watch  # noqa: E402
+
+from helpers import agent_log, k8s_apply, storage, triton  # noqa: E402
+from helpers.config import project_root  # noqa: E402
+from helpers.constants import KFSERVING_GROUP, MODEL_CONFIG_FILE, api_group, model_config_map_name  # noqa: E402
+from helpers.k8s import resolve_url  # noqa: E402
+from helpers.local.stack import Stack  # noqa: E402
+from helpers.models import write_cifar10_standin, write_inception_standin  # noqa: E402
+from helpers.wait import poll_until  # noqa: E402
+
+NS, SERVER, BUCKET = "bench", "triton-bench", "bench-models"
+GROUP = api_group(KFSERVING_GROUP)  # the guide's API group
+TINY_PREFIX = "tiny"
+
+# The guide's agent log (KFServing 0.5 on a GPU cluster), verbatim: what the local figures are
+# compared with. cifar10 from its step 4, inception from its step 5.
+GUIDE_LOG = {
+    "cifar10": """\
+{"level":"info","ts":1605449512.0457177,"logger":"Watcher","msg":"Processing event","event":"\\"/mnt/configs/..data\\": CREATE"}
+{"level":"info","ts":1605449512.0464094,"logger":"modelWatcher","msg":"removing model","modelName":"cifar10"}
+{"level":"info","ts":1605449512.0464404,"logger":"modelWatcher","msg":"adding model","modelName":"cifar10"}
+{"level":"info","ts":1605449512.046505,"logger":"modelProcessor","msg":"worker is started for","model":"cifar10"}
+{"level":"info","ts":1605449512.0465908,"logger":"modelProcessor","msg":"unloading model","modelName":"cifar10"}
+{"level":"info","ts":1605449512.0487478,"logger":"modelProcessor","msg":"Downloading model","storageUri":"s3://triton/torchscript/cifar10"}
+{"level":"info","ts":1605449512.048788,"logger":"Downloader","msg":"Downloading to model dir","modelUri":"s3://triton/torchscript/cifar10","modelDir":"/mnt/models"}
+{"level":"info","ts":1605449512.0488636,"logger":"modelAgent","msg":"Download model ","modelName":"cifar10","storageUri":"s3://triton/torchscript/cifar10","modelDir":"/mnt/models"}
+{"level":"info","ts":1605449512.0488217,"logger":"modelOnComplete","msg":"completion event for model","modelName":"cifar10","inFlight":1}
+{"level":"info","ts":1605449512.6908782,"logger":"modelOnComplete","msg":"completion event for model","modelName":"cifar10","inFlight":0}
+""",
+    "inception": """\
+{"level":"info","ts":"2021-02-25T06:05:52.384Z","caller":"agent/watcher.go:103","msg":"Processing event \\"/mnt/configs/..data\\": CREATE"}
+{"level":"info","ts":"2021-02-25T06:05:52.385Z","caller":"agent/watcher.go:173","msg":"adding model inception"}
+{"level":"info","ts":"2021-02-25T06:05:52.386Z","caller":"agent/puller.go:121","msg":"Worker is started for inception"}
+{"level":"info","ts":"2021-02-25T06:05:52.386Z","caller":"agent/puller.go:129","msg":"Downloading model from s3://triton/models/inception_graphdef"}
+{"level":"info","ts":"2021-02-25T06:05:52.386Z","caller":"agent/downloader.go:47","msg":"Downloading s3://triton/models/inception_graphdef to model dir /mnt/models"}
+{"level":"info","ts":"2021-02-25T06:05:53.247Z","caller":"agent/downloader.go:67","msg":"Creating successFile /mnt/models/inception/SUCCESS.2dd30a2ec0f7f440768dac363ef1e4665de243ae961ff1a4dc63f881cc26c7cd"}
+{"level":"info","ts":"2021-02-25T06:05:54.767Z","caller":"agent/puller.go:146","msg":"Successfully loaded model inception"}
+{"level":"info","ts":"2021-02-25T06:05:54.767Z","caller":"agent/puller.go:114","msg":"completion event for model inception, in flight ops 0"}
+""",
+}
+
+TINY_CONFIG = """\
+# A tiny python-backend model for the N-models benchmark: numpy only, one CPU instance (one stub).
+backend: "python"
+max_batch_size: 0
+input [{ name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ] }]
+output [{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] }]
+instance_group [{ count: 1, kind: KIND_CPU }]
+"""
+TINY_MODEL = '''\
+"""Doubles its input: a model whose python-backend stub stays light (numpy, no torch)."""
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", (x * 2).astype(np.float32))]))
+        return responses
+'''
+
+
+# --- watching the apiserver ---------------------------------------------------------------------
+class Recorder:
+    """Watches TrainedModels and the model-config ConfigMap in NS; records when things happened."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.ready_at: dict[str, float] = {}  # TrainedModel uid -> first time Ready (current generation)
+        self.config_events: list[tuple[float, frozenset[str]]] = []  # (time, models in models.json)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, args=(fn,), daemon=True)
+                        for fn in (self._watch_models, self._watch_config)]
+
+    def __enter__(self) -> "Recorder":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+
+    def _loop(self, fn: Callable[[], None]) -> None:
+        while not self.stop.is_set():
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a dropped watch is simply opened again
+                self.stop.wait(0.2)
+
+    def _watch_models(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        for event in watch.Watch().stream(custom.list_namespaced_custom_object, GROUP.group, GROUP.tm_version,
+                                          NS, "trainedmodels", timeout_seconds=5):
+            now, obj = time.time(), event["object"]
+            meta, status = obj["metadata"], obj.get("status") or {}
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+            if ready and status.get("observedGeneration") == meta.get("generation"):
+                with self.lock:
+                    self.ready_at.setdefault(meta["uid"], now)
+            if self.stop.is_set():
+                return
+
+    def _watch_config(self) -> None:
+        core = client.CoreV1Api(self.api)
+        selector = f"metadata.name={model_config_map_name(SERVER)}"
+        for event in watch.Watch().stream(core.list_namespaced_config_map, NS, field_selector=selector,
+                                          timeout_seconds=5):
+            now, cm = time.time(), event["object"]
+            try:
+                names = frozenset(e["modelName"] for e in json.loads((cm.data or {}).get(MODEL_CONFIG_FILE, "[]")))
+            except ValueError:
+                continue
+            with self.lock:
+                if not self.config_events or self.config_events[-1][1] != names:
+                    self.config_events.append((now, names))
+            if self.stop.is_set():
+                return
+
+    def config_has(self, names: set[str], after: float) -> Optional[float]:
+        """First time after `after` that models.json in the ConfigMap named all of `names`."""
+        with self.lock:
+            return next((t for t, found in self.config_events if t >= after and names <= found), None)
+
+
+# --- setting up the server (the guide's steps 1-3, as tests/test_controller.py does) ---------------
+def render(name: str, **values: str) -> list[dict]:
+    text = Template((project_root() / "manifests" / name).read_text()).substitute(values)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def start_server(stack: Stack, kube: client.ApiClient) -> tuple[str, float]:
+    """Profile, S3 secret + SA, ExternalName, the ISVC; wait Ready. Returns (Triton URL, seconds to Ready)."""
+    creds = stack.s3_credentials()
+    values = dict(namespace=NS, owner="bench@example.com", api_group=GROUP.group, secret_name="mysecret",
+                  service_account="sa", s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
+                  secret_key=creds.secret_key, server_name=SERVER)
+    k8s_apply.apply_all(kube, render("profile.yaml", **values))
+    poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", NS), "namespace", 60)
+    for name in ("s3_secret.yaml", "external_service.yaml"):
+        k8s_apply.apply_all(kube, render(name, **values))
+    start = time.monotonic()
+    k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+    isvc = poll_until(lambda: _ready_object(kube, "inferenceservices", SERVER), "InferenceService Ready", 180, 0.2)
+    took = time.monotonic() - start
+    return resolve_url(kube, isvc["status"]["address"]["url"], NS), took
+
+
+def _ready_object(kube: client.ApiClient, plural: str, name: str) -> Optional[dict]:
+    version = GROUP.isvc_version if plural == "inferenceservices" else GROUP.tm_version
+    obj = client.CustomObjectsApi(kube).get_namespaced_custom_object(GROUP.group, version, NS, plural, name)
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return obj if any(c["type"] == "Ready" and c["status"] == "True" for c in conds) else None
+
+
+def trained_model(name: str, uri: str, framework: str, memory: str) -> dict:
+    return {"apiVersion": GROUP.tm_api_version, "kind": "TrainedModel", "metadata": {"name": name, "namespace": NS},
+            "spec": {"inferenceService": SERVER,
+                     "model": {"framework": framework, "storageUri": uri, "memory": memory}}}
+
+
+def s3_client(stack: Stack):
+    creds = stack.s3_credentials()
+    return storage.connect(storage.S3Settings(stack.env()["MMS_S3_ENDPOINT"], creds.access_key, creds.secret_key))
+
+
+# --- 1. one TrainedModel, step by step -----------------------------------------------------------
+@dataclass
+class Steps:
+    """Seconds of each step of apply -> Ready for one TrainedModel (None: not seen)."""
+
+    label: str
+    controller: Optional[float] = None
+    agent_sees: Optional[float] = None
+    download: Optional[float] = None
+    load: Optional[float] = None
+    status: Optional[float] = None
+    total: Optional[float] = None
+    event_to_loaded: Optional[float] = None
+    unload: Optional[float] = None
+
+    def row(self) -> tuple:
+        return (self.label, self.controller, self.agent_sees, self.download, self.load, self.status,
+                self.total, self.event_to_loaded, self.unload)
+
+
+def _span(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else b - a
+
+
+def agent_times(stack: Stack, model: str, after: float) -> dict[str, Optional[float]]:
+    """Unix times of the agent's steps for `model` since `after`, from its JSON log."""
+    events = agent_log.parse((stack.logs / f"agent-{NS}.{SERVER}.log").read_text().splitlines())
+    events = [e for e in events if e["ts"] >= after]
+
+    def first(prefix: str, by_model: bool = True) -> Optional[float]:
+        return next((e["ts"] for e in events if e["msg"].startswith(prefix)
+                     and (not by_model or e["model"] == model)), None)
+
+    return {"event": first("Processing event", by_model=False), "marker": first("Creating successFile"),
+            "loaded": first("Successfully loaded model")}
+
+
+def one_model(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, label: str, name: str,
+              uri: str, framework: str) -> Steps:
+    """Apply one TrainedModel, wait Ready, split the time; then delete it and wait until unloaded."""
+    config_file = stack.servers_dir / f"{NS}.{SERVER}" / "configs" / MODEL_CONFIG_FILE
+    t0 = time.time()
+    created = k8s_apply.apply(kube, trained_model(name, uri, framework, "1Gi"))
+    uid = created["metadata"]["uid"]
+    ready = poll_until(lambda: rec.ready_at.get(uid), f"TrainedModel {name} Ready", timeout=600, interval=0.05)
+    cm = rec.config_has({name}, t0)
+    projected = config_file.stat().st_mtime
+    agent = agent_times(stack, name, t0)
+    lines = (stack.logs / f"agent-{NS}.{SERVER}.log").read_text().splitlines()
+    guide_like = agent_log.timeline(lines, name)
+    steps = Steps(label, controller=_span(t0, cm), agent_sees=_span(projected, agent["event"]),
+                  download=_span(agent["event"], agent["marker"]), load=_span(agent["marker"], agent["loaded"]),
+                  status=_span(agent["loaded"], ready), total=ready - t0, event_to_loaded=guide_like["load_s"])
+    start = time.time()
+    client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP.group, GROUP.tm_version, NS,
+                                                                  "trainedmodels", name)
+    folder = stack.servers_dir / f"{NS}.{SERVER}" / "models" / name
+    poll_until(lambda: not _serving(url, name) and not folder.exists(), f"{name} unloaded", 120, 0.05)
+    steps.unload = time.time() - start
+    return steps
+
+
+def _serving(url: str, name: str) -> bool:
+    try:
+        return triton.model_ready(url, name)
+    except triton.TritonError:
+        return False
+
+
+def guide_rows() -> list[Steps]:
+    """The guide's own agent log through the same timeline helper."""
+    rows = []
+    for model, text in GUIDE_LOG.items():
+        found = agent_log.timeline(text.splitlines(), model)
+        rows.append(Steps(f"guide: {model} (GPU cluster)", download=found["download_s"],
+                          load=_span(found["download_s"], found["load_s"]), event_to_loaded=found["load_s"]))
+    return rows
+
+
+def single_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, repeats: int,
+                  inception: bool) -> None:
+    """Part 1: the step table, local runs then the guide's."""
+    s3 = s3_client(stack)
+    with tempfile.TemporaryDirectory(prefix="mms-bench-models-") as tmp:
+        write_cifar10_standin(Path(tmp) / "cifar10")
+        storage.upload_folder(s3, Path(tmp) / "cifar10", BUCKET, "torchscript/cifar10", progress=False)
+        if inception:
+            with common.quiet_stderr():
+                write_inception_standin(Path(tmp) / "inception")
+            storage.upload_folder(s3, Path(tmp) / "inception", BUCKET, "models/inception_graphdef", progress=False)
+    runs = [one_model(stack, kube, rec, url, f"cifar10 run {i + 1}", "cifar10",
+                      f"s3://{BUCKET}/torchscript/cifar10", "pytorch") for i in range(repeats)]
+    if inception:
+        runs.append(one_model(stack, kube, rec, url, "inception run 1", "inception",
+                              f"s3://{BUCKET}/models/inception_graphdef", "tensorflow"))
+    common.heading("One TrainedModel: apply -> Ready, step by step (seconds)")
+    common.table(["RUN", "CONTROLLER", "AGENT SEES", "DOWNLOAD", "TRITON LOAD", "STATUS", "TOTAL",
+                  "EVENT->LOADED", "DELETE->GONE"], [r.row() for r in runs + guide_rows()],
+                 note="CONTROLLER: apply -> ConfigMap models.json updated (watch). AGENT SEES: models.json "
+                      "projected (file mtime) ->\nagent's 'Processing event' (it polls every 0.5 s). DOWNLOAD: "
+                      "-> 'Creating successFile'. TRITON LOAD: -> 'Successfully\nloaded model'. STATUS: -> "
+                      "TrainedModel Ready (watch; the controller checks every 1 s and asks Triton).\n"
+                      "EVENT->LOADED: helpers.agent_log.timeline, the figure the guide's log gives (KFServing "
+                      "0.5 logs no\nsuccessFile for cifar10, so its download and load are one span there).")
+    cifar = [r for r in runs if r.label.startswith("cifar10")]
+    common.figure("cifar10 apply -> Ready (median)", f"{statistics.median(r.total for r in cifar):.2f} s")
+    common.figure("cifar10 event -> loaded (median)",
+                  f"{statistics.median(r.event_to_loaded for r in cifar):.3f} s (guide: 0.645 s on a GPU cluster)")
+
+
+# --- 2. N TrainedModels at once --------------------------------------------------------------------
+def upload_tiny(stack: Stack, n: int) -> list[str]:
+    """The tiny python model under n prefixes; returns the model names (tiny-000 ...)."""
+    s3 = s3_client(stack)
+    names = [f"tiny-{i:03d}" for i in range(n)]
+    with tempfile.TemporaryDirectory(prefix="mms-bench-tiny-") as tmp:
+        folder = Path(tmp) / "tiny"
+        (folder / "1").mkdir(parents=True)
+        (folder / "config.pbtxt").write_text(TINY_CONFIG)
+        (folder / "1" / "model.py").write_text(TINY_MODEL)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda name: storage.upload_folder(s3, folder, BUCKET, f"{TINY_PREFIX}/{name}",
+                                                             progress=False), names))
+    return names
+
+
+@dataclass
+class AgentLoads:
+    """What the agent's log says about a batch of loads, seconds from the first apply."""
+
+    all_once: Optional[float]  # every model loaded at least once
+    last: Optional[float]  # the last "Successfully loaded model" (a reload included)
+    loads: int
+    restarts: int  # "Triton restarted: reloading models from disk"
+    unreachable: int  # "Triton is unreachable" (its index request failed or timed out)
+
+
+def agent_loads(stack: Stack, names: set[str], t0: float) -> AgentLoads:
+    events = [e for e in agent_log.parse((stack.logs / f"agent-{NS}.{SERVER}.log").read_text().splitlines())
+              if e["ts"] >= t0]
+    loaded = [e for e in events if e["msg"].startswith("Successfully loaded model") and e["model"] in names]
+    first: dict[str, float] = {}
+    for event in loaded:
+        first.setdefault(event["model"], event["ts"])
+    return AgentLoads(max(first.values()) - t0 if len(first) == len(names) else None,
+                      max(e["ts"] for e in loaded) - t0 if loaded else None, len(loaded),
+                      sum(e["msg"].startswith("Triton restarted") for e in events),
+                      sum(e["msg"].startswith("Triton is unreachable") for e in events))
+
+
+def triton_pid(stack: Stack) -> int:
+    return json.loads((stack.servers_dir / f"{NS}.{SERVER}" / "processes.json").read_text())["triton"]["pid"]
+
+
+def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n: int, timeout: float) -> None:
+    """Part 2: n TrainedModels applied at once; times to all-in-config, all loaded, all Ready; peak RSS."""
+    start = time.monotonic()
+    names = upload_tiny(stack, n)
+    uploaded = time.monotonic() - start
+    pid = triton_pid(stack)
+    baseline = common.tree_memory(pid)
+    custom = client.CustomObjectsApi(kube)
+
+    def create(name: str) -> str:
+        obj = trained_model(name, f"s3://{BUCKET}/{TINY_PREFIX}/{name}", "triton", "16Mi")
+        return custom.create_namespaced_custom_object(GROUP.group, GROUP.tm_version, NS, "trainedmodels", obj)[
+            "metadata"]["uid"]
+
+    with common.PeakSampler(pid) as sampler:
+        t0 = time.time()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            uids = list(pool.map(create, names))
+        applied = time.time() - t0
+        poll_until(lambda: all(u in rec.ready_at for u in uids), f"{n} TrainedModels Ready", timeout, 0.2)
+        sampler.sample()
+    ready_times = sorted(rec.ready_at[u] - t0 for u in uids)
+    in_config = rec.config_has(set(names), t0)
+    agent = agent_loads(stack, set(names), t0)
+    final = common.tree_memory(pid)
+    sample_ok = triton.infer(url, names[-1], np.ones(4, dtype=np.float32))["OUTPUT0"]
+
+    start = time.time()
+    for name in names:
+        custom.delete_namespaced_custom_object(GROUP.group, GROUP.tm_version, NS, "trainedmodels", name)
+    poll_until(lambda: not any(m["state"] == "READY" for m in triton.repository_index(url) if m["name"] in names),
+               f"{n} models unloaded", timeout, 0.5)
+    unloaded = time.time() - start
+
+    common.heading(f"{n} TrainedModels applied at once -> all Ready")
+    print("model: tiny `backend: \"python\"` model (numpy only, instance_group count 1 KIND_CPU), "
+          f"uploaded under {n} prefixes s3://{BUCKET}/{TINY_PREFIX}/<name>")
+    rows = [("upload (not timed below)", uploaded),
+            ("all applied (8 parallel creates)", applied),
+            (f"all {n} in the ConfigMap's models.json", _span(t0, in_config)),
+            (f"all {n} loaded once (agent log, 'Successfully loaded')", agent.all_once),
+            ("last load done (agent log; reloads included)", agent.last),
+            ("first TrainedModel Ready", ready_times[0]),
+            ("median TrainedModel Ready", statistics.median(ready_times)),
+            (f"all {n} TrainedModels Ready", ready_times[-1]),
+            (f"delete all {n} -> none served", unloaded)]
+    common.table(["STEP (seconds from the first apply)", "SECONDS"], rows,
+                 note=f"agent: {agent.loads} loads for {n} models; {agent.restarts} 'Triton restarted: reloading "
+                      f"models from disk' pass(es), {agent.unreachable} 'Triton is unreachable'.")
+    common.table(["SERVER MEMORY (tritonserver + stubs)", "PROCS", "RSS MIB"],
+                 [("before", baseline.processes, common.mib(baseline.rss)),
+                  ("peak while loading (sampled every 0.25 s)", sampler.peak.processes, common.mib(sampler.peak.rss)),
+                  ("all loaded", final.processes, common.mib(final.rss)),
+                  ("per model ((all loaded - before) / N)", None, common.mib((final.rss - baseline.rss) / n))],
+                 note=f"check: {names[-1]} doubles [1,1,1,1] -> {sample_ok.tolist()}")
+    common.figure(f"{n} TrainedModels apply -> all Ready", f"{ready_times[-1]:.1f} s")
+    common.figure(f"server peak RSS with {n} models", f"{common.mib(sampler.peak.rss):.0f} MiB")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="N=10, one cifar10 run, no inception")
+    parser.add_argument("-n", "--models", type=int, default=None,
+                        help="TrainedModels applied at once (default 100; quick 10)")
+    parser.add_argument("--repeats", type=int, default=None, help="cifar10 apply -> Ready runs (default 3; quick 1)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the N models")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs)")
+    args = parser.parse_args(argv)
+    n = args.models or (10 if args.quick else 100)
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    print("bench_controlplane: the control plane (issue 4)" + (" [quick]" if args.quick else ""))
+    common.print_machine()
+    started = time.monotonic()
+    with common.scratch_env("mms-bench-cp-", keep=args.keep) as root:
+        stack = Stack(root / "state")
+        try:
+            clock = time.monotonic()
+            stack.up(say=lambda _m: None)
+            common.heading("Stack and server")
+            common.figure("stack cold start", f"{time.monotonic() - clock:.2f} s")
+            kube = kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
+            with Recorder(kube) as rec:
+                url, isvc_s = start_server(stack, kube)
+                common.figure("InferenceService apply -> Ready (Triton up)", f"{isvc_s:.2f} s")
+                single_models(stack, kube, rec, url, repeats, inception=not args.quick)
+                many_models(stack, kube, rec, url, n, args.timeout)
+        finally:
+            stack.down(say=lambda _m: None)
+    print()
+    common.figure("bench_controlplane wall time", f"{time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

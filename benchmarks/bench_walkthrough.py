@@ -1,0 +1,171 @@
+"""The walkthrough's figures (issue 5): notebooks 00-04 wall time, cold and warm; notebook vs raw inference.
+
+On a throw-away local stack (temporary state and build folders; stopped at the end):
+
+1. cold: `Stack.up` on a fresh state folder, then notebooks 00-04 with papermill
+   (helpers.walkthrough.run_all, the guide's settings), as `make demo` does on a new machine
+   once `make setup` is done (setup itself is not timed; the model cache in MMS_CACHE_DIR is
+   used as it is);
+2. warm, new names (not with --quick): the same stack, a second walkthrough with another
+   namespace, server name and bucket, so every object and model is made again;
+3. warm, rerun: the guide's settings again, everything already there;
+4. one request, the notebook's way (helpers.triton.infer / classify through the URL resolved
+   by helpers.serving.server_url, as 03 and 04 call them) vs raw tritonclient with one
+   persistent client, same input: p50, p99 and their ratio.
+
+Usage: python benchmarks/bench_walkthrough.py [--quick] [-n N] [--offline]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+from helpers import walkthrough  # noqa: E402
+from helpers.local.stack import Stack  # noqa: E402
+
+DEFAULTS = {"namespace": "mms", "server_name": "triton-mms", "bucket": "triton"}
+OTHER = {"namespace": "bench-b", "server_name": "triton-b", "bucket": "models-b"}
+
+
+# --- 1-3. wall time ------------------------------------------------------------------------------
+def run_walkthrough(label: str, params: dict[str, Any], out_dir: Path) -> dict[str, walkthrough.Run]:
+    """Run 00-04 and return their runs by notebook; a failure is printed, not raised."""
+    print(f"walkthrough: {label} ...", flush=True)
+    with common.quiet_stderr():  # papermill's and the kernels' warnings; failures are in the runs
+        runs = {run.notebook: run for run in walkthrough.run_all(params, out_dir)}
+    for run in runs.values():
+        if not run.ok:
+            print(f"  {run.notebook} FAILED: {run.error} (see {run.output})")
+    return runs
+
+
+def wall_time_table(up_s: float, columns: list[tuple[str, dict[str, walkthrough.Run]]]) -> None:
+    """Per notebook, seconds per run; then the totals."""
+    names = [p.stem for p in walkthrough.notebooks()]
+    rows: list[tuple] = [("stack up (python -m helpers.local up)", up_s) + (None,) * (len(columns) - 1)]
+    for name in names:
+        row: list[Optional[float] | str] = [name]
+        for _label, runs in columns:
+            run = runs.get(name)
+            row.append(None if run is None else run.seconds if run.ok else f"FAIL {run.seconds:.1f}")
+        rows.append(tuple(row))
+    totals = ["total, notebooks"] + [sum(r.seconds for r in runs.values()) for _l, runs in columns]
+    rows.append(tuple(totals))
+    rows.append(("total, with stack up", up_s + totals[1]) + (None,) * (len(columns) - 1))
+    common.heading("Walkthrough wall time per notebook (seconds, papermill)")
+    common.table(["NOTEBOOK"] + [label for label, _r in columns], rows,
+                 note="COLD: fresh state folder (stack up, first server, first model loads). WARM NEW: same stack, "
+                      "other namespace,\nserver and bucket. RERUN: the guide's settings again (objects exist, "
+                      "models loaded). Each notebook runs in a\nnew kernel (papermill); kernel start and imports "
+                      "are part of its time.")
+    for label, runs in columns:
+        ok = all(r.ok for r in runs.values()) and len(runs) == len(names)
+        common.figure(f"walkthrough {label.lower()} (00-04)",
+                      f"{sum(r.seconds for r in runs.values()):.1f} s" + ("" if ok else " (with failures)"))
+
+
+# --- 4. notebook-style vs raw inference ----------------------------------------------------------
+def compare_inference(n: int, warmup: int) -> None:
+    """The notebooks' helper calls vs raw tritonclient, same request, same server."""
+    import tritonclient.http as httpclient
+
+    from helpers import images, k8s, serving, triton
+    from helpers.constants import KFSERVING_GROUP, api_group
+    from helpers.models import INCEPTION_INPUT, INCEPTION_OUTPUT
+
+    api = k8s.connect("local")
+    endpoint = serving.server_url(api, "local", api_group(KFSERVING_GROUP), DEFAULTS["server_name"],
+                                  DEFAULTS["namespace"])
+    base = endpoint.base_url
+    raw = httpclient.InferenceServerClient(base.split("://", 1)[1])
+    photos = images.sample_images()
+    one = images.cifar10_batch(photos.values())[:1]
+    batch = images.inception_batch(photos.values())
+
+    def raw_infer(model: str, name: str, x: np.ndarray, out: str, binary: bool, classes: int = 0) -> Callable:
+        tensor = httpclient.InferInput(name, list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=binary)
+        wanted = [httpclient.InferRequestedOutput(out, binary_data=binary, class_count=classes)]
+        # A fresh dict per call: tritonclient writes Inference-Header-Content-Length into the one it gets.
+        return lambda: raw.infer(model, [tensor], outputs=wanted, headers=endpoint.headers).as_numpy(out)
+
+    n_inception = max(5, n // 5)
+    pairs = [
+        ("cifar10 binary", "cifar10 [1,3,32,32], binary (03's loop)", n,
+         lambda: triton.infer(base, "cifar10", one, headers=endpoint.headers),
+         raw_infer("cifar10", "INPUT__0", one, "OUTPUT__0", True)),
+        ("cifar10 JSON", "cifar10 [1,3,32,32], JSON (03's first call)", n,
+         lambda: triton.infer(base, "cifar10", one, binary=False, headers=endpoint.headers),
+         raw_infer("cifar10", "INPUT__0", one, "OUTPUT__0", False)),
+        ("inception classify", f"inception {list(batch.shape)}, classify top-5 (04)", n_inception,
+         lambda: triton.classify(base, "inception", batch, top_k=5, headers=endpoint.headers),
+         raw_infer("inception", INCEPTION_INPUT, batch, INCEPTION_OUTPUT, True, classes=5)),
+    ]
+    rows: list[tuple] = []
+    keys: list[str] = []
+    try:
+        for key, label, count, notebook_call, raw_call in pairs:
+            nb = common.Latency.of(common.timed_calls(notebook_call, count, warmup))
+            rw = common.Latency.of(common.timed_calls(raw_call, count, warmup))
+            rows.append((label, count, nb.p50, rw.p50, nb.p50 / rw.p50, nb.p99, rw.p99))
+            keys.append(key)
+    finally:
+        raw.close()  # an open keep-alive connection makes Triton's shutdown wait
+    common.heading(f"Notebook-style inference vs raw tritonclient (same request, {base})")
+    common.table(["REQUEST", "N", "NOTEBOOK P50 MS", "RAW P50 MS", "RATIO", "NOTEBOOK P99 MS", "RAW P99 MS"], rows,
+                 note="NOTEBOOK: helpers.triton.infer/classify as 03 and 04 call them (a new client and a "
+                      "metadata request per call,\nso inputs are checked before sending). RAW: one persistent "
+                      "tritonclient HTTP client, infer only. RATIO: p50 / p50.")
+    for key, (_label, _n, nb50, rw50, ratio, _a, _b) in zip(keys, rows):
+        common.figure(f"notebook/raw {key}", f"{ratio:.2f}x ({nb50:.2f} ms vs {rw50:.2f} ms)")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="cold run and rerun only; fewer requests")
+    parser.add_argument("-n", "--requests", type=int, default=None,
+                        help="timed requests per call (default 300; quick 30)")
+    parser.add_argument("--offline", action="store_true", help="notebooks never try to download models (offline=True)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (executed notebooks, logs)")
+    args = parser.parse_args(argv)
+    n = args.requests or (30 if args.quick else 300)
+    extra = {"offline": True} if args.offline else {}
+
+    print("bench_walkthrough: notebooks 00-04 (issue 5)" + (" [quick]" if args.quick else ""))
+    common.print_machine()
+    if not walkthrough.notebooks():
+        print("no notebooks in notebooks/ yet: nothing to time")
+        return 0
+    started = time.monotonic()
+    with common.scratch_env("mms-bench-walk-", keep=args.keep) as root:
+        stack = Stack(root / "state")
+        try:
+            clock = time.monotonic()
+            stack.up(say=lambda _m: None)
+            up_s = time.monotonic() - clock
+            columns = [("COLD", run_walkthrough("cold", {**extra}, root / "cold"))]
+            if not args.quick:
+                columns.append(("WARM NEW", run_walkthrough("warm, new names", {**OTHER, **extra}, root / "warm")))
+            columns.append(("RERUN", run_walkthrough("rerun", {**extra}, root / "rerun")))
+            wall_time_table(up_s, columns)
+            if all(r.ok for r in columns[0][1].values()) and len(columns[0][1]) == len(walkthrough.notebooks()):
+                compare_inference(n, warmup=max(3, n // 20))
+            else:
+                print("\nnotebook vs raw inference: skipped (the cold walkthrough did not complete)")
+        finally:
+            stack.down(say=lambda _m: None)
+    print()
+    common.figure("bench_walkthrough wall time", f"{time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
