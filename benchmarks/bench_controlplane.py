@@ -32,19 +32,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 from typing import Callable, Optional
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from kubernetes import client, config as kconfig, watch  # noqa: E402
 
-from helpers import agent_log, k8s_apply, storage, triton  # noqa: E402
-from helpers.config import project_root  # noqa: E402
+from helpers import agent_log, k8s_apply, manifests, storage, triton  # noqa: E402
 from helpers.constants import KFSERVING_GROUP, MODEL_CONFIG_FILE, api_group, model_config_map_name  # noqa: E402
 from helpers.k8s import resolve_url  # noqa: E402
 from helpers.local.stack import Stack  # noqa: E402
@@ -54,33 +51,6 @@ from helpers.wait import poll_until  # noqa: E402
 NS, SERVER, BUCKET = "bench", "triton-bench", "bench-models"
 GROUP = api_group(KFSERVING_GROUP)  # the guide's API group
 TINY_PREFIX = "tiny"
-
-# The guide's agent log (KFServing 0.5 on a GPU cluster), verbatim: what the local figures are
-# compared with. cifar10 from its step 4, inception from its step 5.
-GUIDE_LOG = {
-    "cifar10": """\
-{"level":"info","ts":1605449512.0457177,"logger":"Watcher","msg":"Processing event","event":"\\"/mnt/configs/..data\\": CREATE"}
-{"level":"info","ts":1605449512.0464094,"logger":"modelWatcher","msg":"removing model","modelName":"cifar10"}
-{"level":"info","ts":1605449512.0464404,"logger":"modelWatcher","msg":"adding model","modelName":"cifar10"}
-{"level":"info","ts":1605449512.046505,"logger":"modelProcessor","msg":"worker is started for","model":"cifar10"}
-{"level":"info","ts":1605449512.0465908,"logger":"modelProcessor","msg":"unloading model","modelName":"cifar10"}
-{"level":"info","ts":1605449512.0487478,"logger":"modelProcessor","msg":"Downloading model","storageUri":"s3://triton/torchscript/cifar10"}
-{"level":"info","ts":1605449512.048788,"logger":"Downloader","msg":"Downloading to model dir","modelUri":"s3://triton/torchscript/cifar10","modelDir":"/mnt/models"}
-{"level":"info","ts":1605449512.0488636,"logger":"modelAgent","msg":"Download model ","modelName":"cifar10","storageUri":"s3://triton/torchscript/cifar10","modelDir":"/mnt/models"}
-{"level":"info","ts":1605449512.0488217,"logger":"modelOnComplete","msg":"completion event for model","modelName":"cifar10","inFlight":1}
-{"level":"info","ts":1605449512.6908782,"logger":"modelOnComplete","msg":"completion event for model","modelName":"cifar10","inFlight":0}
-""",
-    "inception": """\
-{"level":"info","ts":"2021-02-25T06:05:52.384Z","caller":"agent/watcher.go:103","msg":"Processing event \\"/mnt/configs/..data\\": CREATE"}
-{"level":"info","ts":"2021-02-25T06:05:52.385Z","caller":"agent/watcher.go:173","msg":"adding model inception"}
-{"level":"info","ts":"2021-02-25T06:05:52.386Z","caller":"agent/puller.go:121","msg":"Worker is started for inception"}
-{"level":"info","ts":"2021-02-25T06:05:52.386Z","caller":"agent/puller.go:129","msg":"Downloading model from s3://triton/models/inception_graphdef"}
-{"level":"info","ts":"2021-02-25T06:05:52.386Z","caller":"agent/downloader.go:47","msg":"Downloading s3://triton/models/inception_graphdef to model dir /mnt/models"}
-{"level":"info","ts":"2021-02-25T06:05:53.247Z","caller":"agent/downloader.go:67","msg":"Creating successFile /mnt/models/inception/SUCCESS.2dd30a2ec0f7f440768dac363ef1e4665de243ae961ff1a4dc63f881cc26c7cd"}
-{"level":"info","ts":"2021-02-25T06:05:54.767Z","caller":"agent/puller.go:146","msg":"Successfully loaded model inception"}
-{"level":"info","ts":"2021-02-25T06:05:54.767Z","caller":"agent/puller.go:114","msg":"completion event for model inception, in flight ops 0"}
-""",
-}
 
 TINY_CONFIG = """\
 # A tiny python-backend model for the N-models benchmark: numpy only, one CPU instance (one stub).
@@ -170,23 +140,18 @@ class Recorder:
 
 
 # --- setting up the server (the guide's steps 1-3, as tests/test_controller.py does) ---------------
-def render(name: str, **values: str) -> list[dict]:
-    text = Template((project_root() / "manifests" / name).read_text()).substitute(values)
-    return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
 def start_server(stack: Stack, kube: client.ApiClient) -> tuple[str, float]:
     """Profile, S3 secret + SA, ExternalName, the ISVC; wait Ready. Returns (Triton URL, seconds to Ready)."""
     creds = stack.s3_credentials()
     values = dict(namespace=NS, owner="bench@example.com", api_group=GROUP.group, secret_name="mysecret",
                   service_account="sa", s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
                   secret_key=creds.secret_key, server_name=SERVER)
-    k8s_apply.apply_all(kube, render("profile.yaml", **values))
+    k8s_apply.apply_all(kube, manifests.render("profile.yaml", **values))
     poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", NS), "namespace", 60)
     for name in ("s3_secret.yaml", "external_service.yaml"):
-        k8s_apply.apply_all(kube, render(name, **values))
+        k8s_apply.apply_all(kube, manifests.render(name, **values))
     start = time.monotonic()
-    k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     isvc = poll_until(lambda: _ready_object(kube, "inferenceservices", SERVER), "InferenceService Ready", 180, 0.2)
     took = time.monotonic() - start
     return resolve_url(kube, isvc["status"]["address"]["url"], NS), took
@@ -282,8 +247,8 @@ def _serving(url: str, name: str) -> bool:
 def guide_rows() -> list[Steps]:
     """The guide's own agent log through the same timeline helper."""
     rows = []
-    for model, text in GUIDE_LOG.items():
-        found = agent_log.timeline(text.splitlines(), model)
+    for model in ("cifar10", "inception"):
+        found = agent_log.timeline(agent_log.guide_log(model), model)
         rows.append(Steps(f"guide: {model} (GPU cluster)", download=found["download_s"],
                           load=_span(found["download_s"], found["load_s"]), event_to_loaded=found["load_s"]))
     return rows

@@ -130,3 +130,14 @@ def timeline(lines: Iterable[str], model: str) -> dict:
     if result["load_s"] is None and completion_s is not None and result["failed"] is None:
         result["load_s"] = completion_s
     return result
+
+
+def guide_log(model: str) -> list[str]:
+    """The agent log the guide shows for `cifar10` (KFServing 0.5) or `inception` (a later agent), verbatim."""
+    from .config import project_root
+
+    folder = project_root() / "data" / "guide_agent_logs"
+    path = next(folder.glob(f"{model}_*.log"), None)
+    if path is None:
+        raise KeyError(f"the guide shows no agent log for {model!r}")
+    return path.read_text().splitlines()

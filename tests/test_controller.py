@@ -10,16 +10,13 @@ import os
 import shutil
 import signal
 import subprocess
-from pathlib import Path
-from string import Template
 
 import numpy as np
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from helpers import k8s_apply, storage, triton
+from helpers import k8s_apply, manifests, storage, triton
 from helpers.constants import KFSERVING_GROUP, KSERVE_GROUP, api_group
 from helpers.k8s import resolve_url
 from helpers.local.stack import Stack
@@ -28,12 +25,6 @@ from helpers.wait import poll_until
 
 pytestmark = pytest.mark.controlplane
 NS, SERVER, BUCKET = "ctl", "triton-ctl", "ctl-models"
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
-
-
-def render(name: str, **values: str) -> list[dict]:
-    text = Template((MANIFESTS / name).read_text()).substitute(values)
-    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def custom(kube) -> client.CustomObjectsApi:
@@ -115,10 +106,10 @@ def server(stack: Stack, kube, models) -> str:
     values = dict(namespace=NS, owner="learner@example.com", api_group=KFSERVING_GROUP, secret_name="mysecret",
                   service_account="sa", s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
                   secret_key=creds.secret_key, server_name=SERVER)
-    k8s_apply.apply_all(kube, render("profile.yaml", **values))
+    k8s_apply.apply_all(kube, manifests.render("profile.yaml", **values))
     poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", NS), "namespace", 60)
     for name in ("s3_secret.yaml", "external_service.yaml", "multi_model_triton_server.yaml"):
-        k8s_apply.apply_all(kube, render(name, **values))
+        k8s_apply.apply_all(kube, manifests.render(name, **values))
     isvc = wait_ready(kube, "inferenceservices", SERVER)
     return resolve_url(kube, isvc["status"]["address"]["url"], NS)
 
@@ -246,17 +237,17 @@ def test_server_problems_show_in_status_with_the_fix(stack: Stack, kube, server)
     values = dict(namespace=NS, api_group=KSERVE_GROUP, secret_name="wrongsecret", service_account="wrong-sa",
                   s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key, secret_key="not-the-key",
                   server_name="bad-creds")
-    k8s_apply.apply_all(kube, render("s3_secret.yaml", **values))
-    k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+    k8s_apply.apply_all(kube, manifests.render("s3_secret.yaml", **values))
+    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     wait_failed(kube, "inferenceservices", "bad-creds", "refused the credentials", group=KSERVE_GROUP)
 
     values.update(server_name="no-sa", service_account="missing-sa")
-    k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     wait_failed(kube, "inferenceservices", "no-sa", "not found", group=KSERVE_GROUP)
 
     # Fixing the secret is enough: the controller notices and the server becomes Ready.
     values.update(service_account="wrong-sa", secret_key=creds.secret_key)
-    k8s_apply.apply_all(kube, render("s3_secret.yaml", **values))
+    k8s_apply.apply_all(kube, manifests.render("s3_secret.yaml", **values))
     wait_ready(kube, "inferenceservices", "bad-creds", group=KSERVE_GROUP)
 
     for name in ("bad-creds", "no-sa"):
@@ -276,7 +267,7 @@ def test_multi_model_server_flag_off_is_reported(stack: Stack, kube, server) -> 
         values = dict(namespace=NS, api_group=KSERVE_GROUP, service_account="sa", server_name="flag-off",
                       secret_name="mysecret", s3_endpoint="minio-service.kubeflow:9000",
                       access_key=creds.access_key, secret_key=creds.secret_key)
-        k8s_apply.apply_all(kube, render("multi_model_triton_server.yaml", **values))
+        k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
         message = wait_failed(kube, "inferenceservices", "flag-off", "multiModelServer", group=KSERVE_GROUP)["message"]
         assert "kubectl edit cm inferenceservice-config -n kserve" in message
     finally:
