@@ -139,8 +139,9 @@ def start_lab(root_dir: Path, port: Optional[int] = None, env: Optional[Mapping[
 
     `port`: None picks MMS_LAB_PORT, else a free one. `env`: variables added to this process's
     environment for the server and every kernel it starts (e.g. `Stack().env()`). `workdir`:
-    the server's log, runtime files, settings and workspaces (default build/lab). With
-    `isolate`, HOME, TMPDIR and Jupyter's/IPython's/matplotlib's folders go there too.
+    the server's log, config (with the token, mode 0600), runtime files and settings overrides
+    (default build/lab). With `isolate`, HOME, TMPDIR and Jupyter's/IPython's/matplotlib's
+    folders (so user settings and workspaces) go there too.
     """
     check_kernel()
     root_dir = Path(root_dir).resolve()
@@ -158,7 +159,7 @@ def start_lab(root_dir: Path, port: Optional[int] = None, env: Optional[Mapping[
     runtime.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **(_isolated_env(workdir) if isolate else {}), **dict(env or {}),
                  "JUPYTER_RUNTIME_DIR": str(runtime)}
-    child_env.pop("JUPYTER_TOKEN", None)  # the token is ours, given on the command line
+    child_env.pop("JUPYTER_TOKEN", None)  # the token is ours, given in the config file
     base = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:

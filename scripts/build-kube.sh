@@ -81,8 +81,11 @@ if [ ! -f pkg/generated/openapi/zz_generated.openapi.go ]; then
 fi
 
 # 4. The two binaries, with the version they report (`kubectl version` shows it).
-vpkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-ldflags="-s -w -X $vpkg.gitVersion=v$KUBE_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=20 -X $vpkg.gitTreeState=clean"
+# Both packages carry a copy of the version (hack/lib/version.sh sets both); /version reads client-go's.
+ldflags="-s -w"
+for vpkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
+  ldflags="$ldflags -X $vpkg.gitVersion=v$KUBE_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=20 -X $vpkg.gitTreeState=clean"
+done
 for cmd in kube-apiserver kube-controller-manager; do
   echo "build-kube: [4/4] go build $cmd"
   "$GO" build -ldflags "$ldflags" -o "$out/$cmd.tmp" "./cmd/$cmd" >>"$log" 2>&1 \

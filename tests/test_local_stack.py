@@ -81,7 +81,8 @@ def test_cli_status_env_logs(stack: Stack) -> None:
         assert name in status.stdout
     exports = run("env").stdout
     assert f"export KUBECONFIG={stack.kubeconfig}" in exports
-    assert "starting s3" in run("logs", "s3").stdout
+    logs = run("logs", "s3").stdout
+    assert f"==> {stack.logs / 's3.log'} <==" in logs and len(logs.splitlines()) > 1
 
 
 def test_kubectl_reaches_the_stack(stack: Stack) -> None:
