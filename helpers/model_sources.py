@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -260,6 +261,20 @@ def _standin(source: ModelSource, cache: Path) -> Path:
     return folder
 
 
+def _standin_message(source: ModelSource, path: Path, folder: Path, width: int = 96) -> str:
+    """Say that `path` holds a stand-in: wrapped to `width` columns, each cache path on its own line."""
+    def wrap(text: str, first: str = "  ") -> str:
+        return textwrap.fill(text, width, initial_indent=first, subsequent_indent="  ",
+                             break_long_words=False, break_on_hyphens=False)
+
+    head = f"{source.name}: using a STAND-IN model ({source.standin_builder}) in"
+    body = ("It has the real model's files, tensor names, types and shapes, so serving works exactly "
+            "the same, but its weights are made up: its predictions mean nothing. For the real model, "
+            f"download {source.guide_uri} and place its files in")
+    return "\n".join([wrap(head, first=""), f"  {path}.", wrap(body),
+                      f"  {folder}/ ({', '.join(source.required)})."])
+
+
 def fetch_source(source: ModelSource, offline: Optional[bool] = None, cache: Optional[Path] = None,
                  progress: bool = True, say: Callable[[str], None] = print) -> ModelFolder:
     """`fetch` for a ModelSource (tests pass one pointing at a local HTTP server).
@@ -295,10 +310,7 @@ def fetch_source(source: ModelSource, offline: Optional[bool] = None, cache: Opt
             reason = exc.cause if isinstance(exc, SetupError) else _short(exc)
             say(f"{source.name}: {reason}")
     path = _standin(source, cache)
-    say(f"{source.name}: using a STAND-IN model ({source.standin_builder}) in {path}.\n"
-        f"  It has the real model's files, tensor names, types and shapes, so serving works exactly the same,\n"
-        f"  but its weights are made up: its predictions mean nothing. For the real model, download\n"
-        f"  {source.guide_uri} and place its files in {folder}/ ({', '.join(source.required)}).")
+    say(_standin_message(source, path, folder))
     return ModelFolder(path, True, f"stand-in ({source.standin_builder})")
 
 

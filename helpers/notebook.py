@@ -49,11 +49,39 @@ def display_code(text: str, language: str = "") -> None:
     display({"text/plain": text, "text/markdown": f"```{language}\n{text}\n```"}, raw=True)
 
 
-def show_equivalent(command: str) -> None:
+def _shell_words(line: str) -> list[str]:
+    """Split at spaces outside quotes, keeping the quotes (for re-wrapping, not for running)."""
+    words, current, quote = [], "", ""
+    for char in line:
+        if char in "'\"" and (not quote or quote == char):
+            quote = "" if quote else char
+        if char == " " and not quote:
+            if current:
+                words.append(current)
+            current = ""
+        else:
+            current += char
+    return words + ([current] if current else [])
+
+
+def _wrap_command(command: str, width: int) -> list[str]:
+    """A long command as `\\`-continued lines of at most about `width` characters."""
+    lines, current = [], ""
+    for word in _shell_words(command):
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current + " \\")
+            current = "    " + word
+        else:
+            current = f"{current} {word}" if current else word
+    return lines + [current]
+
+
+def show_equivalent(command: str, width: int = 96) -> None:
     """Print the guide's kubectl/curl/mc equivalent of the step just done, marked as such.
 
     Lines are shown as shell input (`$ ...`); comment lines (`# ...`) and continuation lines
-    stay as written. Commands name secrets through shell variables, never by value.
+    stay as written, and a command longer than `width` is continued over several lines.
+    Commands name secrets through shell variables, never by value.
     """
     lines, continued = [], False
     for line in command.strip("\n").splitlines():
@@ -61,7 +89,8 @@ def show_equivalent(command: str) -> None:
         if continued or not stripped or stripped.startswith("#"):
             lines.append(f"  {line}" if continued else line)
         else:
-            lines.append(f"$ {stripped}")
+            first, *rest = _wrap_command(stripped, width - 2)
+            lines += [f"$ {first}", *rest]
         continued = stripped.endswith("\\")
     display_code("# the guide's equivalent, in a shell:\n" + "\n".join(lines), "bash")
 

@@ -389,12 +389,13 @@ def knative_patch_commands(patches: list[dict]) -> str:
 
 
 def _short_paths(text: str) -> str:
-    """`/tmp/.../servers/ns.isvc/models/cifar10/SUCCESS.ab` -> `.../cifar10/SUCCESS.ab` (the part that teaches)."""
+    """`/tmp/.../servers/ns.isvc/models/cifar10/SUCCESS.<sha>` -> `.../cifar10/SUCCESS.<12 hex>…` (the part that teaches)."""
     def short(match: "re.Match[str]") -> str:
         parts = match.group(0).split("/")
         return match.group(0) if len(parts) <= 4 else ".../" + "/".join(parts[-2:])
 
-    return re.sub(r"(?<![\w:/.])/[^\s\"']+", short, text)
+    text = re.sub(r"(?<![\w:/.])/[^\s\"']+", short, text)
+    return re.sub(r"(SUCCESS\.[0-9a-f]{12})[0-9a-f]{52}", r"\1…", text)  # the marker's sha, abridged
 
 
 def agent_events(lines: list[str], model: str, limit: int = 14) -> str:
