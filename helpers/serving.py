@@ -389,7 +389,7 @@ def knative_patch_commands(patches: list[dict]) -> str:
 
 
 def _short_paths(text: str) -> str:
-    """`/tmp/.../servers/ns.isvc/models/cifar10/SUCCESS.<sha>` -> `.../cifar10/SUCCESS.<12 hex>…` (the part that teaches)."""
+    """`<state>/servers/ns.isvc/models/cifar10/SUCCESS.<sha>` -> `.../cifar10/SUCCESS.<12 hex>…` (the part that teaches)."""
     def short(match: "re.Match[str]") -> str:
         parts = match.group(0).split("/")
         return match.group(0) if len(parts) <= 4 else ".../" + "/".join(parts[-2:])

@@ -147,7 +147,7 @@ def test_curl_and_agent_events() -> None:
     assert text.splitlines()[0].startswith("+  0.000s  Watcher")
     assert "+  1.250s  modelProcessor  Successfully loaded model" in text and "other" not in text
     assert [t["model"] for t in serving.timelines(lines, ["cifar10", "absent"])] == ["cifar10"]
-    long = '{"level":"info","ts":100.6,"logger":"Downloader","msg":"x","modelName":"cifar10","dir":"/tmp/a/b/c/models"}'
+    long = '{"level":"info","ts":100.6,"logger":"Downloader","msg":"x","modelName":"cifar10","dir":"/srv/a/b/c/models"}'
     assert "dir=.../c/models" in serving.agent_events(lines[:2] + [long] + lines[3:4], "cifar10")
 
 
