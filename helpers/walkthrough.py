@@ -6,12 +6,14 @@ Executed notebooks, results JSON and plots go to the build folder (MMS_BUILD_DIR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .config import build_dir, project_root
 
@@ -44,11 +46,31 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
     params = {**parameters, "results_path": str(results), "interactive": False}
     start = time.monotonic()
     try:
-        papermill.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
-                                   cwd=str(path.parent), progress_bar=False)
+        with _stderr_to(out_dir / "kernels.log"):
+            papermill.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
+                                       cwd=str(path.parent), progress_bar=False)
         return Run(path.stem, True, time.monotonic() - start, output, results)
     except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep going
         return Run(path.stem, False, time.monotonic() - start, output, results, _first_line(exc))
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path) -> Iterator[None]:
+    """Send this process's stderr, which kernels inherit, to a log file while a notebook runs.
+
+    Kernels print start-up notices there (e.g. ipykernel's note on TCP transport); what a
+    notebook itself prints is kept in the executed notebook.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "ab") as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _first_line(exc: Exception) -> str:
@@ -88,6 +110,8 @@ def summary(runs: list[Run], out_dir: Path) -> str:
     lines.append(f"executed notebooks: {out_dir}")
     lines.append(f"results JSON:       {out_dir / 'results'}")
     lines.append(f"plots:              {out_dir / 'plots'}")
+    lines.append(f"kernel logs:        {out_dir / 'kernels.log'}")
+    lines.append("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack")
     return "\n".join(lines)
 
 
