@@ -26,7 +26,7 @@ from . import config
 from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP, ApiGroup,
                         api_group as lookup_group)
 from .errors import SetupError
-from .progress import _ipython, in_jupyter, progress, set_headless  # noqa: F401 - progress/in_jupyter are part of this API
+from .progress import _ipython, in_jupyter, set_headless
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
 SETTINGS = ("target", "namespace", "server_name", "bucket", "api_group")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,8 +252,6 @@ class Servers:
             if isinstance(record, process.ProcessRecord) and process.stop(record):
                 log.info("stopped %s for %s (pid %s)", role, key, record.pid)
         if remove:
-            import shutil
-
             shutil.rmtree(where.root, ignore_errors=True)
         else:
             where.records.unlink(missing_ok=True)
