@@ -264,9 +264,12 @@ class Puller:
             lost = sorted(n for n in loaded_before & self._loaded if index.get(n) != "READY")
             was_down, self._server_down = self._server_down, False
             desired = dict(self.desired)
+            busy = {name for name, worker in self._workers.items() if worker.in_flight()}
         # After an outage, reload what the fresh index lacks: a slow answer is not a restart, and
-        # reloading models Triton still holds would queue every load twice.
-        missing = [name for name in sorted(desired) if index.get(name) != "READY" and (was_down or name in lost)]
+        # reloading models Triton still holds, or that a queued op will load anyway (it retries
+        # if Triton went away), would queue their loads twice.
+        missing = [name for name in sorted(desired)
+                   if index.get(name) != "READY" and name not in busy and (was_down or name in lost)]
         if not missing:
             return []
         self.agent_log.info("Triton restarted: reloading models from disk", wasUnreachable=was_down, lost=missing)
