@@ -21,6 +21,9 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import psutil
 
+from helpers import walkthrough
+from helpers.local.stack import Stack
+
 # Settings that pin the local stack's ports: a benchmark's own stack must not fight the user's.
 _PORT_SETTINGS = ("MMS_S3_PORT", "MMS_APISERVER_PORT", "MMS_TRITON_PORT")
 MIB = 1024 * 1024
@@ -245,17 +248,20 @@ def scratch_env(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the block (C++ libraries' start-up chatter)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+def running_stack(root: Path) -> Iterator[tuple[Stack, float]]:
+    """A fresh local stack in `root/state` for the block: (the stack, seconds `up` took); always stopped."""
+    stack = Stack(root / "state")
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
+        start = time.monotonic()
+        stack.up(say=lambda _m: None)
+        yield stack, time.monotonic() - start
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        stack.down(say=lambda _m: None)
+
+
+def quiet_stderr() -> contextlib.AbstractContextManager[None]:
+    """Send file descriptor 2 to /dev/null for the block (C++ libraries' start-up chatter)."""
+    return walkthrough.stderr_to(os.devnull)
 
 
 class PhaseClock:

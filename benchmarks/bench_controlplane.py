@@ -404,20 +404,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.print_machine()
     started = time.monotonic()
     with common.scratch_env("mms-bench-cp-", keep=args.keep) as root:
-        stack = Stack(root / "state")
-        try:
-            clock = time.monotonic()
-            stack.up(say=lambda _m: None)
+        with common.running_stack(root) as (stack, up_s):
             common.heading("Stack and server")
-            common.figure("stack cold start", f"{time.monotonic() - clock:.2f} s")
+            common.figure("stack cold start", f"{up_s:.2f} s")
             kube = kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
             with Recorder(kube) as rec:
                 url, isvc_s = start_server(stack, kube)
                 common.figure("InferenceService apply -> Ready (Triton up)", f"{isvc_s:.2f} s")
                 single_models(stack, kube, rec, url, repeats, inception=not args.quick)
                 many_models(stack, kube, rec, url, n, args.timeout)
-        finally:
-            stack.down(say=lambda _m: None)
     print()
     common.figure("bench_controlplane wall time", f"{time.monotonic() - started:.1f} s")
     return 0

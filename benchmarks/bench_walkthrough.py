@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from helpers import walkthrough  # noqa: E402
-from helpers.local.stack import Stack  # noqa: E402
 
 DEFAULTS = {"namespace": "mms", "server_name": "triton-mms", "bucket": "triton"}
 OTHER = {"namespace": "bench-b", "server_name": "triton-b", "bucket": "models-b"}
@@ -39,8 +38,8 @@ OTHER = {"namespace": "bench-b", "server_name": "triton-b", "bucket": "models-b"
 def run_walkthrough(label: str, params: dict[str, Any], out_dir: Path) -> dict[str, walkthrough.Run]:
     """Run 00-04 and return their runs by notebook; a failure is printed, not raised."""
     print(f"walkthrough: {label} ...", flush=True)
-    with common.quiet_stderr():  # papermill's and the kernels' warnings; failures are in the runs
-        runs = {run.notebook: run for run in walkthrough.run_all(params, out_dir)}
+    # Kernels' warnings go to <out_dir>/kernels.log; failures are in the runs.
+    runs = {run.notebook: run for run in walkthrough.run_all(params, out_dir)}
     for run in runs.values():
         if not run.ok:
             print(f"  {run.notebook} FAILED: {run.error} (see {run.output})")
@@ -146,11 +145,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     started = time.monotonic()
     with common.scratch_env("mms-bench-walk-", keep=args.keep) as root:
-        stack = Stack(root / "state")
-        try:
-            clock = time.monotonic()
-            stack.up(say=lambda _m: None)
-            up_s = time.monotonic() - clock
+        with common.running_stack(root) as (_stack, up_s):
             columns = [("COLD", run_walkthrough("cold", {**extra}, root / "cold"))]
             if not args.quick:
                 columns.append(("WARM NEW", run_walkthrough("warm, new names", {**OTHER, **extra}, root / "warm")))
@@ -160,8 +155,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                 compare_inference(n, warmup=max(3, n // 20))
             else:
                 print("\nnotebook vs raw inference: skipped (the cold walkthrough did not complete)")
-        finally:
-            stack.down(say=lambda _m: None)
     print()
     common.figure("bench_walkthrough wall time", f"{time.monotonic() - started:.1f} s")
     return 0

@@ -46,7 +46,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
     params = {**parameters, "results_path": str(results), "interactive": False}
     start = time.monotonic()
     try:
-        with _stderr_to(out_dir / "kernels.log"):
+        with stderr_to(out_dir / "kernels.log"):
             papermill.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
                                        cwd=str(path.parent), progress_bar=False)
         return Run(path.stem, True, time.monotonic() - start, output, results)
@@ -55,11 +55,11 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
 
 
 @contextlib.contextmanager
-def _stderr_to(log: Path) -> Iterator[None]:
-    """Send this process's stderr, which kernels inherit, to a log file while a notebook runs.
+def stderr_to(log: Path | str) -> Iterator[None]:
+    """Send this process's stderr (file descriptor 2, which child processes inherit) to `log`.
 
-    Kernels print start-up notices there (e.g. ipykernel's note on TCP transport); what a
-    notebook itself prints is kept in the executed notebook.
+    While a notebook runs, kernels print start-up notices there (e.g. ipykernel's note on TCP
+    transport); what a notebook itself prints is kept in the executed notebook.
     """
     sys.stderr.flush()
     saved = os.dup(2)

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import requests
 import yaml
@@ -129,6 +128,23 @@ def write_kubeconfig(paths: Paths, port: int, token: str) -> Path:
     return paths.kubeconfig
 
 
+def etcd_healthy(client_port: int) -> bool:
+    """etcd's own `/health` says so."""
+    return requests.get(f"http://127.0.0.1:{client_port}/health", timeout=2).json().get("health") == "true"
+
+
+def apiserver_ready(paths: Paths, port: int, token: str) -> bool:
+    """kube-apiserver's `/readyz` answers 200 to the admin token over verified TLS."""
+    answer = requests.get(f"https://127.0.0.1:{port}/readyz", verify=str(paths.cert),
+                          headers={"Authorization": f"Bearer {token}"}, timeout=2)
+    return answer.status_code == 200
+
+
+def controller_manager_healthy(paths: Paths, port: int) -> bool:
+    """kube-controller-manager's `/healthz` answers 200 (it serves the stack's certificate)."""
+    return requests.get(f"https://127.0.0.1:{port}/healthz", verify=str(paths.cert), timeout=2).status_code == 200
+
+
 def start_etcd(paths: Paths, client_port: int, peer_port: int, log: Path) -> process.ProcessRecord:
     """etcd with its data in the state folder, so applied manifests survive `down` + `up`."""
     binary = find_binary("ETCD", "etcd")
@@ -140,10 +156,7 @@ def start_etcd(paths: Paths, client_port: int, peer_port: int, log: Path) -> pro
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"mms={peer}", "--log-level", "warn"]
 
-    def healthy() -> bool:
-        return requests.get(f"{client}/health", timeout=1).json().get("health") == "true"
-
-    return process.start("etcd", argv, log, healthy, timeout=30,
+    return process.start("etcd", argv, log, lambda: etcd_healthy(client_port), timeout=30,
                          ports={"client": client_port, "peer": peer_port})
 
 
@@ -163,12 +176,8 @@ def start_apiserver(paths: Paths, port: int, etcd_port: int, token: str, log: Pa
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--cert-dir={paths.pki}", "--allow-privileged=true", "--v=1"]
 
-    def healthy() -> bool:
-        answer = requests.get(f"https://127.0.0.1:{port}/readyz", verify=str(paths.cert),
-                              headers={"Authorization": f"Bearer {token}"}, timeout=2)
-        return answer.status_code == 200
-
-    return process.start("kube-apiserver", argv, log, healthy, timeout=90, ports={"https": port})
+    return process.start("kube-apiserver", argv, log, lambda: apiserver_ready(paths, port, token),
+                         timeout=90, ports={"https": port})
 
 
 def start_controller_manager(paths: Paths, port: int, log: Path) -> process.ProcessRecord:
@@ -183,10 +192,8 @@ def start_controller_manager(paths: Paths, port: int, log: Path) -> process.Proc
             f"--service-account-private-key-file={paths.sa_key}", f"--root-ca-file={paths.cert}",
             "--use-service-account-credentials=false", "--v=1"]
 
-    def healthy() -> bool:
-        return requests.get(f"https://127.0.0.1:{port}/healthz", verify=str(paths.cert), timeout=2).status_code == 200
-
-    return process.start("kube-controller-manager", argv, log, healthy, timeout=60, ports={"https": port})
+    return process.start("kube-controller-manager", argv, log, lambda: controller_manager_healthy(paths, port),
+                         timeout=60, ports={"https": port})
 
 
 def api_client(kubeconfig: Path):  # -> kubernetes.client.ApiClient
@@ -194,11 +201,3 @@ def api_client(kubeconfig: Path):  # -> kubernetes.client.ApiClient
     from kubernetes import config as kconfig
 
     return kconfig.new_client_from_config(config_file=str(kubeconfig))
-
-
-def default_service_account_ready(kubeconfig: Path, namespace: str = "default") -> Optional[bool]:
-    """True once the controller manager has made the namespace's `default` service account."""
-    from kubernetes import client
-
-    api = client.CoreV1Api(api_client(kubeconfig))
-    return bool(api.read_namespaced_service_account("default", namespace))

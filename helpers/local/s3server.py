@@ -47,9 +47,9 @@ def rclone_binary() -> str:
     return found
 
 
-def _answers_http(port: int) -> bool:
-    # Without credentials a healthy server answers 403; any HTTP answer means it is up.
-    return requests.get(f"http://127.0.0.1:{port}/", timeout=1).status_code > 0
+def healthy(port: int) -> bool:
+    """True when the server answers; an unsigned request gets 400 or 403 from a healthy one."""
+    return requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code in (400, 403)
 
 
 def start(data_dir: Path, port: int, creds: S3Credentials, log: Path) -> process.ProcessRecord:
@@ -61,5 +61,5 @@ def start(data_dir: Path, port: int, creds: S3Credentials, log: Path) -> process
     # Credentials go through rclone's environment, not argv, so `ps` and logs never show them.
     # rclone reads list-valued env settings as CSV: quote the pair so it stays one entry.
     env = {**os.environ, "RCLONE_AUTH_KEY": f'"{creds.access_key},{creds.secret_key}"'}
-    return process.start("s3", argv, log, lambda: _answers_http(port), env=env,
+    return process.start("s3", argv, log, lambda: healthy(port), env=env,
                          timeout=30, ports={"s3": port})

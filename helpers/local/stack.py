@@ -16,7 +16,7 @@ import requests
 
 from ..config import env_port, state_dir
 from ..errors import SetupError
-from . import controlplane, process, s3server
+from . import controlplane, process, s3server, tritonserver
 
 ORDER = ("s3", "etcd", "kube-apiserver", "kube-controller-manager", "controller")
 PORT_SETTINGS = {"s3": "MMS_S3_PORT", "kube-apiserver": "MMS_APISERVER_PORT"}
@@ -213,36 +213,27 @@ class Stack:
         for name, record in self.server_records().items():
             running = record.alive()
             http = record.ports.get("http")
-            healthy = running and (self._triton_ready(http) if http else True)
+            healthy = running and (self._healthy("triton", record) if http else True)
             detail = "" if running else f"not running (was pid {record.pid}); the controller restarts it"
             address = ", ".join(f"{k}=127.0.0.1:{p}" for k, p in record.ports.items())
             rows.append(ComponentStatus(name, running, healthy, record.pid, address, detail))
         return rows
 
     def _healthy(self, name: str, record: process.ProcessRecord) -> bool:
+        """The same check `up` waited on when it started the component."""
+        ports = record.ports
+        checks = {
+            "s3": lambda: s3server.healthy(ports["s3"]),
+            "etcd": lambda: controlplane.etcd_healthy(ports["client"]),
+            "kube-apiserver": lambda: controlplane.apiserver_ready(
+                self.cp, ports["https"], controlplane.ensure_credentials(self.cp)),
+            "kube-controller-manager": lambda: controlplane.controller_manager_healthy(self.cp, ports["https"]),
+            "triton": lambda: tritonserver.ready(ports["http"]),
+        }
+        check = checks.get(name)
         try:
-            if name == "s3":
-                # Unsigned requests get 400/403: an answer at all means the server is up.
-                return requests.get(f"http://127.0.0.1:{record.ports['s3']}/", timeout=2).status_code in (400, 403)
-            if name == "etcd":
-                return requests.get(f"http://127.0.0.1:{record.ports['client']}/health", timeout=2).ok
-            if name == "kube-apiserver":
-                token = controlplane.ensure_credentials(self.cp)
-                answer = requests.get(f"https://127.0.0.1:{record.ports['https']}/readyz", timeout=2,
-                                      verify=str(self.cp.cert), headers={"Authorization": f"Bearer {token}"})
-                return answer.status_code == 200
-            if name == "kube-controller-manager":
-                return requests.get(f"https://127.0.0.1:{record.ports['https']}/healthz", timeout=2,
-                                    verify=str(self.cp.cert)).ok
-            return True
-        except requests.RequestException:
-            return False
-
-    @staticmethod
-    def _triton_ready(port: int) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200
-        except requests.RequestException:
+            return check() if check else True
+        except (requests.RequestException, ValueError):
             return False
 
     def env(self) -> dict[str, str]:

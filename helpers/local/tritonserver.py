@@ -108,7 +108,8 @@ def triton_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _ready(port: int) -> bool:
+def ready(port: int) -> bool:
+    """True when Triton's HTTP endpoint on `port` says `/v2/health/ready`."""
     return requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200
 
 
@@ -140,7 +141,7 @@ def start(name: str, model_repository: Path, backends: Path, ports: Mapping[str,
         "--metrics-address=127.0.0.1", f"--metrics-port={int(ports['metrics'])}",
     ]
     http_port = int(ports["http"])
-    return process.start(name, argv, Path(log), lambda: _ready(http_port), env=triton_env(),
+    return process.start(name, argv, Path(log), lambda: ready(http_port), env=triton_env(),
                          timeout=timeout, ports={k: int(v) for k, v in ports.items()})
 
 
