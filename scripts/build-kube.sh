@@ -4,9 +4,10 @@
 # The local target needs a real control plane, and no prebuilt one can be downloaded here.
 # Lookup order (like controller-runtime's envtest):
 #   1. KUBE_APISERVER and KUBE_CONTROLLER_MANAGER point at executables -> nothing to build;
-#   2. the cache already holds this version's binaries -> nothing to build;
+#   2. the cache holds binaries built by this very recipe -> nothing to build;
 #   3. build them (~4 minutes, ~1.7 GB RAM) into the cache.
-# Cache: $MMS_CACHE_DIR/kube/<version>/ (default ~/.cache/mms-notebooks), outside the repo.
+# Cache: $MMS_CACHE_DIR/kube/<version>/ (default ~/.cache/mms-notebooks), outside the repo, with
+# a RECIPE file holding this script's hash: a changed recipe (a new patch) rebuilds once.
 set -euo pipefail
 
 if [ -x "${KUBE_APISERVER:-}" ] && [ -x "${KUBE_CONTROLLER_MANAGER:-}" ]; then
@@ -18,7 +19,9 @@ fi
 KUBE_VERSION=1.20.2
 cache="${MMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mms-notebooks}"
 out="$cache/kube/v$KUBE_VERSION"
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ]; then
+recipe=$(sha256sum "$0" | cut -c1-16)
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] \
+    && [ "$(cat "$out/RECIPE" 2>/dev/null)" = "$recipe" ]; then
   echo "build-kube: cached in $out"
   exit 0
 fi
@@ -64,6 +67,17 @@ if [ ! -f "$src/cmd/kube-apiserver/apiserver.go" ]; then
 fi
 cd "$src"
 
+# Under Go >= 1.19, reflect.Zero and a boxed "" share the runtime's zero value, so the two vendored
+# OpenAPI validators' null test (DeepEqual of Zero and the value) holds for "" and every "" in a
+# custom resource gets 422 'must be of type string: "null"'. Upstream built 1.20 with Go 1.15,
+# where it never held; `data == nil` is what the test means. Idempotent, and checked.
+null_test='if reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {'
+for f in vendor/github.com/go-openapi/validate/type.go \
+         vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go; do
+  sed -i "s/$null_test/if data == nil {/" "$f"
+  grep -q 'if data == nil {' "$f" || die "the null test in $f was not patched (has the source changed?)"
+done
+
 # 3. The OpenAPI definitions are generated, not shipped in the tarball.
 if [ ! -f pkg/generated/openapi/zz_generated.openapi.go ]; then
   echo "build-kube: [3/4] generating OpenAPI definitions"
@@ -92,6 +106,7 @@ for cmd in kube-apiserver kube-controller-manager; do
     || die "go build $cmd failed (see $log)"
   mv "$out/$cmd.tmp" "$out/$cmd"
 done
+echo "$recipe" >"$out/RECIPE"
 # The binaries are cached; the source tree and Go build cache (~1.3 GB) are not needed again.
 rm -rf "$GOPATH" "$work/openapi-gen" "$GOCACHE"
 echo "build-kube: done: $out"
