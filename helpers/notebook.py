@@ -138,9 +138,10 @@ def validate_setting(key: str, value: Any) -> str:
         except ValueError as exc:
             raise SetupError(str(exc), "set target to 'local' or 'cluster'") from None
     if key == "api_group":
-        if text not in API_GROUPS:
+        if text and text not in API_GROUPS:
             raise SetupError(f"api_group {text!r} is not one of {', '.join(API_GROUPS)}",
-                             "KFServing 0.5/0.6 (the guide) uses serving.kubeflow.org; KServe serving.kserve.io")
+                             "leave it empty for the group the cluster serves; KFServing 0.5/0.6 (the guide) "
+                             "uses serving.kubeflow.org, KServe serving.kserve.io")
         return text
     if key == "namespace":
         if len(text) > 63 or not _DNS_LABEL.match(text):
@@ -303,7 +304,7 @@ def _default_results(name: str) -> Path:
 
 def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[str] = None,
           namespace: str = DEFAULT_NAMESPACE, server_name: str = DEFAULT_SERVER_NAME,
-          bucket: str = DEFAULT_BUCKET, api_group: str = KFSERVING_GROUP,
+          bucket: str = DEFAULT_BUCKET, api_group: str = "",
           results_path: Optional[str] = None, interactive: Optional[bool] = None,
           check: bool = True, **parameters: Any) -> Context:
     """The opening cell of every notebook: say what runs where, check the stack, return the Context.
@@ -321,6 +322,11 @@ def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[
                   bool(interactive))
     for key in SETTINGS:
         ctx.setting(key)  # bad input fails here, with the fix, before anything is changed
+    if not ctx.params["api_group"]:
+        # As on a cluster: the group is the one its KServe/KFServing serves (the local stack's profile).
+        from .preflight import served_api_group
+
+        ctx.params["api_group"] = served_api_group(ctx.api)
     print(f"{name}: {purpose}" if purpose else name)
     print(f'guide section: "{guide_section}"')
     where = f" (state folder {config.state_dir()})" if ctx.target == "local" else ""

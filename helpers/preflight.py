@@ -16,11 +16,11 @@ from typing import Any, Optional
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .constants import (INFERENCESERVICE_CONFIG, KFSERVING_GROUP, KNATIVE_NAMESPACE,
+from .constants import (API_GROUPS, INFERENCESERVICE_CONFIG, KFSERVING_GROUP, KNATIVE_NAMESPACE,
                         KUBEFLOW_NAMESPACE, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, ApiGroup)
 
-# Where each API group's controller reads `inferenceservice-config`.
-CONFIG_NAMESPACES = {KFSERVING_GROUP: "kfserving-system", "serving.kserve.io": "kserve"}
+# Where `inferenceservice-config` lives: Kubeflow's bundle, standalone KFServing 0.5/0.6, KServe.
+CONFIG_NAMESPACES = ("kubeflow", "kfserving-system", "kserve")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,18 @@ def _served(api: client.ApiClient, group: str, version: str) -> set[str]:
     return {r.name for r in found.resources}
 
 
+def served_api_group(api: client.ApiClient) -> str:
+    """The API group whose InferenceServices this cluster serves (KFServing's if it serves both)."""
+    from .errors import SetupError
+
+    for group in API_GROUPS:
+        if "inferenceservices" in _served(api, group, "v1beta1"):
+            return group
+    raise SetupError("this cluster serves no InferenceService CRD (neither serving.kubeflow.org nor "
+                     "serving.kserve.io)", "install KServe (or KFServing), then run this notebook again; "
+                     "`kubectl get crd | grep serving` shows what is there")
+
+
 def check_crds(api: client.ApiClient, group: ApiGroup) -> list[Check]:
     wanted = [(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL, "Profile", "Kubeflow"),
               (group.group, group.isvc_version, "inferenceservices", "InferenceService", group.group),
@@ -68,30 +80,47 @@ def check_crds(api: client.ApiClient, group: ApiGroup) -> list[Check]:
             checks.append(Check(name, True, f"{plural}.{api_group} is served"))
         else:
             other = "serving.kserve.io" if api_group == KFSERVING_GROUP else KFSERVING_GROUP
-            fix = (f"install {owner}; or, if this cluster runs the other API group, set api_group={other!r}"
+            other_served = api_group != PROFILE_GROUP and plural in _served(api, other, version)
+            fix = (f"this cluster serves {other} instead: set api_group={other!r} (or leave it empty)"
+                   if other_served else
+                   f"install {owner}; or, if this cluster runs the other API group, set api_group={other!r}"
                    if api_group != PROFILE_GROUP else
                    "install Kubeflow's profile controller, or create the namespace yourself and skip the Profile")
             checks.append(Check(name, False, f"{plural}.{api_group} is not served by this cluster", fix))
     return checks
 
 
+def find_inferenceservice_config(api: client.ApiClient) -> tuple[Optional[client.V1ConfigMap], list[str]]:
+    """`inferenceservice-config` from the first namespace that has it, and the namespaces not readable."""
+    denied = []
+    for namespace in CONFIG_NAMESPACES:
+        try:
+            return client.CoreV1Api(api).read_namespaced_config_map(INFERENCESERVICE_CONFIG, namespace), denied
+        except ApiException as exc:
+            if exc.status == 403:
+                denied.append(namespace)
+            elif exc.status != 404:
+                raise
+    return None, denied
+
+
 def check_multi_model_server(api: client.ApiClient, group: ApiGroup) -> Check:
-    namespace = CONFIG_NAMESPACES[group.group]
+    """Is a Triton predictor without storageUri a multi-model server, with this release's own switch?"""
     name = "Triton multiModelServer"
+    cm, denied = find_inferenceservice_config(api)
+    if cm is None:
+        if denied:
+            return Check(name, None, f"not allowed to read {INFERENCESERVICE_CONFIG} in {', '.join(denied)}",
+                         "ask the cluster's admin whether Triton's multi-model serving is on "
+                         "(KFServing 0.5-0.9: predictors.triton.multiModelServer true)")
+        return Check(name, False, f"ConfigMap {INFERENCESERVICE_CONFIG} is in none of {', '.join(CONFIG_NAMESPACES)}",
+                     f"install {group.group} (its controller reads this ConfigMap)")
+    namespace = cm.metadata.namespace
     where = f"ConfigMap {namespace}/{INFERENCESERVICE_CONFIG}"
-    try:
-        cm = client.CoreV1Api(api).read_namespaced_config_map(INFERENCESERVICE_CONFIG, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return Check(name, False, f"{where} not found", f"install {group.group} (its controller reads this ConfigMap)")
-        if exc.status == 403:
-            return Check(name, None, f"not allowed to read {where}",
-                         "ask the cluster's admin whether predictors.triton.multiModelServer is true")
-        raise
     raw = (cm.data or {}).get("predictors")
     if raw is None:
-        return Check(name, None, f"{where} has no `predictors` (KServe 0.8+ configures runtimes elsewhere)",
-                     "check the Triton ServingRuntime: `kubectl get clusterservingruntimes` (spec.multiModel)")
+        return Check(name, True, f"{where} has no `predictors`: KServe 0.10+ serves any predictor without a "
+                                 "storageUri as a multi-model server, nothing to switch on")
     try:
         triton = json.loads(raw).get("triton") or {}
     except ValueError:
@@ -99,7 +128,7 @@ def check_multi_model_server(api: client.ApiClient, group: ApiGroup) -> Check:
     if triton.get("multiModelServer") is True:
         return Check(name, True, f"{where}: predictors.triton.multiModelServer is true")
     return Check(name, False, f"{where}: predictors.triton.multiModelServer is {json.dumps(triton.get('multiModelServer'))}"
-                 " (KFServing 0.5.1 ships false)",
+                 " (KFServing 0.5.x ships false; 0.6-0.9 have the same switch)",
                  f"`kubectl edit cm {INFERENCESERVICE_CONFIG} -n {namespace}`: set it to true in predictors.triton, "
                  "before the InferenceService is created")
 

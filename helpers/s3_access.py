@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from minio import Minio
 
-from .constants import KUBEFLOW_NAMESPACE, MINIO_LABEL, MINIO_PORT, ApiGroup
+from .constants import KUBEFLOW_NAMESPACE, MINIO_LABEL, MINIO_PORT, MINIO_SERVICE, ApiGroup
 from .errors import SetupError
 from .k8s import resolve_address
 from .storage import S3Settings, connect
@@ -97,10 +97,21 @@ def minio_credentials(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE
 
 
 def minio_service(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE) -> MinioService:
-    """The Service labelled `app=minio` (the guide: `kubectl get svc -l app=minio -o name`)."""
-    services = client.CoreV1Api(api).list_namespaced_service(namespace, label_selector=MINIO_LABEL).items
+    """MinIO's Service: the one labelled `app=minio` (the guide: `kubectl get svc -l app=minio`), else
+    `minio-service` by name (Kubeflow 1.7+ dropped that label from it)."""
+    core = client.CoreV1Api(api)
+    try:
+        services = core.list_namespaced_service(namespace, label_selector=MINIO_LABEL).items
+        if not services:
+            services = [s for s in core.list_namespaced_service(namespace).items if s.metadata.name == MINIO_SERVICE]
+    except ApiException as exc:
+        if exc.status == 403:
+            raise SetupError(f"you may not list services in {namespace} (403)",
+                             f"ask the cluster's admin for MinIO's address (usually {MINIO_SERVICE}.{namespace}:"
+                             f"{MINIO_PORT}), or for read access to services in {namespace}") from None
+        raise
     if not services:
-        raise SetupError(f"no Service labelled {MINIO_LABEL} in namespace {namespace}",
+        raise SetupError(f"no Service labelled {MINIO_LABEL} or named {MINIO_SERVICE} in namespace {namespace}",
                          f"check Kubeflow's MinIO: `kubectl get svc -n {namespace}`")
     svc = services[0]
     port = next((p.port for p in svc.spec.ports or [] if p.port), MINIO_PORT)
@@ -150,9 +161,9 @@ def from_secret(api: client.ApiClient, target: str, group: ApiGroup, namespace: 
     if not data.get("AWS_ACCESS_KEY_ID") or not data.get("AWS_SECRET_ACCESS_KEY"):
         raise SetupError(f"Secret {namespace}/{secret_name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
                          "run 01_minio again")
-    secure = notes.get(group.s3_usehttps, "0") not in ("0", "false")
+    secure = notes.get(group.s3_usehttps, "1") != "0"  # KServe's builder: https unless "0"
     return S3Settings(reachable_endpoint(api, target, address, namespace), data["AWS_ACCESS_KEY_ID"],
-                      data["AWS_SECRET_ACCESS_KEY"], secure=secure, region=notes.get(group.s3_region, "us-east-1"))
+                      data["AWS_SECRET_ACCESS_KEY"], secure=secure, region=notes.get(group.s3_region) or "us-east-1")
 
 
 def client_for(ctx: Any, secret_name: Optional[str] = None) -> Minio:

@@ -306,7 +306,7 @@ def server_log(api: client.ApiClient, target: str, group: ApiGroup, name: str, n
 
 
 def wait_agent_loaded(api: client.ApiClient, target: str, group: ApiGroup, name: str, namespace: str,
-                      model: str, timeout: float = 60.0) -> tuple[list[str], dict]:
+                      model: str, timeout: float = 300.0) -> tuple[list[str], dict]:
     """Poll the agent's log until it shows `model` loaded (or failed); return (lines, timeline).
 
     The timeline is `helpers.agent_log.timeline`: seconds from the config event to download

@@ -33,6 +33,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
+def kserve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A second real stack, on the `kserve` profile (serving.kserve.io only, KServe 0.20's rules).
+
+    Tests that use it point MMS_STATE_DIR at it themselves (see `use_stack`).
+    """
+    local = Stack(Path(tmp_path_factory.mktemp("kserve-stack")))
+    try:
+        local.up(say=lambda _msg: None, profile="kserve")
+        yield local
+    finally:
+        local.down(say=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def kserve_kube(kserve_stack: Stack):
+    """A `kubernetes` ApiClient for the kserve-profile stack."""
+    from kubernetes import config as kconfig
+
+    return kconfig.new_client_from_config(config_file=str(kserve_stack.kubeconfig))
+
+
+@pytest.fixture(scope="session")
 def kube(stack: Stack):
     """A `kubernetes` ApiClient for the session's stack."""
     from kubernetes import config as kconfig

@@ -13,7 +13,8 @@ import pytest
 
 from helpers import agent_log
 from helpers.local.agent import syncer
-from helpers.local.agent.__main__ import s3_settings_from_env
+from helpers.local.agent import s3config
+from helpers.storage import StorageError
 from helpers.local.agent.downloader import marker_path
 from helpers.local.agent.log import Logger
 from helpers.local.agent.puller import Backoff, LoadRefused, Puller, ServerUnreachable
@@ -173,13 +174,44 @@ def test_log_lines_are_zap_shaped_and_hide_secrets():
     assert isinstance(record["ts"], float) and "s3cr3t" not in out.getvalue()
 
 
+KSERVE_ENV = {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123",
+              "AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000", "S3_ENDPOINT": "minio-service.kubeflow:9000",
+              "S3_USE_HTTPS": "0", "AWS_REGION": "us-east-1", "S3_USER_VIRTUAL_BUCKET": "false"}
+SERVICES = {"minio-service.kubeflow:9000": "127.0.0.1:9000"}  # the Service objects, as cluster DNS
+
+
+def resolve_services(address: str) -> str:
+    return SERVICES.get(address, address)
+
+
 def test_s3_settings_from_kserve_env():
-    s3 = s3_settings_from_env({"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123",
-                               "S3_ENDPOINT": "127.0.0.1:9000", "S3_USE_HTTPS": "0"})
+    s3 = s3config.from_env(KSERVE_ENV, resolve_services).for_bucket("triton")
     assert (s3.endpoint, s3.secure, s3.region, s3.access_key) == ("127.0.0.1:9000", False, "us-east-1", "minio")
-    assert "minio123" not in repr(s3)
-    s3 = s3_settings_from_env({"S3_ENDPOINT": "https://minio.example:443/", "AWS_REGION": "eu-west-1"})
-    assert (s3.endpoint, s3.secure, s3.region) == ("minio.example:443", True, "eu-west-1")
+    assert "minio123" not in repr(s3) and "minio123" not in repr(s3config.from_env(KSERVE_ENV))
+    env = {**KSERVE_ENV, "AWS_ENDPOINT_URL": "https://minio.example:443/", "AWS_REGION": "eu-west-1",
+           "S3_USER_VIRTUAL_BUCKET": "true"}
+    resolve = {"triton.minio.example:443": "10.0.0.7:443"}.get  # where virtual hosts resolve
+    s3 = s3config.from_env(env, lambda a: resolve(a, a)).for_bucket("triton")
+    assert (s3.endpoint, s3.secure, s3.region) == ("10.0.0.7:443", True, "eu-west-1")
+
+
+def test_missing_region_fails_as_kserves_agent_does():
+    env = {k: v for k, v in KSERVE_ENV.items() if k != "AWS_REGION"}
+    with pytest.raises(StorageError, match="MissingRegion") as caught:
+        s3config.from_env(env, resolve_services).for_bucket("triton")
+    assert "s3-region" in caught.value.fix
+
+
+def test_virtual_host_addressing_unless_told_otherwise():
+    env = {k: v for k, v in KSERVE_ENV.items() if k != "S3_USER_VIRTUAL_BUCKET"}
+    with pytest.raises(StorageError, match="lookup triton.minio-service.kubeflow: no such host") as caught:
+        s3config.from_env(env, resolve_services).for_bucket("triton")
+    assert 's3-usevirtualbucket: "false"' in caught.value.fix
+
+
+def test_no_endpoint_means_no_s3():
+    with pytest.raises(StorageError, match="no S3 endpoint"):
+        s3config.from_env({"AWS_REGION": "us-east-1"}).for_bucket("triton")
 
 
 # --- puller, with an in-memory server and downloader (threads, no processes) -------------------------
@@ -386,7 +418,7 @@ def _fake_downloader(tmp_path: Path, objects: dict[str, bytes]) -> tuple["Downlo
     out = io.StringIO()
     downloader = Downloader(tmp_path, S3Settings("127.0.0.1:1", "k", "s"), Logger("test", out), workers=3)
     fake = FakeMinio(objects)
-    downloader._client = fake  # the S3 server is replaced, nothing else
+    downloader._client = lambda _bucket: fake  # the S3 server is replaced, nothing else
     return downloader, fake, out
 
 

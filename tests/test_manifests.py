@@ -40,7 +40,11 @@ def test_render_every_manifest_for_each_group(group: str) -> None:
     assert "storageUri" not in isvc["spec"]["predictor"]["triton"]
     assert isvc["spec"]["predictor"]["serviceAccountName"] == manifests.DEFAULTS["service_account"]
     secret, account = docs["s3_secret"]
-    assert set(secret["metadata"]["annotations"]) == {ag.s3_endpoint, ag.s3_usehttps}
+    notes = secret["metadata"]["annotations"]
+    assert set(notes) == {ag.s3_endpoint, ag.s3_usehttps, ag.s3_region, ag.s3_usevirtualbucket}
+    # What KServe's agent needs on every release: a region (MissingRegion otherwise) and path-style
+    # addressing (<bucket>.minio-service.kubeflow does not resolve).
+    assert notes[ag.s3_region] == "us-east-1" and notes[ag.s3_usevirtualbucket] == "false"
     assert secret["metadata"]["annotations"][ag.s3_usehttps] == "0"
     assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET}
     assert account["secrets"] == [{"name": secret["metadata"]["name"]}]
@@ -92,12 +96,21 @@ def test_show_prints_masked_yaml_and_the_kubectl_hint(capsys: pytest.CaptureFixt
 
 
 # --- against the real apiserver -------------------------------------------------------------
+def dry_run(kube, doc: dict) -> None:
+    """`kubectl apply --dry-run=server`: schema, pruning and admission webhooks, nothing stored."""
+    from kubernetes.dynamic import DynamicClient
+
+    resource = DynamicClient(kube).resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+    resource.create(body=doc, namespace=doc["metadata"].get("namespace"), dry_run="All")
+
 
 
 @pytest.mark.stack
-@pytest.mark.parametrize("group", API_GROUPS)
-def test_apply_every_rendered_manifest_twice(kube, group: str) -> None:
-    """Every manifest is accepted by the apiserver's CRD schemas; applying again changes nothing."""
+@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kserve", KSERVE_GROUP)])
+def test_apply_every_rendered_manifest_twice(request, profile: str, group: str) -> None:
+    """On a stack of each profile, every manifest passes the CRD schemas and the release's admission
+    webhooks (server-side dry-run first, then for real); applying again changes nothing."""
+    kube = request.getfixturevalue("kube" if profile == "kfserving-0.5" else "kserve_kube")
     namespace = f"manifests-{group.split('.')[1]}"
     docs = all_docs(group, namespace)
     core = client.CoreV1Api(kube)
@@ -106,8 +119,12 @@ def test_apply_every_rendered_manifest_twice(kube, group: str) -> None:
         from helpers.k8s import wait_namespace
 
         wait_namespace(kube, namespace)
+        names = ("s3_secret", "external_service", "multi_model_triton_server", "trained_model1", "trained_model2")
+        for name in names:
+            for doc in docs[name]:
+                dry_run(kube, doc)
         first = []
-        for name in ("s3_secret", "external_service", "multi_model_triton_server", "trained_model1", "trained_model2"):
+        for name in names:
             first += manifests.apply(kube, docs[name])
         again = []
         for name in ("s3_secret", "external_service", "multi_model_triton_server", "trained_model1", "trained_model2"):

@@ -6,12 +6,14 @@ import sys
 
 from ..errors import SetupError
 from .process import log_tail
+from .profiles import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
 from .stack import ORDER, Stack
 
 
 def _status(stack: Stack) -> int:
     rows = stack.status()
     print(f"state folder: {stack.root}")
+    print(f"profile:      {stack.profile().describe} (API group {stack.profile().group})")
     print(f"{'COMPONENT':<34} {'STATE':<10} {'PID':>7}  ADDRESS")
     for row in rows:
         state = "healthy" if row.healthy else "running" if row.running else "DOWN" if row.pid else "stopped"
@@ -34,7 +36,10 @@ def _logs(stack: Stack, component: str, lines: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start every part that is not running (a running stack is left as is)")
+    up = sub.add_parser("up", help="start every part that is not running (a running stack is left as is)")
+    up.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                    help=f"the real cluster to reproduce (default ${PROFILE_ENV}, else {DEFAULT_PROFILE}); "
+                         "kept by the state folder")
     sub.add_parser("down", help="stop the stack's processes; data and manifests are kept")
     sub.add_parser("status", help="what runs, where, and whether it is healthy (exit 1 if not)")
     sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack()
     try:
         if args.command == "up":
-            stack.up()
+            stack.up(profile=args.profile)
             return _status(stack)
         if args.command == "down":
             if not stack.down():

@@ -201,3 +201,14 @@ def api_client(kubeconfig: Path):  # -> kubernetes.client.ApiClient
     from kubernetes import config as kconfig
 
     return kconfig.new_client_from_config(config_file=str(kubeconfig))
+
+
+def self_signed_cert(cert: Path, key: Path, common_name: str) -> bytes:
+    """A certificate for a server on 127.0.0.1 (made once; mode 0600 key), which is its own CA. Returns its PEM."""
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    if not (cert.exists() and key.exists()):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                 "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={common_name}",
+                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    os.chmod(key, 0o600)
+    return cert.read_bytes()

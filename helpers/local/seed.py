@@ -1,9 +1,12 @@
 """The Kubeflow-shaped objects the local control plane is seeded with: what the guide reads.
 
-- `kubeflow`: the `minio` Pod (credentials as plain env values, as the guide's cluster shows them)
-  and `minio-service`, annotated with the loopback address of the S3 server behind it;
+- `kubeflow`: the `minio` Pod and `minio-service`, annotated with the loopback address of the S3
+  server behind it. The profile's MinIO layout decides how the keys show: as plain env values
+  (Kubeflow <= 1.6, the guide's cluster) or through Secret `mlpipeline-minio-artifact` with a
+  Service that has no `app=minio` label (Kubeflow 1.7+);
 - `knative-serving`: `config-deployment`, without the two keys the guide's patches add;
-- `kfserving-system` and `kserve`: `inferenceservice-config`, KFServing 0.5.1's (Kubeflow 1.3);
+- `inferenceservice-config` where the profile's release keeps it (KFServing 0.5.1 bundled in
+  Kubeflow 1.3: `kubeflow`; standalone KServe: `kserve`), with that release's keys;
 - `istio-system`, where the guide looks for the ingress gateway.
 
 No kubelet runs: the Pod stays Pending and only its spec is read.
@@ -15,10 +18,8 @@ from typing import Any, Iterable
 
 from ..constants import (
     INFERENCESERVICE_CONFIG,
-    KFSERVING_GROUP,
     KNATIVE_CONFIG_DEPLOYMENT,
     KNATIVE_NAMESPACE,
-    KSERVE_GROUP,
     KUBEFLOW_NAMESPACE,
     LOCAL_ADDRESS_ANNOTATION,
     MINIO_LABEL,
@@ -26,13 +27,16 @@ from ..constants import (
     MINIO_SERVICE,
 )
 from ..k8s_apply import Client, apply_all
+from .profiles import Profile
 
-# Where each API group's controller reads `inferenceservice-config`.
-CONFIG_NAMESPACES = {KFSERVING_GROUP: "kfserving-system", KSERVE_GROUP: "kserve"}
 ISTIO_NAMESPACE = "istio-system"
 MINIO_POD = "minio"
 # The MinIO release Kubeflow's manifests ran for years (Kubeflow 1.3 included).
 MINIO_IMAGE = "minio/minio:RELEASE.2018-02-09T22-40-05Z"
+# Kubeflow 1.7+ (Pipelines' manifests): the keys live in this Secret, under these keys.
+MINIO_ARTIFACT_SECRET = "mlpipeline-minio-artifact"
+MINIO_NEW_IMAGE = "gcr.io/ml-pipeline/minio:RELEASE.2019-08-14T20-37-41Z-license-compliance"
+PIPELINES_LABEL = {"application-crd-id": "kubeflow-pipelines"}
 # Kubeflow 1.3 ships Knative Serving 0.17.4 and KFServing 0.5.1.
 KNATIVE_RELEASE = "v0.17.4"
 KFSERVING_RELEASE = "v0.5.1"
@@ -97,11 +101,16 @@ def _predictor(image: str, version: str, frameworks: list[str], **extra: Any) ->
             "supportedFrameworks": frameworks, "multiModelServer": False}
 
 
-def inferenceservice_config_data(multi_model_server: bool = True) -> dict[str, str]:
-    """The `data` of KFServing 0.5.1's `inferenceservice-config`, with Triton's `multiModelServer` set.
+def inferenceservice_config_data(profile: Profile, multi_model_server: bool = True) -> dict[str, str]:
+    """The `data` of the profile's `inferenceservice-config`.
 
-    KFServing 0.5.1 ships it false; the guide's first warning is to make it true.
+    KFServing 0.5.1 ships Triton's `multiModelServer` false; the guide's first warning is to make
+    it true, and the seed does as the guide says unless `multi_model_server` is False. KServe
+    0.10+ has no `predictors` key at all: runtimes are ServingRuntimes, and any predictor without
+    a storageUri is multi-model.
     """
+    if not profile.multi_model_key:
+        return _kserve_config_data(profile.release)
     release = KFSERVING_RELEASE
     triton = _predictor("nvcr.io/nvidia/tritonserver", "20.08-py3",
                         ["tensorrt", "tensorflow", "onnx", "pytorch", "caffe2"])
@@ -149,29 +158,71 @@ def inferenceservice_config_data(multi_model_server: bool = True) -> dict[str, s
     }
 
 
-def minio_manifests(s3_access_key: str, s3_secret_key: str, s3_address: str) -> list[dict]:
-    """The `minio` Pod and `minio-service` in `kubeflow`; the Service points at `s3_address` (host:port)."""
+def _kserve_config_data(release: str) -> dict[str, str]:
+    """KServe 0.10+'s `inferenceservice-config`: the keys this walkthrough's objects touch."""
+    sidecar = {"image": f"kserve/agent:{release}", "memoryRequest": "100Mi", "memoryLimit": "1Gi",
+               "cpuRequest": "100m", "cpuLimit": "1"}
+    return {
+        "agent": _json(sidecar),
+        "batcher": _json({**sidecar, "memoryRequest": "1Gi", "cpuRequest": "1"}),
+        "credentials": _json({
+            "storageSpecSecretName": "storage-config",
+            "gcs": {"gcsCredentialFileName": "gcloud-application-credentials.json"},
+            "s3": {"s3AccessKeyIDName": "AWS_ACCESS_KEY_ID", "s3SecretAccessKeyName": "AWS_SECRET_ACCESS_KEY"},
+        }),
+        "deploy": _json({"defaultDeploymentMode": "Serverless"}),
+        "ingress": _json({
+            "ingressGateway": "knative-serving/knative-ingress-gateway",
+            "ingressService": "istio-ingressgateway.istio-system.svc.cluster.local",
+            "localGateway": "knative-serving/knative-local-gateway",
+            "localGatewayService": "knative-local-gateway.istio-system.svc.cluster.local",
+            "ingressDomain": "example.com",
+            "urlScheme": "http",
+        }),
+        "logger": _json({**sidecar, "defaultUrl": "http://default-broker"}),
+        "storageInitializer": _json({**sidecar, "image": f"kserve/storage-initializer:{release}"}),
+    }
+
+
+def minio_manifests(s3_access_key: str, s3_secret_key: str, s3_address: str,
+                    layout: str = "pod-env") -> list[dict]:
+    """The `minio` Pod and `minio-service` in `kubeflow` (and, in the `secret` layout, the Secret
+    holding the keys); the Service points at `s3_address` (host:port)."""
     labels = {_MINIO_KEY: _MINIO_VALUE}
-    pod = {
+    objects: list[dict] = []
+    if layout == "secret":
+        objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": MINIO_ARTIFACT_SECRET, "namespace": KUBEFLOW_NAMESPACE,
+                                     "labels": PIPELINES_LABEL},
+                        "stringData": {"accesskey": s3_access_key, "secretkey": s3_secret_key}})
+        env = [{"name": name, "valueFrom": {"secretKeyRef": {"name": MINIO_ARTIFACT_SECRET, "key": key}}}
+               for name, key in (("MINIO_ACCESS_KEY", "accesskey"), ("MINIO_SECRET_KEY", "secretkey"))]
+        pod_labels, service_labels, image = {**labels, **PIPELINES_LABEL}, dict(PIPELINES_LABEL), MINIO_NEW_IMAGE
+    elif layout == "pod-env":
+        env = [{"name": "MINIO_ACCESS_KEY", "value": s3_access_key},
+               {"name": "MINIO_SECRET_KEY", "value": s3_secret_key}]
+        pod_labels, service_labels, image = labels, labels, MINIO_IMAGE
+    else:
+        raise ValueError(f"unknown MinIO layout {layout!r}")
+    objects.append({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": MINIO_POD, "namespace": KUBEFLOW_NAMESPACE, "labels": labels},
+        "metadata": {"name": MINIO_POD, "namespace": KUBEFLOW_NAMESPACE, "labels": pod_labels},
         "spec": {"containers": [{
             "name": "minio",
-            "image": MINIO_IMAGE,
+            "image": image,
             "args": ["server", "/data"],
-            "env": [{"name": "MINIO_ACCESS_KEY", "value": s3_access_key},
-                    {"name": "MINIO_SECRET_KEY", "value": s3_secret_key}],
+            "env": env,
             "ports": [{"containerPort": MINIO_PORT}],
         }]},
-    }
-    service = {
+    })
+    objects.append({
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": MINIO_SERVICE, "namespace": KUBEFLOW_NAMESPACE, "labels": labels,
+        "metadata": {"name": MINIO_SERVICE, "namespace": KUBEFLOW_NAMESPACE, "labels": service_labels,
                      "annotations": {LOCAL_ADDRESS_ANNOTATION: s3_address}},
         "spec": {"ports": [{"name": "http", "port": MINIO_PORT, "protocol": "TCP", "targetPort": MINIO_PORT}],
                  "selector": labels},
-    }
-    return [pod, service]
+    })
+    return objects
 
 
 def knative_config_deployment() -> dict:
@@ -187,22 +238,22 @@ def knative_config_deployment() -> dict:
     }
 
 
-def seed_manifests(s3_access_key: str, s3_secret_key: str, s3_address: str,
+def seed_manifests(profile: Profile, s3_access_key: str, s3_secret_key: str, s3_address: str,
                    multi_model_server: bool = True) -> list[dict]:
-    """Every seed object, namespaces first, in the order to apply them."""
-    config_data = inferenceservice_config_data(multi_model_server)
+    """Every seed object of `profile`, namespaces first, in the order to apply them."""
     namespaces = [
         _namespace(KUBEFLOW_NAMESPACE, {"control-plane": "kubeflow", "istio-injection": "enabled"}),
         _namespace(KNATIVE_NAMESPACE, {"serving.knative.dev/release": KNATIVE_RELEASE}),
-        *(_namespace(ns, {"control-plane": "kfserving-controller-manager", "istio-injection": "disabled"})
-          for ns in CONFIG_NAMESPACES.values()),
         _namespace(ISTIO_NAMESPACE),
     ]
-    configs = [{"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": INFERENCESERVICE_CONFIG, "namespace": ns}, "data": dict(config_data)}
-               for ns in CONFIG_NAMESPACES.values()]
-    return [*namespaces, *minio_manifests(s3_access_key, s3_secret_key, s3_address),
-            knative_config_deployment(), *configs]
+    if profile.config_namespace != KUBEFLOW_NAMESPACE:
+        namespaces.append(_namespace(profile.config_namespace,
+                                     {"control-plane": "kserve-controller-manager", "istio-injection": "disabled"}))
+    config = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": INFERENCESERVICE_CONFIG, "namespace": profile.config_namespace},
+              "data": inferenceservice_config_data(profile, multi_model_server)}
+    return [*namespaces, *minio_manifests(s3_access_key, s3_secret_key, s3_address, profile.minio_layout),
+            knative_config_deployment(), config]
 
 
 def apply_manifests(api_client: Client, manifests: Iterable[dict]) -> None:

@@ -16,7 +16,7 @@ import requests
 
 from ..config import env_port, state_dir
 from ..errors import SetupError
-from . import controlplane, process, s3server, tritonserver
+from . import controlplane, process, profiles, s3server, tritonserver
 
 ORDER = ("s3", "etcd", "kube-apiserver", "kube-controller-manager", "controller")
 PORT_SETTINGS = {"s3": "MMS_S3_PORT", "kube-apiserver": "MMS_APISERVER_PORT"}
@@ -94,6 +94,26 @@ class Stack:
                 found[f"{path.parent.name.replace('.', '/', 1)}/{role}"] = process.ProcessRecord.from_json(data)
         return found
 
+    def profile(self) -> profiles.Profile:
+        """The profile this state folder was created with (the default before the first `up`)."""
+        return profiles.get(self._load().get("profile"))
+
+    def _choose_profile(self, state: dict, wanted: Optional[str]) -> profiles.Profile:
+        """The profile for `up`: a state folder keeps its first one; another is refused, never mixed."""
+        chosen = profiles.get(wanted)
+        held = state.get("profile")
+        if held is None:
+            # A state folder from before profiles served both groups; its objects are kfserving-0.5's.
+            held = profiles.DEFAULT_PROFILE if self.kubeconfig.exists() else chosen.name
+        if held != chosen.name:
+            raise SetupError(
+                f"this state folder ({self.root}) holds a {held!r} stack, and {chosen.name!r} was asked for; "
+                "a cluster serves one version, and switching would strand its objects",
+                f"run with --profile {held} (or {profiles.PROFILE_ENV}={held}), or give the other profile its own "
+                f"folder: MMS_STATE_DIR=<new folder> python -m helpers.local up --profile {chosen.name}")
+        state["profile"] = chosen.name
+        return chosen
+
     def s3_credentials(self) -> s3server.S3Credentials:
         return s3server.load_or_create_credentials(self.s3_credentials_file)
 
@@ -109,11 +129,14 @@ class Stack:
         return process.free_port()
 
     # --- lifecycle -------------------------------------------------------------------------
-    def up(self, say: Callable[[str], None] = print) -> dict[str, process.ProcessRecord]:
+    def up(self, say: Callable[[str], None] = print,
+           profile: Optional[str] = None) -> dict[str, process.ProcessRecord]:
         """Start every component that is not running. A running stack is left as it is."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         state = self._load()
+        self._choose_profile(state, profile)
+        self._save(state)
         started: list[process.ProcessRecord] = []
         try:
             for name in ORDER:
@@ -164,18 +187,21 @@ class Stack:
         from .crds import crd_manifests
         from .seed import seed_manifests
 
-        say("installing CRDs and seeding kubeflow, knative-serving and KServe config ...")
+        profile = self.profile()
+        say(f"installing {profile.group} CRDs and seeding Kubeflow, Knative and KServe as {profile.describe} ...")
         client = controlplane.api_client(self.kubeconfig)
         creds = self.s3_credentials()
         s3_port = self._load()["ports"]["s3.s3"]
-        k8s_apply.apply_all(client, crd_manifests())
-        k8s_apply.apply_all(client, seed_manifests(creds.access_key, creds.secret_key, f"127.0.0.1:{s3_port}"))
+        k8s_apply.apply_all(client, crd_manifests(profile))
+        k8s_apply.apply_all(client, seed_manifests(profile, creds.access_key, creds.secret_key,
+                                                   f"127.0.0.1:{s3_port}"))
 
     def _start_controller(self, log: Path) -> process.ProcessRecord:
         ready = self.root / "controller.ready"
         ready.unlink(missing_ok=True)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "MMS_STATE_DIR": str(self.root)}
-        argv = process.python_argv("helpers.local.controller", "--state-dir", str(self.root))
+        argv = process.python_argv("helpers.local.controller", "--state-dir", str(self.root),
+                                   "--profile", self.profile().name)
         return process.start("controller", argv, log, ready.exists, env=env, timeout=60)
 
     def down(self, say: Callable[[str], None] = print) -> list[str]:
@@ -239,7 +265,7 @@ class Stack:
     def env(self) -> dict[str, str]:
         """Environment for shells and clients: endpoints and file paths, never secret values."""
         ports = self._load()["ports"]
-        values = {"MMS_TARGET": "local", "MMS_STATE_DIR": str(self.root),
+        values = {"MMS_TARGET": "local", "MMS_STATE_DIR": str(self.root), "MMS_PROFILE": self.profile().name,
                   "KUBECONFIG": str(self.kubeconfig),
                   "MMS_S3_CREDENTIALS_FILE": str(self.s3_credentials_file)}
         if "s3.s3" in ports:

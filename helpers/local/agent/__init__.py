@@ -10,13 +10,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from ...constants import MODEL_CONFIG_FILE
 from ...storage import S3Settings
 from .downloader import Downloader
 from .log import Logger
 from .puller import Backoff, Puller
+from .s3config import AgentS3
 from .spec import ConfigError, Op
 from .status import StatusFile
 from .syncer import sync
@@ -32,7 +33,7 @@ class Settings:
     model_dir: Path
     triton_url: str
     status_file: Path
-    s3: S3Settings
+    s3: Union[S3Settings, AgentS3]
     poll_interval: float = 0.5
     check_interval: float = 1.5
     backoff: Backoff = Backoff(first=1.0, cap=30.0)

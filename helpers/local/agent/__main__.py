@@ -1,8 +1,9 @@
 """`python -m helpers.local.agent --config-dir D --model-dir M --triton-url URL --status-file F`.
 
 S3 settings come from the environment, as KServe's credential builder injects them into the
-agent container: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, S3_ENDPOINT (host:port; a scheme
-is accepted), S3_USE_HTTPS ("0"/"1", default 1 as in KServe), AWS_REGION (default us-east-1).
+agent container, and are read as KServe's agent reads them (see `s3config`): AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (no default: MissingRegion without it),
+S3_USER_VIRTUAL_BUCKET ("false" for path-style addressing; virtual-host otherwise).
 Stops on SIGTERM or SIGINT.
 """
 from __future__ import annotations
@@ -13,23 +14,23 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Optional
 
-from ...storage import S3Settings
-from . import Settings, run
+from . import Settings, run, s3config
 from .log import Logger
 
 
-def s3_settings_from_env(env: Mapping[str, str]) -> S3Settings:
-    """S3Settings from KServe's agent environment variables."""
-    endpoint = env.get("S3_ENDPOINT", "").strip() or "s3.amazonaws.com"
-    secure = env.get("S3_USE_HTTPS", "1").strip().lower() not in ("0", "false", "no")
-    for scheme, is_secure in (("https://", True), ("http://", False)):
-        if endpoint.startswith(scheme):
-            endpoint, secure = endpoint[len(scheme):], is_secure
-    return S3Settings(endpoint=endpoint.rstrip("/"), access_key=env.get("AWS_ACCESS_KEY_ID", ""),
-                      secret_key=env.get("AWS_SECRET_ACCESS_KEY", ""), secure=secure,
-                      region=env.get("AWS_REGION", "").strip() or "us-east-1")
+def _service_resolver() -> Optional[Callable[[str], str]]:
+    """Host names resolved through Service objects, as cluster DNS resolves them for a pod."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        return None
+    from kubernetes import config as kconfig
+
+    from ...k8s import resolve_address
+
+    api = kconfig.new_client_from_config(config_file=kubeconfig)
+    return lambda address: resolve_address(api, address)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -45,7 +46,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file,
-                        s3_settings_from_env(os.environ))
+                        s3config.from_env(os.environ, _service_resolver()))
     run(settings, stop, Logger("modelAgent"))
     return 0
 

@@ -12,11 +12,14 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
-from typing import Optional
+from typing import Optional, Union
+
+from minio import Minio
 
 from ...constants import SUCCESS_MARKER_PREFIX
 from ...storage import S3Settings, StorageError, connect, list_objects, parse_s3_uri, s3_errors
 from .log import Logger
+from .s3config import AgentS3, bucket_settings
 from .spec import ModelSpec
 
 
@@ -40,7 +43,7 @@ def _relative(key: str, base: str) -> PurePosixPath:
 class Downloader:
     """Fetches models from S3 with a small thread pool, logging progress."""
 
-    def __init__(self, model_dir: Path, s3: S3Settings, log: Logger, workers: int = 4,
+    def __init__(self, model_dir: Path, s3: Union[S3Settings, AgentS3], log: Logger, workers: int = 4,
                  stop: Optional[threading.Event] = None, progress_every: float = 1.0) -> None:
         self.model_dir = Path(model_dir)
         self.s3 = s3
@@ -48,7 +51,13 @@ class Downloader:
         self.workers = workers
         self.stop = stop or threading.Event()
         self.progress_every = progress_every
-        self._client = connect(s3)
+        self._clients: dict[str, Minio] = {}
+
+    def _client(self, bucket: str) -> Minio:
+        """One client per bucket: with virtual-host addressing each bucket is its own host."""
+        if bucket not in self._clients:
+            self._clients[bucket] = connect(bucket_settings(self.s3, bucket))
+        return self._clients[bucket]
 
     def download(self, name: str, spec: ModelSpec) -> bool:
         """Make `<model-dir>/<name>` hold `spec`'s files and marker. False if the marker was there already.
@@ -67,7 +76,7 @@ class Downloader:
             self.log.info("Removing stale model dir", modelName=name, modelDir=str(folder))
             shutil.rmtree(folder)
         bucket, prefix = parse_s3_uri(spec.storage_uri)
-        objects = list_objects(self._client, bucket, prefix)
+        objects = list_objects(self._client(bucket), bucket, prefix)
         if not objects:
             raise StorageError(f"no objects under {spec.storage_uri} on {self.s3.endpoint}",
                                "upload the model there first (e.g. `mc cp -r <folder> myminio/<bucket>/<prefix>`), "
@@ -91,8 +100,9 @@ class Downloader:
                 raise Cancelled()
             target = folder / _relative(key, prefix)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with s3_errors(self._client, bucket, key):
-                self._client.fget_object(bucket, key, str(target))
+            client = self._client(bucket)
+            with s3_errors(client, bucket, key):
+                client.fget_object(bucket, key, str(target))
             with lock:
                 done["objects"] += 1
                 done["bytes"] += size

@@ -1,7 +1,8 @@
 """The local stack's controller: plays Kubeflow's profile controller, KServe's controller and the kubelet.
 
-Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (both API groups)
-and makes the world match; watches only wake the loop early. One short function wires it.
+Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (in the API group
+of the stack's version profile) and makes the world match; watches only wake the loop early. It
+also serves the release's admission webhooks. One short function wires it.
 """
 from __future__ import annotations
 
@@ -9,22 +10,28 @@ import logging
 import threading
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 from kubernetes import client, watch
 
-from ...constants import API_GROUPS, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from ..profiles import Profile, get as get_profile
 from .kube import Kube
 from .profiles import reconcile_profile
 from .servers import CheckFailed, Servers, describe, server_key
 from . import trainedmodels as tms
+from .webhooks import Webhooks
 
 log = logging.getLogger("controller")
 
 
 class Controller:
-    def __init__(self, api: client.ApiClient, state_root: Path) -> None:
+    def __init__(self, api: client.ApiClient, state_root: Path, profile: Optional[Profile] = None) -> None:
         self.kube = Kube(api)
-        self.servers = Servers(self.kube, state_root, state_root / "logs", state_root / "triton" / "backends")
+        self.profile = profile or get_profile()
+        self.servers = Servers(self.kube, state_root, state_root / "logs", state_root / "triton" / "backends",
+                               self.profile)
+        self.webhooks = Webhooks(api, self.profile, state_root)
         self.wake = threading.Event()
 
     def reconcile_all(self) -> None:
@@ -32,19 +39,16 @@ class Controller:
         for profile in self.kube.list_profiles():
             self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile)
         wanted: set[str] = set()
-        for name in API_GROUPS:
-            group = api_group(name)
-            isvcs = self.kube.list_custom(group.group, group.isvc_version, "inferenceservices")
-            models = self.kube.list_custom(group.group, group.tm_version, "trainedmodels")
-            ready = {}
-            for isvc in isvcs:
-                key = server_key(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
-                if key in wanted:
-                    continue  # the same name in the other API group: first one wins
-                wanted.add(key)
-                ready[key] = self._guard(f"inferenceservice {key}", self._reconcile_isvc, group, isvc)
-            by_key = {server_key(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in isvcs}
-            self._reconcile_models(group, models, by_key, ready)
+        group = api_group(self.profile.group)
+        isvcs = self.kube.list_custom(group.group, group.isvc_version, "inferenceservices")
+        models = self.kube.list_custom(group.group, group.tm_version, "trainedmodels")
+        ready = {}
+        for isvc in isvcs:
+            key = server_key(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+            wanted.add(key)
+            ready[key] = self._guard(f"inferenceservice {key}", self._reconcile_isvc, group, isvc)
+        by_key = {server_key(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in isvcs}
+        self._reconcile_models(group, models, by_key, ready)
         for key in self.servers.running():
             if key not in wanted:
                 log.info("inferenceservice %s is gone: stopping its server", key)
@@ -63,8 +67,8 @@ class Controller:
         if meta.get("deletionTimestamp"):
             return None
         try:
-            access = self.servers.check(group, isvc)
-            records = self.servers.ensure_running(meta["namespace"], meta["name"], access)
+            env = self.servers.check(group, isvc)
+            records = self.servers.ensure_running(meta["namespace"], meta["name"], meta.get("generation", 1), env)
             self.servers.ensure_objects(isvc, records["triton"])
         except CheckFailed as problem:
             self.servers.write_status(group, isvc, problem)
@@ -72,6 +76,8 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - a process that will not start is a status, too
             self.servers.write_status(group, isvc, CheckFailed("ServerFailed", describe(exc)))
             raise
+        for warning in env.warnings:  # what a cluster would only show as the agent's download failure
+            self.kube.event(isvc, "Warning", "S3CredentialsProblem", warning)
         self.servers.write_status(group, isvc, None)
         return records["triton"]
 
@@ -87,37 +93,45 @@ class Controller:
                         group, key, items, isvcs.get(key), ready.get(key))
 
     def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton) -> None:
-        parts = {tm["metadata"]["name"]: tms.validate(tm, isvc, triton is not None) for tm in items}
-        valid = [tm for tm in items if all(p["status"] == "True" or p["type"] == "InferenceServiceReady"
-                                            for p in parts[tm["metadata"]["name"]])]
-        too_big = tms.fit_memory(valid, tms.isvc_memory_limit(isvc) if isvc else None)
-        entries = [tms.model_entry(tm) for tm in valid if tm["metadata"]["name"] not in too_big]
-        if isvc is not None and triton is not None:
+        """KServe's TrainedModel reconcile for one server's models, then the model config for the agent."""
+        if isvc is None:
+            for tm in items:  # as KServe: a TrainedModel without its InferenceService is deleted
+                log.info("InferenceService of trainedmodel %s/%s does not exist: deleting the trainedmodel",
+                         tm["metadata"]["namespace"], tm["metadata"]["name"])
+                self.kube.delete_custom(group.group, group.tm_version, "trainedmodels", tm)
+                self.kube.remove_finalizer(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER)
+            return
+        live = [tm for tm in items if not tm["metadata"].get("deletionTimestamp")]
+        too_big = tms.fit_memory(live, tms.isvc_memory_limit(isvc)) \
+            if "MemoryResourceAvailable" in self.profile.tm_conditions else set()
+        parts = {tm["metadata"]["name"]: tms.conditions_for(self.profile, tm, isvc, triton is not None,
+                                                             tm["metadata"]["name"] not in too_big)
+                 for tm in live}
+        served = [tm for tm in live if all(p["status"] == "True" for p in parts[tm["metadata"]["name"]])]
+        agent = {}
+        if triton is not None:
             ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
             where = self.servers.dir(ns, name)
-            tms.write_model_config(self.kube, ns, name, entries, where)
+            tms.write_model_config(self.kube, ns, name, [tms.model_entry(tm) for tm in served], where)
             agent = tms.read_agent_status(where)
-        else:
-            agent = {}
         for tm in items:
-            name = tm["metadata"]["name"]
-            conds = parts[name]
-            if name in too_big:
-                conds = [c for c in conds if c["type"] != "MemoryResourceAvailable"] + [tms.condition(
-                    "MemoryResourceAvailable", False, "MemoryResourceNotAvailable",
-                    "the TrainedModels of this server need more memory than its limit: raise "
-                    "spec.predictor.triton.resources.limits.memory or lower spec.model.memory")]
-            elif all(c["status"] == "True" for c in conds):
-                conds = conds + [tms.serving_condition(tm, agent, triton.ports.get("http") if triton else None)]
-            tms.write_status(self.kube, group, tm, conds)
+            if tm["metadata"].get("deletionTimestamp"):
+                # It has left models.json above (or never was in it): let the deletion finish.
+                self.kube.remove_finalizer(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER)
+                continue
+            self.kube.adopt(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER,
+                            {tms.PARENT_LABEL: isvc["metadata"]["name"]})
+            tms.write_status(self.kube, group, tm, parts[tm["metadata"]["name"]])
+            event = tms.agent_event(tm, agent) if tm in served else None
+            if event:
+                self.kube.event(tm, *event)
 
     def watch_forever(self, stop: threading.Event) -> list[threading.Thread]:
         """Watches that wake the loop when anything it owns changes."""
-        sources = [(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL)]
-        for name in API_GROUPS:
-            group = api_group(name)
-            sources += [(group.group, group.isvc_version, "inferenceservices"),
-                        (group.group, group.tm_version, "trainedmodels")]
+        group = api_group(self.profile.group)
+        sources = [(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL),
+                   (group.group, group.isvc_version, "inferenceservices"),
+                   (group.group, group.tm_version, "trainedmodels")]
         threads = []
         for source in sources:
             thread = threading.Thread(target=self._watch, args=(source, stop), daemon=True)
@@ -138,6 +152,7 @@ class Controller:
 
     def run(self, stop: threading.Event, ready_file: Path, interval: float = 1.0) -> None:
         """Reconcile until `stop` is set, then stop every server this controller started."""
+        self.webhooks.start()
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
@@ -150,3 +165,4 @@ class Controller:
                 log.warning("reconcile pass failed: %s", describe(exc))
         for key in self.servers.running():
             self.servers.stop(key)
+        self.webhooks.stop()

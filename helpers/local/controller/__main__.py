@@ -10,12 +10,14 @@ from pathlib import Path
 
 from kubernetes import config as kconfig
 
+from .. import profiles
 from . import Controller
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.local.controller")
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--profile", default=None, help="the version profile to play (see helpers.local.profiles)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
@@ -23,7 +25,7 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Controller(api, args.state_dir).run(stop, args.state_dir / "controller.ready")
+    Controller(api, args.state_dir, profiles.get(args.profile)).run(stop, args.state_dir / "controller.ready")
 
 
 if __name__ == "__main__":

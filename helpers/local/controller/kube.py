@@ -1,7 +1,9 @@
 """Thin, typed access to the objects the local controller reads and writes."""
 from __future__ import annotations
 
+import hashlib
 import logging
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from kubernetes import client
@@ -42,6 +44,73 @@ class Kube:
                 self.custom.patch_cluster_custom_object_status(group, version, plural, meta["name"], body)
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile
+                raise
+
+    def _patch(self, group: str, version: str, plural: str, obj: dict, body: dict) -> None:
+        meta = obj["metadata"]
+        try:
+            self.custom.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def adopt(self, group: str, version: str, plural: str, obj: dict, finalizer: str,
+              labels: dict[str, str]) -> None:
+        """Add `finalizer` and `labels` to a namespaced custom object unless it has them (as KServe does)."""
+        meta = obj["metadata"]
+        have = meta.get("labels") or {}
+        finalizers = meta.get("finalizers") or []
+        if finalizer in finalizers and all(have.get(k) == v for k, v in labels.items()):
+            return
+        body = {"metadata": {"labels": labels, "resourceVersion": meta.get("resourceVersion"),
+                             "finalizers": finalizers if finalizer in finalizers else [*finalizers, finalizer]}}
+        try:
+            self._patch(group, version, plural, obj, body)
+        except ApiException as exc:
+            if exc.status != 409:  # changed meanwhile: the next pass sees the new version
+                raise
+
+    def remove_finalizer(self, group: str, version: str, plural: str, obj: dict, finalizer: str) -> None:
+        finalizers = obj["metadata"].get("finalizers") or []
+        if finalizer in finalizers:
+            self._patch(group, version, plural, obj,
+                        {"metadata": {"finalizers": [f for f in finalizers if f != finalizer]}})
+
+    def delete_custom(self, group: str, version: str, plural: str, obj: dict) -> None:
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
+            return
+        try:
+            self.custom.delete_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def event(self, obj: dict, kind: str, reason: str, message: str) -> None:
+        """Record an Event on `obj` (`kubectl describe` shows it); a repeat only bumps its count."""
+        meta = obj["metadata"]
+        digest = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:10]
+        name = f"{meta['name']}.{digest}"
+        now = datetime.now(timezone.utc)
+        try:
+            old = self.core.read_namespaced_event(name, meta["namespace"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            old = None
+        if old is not None:
+            return  # one event per outcome of one spec: the status pass runs often
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=name, namespace=meta["namespace"]),
+            involved_object=client.V1ObjectReference(api_version=obj["apiVersion"], kind=obj["kind"],
+                                                     name=meta["name"], namespace=meta["namespace"],
+                                                     uid=meta["uid"], resource_version=meta.get("resourceVersion")),
+            reason=reason, message=message, type=kind, count=1, first_timestamp=now, last_timestamp=now,
+            source=client.V1EventSource(component=f"{obj['kind'].lower()}-controller"))
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # namespace going away, or a race with ourselves
                 raise
 
     def list_profiles(self) -> list[dict]:

@@ -7,7 +7,6 @@ kubelet mounts the ConfigMap), the agent's status file and the records of both p
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -25,28 +24,37 @@ from ...errors import SetupError
 from ...k8s import resolve_address
 from ...storage import S3Settings, StorageError, connect, s3_errors
 from .. import process, tritonserver
+from ..profiles import Profile
 from .conditions import condition, merge_times, ready_from, strip_times
 from .kube import Kube, owner_reference
 
 log = logging.getLogger("controller")
 GRPC_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "grpc-address")
-CONFIG_NAMESPACE = {KFSERVING_GROUP: "kfserving-system"}  # KServe's lives in `kserve`
 
 
 @dataclass(frozen=True)
-class S3Access:
-    """What KServe's credential builder would inject into the agent container."""
+class AgentEnv:
+    """The agent container's env as KServe's credential builder writes it into the pod spec.
 
-    endpoint: str
-    secure: bool
-    access_key: str
-    secret_key: str
-    region: str
+    Values are plain; the keys are references (`secret`, `key`) resolved when the container
+    starts, as the kubelet resolves `valueFrom.secretKeyRef`. Taken once, when the server's pod
+    is made: fixing the Secret's annotations later needs a new server, as on a cluster.
+    """
 
-    def agent_env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "S3_ENDPOINT": self.endpoint, "S3_USE_HTTPS": "1" if self.secure else "0",
-                "AWS_REGION": self.region}
+    entries: tuple[tuple[str, str, str], ...]  # (name, value, "") or (name, secret, key)
+    warnings: tuple[str, ...] = ()
+
+    def spec(self) -> list[dict]:
+        """As a container's `env` (secret values as valueFrom, never inline)."""
+        return [{"name": n, "valueFrom": {"secretKeyRef": {"name": a, "key": b}}} if b else {"name": n, "value": a}
+                for n, a, b in self.entries]
+
+    def to_json(self) -> dict:
+        return {"entries": [list(e) for e in self.entries], "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AgentEnv":
+        return cls(tuple(tuple(e) for e in data.get("entries", [])), tuple(data.get("warnings", [])))
 
 
 class CheckFailed(Exception):
@@ -85,8 +93,9 @@ def server_key(namespace: str, name: str) -> str:
 class Servers:
     """Runs, checks and stops the Triton + agent pair of every multi-model InferenceService."""
 
-    def __init__(self, kube: Kube, state_root: Path, logs: Path, backends: Path) -> None:
+    def __init__(self, kube: Kube, state_root: Path, logs: Path, backends: Path, profile: Profile) -> None:
         self.kube = kube
+        self.profile = profile
         self.state_root = state_root
         self.logs = logs
         self.backends = backends
@@ -96,7 +105,7 @@ class Servers:
         return ServerDir(self.state_root / "servers" / server_key(namespace, name))
 
     # --- checks ------------------------------------------------------------------------
-    def check(self, group: ApiGroup, isvc: dict) -> S3Access:
+    def check(self, group: ApiGroup, isvc: dict) -> AgentEnv:
         """Everything KServe would need to run this server; raises CheckFailed naming the fix."""
         meta, spec = isvc["metadata"], isvc.get("spec") or {}
         predictor = spec.get("predictor") or {}
@@ -109,88 +118,140 @@ class Servers:
                               "spec.predictor.triton.storageUri makes this a single-model server; remove it so "
                               "TrainedModels can be added (see multi_model_triton_server.yaml)")
         self._check_multi_model_flag(group)
-        return self._s3_access(group, meta["namespace"], predictor.get("serviceAccountName") or "default")
+        return self.agent_env(group, meta["namespace"], predictor.get("serviceAccountName") or "default")
 
     def _check_multi_model_flag(self, group: ApiGroup) -> None:
-        ns = CONFIG_NAMESPACE.get(group.group, "kserve")
+        ns = self.profile.config_namespace
         cm = self.kube.read(self.kube.core.read_namespaced_config_map, INFERENCESERVICE_CONFIG, ns)
         where = f"ConfigMap {INFERENCESERVICE_CONFIG} in namespace {ns}"
         if cm is None:
             raise CheckFailed("ConfigMissing", f"{where} not found: is {group.group} installed?")
+        if not self.profile.multi_model_key:
+            return  # KServe 0.10+: a predictor without storageUri is multi-model, nothing to switch on
         predictors = json.loads((cm.data or {}).get("predictors", "{}"))
         if not (predictors.get("triton") or {}).get("multiModelServer"):
             raise CheckFailed("MultiModelServerDisabled",
                               f"{where} has predictors.triton.multiModelServer false; set it to true "
                               f"(kubectl edit cm {INFERENCESERVICE_CONFIG} -n {ns}), then re-create this InferenceService")
 
-    def _s3_access(self, group: ApiGroup, namespace: str, sa_name: str) -> S3Access:
+    def agent_env(self, group: ApiGroup, namespace: str, sa_name: str) -> AgentEnv:
+        """The agent's env from the service account's secrets, as KServe's credential builder makes it.
+
+        Only a missing service account stops the server (the pod cannot be created). Anything
+        else, as on a cluster, gives a server whose agent fails at download time; the local stack
+        says why in Events on the InferenceService (`warnings`).
+        """
         sa = self.kube.read(self.kube.core.read_namespaced_service_account, sa_name, namespace)
         if sa is None:
             raise CheckFailed("ServiceAccountNotFound",
                               f"service account {sa_name!r} not found in {namespace}: apply s3_secret.yaml "
                               f"(notebook 01_minio) or fix spec.predictor.serviceAccountName")
         other = api_group(KFSERVING_GROUP if group.group != KFSERVING_GROUP else "serving.kserve.io")
-        wrong_group = ""
+        warnings: list[str] = []
         for ref in sa.secrets or []:
             secret = self.kube.read(self.kube.core.read_namespaced_secret, ref.name, namespace)
             if secret is None:
-                raise CheckFailed("SecretNotFound", f"service account {sa_name!r} names secret {ref.name!r}, "
-                                                    f"which does not exist in {namespace}: apply s3_secret.yaml")
+                warnings.append(f"service account {sa_name!r} names secret {ref.name!r}, which does not exist in "
+                                f"{namespace}: the agent gets no S3 credentials from it (apply s3_secret.yaml)")
+                continue
             notes = secret.metadata.annotations or {}
             if group.s3_endpoint not in notes:
-                wrong_group = ref.name if other.s3_endpoint in notes else wrong_group
+                if other.s3_endpoint in notes:
+                    warnings.append(f"secret {ref.name!r} is annotated {other.s3_endpoint}, but this server is "
+                                    f"{group.group}: the agent ignores it (annotate it {group.s3_endpoint})")
                 continue
-            return self._verified(group, secret, notes, namespace)
-        if wrong_group:
-            raise CheckFailed("S3SecretWrongApiGroup",
-                              f"secret {wrong_group!r} is annotated {other.s3_endpoint}, but this InferenceService "
-                              f"is {group.group}: annotate it {group.s3_endpoint} (render s3_secret.yaml for {group.group})")
-        raise CheckFailed("S3SecretMissing",
-                          f"no secret of service account {sa_name!r} has the {group.s3_endpoint} annotation, so the "
-                          f"agent gets no S3 credentials: apply s3_secret.yaml and list the secret under the "
-                          f"service account's `secrets`")
+            return self._env_from(group, secret, notes, namespace, tuple(warnings))
+        warnings.append(f"no secret of service account {sa_name!r} has the {group.s3_endpoint} annotation, so "
+                        "the agent gets no S3 endpoint: apply s3_secret.yaml and list the secret under the "
+                        "service account's `secrets`")
+        return AgentEnv((), tuple(warnings))
 
-    def _verified(self, group: ApiGroup, secret: client.V1Secret, notes: dict, namespace: str) -> S3Access:
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-        key = data.get("AWS_ACCESS_KEY_ID") or data.get("awsAccessKeyID")
-        secret_key = data.get("AWS_SECRET_ACCESS_KEY") or data.get("awsSecretAccessKey")
+    def _env_from(self, group: ApiGroup, secret: client.V1Secret, notes: dict, namespace: str,
+                  warnings: tuple[str, ...]) -> AgentEnv:
         name = secret.metadata.name
-        if not key or not secret_key:
-            raise CheckFailed("S3SecretIncomplete",
-                              f"secret {name!r} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: see s3_secret.yaml")
-        endpoint = resolve_address(self.kube.api, notes[group.s3_endpoint], namespace)
-        access = S3Access(endpoint, notes.get(group.s3_usehttps, "1") not in ("0", "false"), key, secret_key,
-                          notes.get(group.s3_region, "us-east-1"))
-        problem = self._s3_problem(access, (namespace, name, secret.metadata.resource_version))
+        keys = self._credential_keys()
+        entries = [("AWS_ACCESS_KEY_ID", name, keys[0]), ("AWS_SECRET_ACCESS_KEY", name, keys[1])]
+        endpoint = notes[group.s3_endpoint]
+        scheme = "https://"
+        if group.s3_usehttps in notes:
+            scheme = "http://" if notes[group.s3_usehttps] == "0" else scheme
+            entries.append(("S3_USE_HTTPS", notes[group.s3_usehttps], ""))
+        entries += [("S3_ENDPOINT", endpoint, ""), ("AWS_ENDPOINT_URL", scheme + endpoint, "")]
+        for annotation, env in ((group.s3_region, "AWS_REGION"), (group.s3_verifyssl, "S3_VERIFY_SSL"),
+                                (group.s3_usevirtualbucket, "S3_USER_VIRTUAL_BUCKET")):
+            if annotation in notes:
+                entries.append((env, notes[annotation], ""))
+        problem = self._s3_problem(secret, keys, scheme + endpoint, namespace)
         if problem:
-            raise CheckFailed("S3AccessFailed", f"secret {name!r}: {problem}")
-        return access
+            warnings = (*warnings, f"secret {name!r}: {problem}")
+        return AgentEnv(tuple(entries), warnings)
 
-    def _s3_problem(self, access: S3Access, key: tuple) -> Optional[str]:
-        """Try the credentials once per secret version (again after 30 s while they fail)."""
-        checked = self._s3_checked.get(key)
+    def _credential_keys(self) -> tuple[str, str]:
+        """The Secret keys the builder reads: inferenceservice-config's credentials.s3, else KServe's defaults."""
+        cm = self.kube.read(self.kube.core.read_namespaced_config_map, INFERENCESERVICE_CONFIG,
+                            self.profile.config_namespace)
+        s3 = json.loads(((cm.data or {}) if cm else {}).get("credentials", "{}")).get("s3") or {}
+        return s3.get("s3AccessKeyIDName") or "awsAccessKeyID", s3.get("s3SecretAccessKeyName") or "awsSecretAccessKey"
+
+    def resolve_env(self, env: AgentEnv, namespace: str) -> dict[str, str]:
+        """The env values at container start: secret references read now (a missing key is left out)."""
+        values = {}
+        for name, a, b in env.entries:
+            if not b:
+                values[name] = a
+                continue
+            secret = self.kube.read(self.kube.core.read_namespaced_secret, a, namespace)
+            raw = ((secret.data or {}) if secret else {}).get(b)
+            if raw is not None:
+                values[name] = base64.b64decode(raw).decode()
+        return values
+
+    def _s3_problem(self, secret: client.V1Secret, keys: tuple[str, str], url: str, namespace: str) -> Optional[str]:
+        """Try the credentials once per secret version (again after 30 s while they fail): an Event, not a verdict."""
+        cache_key = (namespace, secret.metadata.name, secret.metadata.resource_version)
+        checked = self._s3_checked.get(cache_key)
         if checked and (checked[1] is None or time.monotonic() - checked[0] < 30):
             return checked[1]
-        settings = S3Settings(access.endpoint, access.access_key, access.secret_key, access.secure, access.region)
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
         problem = None
-        try:
-            s3 = connect(settings, retries=0)
-            with s3_errors(s3):
-                s3.list_buckets()
-        except StorageError as exc:
-            problem = str(exc).replace("\n ", "")
-        self._s3_checked[key] = (time.monotonic(), problem)
+        if not data.get(keys[0]) or not data.get(keys[1]):
+            problem = f"has no {keys[0]} or {keys[1]}, the keys the credential builder reads: see s3_secret.yaml"
+        else:
+            endpoint = resolve_address(self.kube.api, url.split("://", 1)[1], namespace)
+            settings = S3Settings(endpoint, data[keys[0]], data[keys[1]], url.startswith("https://"))
+            try:
+                s3 = connect(settings, retries=0)
+                with s3_errors(s3):
+                    s3.list_buckets()
+            except StorageError as exc:
+                problem = str(exc).replace("\n ", "")
+        self._s3_checked[cache_key] = (time.monotonic(), problem)
         return problem
 
     # --- processes -----------------------------------------------------------------------
-    def ensure_running(self, namespace: str, name: str, access: S3Access) -> dict[str, process.ProcessRecord]:
-        """Start (or restart) the server's Triton and agent; an agent whose S3 settings changed is restarted."""
+    def ensure_running(self, namespace: str, name: str, generation: int,
+                       env: AgentEnv) -> dict[str, process.ProcessRecord]:
+        """Start (or restart) the server's Triton and agent.
+
+        The agent's env is the pod's: taken when the server starts for this generation of the
+        InferenceService, and kept while it runs (a restarted agent gets the same env, with the
+        Secret's values read again, as a restarted container does).
+        """
         where = self.dir(namespace, name)
         for path in (where.models, where.config_file.parent):
             path.mkdir(parents=True, exist_ok=True)
         if not where.config_file.exists():
             where.config_file.write_text("[]")
         records = self._records(where)
+        if records.get("generation") != generation or "agent-env" not in records:
+            if records.get("generation") is not None:
+                log.info("inferenceservice %s/%s changed: starting its server again", namespace, name)
+                for role in ("agent", "triton"):
+                    if isinstance(records.get(role), process.ProcessRecord):
+                        process.stop(records.pop(role))
+            # A string, not an object: process records are the only objects in that file.
+            records.update({"generation": generation, "agent-env": json.dumps(env.to_json())})
+            self._save(where, records)
         triton = records.get("triton")
         if not (triton and triton.alive()):
             if triton:
@@ -203,27 +264,29 @@ class Servers:
                                         self.logs / f"triton-{server_key(namespace, name)}.log")
             records["triton"] = triton
             self._save(where, records)
-        env_sha = hashlib.sha256(json.dumps(access.agent_env(), sort_keys=True).encode()).hexdigest()[:16]
         agent = records.get("agent")
-        if agent and agent.alive() and records.get("agent-env") != env_sha:
-            log.info("S3 settings of %s/%s changed: restarting its agent", namespace, name)
-            process.stop(agent)
-        if not (agent and agent.alive()) or records.get("agent-env") != env_sha:
-            records["agent"] = self._start_agent(namespace, name, where, triton, access)
-            records["agent-env"] = env_sha
+        if not (agent and agent.alive()):
+            pod_env = AgentEnv.from_json(json.loads(records["agent-env"]))
+            records["agent"] = self._start_agent(namespace, name, where, triton, self.resolve_env(pod_env, namespace))
             self._save(where, records)
         return records
 
+    def pod_env(self, namespace: str, name: str) -> Optional[AgentEnv]:
+        """The agent env the running server was started with."""
+        data = self._records(self.dir(namespace, name)).get("agent-env")
+        return AgentEnv.from_json(json.loads(data)) if data else None
+
     def _start_agent(self, namespace: str, name: str, where: ServerDir, triton: process.ProcessRecord,
-                     access: S3Access) -> process.ProcessRecord:
+                     s3_env: dict[str, str]) -> process.ProcessRecord:
         where.agent_status.unlink(missing_ok=True)
         argv = process.python_argv("helpers.local.agent", "--config-dir", str(where.config_file.parent),
                                    "--model-dir", str(where.models),
                                    "--triton-url", f"http://127.0.0.1:{triton.ports['http']}",
                                    "--status-file", str(where.agent_status))
-        env = {**os.environ, **access.agent_env()}
+        # Only what KServe injects: no S3 settings of this process leak into the agent.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         return process.start(f"agent-{namespace}.{name}", argv, self.logs / f"agent-{server_key(namespace, name)}.log",
-                             where.agent_status.exists, env=env, timeout=60)
+                             where.agent_status.exists, env={**inherited, **s3_env}, timeout=60)
 
     @staticmethod
     def _records(where: ServerDir) -> dict:

@@ -1,7 +1,14 @@
-"""TrainedModel -> validation, the model-config ConfigMap the agent reads, and TrainedModel status.
+"""TrainedModel -> conditions, the model-config ConfigMap the agent reads, and status, as KServe's
+TrainedModel controller does it for the stack's release (pkg/controller/v1alpha1/trainedmodel).
 
-Unlike KFServing 0.5, `Ready` here means Triton has the model loaded; a failure shows S3's or
-Triton's own message (from the agent's status file) in the TrainedModel's status.
+- a TrainedModel whose InferenceService does not exist is deleted;
+- `trainedmodel.finalizer` keeps a deleted one until it has left the model config;
+- conditions are the release's: InferenceServiceReady (KFServing 0.5.1), plus IsMMSPredictor and
+  MemoryResourceAvailable (KServe); the model goes into `models.json` only when all are True;
+- `Ready` means exactly that, not "Triton has loaded it": as on a cluster, the learner asks
+  Triton (`/v2/models/<name>/ready`) for that. What the local stack knows more (the agent's
+  download or load failed, and why) goes where a cluster user looks: Events on the TrainedModel
+  (`kubectl describe trainedmodel`) and the agent's log.
 """
 from __future__ import annotations
 
@@ -9,59 +16,58 @@ import json
 import logging
 from typing import Optional
 
-import requests
 from kubernetes.utils import parse_quantity
 
-from ...constants import MODEL_CONFIG_FILE, TRITON_FRAMEWORKS, ApiGroup, model_config_map_name
+from ...constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
 from ..agent.spec import ModelSpec
+from ..profiles import Profile
 from .conditions import condition, merge_times, ready_from, strip_times
 from .kube import Kube
 from .servers import ServerDir
+from .webhooks import IMPLEMENTATIONS
 
 log = logging.getLogger("controller")
-SUPPORTED_SCHEMES = ("s3://",)  # what the local agent downloads; KFServing 0.5's agent: s3 and gs
+FINALIZER = "trainedmodel.finalizer"
+PARENT_LABEL = "inferenceservice"
 
 
-def isvc_memory_limit(isvc: dict) -> Optional[float]:
-    """The predictor's memory limit in bytes, if it sets one (TrainedModels must fit in it)."""
+# What KServe's defaulting webhook gives a predictor that sets no memory limit.
+DEFAULT_MEMORY_LIMIT = "2Gi"
+
+
+def isvc_memory_limit(isvc: dict) -> float:
+    """The predictor's memory limit in bytes (TrainedModels must fit in it), defaulted as KServe does."""
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
     for holder in (predictor.get("triton") or {}, predictor):
         limit = ((holder.get("resources") or {}).get("limits") or {}).get("memory")
         if limit:
             return float(parse_quantity(limit))
-    return None
+    return float(parse_quantity(DEFAULT_MEMORY_LIMIT))
 
 
-def validate(tm: dict, isvc: Optional[dict], isvc_ready: bool) -> list[dict]:
-    """KServe's TrainedModel checks as conditions (all True when the model may be served)."""
-    spec = tm.get("spec") or {}
-    model = spec.get("model") or {}
-    target = spec.get("inferenceService", "")
-    uri, framework = model.get("storageUri", ""), model.get("framework", "")
-    parts = []
-    if isvc is None:
-        parts.append(condition("InferenceServiceReady", False, "InferenceServiceNotFound",
-                               f"InferenceService {target!r} not found in this namespace: create it first (02_server)"))
-    elif not isvc_ready:
-        parts.append(condition("InferenceServiceReady", False, "InferenceServiceNotReady",
-                               f"InferenceService {target!r} is not Ready: see `kubectl describe isvc {target}`"))
-    else:
-        parts.append(condition("InferenceServiceReady", True))
-    if not uri.startswith(SUPPORTED_SCHEMES):
-        parts.append(condition("StorageUriSupported", False, "StorageUriNotSupported",
-                               f"storageUri {uri!r}: the agent downloads {', '.join(SUPPORTED_SCHEMES)} URIs only"))
-    if framework not in TRITON_FRAMEWORKS:
-        parts.append(condition("FrameworkSupported", False, "FrameworkNotSupported",
-                               f"framework {framework!r} is not served by Triton: use one of {', '.join(TRITON_FRAMEWORKS)}"))
-    else:
-        parts.append(condition("FrameworkSupported", True))
-    try:
-        if float(parse_quantity(str(model.get("memory", "")))) <= 0:
-            raise ValueError
-        parts.append(condition("MemoryResourceAvailable", True))
-    except (ValueError, TypeError):
-        parts.append(condition("MemoryResourceAvailable", False, "MemoryInvalid",
-                               f"memory {model.get('memory')!r} is not a quantity such as 1Gi or 256Mi"))
+def is_mms_predictor(isvc: dict) -> bool:
+    """KServe's IsMMSPredictor: the predictor's implementation has no storageUri."""
+    group = isvc["apiVersion"].split("/")[0]
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    for key, _label in IMPLEMENTATIONS[group]:
+        if isinstance(predictor.get(key), dict):
+            return not predictor[key].get("storageUri")
+    return False
+
+
+def conditions_for(profile: Profile, tm: dict, isvc: dict, isvc_ready: bool, memory_ok: bool) -> list[dict]:
+    """The release's conditions (Ready excluded) for a TrainedModel whose InferenceService exists."""
+    parts = [condition("InferenceServiceReady", True) if isvc_ready else condition(
+        "InferenceServiceReady", False, "InferenceServiceNotReady",
+        "Inference Service needs to be ready before Trained Model can be ready")]
+    if "IsMMSPredictor" in profile.tm_conditions:
+        parts.append(condition("IsMMSPredictor", True) if is_mms_predictor(isvc) else condition(
+            "IsMMSPredictor", False, "IsNotMMSPredictor",
+            "Inference Service predictor is not configured for multi-model serving"))
+    if "MemoryResourceAvailable" in profile.tm_conditions:
+        parts.append(condition("MemoryResourceAvailable", True) if memory_ok else condition(
+            "MemoryResourceAvailable", False, "MemoryResourceNotAvailable",
+            "Inference Service does not have enough memory resources for Trained Model"))
     return parts
 
 
@@ -108,28 +114,18 @@ def read_agent_status(where: ServerDir) -> dict:
         return {}
 
 
-def triton_has(http_port: Optional[int], model: str) -> bool:
-    if not http_port:
-        return False
-    try:
-        return requests.get(f"http://127.0.0.1:{http_port}/v2/models/{model}/ready", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def serving_condition(tm: dict, agent: dict, http_port: Optional[int]) -> dict:
-    """Is the model loaded in Triton for the current spec? From the agent's status and Triton itself."""
-    name = tm["metadata"]["name"]
-    sha = ModelSpec.from_json(model_entry(tm)["modelSpec"]).sha
-    entry = agent.get(name) or {}
-    if entry.get("sha") != sha:
-        return condition("ModelLoaded", None, "Pending", "waiting for the agent to pick up this spec")
-    state = entry.get("state", "")
-    if state == "Failed":
-        return condition("ModelLoaded", False, "ModelLoadFailed", entry.get("message", "load failed"))
-    if state == "Loaded" and triton_has(http_port, name):
-        return condition("ModelLoaded", True)
-    return condition("ModelLoaded", None, state or "Pending", entry.get("message", ""))
+def agent_event(tm: dict, agent: dict) -> Optional[tuple[str, str, str]]:
+    """(type, reason, message) of what the agent did with this TrainedModel's current spec, if final."""
+    entry = agent.get(tm["metadata"]["name"]) or {}
+    if entry.get("sha") != ModelSpec.from_json(model_entry(tm)["modelSpec"]).sha:
+        return None
+    if entry.get("state") == "Failed":
+        return ("Warning", "ModelLoadFailed",
+                f"the model agent could not serve this spec: {entry.get('message', 'load failed')} "
+                "(see `kubectl logs <server pod> agent`)")
+    if entry.get("state") == "Loaded":
+        return ("Normal", "ModelLoaded", "the model agent downloaded the model and Triton loaded it")
+    return None
 
 
 def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict]) -> None:

@@ -1,29 +1,36 @@
 """The CRDs the local control plane installs: Kubeflow's Profile, and InferenceService and
-TrainedModel for both API groups (KFServing's `serving.kubeflow.org`, KServe's `serving.kserve.io`).
+TrainedModel in the one API group of the stack's profile (KFServing's `serving.kubeflow.org` or
+KServe's `serving.kserve.io`).
 
-The serving YAML files are templates: `__GROUP__` becomes the API group and
-`__STORAGE_URI_PATTERN__` the pattern built from `STORAGE_URI_SCHEMES`.
+The serving YAML files are templates: `__GROUP__` becomes the API group. They type what the guide
+and KServe's docs set; the profile then makes them behave as that release's CRDs do:
+
+- KFServing 0.5.1 shipped `apiextensions.k8s.io/v1beta1` CRDs without `preserveUnknownFields:
+  false`, so unknown fields are kept (a typo is stored, and ignored);
+- KServe's v1 CRDs embed a full core/v1 PodSpec and Container and prune every other field; here
+  those parts are generated from the `kubernetes` client's models (`corev1.py`).
+
+Name, storageUri and memory rules are not in the schemas, as they are not in KServe's: the local
+controller's admission webhooks enforce them (`controller/webhooks.py`).
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
-from ...constants import API_GROUPS
+from ..profiles import Profile
+from . import corev1
 
 HERE = Path(__file__).resolve().parent
 PROFILE_TEMPLATE = "profile.yaml"
 SERVING_TEMPLATES = ("inferenceservice.yaml", "trainedmodel.yaml")
 GROUP_PLACEHOLDER = "__GROUP__"
-STORAGE_URI_PLACEHOLDER = "__STORAGE_URI_PATTERN__"
-
-# The schemes KServe's TrainedModel webhook accepts (SupportedStorageURIPrefixList).
-STORAGE_URI_SCHEMES = ("gs", "s3", "pvc", "file", "https", "http", "hdfs", "webhdfs", "oci", "hf")
-# The apiserver checks it with Go's RE2; Python's `re` reads it the same way.
-STORAGE_URI_PATTERN = r"^(" + "|".join(STORAGE_URI_SCHEMES) + r")://\S+$"
+PRESERVE = "x-kubernetes-preserve-unknown-fields"
+FRAMEWORKS = ("triton", "tensorflow", "pytorch", "sklearn", "xgboost", "onnx", "pmml", "lightgbm",
+              "paddle", "huggingface", "model")
 
 
 @lru_cache(maxsize=None)
@@ -51,17 +58,57 @@ def profile_crd() -> dict:
     return _fill(_template(PROFILE_TEMPLATE), {})
 
 
-def serving_crds(group: str) -> list[dict]:
-    """The InferenceService and TrainedModel CRDs for one API group."""
-    if group not in API_GROUPS:
-        raise ValueError(f"unknown API group {group!r}: use one of {', '.join(API_GROUPS)}")
-    replacements = {GROUP_PLACEHOLDER: group, STORAGE_URI_PLACEHOLDER: STORAGE_URI_PATTERN}
-    return [_fill(_template(name), replacements) for name in SERVING_TEMPLATES]
+def _schema(crd: dict) -> dict:
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
-def crd_manifests(groups: Iterable[str] = API_GROUPS) -> list[dict]:
-    """Every CRD the local stack installs: Profile, then InferenceService + TrainedModel per group."""
-    manifests = [profile_crd()]
-    for group in groups:
-        manifests.extend(serving_crds(group))
-    return manifests
+def _keep_unknown(crd: dict) -> None:
+    """As a v1beta1 CRD with preserveUnknownFields left true: nothing under spec/status is pruned."""
+    for part in ("spec", "status"):
+        _schema(crd)["properties"][part][PRESERVE] = True
+
+
+def _typed(schema: dict, extra: dict) -> None:
+    """Drop `schema`'s catch-all and give it `extra`'s properties (its own typed ones win)."""
+    schema.pop(PRESERVE, None)
+    schema["properties"] = {**extra, **schema.get("properties", {})}
+
+
+def _prune_like_kserve(crd: dict) -> None:
+    """Components become PodSpec + KServe's fields; frameworks become Container + storage fields."""
+    spec = _schema(crd)["properties"]["spec"]["properties"]
+    pod = corev1.pod_spec_properties()
+    for component in ("predictor", "transformer", "explainer"):
+        schema = spec[component]
+        _typed(schema, pod)
+        for name in FRAMEWORKS:
+            if name in schema["properties"]:
+                framework = schema["properties"][name]
+                _typed(framework, corev1.container_properties())
+                framework["properties"]["storage"] = {"type": "object", "properties": {
+                    "path": {"type": "string"}, "schemaPath": {"type": "string"}, "key": {"type": "string"},
+                    "parameters": {"type": "object", "additionalProperties": {"type": "string"}}}}
+        for name, props in (("logger", {"url": {"type": "string"}, "mode": {"type": "string"}}),
+                            ("batcher", {"maxBatchSize": {"type": "integer"}, "maxLatency": {"type": "integer"},
+                                         "timeout": {"type": "integer"}})):
+            schema["properties"][name] = {"type": "object", "properties": props}
+    for part in ("predictor", "transformer", "explainer"):
+        spec[part]["properties"].pop("containers", None)
+        spec[part]["properties"]["containers"] = {"type": "array",
+                                                  "items": {"type": "object", "properties": corev1.container_properties()}}
+
+
+def serving_crds(profile: Profile) -> list[dict]:
+    """The InferenceService and TrainedModel CRDs of the profile's API group, shaped as its release's."""
+    isvc, tm = (_fill(_template(name), {GROUP_PLACEHOLDER: profile.group}) for name in SERVING_TEMPLATES)
+    if profile.prunes_unknown_fields:
+        _prune_like_kserve(isvc)
+    else:
+        _keep_unknown(isvc)
+        _keep_unknown(tm)
+    return [isvc, tm]
+
+
+def crd_manifests(profile: Profile) -> list[dict]:
+    """Every CRD the local stack installs: Profile, then the profile's InferenceService + TrainedModel."""
+    return [profile_crd(), *serving_crds(profile)]

@@ -1,0 +1,88 @@
+"""The agent's S3 settings, read from its environment exactly as KServe's agent reads them.
+
+KServe's credential builder turns the S3 Secret's annotations into the agent container's env
+(pkg/credentials/s3/s3_secret.go), and the agent builds its S3 session from that env alone
+(pkg/agent/storage/utils.go), in every release from KFServing 0.5.1 on:
+
+- the endpoint is `AWS_ENDPOINT_URL` (`https://` + the s3-endpoint annotation, `http://` when
+  s3-usehttps is "0"); without it the agent has no S3 at all;
+- the region is `AWS_REGION`, set only from the s3-region annotation; without it every request
+  fails with `MissingRegion` (kserve/kserve#2140, #2151);
+- buckets are addressed virtual-host style (`<bucket>.<endpoint host>`) unless
+  `S3_USER_VIRTUAL_BUCKET` is "false" (the s3-usevirtualbucket annotation), and a MinIO Service
+  name with a bucket in front does not resolve.
+
+So the local agent fails where the real one fails. Host names resolve as in a pod: through the
+Service objects (the local stack annotates each with the loopback address behind it), else DNS.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Union
+
+from ...storage import S3Settings, StorageError
+
+Resolver = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class AgentS3:
+    """What the agent's env says about S3 (the keys never show in a repr)."""
+
+    endpoint_url: str  # AWS_ENDPOINT_URL, e.g. http://minio-service.kubeflow:9000
+    access_key: str
+    secret_key: str
+    region: str
+    virtual_host: bool
+    resolve: Optional[Resolver] = None
+
+    def __repr__(self) -> str:
+        return (f"AgentS3(endpoint_url={self.endpoint_url!r}, region={self.region!r}, "
+                f"virtual_host={self.virtual_host}, credentials=<hidden>)")
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_url.split("://", 1)[-1].rstrip("/")
+
+    def for_bucket(self, bucket: str) -> S3Settings:
+        """Settings to reach `bucket`, or the StorageError the real agent would meet."""
+        if not self.endpoint_url:
+            raise StorageError("the agent has no S3 endpoint (AWS_ENDPOINT_URL is not set)",
+                               "annotate the S3 Secret with <api group>/s3-endpoint, list it under the "
+                               "InferenceService's service account, then restart the server")
+        if not self.region:
+            raise StorageError("MissingRegion: could not find region configuration (AWS_REGION is not set)",
+                               'add the annotation <api group>/s3-region: "us-east-1" to the S3 Secret, then '
+                               "restart the server: the agent reads the region only from it")
+        address = f"{bucket}.{self.endpoint}" if self.virtual_host else self.endpoint
+        return S3Settings(self._reachable(address), self.access_key, self.secret_key,
+                          secure=self.endpoint_url.startswith("https://"), region=self.region)
+
+    def _reachable(self, address: str) -> str:
+        resolved = self.resolve(address) if self.resolve else address
+        if resolved != address:
+            return resolved
+        host = address.rsplit(":", 1)[0]
+        try:
+            socket.getaddrinfo(host, None)
+        except socket.gaierror:
+            hint = ('the agent addresses buckets virtual-host style: add the annotation '
+                    '<api group>/s3-usevirtualbucket: "false" to the S3 Secret, then restart the server'
+                    if self.virtual_host else "check the s3-endpoint annotation of the S3 Secret")
+            raise StorageError(f"dial tcp: lookup {host}: no such host", hint) from None
+        return address
+
+
+def from_env(env: Mapping[str, str], resolve: Optional[Resolver] = None) -> AgentS3:
+    """KServe's agent environment variables -> AgentS3."""
+    return AgentS3(endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip(),
+                   access_key=env.get("AWS_ACCESS_KEY_ID", ""), secret_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
+                   region=env.get("AWS_REGION", "").strip(),
+                   virtual_host=env.get("S3_USER_VIRTUAL_BUCKET", "").strip().lower() != "false",
+                   resolve=resolve)
+
+
+def bucket_settings(s3: Union[S3Settings, AgentS3], bucket: str) -> S3Settings:
+    """Settings for `bucket`: an AgentS3 applies KServe's rules; plain S3Settings are used as given."""
+    return s3.for_bucket(bucket) if isinstance(s3, AgentS3) else s3
