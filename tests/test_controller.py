@@ -1,7 +1,9 @@
 """The local controller and agent against the real apiserver, S3 server and tritonserver.
 
-One InferenceService (KFServing's API group, as in the guide) serves every model of this module;
-each test adds or breaks something and checks what a user would see: status, Triton, the agent log.
+One InferenceService (the default kfserving-0.5 profile, as in the guide) serves every model of this
+module; each test adds or breaks something and checks what a user would see: status, Events,
+Triton, the agent log. As on KFServing 0.5.1, a TrainedModel's Ready says it was handed to the
+server; Triton's own readiness says it is loaded.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from helpers import k8s_apply, manifests, storage, triton
-from helpers.constants import KFSERVING_GROUP, KSERVE_GROUP, api_group
+from helpers.constants import KFSERVING_GROUP, api_group
 from helpers.k8s import resolve_url
 from helpers.local.stack import Stack
 from helpers.models import write_cifar10_standin, write_inception_standin
@@ -64,6 +66,20 @@ def wait_failed(kube, kind: str, name: str, text: str, group: str = KFSERVING_GR
         return poll_until(failed, f"{kind}/{name} to fail with {text!r}", timeout=timeout, interval=0.5)
     except TimeoutError:
         raise AssertionError(f"{kind}/{name}: {get(kube, kind, name, group, ns).get('status')}") from None
+
+
+def wait_loaded(server: str, name: str, timeout: float = 300) -> None:
+    poll_until(lambda: triton.model_ready(server, name), f"{name} loaded in Triton", timeout=timeout, interval=0.2)
+
+
+def wait_event(kube, obj_name: str, reason: str, text: str = "", timeout: float = 180) -> client.CoreV1Event:
+    """The Event `kubectl describe` shows for `obj_name` with `reason` (and `text` in its message)."""
+    def found():
+        for event in client.CoreV1Api(kube).list_namespaced_event(NS).items:
+            if event.involved_object.name == obj_name and event.reason == reason and text in (event.message or ""):
+                return event
+        return None
+    return poll_until(found, f"event {reason} on {obj_name}", timeout=timeout, interval=0.5)
 
 
 def trained_model(name: str, uri: str, framework: str = "pytorch", group: str = KFSERVING_GROUP) -> dict:
@@ -147,7 +163,11 @@ def test_trained_model_loads_serves_and_unloads(stack: Stack, kube, server, mode
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
     tm = wait_ready(kube, "trainedmodels", "cifar10")
     assert tm["status"]["url"] == f"http://{SERVER}.{NS}.example.com/v2/models/cifar10/infer"
-    assert triton.model_ready(server, "cifar10")
+    assert [c["type"] for c in tm["status"]["conditions"]] == ["InferenceServiceReady", "Ready"]  # KFServing 0.5.1's
+    assert "trainedmodel.finalizer" in tm["metadata"]["finalizers"]
+    assert tm["metadata"]["labels"]["inferenceservice"] == SERVER
+    wait_loaded(server, "cifar10")
+    wait_event(kube, "cifar10", "ModelLoaded")
     out = triton.infer(server, "cifar10", {"INPUT__0": np.zeros((1, 3, 32, 32), np.float32)})
     assert out["OUTPUT__0"].shape == (1, 10) and out["OUTPUT__0"].dtype == np.float32
     log = agent_log(stack)
@@ -163,7 +183,9 @@ def test_two_models_in_one_server_and_spec_update_reloads(stack: Stack, kube, se
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
     k8s_apply.apply(kube, trained_model("inception", models["inception"], framework="tensorflow"))
     wait_ready(kube, "trainedmodels", "cifar10")
-    wait_ready(kube, "trainedmodels", "inception", timeout=300)
+    wait_ready(kube, "trainedmodels", "inception")
+    wait_loaded(server, "cifar10")
+    wait_loaded(server, "inception")
     top = triton.classify(server, "inception", np.zeros((1, 299, 299, 3), np.float32), top_k=5)
     assert len(top[0]) == 5 and all(isinstance(label, str) and label for _s, _i, label in top[0])
 
@@ -171,37 +193,63 @@ def test_two_models_in_one_server_and_spec_update_reloads(stack: Stack, kube, se
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10-v2"]))
     poll_until(lambda: agent_log(stack).count("Creating successFile") > downloads, "a new download", timeout=60)
     wait_ready(kube, "trainedmodels", "cifar10")
-    assert triton.model_ready(server, "cifar10") and triton.model_ready(server, "inception")
+    wait_loaded(server, "cifar10")
+    assert triton.model_ready(server, "inception")
 
 
-def test_missing_bucket_and_corrupt_model_fail_in_status_others_keep_serving(kube, server, models) -> None:
+def test_missing_bucket_and_corrupt_model_show_in_events_others_keep_serving(kube, server, models) -> None:
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
-    wait_ready(kube, "trainedmodels", "cifar10")
+    wait_loaded(server, "cifar10")
     k8s_apply.apply(kube, trained_model("nobucket", "s3://no-such-bucket/torchscript/cifar10"))
     k8s_apply.apply(kube, trained_model("corrupt", models["corrupt"]))
-    wait_failed(kube, "trainedmodels", "nobucket", "no-such-bucket")
-    message = wait_failed(kube, "trainedmodels", "corrupt", "corrupt", timeout=180)["message"]
+    wait_event(kube, "nobucket", "ModelLoadFailed", "no-such-bucket")
+    message = wait_event(kube, "corrupt", "ModelLoadFailed").message
     assert "model.pt" in message or "TorchScript" in message or "load" in message.lower(), message
-    assert triton.model_ready(server, "cifar10")
+    # As on KFServing 0.5.1, Ready says nothing about the load: it is the InferenceService's readiness.
+    assert condition(get(kube, "trainedmodels", "corrupt")).get("status") == "True"
+    wait_loaded(server, "cifar10", timeout=60)  # it may be reloading the spec an earlier test changed
     assert triton.server_ready(server)
     for name in ("nobucket", "corrupt"):
         custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", name)
 
 
-def test_bad_trained_models_are_rejected_or_reported(kube, server) -> None:
+def rejected(kube, body: dict) -> str:
+    """The apiserver's message for a refused create."""
     with pytest.raises(ApiException) as err:
-        custom(kube).create_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", {
-            "apiVersion": f"{KFSERVING_GROUP}/v1alpha1", "kind": "TrainedModel", "metadata": {"name": "nouri"},
-            "spec": {"inferenceService": SERVER, "model": {"framework": "pytorch", "memory": "1Gi"}}})
-    assert err.value.status == 422
-    k8s_apply.apply(kube, trained_model("sklearn-model", "s3://x/y", framework="sklearn"))
-    wait_failed(kube, "trainedmodels", "sklearn-model", "not served by Triton")
+        custom(kube).create_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", body)
+    assert err.value.status in (400, 422), err.value.body
+    return json.loads(err.value.body)["message"]
+
+
+def test_bad_trained_models_are_rejected_as_kfserving_0_5_rejects_them(kube, server) -> None:
+    nouri = trained_model("nouri", "s3://x/y")
+    del nouri["spec"]["model"]["storageUri"]
+    assert "spec.model.storageUri" in rejected(kube, nouri)
+    message = rejected(kube, trained_model("cifar.10", "s3://x/y"))  # a valid object name, not a model name
+    assert 'admission webhook "trainedmodel.kfserving-webhook-server.validator" denied the request' in message
+    assert "a Trained Model name must consist of lower case" in message
+    message = rejected(kube, trained_model("over-https", "https://host/model"))
+    assert "The storage uri must start with one of the prefixes: s3://, gs://" in message
+    k8s_apply.apply(kube, trained_model("fixed-memory", "s3://x/y"))
+    bigger = trained_model("fixed-memory", "s3://x/y")
+    bigger["spec"]["model"]["memory"] = "2Gi"
+    with pytest.raises(k8s_apply.ManifestRejected, match="memory field is immutable"):
+        k8s_apply.apply(kube, bigger)
+    custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", "fixed-memory")
+
+
+def test_trained_model_without_its_server_is_deleted(kube, server) -> None:
     orphan = trained_model("orphan", "s3://x/y")
     orphan["spec"]["inferenceService"] = "no-such-server"
     k8s_apply.apply(kube, orphan)
-    wait_failed(kube, "trainedmodels", "orphan", "not found")
-    for name in ("sklearn-model", "orphan"):
-        custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", name)
+
+    def gone() -> bool:
+        try:
+            get(kube, "trainedmodels", "orphan")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+    poll_until(gone, "the orphan TrainedModel deleted", timeout=60)
 
 
 def _server_pids(stack: Stack) -> dict:
@@ -210,7 +258,7 @@ def _server_pids(stack: Stack) -> dict:
 
 def test_triton_killed_comes_back_with_every_model_without_downloading(stack: Stack, kube, server, models) -> None:
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
-    wait_ready(kube, "trainedmodels", "cifar10")
+    wait_loaded(server, "cifar10")
     downloads = agent_log(stack).count("Creating successFile")
     old = _server_pids(stack)["triton"]["pid"]
     os.killpg(old, signal.SIGKILL)
@@ -222,54 +270,77 @@ def test_triton_killed_comes_back_with_every_model_without_downloading(stack: St
 
 def test_agent_restarted_reconciles_from_markers(stack: Stack, kube, server, models) -> None:
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
-    wait_ready(kube, "trainedmodels", "cifar10")
+    wait_loaded(server, "cifar10")
     downloads = agent_log(stack).count("Creating successFile")
     old = _server_pids(stack)["agent"]["pid"]
     os.killpg(old, signal.SIGKILL)
     poll_until(lambda: _server_pids(stack)["agent"]["pid"] != old, "agent restarted", timeout=60)
     wait_ready(kube, "trainedmodels", "cifar10")
-    assert triton.model_ready(server, "cifar10")
+    wait_loaded(server, "cifar10")
     assert agent_log(stack).count("Creating successFile") == downloads
 
 
-def test_server_problems_show_in_status_with_the_fix(stack: Stack, kube, server) -> None:
+def test_server_problems_show_where_a_cluster_shows_them(stack: Stack, kube, server, models) -> None:
     creds = stack.s3_credentials()
-    values = dict(namespace=NS, api_group=KSERVE_GROUP, secret_name="wrongsecret", service_account="wrong-sa",
+    values = dict(namespace=NS, api_group=KFSERVING_GROUP, secret_name="wrongsecret", service_account="wrong-sa",
                   s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key, secret_key="not-the-key",
                   server_name="bad-creds")
     k8s_apply.apply_all(kube, manifests.render("s3_secret.yaml", **values))
     k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
-    wait_failed(kube, "inferenceservices", "bad-creds", "refused the credentials", group=KSERVE_GROUP)
+    # A cluster runs the pod anyway: the server is Ready, the agent fails at download time. The
+    # local stack also says why, in an Event on the InferenceService.
+    wait_ready(kube, "inferenceservices", "bad-creds")
+    wait_event(kube, "bad-creds", "S3CredentialsProblem", "refused the credentials")
 
     values.update(server_name="no-sa", service_account="missing-sa")
     k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
-    wait_failed(kube, "inferenceservices", "no-sa", "not found", group=KSERVE_GROUP)
+    wait_failed(kube, "inferenceservices", "no-sa", "not found")
 
-    # Fixing the secret is enough: the controller notices and the server becomes Ready.
+    # Fixing the Secret is not enough, as with a pod: its env was taken when the server started.
     values.update(service_account="wrong-sa", secret_key=creds.secret_key)
     k8s_apply.apply_all(kube, manifests.render("s3_secret.yaml", **values))
-    wait_ready(kube, "inferenceservices", "bad-creds", group=KSERVE_GROUP)
+    bad = trained_model("via-bad-creds", models["cifar10"])
+    bad["spec"]["inferenceService"] = "bad-creds"
+    k8s_apply.apply(kube, bad)
+    wait_event(kube, "via-bad-creds", "ModelLoadFailed")
+    # A new pod (here: the InferenceService made again) takes the fixed Secret.
+    custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", "bad-creds")
+    poll_until(lambda: not (stack.servers_dir / f"{NS}.bad-creds").exists(), "bad-creds server stopped", 60)
+    def tm_gone() -> bool:  # KServe deletes a TrainedModel whose InferenceService is gone
+        try:
+            get(kube, "trainedmodels", "via-bad-creds")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+    poll_until(tm_gone, "via-bad-creds deleted with its server", timeout=60)
+    values.update(server_name="bad-creds")
+    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
+    wait_ready(kube, "inferenceservices", "bad-creds")
+    k8s_apply.apply(kube, bad)
+    log = stack.logs / f"agent-{NS}.bad-creds.log"
+    poll_until(lambda: '"successFile"' in log.read_text() and "via-bad-creds/SUCCESS." in log.read_text(),
+               "the download with the fixed Secret", timeout=120)
 
     for name in ("bad-creds", "no-sa"):
-        custom(kube).delete_namespaced_custom_object(KSERVE_GROUP, "v1beta1", NS, "inferenceservices", name)
+        custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", name)
     poll_until(lambda: not (stack.servers_dir / f"{NS}.bad-creds").exists(), "bad-creds server stopped", 60)
 
 
 def test_multi_model_server_flag_off_is_reported(stack: Stack, kube, server) -> None:
     core = client.CoreV1Api(kube)
-    cm = core.read_namespaced_config_map("inferenceservice-config", "kserve")
+    cm = core.read_namespaced_config_map("inferenceservice-config", "kubeflow")
     original = cm.data["predictors"]
     flipped = json.loads(original)
     flipped["triton"]["multiModelServer"] = False
-    core.patch_namespaced_config_map("inferenceservice-config", "kserve", {"data": {"predictors": json.dumps(flipped)}})
+    core.patch_namespaced_config_map("inferenceservice-config", "kubeflow", {"data": {"predictors": json.dumps(flipped)}})
     try:
         creds = stack.s3_credentials()
-        values = dict(namespace=NS, api_group=KSERVE_GROUP, service_account="sa", server_name="flag-off",
+        values = dict(namespace=NS, api_group=KFSERVING_GROUP, service_account="sa", server_name="flag-off",
                       secret_name="mysecret", s3_endpoint="minio-service.kubeflow:9000",
                       access_key=creds.access_key, secret_key=creds.secret_key)
         k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
-        message = wait_failed(kube, "inferenceservices", "flag-off", "multiModelServer", group=KSERVE_GROUP)["message"]
-        assert "kubectl edit cm inferenceservice-config -n kserve" in message
+        message = wait_failed(kube, "inferenceservices", "flag-off", "multiModelServer")["message"]
+        assert "kubectl edit cm inferenceservice-config -n kubeflow" in message
     finally:
-        core.patch_namespaced_config_map("inferenceservice-config", "kserve", {"data": {"predictors": original}})
-        custom(kube).delete_namespaced_custom_object(KSERVE_GROUP, "v1beta1", NS, "inferenceservices", "flag-off")
+        core.patch_namespaced_config_map("inferenceservice-config", "kubeflow", {"data": {"predictors": original}})
+        custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", "flag-off")
