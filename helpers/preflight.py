@@ -128,7 +128,7 @@ def check_multi_model_server(api: client.ApiClient, group: ApiGroup) -> Check:
     if triton.get("multiModelServer") is True:
         return Check(name, True, f"{where}: predictors.triton.multiModelServer is true")
     return Check(name, False, f"{where}: predictors.triton.multiModelServer is {json.dumps(triton.get('multiModelServer'))}"
-                 " (KFServing 0.5.x ships false; 0.6-0.9 have the same switch)",
+                 " (KFServing 0.5.1 ships false; 0.6-0.9 have the same switch)",
                  f"`kubectl edit cm {INFERENCESERVICE_CONFIG} -n {namespace}`: set it to true in predictors.triton, "
                  "before the InferenceService is created")
 

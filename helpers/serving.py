@@ -179,6 +179,10 @@ def wait_ready(api: client.ApiClient, group: ApiGroup, plural: str, name: str, n
         raise SetupError(f"{what} does not exist after {waited:.0f}s",
                          f"create it first (`kubectl get {plural} -n {namespace}` lists what is there)")
     fix = _blocking_message(obj) or f"`kubectl describe {plural} {name} -n {namespace}` shows its events"
+    if plural == TM and conditions(obj).get("InferenceServiceReady", {}).get("status") == "False":
+        server = (obj.get("spec") or {}).get("inferenceService", "")
+        fix = (f"its InferenceService {server!r} is not Ready: `kubectl describe {group.isvc_resource} {server} "
+               f"-n {namespace}` says why (02_server makes it)")
     raise SetupError(f"{what} is not Ready after {waited:.0f}s: {describe_conditions(obj)}", fix)
 
 

@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from helpers import preflight, s3_access, serving
-from helpers.constants import API_GROUPS, KFSERVING_GROUP, ApiGroup, api_group
+from helpers.constants import KFSERVING_GROUP, KSERVE_GROUP, ApiGroup, api_group
 from helpers.errors import SetupError
 from helpers.k8s_apply import apply
 from helpers.wait import poll_until
@@ -28,8 +28,11 @@ def ns(kube) -> str:
 
 
 @pytest.mark.stack
-@pytest.mark.parametrize("group", API_GROUPS)
-def test_preflight_passes_on_the_local_stack(kube, ns: str, group: str) -> None:
+@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kserve", KSERVE_GROUP)])
+def test_preflight_passes_on_the_local_stack(request, profile: str, group: str) -> None:
+    kube = request.getfixturevalue("kube" if profile == "kfserving-0.5" else "kserve_kube")
+    ns = NAMESPACE
+    assert preflight.served_api_group(kube) == group
     checks = preflight.run(kube, api_group(group), ns)
     assert [c.name for c in checks if c.ok is not True] == []
     assert len(checks) == 1 + 3 + 1 + len(preflight.permissions_needed(api_group(group), ns))
@@ -41,22 +44,35 @@ def test_preflight_passes_on_the_local_stack(kube, ns: str, group: str) -> None:
 @pytest.mark.stack
 def test_preflight_names_the_multi_model_server_fix(kube) -> None:
     core = client.CoreV1Api(kube)
-    cm = core.read_namespaced_config_map("inferenceservice-config", "kfserving-system")
+    cm = core.read_namespaced_config_map("inferenceservice-config", "kubeflow")
     original = cm.data["predictors"]
     predictors = json.loads(original)
     predictors["triton"]["multiModelServer"] = False  # as KFServing 0.5.1 ships it
-    core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
+    core.patch_namespaced_config_map("inferenceservice-config", "kubeflow",
                                      {"data": {"predictors": json.dumps(predictors)}})
     try:
         check = preflight.check_multi_model_server(kube, api_group(KFSERVING_GROUP))
         assert check.ok is False and "false" in check.message and "0.5.1" in check.message
-        assert "kubectl edit cm inferenceservice-config -n kfserving-system" in check.fix
+        assert "kubectl edit cm inferenceservice-config -n kubeflow" in check.fix
         with pytest.raises(SetupError) as err:
             preflight.require_ok([check])
         assert "kubectl edit cm" in err.value.fix
     finally:
-        core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
+        core.patch_namespaced_config_map("inferenceservice-config", "kubeflow",
                                          {"data": {"predictors": original}})
+
+
+@pytest.mark.stack
+def test_preflight_on_kserve_has_nothing_to_switch_on(kserve_kube) -> None:
+    check = preflight.check_multi_model_server(kserve_kube, api_group(KSERVE_GROUP))
+    assert check.ok is True and "kserve/inferenceservice-config" in check.message and "0.10" in check.message
+
+
+@pytest.mark.stack
+def test_preflight_names_the_group_the_cluster_serves(kserve_kube) -> None:
+    checks = preflight.check_crds(kserve_kube, api_group(KFSERVING_GROUP))
+    assert [c.ok for c in checks] == [True, False, False]
+    assert "this cluster serves serving.kserve.io instead" in checks[1].fix
 
 
 @pytest.mark.stack
@@ -111,21 +127,26 @@ def test_knative_patches_are_idempotent(kube) -> None:
 @pytest.mark.stack
 def test_wait_ready_gives_up_with_the_conditions_and_their_fix(kube, ns: str) -> None:
     group = api_group(KFSERVING_GROUP)
-    tm = {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": "orphan", "namespace": ns},
-          "spec": {"inferenceService": "no-such-server",
+    # A server whose service account is missing never gets Ready; nor does a TrainedModel on it.
+    apply(kube, {"apiVersion": group.isvc_api_version, "kind": "InferenceService",
+                 "metadata": {"name": "no-account", "namespace": ns},
+                 "spec": {"predictor": {"serviceAccountName": "missing", "triton": {"runtimeVersion": "20.08-py3"}}}})
+    tm = {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": "waiting", "namespace": ns},
+          "spec": {"inferenceService": "no-account",
                    "model": {"framework": "pytorch", "storageUri": "s3://b/p", "memory": "1Gi"}}}
     apply(kube, tm)
     with pytest.raises(SetupError) as err:
-        serving.wait_ready(kube, group, serving.TM, "orphan", ns, timeout=60, false_grace=2, progress=False)
-    assert "InferenceServiceNotFound" in err.value.cause and "Ready=False" in err.value.cause
-    assert "02_server" in err.value.fix
+        serving.wait_ready(kube, group, serving.TM, "waiting", ns, timeout=60, false_grace=2, progress=False)
+    assert "InferenceServiceNotReady" in err.value.cause and "Ready=False" in err.value.cause
+    assert "02_server" in err.value.fix and "no-account" in err.value.fix
     with pytest.raises(SetupError) as missing:
         serving.wait_ready(kube, group, serving.ISVC, "never-made", ns, timeout=1, progress=False)
     assert "does not exist" in missing.value.cause
     with pytest.raises(SetupError) as needed:
         serving.require_ready(kube, group, serving.ISVC, "never-made", ns, "02_server")
     assert needed.value.fix == "run 02_server first, with the same settings"
-    assert serving.delete(kube, group, serving.TM, "orphan", ns) is True
+    assert serving.delete(kube, group, serving.TM, "waiting", ns) is True
+    assert serving.delete(kube, group, serving.ISVC, "no-account", ns) is True
 
 
 def test_curl_and_agent_events() -> None:
