@@ -86,8 +86,10 @@ class Stack:
         argv = process.python_argv("helpers.local.agent", "--config-dir", str(self.config_file.parent),
                                    "--model-dir", str(self.model_dir), "--triton-url", self.triton_url,
                                    "--status-file", str(self.status_file))
+        # What KServe's credential builder injects for s3_secret.yaml's annotations.
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-               "S3_ENDPOINT": self.s3.endpoint, "S3_USE_HTTPS": "0", "AWS_REGION": "us-east-1"}
+               "S3_ENDPOINT": self.s3.endpoint, "AWS_ENDPOINT_URL": f"http://{self.s3.endpoint}",
+               "S3_USE_HTTPS": "0", "AWS_REGION": "us-east-1", "S3_USER_VIRTUAL_BUCKET": "false"}
         self.agent_record = process.start("agent", argv, self.agent_log, self.status_file.exists,
                                           env=env, cwd=project_root(), timeout=60)
         return offset
