@@ -68,10 +68,10 @@ fi
 cd "$src"
 
 # Under Go >= 1.19, reflect.Zero and a boxed "" share the runtime's zero value, so the two vendored
-# OpenAPI validators' null test (DeepEqual of Zero and the value) holds for "" and every "" in a
+# OpenAPI validators' null test (`data == nil || DeepEqual(Zero, value)`) holds for "" and every "" in a
 # custom resource gets 422 'must be of type string: "null"'. Upstream built 1.20 with Go 1.15,
 # where it never held; `data == nil` is what the test means. Idempotent, and checked.
-null_test='if reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {'
+null_test='if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {'
 for f in vendor/github.com/go-openapi/validate/type.go \
          vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go; do
   sed -i "s/$null_test/if data == nil {/" "$f"
