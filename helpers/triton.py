@@ -149,6 +149,20 @@ def model_config(url: str, model: str, headers: Headers = None) -> dict:
         return client.get_model_config(model, headers=headers)
 
 
+def served_by(url: str, model: str, headers: Headers = None) -> str:
+    """Which of Triton's backends serves `model`, read from its config, in words (03_cifar10, 04_inception).
+
+    A Python-based backend shows as `runtime: model.py` (the model runs in a python stub process
+    beside Triton); Triton's own backends run the model inside Triton's process.
+    """
+    config = model_config(url, model, headers)
+    backend = config.get("backend") or config.get("platform") or "?"
+    runtime = config.get("runtime") or ""
+    if runtime.endswith(".py"):
+        return f"a Python-based {backend} backend ({runtime}, run by a python stub process beside Triton)"
+    return f"Triton's own {backend} backend ({runtime or f'libtriton_{backend}.so'}, inside Triton's process)"
+
+
 def repository_index(url: str, headers: Headers = None) -> list[dict]:
     """Every model folder Triton sees: name, version, state (READY, UNAVAILABLE...) and reason (03_cifar10)."""
     with _http(url) as client:

@@ -7,6 +7,7 @@ import sys
 from ..errors import SetupError
 from .process import log_tail
 from .stack import ORDER, Stack
+from .torch_backend import status_line
 
 
 def _status(stack: Stack) -> int:
@@ -18,6 +19,7 @@ def _status(stack: Stack) -> int:
         print(f"{row.name:<34} {state:<10} {row.pid or '-':>7}  {row.address}")
         if row.detail:
             print(f"{'':<34} {row.detail}")
+    print(status_line(stack.backends_dir))
     own = rows[:len(ORDER)]
     return 0 if all(r.healthy for r in own) else 1
 
