@@ -21,7 +21,7 @@ setup: $(STAMP)
 	@bash scripts/setup-system.sh
 	@bash scripts/build-kube.sh
 	@# Optional: without it TorchScript is served by the Python-based backend (`make status` says which).
-	@PYTHON=$(BIN)/python bash scripts/build-triton-pytorch.sh \
+	@TORCH_PYTHON=$(BIN)/python bash scripts/build-triton-pytorch.sh \
 	  || echo "setup: going on without Triton's pytorch backend; TorchScript uses the Python-based one"
 
 $(STAMP): pyproject.toml

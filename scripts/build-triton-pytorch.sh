@@ -19,13 +19,13 @@
 # another torch builds once more. helpers/local/torch_backend.py computes the same hash to find it.
 # A build that cannot run leaves a FAILED file there with the reason, which `status` quotes.
 #
-# Settings: PYTHON (the interpreter whose torch is used; default .venv/bin/python),
+# Settings: TORCH_PYTHON (the interpreter whose torch is used; default .venv/bin/python),
 # MMS_BUILD_JOBS (parallel compile jobs; default 1: ~90 s on 2 cores, ~1 GB RAM).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
 script="$repo_root/scripts/build-triton-pytorch.sh"
-py="${PYTHON:-$repo_root/.venv/bin/python}"
+py="${TORCH_PYTHON:-$repo_root/.venv/bin/python}"
 jobs="${MMS_BUILD_JOBS:-1}"
 branch=r24.10
 repos=(pytorch_backend backend core common)
@@ -46,7 +46,7 @@ say() { echo "build-triton-pytorch: $*"; }
 cache="${MMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mms-notebooks}/triton-pytorch"
 mkdir -p "$cache"
 
-[ -x "$py" ] || { say "no Python at $py (run it from make setup, or set PYTHON)" >&2; exit 1; }
+[ -x "$py" ] || { say "no Python at $py (run it from make setup, or set TORCH_PYTHON)" >&2; exit 1; }
 torch_version=$("$py" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null) \
   || { say "torch is not installed in $py: nothing to build against" >&2; exit 1; }
 recipe=$({ cat "$script"; printf 'torch=%s\n' "$torch_version"; } | sha256sum | cut -c1-16)

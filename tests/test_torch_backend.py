@@ -112,7 +112,7 @@ def test_forcing_native_without_the_library_names_the_fix(no_build: Path, monkey
 
 def _build(tmp_path: Path, source: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MMS_CACHE_DIR": str(tmp_path / "cache"), "TRITON_BACKEND_SRC": str(source),
-           "PYTHON": sys.executable}
+           "TORCH_PYTHON": sys.executable}
     return subprocess.run(["bash", str(project_root() / "scripts" / "build-triton-pytorch.sh")],
                           capture_output=True, text=True, env=env, timeout=120)
 
