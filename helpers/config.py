@@ -27,6 +27,7 @@ ENV_VARS = {
     "ETCD": "an existing etcd binary (default: Debian's /usr/bin/etcd)",
     "TRITONSERVER": "an existing tritonserver binary (default: the one in the nvidia-pytriton wheel)",
     "MMS_TORCH_BACKEND": "which backend serves TorchScript locally: auto (default: Triton's own when built), native, python",
+    "MMS_TORCH_THREADS": "math threads per TorchScript model instance on the local Triton (default 1)",
     "TRITON_PYTORCH_LIB": "an existing libtriton_pytorch.so for tritonserver 2.51 (skips the build)",
     "TRITON_BACKEND_SRC": "build-triton-pytorch.sh: a folder with the four r24.10 sources (tarballs or trees)",
     "MMS_TRITON_THIRD_PARTY": "build-triton-pytorch.sh: the checked r24.10 tarballs (default ../shared/third_party/triton-r24.10)",

@@ -144,7 +144,9 @@ def test_triton_env_adds_torch_lib_only_for_the_native_pytorch_backend(tmp_path)
     (tmp_path / "pytorch" / "model.py").write_text("")
     assert torch_lib not in tritonserver.triton_env(backends=tmp_path)["LD_LIBRARY_PATH"].split(os.pathsep)
     (tmp_path / "pytorch" / "libtriton_pytorch.so").write_bytes(b"")
-    assert torch_lib in tritonserver.triton_env(backends=tmp_path)["LD_LIBRARY_PATH"].split(os.pathsep)
+    env = tritonserver.triton_env({"PATH": "/usr/bin"}, backends=tmp_path)
+    assert torch_lib in env["LD_LIBRARY_PATH"].split(os.pathsep) and env["OMP_NUM_THREADS"] == "1"
+    assert tritonserver.triton_env({"OMP_NUM_THREADS": "2"}, backends=tmp_path)["OMP_NUM_THREADS"] == "2"
 
 
 def test_tritonserver_binary_from_env(monkeypatch, tmp_path):
