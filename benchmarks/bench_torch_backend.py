@@ -45,10 +45,11 @@ CIFAR10 = "cifar10"
 SHAPE = (1, 3, 32, 32)
 KINDS = (torch_backend.NATIVE, torch_backend.PYTHON)
 ONE_INSTANCE = "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n"
-STACK_FIGURES = {  # label printed by another script -> row label here
+STACK_FIGURES = {  # start of a line another script prints -> row label here (its first number)
     "bench_controlplane.py": [("cifar10 apply -> Ready (median)", "cifar10 apply -> Ready (s)"),
                               ("cifar10 event -> loaded (median)", "cifar10 event -> loaded (s)")],
-    "bench_walkthrough.py": [("walkthrough cold", "walkthrough 00-04, cold (s)")],
+    "bench_walkthrough.py": [("03_cifar10 ", "notebook 03_cifar10, cold (s)"),
+                             ("walkthrough cold (00-04)", "walkthrough 00-04, cold (s)")],
 }
 
 
@@ -172,7 +173,7 @@ def stack_figures(kind: str, col: Column) -> None:
             continue
         for label, row in wanted:
             line = next((ln for ln in done.stdout.splitlines() if ln.startswith(label)), "")
-            number = re.search(r"(\d+(?:\.\d+)?) s\b", line)
+            number = re.search(r"(\d+(?:\.\d+)?)", line[len(label):])
             col.figures[row] = float(number.group(1)) if number else None
         col.figures[f"{script} --quick wall (s)"] = time.monotonic() - start
 
@@ -218,7 +219,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                  [[label] + [col.figures.get(label) for col in columns] for label in labels],
                  note="\n".join(col.note.strip() for col in columns if col.note))
     for label in labels:
-        if label.endswith(("load (s)", "reload (s)", "p50 (ms)", "PSS (MiB)", "-> Ready (s)", "cold (s)")):
+        if label.endswith(("load (s)", "reload (s)", "p50 (ms)", "p99 (ms)", "PSS (MiB)", "-> Ready (s)", "cold (s)")):
             common.figure(label, "  ".join(f"{col.kind} {common._cell(col.figures.get(label))}" for col in columns))
     print()
     common.figure("bench_torch_backend wall time", f"{time.monotonic() - started:.1f} s")

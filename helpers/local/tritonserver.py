@@ -120,7 +120,9 @@ def triton_env(base: Mapping[str, str] | None = None, backends: Path | None = No
     stub cannot start, and Triton then waits for it forever.
 
     When the `backends` folder holds Triton's own pytorch backend, torch's `lib/` (libtorch,
-    libc10) goes on the path too: the backend links them by name. And libtorch gets one math
+    libc10) goes on the path too: the backend links them by name; so does `pytorch/` itself, for
+    the `libtritonserver.so` link there (the built library also finds it through its `$ORIGIN`
+    RUNPATH; one given in TRITON_PYTORCH_LIB may not). And libtorch gets one math
     thread (MMS_TORCH_THREADS, as the Python-based backend uses), unless OMP_NUM_THREADS is set:
     its default, one per core, fights Triton's HTTP threads on a small machine (measured on 2
     cores: cifar10 p99 22-31 ms with the default, 1.3-3.6 ms with one thread; p50 alike).
@@ -129,7 +131,7 @@ def triton_env(base: Mapping[str, str] | None = None, backends: Path | None = No
     libdirs = [sysconfig.get_config_var("LIBDIR") or ""]
     torch_dir = torch_backend.torch_dir()
     if backends is not None and torch_backend.in_folder(backends) == torch_backend.NATIVE and torch_dir:
-        libdirs.append(str(torch_dir / "lib"))
+        libdirs += [str(torch_dir / "lib"), str(Path(backends) / "pytorch")]
         env.setdefault("OMP_NUM_THREADS", env.get("MMS_TORCH_THREADS", "1"))
     try:
         libdirs.append(str(_pytriton_dir().parent.parent / "nvidia_pytriton.libs"))
