@@ -39,6 +39,6 @@ def test_bench_torch_backend_quick_prints_both_columns() -> None:
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     kinds = ["native", "python"] if torch_backend.choose().native else ["python"]
-    line = re.search(r"^cifar10 first load \(s\)\s+(.*)$", run.stdout, re.MULTILINE)
+    line = re.search(r"^cifar10 first load \(s\)\s+((?:native|python) .*)$", run.stdout, re.MULTILINE)
     assert line and all(f"{kind} " in line.group(1) for kind in kinds), run.stdout
     assert re.search(r"^bench_torch_backend wall time\s+\d", run.stdout, re.MULTILINE), run.stdout
