@@ -17,7 +17,9 @@
 # Cache: $MMS_CACHE_DIR/triton-pytorch/<recipe>/ (default ~/.cache/mms-notebooks), outside the repo;
 # <recipe> hashes this script and the torch version it was built against, so a changed recipe or
 # another torch builds once more. helpers/local/torch_backend.py computes the same hash to find it.
-# A build that cannot run leaves a FAILED file there with the reason, which `status` quotes.
+# A build that cannot run leaves a FAILED file there with the reason, which `status` quotes. One
+# that ran and failed (cmake or the compiler) would fail alike next time: it is not retried on every
+# `make setup` until its .failed-build marker is removed; missing tools or sources are retried.
 #
 # Settings: TORCH_PYTHON (the interpreter whose torch is used; default .venv/bin/python),
 # MMS_BUILD_JOBS (parallel compile jobs; default 1: ~90 s on 2 cores, ~1 GB RAM).
@@ -62,6 +64,11 @@ if [ -f "$lib" ]; then
   say "cached in $out (torch $torch_version)"
   exit 0
 fi
+if [ -f "$out/.failed-build" ]; then
+  say "not retried: this recipe failed to build against torch $torch_version before: $(cat "$out/FAILED" 2>/dev/null)" >&2
+  say "remove $out/.failed-build to try again; TorchScript uses the Python-based backend meanwhile" >&2
+  exit 1
+fi
 
 # Every way out from here on that is not a built library leaves its reason in FAILED.
 rm -f "$out/FAILED"
@@ -71,6 +78,7 @@ fail() {
   say "TorchScript models will be served by the Python-based backend instead" >&2
   exit 1
 }
+fail_build() { touch "$out/.failed-build"; fail "$@"; }
 
 missing=()
 for tool in cmake g++ make; do command -v "$tool" >/dev/null || missing+=("$tool"); done
@@ -143,12 +151,12 @@ cmake -S "$src/pytorch_backend" -B "$out/build" -DCMAKE_BUILD_TYPE=Release \
   "-DFETCHCONTENT_SOURCE_DIR_REPO-BACKEND=$src/backend" \
   -DFETCHCONTENT_FULLY_DISCONNECTED=ON \
   "-DPython3_ROOT_DIR=$py_prefix" "-DPython3_INCLUDE_DIR=$py_include" >>"$log" 2>&1 \
-  || fail "cmake failed (see $log)"
+  || fail_build "cmake failed (see $log)"
 
 # 3. Compile, then keep only the library.
 say "[3/3] compiling with -j$jobs"
-cmake --build "$out/build" -j"$jobs" >>"$log" 2>&1 || fail "compiling failed (see $log)"
-[ -f "$out/build/libtriton_pytorch.so" ] || fail "the build finished without libtriton_pytorch.so (see $log)"
+cmake --build "$out/build" -j"$jobs" >>"$log" 2>&1 || fail_build "compiling failed (see $log)"
+[ -f "$out/build/libtriton_pytorch.so" ] || fail_build "the build finished without libtriton_pytorch.so (see $log)"
 cp "$out/build/libtriton_pytorch.so" "$lib.tmp"
 mv "$lib.tmp" "$lib"
 rm -rf "$src" "$out/build"

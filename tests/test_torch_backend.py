@@ -142,6 +142,20 @@ def test_build_refuses_a_tarball_with_another_sha256(tmp_path: Path):
     assert "pytorch_backend-r24.10.tar.gz has sha256" in done.stderr and "expected 3bbd9bd9" in done.stderr
 
 
+def test_a_failed_compile_is_not_retried_on_every_setup(tmp_path: Path):
+    source = tmp_path / "src"
+    for name in ("pytorch_backend", "backend", "core", "common/src"):
+        (source / name).mkdir(parents=True)
+    (source / "common" / "src" / "CMakeLists.txt").write_text("add_subdirectory(test)\n")
+    (source / "pytorch_backend" / "CMakeLists.txt").write_text(
+        'cmake_minimum_required(VERSION 3.17)\nmessage(FATAL_ERROR "broken on purpose")\n')
+    first = _build(tmp_path, source)
+    assert first.returncode == 1 and "cmake failed (see " in first.stderr
+    again = _build(tmp_path, source)
+    assert again.returncode == 1 and "not retried" in again.stderr and "cmake failed" in again.stderr
+    assert "remove " in again.stderr and ".failed-build to try again" in again.stderr
+
+
 def test_recipe_hash_is_the_build_scripts(tmp_path: Path):
     """The build script and the helpers must agree on the cache folder, or a built library is never found."""
     python = Path(sys.executable)
