@@ -26,7 +26,7 @@ from helpers.wait import poll_until
 
 pytestmark = pytest.mark.stack
 
-ONE_CPU_INSTANCE = "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n"  # each instance is a python stub
+ONE_CPU_INSTANCE = "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n"  # a python stub each, where Python-based
 
 
 @dataclass
