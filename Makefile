@@ -11,7 +11,7 @@ KERNEL := mms-notebooks
 help:
 	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-04)"
 	@echo "make test    set up and run the whole test suite"
-	@echo "make setup   install Debian packages, build the control plane once, create .venv"
+	@echo "make setup   install Debian packages, build the control plane and Triton's pytorch backend once, create .venv"
 	@echo "make lab     JupyterLab on 127.0.0.1 with the '$(KERNEL)' kernel and the stack's environment"
 	@echo "make up | down | status   the embedded local stack"
 	@echo "make bench   print the benchmark figures"
@@ -20,6 +20,9 @@ help:
 setup: $(STAMP)
 	@bash scripts/setup-system.sh
 	@bash scripts/build-kube.sh
+	@# Optional: without it TorchScript is served by the Python-based backend (`make status` says which).
+	@TORCH_PYTHON=$(BIN)/python bash scripts/build-triton-pytorch.sh \
+	  || echo "setup: going on without Triton's pytorch backend; TorchScript uses the Python-based one"
 
 $(STAMP): pyproject.toml
 	@bash scripts/setup-system.sh

@@ -15,15 +15,18 @@ then:
    repeated --repeats times (delete, wait until unloaded, apply again);
 2. N TrainedModels applied at once (default 100) -> time until all are in models.json, all
    loaded, all Ready, with the peak resident memory of the server (tritonserver + stubs). The
-   model is a tiny `backend: "python"` one (numpy only, one CPU instance) uploaded under N
-   prefixes: 100 torch stubs would need ~23 GB. Then all deleted at once -> all unloaded.
+   model (--many-kind): the cifar10 TorchScript stand-in (one CPU instance) when Triton's own
+   pytorch backend serves TorchScript (issue 14: all in Triton's process), else a tiny
+   `backend: "python"` one (numpy only, one CPU instance), as 100 torch stubs would need ~23 GB;
+   uploaded under N prefixes. Then all deleted at once -> all unloaded.
 
-Usage: python benchmarks/bench_controlplane.py [--quick] [-n N] [--repeats R]
+Usage: python benchmarks/bench_controlplane.py [--quick] [-n N] [--repeats R] [--many-kind auto|torchscript|tiny]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -44,6 +47,7 @@ from kubernetes import client, config as kconfig, watch  # noqa: E402
 from helpers import agent_log, k8s_apply, manifests, storage, triton  # noqa: E402
 from helpers.constants import KFSERVING_GROUP, MODEL_CONFIG_FILE, api_group, model_config_map_name  # noqa: E402
 from helpers.k8s import resolve_url  # noqa: E402
+from helpers.local import torch_backend  # noqa: E402
 from helpers.local.stack import Stack  # noqa: E402
 from helpers.models import write_cifar10_standin, write_inception_standin  # noqa: E402
 from helpers.wait import poll_until  # noqa: E402
@@ -286,15 +290,22 @@ def single_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str,
 
 
 # --- 2. N TrainedModels at once --------------------------------------------------------------------
-def upload_tiny(stack: Stack, n: int) -> list[str]:
-    """The tiny python model under n prefixes; returns the model names (tiny-000 ...)."""
+def upload_many(stack: Stack, n: int, kind: str) -> list[str]:
+    """The tiny python model, or the cifar10 TorchScript stand-in, under n prefixes; returns the names."""
     s3 = s3_client(stack)
-    names = [f"tiny-{i:03d}" for i in range(n)]
+    names = [f"{'ts' if kind == 'torchscript' else 'tiny'}-{i:03d}" for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="mms-bench-tiny-") as tmp:
         folder = Path(tmp) / "tiny"
-        (folder / "1").mkdir(parents=True)
-        (folder / "config.pbtxt").write_text(TINY_CONFIG)
-        (folder / "1" / "model.py").write_text(TINY_MODEL)
+        if kind == "torchscript":
+            write_cifar10_standin(folder)
+            config = folder / "config.pbtxt"
+            # No name (the folder, i.e. the TrainedModel, names it) and one instance, like the tiny model.
+            text = re.sub(r'(?m)^name:.*\n', "", config.read_text())
+            config.write_text(text + "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n")
+        else:
+            (folder / "1").mkdir(parents=True)
+            (folder / "config.pbtxt").write_text(TINY_CONFIG)
+            (folder / "1" / "model.py").write_text(TINY_MODEL)
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda name: storage.upload_folder(s3, folder, BUCKET, f"{TINY_PREFIX}/{name}",
                                                              progress=False), names))
@@ -329,17 +340,19 @@ def triton_pid(stack: Stack) -> int:
     return json.loads((stack.servers_dir / f"{NS}.{SERVER}" / "processes.json").read_text())["triton"]["pid"]
 
 
-def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n: int, timeout: float) -> None:
+def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n: int, timeout: float,
+                kind: str) -> None:
     """Part 2: n TrainedModels applied at once; times to all-in-config, all loaded, all Ready; peak RSS."""
     start = time.monotonic()
-    names = upload_tiny(stack, n)
+    names = upload_many(stack, n, kind)
     uploaded = time.monotonic() - start
     pid = triton_pid(stack)
     baseline = common.tree_memory(pid)
     custom = client.CustomObjectsApi(kube)
 
     def create(name: str) -> str:
-        obj = trained_model(name, f"s3://{BUCKET}/{TINY_PREFIX}/{name}", "triton", "16Mi")
+        obj = trained_model(name, f"s3://{BUCKET}/{TINY_PREFIX}/{name}",
+                            "pytorch" if kind == "torchscript" else "triton", "16Mi")
         return custom.create_namespaced_custom_object(GROUP.group, GROUP.tm_version, NS, "trainedmodels", obj)[
             "metadata"]["uid"]
 
@@ -354,7 +367,12 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
     in_config = rec.config_has(set(names), t0)
     agent = agent_loads(stack, set(names), t0)
     final = common.tree_memory(pid)
-    sample_ok = triton.infer(url, names[-1], np.ones(4, dtype=np.float32))["OUTPUT0"]
+    if kind == "torchscript":
+        sample_ok = triton.infer(url, names[-1], np.ones((1, 3, 32, 32), dtype=np.float32))["OUTPUT__0"].shape
+        check = f"{names[-1]} answers [1,3,32,32] with {list(sample_ok)} logits"
+    else:
+        sample_ok = triton.infer(url, names[-1], np.ones(4, dtype=np.float32))["OUTPUT0"]
+        check = f"{names[-1]} doubles [1,1,1,1] -> {sample_ok.tolist()}"
 
     start = time.time()
     for name in names:
@@ -364,8 +382,10 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
     unloaded = time.time() - start
 
     common.heading(f"{n} TrainedModels applied at once -> all Ready")
-    print("model: tiny `backend: \"python\"` model (numpy only, instance_group count 1 KIND_CPU), "
-          f"uploaded under {n} prefixes s3://{BUCKET}/{TINY_PREFIX}/<name>")
+    model = ("the cifar10 TorchScript stand-in (Triton's own pytorch backend" if kind == "torchscript"
+             else "tiny `backend: \"python\"` model (numpy only")
+    print(f"model: {model}, instance_group count 1 KIND_CPU), uploaded under {n} prefixes "
+          f"s3://{BUCKET}/{TINY_PREFIX}/<name>")
     rows = [("upload (not timed below)", uploaded),
             ("all applied (8 parallel creates)", applied),
             (f"all {n} in the ConfigMap's models.json", _span(t0, in_config)),
@@ -383,7 +403,7 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
                   ("peak while loading (sampled every 0.25 s)", sampler.peak.processes, common.mib(sampler.peak.rss)),
                   ("all loaded", final.processes, common.mib(final.rss)),
                   ("per model ((all loaded - before) / N)", None, common.mib((final.rss - baseline.rss) / n))],
-                 note=f"check: {names[-1]} doubles [1,1,1,1] -> {sample_ok.tolist()}")
+                 note=f"check: {check}")
     common.figure(f"{n} TrainedModels apply -> all Ready", f"{ready_times[-1]:.1f} s")
     common.figure(f"server peak RSS with {n} models", f"{common.mib(sampler.peak.rss):.0f} MiB")
 
@@ -396,7 +416,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="cifar10 apply -> Ready runs (default 3; quick 1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the N models")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs)")
+    parser.add_argument("--many-kind", choices=("auto", "torchscript", "tiny"), default="auto",
+                        help="the N models: auto = torchscript when Triton's own pytorch backend serves it, else tiny")
     args = parser.parse_args(argv)
+    kind = args.many_kind
+    if kind == "auto":
+        kind = "torchscript" if torch_backend.choose().native else "tiny"
     n = args.models or (10 if args.quick else 100)
     repeats = args.repeats or (1 if args.quick else 3)
 
@@ -412,7 +437,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 url, isvc_s = start_server(stack, kube)
                 common.figure("InferenceService apply -> Ready (Triton up)", f"{isvc_s:.2f} s")
                 single_models(stack, kube, rec, url, repeats, inception=not args.quick)
-                many_models(stack, kube, rec, url, n, args.timeout)
+                many_models(stack, kube, rec, url, n, args.timeout, kind)
     print()
     common.figure("bench_controlplane wall time", f"{time.monotonic() - started:.1f} s")
     return 0

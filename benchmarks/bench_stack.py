@@ -7,7 +7,8 @@ Prints, in one run:
    --quick) a warm restart on the same folder;
 2. on a bare tritonserver (explicit model control, the stack's backend folder): server start,
    then load time of the guide's two layouts, unmodified configs: the TorchScript cifar10
-   stand-in (`pytorch_libtorch`, Python-based pytorch backend) and the GraphDef inception
+   stand-in (`pytorch_libtorch`: Triton's own pytorch backend when `make setup` built it, else
+   the Python-based one; `bench_torch_backend.py` compares the two) and the GraphDef inception
    stand-in (`tensorflow_graphdef`, Python-based tensorflow backend);
 3. resident memory of tritonserver plus its python-backend stub children, before and after
    each load (psutil; RSS sums count shared libraries once per process, PSS splits them);
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from helpers import triton  # noqa: E402
-from helpers.local import process, tritonserver  # noqa: E402
+from helpers.local import process, torch_backend, tritonserver  # noqa: E402
 from helpers.local.stack import Stack  # noqa: E402
 from helpers.models import write_cifar10_standin, write_inception_standin  # noqa: E402
 
@@ -201,7 +202,8 @@ def bare_triton(n: int, warmup: int, reload: bool, inception: bool) -> None:
             common.figure("tritonserver version (GET /v2)", str(meta.get("version")))
             common.figure("prepare_backends (copy stub + backends)", f"{prepared:.2f} s")
             common.figure("tritonserver start to ready (empty repository)", f"{started:.2f} s")
-            models = [(CIFAR10, "TorchScript (pytorch_libtorch -> python pytorch)")]
+            served = "pytorch, native" if torch_backend.in_folder(root / "backends") == "native" else "python pytorch"
+            models = [(CIFAR10, f"TorchScript (pytorch_libtorch -> {served})")]
             if inception:
                 models.append((INCEPTION, "GraphDef (tensorflow_graphdef -> python tensorflow)"))
             load_and_measure(server, models, reload)

@@ -26,6 +26,13 @@ ENV_VARS = {
     "KUBE_CONTROLLER_MANAGER": "an existing kube-controller-manager binary (skips the build)",
     "ETCD": "an existing etcd binary (default: Debian's /usr/bin/etcd)",
     "TRITONSERVER": "an existing tritonserver binary (default: the one in the nvidia-pytriton wheel)",
+    "MMS_TORCH_BACKEND": "which backend serves TorchScript locally: auto (default: Triton's own when built), native, python",
+    "MMS_TORCH_THREADS": "math threads per TorchScript model instance on the local Triton (default 1)",
+    "TRITON_PYTORCH_LIB": "an existing libtriton_pytorch.so for tritonserver 2.51 (skips the build)",
+    "TRITON_BACKEND_SRC": "build-triton-pytorch.sh: a folder with the four r24.10 sources (tarballs or trees)",
+    "MMS_TRITON_THIRD_PARTY": "build-triton-pytorch.sh: the checked r24.10 tarballs (default ../shared/third_party/triton-r24.10)",
+    "TORCH_PYTHON": "build-triton-pytorch.sh: the Python whose torch it builds against (default .venv/bin/python)",
+    "MMS_BUILD_JOBS": "build-triton-pytorch.sh: parallel compile jobs (default 1)",
     "KUBECONFIG": "on the cluster target, the kubeconfig to use when not running inside the cluster",
 }
 

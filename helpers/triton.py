@@ -149,6 +149,20 @@ def model_config(url: str, model: str, headers: Headers = None) -> dict:
         return client.get_model_config(model, headers=headers)
 
 
+def served_by(url: str, model: str, headers: Headers = None) -> str:
+    """Which of Triton's backends serves `model`, read from its config, in words (03_cifar10, 04_inception).
+
+    A Python-based backend shows as `runtime: model.py` (the model runs in a python stub process
+    beside Triton); Triton's own backends run the model inside Triton's process.
+    """
+    config = model_config(url, model, headers)
+    backend = config.get("backend") or config.get("platform") or "?"
+    runtime = config.get("runtime") or ""
+    if runtime.endswith(".py"):
+        return f"a Python-based {backend} backend ({runtime}, run by a python stub process beside Triton)"
+    return f"Triton's own {backend} backend ({runtime or f'libtriton_{backend}.so'}, inside Triton's process)"
+
+
 def repository_index(url: str, headers: Headers = None) -> list[dict]:
     """Every model folder Triton sees: name, version, state (READY, UNAVAILABLE...) and reason (03_cifar10)."""
     with _http(url) as client:
@@ -173,11 +187,25 @@ def load_model(url: str, model: str, headers: Headers = None, timeout: float = 3
             "read the server's log: a big model may need a longer timeout; a python backend stub that "
             "cannot start (missing library, wrong Python) makes Triton wait for it forever") from None
     except TritonError as exc:
-        message = getattr(exc, "triton_message", exc.cause)
+        message = _without_stack_trace(getattr(exc, "triton_message", exc.cause))
         raise ModelLoadError(f"Triton could not load model {model!r}: {message}", _load_fix(model, message)) from None
 
 
+def _without_stack_trace(message: str) -> str:
+    """Triton's message up to the C++ stack trace libtorch appends (`Exception raised from ...`).
+
+    Triton's pytorch backend passes libtorch's error on whole, ~30 frames of it; the server's
+    log keeps them, the message a learner reads (and the TrainedModel's status) does not need them.
+    """
+    head, found, _trace = message.partition("\nException raised from")
+    return f"{head.rstrip()} (libtorch's stack trace: in the server's log)" if found else message
+
+
 def _load_fix(model: str, message: str) -> str:
+    if "PytorchStreamReader" in message or "not a loadable TorchScript file" in message:
+        # Triton's pytorch backend words it as libtorch does; the Python-based one says so itself.
+        return (f"the version folder's model.pt of {model!r} is not a loadable TorchScript file: save the "
+                "model with torch.jit.save (torch.save of a module or a state_dict is not TorchScript)")
     if "directory name must equal model name" in message or "unexpected directory name" in message:
         return (f"the config.pbtxt `name` must equal the folder (the TrainedModel's name, {model!r}), "
                 "or be left out")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack needs.
-# As root on Debian it installs them; anywhere else it prints what to install and stops.
+# As root on Debian it installs them; anywhere else it prints what to install and stops (for the
+# optional ones, those only Triton's pytorch backend needs, it prints a note and goes on).
 set -euo pipefail
 
 # etcd-server: the local control plane's store.
@@ -8,23 +9,33 @@ set -euo pipefail
 # dpkg-dev: `apt-get source`. openssl: the control plane's TLS certificates.
 # chromium: the browser test drives the system Chromium (browser downloads are blocked);
 # fonts-noto-cjk: the notebooks quote the guide's Korean headings.
+# cmake g++ rapidjson-dev: build Triton's own pytorch backend (scripts/build-triton-pytorch.sh); it is
+# optional, so when they cannot be installed a note says so and TorchScript uses the Python-based backend.
 packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk)
+optional=(cmake g++ rapidjson-dev)
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-[ ${#missing[@]} -eq 0 ] && { echo "setup-system: all Debian packages present"; exit 0; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=() missing_optional=()
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+for p in "${optional[@]}"; do installed "$p" || missing_optional+=("$p"); done
+[ ${#missing[@]} -eq 0 ] && [ ${#missing_optional[@]} -eq 0 ] && { echo "setup-system: all Debian packages present"; exit 0; }
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  if [ ${#missing_optional[@]} -gt 0 ]; then
+    echo "setup-system: optional packages missing: ${missing_optional[*]} (Triton's pytorch backend is not built without them;" >&2
+    echo "  TorchScript then uses the Python-based backend). As root: apt-get install ${missing_optional[*]}" >&2
+  fi
+  [ ${#missing[@]} -eq 0 ] && exit 0
   echo "setup-system: missing packages: ${missing[*]}" >&2
   echo "  install them as root: apt-get install ${missing[*]}" >&2
   echo "  (or point KUBE_APISERVER, KUBE_CONTROLLER_MANAGER and ETCD at existing binaries, see README)" >&2
   exit 1
 fi
 
-echo "setup-system: installing ${missing[*]}"
+echo "setup-system: installing ${missing[*]} ${missing_optional[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ ${#missing[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ ${#missing_optional[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing_optional[@]}" >/dev/null \
+  || echo "setup-system: could not install ${missing_optional[*]}: TorchScript will use the Python-based backend" >&2
 echo "setup-system: done"

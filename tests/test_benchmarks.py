@@ -29,3 +29,16 @@ def test_bench_stack_quick_prints_every_figure() -> None:
     missing = [label for label in FIGURES
                if not re.search(rf"^{re.escape(label)}\s+\S*\d", run.stdout, re.MULTILINE)]
     assert not missing, f"figure lines missing: {missing}\n{run.stdout}"
+
+
+def test_bench_torch_backend_quick_prints_both_columns() -> None:
+    from helpers.local import torch_backend
+
+    script = project_root() / "benchmarks" / "bench_torch_backend.py"
+    run = subprocess.run([sys.executable, str(script), "--quick", "--models", "1", "-n", "10"], cwd=project_root(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    kinds = ["native", "python"] if torch_backend.choose().native else ["python"]
+    line = re.search(r"^cifar10 first load \(s\)\s+((?:native|python) .*)$", run.stdout, re.MULTILINE)
+    assert line and all(f"{kind} " in line.group(1) for kind in kinds), run.stdout
+    assert re.search(r"^bench_torch_backend wall time\s+\d", run.stdout, re.MULTILINE), run.stdout

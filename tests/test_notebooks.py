@@ -19,6 +19,7 @@ from kubernetes import client
 from helpers import walkthrough
 from helpers.config import project_root
 from helpers.constants import KSERVE_GROUP, api_group
+from helpers.local import torch_backend
 from helpers.models import CIFAR10_CLASSES
 from helpers.wait import poll_until
 
@@ -113,6 +114,8 @@ def test_03_cifar10(default_run) -> None:
     assert timeline["model"] == "cifar10" and timeline["failed"] is None
     assert 0 <= timeline["download_s"] <= timeline["load_s"]
     assert isinstance(found["standin"], bool) and found["model_source"]
+    native = torch_backend.choose().native  # the notebook says which backend served it, as Triton reports
+    assert found["served_by"].startswith("Triton's own pytorch backend" if native else "a Python-based pytorch backend")
     assert_plots(found, 2)
 
 
@@ -121,6 +124,7 @@ def test_04_inception(default_run) -> None:
     assert found["trainedmodel_ready"] and found["model_ready"]
     assert found["outputs"] == [{"name": "InceptionV3/Predictions/Softmax", "datatype": "FP32", "shape": [4, 1001]}]
     assert {e["name"]: e["state"] for e in found["repository"]} == {"cifar10": "READY", "inception": "READY"}
+    assert found["served_by"].startswith("a Python-based tensorflow backend")
     for prediction in found["predictions"]:
         labels = [label for label, _ in prediction["top"]]
         assert len(labels) == 5 and set(labels) <= INCEPTION_LABELS

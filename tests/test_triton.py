@@ -12,7 +12,7 @@ import pytest
 
 from helpers import triton
 from helpers.errors import SetupError
-from helpers.local import process, tritonserver
+from helpers.local import process, torch_backend, tritonserver
 
 CIFAR10_META = {
     "name": "cifar10",
@@ -138,6 +138,17 @@ def test_triton_env_puts_this_python_first(monkeypatch):
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
 
 
+def test_triton_env_adds_torch_lib_only_for_the_native_pytorch_backend(tmp_path):
+    torch_lib = str(torch_backend.torch_dir() / "lib")
+    (tmp_path / "pytorch").mkdir()
+    (tmp_path / "pytorch" / "model.py").write_text("")
+    assert torch_lib not in tritonserver.triton_env(backends=tmp_path)["LD_LIBRARY_PATH"].split(os.pathsep)
+    (tmp_path / "pytorch" / "libtriton_pytorch.so").write_bytes(b"")
+    env = tritonserver.triton_env({"PATH": "/usr/bin"}, backends=tmp_path)
+    assert torch_lib in env["LD_LIBRARY_PATH"].split(os.pathsep) and env["OMP_NUM_THREADS"] == "1"
+    assert tritonserver.triton_env({"OMP_NUM_THREADS": "2"}, backends=tmp_path)["OMP_NUM_THREADS"] == "2"
+
+
 def test_tritonserver_binary_from_env(monkeypatch, tmp_path):
     not_executable = tmp_path / "tritonserver"
     not_executable.write_text("")
@@ -150,7 +161,8 @@ def test_tritonserver_binary_from_env(monkeypatch, tmp_path):
     assert tritonserver.tritonserver_binary().endswith("pytriton/tritonserver/bin/tritonserver")
 
 
-def test_prepare_backends_is_idempotent_and_recopies_changes(tmp_path):
+def test_prepare_backends_is_idempotent_and_recopies_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMS_TORCH_BACKEND", "python")  # the native layout: tests/test_torch_backend.py
     dest = tritonserver.prepare_backends(tmp_path / "backends")
     expected = ["python/libtriton_python.so", "python/triton_python_backend_stub",
                 "python/triton_python_backend_utils.py", "pytorch/model.py", "tensorflow/model.py"]

@@ -8,6 +8,7 @@ from ..errors import SetupError
 from .process import log_tail
 from .profiles import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
 from .stack import ORDER, Stack
+from .torch_backend import status_line
 
 
 def _status(stack: Stack) -> int:
@@ -20,6 +21,7 @@ def _status(stack: Stack) -> int:
         print(f"{row.name:<34} {state:<10} {row.pid or '-':>7}  {row.address}")
         if row.detail:
             print(f"{'':<34} {row.detail}")
+    print(status_line(stack.backends_dir))
     own = rows[:len(ORDER)]
     return 0 if all(r.healthy for r in own) else 1
 

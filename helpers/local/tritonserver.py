@@ -2,8 +2,10 @@
 
 Stands in for KServe's Triton pod. It runs in explicit model-control mode, as the multi-model
 InferenceService does, so models come and go only through the repository API (the agent's
-load/unload). PyTorch and TensorFlow models load through Triton's Python-based backends
-(`helpers/local/backends/*/model.py`), so the guide's model folders serve unchanged on a CPU.
+load/unload). TorchScript models load through Triton's own pytorch backend when
+`make setup` could build it, else through a Python-based one; `torch_backend.choose()` decides and
+says why. The GraphDef model loads through a Python-based tensorflow backend. Either way the
+guide's model folders serve unchanged on a CPU (`helpers/local/backends/*/model.py`).
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ from typing import Mapping
 import requests
 
 from ..errors import SetupError
-from . import process
+from . import process, torch_backend
 
 _BACKENDS_SRC = Path(__file__).resolve().parent / "backends"
 _PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
-_PYTHON_BASED_BACKENDS = ("pytorch", "tensorflow")
+_NATIVE_PYTORCH_FILES = (torch_backend.LIBRARY, torch_backend.LIBTRITONSERVER)
 
 
 def _pytriton_dir() -> Path:
@@ -66,7 +68,11 @@ def prepare_backends(dest: Path) -> Path:
     """Assemble Triton's backend folder in `dest` (idempotent; recopies what changed) and return it.
 
     `python/` gets the python backend and the stub built for this interpreter's X.Y (taken from
-    `python_backend_stubs/`); `pytorch/` and `tensorflow/` get the Python-based backends.
+    `python_backend_stubs/`); `tensorflow/` gets the Python-based backend; `pytorch/` gets what
+    `torch_backend.choose()` picks: Triton's `libtriton_pytorch.so` (with a `libtritonserver.so`
+    link beside it to the wheel's renamed library, which it finds through its `$ORIGIN` RUNPATH),
+    or the Python-based `model.py`. The other kind's files are removed, so switching either way
+    on an existing folder never leaves a stale file that Triton would pick instead.
     """
     dest = Path(dest)
     source = _pytriton_dir()
@@ -81,12 +87,29 @@ def prepare_backends(dest: Path) -> Path:
             raise SetupError(f"the python backend file {src} is missing", "run `make setup` again")
         _copy_if_changed(src, dest / "python" / name)
     _copy_if_changed(stub, dest / "python" / "triton_python_backend_stub", executable=True)
-    for backend in _PYTHON_BASED_BACKENDS:
-        _copy_if_changed(_BACKENDS_SRC / backend / "model.py", dest / backend / "model.py")
+    _copy_if_changed(_BACKENDS_SRC / "tensorflow" / "model.py", dest / "tensorflow" / "model.py")
+    _prepare_pytorch(dest / "pytorch", torch_backend.choose())
     return dest
 
 
-def triton_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+def _prepare_pytorch(folder: Path, choice: torch_backend.TorchBackend) -> None:
+    if choice.native:
+        assert choice.library and choice.libtritonserver
+        (folder / "model.py").unlink(missing_ok=True)
+        _copy_if_changed(choice.library, folder / torch_backend.LIBRARY)
+        link = folder / torch_backend.LIBTRITONSERVER
+        if not (link.is_symlink() and os.readlink(link) == str(choice.libtritonserver)):
+            tmp = link.with_name(link.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(choice.libtritonserver)
+            tmp.replace(link)
+    else:
+        for name in _NATIVE_PYTORCH_FILES:
+            (folder / name).unlink(missing_ok=True)
+        _copy_if_changed(_BACKENDS_SRC / "pytorch" / "model.py", folder / "model.py")
+
+
+def triton_env(base: Mapping[str, str] | None = None, backends: Path | None = None) -> dict[str, str]:
     """Environment for tritonserver, so its python stub runs this interpreter with this venv's packages.
 
     The stub links libpython3.X.so.1.0 (found through LD_LIBRARY_PATH) and runs the `python3`
@@ -95,9 +118,21 @@ def triton_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     (`nvidia_pytriton.libs/`) through an RPATH relative to where the wheel put them, which
     does not hold for the copies in the backend folder: without that folder on the path the
     stub cannot start, and Triton then waits for it forever.
+
+    When the `backends` folder holds Triton's own pytorch backend, torch's `lib/` (libtorch,
+    libc10) goes on the path too: the backend links them by name; so does `pytorch/` itself, for
+    the `libtritonserver.so` link there (the built library also finds it through its `$ORIGIN`
+    RUNPATH; one given in TRITON_PYTORCH_LIB may not). And libtorch gets one math
+    thread (MMS_TORCH_THREADS, as the Python-based backend uses), unless OMP_NUM_THREADS is set:
+    its default, one per core, fights Triton's HTTP threads on a small machine (measured on 2
+    cores: cifar10 p99 22-31 ms with the default, 1.3-3.6 ms with one thread; p50 alike).
     """
     env = dict(os.environ if base is None else base)
     libdirs = [sysconfig.get_config_var("LIBDIR") or ""]
+    torch_dir = torch_backend.torch_dir()
+    if backends is not None and torch_backend.in_folder(backends) == torch_backend.NATIVE and torch_dir:
+        libdirs += [str(torch_dir / "lib"), str(Path(backends) / "pytorch")]
+        env.setdefault("OMP_NUM_THREADS", env.get("MMS_TORCH_THREADS", "1"))
     try:
         libdirs.append(str(_pytriton_dir().parent.parent / "nvidia_pytriton.libs"))
     except SetupError:
@@ -141,7 +176,7 @@ def start(name: str, model_repository: Path, backends: Path, ports: Mapping[str,
         "--metrics-address=127.0.0.1", f"--metrics-port={int(ports['metrics'])}",
     ]
     http_port = int(ports["http"])
-    return process.start(name, argv, Path(log), lambda: ready(http_port), env=triton_env(),
+    return process.start(name, argv, Path(log), lambda: ready(http_port), env=triton_env(backends=Path(backends)),
                          timeout=timeout, ports={k: int(v) for k, v in ports.items()})
 
 
