@@ -19,6 +19,10 @@ fi
 KUBE_VERSION=1.20.2
 cache="${MMS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mms-notebooks}"
 out="$cache/kube/v$KUBE_VERSION"
+# One build at a time: a second `make setup` waits here, then finds the cache filled.
+mkdir -p "$cache/kube"
+exec 9>"$cache/kube/.lock"
+flock -n 9 || { echo "build-kube: another build is running; waiting for it"; flock 9; }
 recipe=$(sha256sum "$0" | cut -c1-16)
 if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] \
     && [ "$(cat "$out/RECIPE" 2>/dev/null)" = "$recipe" ]; then
