@@ -83,8 +83,10 @@ for f in vendor/github.com/go-openapi/validate/type.go \
 done
 
 # 3. The OpenAPI definitions are generated, not shipped in the tarball.
-if [ ! -f pkg/generated/openapi/zz_generated.openapi.go ]; then
+# A build stopped half-way can leave an empty file behind: only a complete one (marked) counts.
+if [ ! -f pkg/generated/openapi/.complete ]; then
   echo "build-kube: [3/4] generating OpenAPI definitions"
+  rm -f pkg/generated/openapi/zz_generated.openapi.go
   "$GO" build -o "$work/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen >>"$log" 2>&1 \
     || die "building openapi-gen failed (see $log)"
   # -R: vendor/k8s.io/* are symlinks into staging/, which -r would not follow.
@@ -96,6 +98,7 @@ if [ ! -f pkg/generated/openapi/zz_generated.openapi.go ]; then
     --output-base "$GOPATH/src" -O zz_generated.openapi \
     --go-header-file hack/boilerplate/boilerplate.generatego.txt >>"$log" 2>&1 \
     || die "openapi-gen failed (see $log)"
+  touch pkg/generated/openapi/.complete
 fi
 
 # 4. The two binaries, with the version they report (`kubectl version` shows it).
