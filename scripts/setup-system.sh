@@ -8,7 +8,12 @@ set -euo pipefail
 # dpkg-dev: `apt-get source`. openssl: the control plane's TLS certificates.
 # chromium: the browser test drives the system Chromium (browser downloads are blocked);
 # fonts-noto-cjk: the notebooks quote the guide's Korean headings.
-packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk)
+# nginx-light: the local ingress gateway (the stack's controller runs its own nginx with a config in
+# the state folder, routing by Host as Istio's ingress gateway does). Debian's package also installs
+# a system service that serves a default site on 0.0.0.0:80 and starts at install (systemd or
+# sysvinit); that would take the port the gateway wants, so a fresh install stops and disables it.
+packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk
+          nginx-light)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -27,4 +32,13 @@ echo "setup-system: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+  echo "setup-system: stopping and disabling the nginx system service the package started (the stack runs its own)"
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  else
+    invoke-rc.d nginx stop >/dev/null 2>&1 || true
+    update-rc.d nginx disable >/dev/null 2>&1 || true
+  fi
+fi
 echo "setup-system: done"

@@ -42,6 +42,7 @@ class S3Access:
     access_key: str
     secret_key: str
     region: str
+    secret: str = ""  # the Secret the keys come from (the Pod's env names it, never the values)
 
     def agent_env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
@@ -160,7 +161,7 @@ class Servers:
                               f"secret {name!r} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: see s3_secret.yaml")
         endpoint = resolve_address(self.kube.api, notes[group.s3_endpoint], namespace)
         access = S3Access(endpoint, notes.get(group.s3_usehttps, "1") not in ("0", "false"), key, secret_key,
-                          notes.get(group.s3_region, "us-east-1"))
+                          notes.get(group.s3_region, "us-east-1"), name)
         problem = self._s3_problem(access, (namespace, name, secret.metadata.resource_version))
         if problem:
             raise CheckFailed("S3AccessFailed", f"secret {name!r}: {problem}")
