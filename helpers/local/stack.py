@@ -264,7 +264,9 @@ class Stack:
         text = ("# The guide's `mc config host add myminio ...`, for rclone (written by `python -m helpers.local env`)\n"
                 "[myminio]\ntype = s3\nprovider = Minio\n"
                 f"endpoint = {endpoint}\naccess_key_id = {creds.access_key}\n"
-                f"secret_access_key = {creds.secret_key}\nregion = us-east-1\n")
+                f"secret_access_key = {creds.secret_key}\nregion = us-east-1\n"
+                # rclone serve s3 answers an existing bucket with 409 BucketAlreadyExists: do not create.
+                "no_check_bucket = true\n")
         path = self.rclone_config
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
