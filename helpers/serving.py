@@ -274,6 +274,10 @@ def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional
     if model and guide:
         lines.append(f"MODEL_NAME={model.group(1)}")
         path = path.replace(f"/v2/models/{model.group(1)}/", "/v2/models/${MODEL_NAME}/", 1)
+    if data_file:
+        # `curl -d` alone sends `application/x-www-form-urlencoded`, and Triton 2.51 crashes
+        # (Signal 11) parsing a large body of that type (inception's 5.7 MB): say it is JSON.
+        lines.append("# -H Content-Type: JSON, not the form type curl -d sends (Triton 2.51 crashes on a large form body)")
     if data_file and os.path.isabs(data_file):
         folder, name = os.path.split(data_file)
         lines.append(f"cd {folder}  # where this notebook wrote {name}")
@@ -283,6 +287,8 @@ def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional
         parts = ["curl"] + (["-v"] if verbose else [])
         if method != "GET":
             parts += ["-X", method]
+        if data_file:
+            headers = {"Content-Type": "application/json", **headers}
         parts += [f'-H "{k}: {v}"' for k, v in headers.items()]
         parts.append(f"{base}{path}")
         if data_file:

@@ -155,12 +155,18 @@ def _format(lines: list[str], run: Run, options: Options, last: Optional[datetim
 
 
 def read_log(source: ContainerLog, options: Options, stop: Optional[threading.Event] = None) -> Iterator[bytes]:
-    """The bytes the kubelet would send for this request, followed while `options.follow`."""
+    """The bytes the kubelet would send for this request, followed while `options.follow`.
+
+    Raises LogError at once (before any byte is sent) when there is no such run.
+    """
     found = runs(source.path)
     if len(found) < -source.run:
         raise LogError(400, "previous terminated container not found" if source.run < -1
                        else "container has not started yet")
-    run = found[source.run]
+    return _stream(source, found[source.run], options, stop)
+
+
+def _stream(source: ContainerLog, run: Run, options: Options, stop: Optional[threading.Event]) -> Iterator[bytes]:
     with open(source.path, "rb") as stream:
         stream.seek(run.start)
         data = stream.read(None if run.end is None else run.end - run.start)
@@ -258,14 +264,12 @@ def _handler(resolve: Resolver, stop: threading.Event) -> type:
                 options = Options.parse(url.query)
                 source = resolve(namespace, pod, container, options.previous)
                 stream = read_log(source, options, stop)
-                first = next(stream, b"")
             except LogError as exc:
                 return self._error(exc.status, str(exc))
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
             try:
-                self.wfile.write(first)
                 self.wfile.flush()
                 for chunk in stream:
                     self.wfile.write(chunk)
