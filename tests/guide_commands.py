@@ -124,7 +124,8 @@ def plan(guide: list[str], both_groups: bool, ingress_url: str) -> list[Step]:
                            "serving.kserve.io: the group is named")
         if "http://${CLUSTER_IP}/" in run and ingress_url != "http://127.0.0.1":
             run = run.replace("http://${CLUSTER_IP}", "${MMS_INGRESS_URL}")
-            reasons.append(f"the gateway cannot listen on port 80 here (not root): {ingress_url}")
+            reasons.append(f"the gateway could not listen on port 80 here (not root, or the port was taken): "
+                           f"it is {ingress_url}, which MMS_INGRESS_URL holds")
         if " -d @" in run and model in LARGE_BODIES:
             run = run.replace("curl -v -X POST", 'curl -v -X POST -H "Content-Type: application/json"')
             reasons.append("`curl -d` sends a form content type, and Triton 2.51 (the local server) crashes "

@@ -157,7 +157,7 @@ def test_the_guides_commands_run_in_bash_after_the_walkthrough(stack, kube, defa
     out = lambda command: guide.outputs(steps, command)  # noqa: E731
     assert "MINIO_ACCESS_KEY" in out("kubectl get pods -l app=minio -o jsonpath={.items[0].spec.containers[0].env} "
                                      "-n kubeflow")[0]
-    assert out('kubectl get svc -l app=minio -o name -n kubeflow | cut -d "/" -f 2') == ["minio-service"]
+    assert out('kubectl get svc -l app=minio -o name -n kubeflow | cut -d "/" -f 2') == ["minio-service\n"]
     assert re.search(r"^triton-mms\s+http://triton-mms\.mms\.example\.com\s+True", out(
         "kubectl get inferenceservice triton-mms -n mms")[0], re.M)
     root = out('curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2')[0]

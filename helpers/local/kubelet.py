@@ -163,14 +163,20 @@ def read_log(source: ContainerLog, options: Options, stop: Optional[threading.Ev
     if len(found) < -source.run:
         raise LogError(400, "previous terminated container not found" if source.run < -1
                        else "container has not started yet")
-    return _stream(source, found[source.run], options, stop)
+    return _stream(source, found[source.run], source.path.stat().st_size, options, stop)
 
 
-def _stream(source: ContainerLog, run: Run, options: Options, stop: Optional[threading.Event]) -> Iterator[bytes]:
+def _stream(source: ContainerLog, run: Run, size: int, options: Options, stop: Optional[threading.Event]
+            ) -> Iterator[bytes]:
+    """The run's bytes up to `size` (the file's size when asked), then, following, what comes after."""
     with open(source.path, "rb") as stream:
         stream.seek(run.start)
-        data = stream.read(None if run.end is None else run.end - run.start)
+        data = stream.read((size if run.end is None else min(run.end, size)) - run.start)
         offset = run.start + len(data)
+        restarted = _HEADER.search(data) if run.end is None else None
+        if restarted:  # the container restarted since runs() looked: this run ends there
+            data = data[:max(restarted.start() - 1, 0)]
+            run = Run(run.start, run.start + len(data), run.started)
         cut = data.rfind(b"\n") + 1
         lines, partial = data[:cut].decode(errors="replace").splitlines(), data[cut:]
         if partial and run.end is not None:  # a finished run's last line without newline
