@@ -160,11 +160,18 @@ def outputs(steps: list[Step], guide: str) -> list[str]:
     return [step.output for step in steps if step.guide == guide and step.run is not None]
 
 
+def kubectl_or_curl(command: str) -> bool:
+    """A kubectl or curl command of the guide (also as `VAR=$(kubectl ...)`, or its alias `k`)."""
+    return bool(re.match(r"^([A-Z_]+=\$\()?(kubectl|k|curl) ", command))
+
+
 def report(steps: list[Step]) -> str:
     """How many of the guide's commands ran verbatim, and which were substituted or skipped, and why."""
     counts = {kind: sum(s.kind == kind for s in steps) for kind in ("verbatim", "substituted", "skipped")}
+    api = [s for s in steps if kubectl_or_curl(s.guide)]
     out = [f"the guide's {len(steps)} commands: {counts['verbatim']} ran verbatim, "
-           f"{counts['substituted']} substituted, {counts['skipped']} skipped",
+           f"{counts['substituted']} substituted, {counts['skipped']} skipped; of its {len(api)} kubectl/curl "
+           f"commands {sum(s.kind == 'verbatim' for s in api)} ran verbatim",
            "set up first: " + "; ".join(f"`{c}` ({why})" for c, why in PREAMBLE)]
     for i, step in enumerate(steps):
         status = "ok" if step.code == 0 else "-" if step.run is None else f"exit {step.code}"
