@@ -17,7 +17,10 @@ ENV_VARS = {
     "MMS_HEADLESS": "1 makes notebooks opened in Jupyter skip the settings widgets (as papermill runs do)",
     "MMS_OFFLINE": "1 skips model downloads: files placed in the model cache are used, else a stand-in is built",
     "MMS_S3_ENDPOINT": "cluster target: the S3 address to use from outside the cluster (e.g. a port-forward to MinIO)",
-    "MMS_INGRESS_URL": "cluster target outside the cluster: the ingress address (e.g. a port-forward to the gateway)",
+    "MMS_INGRESS_URL": "the ingress gateway's address: on the cluster target outside the cluster e.g. a "
+                       "port-forward to it; the local stack's `env` sets it to its nginx gateway",
+    "RCLONE_CONFIG": "set by the local stack's `env`: an rclone config (mode 0600) with the remote `myminio`, "
+                     "the guide's `mc` alias, pointing at the local S3 server",
     "MMS_LAB_PORT": "port of `make lab`'s JupyterLab (default: a free port)",
     "MMS_ECHO": "1 echoes the local stack's child-process output to the terminal as well as to its log",
     "MMS_S3_PORT": "port of the local S3 server (default: a free port, kept across restarts)",
@@ -25,6 +28,7 @@ ENV_VARS = {
     "KUBE_APISERVER": "an existing kube-apiserver binary (skips the build)",
     "KUBE_CONTROLLER_MANAGER": "an existing kube-controller-manager binary (skips the build)",
     "ETCD": "an existing etcd binary (default: Debian's /usr/bin/etcd)",
+    "NGINX": "an existing nginx binary for the local ingress gateway (default: nginx on PATH, else /usr/sbin/nginx)",
     "TRITONSERVER": "an existing tritonserver binary (default: the one in the nvidia-pytriton wheel)",
     "MMS_TORCH_BACKEND": "which backend serves TorchScript locally: auto (default: Triton's own when built), native, python",
     "MMS_TORCH_THREADS": "math threads per TorchScript model instance on the local Triton (default 1)",

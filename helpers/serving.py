@@ -226,9 +226,11 @@ def _ingress_address(api: client.ApiClient) -> Optional[str]:
             svc = core.read_namespaced_service(name, namespace)
         except ApiException:
             continue
+        http2 = [p.port for p in (svc.spec.ports or []) if p.name == "http2"] if svc.spec else []
+        port = f":{http2[0]}" if http2 and http2[0] != 80 else ""
         for ingress in (svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None) or []:
             if ingress.ip or ingress.hostname:
-                return f"http://{ingress.ip or ingress.hostname}"
+                return f"http://{ingress.ip or ingress.hostname}{port}"
     return None
 
 
@@ -238,12 +240,16 @@ def server_url(api: client.ApiClient, target: str, group: ApiGroup, name: str, n
     status = isvc.get("status") or {}
     address = (status.get("address") or {}).get("url") or ""
     public = status.get("url") or ""
+    host = urlsplit(public).hostname or ""
     if target == "local":
+        # As the guide does: the ingress gateway (the stack's nginx) with the Host of status.url.
+        ingress = _ingress_address(api)
+        if ingress and host and _answers(ingress, {"Host": host}):
+            return Endpoint(ingress, {"Host": host})
         if not address:
             raise SetupError(f"InferenceService {namespace}/{name} has no status.address.url",
                              "check the local controller: `python -m helpers.local logs controller`")
         return Endpoint(resolve_url(api, address, namespace).rstrip("/"), {})
-    host = urlsplit(public).hostname or ""
     override = os.environ.get(INGRESS_ENV)
     if override:
         return Endpoint(override.rstrip("/"), {"Host": host})
@@ -260,22 +266,52 @@ def server_url(api: client.ApiClient, target: str, group: ApiGroup, name: str, n
 
 def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional[str] = None,
          guide: bool = True) -> str:
-    """The curl command for a request; with `guide`, the guide's ingress form first, then this one."""
+    """The curl command for a request; with `guide`, the guide's form through the ingress, runnable as shown.
+
+    The guide's variables: `SERVICE_HOSTNAME` and `CLUSTER_IP` (set as 02_server shows), and
+    `MODEL_NAME` for a model's path. An absolute `data_file` is shown as the guide has it,
+    `-d @./${MODEL_NAME}.json`, after a `cd` to its folder. When the endpoint is the ingress on
+    another port than 80, the line that runs here uses `${MMS_INGRESS_URL}` (`helpers.local env`).
+    """
+    model = re.match(r"^/v2/models/([^/]+)/", path)
+    lines = []
+    if model and guide:
+        lines.append(f"MODEL_NAME={model.group(1)}")
+        path = path.replace(f"/v2/models/{model.group(1)}/", "/v2/models/${MODEL_NAME}/", 1)
+    if data_file:
+        # `curl -d` alone sends `application/x-www-form-urlencoded`, and Triton 2.51 crashes
+        # (Signal 11) parsing a large body of that type (inception's 5.7 MB): say it is JSON.
+        lines.append("# -H Content-Type: JSON, not the form type curl -d sends (Triton 2.51 crashes on a large form body)")
+    if data_file and os.path.isabs(data_file):
+        folder, name = os.path.split(data_file)
+        lines.append(f"cd {folder}  # where this notebook wrote {name}")
+        data_file = "./${MODEL_NAME}.json" if model and guide and name == f"{model.group(1)}.json" else f"./{name}"
+
     def command(base: str, headers: dict[str, str], verbose: bool) -> str:
         parts = ["curl"] + (["-v"] if verbose else [])
         if method != "GET":
             parts += ["-X", method]
+        if data_file:
+            headers = {"Content-Type": "application/json", **headers}
         parts += [f'-H "{k}: {v}"' for k, v in headers.items()]
         parts.append(f"{base}{path}")
         if data_file:
             parts += ["-d", f"@{data_file}"]
         return " ".join(parts)
 
-    mine = command(endpoint.base_url, endpoint.headers, False)
     if not guide:
-        return mine
+        return command(endpoint.base_url, endpoint.headers, False)
     theirs = command("http://${CLUSTER_IP}", {"Host": "${SERVICE_HOSTNAME}"}, True)
-    return f"# the guide, through the ingress:\n{theirs}\n# the same request on this target:\n{mine}"
+    through_ingress = bool(endpoint.headers.get("Host"))
+    if through_ingress and urlsplit(endpoint.base_url).port in (None, 80):
+        return "\n".join(lines + ["# the guide's command, through the ingress gateway:", theirs])
+    if through_ingress:
+        mine = command("${MMS_INGRESS_URL}", {"Host": "${SERVICE_HOSTNAME}"}, True)
+        note = f"# here the gateway listens on {endpoint.base_url}, which MMS_INGRESS_URL holds:"
+    else:
+        mine = command(endpoint.base_url, endpoint.headers, False)
+        note = "# the same request on this target:"
+    return "\n".join(lines + ["# the guide, through the ingress:", theirs, note, mine])
 
 
 # --- logs ------------------------------------------------------------------------------------
@@ -288,25 +324,34 @@ def _local_log(namespace: str, name: str, role: str) -> str:
 
 def _pod_log(api: client.ApiClient, group: ApiGroup, name: str, namespace: str, container: str) -> str:
     core = client.CoreV1Api(api)
-    pods = core.list_namespaced_pod(namespace, label_selector=f"{group.isvc_label}={name}").items
+    pods = [pod for pod in core.list_namespaced_pod(namespace, label_selector=f"{group.isvc_label}={name}").items
+            if not pod.metadata.deletion_timestamp]
     if not pods:
         raise SetupError(f"no pod labelled {group.isvc_label}={name} in {namespace}",
                          f"`kubectl get pods -n {namespace}`: is the InferenceService running (02_server)?")
     return core.read_namespaced_pod_log(pods[0].metadata.name, namespace, container=container)
 
 
+def _container_log(api: client.ApiClient, target: str, group: ApiGroup, name: str, namespace: str,
+                   container: str, role: str) -> str:
+    """The container's log through the API (`kubectl logs`), on both targets; locally, while the
+    server has no Pod yet, the file its process writes."""
+    try:
+        return _pod_log(api, group, name, namespace, container)
+    except (SetupError, ApiException):
+        if target != "local":
+            raise
+        return _local_log(namespace, name, role)
+
+
 def agent_log(api: client.ApiClient, target: str, group: ApiGroup, name: str, namespace: str) -> list[str]:
     """The model agent's log lines (`kubectl logs $SERVER agent -n <namespace>`)."""
-    text = (_local_log(namespace, name, "agent") if target == "local"
-            else _pod_log(api, group, name, namespace, "agent"))
-    return text.splitlines()
+    return _container_log(api, target, group, name, namespace, "agent", "agent").splitlines()
 
 
 def server_log(api: client.ApiClient, target: str, group: ApiGroup, name: str, namespace: str) -> list[str]:
     """Triton's own log lines (`kubectl logs $SERVER kfserving-container`)."""
-    text = (_local_log(namespace, name, "triton") if target == "local"
-            else _pod_log(api, group, name, namespace, SERVER_CONTAINER[group.group]))
-    return text.splitlines()
+    return _container_log(api, target, group, name, namespace, SERVER_CONTAINER[group.group], "triton").splitlines()
 
 
 def wait_agent_loaded(api: client.ApiClient, target: str, group: ApiGroup, name: str, namespace: str,

@@ -9,9 +9,14 @@ set -euo pipefail
 # dpkg-dev: `apt-get source`. openssl: the control plane's TLS certificates.
 # chromium: the browser test drives the system Chromium (browser downloads are blocked);
 # fonts-noto-cjk: the notebooks quote the guide's Korean headings.
+# nginx-light: the local ingress gateway (the stack's controller runs its own nginx with a config in
+# the state folder, routing by Host as Istio's ingress gateway does). Debian's package also installs
+# a system service that serves a default site on 0.0.0.0:80 and starts at install (systemd or
+# sysvinit); that would take the port the gateway wants, so a fresh install stops and disables it.
 # cmake g++ rapidjson-dev: build Triton's own pytorch backend (scripts/build-triton-pytorch.sh); it is
 # optional, so when they cannot be installed a note says so and TorchScript uses the Python-based backend.
-packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk)
+packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk
+          nginx-light)
 optional=(cmake g++ rapidjson-dev)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -38,4 +43,13 @@ apt-get update -qq
 [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 [ ${#missing_optional[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing_optional[@]}" >/dev/null \
   || echo "setup-system: could not install ${missing_optional[*]}: TorchScript will use the Python-based backend" >&2
+if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+  echo "setup-system: stopping and disabling the nginx system service the package started (the stack runs its own)"
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  else
+    invoke-rc.d nginx stop >/dev/null 2>&1 || true
+    update-rc.d nginx disable >/dev/null 2>&1 || true
+  fi
+fi
 echo "setup-system: done"

@@ -149,10 +149,25 @@ def test_wait_ready_gives_up_with_the_conditions_and_their_fix(kube, ns: str) ->
     assert serving.delete(kube, group, serving.ISVC, "no-account", ns) is True
 
 
+def test_curl_through_the_ingress_uses_the_guides_variables() -> None:
+    gateway = serving.Endpoint("http://127.0.0.1", {"Host": "triton-mms.mms.example.com"})
+    assert serving.curl(gateway, "/v2/models/cifar10/ready").splitlines() == [
+        "MODEL_NAME=cifar10", "# the guide's command, through the ingress gateway:",
+        'curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2/models/${MODEL_NAME}/ready']
+    infer = serving.curl(gateway, "/v2/models/cifar10/infer", "POST", "/tmp/req/cifar10.json").splitlines()
+    assert infer[0] == "MODEL_NAME=cifar10" and infer[2] == "cd /tmp/req  # where this notebook wrote cifar10.json"
+    assert infer[-1] == ('curl -v -X POST -H "Content-Type: application/json" -H "Host: ${SERVICE_HOSTNAME}" '
+                         'http://${CLUSTER_IP}/v2/models/${MODEL_NAME}/infer -d @./${MODEL_NAME}.json')
+    other_port = serving.curl(serving.Endpoint("http://127.0.0.1:8081", {"Host": "h"}), "/v2").splitlines()
+    assert other_port[-1] == 'curl -v -H "Host: ${SERVICE_HOSTNAME}" ${MMS_INGRESS_URL}/v2'
+    assert "http://127.0.0.1:8081" in other_port[-2]
+
+
 def test_curl_and_agent_events() -> None:
     endpoint = serving.Endpoint("http://10.0.0.1", {"Host": "triton-mms.mms.example.com"})
     assert serving.curl(endpoint, "/v2/models/cifar10/infer", "POST", "./cifar10.json", guide=False) == (
-        'curl -X POST -H "Host: triton-mms.mms.example.com" http://10.0.0.1/v2/models/cifar10/infer -d @./cifar10.json')
+        'curl -X POST -H "Content-Type: application/json" -H "Host: triton-mms.mms.example.com" '
+        'http://10.0.0.1/v2/models/cifar10/infer -d @./cifar10.json')
     both = serving.curl(serving.Endpoint("http://127.0.0.1:8000", {}), "/v2").splitlines()
     assert both == ["# the guide, through the ingress:", 'curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2',
                     "# the same request on this target:", "curl http://127.0.0.1:8000/v2"]

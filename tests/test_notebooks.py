@@ -14,6 +14,7 @@ from typing import Iterator
 
 import nbformat
 import pytest
+import requests
 from kubernetes import client
 
 from helpers import walkthrough
@@ -96,7 +97,7 @@ def test_02_server(default_run) -> None:
     assert found["server_ready"] and found["server_live"]
     assert found["server_metadata"]["name"] == "triton"
     assert "model_repository" in found["server_metadata"]["extensions"]
-    assert re.match(r"http://127\.0\.0\.1:\d+$", found["url"])
+    assert re.match(r"http://127\.0\.0\.1(:\d+)?$", found["url"])  # the ingress gateway (port 80 as root)
 
 
 def test_03_cifar10(default_run) -> None:
@@ -140,11 +141,76 @@ def assert_plots(found: dict, count: int) -> None:
 
 def test_executed_notebooks_show_the_guide_equivalents(default_run) -> None:
     text = default_run["03_cifar10"].output.read_text()
-    for command in ("kubectl apply -f trained_model1.yaml", "logs $SERVER agent", "/v2/models/cifar10/ready",
-                    "-d @./cifar10.json", "mc cp -r models/cifar10"):
+    for command in ("kubectl apply -f trained_model1.yaml", "logs $SERVER agent", "MODEL_NAME=cifar10",
+                    "/v2/models/${MODEL_NAME}/ready", "-d @./${MODEL_NAME}.json", "mc cp -r models/cifar10"):
         assert command in text, command
     request = json.loads((default_run["03_cifar10"].results.parent.parent / "requests" / "cifar10.json").read_text())
     assert request["inputs"][0]["name"] == "INPUT__0" and request["inputs"][0]["shape"] == [1, 3, 32, 32]
+
+
+def test_the_guides_commands_run_in_bash_after_the_walkthrough(stack, kube, default_run, tmp_path: Path) -> None:
+    """The guide's command sequence, taken from its text, in one bash shell; prints how many ran verbatim."""
+    import guide_commands as guide
+
+    requests_dir = default_run["03_cifar10"].results.parent.parent / "requests"
+    steps = guide.run_on_stack(stack, kube, requests_dir, tmp_path)
+    summary = guide.report(steps)
+    print(summary)
+    (default_run["03_cifar10"].results.parent / "guide_commands.txt").write_text(summary + "\n")
+    assert [step.guide for step in steps if step.run is not None and step.code != 0] == [], summary
+    skipped = [step.guide for step in steps if guide.kubectl_or_curl(step.guide) and step.run is None]
+    assert skipped == [c for c in guide.SUBSTITUTIONS if c.startswith("curl -v http://${")]  # the two fallbacks
+    out = lambda command: guide.outputs(steps, command)  # noqa: E731
+    assert "MINIO_ACCESS_KEY" in out("kubectl get pods -l app=minio -o jsonpath={.items[0].spec.containers[0].env} "
+                                     "-n kubeflow")[0]
+    assert out('kubectl get svc -l app=minio -o name -n kubeflow | cut -d "/" -f 2') == ["minio-service\n"]
+    assert re.search(r"^triton-mms\s+http://triton-mms\.mms\.example\.com\s+True", out(
+        "kubectl get inferenceservice triton-mms -n mms")[0], re.M)
+    root = out('curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2')[0]
+    assert "< HTTP/1.1 200 OK" in root and '"name":"triton"' in root
+    assert "service/serving-service exposed" in out(
+        "kubectl expose pod ${POD_NAME} --type=NodePort --name serving-service -n mms")[0]
+    agent = out("kubectl -n mms logs $SERVER agent")[0] + out("kubectl logs $SERVER agent -n mms")[0]
+    for model in ("cifar10", "inception"):
+        about = [line for line in agent.splitlines() if f'"{model}"' in line]
+        for step in ("Downloading model", "Creating successFile", "Successfully loaded model"):
+            assert any(step in line for line in about), (model, step)
+        assert any("SUCCESS." in line for line in about)
+    tritons = out("kubectl logs $SERVER kfserving-container")
+    assert "successfully loaded 'cifar10'" in tritons[0] and "successfully loaded 'inception'" in tritons[1]
+    infer = out('curl -v -X POST -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2/models/$MODEL_NAME/infer '
+                "-d @./${MODEL_NAME}.json")
+    cifar10 = json.loads(infer[0].splitlines()[-1])
+    assert [(o["name"], o["datatype"], o["shape"]) for o in cifar10["outputs"]] == [("OUTPUT__0", "FP32", [1, 10])]
+    assert "< HTTP/1.1 200 OK" in infer[1]
+    models = out("kubectl get trainedmodel -n mms")[-1]
+    for model in ("cifar10", "inception"):
+        assert re.search(rf"^{model}\s+\S+\s+True", models, re.M), models
+    assert "inception_graphdef" in out("./mc tree myminio/")[0]
+    ingress, host = stack.env()["MMS_INGRESS_URL"], "triton-mms.mms.example.com"
+    for model in ("cifar10", "inception"):
+        assert requests.get(f"{ingress}/v2/models/{model}/ready", headers={"Host": host}, timeout=10).status_code == 200
+
+
+def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -> None:
+    """After `eval "$(python -m helpers.local env)"`, in the reader's folder (the YAML files saved, the
+    request bodies where the notebooks wrote them), every printed line but the model downloads runs."""
+    import guide_commands as guide
+
+    requests_dir = default_run["03_cifar10"].results.parent.parent / "requests"
+    guide.write_files(stack, requests_dir, requests_dir)
+    printed = guide.notebook_commands([default_run[name].output for name in NOTEBOOKS])
+    steps = [guide.Step(line, None if guide.DOWNLOADS.match(line) else line, "a model download")
+             for line in printed]
+    try:
+        guide.run(steps, requests_dir, guide.shell_env(stack))
+    finally:
+        guide.cleanup(stack)
+    assert len([s for s in steps if s.run]) >= 35
+    failed = [(s.run, s.code, s.output[-300:]) for s in steps if s.run and s.code != 0]
+    assert failed == []
+    infer = [s.output for s in steps if s.run and "/infer -d @" in s.run]
+    assert len(infer) == 2 and all("< HTTP/1.1 200 OK" in text for text in infer)
 
 
 # --- other settings, the other API group ------------------------------------------------------

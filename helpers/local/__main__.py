@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 
 from ..errors import SetupError
 from .process import log_tail
 from .profiles import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
+from .s3server import rclone_binary
 from .stack import ORDER, Stack
 from .torch_backend import status_line
 
@@ -63,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             return _status(stack)
         if args.command == "env":
             for key, value in stack.env().items():
-                print(f"export {key}={value}")
+                print(f"export {key}={shlex.quote(value)}")
+            rclone_dir = os.path.dirname(rclone_binary())
+            if rclone_dir not in os.environ.get("PATH", "").split(os.pathsep):
+                print(f'export PATH={shlex.quote(rclone_dir)}:"$PATH"  # rclone, the `mc` of the local stack')
             return 0
         return _logs(stack, args.component, args.lines)
     except SetupError as exc:

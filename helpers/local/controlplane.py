@@ -24,6 +24,7 @@ from . import process
 
 KUBE_VERSION = "v1.20.2"
 CONTEXT = "mms-local"
+NODE_NAME = "mms-local-node"  # the one Node; the local controller plays its kubelet
 SERVICE_CIDR = "10.0.0.0/24"
 # Controllers the stack needs; node, cloud, route, service and volume controllers stay off.
 CONTROLLERS = ("namespace,serviceaccount,serviceaccount-token,garbagecollector,"
@@ -77,6 +78,32 @@ class Paths:
     def tokens(self) -> Path:
         return self.pki / "tokens.csv"
 
+    # The node's kubelet API (served by the local controller) and the apiserver's client cert for it:
+    # both signed by one CA that only this stack holds, so only the apiserver can call the kubelet.
+    @property
+    def kubelet_ca(self) -> Path:
+        return self.pki / "kubelet-ca.crt"
+
+    @property
+    def kubelet_ca_key(self) -> Path:
+        return self.pki / "kubelet-ca.key"
+
+    @property
+    def kubelet_cert(self) -> Path:
+        return self.pki / "kubelet.crt"
+
+    @property
+    def kubelet_key(self) -> Path:
+        return self.pki / "kubelet.key"
+
+    @property
+    def kubelet_client_cert(self) -> Path:
+        return self.pki / "apiserver-kubelet-client.crt"
+
+    @property
+    def kubelet_client_key(self) -> Path:
+        return self.pki / "apiserver-kubelet-client.key"
+
     @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
@@ -103,14 +130,44 @@ def ensure_credentials(paths: Paths) -> str:
     if not paths.sa_key.exists():
         _openssl("genrsa", "-out", str(paths.sa_key), "2048")
         _openssl("rsa", "-in", str(paths.sa_key), "-pubout", "-out", str(paths.sa_pub))
+    ensure_kubelet_certificates(paths)
     if not paths.tokens.exists():
         token = secrets.token_hex(24)
         fd = os.open(paths.tokens, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(f'{token},mms-admin,mms-admin,"system:masters"\n')
-    for path in (paths.key, paths.sa_key, paths.tokens):
+    for path in (paths.key, paths.sa_key, paths.tokens, paths.kubelet_ca_key, paths.kubelet_key,
+                 paths.kubelet_client_key):
         os.chmod(path, 0o600)
     return paths.tokens.read_text().split(",", 1)[0]
+
+
+def ensure_kubelet_certificates(paths: Paths) -> None:
+    """A CA, the kubelet's serving cert (IP 127.0.0.1) and the apiserver's client cert, made once.
+
+    The apiserver gets `--kubelet-client-certificate/key` and `--kubelet-certificate-authority`;
+    the kubelet endpoint requires a client cert signed by the same CA, which only the apiserver has.
+    """
+    if not paths.kubelet_ca.exists():
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                 "-keyout", str(paths.kubelet_ca_key), "-out", str(paths.kubelet_ca),
+                 "-subj", "/CN=mms-local-kubelet-ca")
+    for cert, key, subject, extensions in (
+            (paths.kubelet_cert, paths.kubelet_key, "/CN=system:node:" + NODE_NAME,
+             f"subjectAltName=IP:127.0.0.1,DNS:{NODE_NAME}\nextendedKeyUsage=serverAuth"),
+            (paths.kubelet_client_cert, paths.kubelet_client_key,
+             "/O=system:masters/CN=kube-apiserver-kubelet-client", "extendedKeyUsage=clientAuth")):
+        if cert.exists():
+            continue
+        csr = cert.with_suffix(".csr")
+        ext = cert.with_suffix(".ext")
+        _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                 "-subj", subject)
+        ext.write_text(extensions + "\n")
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(paths.kubelet_ca), "-CAkey", str(paths.kubelet_ca_key),
+                 "-CAcreateserial", "-days", "3650", "-out", str(cert), "-extfile", str(ext))
+        csr.unlink(missing_ok=True)
+        ext.unlink(missing_ok=True)
 
 
 def write_kubeconfig(paths: Paths, port: int, token: str) -> Path:
@@ -174,7 +231,12 @@ def start_apiserver(paths: Paths, port: int, etcd_port: int, token: str, log: Pa
             f"--service-account-signing-key-file={paths.sa_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            f"--cert-dir={paths.pki}", "--allow-privileged=true", "--v=1"]
+            f"--cert-dir={paths.pki}", "--allow-privileged=true",
+            # `kubectl logs` goes through the node's kubelet API (the local controller serves it).
+            f"--kubelet-client-certificate={paths.kubelet_client_cert}",
+            f"--kubelet-client-key={paths.kubelet_client_key}",
+            f"--kubelet-certificate-authority={paths.kubelet_ca}",
+            "--kubelet-preferred-address-types=InternalIP", "--v=1"]
 
     return process.start("kube-apiserver", argv, log, lambda: apiserver_ready(paths, port, token),
                          timeout=90, ports={"https": port})

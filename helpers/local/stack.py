@@ -16,7 +16,7 @@ import requests
 
 from ..config import env_port, state_dir
 from ..errors import SetupError
-from . import controlplane, process, profiles, s3server, tritonserver
+from . import controlplane, gateway, process, profiles, s3server, tritonserver
 
 ORDER = ("s3", "etcd", "kube-apiserver", "kube-controller-manager", "controller")
 PORT_SETTINGS = {"s3": "MMS_S3_PORT", "kube-apiserver": "MMS_APISERVER_PORT"}
@@ -271,7 +271,37 @@ class Stack:
         if "s3.s3" in ports:
             values["MMS_S3_ENDPOINT"] = f"127.0.0.1:{ports['s3.s3']}"
             values["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{ports['s3.s3']}"
+            values["RCLONE_CONFIG"] = str(self.write_rclone_config(f"http://127.0.0.1:{ports['s3.s3']}"))
+        ingress = gateway.address(self.root)
+        if ingress:
+            values["MMS_INGRESS_URL"] = ingress
         return values
+
+    @property
+    def rclone_config(self) -> Path:
+        return self.root / "credentials" / "rclone.conf"
+
+    def write_rclone_config(self, endpoint: str) -> Path:
+        """rclone's config with the remote `myminio` (the guide's `mc` alias) for the local S3, mode 0600.
+
+        The keys stay in this file: `rclone tree myminio:triton` works with RCLONE_CONFIG set to it.
+        """
+        creds = self.s3_credentials()
+        text = ("# The guide's `mc config host add myminio ...`, for rclone (written by `python -m helpers.local env`)\n"
+                "[myminio]\ntype = s3\nprovider = Minio\n"
+                f"endpoint = {endpoint}\naccess_key_id = {creds.access_key}\n"
+                f"secret_access_key = {creds.secret_key}\nregion = us-east-1\n"
+                # rclone serve s3 answers an existing bucket with 409 BucketAlreadyExists: do not create.
+                "no_check_bucket = true\n")
+        path = self.rclone_config
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            path.with_suffix(".tmp").replace(path)
+        os.chmod(path, 0o600)
+        return path
 
     def require_running(self) -> None:
         """Raise a SetupError naming the fix unless the stack's own processes all run."""

@@ -11,18 +11,27 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from kubernetes import client, watch
 
 from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from .. import controlplane, process
+from ..gateway import Gateway
+from ..kubelet import KubeletServer
 from ..profiles import Profile, get as get_profile
 from .kube import Kube
+from .pods import Pods
 from .profiles import reconcile_profile
-from .servers import CheckFailed, Servers, describe, server_key
+from .servers import AgentEnv, CheckFailed, Servers, describe, server_key
 from . import trainedmodels as tms
 from .webhooks import Webhooks
 
 log = logging.getLogger("controller")
+
+
+def env_spec(env: Optional[AgentEnv]) -> list[dict]:
+    return env.spec() if env else []
 
 
 class Controller:
@@ -33,6 +42,10 @@ class Controller:
                                self.profile)
         self.webhooks = Webhooks(api, self.profile, state_root)
         self.wake = threading.Event()
+        self.state_root = state_root
+        self.pods = Pods(self.kube, state_root, state_root / "logs")
+        self.gateway = Gateway(state_root, state_root / "logs")
+        self.routes: dict[str, str] = {}
 
     def reconcile_all(self) -> None:
         """One level-triggered pass over every object the controller owns."""
@@ -53,6 +66,13 @@ class Controller:
             if key not in wanted:
                 log.info("inferenceservice %s is gone: stopping its server", key)
                 self.servers.stop(key, remove=True)
+        self._guard("pods", self.pods.cleanup, wanted, self.servers.stop)
+        self._guard("gateway", self._route, wanted)
+
+    def _route(self, wanted: set[str]) -> None:
+        """The gateway routes each served InferenceService's `status.url` host to its Triton."""
+        self.gateway.route({host: upstream for host, (key, upstream) in self.routes.items() if key in wanted})
+        self.gateway.ensure_services(self.kube.api)
 
     def _guard(self, what: str, fn, *args):
         try:
@@ -66,10 +86,14 @@ class Controller:
         meta = isvc["metadata"]
         if meta.get("deletionTimestamp"):
             return None
+        key = server_key(meta["namespace"], meta["name"])
         try:
             env = self.servers.check(group, isvc)
+            self.pods.observe(key, self.servers._records(self.servers.dir(meta["namespace"], meta["name"])))
             records = self.servers.ensure_running(meta["namespace"], meta["name"], meta.get("generation", 1), env)
             self.servers.ensure_objects(isvc, records["triton"])
+            self.pods.sync(group, isvc, records, env_spec(self.servers.pod_env(meta["namespace"], meta["name"])))
+            self._note_route(key, isvc, records["triton"])
         except CheckFailed as problem:
             self.servers.write_status(group, isvc, problem)
             return None
@@ -80,6 +104,15 @@ class Controller:
             self.kube.event(isvc, "Warning", "S3CredentialsProblem", warning)
         self.servers.write_status(group, isvc, None)
         return records["triton"]
+
+    def _note_route(self, key: str, isvc: dict, triton: process.ProcessRecord) -> None:
+        url = (isvc.get("status") or {}).get("url") or ""
+        for host, (owner, _) in list(self.routes.items()):
+            if owner == key:
+                del self.routes[host]
+        host = urlsplit(url).hostname
+        if host:
+            self.routes[host] = (key, f"127.0.0.1:{triton.ports['http']}")
 
     def _reconcile_models(self, group, models: list[dict], isvcs: dict, ready: dict) -> None:
         by_server: dict[str, list[dict]] = defaultdict(list)
@@ -153,6 +186,11 @@ class Controller:
     def run(self, stop: threading.Event, ready_file: Path, interval: float = 1.0) -> None:
         """Reconcile until `stop` is set, then stop every server this controller started."""
         self.webhooks.start()
+        paths = controlplane.Paths(self.state_root)
+        kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
+                                self.pods.container_log).start()
+        self.pods.ensure_node(kubelet.port)
+        self.gateway.start()
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
@@ -166,3 +204,13 @@ class Controller:
         for key in self.servers.running():
             self.servers.stop(key)
         self.webhooks.stop()
+        self.gateway.stop()
+        kubelet.stop()
+
+    def _kubelet_port(self) -> int:
+        """The kubelet endpoint's port: the last one if it is free, else a free one (kept in the state folder)."""
+        saved = self.state_root / "kubelet.port"
+        last = int(saved.read_text()) if saved.exists() else 0
+        port = last if last and process.port_free(last) else process.free_port()
+        saved.write_text(f"{port}\n")
+        return port

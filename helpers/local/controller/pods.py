@@ -1,0 +1,367 @@
+"""The Node and the per-InferenceService Pod a cluster shows, with a status that follows the processes.
+
+The local controller plays the kubelet of one Node (as virtual-kubelet does): it registers the
+Node with its kubelet endpoint, creates for every served InferenceService the Pod KFServing's
+Knative revision (or KServe's) would run, bound to that Node, and writes the Pod's status from
+the real Triton and agent processes: phase, conditions, podIP, containerStatuses whose
+`restartCount` grows when the controller restarts a dead process, `lastState` from its exit.
+
+A Pod deleted while its InferenceService lives is replaced, with fresh processes, as its
+ReplicaSet would; a Pod whose InferenceService is gone (ownerReferences, the garbage collector)
+is let go: as the kubelet does, the controller confirms the deletion once the processes stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import secrets
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from kubernetes.client.exceptions import ApiException
+
+from ...constants import KFSERVING_GROUP, INFERENCESERVICE_CONFIG, ApiGroup, model_config_map_name
+from .. import process
+from ..controlplane import KUBE_VERSION, NODE_NAME
+from ..kubelet import ContainerLog, LogError
+from .kube import Kube, owner_reference
+
+log = logging.getLogger("controller")
+
+SERVER_CONTAINER = {KFSERVING_GROUP: "kfserving-container"}  # KServe: kserve-container
+AGENT_CONTAINER = "agent"
+ROLES = ("triton", "agent")  # the processes, in the containers' order
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet for generated name suffixes
+# KFServing 0.5.1's Triton container (its predictor builds these arguments) and agent injector.
+TRITON_PORT = 8080
+MODEL_DIR, CONFIG_DIR = "/mnt/models", "/mnt/configs"
+
+
+def server_container(group: ApiGroup) -> str:
+    return SERVER_CONTAINER.get(group.group, "kserve-container")
+
+
+def revision(group: ApiGroup, isvc: str) -> str:
+    """The Knative revision: `<isvc>-predictor-default-00001` (KFServing), `<isvc>-predictor-00001` (KServe)."""
+    return f"{isvc}-predictor-default-00001" if group.group == KFSERVING_GROUP else f"{isvc}-predictor-00001"
+
+
+def _suffix(seed: str, length: int) -> str:
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "".join(_SAFE[b % len(_SAFE)] for b in digest[:length])
+
+
+def pod_name(group: ApiGroup, isvc: str, template_seed: str) -> str:
+    """`<revision>-deployment-<template hash>-<random>`, as Knative's Deployment + ReplicaSet name it."""
+    return f"{revision(group, isvc)}-deployment-{_suffix(template_seed, 10)}-{_suffix(secrets.token_hex(8), 5)}"
+
+
+def _time(epoch: Optional[float] = None) -> str:
+    moment = datetime.fromtimestamp(epoch, timezone.utc) if epoch else datetime.now(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def exit_code(pid: int) -> Optional[int]:
+    """Reap a dead child and return its exit code as a runtime reports it (128+signal), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if done != pid:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class Pods:
+    """The Node and the Pods of the local stack, and the container logs the kubelet endpoint serves."""
+
+    def __init__(self, kube: Kube, state_root: Path, logs: Path) -> None:
+        self.kube = kube
+        self.state_root = state_root
+        self.logs = logs
+        self._lock = threading.Lock()
+
+    # --- node --------------------------------------------------------------------------------
+    def ensure_node(self, kubelet_port: int) -> None:
+        """Register the Node (once) and write its status: address, kubelet endpoint, Ready."""
+        labels = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                  "kubernetes.io/arch": "amd64", "type": "virtual-kubelet"}
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME, "labels": labels}}
+        self.kube.ensure(self.kube.core.create_node, self.kube.core.read_node, NODE_NAME, body)
+        now = _time()
+        conditions = [{"type": kind, "status": "False", "reason": f"KubeletHas{reason}",
+                       "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now}
+                      for kind, reason, message in (
+                          ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
+                          ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                          ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"))]
+        conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                           "message": "the local controller plays this node's kubelet",
+                           "lastHeartbeatTime": now, "lastTransitionTime": now})
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+        resources = {"cpu": str(os.cpu_count() or 1), "memory": f"{memory}Ki", "pods": "110"}
+        status = {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
+            "conditions": conditions, "capacity": resources, "allocatable": resources,
+            "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": platform.release(),
+                         "osImage": "mms-notebooks local stack", "containerRuntimeVersion": "local://processes",
+                         "kubeletVersion": KUBE_VERSION, "kubeProxyVersion": KUBE_VERSION,
+                         "operatingSystem": "linux", "architecture": "amd64"},
+        }
+        self.kube.core.patch_node_status(NODE_NAME, {"status": status})
+
+    # --- per-server state -------------------------------------------------------------------
+    def _state_file(self, key: str) -> Path:
+        return self.state_root / "servers" / key / "pod.json"
+
+    def _load(self, key: str) -> dict:
+        path = self._state_file(key)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _save(self, key: str, state: dict) -> None:
+        path = self._state_file(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+    def observe(self, key: str, records: dict) -> None:
+        """Before the controller restarts anything: note the exit code of each process that died."""
+        state = self._load(key)
+        if not state:
+            return
+        changed = False
+        for role in ROLES:
+            record = records.get(role)
+            runs = state["containers"].get(role, [])
+            if isinstance(record, process.ProcessRecord) and runs and runs[-1]["pid"] == record.pid \
+                    and "exitCode" not in runs[-1] and not record.alive():
+                code = exit_code(record.pid)
+                runs[-1].update({"exitCode": code, "finishedAt": _time()})
+                changed = True
+        if changed:
+            self._save(key, state)
+
+    # --- the pod ------------------------------------------------------------------------------
+    def sync(self, group: ApiGroup, isvc: dict, records: dict, agent_env: list[dict]) -> None:
+        """Create the server's Pod if it has none, note new runs, and write the Pod's status."""
+        meta = isvc["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        key = f"{ns}.{name}"
+        with self._lock:
+            state = self._load(key)
+            pod = None
+            if state.get("pod"):
+                pod = self.kube.read(self.kube.core.read_namespaced_pod, state["pod"], ns)
+                if pod is not None and pod.metadata.uid != state.get("uid"):
+                    pod = None
+            if pod is None or pod.metadata.deletion_timestamp:
+                if pod is not None:
+                    return  # being deleted: cleanup() lets it go and replaces it
+                pod = self._create(group, isvc, agent_env)
+                state = {"pod": pod.metadata.name, "uid": pod.metadata.uid, "group": group.group,
+                         "created": _time(), "containers": {}}
+            for role in ROLES:
+                record = records.get(role)
+                runs = state["containers"].setdefault(role, [])
+                if isinstance(record, process.ProcessRecord) and (not runs or runs[-1]["pid"] != record.pid):
+                    if runs and "finishedAt" not in runs[-1]:
+                        runs[-1].update({"exitCode": exit_code(runs[-1]["pid"]), "finishedAt": _time()})
+                    runs.append({"pid": record.pid, "startedAt": _time(record.started or None)})
+            self._save(key, state)
+        self._write_status(group, ns, pod, state, records)
+
+    def _create(self, group: ApiGroup, isvc: dict, agent_env: list[dict]):
+        meta, spec = isvc["metadata"], isvc.get("spec") or {}
+        ns, name = meta["namespace"], meta["name"]
+        predictor = spec.get("predictor") or {}
+        triton = predictor.get("triton") or {}
+        rev = revision(group, name)
+        template = f"{meta['uid']}/{meta.get('generation', 1)}"
+        labels = {group.isvc_label: name, "component": "predictor", "app": rev,
+                  "serving.knative.dev/configuration": rev.rsplit("-", 1)[0],
+                  "serving.knative.dev/revision": rev, "serving.knative.dev/service": rev.rsplit("-", 1)[0],
+                  "pod-template-hash": _suffix(template, 10)}
+        images = self._images(group, triton)
+        mounts = [{"name": "model-dir", "mountPath": MODEL_DIR}]
+        server = {
+            "name": server_container(group), "image": images["triton"],
+            "args": ["tritonserver", f"--model-store={MODEL_DIR}", "--grpc-port=9000",
+                     f"--http-port={TRITON_PORT}", "--allow-grpc=true", "--allow-http=true",
+                     "--model-control-mode=explicit", *(triton.get("args") or [])],
+            "ports": [{"name": "user-port", "containerPort": TRITON_PORT, "protocol": "TCP"}],
+            "resources": triton.get("resources") or {}, "volumeMounts": mounts,
+        }
+        agent = {
+            "name": AGENT_CONTAINER, "image": images["agent"],
+            "args": ["--enable-puller", "--config-dir", CONFIG_DIR, "--model-dir", MODEL_DIR],
+            "env": agent_env,  # as KServe's credential builder wrote it: the keys only as references
+            "volumeMounts": mounts + [{"name": "model-config", "mountPath": CONFIG_DIR}],
+        }
+        body = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name(group, name, template), "namespace": ns, "labels": labels,
+                         "annotations": {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+                                         "internal.serving.kubeflow.org/storage-initializer-sourceuri": ""}
+                         if group.group == KFSERVING_GROUP else {},
+                         "ownerReferences": [owner_reference(isvc)]},
+            "spec": {"nodeName": NODE_NAME, "serviceAccountName": predictor.get("serviceAccountName") or "default",
+                     "containers": [server, agent], "restartPolicy": "Always",
+                     "volumes": [{"name": "model-dir", "emptyDir": {}},
+                                 {"name": "model-config", "configMap": {"name": model_config_map_name(name)}}]},
+        }
+        if group.group != KFSERVING_GROUP:
+            del body["metadata"]["annotations"]
+        pod = self.kube.core.create_namespaced_pod(ns, body)
+        log.info("created pod %s/%s for inferenceservice %s on node %s", ns, pod.metadata.name, name, NODE_NAME)
+        return pod
+
+    def _images(self, group: ApiGroup, triton: dict) -> dict:
+        """Triton's and the agent's images, from inferenceservice-config as KFServing/KServe read them."""
+        found = {"triton": "nvcr.io/nvidia/tritonserver", "agent": "kfserving/agent:v0.5.1", "version": "20.08-py3"}
+        for ns in ("kfserving-system", "kserve", "kubeflow"):
+            cm = self.kube.read(self.kube.core.read_namespaced_config_map, INFERENCESERVICE_CONFIG, ns)
+            if cm is None:
+                continue
+            try:
+                predictors = json.loads((cm.data or {}).get("predictors", "{}"))
+                agent = json.loads((cm.data or {}).get("agent", "{}"))
+            except ValueError:
+                break
+            found["triton"] = (predictors.get("triton") or {}).get("image", found["triton"])
+            found["version"] = (predictors.get("triton") or {}).get("defaultImageVersion", found["version"])
+            found["agent"] = agent.get("image", found["agent"])
+            break
+        return {"triton": f"{found['triton']}:{triton.get('runtimeVersion') or found['version']}",
+                "agent": found["agent"]}
+
+    def _write_status(self, group: ApiGroup, ns: str, pod, state: dict, records: dict) -> None:
+        names = {"triton": server_container(group), "agent": AGENT_CONTAINER}
+        images = {c.name: c.image for c in pod.spec.containers}
+        statuses, all_ready = [], True
+        for role in ROLES:
+            record = records.get(role)
+            runs = state["containers"].get(role) or []
+            alive = isinstance(record, process.ProcessRecord) and record.alive()
+            all_ready = all_ready and alive
+            status = {"name": names[role], "image": images.get(names[role], ""), "imageID": "",
+                      "ready": alive, "started": alive, "restartCount": max(len(runs) - 1, 0)}
+            if alive:
+                status["containerID"] = f"local://{record.pid}"
+                status["state"] = {"running": {"startedAt": runs[-1]["startedAt"]}}
+            else:
+                status["state"] = {"waiting": {"reason": "CrashLoopBackOff",
+                                               "message": "the local controller restarts it on its next pass"}}
+            if len(runs) > 1:
+                previous = runs[-2]
+                code = previous.get("exitCode")
+                terminated = {"exitCode": 137 if code is None else code,
+                              "reason": "ContainerStatusUnknown" if code is None else
+                              ("Completed" if code == 0 else "Error"),
+                              "startedAt": previous["startedAt"], "finishedAt": previous.get("finishedAt") or _time(),
+                              "containerID": f"local://{previous['pid']}"}
+                if code is None:
+                    terminated["message"] = "the local stack could not read this run's exit code"
+                status["lastState"] = {"terminated": terminated}
+            statuses.append(status)
+        ready = "True" if all_ready else "False"
+        old = pod.status.to_dict() if pod.status else {}
+        old_conditions = {c["type"]: c for c in (old.get("conditions") or [])}
+
+        def cond(kind: str, value: str) -> dict:
+            before = old_conditions.get(kind) or {}
+            since = before.get("last_transition_time")
+            same = before.get("status") == value and since
+            return {"type": kind, "status": value, "lastProbeTime": None,
+                    "lastTransitionTime": since.strftime("%Y-%m-%dT%H:%M:%SZ") if same else _time()}
+
+        status = {"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+                  "podIPs": [{"ip": "127.0.0.1"}], "qosClass": "Burstable",
+                  "startTime": state.get("created") or _time(),
+                  "conditions": [cond("Initialized", "True"), cond("Ready", ready),
+                                 cond("ContainersReady", ready), cond("PodScheduled", "True")],
+                  "containerStatuses": statuses}
+        if self._same(old, status):
+            return
+        try:
+            self.kube.core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    @staticmethod
+    def _same(old: dict, new: dict) -> bool:
+        """Whether the stored status already says what `new` says (times of unchanged conditions aside)."""
+        if old.get("phase") != new["phase"] or old.get("pod_ip") != new["podIP"]:
+            return False
+        was = {c["type"]: c["status"] for c in old.get("conditions") or []}
+        if was != {c["type"]: c["status"] for c in new["conditions"]}:
+            return False
+        before = [(c["name"], c["ready"], c["restart_count"], (c.get("container_id") or ""))
+                  for c in old.get("container_statuses") or []]
+        after = [(c["name"], c["ready"], c["restartCount"], c.get("containerID", "")) for c in new["containerStatuses"]]
+        return before == after
+
+    # --- deletion -----------------------------------------------------------------------------
+    def cleanup(self, live: set[str], stop_server) -> None:
+        """Confirm the deletion of this node's Pods that are being deleted (as the kubelet does).
+
+        A Pod deleted while its InferenceService (`<ns>.<name>` in `live`) is served is replaced:
+        its processes are stopped through `stop_server(key)`, and the next pass starts new ones.
+        """
+        pods = self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items
+        for pod in pods:
+            if not pod.metadata.deletion_timestamp:
+                continue
+            ns, name = pod.metadata.namespace, pod.metadata.name
+            for key in live:
+                if self._load(key).get("pod") == name and key.split(".", 1)[0] == ns:
+                    log.info("pod %s/%s was deleted: stopping its processes; a new pod replaces it", ns, name)
+                    with self._lock:
+                        stop_server(key)
+                        self._state_file(key).unlink(missing_ok=True)
+            try:
+                self.kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+                log.info("pod %s/%s deleted", ns, name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    # --- logs (called from the kubelet endpoint's threads) -------------------------------------
+    def container_log(self, namespace: str, pod: str, container: str, previous: bool) -> ContainerLog:
+        """Which log file and run the kubelet serves for `kubectl logs POD CONTAINER [--previous]`."""
+        for path in sorted((self.state_root / "servers").glob(f"{namespace}.*/pod.json")):
+            state = json.loads(path.read_text())
+            if state.get("pod") != pod:
+                continue
+            key = path.parent.name
+            roles = {server_container_for(state.get("group", "")): "triton", AGENT_CONTAINER: "agent"}
+            role = roles.get(container)
+            if role is None:
+                raise LogError(400, f"container {container} is not valid for pod {pod}")
+            runs = state["containers"].get(role) or []
+            if previous and len(runs) < 2:
+                raise LogError(400, f'previous terminated container "{container}" in pod "{pod}" not found')
+            pid = runs[-1]["pid"] if runs else 0
+            return ContainerLog(self.logs / f"{role}-{key}.log", -2 if previous else -1,
+                                lambda: _pid_alive(pid))
+        raise LogError(404, f'pod "{pod}" not found on node {NODE_NAME}')
+
+
+def server_container_for(group: str) -> str:
+    return SERVER_CONTAINER.get(group, "kserve-container")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
