@@ -37,6 +37,7 @@ import _common as common  # noqa: E402
 from helpers import triton  # noqa: E402
 from helpers.local import process, torch_backend, tritonserver  # noqa: E402
 from helpers.local.stack import Stack  # noqa: E402
+from helpers.local.profiles import PROFILES  # noqa: E402
 from helpers.models import write_cifar10_standin, write_inception_standin  # noqa: E402
 
 CIFAR10, INCEPTION = "cifar10", "inception"
@@ -54,14 +55,14 @@ class Triton:
 
 
 # --- 1. cold start -------------------------------------------------------------------------------
-def cold_start(warm_restart: bool) -> None:
+def cold_start(warm_restart: bool, profile: str) -> None:
     """Stack.up on a fresh state folder, per component; down; optionally up again (warm)."""
-    common.heading("Stack cold start (Stack.up on a fresh state folder)")
+    common.heading(f"Stack cold start (Stack.up on a fresh state folder, profile {profile})")
     with common.scratch_env("mms-bench-stack-") as root:
         stack = Stack(root / "state")
         try:
             clock = common.PhaseClock()
-            stack.up(say=clock.say)
+            stack.up(say=clock.say, profile=profile)
             end = time.monotonic()
             rows = clock.phases(end) + [("total (cold start)", end - clock.start)]
             common.table(["PHASE", "SECONDS"], rows)
@@ -74,7 +75,7 @@ def cold_start(warm_restart: bool) -> None:
                 common.figure("stack warm restart (same state folder)", f"{time.monotonic() - start:.2f} s")
         finally:
             stack.down(say=lambda _m: None)
-    common.figure("stack cold start total", f"{end - clock.start:.2f} s")
+    common.figure(f"stack cold start total ({profile})", f"{end - clock.start:.2f} s")
 
 
 # --- 2. bare tritonserver, loads, memory -----------------------------------------------------------
@@ -220,6 +221,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per path (default 50; quick 5)")
     parser.add_argument("--skip-cold-start", action="store_true", help="leave out the stack cold start")
     parser.add_argument("--skip-inception", action="store_true", help="load the cifar10 stand-in only")
+    parser.add_argument("--profiles", nargs="+", default=sorted(PROFILES), choices=sorted(PROFILES),
+                        help="version profiles to cold-start (default: all)")
     args = parser.parse_args(argv)
     n = args.requests or (50 if args.quick else 1000)
     warmup = args.warmup if args.warmup is not None else (5 if args.quick else 50)
@@ -228,7 +231,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.print_machine()
     started = time.monotonic()
     if not args.skip_cold_start:
-        cold_start(warm_restart=not args.quick)
+        for profile in args.profiles:
+            cold_start(warm_restart=not args.quick, profile=profile)
     bare_triton(n, warmup, reload=not args.quick, inception=not args.skip_inception)
     print()
     common.figure("bench_stack wall time", f"{time.monotonic() - started:.1f} s")

@@ -1,13 +1,16 @@
 """The walkthrough, executed: papermill runs 00-04 in order against the session's local stack.
 
-One run with the guide's settings, one with another namespace, server name, bucket and API
-group; each notebook's results JSON is checked. Then: no secret in any executed notebook,
+One run with the guide's settings on the default (kfserving-0.5) stack, one on a `kserve`-profile
+stack with another namespace, server name and bucket, and the API group found from the cluster;
+each notebook's results JSON is checked. Then: no secret in any executed notebook,
 results file or log; a notebook run out of order says which one to run first; the committed
 notebooks carry no outputs and have a `parameters` cell.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +30,7 @@ from helpers.wait import poll_until
 pytestmark = pytest.mark.stack
 
 NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception"]
+# The other run: the `kserve` profile's stack, other names, and api_group left empty (found from the cluster).
 OTHER = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "api_group": KSERVE_GROUP}
 INCEPTION_LABELS = set((project_root() / "data" / "models" / "inception_graphdef" / "inception_labels.txt")
                        .read_text().splitlines())
@@ -46,20 +50,32 @@ def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cleanup(stack, kube) -> Iterator[None]:
+def cleanup(stack, kube, kserve_stack, kserve_kube) -> Iterator[None]:
     """At the end, delete the servers the walkthroughs made and wait until their processes are gone."""
     yield
-    custom = client.CustomObjectsApi(kube)
-    for group, name, namespace in (("serving.kubeflow.org", "triton-mms", "mms"),
-                                   (KSERVE_GROUP, OTHER["server_name"], OTHER["namespace"])):
+    for api, group, name, namespace, local in ((kube, "serving.kubeflow.org", "triton-mms", "mms", stack),
+                                               (kserve_kube, KSERVE_GROUP, OTHER["server_name"], OTHER["namespace"],
+                                                kserve_stack)):
         ag = api_group(group)
         try:
-            custom.delete_namespaced_custom_object(ag.group, ag.isvc_version, namespace, "inferenceservices", name)
+            client.CustomObjectsApi(api).delete_namespaced_custom_object(
+                ag.group, ag.isvc_version, namespace, "inferenceservices", name)
         except client.exceptions.ApiException:
             pass
-    mine = [stack.servers_dir / "mms.triton-mms", stack.servers_dir / f"{OTHER['namespace']}.{OTHER['server_name']}"]
-    poll_until(lambda: not any((folder / "processes.json").exists() for folder in mine),
-               "the local controller to stop the walkthroughs' servers", timeout=120)
+        folder = local.servers_dir / f"{namespace}.{name}"
+        poll_until(lambda: not (folder / "processes.json").exists(),
+                   "the local controller to stop the walkthroughs' servers", timeout=120)
+
+
+@contextlib.contextmanager
+def state_dir(local) -> Iterator[None]:
+    """Point the notebooks' kernels at another stack for a while."""
+    previous = os.environ["MMS_STATE_DIR"]
+    os.environ["MMS_STATE_DIR"] = str(local.root)
+    try:
+        yield
+    finally:
+        os.environ["MMS_STATE_DIR"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +84,10 @@ def default_run(stack, cleanup, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 @pytest.fixture(scope="module")
-def other_run(stack, cleanup, default_run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
-    return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), dict(OTHER))
+def other_run(kserve_stack, cleanup, default_run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
+    with state_dir(kserve_stack):
+        return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"),
+                               {k: v for k, v in OTHER.items() if k != "api_group"})
 
 
 # --- the guide's settings ----------------------------------------------------------------------
@@ -216,7 +234,8 @@ def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -
 # --- other settings, the other API group ------------------------------------------------------
 
 
-def test_walkthrough_with_other_settings(other_run, kube) -> None:
+def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve_kube) -> None:
+    kube = kserve_kube
     for name in NOTEBOOKS:
         settings = results(other_run, name)["settings"]
         assert {k: settings[k] for k in SETTINGS} == OTHER, name
@@ -247,16 +266,18 @@ def secrets_of(stack) -> dict[str, str]:
     return found
 
 
-def test_no_secret_in_any_executed_notebook_result_or_log(stack, default_run, other_run) -> None:
+def test_no_secret_in_any_executed_notebook_result_or_log(stack, kserve_stack, default_run, other_run) -> None:
     files = []
     for runs in (default_run, other_run):
         out_dir = runs["00_cluster_prep"].output.parent
         files += [p for p in out_dir.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json")]
-    files += [p for p in stack.root.rglob("*.log") if p.is_file()]
+    for local in (stack, kserve_stack):
+        files += [p for p in local.root.rglob("*.log") if p.is_file()]
     assert len(files) > 20
+    found = {**secrets_of(stack), **{f"kserve stack's {k}": v for k, v in secrets_of(kserve_stack).items()}}
     for path in files:
         text = path.read_text(errors="replace")
-        for what, value in secrets_of(stack).items():
+        for what, value in found.items():
             assert value not in text, f"{what} appears in {path}"
 
 
