@@ -11,6 +11,7 @@ from typing import Optional
 
 ENV_VARS = {
     "MMS_TARGET": "`local` (embedded stack, default) or `cluster` (in-cluster config, else kubeconfig)",
+    "MMS_PROFILE": "the local stack's version profile on its first `up`: kfserving-0.5 (default, the guide's) or kserve",
     "MMS_STATE_DIR": "the local stack's state: data, logs, credentials, kubeconfig (default ~/.local/state/mms-notebooks)",
     "MMS_CACHE_DIR": "downloads and builds kept between stacks: models, Kubernetes binaries (default ~/.cache/mms-notebooks)",
     "MMS_BUILD_DIR": "executed notebooks, results and plots (default ./build)",

@@ -183,7 +183,24 @@ class Gateway:
                 log.warning("gateway: nginx -s reload failed: %s", result.stderr.strip())
                 return
             log.info("gateway: routes %s", ", ".join(f"{h} -> {u}" for h, u in sorted(routes.items())) or "(none)")
+            self._wait_for(set(routes) - set(self.routes))
         self.routes = dict(routes)
+
+    def _wait_for(self, hosts: set[str], timeout: float = 3.0) -> None:
+        """`nginx -s reload` only signals the master: wait (bounded) until new hosts are routed."""
+        from ..wait import WaitTimeout, poll_until
+
+        def routed(host: str) -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{self.port}/v2/health/live", headers={"Host": host},
+                                    timeout=1).status_code != 404
+            except requests.RequestException:
+                return False
+        for host in hosts:
+            try:
+                poll_until(lambda: routed(host), f"the gateway to route {host}", timeout=timeout, interval=0.05)
+            except WaitTimeout:
+                log.warning("gateway: %s is not routed %.0f s after the reload", host, timeout)
 
     def stop(self) -> None:
         if self.record and process.stop(self.record):

@@ -23,7 +23,7 @@ from ..profiles import Profile, get as get_profile
 from .kube import Kube
 from .pods import Pods
 from .profiles import reconcile_profile
-from .servers import AgentEnv, CheckFailed, Servers, describe, server_key
+from .servers import AgentEnv, CheckFailed, Servers, describe, server_key, status_url
 from . import trainedmodels as tms
 from .webhooks import Webhooks
 
@@ -94,6 +94,8 @@ class Controller:
             self.servers.ensure_objects(isvc, records["triton"])
             self.pods.sync(group, isvc, records, env_spec(self.servers.pod_env(meta["namespace"], meta["name"])))
             self._note_route(key, isvc, records["triton"])
+            # Before Ready is written: a client that saw Ready must find the route there.
+            self.gateway.route({host: upstream for host, (_key, upstream) in self.routes.items()})
         except CheckFailed as problem:
             self.servers.write_status(group, isvc, problem)
             return None
@@ -106,7 +108,7 @@ class Controller:
         return records["triton"]
 
     def _note_route(self, key: str, isvc: dict, triton: process.ProcessRecord) -> None:
-        url = (isvc.get("status") or {}).get("url") or ""
+        url = status_url(isvc["metadata"]["name"], isvc["metadata"]["namespace"])  # what write_status writes
         for host, (owner, _) in list(self.routes.items()):
             if owner == key:
                 del self.routes[host]

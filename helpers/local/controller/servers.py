@@ -86,6 +86,11 @@ class ServerDir:
         return self.root / "processes.json"
 
 
+def status_url(name: str, namespace: str) -> str:
+    """The external URL KServe writes to `status.url` (Knative's default domain, example.com)."""
+    return f"http://{name}.{namespace}.example.com"
+
+
 def server_key(namespace: str, name: str) -> str:
     return f"{namespace}.{name}"
 
@@ -359,7 +364,7 @@ class Servers:
         status = {"observedGeneration": meta.get("generation", 1), "conditions": conditions}
         if problem is None:
             status.update({
-                "url": f"http://{name}.{ns}.example.com",
+                "url": status_url(name, ns),
                 "address": {"url": f"http://{name}.{ns}.svc.cluster.local"},
                 "components": {"predictor": {
                     "latestCreatedRevision": revision, "latestReadyRevision": revision,
