@@ -68,7 +68,10 @@ def test_kserve_sdk_creates_a_multi_model_server_and_a_trained_model(kserve_stac
     assert result.returncode == 0, result.stderr[-2000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["isvc_ready"] is True and seen["url"] == f"http://sdk-triton.{NS}.example.com"
-    assert seen["predictor"]["triton"]["name"] == ""  # the SDK's empty string, stored as sent
+    # The SDK sends `name: ""` (which a Go 1.19 apiserver refused before the patch); as on a cluster,
+    # KServe's defaulter names the container, and fills resources the SDK left out.
+    assert seen["predictor"]["triton"]["name"] == "kserve-container"
+    assert seen["predictor"]["triton"]["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
 
     custom = client.CustomObjectsApi(kserve_kube)
 

@@ -9,7 +9,8 @@ import copy
 
 import pytest
 
-from helpers.local.controller.webhooks import review_inferenceservice, review_trainedmodel, webhook_names
+from helpers.local.controller.webhooks import (default_inferenceservice, review_inferenceservice,
+                                                review_trainedmodel, webhook_names)
 from helpers.local.profiles import get
 
 KFSERVING, KSERVE = get("kfserving-0.5"), get("kserve")
@@ -90,3 +91,22 @@ def test_webhook_names_are_the_releases() -> None:
     assert webhook_names(KFSERVING) == {"trainedmodels": "trainedmodel.kfserving-webhook-server.validator",
                                         "inferenceservices": "inferenceservice.kfserving-webhook-server.v1beta1.validator"}
     assert webhook_names(KSERVE)["trainedmodels"] == "trainedmodel.kserve-webhook-server.validator"
+
+
+def test_kfserving_defaulter_names_the_container_and_fills_resources_and_version() -> None:
+    config = {"predictors": '{"triton": {"defaultImageVersion": "20.08-py3", "multiModelServer": true}}'}
+    body = isvc(triton={"name": "", "resources": {"limits": {"memory": "16Gi"}}})
+    spec = default_inferenceservice(KFSERVING, body, config)
+    triton = spec["predictor"]["triton"]
+    assert triton["name"] == "kfserving-container" and triton["runtimeVersion"] == "20.08-py3"
+    assert triton["resources"] == {"limits": {"memory": "16Gi", "cpu": "1"}, "requests": {"cpu": "1", "memory": "2Gi"}}
+    assert body["spec"]["predictor"]["triton"] == {"name": "", "resources": {"limits": {"memory": "16Gi"}}}
+
+
+def test_kserve_defaulter_reads_resource_defaults_and_keeps_the_version_unset() -> None:
+    config = {"resource": '{"cpuLimit": "2", "memoryLimit": "4Gi", "cpuRequest": "1", "memoryRequest": "1Gi"}'}
+    triton = default_inferenceservice(KSERVE, isvc(triton={}), config)["predictor"]["triton"]
+    assert triton == {"name": "kserve-container",
+                      "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}}
+    assert default_inferenceservice(KSERVE, isvc(triton={}, sklearn={}), config) == \
+        isvc(triton={}, sklearn={})["spec"]  # two implementations: left for the validator to refuse

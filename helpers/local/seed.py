@@ -171,6 +171,7 @@ def _kserve_config_data(release: str) -> dict[str, str]:
             "s3": {"s3AccessKeyIDName": "AWS_ACCESS_KEY_ID", "s3SecretAccessKeyName": "AWS_SECRET_ACCESS_KEY"},
         }),
         "deploy": _json({"defaultDeploymentMode": "Serverless"}),
+        "resource": _json({"cpuLimit": "1", "memoryLimit": "2Gi", "cpuRequest": "1", "memoryRequest": "2Gi"}),
         "ingress": _json({
             "ingressGateway": "knative-serving/knative-ingress-gateway",
             "ingressService": "istio-ingressgateway.istio-system.svc.cluster.local",

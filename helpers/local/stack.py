@@ -188,7 +188,7 @@ class Stack:
         from .seed import seed_manifests
 
         profile = self.profile()
-        say(f"installing {profile.group} CRDs and seeding Kubeflow, Knative and KServe as {profile.describe} ...")
+        say(f"installing {profile.group} CRDs and seeding as {profile.name} ...")
         client = controlplane.api_client(self.kubeconfig)
         creds = self.s3_credentials()
         s3_port = self._load()["ports"]["s3.s3"]

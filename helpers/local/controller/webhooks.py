@@ -1,4 +1,5 @@
-"""KServe's validating admission webhooks, served by the local controller as the real ones are.
+"""KServe's admission webhooks (validating, and the InferenceService defaulter), served by the local
+controller as the real ones are.
 
 The apiserver calls them over TLS (a `ValidatingWebhookConfiguration` with the CA bundle) on
 create and update, so `kubectl apply`, the `kubernetes` client and KServe's SDK all get the
@@ -9,10 +10,15 @@ pkg/apis/serving/v1beta1/component.go, inference_service_validation.go):
 
 - TrainedModel: name pattern, storageUri prefix (the agent's protocols), memory immutable;
 - InferenceService: name pattern, exactly one predictor implementation, replicas, concurrency,
-  logger mode, the predictor's storageUri scheme.
+  logger mode, the predictor's storageUri scheme;
+- the defaulter (inference_service_defaults.go, predictor_*.go): each framework container is named
+  `kfserving-container` (`kserve-container`), gets cpu/memory requests and limits where it sets
+  none, and on KFServing 0.5 its `runtimeVersion` from `inferenceservice-config`.
 """
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import logging
 import re
@@ -142,21 +148,66 @@ def _review_component(profile: Profile, kind: str, component: dict) -> Optional[
     return None
 
 
+# KFServing 0.5.1's defaultResource; KServe reads the same from inferenceservice-config's `resource`.
+DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
+
+
+def container_name(profile: Profile) -> str:
+    return "kfserving-container" if profile.group == KFSERVING_GROUP else "kserve-container"
+
+
+def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str]) -> dict:
+    """The InferenceService's spec with the release's defaults filled in (the input is not changed)."""
+    spec = copy.deepcopy(isvc.get("spec") or {})
+    predictors = json.loads(config.get("predictors", "{}") or "{}")
+    resource = json.loads(config.get("resource", "{}") or "{}")
+    requests = {"cpu": resource.get("cpuRequest", DEFAULT_RESOURCES["cpu"]),
+                "memory": resource.get("memoryRequest", DEFAULT_RESOURCES["memory"])}
+    limits = {"cpu": resource.get("cpuLimit", DEFAULT_RESOURCES["cpu"]),
+              "memory": resource.get("memoryLimit", DEFAULT_RESOURCES["memory"])}
+    component = spec.get("predictor")
+    if not isinstance(component, dict):
+        return spec
+    chosen = [key for key, _ in IMPLEMENTATIONS[profile.group] if isinstance(component.get(key), dict)]
+    if len(chosen) != 1 or component.get("containers"):
+        return spec  # the validator refuses it; the defaulter leaves it alone, as KServe's does
+    framework = component[chosen[0]]
+    framework["name"] = container_name(profile)
+    known = predictors.get(chosen[0]) if isinstance(predictors.get(chosen[0]), dict) else {}
+    if profile.group == KFSERVING_GROUP and framework.get("runtimeVersion") is None and known.get("defaultImageVersion"):
+        framework["runtimeVersion"] = known["defaultImageVersion"]
+    resources = framework.setdefault("resources", {})
+    for part, values in (("requests", requests), ("limits", limits)):
+        held = resources.setdefault(part, {})
+        for key, value in values.items():
+            held.setdefault(key, value)
+    return spec
+
+
 # --- the server -----------------------------------------------------------------------------
 Reviewer = Callable[[dict, Optional[dict]], Optional[str]]
+Mutator = Callable[[dict], Optional[dict]]  # the new spec, or None to leave the object as it is
 
 
-def _handler(routes: dict[str, Reviewer]) -> type[BaseHTTPRequestHandler]:
+def _handler(routes: dict[str, Reviewer], mutators: dict[str, Mutator]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             request = review.get("request") or {}
-            route = routes.get(self.path.split("?", 1)[0])
-            verdict = route(request.get("object") or {}, request.get("oldObject")) if route else "unknown path"
-            response = {"uid": request.get("uid", ""), "allowed": verdict is None}
-            if verdict is not None:
-                response["status"] = {"code": 400 if route else 404, "message": verdict,
-                                      "reason": "BadRequest" if route else "NotFound"}
+            path = self.path.split("?", 1)[0]
+            route, mutate = routes.get(path), mutators.get(path)
+            response: dict = {"uid": request.get("uid", ""), "allowed": True}
+            if mutate is not None:
+                spec = mutate(request.get("object") or {})
+                if spec is not None and spec != (request.get("object") or {}).get("spec"):
+                    patch = [{"op": "add", "path": "/spec", "value": spec}]  # add replaces an existing member
+                    response.update(patchType="JSONPatch", patch=base64.b64encode(json.dumps(patch).encode()).decode())
+            else:
+                verdict = route(request.get("object") or {}, request.get("oldObject")) if route else "unknown path"
+                response["allowed"] = verdict is None
+                if verdict is not None:
+                    response["status"] = {"code": 400 if route else 404, "message": verdict,
+                                          "reason": "BadRequest" if route else "NotFound"}
             body = json.dumps({"apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
                                "kind": "AdmissionReview", "response": response}).encode()
             self.send_response(200)
@@ -196,12 +247,24 @@ class Webhooks:
 
         return {"/validate-trainedmodel": tm, "/validate-inferenceservice": isvc}
 
+    def _mutators(self) -> dict[str, Mutator]:
+        def isvc(obj: dict) -> Optional[dict]:
+            try:
+                cm = client.CoreV1Api(self.api).read_namespaced_config_map(
+                    "inferenceservice-config", self.profile.config_namespace)
+                config = cm.data or {}
+            except ApiException:
+                config = {}
+            return default_inferenceservice(self.profile, obj, config)
+
+        return {"/mutate-inferenceservice": isvc}
+
     def start(self) -> int:
         """Serve on the port used last time if it is free (else a free one), and register. Returns the port."""
         ca = controlplane.self_signed_cert(self.pki / "tls.crt", self.pki / "tls.key", "kserve-webhook-server")
         last = int(self.port_file.read_text()) if self.port_file.exists() else 0
         port = last if last and process.port_free(last) else process.free_port()
-        server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self._reviewers()))
+        server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self._reviewers(), self._mutators()))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.pki / "tls.crt", self.pki / "tls.key")
         server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -219,9 +282,7 @@ class Webhooks:
             self._server.server_close()
 
     def configurations(self, port: int, ca: bytes) -> list[dict]:
-        """The ValidatingWebhookConfigurations the release installs, pointed at this server."""
-        import base64
-
+        """The Validating- and MutatingWebhookConfigurations the release installs, pointed at this server."""
         names = webhook_names(self.profile)
         bundle = base64.b64encode(ca).decode()
         configs = []
@@ -239,19 +300,33 @@ class Webhooks:
                     "timeoutSeconds": 10,
                 }],
             })
+        configs.append({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": f"inferenceservice.{self.profile.group}"},
+            "webhooks": [{
+                "name": names["inferenceservices"].replace("validator", "defaulter"),
+                "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate-inferenceservice", "caBundle": bundle},
+                "rules": [{"apiGroups": [self.profile.group], "apiVersions": ["v1beta1"],
+                           "operations": ["CREATE", "UPDATE"], "resources": ["inferenceservices"]}],
+                "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1", "v1beta1"],
+                "reinvocationPolicy": "Never", "timeoutSeconds": 10,
+            }],
+        })
         return configs
 
     def register(self, port: int, ca: bytes) -> None:
         registration = client.AdmissionregistrationV1Api(self.api)
         for body in self.configurations(port, ca):
             name = body["metadata"]["name"]
+            kind = "mutating" if body["kind"].startswith("Mutating") else "validating"
+            read = getattr(registration, f"read_{kind}_webhook_configuration")
             try:
-                current = registration.read_validating_webhook_configuration(name)
+                current = read(name)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-                registration.create_validating_webhook_configuration(body)
+                getattr(registration, f"create_{kind}_webhook_configuration")(body)
                 continue
             if client.ApiClient().sanitize_for_serialization(current.webhooks)[0]["clientConfig"] != \
                     body["webhooks"][0]["clientConfig"]:
-                registration.patch_validating_webhook_configuration(name, {"webhooks": body["webhooks"]})
+                getattr(registration, f"patch_{kind}_webhook_configuration")(name, {"webhooks": body["webhooks"]})
