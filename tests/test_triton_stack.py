@@ -67,6 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         yield Server(record, tritonserver.http_url(record), f"127.0.0.1:{ports['grpc']}", repo)
     finally:
+        triton.forget_clients()  # reused keep-alive connections would make Triton's shutdown wait
         process.stop(record)
 
 
@@ -181,6 +182,33 @@ def test_config_name_differing_from_folder_is_named(loaded: Server):
     assert "`name` differs from the folder" in caught.value.fix and "'cifar10-renamed'" in caught.value.fix
 
 
+def _count_metadata_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import tritonclient.http as httpclient
+
+    asked: list[str] = []
+    original = httpclient.InferenceServerClient.get_model_metadata
+
+    def counted(self, model_name, *args, **kwargs):
+        asked.append(model_name)
+        return original(self, model_name, *args, **kwargs)
+
+    monkeypatch.setattr(httpclient.InferenceServerClient, "get_model_metadata", counted)
+    return asked
+
+
+def test_infer_reuses_one_client_and_the_metadata(loaded: Server, monkeypatch: pytest.MonkeyPatch):
+    triton.forget_clients()
+    asked = _count_metadata_requests(monkeypatch)
+    x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    first = triton.infer(loaded.url, "cifar10", x)["OUTPUT__0"]
+    for binary in (True, False, True):
+        assert np.allclose(triton.infer(loaded.url, "cifar10", x, binary=binary)["OUTPUT__0"], first, atol=1e-5)
+    assert asked == ["cifar10"]  # one metadata request for four calls
+    assert len([k for k in triton._reused.clients if k[0] == loaded.url]) == 1
+    with pytest.raises(triton.InferenceInputError):  # inputs are still checked before sending
+        triton.infer(loaded.url, "cifar10", x[0])
+
+
 def test_unknown_model_says_to_load_it(loaded: Server):
     with pytest.raises(triton.TritonError) as caught:
         triton.infer(loaded.url, "resnet", np.zeros((1, 3), np.float32))
@@ -206,6 +234,29 @@ def test_a_busy_port_is_named(tmp_path: Path):
             tritonserver.start("triton", tmp_path / "models", tritonserver.prepare_backends(tmp_path / "b"),
                                ports, tmp_path / "triton.log")
     assert f"port {port}" in str(caught.value) and "already in use" in str(caught.value)
+
+
+def test_a_reused_client_follows_a_restarted_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    repo = tmp_path / "models"
+    _one_instance(write_cifar10_standin(repo / "cifar10"))
+    backends = tritonserver.prepare_backends(tmp_path / "b")
+    ports = _ports()
+    record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
+    asked = _count_metadata_requests(monkeypatch)
+    try:
+        url = tritonserver.http_url(record)
+        triton.load_model(url, "cifar10")
+        x = np.zeros((1, 3, 32, 32), np.float32)
+        before = triton.infer(url, "cifar10", x)["OUTPUT__0"]
+        process.stop(record)  # the reused keep-alive connection dies with it
+        record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
+        triton.load_model(url, "cifar10")
+        after = triton.infer(url, "cifar10", x)["OUTPUT__0"]
+        assert np.allclose(before, after, atol=1e-5)
+        assert asked == ["cifar10", "cifar10"]  # the failed call forgot the client and metadata, then retried
+    finally:
+        triton.forget_clients()
+        process.stop(record)
 
 
 def test_a_killed_server_is_detected(tmp_path: Path):

@@ -2,6 +2,10 @@
 
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (both API groups)
 and makes the world match; watches only wake the loop early. One short function wires it.
+
+Two kinds of wake-up: a watch event (or the 1 s resync timer) runs the full pass; a change of an
+agent's status file (inotify, `fsevents`) runs only the status part for that one server, so a
+TrainedModel turns Ready milliseconds after Triton's load returns. `passes` counts each kind.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 from kubernetes import client, watch
 
 from ...constants import API_GROUPS, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from ..fsevents import FolderEvents
 from .kube import Kube
 from .profiles import reconcile_profile
 from .servers import CheckFailed, Servers, describe, server_key
@@ -26,12 +31,28 @@ class Controller:
         self.kube = Kube(api)
         self.servers = Servers(self.kube, state_root, state_root / "logs", state_root / "triton" / "backends")
         self.wake = threading.Event()
+        self.status_events = FolderEvents(names={self.servers.dir("x", "y").agent_status.name})
+        self.passes = {"full": 0, "status": 0}
+        self._lock = threading.Lock()
+        self._full_wanted = True
+        self._changed: set[str] = set()  # server keys whose agent status changed
+        self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
+
+    def request(self, server: str = "") -> None:
+        """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModel status."""
+        with self._lock:
+            if server:
+                self._changed.add(server)
+            else:
+                self._full_wanted = True
+        self.wake.set()
 
     def reconcile_all(self) -> None:
         """One level-triggered pass over every object the controller owns."""
         for profile in self.kube.list_profiles():
             self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile)
         wanted: set[str] = set()
+        serving: dict[str, tuple] = {}
         for name in API_GROUPS:
             group = api_group(name)
             isvcs = self.kube.list_custom(group.group, group.isvc_version, "inferenceservices")
@@ -44,7 +65,9 @@ class Controller:
                 wanted.add(key)
                 ready[key] = self._guard(f"inferenceservice {key}", self._reconcile_isvc, group, isvc)
             by_key = {server_key(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in isvcs}
+            serving.update({key: (group, by_key[key]) for key, rec in ready.items() if rec is not None})
             self._reconcile_models(group, models, by_key, ready)
+        self._serving = serving
         for key in self.servers.running():
             if key not in wanted:
                 log.info("inferenceservice %s is gone: stopping its server", key)
@@ -65,6 +88,7 @@ class Controller:
         try:
             access = self.servers.check(group, isvc)
             records = self.servers.ensure_running(meta["namespace"], meta["name"], access)
+            self.status_events.add(self.servers.dir(meta["namespace"], meta["name"]).root)
             self.servers.ensure_objects(isvc, records["triton"])
         except CheckFailed as problem:
             self.servers.write_status(group, isvc, problem)
@@ -86,7 +110,24 @@ class Controller:
             self._guard(f"trainedmodels of {key}", self._reconcile_server_models,
                         group, key, items, isvcs.get(key), ready.get(key))
 
-    def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton) -> None:
+    def reconcile_status(self, key: str) -> bool:
+        """The TrainedModel status of one server from its agent's status file; False if unknown."""
+        seen = self._serving.get(key)
+        if seen is None:
+            return False
+        group, isvc = seen
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        triton = self.servers.record(ns, name, "triton")
+        if triton is None or not triton.alive():
+            return False
+        items = [tm for tm in self.kube.custom.list_namespaced_custom_object(
+                     group.group, group.tm_version, ns, "trainedmodels")["items"]
+                 if (tm.get("spec") or {}).get("inferenceService") == name]
+        self._reconcile_server_models(group, key, items, isvc, triton, project=False)
+        return True
+
+    def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton,
+                                 project: bool = True) -> None:
         parts = {tm["metadata"]["name"]: tms.validate(tm, isvc, triton is not None) for tm in items}
         valid = [tm for tm in items if all(p["status"] == "True" or p["type"] == "InferenceServiceReady"
                                             for p in parts[tm["metadata"]["name"]])]
@@ -95,7 +136,8 @@ class Controller:
         if isvc is not None and triton is not None:
             ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
             where = self.servers.dir(ns, name)
-            tms.write_model_config(self.kube, ns, name, entries, where)
+            if project:
+                tms.write_model_config(self.kube, ns, name, entries, where)
             agent = tms.read_agent_status(where)
         else:
             agent = {}
@@ -109,7 +151,7 @@ class Controller:
                     "spec.predictor.triton.resources.limits.memory or lower spec.model.memory")]
             elif all(c["status"] == "True" for c in conds):
                 conds = conds + [tms.serving_condition(tm, agent, triton.ports.get("http") if triton else None)]
-            tms.write_status(self.kube, group, tm, conds)
+            tms.write_status(self.kube, group, tm, conds, "full pass" if project else "agent status")
 
     def watch_forever(self, stop: threading.Event) -> list[threading.Thread]:
         """Watches that wake the loop when anything it owns changes."""
@@ -118,34 +160,71 @@ class Controller:
             group = api_group(name)
             sources += [(group.group, group.isvc_version, "inferenceservices"),
                         (group.group, group.tm_version, "trainedmodels")]
-        threads = []
-        for source in sources:
-            thread = threading.Thread(target=self._watch, args=(source, stop), daemon=True)
+        threads = [threading.Thread(target=self._watch, args=(source, stop), daemon=True) for source in sources]
+        threads.append(threading.Thread(target=self._watch_agent_status, args=(stop,), daemon=True))
+        for thread in threads:
             thread.start()
-            threads.append(thread)
         return threads
 
+    def _watch_agent_status(self, stop: threading.Event) -> None:
+        """inotify on every server folder: a new agent status asks for that server's status pass."""
+        servers = self.servers.state_root / "servers"
+        while not stop.is_set():
+            present = {p for p in servers.glob("*/") if p.is_dir()}
+            for folder in self.status_events.folders() - present:
+                self.status_events.forget(folder)
+            for folder in present:
+                self.status_events.add(folder)
+            for folder in self.status_events.wait(1.0):
+                self.request(server=folder.name)
+
     def _watch(self, source: tuple, stop: threading.Event) -> None:
+        """One watch, re-opened at once when it ends and within a second while the apiserver is away.
+
+        A restarted apiserver takes seconds to come back: retrying every 0.1-1 s (not a fixed
+        2 s) means the watch resumes within a second of `/readyz`. Each (re)opened watch lists
+        every object as ADDED, which asks for a full pass, so nothing missed meanwhile is lost.
+        `_request_timeout` bounds a connection that went silent without being closed.
+        """
+        delay, failed = 0.1, False
         while not stop.is_set():
             try:
                 for _ in watch.Watch().stream(self.kube.custom.list_cluster_custom_object, *source,
-                                              timeout_seconds=20):
-                    self.wake.set()
+                                              timeout_seconds=20, _request_timeout=(3, 30)):
+                    if failed:
+                        log.info("watch of %s resumed", source[-1])
+                        delay, failed = 0.1, False
+                    self.request()
                     if stop.is_set():
                         return
             except Exception:  # noqa: BLE001 - CRD not there yet, apiserver restarting: retry
-                stop.wait(2)
+                failed = True
+                stop.wait(delay)
+                delay = min(delay * 2, 1.0)
 
     def run(self, stop: threading.Event, ready_file: Path, interval: float = 1.0) -> None:
         """Reconcile until `stop` is set, then stop every server this controller started."""
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
+        stop_wake = threading.Thread(target=lambda: (stop.wait(), self.wake.set(), self.status_events.interrupt()),
+                                     daemon=True)
+        stop_wake.start()
         while not stop.is_set():
-            self.wake.wait(interval)
+            timer = not self.wake.wait(interval)
             self.wake.clear()
+            with self._lock:
+                full, changed = self._full_wanted or timer, self._changed
+                self._full_wanted, self._changed = False, set()
             try:
-                self.reconcile_all()
+                for key in sorted(changed):
+                    if full:
+                        break
+                    full = not self.reconcile_status(key)  # unknown server: the full pass handles it
+                    self.passes["status"] += 1
+                if full:
+                    self.passes["full"] += 1
+                    self.reconcile_all()
             except Exception as exc:  # noqa: BLE001 - the apiserver may be away for a moment
                 log.warning("reconcile pass failed: %s", describe(exc))
         for key in self.servers.running():

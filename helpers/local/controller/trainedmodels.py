@@ -132,7 +132,8 @@ def serving_condition(tm: dict, agent: dict, http_port: Optional[int]) -> dict:
     return condition("ModelLoaded", None, state or "Pending", entry.get("message", ""))
 
 
-def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict]) -> None:
+def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict], via: str = "full pass") -> None:
+    """Patch the TrainedModel's status if it changed; `via` (which pass wrote it) goes to the log."""
     meta, spec = tm["metadata"], tm.get("spec") or {}
     ns, isvc = meta["namespace"], spec.get("inferenceService", "")
     conditions = parts + [ready_from(parts)]
@@ -144,3 +145,6 @@ def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict]) -> No
         return
     status["conditions"] = merge_times(old.get("conditions"), conditions)
     kube.patch_status(group.group, group.tm_version, "trainedmodels", tm, status)
+    ready = conditions[-1]
+    log.info("trainedmodel %s/%s: Ready=%s %s (via %s)", ns, meta["name"], ready["status"],
+             ready.get("reason", ""), via)
