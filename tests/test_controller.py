@@ -72,6 +72,10 @@ def trained_model(name: str, uri: str, framework: str = "pytorch", group: str = 
             "spec": {"inferenceService": SERVER, "model": {"framework": framework, "storageUri": uri, "memory": "256Mi"}}}
 
 
+def controller_log(stack: Stack) -> str:
+    return (stack.logs / "controller.log").read_text()
+
+
 def agent_log(stack: Stack) -> str:
     return (stack.logs / f"agent-{NS}.{SERVER}.log").read_text()
 
@@ -152,6 +156,10 @@ def test_trained_model_loads_serves_and_unloads(stack: Stack, kube, server, mode
     assert out["OUTPUT__0"].shape == (1, 10) and out["OUTPUT__0"].dtype == np.float32
     log = agent_log(stack)
     assert "Downloading model" in log and "Creating successFile" in log and "Successfully loaded model" in log
+    # Event-driven on both sides: inotify woke the agent, and the agent's status file woke the
+    # controller's status pass (not the 10 s resync, not the 1 s full pass).
+    assert '"wokenBy":"event"' in log
+    assert f"trainedmodel {NS}/cifar10: Ready=True (via agent status)" in controller_log(stack)
 
     custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", "cifar10")
     poll_until(lambda: not triton.model_ready(server, "cifar10"), "cifar10 unloaded", timeout=60)
@@ -212,24 +220,31 @@ def test_triton_killed_comes_back_with_every_model_without_downloading(stack: St
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
     wait_ready(kube, "trainedmodels", "cifar10")
     downloads = agent_log(stack).count("Creating successFile")
-    old = _server_pids(stack)["triton"]["pid"]
-    os.killpg(old, signal.SIGKILL)
-    poll_until(lambda: _server_pids(stack)["triton"]["pid"] != old, "triton restarted", timeout=60)
+    old = _server_pids(stack)["triton"]
+    os.killpg(old["pid"], signal.SIGKILL)
+    poll_until(lambda: _server_pids(stack)["triton"]["pid"] != old["pid"], "triton restarted", timeout=60)
     poll_until(lambda: triton.model_ready(server, "cifar10"), "cifar10 back", timeout=120)
     wait_ready(kube, "trainedmodels", "cifar10")
     assert agent_log(stack).count("Creating successFile") == downloads
+    new = _server_pids(stack)["triton"]
+    assert new["restarts"] == old.get("restarts", 0) + 1 and new["last_exit"] == "killed by SIGKILL"
+    assert new["ports"] == old["ports"]  # the Service address does not move with the process
+    assert f"triton for {NS}.{SERVER} (pid {old['pid']}) ended: killed by SIGKILL" in controller_log(stack)
+    assert "Triton restarted: reloading models from disk" in agent_log(stack)  # the agent's reload path ran
 
 
 def test_agent_restarted_reconciles_from_markers(stack: Stack, kube, server, models) -> None:
     k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
     wait_ready(kube, "trainedmodels", "cifar10")
     downloads = agent_log(stack).count("Creating successFile")
-    old = _server_pids(stack)["agent"]["pid"]
-    os.killpg(old, signal.SIGKILL)
-    poll_until(lambda: _server_pids(stack)["agent"]["pid"] != old, "agent restarted", timeout=60)
+    old = _server_pids(stack)["agent"]
+    os.killpg(old["pid"], signal.SIGKILL)
+    poll_until(lambda: _server_pids(stack)["agent"]["pid"] != old["pid"], "agent restarted", timeout=60)
     wait_ready(kube, "trainedmodels", "cifar10")
     assert triton.model_ready(server, "cifar10")
     assert agent_log(stack).count("Creating successFile") == downloads
+    new = _server_pids(stack)["agent"]
+    assert new["restarts"] == old.get("restarts", 0) + 1 and new["last_exit"] == "killed by SIGKILL"
 
 
 def test_server_problems_show_in_status_with_the_fix(stack: Stack, kube, server) -> None:

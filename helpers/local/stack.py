@@ -121,14 +121,15 @@ class Stack:
         it, so clients that know the address (kubeconfig, the seeded Service) keep working.
         """
         setting = COMPONENTS_BY_NAME[name].port_setting if name in COMPONENTS_BY_NAME else ""
-        wanted = env_port(setting) if setting else state["ports"].get(f"{name}.{key}")
+        fixed = env_port(setting) if setting else None
+        wanted = fixed or state["ports"].get(f"{name}.{key}")
         if wanted and name in state["processes"]:  # a restart: its predecessor may still hold the port
             try:
                 poll_until(lambda: process.port_free(wanted), f"port {wanted} to be released", timeout=10, interval=0.1)
             except WaitTimeout:
                 pass
-        if setting and wanted:
-            return process.require_port(wanted, name, setting)
+        if fixed:
+            return process.require_port(fixed, name, setting)
         if wanted and process.port_free(wanted):
             return wanted
         return process.free_port()

@@ -146,5 +146,5 @@ def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict], via: 
     status["conditions"] = merge_times(old.get("conditions"), conditions)
     kube.patch_status(group.group, group.tm_version, "trainedmodels", tm, status)
     ready = conditions[-1]
-    log.info("trainedmodel %s/%s: Ready=%s %s (via %s)", ns, meta["name"], ready["status"],
-             ready.get("reason", ""), via)
+    reason = f" {ready['reason']}" if ready.get("reason") else ""
+    log.info("trainedmodel %s/%s: Ready=%s%s (via %s)", ns, meta["name"], ready["status"], reason, via)
