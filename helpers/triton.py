@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
 
@@ -154,17 +155,25 @@ def _with_reuse(target: str, model: str, protocol: Protocol, headers: Headers, t
     and a reloaded model (Triton refuses the request built from old metadata). A second failure,
     or one with fresh metadata, is raised as it is; a timeout is never retried.
     """
+    key = (target, model, protocol, _headers_key(headers))
     for attempt in (1, 2):
         metadata, cached = _reused_metadata(target, model, protocol, headers)
         client = _client(target, protocol, timeout)
         try:
             with _errors(target):
                 return send(client, metadata)
-        except TritonTimeout:
-            forget_clients(target)
-            raise
+        except InferenceInputError:
+            _reused.metadata.pop(key, None)  # checked against cached metadata: check against fresh once
+            if attempt == 2 or not cached:
+                if not cached:
+                    _reused.metadata[key] = metadata  # fresh, and still valid: keep it
+                raise
+        except (TritonUnreachable, TritonTimeout):
+            forget_clients(target)  # the connection is gone or stuck
+            if attempt == 2 or not cached or isinstance(sys.exc_info()[1], TritonTimeout):
+                raise
         except TritonError:
-            forget_clients(target)
+            _reused.metadata.pop(key, None)  # 4xx/5xx: the model may have changed under us
             if attempt == 2 or not cached:
                 raise
     raise AssertionError("unreachable")

@@ -236,24 +236,58 @@ def test_a_busy_port_is_named(tmp_path: Path):
     assert f"port {port}" in str(caught.value) and "already in use" in str(caught.value)
 
 
-def test_a_reused_client_follows_a_restarted_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+TINY_CONFIG = """backend: "python"
+max_batch_size: 0
+input [{{ name: "{name}", data_type: TYPE_FP32, dims: [ 4 ] }}]
+output [{{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] }}]
+instance_group [{{ count: 1, kind: KIND_CPU }}]
+"""
+TINY_MODEL = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "OUTPUT0", (r.inputs()[0].as_numpy() * 2).astype(np.float32))]) for r in requests]
+"""
+
+
+def _tiny(folder: Path, input_name: str) -> None:
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "config.pbtxt").write_text(TINY_CONFIG.format(name=input_name))
+    (folder / "1" / "model.py").write_text(TINY_MODEL)
+
+
+def test_a_reused_client_follows_a_restarted_server_and_a_changed_model(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
     repo = tmp_path / "models"
-    _one_instance(write_cifar10_standin(repo / "cifar10"))
+    _tiny(repo / "tiny", "INPUT0")
     backends = tritonserver.prepare_backends(tmp_path / "b")
     ports = _ports()
     record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
     asked = _count_metadata_requests(monkeypatch)
+    x = np.ones(4, np.float32)
     try:
         url = tritonserver.http_url(record)
-        triton.load_model(url, "cifar10")
-        x = np.zeros((1, 3, 32, 32), np.float32)
-        before = triton.infer(url, "cifar10", x)["OUTPUT__0"]
-        process.stop(record)  # the reused keep-alive connection dies with it
+        triton.load_model(url, "tiny")
+        assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4
+        # Restarted on the same address with the same model: the reused client reconnects and
+        # the metadata still holds, so nothing is fetched again.
+        process.stop(record)
         record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
-        triton.load_model(url, "cifar10")
-        after = triton.infer(url, "cifar10", x)["OUTPUT__0"]
-        assert np.allclose(before, after, atol=1e-5)
-        assert asked == ["cifar10", "cifar10"]  # the failed call forgot the client and metadata, then retried
+        triton.load_model(url, "tiny")
+        assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4
+        assert asked == ["tiny"]
+        # Reloaded with another input name: Triton refuses the request built from the old
+        # metadata; the call forgets it, fetches it again and names the new input before sending.
+        _tiny(repo / "tiny", "X")
+        triton.load_model(url, "tiny")
+        with pytest.raises(triton.InferenceInputError, match="expects inputs X"):
+            triton.infer(url, "tiny", {"INPUT0": x})
+        assert asked == ["tiny", "tiny"]
+        assert triton.infer(url, "tiny", {"X": x})["OUTPUT0"].tolist() == [2.0] * 4
+        assert asked == ["tiny", "tiny"]  # the fresh metadata is reused again
     finally:
         triton.forget_clients()
         process.stop(record)
