@@ -4,7 +4,7 @@ Each script runs in its own Python process, one after the other (so torch and Te
 loaded by one do not weigh on the next), on its own throw-away local stack. A summary of what
 ran, how long it took and whether it finished comes last. Figures are printed, never asserted.
 
-Usage: python benchmarks/run_all.py [--quick] [--only stack controlplane walkthrough]
+Usage: python benchmarks/run_all.py [--quick] [--only stack controlplane walkthrough chaos soak]
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ SCRIPTS = {
     "stack": "bench_stack.py",  # issue 3
     "controlplane": "bench_controlplane.py",  # issue 4
     "walkthrough": "bench_walkthrough.py",  # issue 5
+    "chaos": "bench_chaos.py",  # issue 13
+    "soak": "bench_soak.py",  # issue 13 (1000 cycles by default: the longest by far)
 }
 
 

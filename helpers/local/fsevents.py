@@ -27,7 +27,8 @@ if INotify is not None:
 
 
 class FolderEvents:
-    """`wait(timeout)` returns True as soon as a watched folder changes, False after `timeout`.
+    """`wait(timeout)` returns the watched folders that changed as soon as one does, or an empty
+    set after `timeout`.
 
     `names`, if given, are the file names that count (others, such as the writers' own tmp
     files, are drained and ignored). `interrupt()` (from any thread) ends a wait at once, so a
@@ -81,20 +82,24 @@ class FolderEvents:
         with self._lock:
             return set(self._watched)
 
-    def wait(self, timeout: float) -> bool:
-        """Block until a change (True), an interrupt or the timeout (False)."""
+    def wait(self, timeout: float) -> set[Path]:
+        """Block until a change, an interrupt or the timeout; return the folders that changed (empty: none)."""
         deadline = time.monotonic() + max(timeout, 0)
         while True:
             fds = [self._wake_r] + ([self._inotify.fileno()] if self._inotify is not None else [])
             ready, _, _ = select.select(fds, [], [], max(deadline - time.monotonic(), 0))
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
-                return False
+                return set()
             if self._inotify is None or self._inotify.fileno() not in ready:
-                return False
+                return set()
             events = self._inotify.read(timeout=0)  # drain: one wake-up per burst of events
-            if self.names is None or any(event.name in self.names for event in events):
-                return True
+            with self._lock:
+                by_wd = {wd: folder for folder, wd in self._watched.items()}
+            changed = {by_wd[e.wd] for e in events
+                       if e.wd in by_wd and (self.names is None or e.name in self.names)}
+            if changed:
+                return changed
 
     def interrupt(self) -> None:
         os.write(self._wake_w, b"x")
