@@ -405,8 +405,21 @@ def _grpc_target(url: str, grpc_url: Optional[str]) -> str:
 
 def _http_input(name: str, array: np.ndarray, binary: bool) -> httpclient.InferInput:
     tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-    tensor.set_data_from_numpy(array, binary_data=binary)
+    if binary or tensor.datatype() in ("BYTES", "BF16") or not _FAST_JSON:
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        return tensor
+    # JSON numbers: tritonclient converts element by element (`[v.item() for v in a.flatten()]`,
+    # ~0.9 ms for one 3x32x32 image); numpy's tolist() gives the same Python values ~30x faster.
+    # tritonclient's own checks and fields come from its binary path, then the data is swapped in.
+    tensor.set_data_from_numpy(array, binary_data=True)
+    tensor._parameters.pop("binary_data_size", None)
+    tensor._raw_data = None
+    tensor._data = np.ascontiguousarray(array).ravel().tolist()
     return tensor
+
+
+# The three InferInput fields the JSON fast path sets (tritonclient 2.x); without them, the slow path.
+_FAST_JSON = all(hasattr(httpclient.InferInput("x", [1], "FP32"), f) for f in ("_parameters", "_raw_data", "_data"))
 
 
 def _grpc_input(name: str, array: np.ndarray) -> grpcclient.InferInput:

@@ -64,7 +64,7 @@ def exit_reason(record: ProcessRecord) -> Optional[str]:
     """None while `record` runs; else how it ended ("exit code 1", "killed by SIGKILL").
 
     Only a process's parent can tell its exit status; for a process some other command started
-    (e.g. one adopted from an earlier supervisor) the reason says that it is unknown.
+    (adopted after a supervisor or controller restart) the reason says that it is unknown.
     """
     proc = _children.get(record.pid)
     if proc is not None:
@@ -80,7 +80,7 @@ def exit_reason(record: ProcessRecord) -> Optional[str]:
         return f"exit code {code}"
     if record.alive():
         return None
-    return "exited (code unknown: started by an earlier supervisor)"
+    return "exited (status unknown: another process started it)"
 
 
 @dataclass

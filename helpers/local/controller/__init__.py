@@ -3,9 +3,11 @@
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (both API groups)
 and makes the world match; watches only wake the loop early. One short function wires it.
 
-Two kinds of wake-up: a watch event (or the 1 s resync timer) runs the full pass; a change of an
-agent's status file (inotify, `fsevents`) runs only the status part for that one server, so a
-TrainedModel turns Ready milliseconds after Triton's load returns. `passes` counts each kind.
+Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
+runs the full pass; a TrainedModel event for a server that is up runs only that server's part
+(models.json and TrainedModel status); a change of an agent's status file (inotify, `fsevents`)
+runs only that server's TrainedModel status. So models.json follows an apply, and Ready follows
+Triton's load, within milliseconds. `passes` counts each kind.
 """
 from __future__ import annotations
 
@@ -32,17 +34,18 @@ class Controller:
         self.servers = Servers(self.kube, state_root, state_root / "logs", state_root / "triton" / "backends")
         self.wake = threading.Event()
         self.status_events = FolderEvents(names={self.servers.dir("x", "y").agent_status.name})
-        self.passes = {"full": 0, "status": 0}
+        self.passes = {"full": 0, "server": 0}
         self._lock = threading.Lock()
         self._full_wanted = True
-        self._changed: set[str] = set()  # server keys whose agent status changed
+        self._changed: dict[str, bool] = {}  # server key -> also project models.json (else status only)
         self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
 
-    def request(self, server: str = "") -> None:
-        """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModel status."""
+    def request(self, server: str = "", project: bool = False) -> None:
+        """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModels:
+        their status, and with `project` also the model config the agent reads."""
         with self._lock:
             if server:
-                self._changed.add(server)
+                self._changed[server] = self._changed.get(server, False) or project
             else:
                 self._full_wanted = True
         self.wake.set()
@@ -110,8 +113,8 @@ class Controller:
             self._guard(f"trainedmodels of {key}", self._reconcile_server_models,
                         group, key, items, isvcs.get(key), ready.get(key))
 
-    def reconcile_status(self, key: str) -> bool:
-        """The TrainedModel status of one server from its agent's status file; False if unknown."""
+    def reconcile_server(self, key: str, project: bool) -> bool:
+        """One server's TrainedModels (config with `project`, and status); False if the server is not up."""
         seen = self._serving.get(key)
         if seen is None:
             return False
@@ -123,11 +126,12 @@ class Controller:
         items = [tm for tm in self.kube.custom.list_namespaced_custom_object(
                      group.group, group.tm_version, ns, "trainedmodels")["items"]
                  if (tm.get("spec") or {}).get("inferenceService") == name]
-        self._reconcile_server_models(group, key, items, isvc, triton, project=False)
+        self._reconcile_server_models(group, key, items, isvc, triton, project=project,
+                                      via="trainedmodel event" if project else "agent status")
         return True
 
     def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton,
-                                 project: bool = True) -> None:
+                                 project: bool = True, via: str = "full pass") -> None:
         parts = {tm["metadata"]["name"]: tms.validate(tm, isvc, triton is not None) for tm in items}
         valid = [tm for tm in items if all(p["status"] == "True" or p["type"] == "InferenceServiceReady"
                                             for p in parts[tm["metadata"]["name"]])]
@@ -151,7 +155,7 @@ class Controller:
                     "spec.predictor.triton.resources.limits.memory or lower spec.model.memory")]
             elif all(c["status"] == "True" for c in conds):
                 conds = conds + [tms.serving_condition(tm, agent, triton.ports.get("http") if triton else None)]
-            tms.write_status(self.kube, group, tm, conds, "full pass" if project else "agent status")
+            tms.write_status(self.kube, group, tm, conds, via)
 
     def watch_forever(self, stop: threading.Event) -> list[threading.Thread]:
         """Watches that wake the loop when anything it owns changes."""
@@ -189,18 +193,30 @@ class Controller:
         delay, failed = 0.1, False
         while not stop.is_set():
             try:
-                for _ in watch.Watch().stream(self.kube.custom.list_cluster_custom_object, *source,
-                                              timeout_seconds=20, _request_timeout=(3, 30)):
+                for event in watch.Watch().stream(self.kube.custom.list_cluster_custom_object, *source,
+                                                  timeout_seconds=20, _request_timeout=(3, 30)):
                     if failed:
                         log.info("watch of %s resumed", source[-1])
                         delay, failed = 0.1, False
-                    self.request()
+                        self.request()  # anything may have changed while the watch was down
+                    self.request(*self._server_of(source, event))
                     if stop.is_set():
                         return
             except Exception:  # noqa: BLE001 - CRD not there yet, apiserver restarting: retry
                 failed = True
                 stop.wait(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _server_of(self, source: tuple, event: dict) -> tuple:
+        """(server key, True) for a TrainedModel of a server that is up, else () (the full pass)."""
+        obj = event.get("object") or {}
+        if source[-1] != "trainedmodels" or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+            return ()
+        key = server_key(obj["metadata"]["namespace"], (obj.get("spec") or {}).get("inferenceService", ""))
+        seen = self._serving.get(key)
+        if seen is None or seen[0].group != source[0]:
+            return ()
+        return key, True
 
     def run(self, stop: threading.Event, ready_file: Path, interval: float = 1.0) -> None:
         """Reconcile until `stop` is set, then stop every server this controller started."""
@@ -215,13 +231,13 @@ class Controller:
             self.wake.clear()
             with self._lock:
                 full, changed = self._full_wanted or timer, self._changed
-                self._full_wanted, self._changed = False, set()
+                self._full_wanted, self._changed = False, {}
             try:
-                for key in sorted(changed):
+                for key, project in sorted(changed.items()):
                     if full:
                         break
-                    full = not self.reconcile_status(key)  # unknown server: the full pass handles it
-                    self.passes["status"] += 1
+                    full = not self.reconcile_server(key, project)  # not up: the full pass handles it
+                    self.passes["server"] += 1
                 if full:
                     self.passes["full"] += 1
                     self.reconcile_all()
