@@ -39,6 +39,7 @@ class Controller:
         self._full_wanted = True
         self._changed: dict[str, bool] = {}  # server key -> also project models.json (else status only)
         self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
+        self._config_written: dict[str, str] = {}  # server folder -> models.json last put in its ConfigMap
 
     def request(self, server: str = "", project: bool = False) -> None:
         """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModels:
@@ -141,7 +142,8 @@ class Controller:
             ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
             where = self.servers.dir(ns, name)
             if project:
-                tms.write_model_config(self.kube, ns, name, entries, where)
+                tms.write_model_config(self.kube, ns, name, entries, where, self._config_written,
+                                       trust=via != "full pass")
             agent = tms.read_agent_status(where)
         else:
             agent = {}

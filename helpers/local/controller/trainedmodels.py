@@ -87,18 +87,30 @@ def model_entry(tm: dict) -> dict:
                           "memory": str(model["memory"])}}
 
 
-def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict], where: ServerDir) -> None:
-    """Update the ConfigMap (the API object) and project it into the agent's file (the kubelet's job)."""
+def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict], where: ServerDir,
+                       written: Optional[dict] = None, trust: bool = False) -> None:
+    """Update the ConfigMap (the API object) and project it into the agent's file (the kubelet's job).
+
+    The file is written first (tmp + rename, which wakes the agent), so the agent starts while the
+    ConfigMap is patched. `written` (server folder -> text) remembers what this controller last
+    put in the ConfigMap; with `trust`, an unchanged config then costs no API call (the full pass
+    does not trust it: someone may have edited the ConfigMap).
+    """
     text = json.dumps(sorted(entries, key=lambda e: e["modelName"]), indent=1)
-    name = model_config_map_name(isvc)
-    cm = kube.read(kube.core.read_namespaced_config_map, name, namespace)
-    if cm is not None and (cm.data or {}).get(MODEL_CONFIG_FILE) != text:
-        kube.core.patch_namespaced_config_map(name, namespace, {"data": {MODEL_CONFIG_FILE: text}})
     where.config_file.parent.mkdir(parents=True, exist_ok=True)
     if not where.config_file.exists() or where.config_file.read_text() != text:
         tmp = where.config_file.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(where.config_file)
+    key = str(where.root)
+    if trust and written is not None and written.get(key) == text:
+        return
+    name = model_config_map_name(isvc)
+    cm = kube.read(kube.core.read_namespaced_config_map, name, namespace)
+    if cm is not None and (cm.data or {}).get(MODEL_CONFIG_FILE) != text:
+        kube.core.patch_namespaced_config_map(name, namespace, {"data": {MODEL_CONFIG_FILE: text}})
+    if cm is not None and written is not None:
+        written[key] = text
 
 
 def read_agent_status(where: ServerDir) -> dict:
@@ -108,11 +120,14 @@ def read_agent_status(where: ServerDir) -> dict:
         return {}
 
 
+_triton = requests.Session()  # keep-alive to each Triton: one ready check per status pass and model
+
+
 def triton_has(http_port: Optional[int], model: str) -> bool:
     if not http_port:
         return False
     try:
-        return requests.get(f"http://127.0.0.1:{http_port}/v2/models/{model}/ready", timeout=2).status_code == 200
+        return _triton.get(f"http://127.0.0.1:{http_port}/v2/models/{model}/ready", timeout=2).status_code == 200
     except requests.RequestException:
         return False
 
