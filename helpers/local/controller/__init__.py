@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -188,8 +189,8 @@ class Controller:
         """One watch, re-opened at once when it ends and within a second while the apiserver is away.
 
         A restarted apiserver takes seconds to come back: retrying every 0.1-1 s (not a fixed
-        2 s) means the watch resumes within a second of `/readyz`. Each (re)opened watch lists
-        every object as ADDED, which asks for a full pass, so nothing missed meanwhile is lost.
+        2 s) means the watch resumes within a second of `/readyz`. A watch that resumes after a
+        failure asks for a full pass, so nothing missed meanwhile is lost.
         `_request_timeout` bounds a connection that went silent without being closed.
         """
         delay, failed = 0.1, False
@@ -228,12 +229,17 @@ class Controller:
         stop_wake = threading.Thread(target=lambda: (stop.wait(), self.wake.set(), self.status_events.interrupt()),
                                      daemon=True)
         stop_wake.start()
+        last_full = time.monotonic()
         while not stop.is_set():
-            timer = not self.wake.wait(interval)
+            self.wake.wait(max(last_full + interval - time.monotonic(), 0))
             self.wake.clear()
+            # The resync runs every `interval` even while server passes keep waking the loop.
+            timer = time.monotonic() - last_full >= interval
             with self._lock:
                 full, changed = self._full_wanted or timer, self._changed
                 self._full_wanted, self._changed = False, {}
+            if full:
+                last_full = time.monotonic()
             try:
                 for key, project in sorted(changed.items()):
                     if full:
