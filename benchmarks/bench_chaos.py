@@ -9,7 +9,8 @@ kube-apiserver, kube-controller-manager, the controller, the server's Triton and
    Secrets, ServiceAccounts and Services of the namespace; the bucket's objects);
 2. its process group gets SIGKILL (`kill -9`), nobody runs `up`;
 3. BACK: kill -> a new process runs and answers its health check (the supervisor, or the
-   controller for Triton and the agent, restarted it);
+   controller for Triton and the agent, restarted it); for the apiserver also: it serves
+   TrainedModels again (its `/readyz` says ok before its CRD handlers are rebuilt);
 4. NEW TM READY: kill -> a TrainedModel applied right after the kill is Ready (what a learner
    doing the walkthrough would notice);
 5. SERVING: kill -> every TrainedModel Ready again and cifar10 answers through the
@@ -81,8 +82,17 @@ def _back(stack: Stack, target: str, old: int) -> Callable[[], bool]:
                 return False
             return target != "triton" or triton.server_ready(f"http://127.0.0.1:{record['ports']['http']}")
         row = next(r for r in stack.status() if r.name == target)
+        if target == "kube-apiserver" and row.pid != old and row.healthy:
+            return _serves_trained_models(stack)  # /readyz says ok before the CRDs are served again
         return row.pid != old and row.healthy
     return check
+
+
+def _serves_trained_models(stack: Stack) -> bool:
+    api = kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
+    client.CustomObjectsApi(api).list_namespaced_custom_object(
+        cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels", limit=1, _request_timeout=(2, 2))
+    return True
 
 
 def _all_ready(kube: client.ApiClient) -> bool:

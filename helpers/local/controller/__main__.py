@@ -11,6 +11,7 @@ from pathlib import Path
 from kubernetes import config as kconfig
 
 from . import Controller
+from .kube import bounded
 
 
 def main() -> None:
@@ -19,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    api = kconfig.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    api = bounded(kconfig.new_client_from_config(config_file=os.environ["KUBECONFIG"]))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

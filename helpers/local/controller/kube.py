@@ -12,6 +12,27 @@ from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
 log = logging.getLogger("controller")
 
 
+REQUEST_TIMEOUT = (3.0, 15.0)  # (connect, read) seconds of every API call that names none
+
+
+def bounded(api: client.ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> client.ApiClient:
+    """Give every request of `api` a timeout unless the call sets its own (watches do).
+
+    The kubernetes client waits for ever by default. A request that reaches an apiserver while it
+    is still starting up (after a restart) can sit unanswered for many seconds; with a bound the
+    pass fails, and the next one, a second later, finds the apiserver ready.
+    """
+    request = api.rest_client.request
+
+    def with_timeout(*args, **kwargs):
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = timeout
+        return request(*args, **kwargs)
+
+    api.rest_client.request = with_timeout
+    return api
+
+
 class Kube:
     """The apiserver, as the controller uses it."""
 
