@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -156,10 +157,11 @@ def test_trained_model_loads_serves_and_unloads(stack: Stack, kube, server, mode
     assert out["OUTPUT__0"].shape == (1, 10) and out["OUTPUT__0"].dtype == np.float32
     log = agent_log(stack)
     assert "Downloading model" in log and "Creating successFile" in log and "Successfully loaded model" in log
-    # Event-driven on both sides: inotify woke the agent, and the agent's status file woke the
-    # controller's status pass (not the 10 s resync, not the 1 s full pass).
+    # Event-driven on both sides: inotify woke the agent (not its 10 s resync), and the agent's
+    # status file woke the controller's status pass for this model. Which pass wrote Ready=True
+    # is a race with the 1 s resync, so the test asks only that the event path ran.
     assert '"wokenBy":"event"' in log
-    assert f"trainedmodel {NS}/cifar10: Ready=True (via agent status)" in controller_log(stack)
+    assert re.search(rf"trainedmodel {NS}/cifar10: Ready=\S+.* \(via agent status\)", controller_log(stack))
 
     custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", "cifar10")
     poll_until(lambda: not triton.model_ready(server, "cifar10"), "cifar10 unloaded", timeout=60)

@@ -69,6 +69,13 @@ def exit_reason(record: ProcessRecord) -> Optional[str]:
     proc = _children.get(record.pid)
     if proc is not None:
         code = proc.poll()
+        if code is None and not record.alive():
+            # Dying: its memory is gone (alive() says so) but the kernel has not made it a
+            # zombie yet, so there is no status to collect for a few milliseconds.
+            try:
+                code = proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                return None
         if code is None:
             return None
         del _children[record.pid]
