@@ -23,8 +23,10 @@ def _start(tmp_path: Path, code: str) -> process.ProcessRecord:
 
 
 def test_exit_reason_names_the_code_or_the_signal_and_reaps_the_child(tmp_path: Path) -> None:
-    failing = _start(tmp_path, "import sys, time; time.sleep(0.3); sys.exit(3)")
+    go = tmp_path / "go"
+    failing = _start(tmp_path, f"import os, sys, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\nsys.exit(3)")
     assert process.exit_reason(failing) is None  # still running
+    go.touch()
     assert poll_until(lambda: process.exit_reason(failing), "the child to exit", timeout=10, interval=0.02) == "exit code 3"
     killed = _start(tmp_path, "import time; time.sleep(60)")
     os.killpg(killed.pid, signal.SIGKILL)

@@ -73,7 +73,7 @@ def exit_reason(record: ProcessRecord) -> Optional[str]:
             # Dying: its memory is gone (alive() says so) but the kernel has not made it a
             # zombie yet, so there is no status to collect for a few milliseconds.
             try:
-                code = proc.wait(timeout=5)
+                code = proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 return None
         if code is None:

@@ -23,6 +23,7 @@ import argparse
 import fcntl
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -187,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("another supervisor runs for %s: leaving it in charge", args.state_dir)
         return 3
     report = Report(stack.supervisor_report)
-    report.data["pid"] = __import__("os").getpid()
+    report.data["pid"] = os.getpid()
     report.save()
     supervisor = Supervisor(stack, report)
     if not supervisor.start_round():
