@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KERNEL := mms-notebooks
+# Exact versions of everything pip installs, generated from pyproject.toml by `make lock`.
+LOCK := constraints.txt
+TRITON_REQ := tritonserver-requirements.txt
 
-.PHONY: help setup demo test lab up down status bench clean
+.PHONY: help setup demo test lab up down status bench clean lock
 
 help:
 	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-04)"
@@ -16,6 +19,7 @@ help:
 	@echo "make up | down | status   the embedded local stack"
 	@echo "make bench   print the benchmark figures"
 	@echo "make clean   remove build/ and .venv (the stack's data in MMS_STATE_DIR is kept)"
+	@echo "make lock    regenerate $(LOCK) from pyproject.toml (pip-tools' pip-compile)"
 
 setup: $(STAMP)
 	@bash scripts/setup-system.sh
@@ -24,13 +28,13 @@ setup: $(STAMP)
 	@TORCH_PYTHON=$(BIN)/python bash scripts/build-triton-pytorch.sh \
 	  || echo "setup: going on without Triton's pytorch backend; TorchScript uses the Python-based one"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ)
 	@bash scripts/setup-system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[local,lab,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c $(LOCK) -e '.[local,lab,dev]'
 	@# Only its tritonserver binary is used; its own pins conflict with the rest, hence --no-deps.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'nvidia-pytriton==0.7.0'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r $(TRITON_REQ)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
 	@touch $(STAMP)
 
@@ -56,6 +60,15 @@ lab: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# pip-tools in a venv of its own (build/), so it never changes what .venv holds. The lock resolves
+# from PyPI plus this machine's CPU torch file (pip's find-links), like `make setup` itself.
+lock:
+	$(PYTHON) -m venv build/pip-tools
+	build/pip-tools/bin/pip install -q --disable-pip-version-check 'pip-tools==7.5.2'
+	CUSTOM_COMPILE_COMMAND='make lock' build/pip-tools/bin/pip-compile --quiet --extra local --extra lab --extra dev --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --annotation-style line \
+	  -o $(LOCK) pyproject.toml
 
 clean:
 	rm -rf build $(VENV) *.egg-info

@@ -112,6 +112,22 @@ def timed_calls(call: Callable[[], object], n: int, warmup: int) -> list[float]:
     return durations
 
 
+def timed_pairs(first: Callable[[], object], second: Callable[[], object], n: int,
+                warmup: int) -> tuple[list[float], list[float]]:
+    """Like `timed_calls` for two calls, alternated (first, second, first, ...), so that load from
+    other processes on a shared machine weighs on both alike; returns both lists of seconds."""
+    for _ in range(warmup):
+        first()
+        second()
+    a, b = [], []
+    for _ in range(n):
+        for call, out in ((first, a), (second, b)):
+            start = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - start)
+    return a, b
+
+
 # --- memory --------------------------------------------------------------------------------------
 @dataclass
 class TreeMemory:

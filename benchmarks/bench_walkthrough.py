@@ -112,17 +112,17 @@ def compare_inference(n: int, warmup: int) -> None:
     keys: list[str] = []
     try:
         for key, label, count, notebook_call, raw_call in pairs:
-            nb = common.Latency.of(common.timed_calls(notebook_call, count, warmup))
-            rw = common.Latency.of(common.timed_calls(raw_call, count, warmup))
+            nb_times, raw_times = common.timed_pairs(notebook_call, raw_call, count, warmup)
+            nb, rw = common.Latency.of(nb_times), common.Latency.of(raw_times)
             rows.append((label, count, nb.p50, rw.p50, nb.p50 / rw.p50, nb.p99, rw.p99))
             keys.append(key)
     finally:
         raw.close()  # an open keep-alive connection makes Triton's shutdown wait
     common.heading(f"Notebook-style inference vs raw tritonclient (same request, {base})")
     common.table(["REQUEST", "N", "NOTEBOOK P50 MS", "RAW P50 MS", "RATIO", "NOTEBOOK P99 MS", "RAW P99 MS"], rows,
-                 note="NOTEBOOK: helpers.triton.infer/classify as 03 and 04 call them (a new client and a "
-                      "metadata request per call,\nso inputs are checked before sending). RAW: one persistent "
-                      "tritonclient HTTP client, infer only. RATIO: p50 / p50.")
+                 note="NOTEBOOK: helpers.triton.infer/classify as 03 and 04 call them (a reused client and "
+                      "cached model metadata;\ninputs are still checked before sending). RAW: one persistent "
+                      "tritonclient HTTP client, infer only. The two alternate, call by call. RATIO: p50 / p50.")
     for key, (_label, _n, nb50, rw50, ratio, _a, _b) in zip(keys, rows):
         common.figure(f"notebook/raw {key}", f"{ratio:.2f}x ({nb50:.2f} ms vs {rw50:.2f} ms)")
 

@@ -219,6 +219,8 @@ def test_two_more_models_load_in_parallel(stack: Stack) -> None:
 
 
 def test_remove_unloads_and_deletes_the_folder(stack: Stack) -> None:
+    stack.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2, "third": CIFAR10})
+    stack.wait_state("third", "Loaded", sha=spec(CIFAR10).sha)
     stack.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2})
     stack.wait_state("third", "Unloaded")
     assert not (stack.model_dir / "third").exists()
@@ -227,6 +229,9 @@ def test_remove_unloads_and_deletes_the_folder(stack: Stack) -> None:
 
 
 def test_spec_change_reloads_the_new_files(stack: Stack) -> None:
+    stack.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2})
+    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10).sha)
+    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
     before = stack.infer("cifar10")
     stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})
     stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
@@ -244,6 +249,8 @@ def test_missing_bucket_and_prefix_fail_with_a_clear_message(stack: Stack) -> No
                         "noprefix": f"s3://{BUCKET}/torchscript/not-uploaded"})
     nobucket = stack.wait_state("nobucket", "Failed")
     noprefix = stack.wait_state("noprefix", "Failed")
+    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
     assert nobucket["message"].startswith("s3://no-such-bucket/torchscript/cifar10: bucket 'no-such-bucket' "
                                           "does not exist"), nobucket
     assert noprefix["message"].startswith(f"s3://{BUCKET}/torchscript/not-uploaded: no objects under"), noprefix
@@ -262,6 +269,8 @@ def test_corrupt_model_fails_with_tritons_message(stack: Stack) -> None:
     stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2, "broken": BROKEN})
     entry = stack.wait_state("broken", "Failed")
     assert "not a loadable TorchScript file" in entry["message"], entry
+    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
     assert "broken" in entry["message"]
     assert not stack.ready("broken")
     assert stack.ready("cifar10") and stack.infer("cifar10").shape == (1, 10)
@@ -271,7 +280,8 @@ def test_corrupt_model_fails_with_tritons_message(stack: Stack) -> None:
 
 def test_agent_restart_downloads_nothing_again(stack: Stack) -> None:
     stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})
-    stack.wait_state("broken", "Unloaded")
+    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
     assert stack.agent_record is not None
     t0 = time.monotonic()
     assert stop(stack.agent_record)
@@ -293,6 +303,8 @@ def test_agent_restart_downloads_nothing_again(stack: Stack) -> None:
 
 
 def test_triton_restart_reloads_from_disk(stack: Stack) -> None:
+    stack.write_config({"cifar10": CIFAR10_V2})
+    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
     offset = stack.agent_log.stat().st_size
     stop(stack.triton_record)
     assert not stack.ready("cifar10")

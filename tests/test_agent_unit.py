@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +21,7 @@ from helpers.local.agent.spec import ConfigError, ModelSpec, Op, parse_model_con
 from helpers.local.agent.status import StatusFile, read_status
 from helpers.local.agent.watcher import Watcher, diff
 from helpers.storage import StorageError
+from helpers.wait import poll_until
 
 CIFAR = ModelSpec("s3://triton/torchscript/cifar10", "pytorch", "100Mi")
 INCEPTION = ModelSpec("s3://triton/models/inception_graphdef", "tensorflow", "1Gi")
@@ -101,6 +101,41 @@ def test_watcher_polls_the_file(tmp_path):
     assert messages.count("Processing event") == 5
     assert "Failed to sync model config file" in messages
     assert messages.count("adding model") == 2 and messages.count("removing model") == 2
+
+
+def _watching(tmp_path, resync: float, inotify: bool = True) -> tuple[Watcher, list[Op]]:
+    seen: list[Op] = []
+    watcher = Watcher(tmp_path, seen.append, Logger("test", io.StringIO()), resync=resync)
+    if not inotify:
+        watcher._events.add = lambda folder: False  # as on a filesystem without inotify
+    watcher.start()
+    return watcher, seen
+
+
+def test_watcher_is_woken_by_the_projection_not_the_timer(tmp_path):
+    watcher, seen = _watching(tmp_path, resync=3600)  # the timer cannot be what notices
+    try:
+        _write(tmp_path / "models.json", {"cifar10": CIFAR})  # tmp + rename, as the controller projects it
+        poll_until(lambda: seen, "the watcher to emit the add", timeout=5, interval=0.01)
+        assert seen == [Op("add", "cifar10", CIFAR)]
+        assert watcher.noticed_by == {"cifar10": "event"} and watcher.wakeups["resync"] == 0
+        (tmp_path / "notes.txt").write_text("other files in the folder do not wake it")
+        _write(tmp_path / "models.json", {})
+        poll_until(lambda: len(seen) == 2, "the watcher to emit the remove", timeout=5, interval=0.01)
+        assert seen[1] == Op("remove", "cifar10") and watcher.noticed_by["cifar10"] == "event"
+    finally:
+        watcher.stop()
+    assert not watcher._thread.is_alive()  # stop() interrupts the wait; it does not sit out the timer
+
+
+def test_watcher_resync_catches_a_change_inotify_did_not_report(tmp_path):
+    watcher, seen = _watching(tmp_path, resync=0.05, inotify=False)
+    try:
+        _write(tmp_path / "models.json", {"cifar10": CIFAR})
+        poll_until(lambda: seen, "the resync to emit the add", timeout=5, interval=0.01)
+        assert watcher.noticed_by == {"cifar10": "resync"} and watcher.wakeups["event"] == 0
+    finally:
+        watcher.stop()
 
 
 # --- marker sha -----------------------------------------------------------------------------------
@@ -263,12 +298,7 @@ class FakeDownloader:
 
 
 def _wait(check, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    return poll_until(check, "the puller", timeout=timeout, interval=0.01)
 
 
 @pytest.fixture()
@@ -322,7 +352,7 @@ def test_models_are_reloaded_without_download_after_a_server_restart(puller):
     p.enqueue(Op("add", "cifar10", CIFAR))
     _wait(lambda: (status.get("cifar10") or {}).get("state") == "Loaded")
     server.up = False
-    time.sleep(0.2)
+    _wait(lambda: p._server_down)  # the puller's check saw the outage
     server.ready.clear()  # the restarted server knows no models
     server.up = True
     _wait(lambda: "cifar10" in server.ready)

@@ -128,22 +128,68 @@ def test_softmax_and_top_k() -> None:
         {"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10]}]
 
 
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The figures the plot functions draw (kept for inspection after they are saved and closed)."""
+    figures: list = []
+    original = plots._finish
+
+    def keep(fig, folder, filename):
+        figures.append(fig)
+        return original(fig, folder, filename)
+
+    monkeypatch.setattr(plots, "_finish", keep)
+    return figures
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    import matplotlib.image
+
+    return matplotlib.image.imread(path).shape[:2]
+
+
 @pytest.mark.parametrize("standin", [True, False])
-def test_prediction_plot_is_saved(tmp_path: Path, standin: bool) -> None:
+def test_prediction_plot_shows_photos_labels_scores_and_the_stand_in_banner(
+        tmp_path: Path, standin: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _drawn(monkeypatch)
     photos = images.sample_images(["cat", "coffee", "rocket"])
     top = [[("German short-haired pointer, a long label", 0.6), ("tabby", 0.3), ("lynx", 0.1)]] * 3
     path = plots.predictions(photos, top, "title", standin, f"p{standin}.png", folder=tmp_path)
-    assert path == tmp_path / f"p{standin}.png" and path.stat().st_size > 10_000
+    assert path == tmp_path / f"p{standin}.png" and min(_png_size(path)) > 100
+    fig = figures[-1]
+    banner = [t for t in fig.texts if t.get_text() == plots.STANDIN_NOTE]
+    assert bool(banner) == standin and fig.get_suptitle() == ("title  (stand-in model)" if standin else "title")
+    if standin:
+        assert banner[0].get_color() == "#cf222e"
+    photo_axes = [ax for ax in fig.axes if ax.get_images()]
+    bar_axes = [ax for ax in fig.axes if ax.patches]
+    assert [ax.get_title() for ax in photo_axes] == ["cat", "coffee", "rocket"]
+    for ax in bar_axes:
+        assert ax.get_xlabel() == "probability"
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert labels[-1] == "German short-haired\npointer, a long label"  # best on top, wrapped, not cut
+        assert [round(bar.get_width(), 2) for bar in ax.patches] == [0.1, 0.3, 0.6]
+        assert "60.0%" in [t.get_text() for t in ax.texts]
     logits = plots.predictions(photos, [[("cat", 2.5), ("dog", -1.0)]] * 3, "logits", standin, "l.png",
                                score_name="logit", folder=tmp_path)
-    assert logits.stat().st_size > 10_000
+    assert min(_png_size(logits)) > 100
+    assert {ax.get_xlabel() for ax in figures[-1].axes if ax.patches} == {"logit"}
+    assert "-1.00" in [t.get_text() for ax in figures[-1].axes for t in ax.texts]
 
 
-def test_timeline_plot_is_saved(tmp_path: Path) -> None:
+def test_timeline_plot_shows_each_model_its_steps_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _drawn(monkeypatch)
     rows = [{"model": "cifar10", "download_s": 0.2, "load_s": 1.1, "downloaded": True, "failed": None},
             {"model": "inception", "download_s": 0.5, "load_s": None, "downloaded": True, "failed": "bad config"}]
     path = plots.agent_timeline(rows, "t.png", folder=tmp_path)
-    assert path.stat().st_size > 5_000
+    assert min(_png_size(path)) > 100
+    ax = figures[-1].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cifar10", "inception"]
+    assert ax.get_xlabel().startswith("seconds since the agent saw the config change")
+    notes = [t.get_text() for t in ax.texts]
+    assert notes[0] == "download 0.20s | load 0.90s | served at 1.10s"
+    assert "FAILED: bad config" in notes[1]
+    legend = [t.get_text() for legend in figures[-1].legends for t in legend.get_texts()]
+    assert legend == ["download from S3", "load into Triton"]
 
 
 def test_every_environment_variable_is_documented_in_the_readme() -> None:

@@ -72,6 +72,20 @@ def test_bytes_inputs_pass_as_object_arrays():
     assert set(checked) == {"A", "B"}
 
 
+@pytest.mark.parametrize("array", [
+    np.random.default_rng(0).random((2, 3, 4), dtype=np.float32), np.arange(-5, 7, dtype=np.int64).reshape(3, 4),
+    np.array([[True, False]]), np.linspace(-2, 2, 6, dtype=np.float16), np.asfortranarray(np.eye(3, dtype=np.float64)),
+    np.array([b"cat", b"dog"], dtype=object)])
+def test_json_inputs_are_exactly_what_tritonclient_builds(array):
+    import tritonclient.http as httpclient
+
+    ours = triton._http_input("X", array, binary=False)
+    theirs = httpclient.InferInput("X", list(array.shape), ours.datatype())
+    theirs.set_data_from_numpy(array, binary_data=False)
+    assert ours._get_tensor() == theirs._get_tensor() and ours._get_binary_data() == theirs._get_binary_data()
+    assert [type(v) for v in ours._get_tensor()["data"]] == [type(v) for v in theirs._get_tensor()["data"]]
+
+
 def test_infer_request_json_is_the_guides_body():
     data = np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)
     body = triton.infer_request_json({"INPUT__0": data})

@@ -67,6 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         yield Server(record, tritonserver.http_url(record), f"127.0.0.1:{ports['grpc']}", repo)
     finally:
+        triton.forget_clients()  # reused keep-alive connections would make Triton's shutdown wait
         process.stop(record)
 
 
@@ -183,6 +184,33 @@ def test_config_name_differing_from_folder_is_named(loaded: Server):
     assert "`name` differs from the folder" in caught.value.fix and "'cifar10-renamed'" in caught.value.fix
 
 
+def _count_metadata_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import tritonclient.http as httpclient
+
+    asked: list[str] = []
+    original = httpclient.InferenceServerClient.get_model_metadata
+
+    def counted(self, model_name, *args, **kwargs):
+        asked.append(model_name)
+        return original(self, model_name, *args, **kwargs)
+
+    monkeypatch.setattr(httpclient.InferenceServerClient, "get_model_metadata", counted)
+    return asked
+
+
+def test_infer_reuses_one_client_and_the_metadata(loaded: Server, monkeypatch: pytest.MonkeyPatch):
+    triton.forget_clients()
+    asked = _count_metadata_requests(monkeypatch)
+    x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    first = triton.infer(loaded.url, "cifar10", x)["OUTPUT__0"]
+    for binary in (True, False, True):
+        assert np.allclose(triton.infer(loaded.url, "cifar10", x, binary=binary)["OUTPUT__0"], first, atol=1e-5)
+    assert asked == ["cifar10"]  # one metadata request for four calls
+    assert len([k for k in triton._reused.clients if k[0] == loaded.url]) == 1
+    with pytest.raises(triton.InferenceInputError):  # inputs are still checked before sending
+        triton.infer(loaded.url, "cifar10", x[0])
+
+
 def test_unknown_model_says_to_load_it(loaded: Server):
     with pytest.raises(triton.TritonError) as caught:
         triton.infer(loaded.url, "resnet", np.zeros((1, 3), np.float32))
@@ -208,6 +236,63 @@ def test_a_busy_port_is_named(tmp_path: Path):
             tritonserver.start("triton", tmp_path / "models", tritonserver.prepare_backends(tmp_path / "b"),
                                ports, tmp_path / "triton.log")
     assert f"port {port}" in str(caught.value) and "already in use" in str(caught.value)
+
+
+TINY_CONFIG = """backend: "python"
+max_batch_size: 0
+input [{{ name: "{name}", data_type: TYPE_FP32, dims: [ 4 ] }}]
+output [{{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] }}]
+instance_group [{{ count: 1, kind: KIND_CPU }}]
+"""
+TINY_MODEL = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "OUTPUT0", (r.inputs()[0].as_numpy() * 2).astype(np.float32))]) for r in requests]
+"""
+
+
+def _tiny(folder: Path, input_name: str) -> None:
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "config.pbtxt").write_text(TINY_CONFIG.format(name=input_name))
+    (folder / "1" / "model.py").write_text(TINY_MODEL)
+
+
+def test_a_reused_client_follows_a_restarted_server_and_a_changed_model(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    repo = tmp_path / "models"
+    _tiny(repo / "tiny", "INPUT0")
+    backends = tritonserver.prepare_backends(tmp_path / "b")
+    ports = _ports()
+    record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
+    asked = _count_metadata_requests(monkeypatch)
+    x = np.ones(4, np.float32)
+    try:
+        url = tritonserver.http_url(record)
+        triton.load_model(url, "tiny")
+        assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4
+        # Restarted on the same address with the same model: the reused client reconnects and
+        # the metadata still holds, so nothing is fetched again.
+        process.stop(record)
+        record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
+        triton.load_model(url, "tiny")
+        assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4
+        assert asked == ["tiny"]
+        # Reloaded with another input name: Triton refuses the request built from the old
+        # metadata; the call forgets it, fetches it again and names the new input before sending.
+        _tiny(repo / "tiny", "X")
+        triton.load_model(url, "tiny")
+        with pytest.raises(triton.InferenceInputError, match="expects inputs X"):
+            triton.infer(url, "tiny", {"INPUT0": x})
+        assert asked == ["tiny", "tiny"]
+        assert triton.infer(url, "tiny", {"X": x})["OUTPUT0"].tolist() == [2.0] * 4
+        assert asked == ["tiny", "tiny"]  # the fresh metadata is reused again
+    finally:
+        triton.forget_clients()
+        process.stop(record)
 
 
 def test_a_killed_server_is_detected(tmp_path: Path):

@@ -18,10 +18,12 @@ def _status(stack: Stack) -> int:
     rows = stack.status()
     print(f"state folder: {stack.root}")
     print(f"profile:      {stack.profile().describe} (API group {stack.profile().group})")
-    print(f"{'COMPONENT':<34} {'STATE':<10} {'PID':>7}  ADDRESS")
+    print(f"{'COMPONENT':<34} {'STATE':<10} {'PID':>7} {'RESTARTS':>8}  ADDRESS")
     for row in rows:
         state = "healthy" if row.healthy else "running" if row.running else "DOWN" if row.pid else "stopped"
-        print(f"{row.name:<34} {state:<10} {row.pid or '-':>7}  {row.address}")
+        print(f"{row.name:<34} {state:<10} {row.pid or '-':>7} {row.restarts:>8}  {row.address}")
+        if row.last_exit:
+            print(f"{'':<34} last exit: {row.last_exit}")
         if row.detail:
             print(f"{'':<34} {row.detail}")
     print(status_line(stack.backends_dir))
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--profile", choices=sorted(PROFILES), default=None,
                     help=f"the real cluster to reproduce (default ${PROFILE_ENV}, else {DEFAULT_PROFILE}); "
                          "kept by the state folder")
-    sub.add_parser("down", help="stop the stack's processes; data and manifests are kept")
+    sub.add_parser("down", help="stop the supervisor, then the stack's processes; data and manifests are kept")
     sub.add_parser("status", help="what runs, where, and whether it is healthy (exit 1 if not)")
     sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
     logs = sub.add_parser("logs", help="the end of each component's log")

@@ -33,6 +33,8 @@ class ProcessRecord:
     log: str
     ports: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
+    restarts: int = 0  # how often a supervisor started it again after it died (kubelet's restartCount)
+    last_exit: str = ""  # why the previous instance ended, e.g. "killed by SIGKILL" or "exit code 1"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -51,6 +53,65 @@ class ProcessRecord:
         if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie has exited
             return False
         return bool(cmdline) and cmdline[0].decode(errors="replace") == self.argv[0]
+
+
+# Popen objects of the processes this process started, by PID: only a parent learns how its
+# child ended (exit code or signal), and polling them reaps the zombies.
+_children: dict[int, subprocess.Popen] = {}
+
+
+def exit_reason(record: ProcessRecord) -> Optional[str]:
+    """None while `record` runs; else how it ended ("exit code 1", "killed by SIGKILL").
+
+    Only a process's parent can tell its exit status; for a process some other command started
+    (adopted after a supervisor or controller restart) the reason says that it is unknown.
+    """
+    proc = _children.get(record.pid)
+    if proc is not None:
+        code = proc.poll()
+        if code is None and not record.alive():
+            # Dying: its memory is gone (alive() says so) but the kernel has not made it a
+            # zombie yet, so there is no status to collect for a few milliseconds.
+            try:
+                code = proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                return None
+        if code is None:
+            return None
+        del _children[record.pid]
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+    if record.alive():
+        return None
+    return "exited (status unknown: another process started it)"
+
+
+@dataclass
+class CrashLoopBackOff:
+    """The kubelet's restart delays, scaled to a laptop: at once, then 1, 2, 4 ... 30 s.
+
+    A process that ran `reset_after` seconds before dying starts the series again, so one crash
+    a day restarts at once while a crash loop waits longer each time (kubelet: 10 s doubling to
+    5 min, reset after 10 min of running).
+    """
+
+    first: float = 1.0
+    cap: float = 30.0
+    reset_after: float = 60.0
+    streak: dict[str, int] = field(default_factory=dict)
+
+    def delay(self, name: str, ran_for: float) -> float:
+        """The wait before restarting `name`, which ran `ran_for` seconds; counts this crash."""
+        streak = 0 if ran_for >= self.reset_after else self.streak.get(name, 0)
+        self.streak[name] = streak + 1
+        return 0.0 if streak == 0 else min(self.first * 2 ** (streak - 1), self.cap)
+
+    def reset(self, name: str) -> None:
+        self.streak.pop(name, None)
 
 
 def log_tail(path: str | Path, lines: int = 15) -> str:
@@ -121,6 +182,7 @@ def start(
             cwd=str(cwd) if cwd else None,
             start_new_session=True,  # own process group: stop() signals the whole group
         )
+    _children[proc.pid] = proc
     record = ProcessRecord(name, proc.pid, list(argv), str(log), dict(ports or {}), time.time())
 
     def exited() -> Optional[str]:
@@ -131,35 +193,50 @@ def start(
         poll_until(healthy, f"{name} to become healthy", timeout=timeout, give_up=exited)
     except WaitTimeout as exc:
         stop(record, proc=proc)
+        _children.pop(proc.pid, None)
         raise SetupError(
             f"{name} ({argv[0]}) did not start: {exc}\n  its log, {log}:\n{log_tail(log)}",
             f"read {log}; `python -m helpers.local logs {name}` shows it too",
         ) from None
+    except BaseException:  # e.g. SIGTERM while waiting: never leave a child nobody has a record of
+        stop(record, proc=proc)
+        _children.pop(proc.pid, None)
+        raise
     return record
 
 
 def stop(record: ProcessRecord, timeout: float = 15.0, proc: Optional[subprocess.Popen] = None) -> bool:
-    """Stop a started process and its group: TERM, wait, then KILL. Returns True if it was running."""
-    if proc is None and not record.alive():
-        return False
-    for sig, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(record.pid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            os.kill(record.pid, sig)
-        deadline = time.monotonic() + wait_for
-        while time.monotonic() < deadline:
-            if proc is not None:
-                if proc.poll() is not None:
+    """Stop a started process and its group: TERM, wait, then KILL. Returns True if it was running.
+
+    A child of this process is reaped too (no zombie is left behind).
+    """
+    proc = proc or _children.get(record.pid)
+    try:
+        if proc is None and not record.alive():
+            return False
+        if proc is not None and proc.poll() is not None:
+            return False
+        for sig, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(record.pid, sig)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                os.kill(record.pid, sig)
+            deadline = time.monotonic() + wait_for
+            while time.monotonic() < deadline:
+                if proc is not None:
+                    if proc.poll() is not None:
+                        return True
+                elif not record.alive():
                     return True
-            elif not record.alive():
-                return True
-            time.sleep(0.05)
-    if proc is not None:
-        proc.wait(timeout=5)
-    return True
+                time.sleep(0.05)
+        if proc is not None:
+            proc.wait(timeout=5)
+        return True
+    finally:
+        if proc is not None and proc.poll() is not None:
+            _children.pop(record.pid, None)
 
 
 def python_argv(module: str, *args: str) -> list[str]:

@@ -1,13 +1,19 @@
 """The embedded local stack, composed: S3 server, etcd, kube-apiserver, controller manager, controller.
 
-`up` starts what is not running (in that order) and rolls back what it started if a later
-part fails; `down` stops, in reverse order, only the processes the stack started, by PID, and
-keeps the data. The controller then starts one Triton + agent per InferenceService itself.
+A supervisor process (`helpers.local.supervisor`) starts the components in that order, as its
+children, and restarts any that dies with a CrashLoop back-off, as a kubelet restarts
+containers; the controller does the same for each server's Triton and agent. `up` starts the
+supervisor (or asks a running one to start what is down, at once) and waits for its report;
+a failed start rolls back what it started. `down` stops the supervisor first, so nothing is
+restarted while stopping, then, in reverse order, only the processes the stack started, by
+PID, and keeps the data. Adding a component is one entry in COMPONENTS.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -16,10 +22,19 @@ import requests
 
 from ..config import env_port, state_dir
 from ..errors import SetupError
+from ..wait import WaitTimeout, poll_until
 from . import controlplane, gateway, process, profiles, s3server, tritonserver
 
-ORDER = ("s3", "etcd", "kube-apiserver", "kube-controller-manager", "controller")
-PORT_SETTINGS = {"s3": "MMS_S3_PORT", "kube-apiserver": "MMS_APISERVER_PORT"}
+
+@dataclass(frozen=True)
+class Component:
+    """One process of the stack: how to start it (given the stack, its saved state and its log)
+    and the health check both `up` and `status` use."""
+
+    name: str
+    start: Callable[["Stack", dict, Path], process.ProcessRecord]
+    healthy: Callable[["Stack", process.ProcessRecord], bool]
+    port_setting: str = ""  # the environment variable that fixes its main port
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,8 @@ class ComponentStatus:
     pid: Optional[int]
     address: str
     detail: str = ""
+    restarts: int = 0
+    last_exit: str = ""
 
 
 class Stack:
@@ -118,40 +135,120 @@ class Stack:
         return s3server.load_or_create_credentials(self.s3_credentials_file)
 
     def _port(self, state: dict, name: str, key: str) -> int:
-        """Port precedence: the env setting > the port used last time, if free > a free one."""
-        setting = PORT_SETTINGS.get(name)
-        wanted = env_port(setting) if setting else None
-        if wanted:
-            return process.require_port(wanted, name, setting)
-        last = state["ports"].get(f"{name}.{key}")
-        if last and process.port_free(last):
-            return last
+        """Port precedence: the env setting > the port used last time > a free one.
+
+        The last port is waited for (bounded) when a restarted process's predecessor still holds
+        it, so clients that know the address (kubeconfig, the seeded Service) keep working.
+        """
+        setting = COMPONENTS_BY_NAME[name].port_setting if name in COMPONENTS_BY_NAME else ""
+        fixed = env_port(setting) if setting else None
+        wanted = fixed or state["ports"].get(f"{name}.{key}")
+        if wanted and name in state["processes"]:  # a restart: its predecessor may still hold the port
+            try:
+                poll_until(lambda: process.port_free(wanted), f"port {wanted} to be released", timeout=10, interval=0.1)
+            except WaitTimeout:
+                pass
+        if fixed:
+            return process.require_port(fixed, name, setting)
+        if wanted and process.port_free(wanted):
+            return wanted
         return process.free_port()
 
     # --- lifecycle -------------------------------------------------------------------------
-    def up(self, say: Callable[[str], None] = print,
+    @property
+    def supervisor_report(self) -> Path:
+        return self.root / "supervisor.json"
+
+    @property
+    def supervisor_file(self) -> Path:
+        """The supervisor's process record (its own file: the supervisor rewrites stack.json)."""
+        return self.root / "supervisor.process.json"
+
+    def supervisor_record(self) -> Optional[process.ProcessRecord]:
+        try:
+            return process.ProcessRecord.from_json(json.loads(self.supervisor_file.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def up(self, say: Callable[[str], None] = print, timeout: float = 600.0,
            profile: Optional[str] = None) -> dict[str, process.ProcessRecord]:
-        """Start every component that is not running. A running stack is left as it is."""
+        """Start every component that is not running, through the supervisor; a running stack is left as it is.
+
+        Without a running supervisor one is started, and it starts the components; with one, it
+        is asked (SIGUSR1) to start what is down now, skipping its back-off. Either way this
+        waits for its report and raises its SetupError if a start failed. `profile` is the version
+        profile of a new state folder; an existing one keeps its own (another is refused).
+        """
+        from .supervisor import read_report
+
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         state = self._load()
+        first = "profile" not in state
         self._choose_profile(state, profile)
-        self._save(state)
+        if first:  # else the supervisor owns stack.json: never write over its records
+            self._save(state)
+        sup = self.supervisor_record()
+        before = read_report(self.supervisor_report).get("round", 0) if sup and sup.alive() else -1
+        if sup and sup.alive():
+            os.kill(sup.pid, signal.SIGUSR1)
+        else:
+            self.supervisor_report.unlink(missing_ok=True)
+            argv = process.python_argv("helpers.local.supervisor", "--state-dir", str(self.root))
+            env = {**os.environ, "MMS_STATE_DIR": str(self.root)}
+            sup = process.start("supervisor", argv, self.logs / "supervisor.log", self.supervisor_report.exists,
+                                env=env, timeout=30)
+            self.supervisor_file.write_text(json.dumps(sup.to_json(), indent=2))
+        shown = 0
+
+        def finished() -> Optional[dict]:
+            nonlocal shown
+            report = read_report(self.supervisor_report)
+            if report.get("progress_for", 0) > before:
+                for line in report.get("progress", [])[shown:]:
+                    say(line)
+                shown = len(report.get("progress", []))
+            done = report.get("round", 0) > before and report.get("state") in ("running", "failed")
+            return report if done else None
+
+        def gone() -> Optional[str]:
+            return None if sup.alive() else f"the supervisor exited (its log: {self.logs / 'supervisor.log'})"
+
+        try:
+            report = poll_until(finished, "the local stack to start", timeout=timeout, interval=0.05, give_up=gone)
+        except WaitTimeout as exc:
+            report = read_report(self.supervisor_report)  # a failed start is reported just before exiting
+            if report.get("state") != "failed":
+                raise SetupError(f"the local stack did not start: {exc}\n{process.log_tail(self.logs / 'supervisor.log')}",
+                                 "read the logs: `python -m helpers.local logs`") from None
+        if report.get("state") == "failed":
+            error = report.get("error") or {}
+            raise SetupError(error.get("cause", "the local stack did not start"), error.get("fix", ""))
+        return self.records()
+
+    def start_all(self, say: Callable[[str], None] = print) -> dict[str, process.ProcessRecord]:
+        """Start, in order, every component that is not running (the supervisor calls this).
+
+        A component that runs but is not healthy may be starting or shutting down (SIGTERM
+        sent): it is given a moment to become healthy or exit, then stopped by PID and started
+        anew. A failure stops what this call started, in reverse order.
+        """
+        state = self._load()
         started: list[process.ProcessRecord] = []
         try:
-            for name in ORDER:
+            for component in COMPONENTS:
+                name = component.name
                 if name == "controller" and started:
                     self._seed(say)  # the controller needs the CRDs; S3's address may have changed
                 record = self.records().get(name)
-                if record and record.alive():
+                if record and record.alive() and self._settled(component, record):
                     continue
                 say(f"starting {name} ...")
-                record = self._start(name, state)
-                started.append(record)
-                state["processes"][name] = record.to_json()
-                for key, port in record.ports.items():
-                    state["ports"][f"{name}.{key}"] = port
-                self._save(state)
+                new = component.start(self, state, self.logs / f"{name}.log")
+                if record:  # it died (`down` forgets its records): a restart, as the supervisor counts them
+                    new.restarts, new.last_exit = record.restarts + 1, process.exit_reason(record) or record.last_exit
+                started.append(new)
+                self._remember(state, new)
         except BaseException:
             for record in reversed(started):
                 process.stop(record)
@@ -160,26 +257,62 @@ class Stack:
             raise
         return self.records()
 
-    def _start(self, name: str, state: dict) -> process.ProcessRecord:
-        log = self.logs / f"{name}.log"
-        if name == "s3":
-            return s3server.start(self.s3_data, self._port(state, name, "s3"), self.s3_credentials(), log)
-        if name == "etcd":
-            client = self._port(state, name, "client")
-            peer = self._port(state, name, "peer")
-            return controlplane.start_etcd(self.cp, client, peer, log)
-        if name == "kube-apiserver":
-            token = controlplane.ensure_credentials(self.cp)
-            port = self._port(state, name, "https")
-            etcd_port = state["ports"]["etcd.client"]
-            record = controlplane.start_apiserver(self.cp, port, etcd_port, token, log)
-            controlplane.write_kubeconfig(self.cp, port, token)
-            return record
-        if name == "kube-controller-manager":
-            return controlplane.start_controller_manager(self.cp, self._port(state, name, "https"), log)
-        if name == "controller":
-            return self._start_controller(log)
-        raise ValueError(name)
+    def _settled(self, component: Component, record: process.ProcessRecord) -> bool:
+        """True if a running component is healthy; waits out one that is starting or stopping."""
+        def decided() -> Optional[str]:
+            if not record.alive():
+                return "exited"
+            try:
+                return "healthy" if component.healthy(self, record) else None
+            except (requests.RequestException, ValueError, KeyError):
+                return None
+
+        try:
+            outcome = poll_until(decided, f"{component.name} (pid {record.pid}) to become healthy or exit",
+                                 timeout=30, interval=0.1)
+        except WaitTimeout:
+            process.stop(record)  # ours, hung: stop it by PID and start a new one
+            return False
+        if outcome == "exited":
+            process.stop(record)  # reaps it if it is our child
+        return outcome == "healthy"
+
+    def _remember(self, state: dict, record: process.ProcessRecord) -> None:
+        state["processes"][record.name] = record.to_json()
+        for key, port in record.ports.items():
+            state["ports"][f"{record.name}.{key}"] = port
+        self._save(state)
+
+    def restart(self, name: str, reason: str) -> tuple[process.ProcessRecord, bool]:
+        """Start a component that died again, on its old ports if they free up; counts the restart.
+
+        Returns the new record and whether its ports moved (then what points at it must follow:
+        the seeded minio-service for S3, the controller's kubeconfig for the apiserver).
+        """
+        state = self._load()
+        old = self.records().get(name)
+        new = COMPONENTS_BY_NAME[name].start(self, state, self.logs / f"{name}.log")
+        new.restarts, new.last_exit = (old.restarts + 1 if old else 1), reason
+        self._remember(state, new)
+        return new, old is not None and old.ports != new.ports
+
+    def _start_s3(self, state: dict, log: Path) -> process.ProcessRecord:
+        return s3server.start(self.s3_data, self._port(state, "s3", "s3"), self.s3_credentials(), log)
+
+    def _start_etcd(self, state: dict, log: Path) -> process.ProcessRecord:
+        client = self._port(state, "etcd", "client")
+        peer = self._port(state, "etcd", "peer")
+        return controlplane.start_etcd(self.cp, client, peer, log)
+
+    def _start_apiserver(self, state: dict, log: Path) -> process.ProcessRecord:
+        token = controlplane.ensure_credentials(self.cp)
+        port = self._port(state, "kube-apiserver", "https")
+        record = controlplane.start_apiserver(self.cp, port, state["ports"]["etcd.client"], token, log)
+        controlplane.write_kubeconfig(self.cp, port, token)
+        return record
+
+    def _start_controller_manager(self, state: dict, log: Path) -> process.ProcessRecord:
+        return controlplane.start_controller_manager(self.cp, self._port(state, "kube-controller-manager", "https"), log)
 
     def _seed(self, say: Callable[[str], None]) -> None:
         """Install the CRDs and the Kubeflow-shaped objects the guide reads (idempotent)."""
@@ -196,7 +329,7 @@ class Stack:
         k8s_apply.apply_all(client, seed_manifests(profile, creds.access_key, creds.secret_key,
                                                    f"127.0.0.1:{s3_port}"))
 
-    def _start_controller(self, log: Path) -> process.ProcessRecord:
+    def _start_controller(self, state: dict, log: Path) -> process.ProcessRecord:
         ready = self.root / "controller.ready"
         ready.unlink(missing_ok=True)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "MMS_STATE_DIR": str(self.root)}
@@ -205,8 +338,12 @@ class Stack:
         return process.start("controller", argv, log, ready.exists, env=env, timeout=60)
 
     def down(self, say: Callable[[str], None] = print) -> list[str]:
-        """Stop the stack's processes in reverse order, by PID; data, manifests and objects stay."""
+        """Stop the supervisor, then the stack's processes in reverse order, by PID; data, manifests and objects stay."""
         stopped = []
+        sup = self.supervisor_record()
+        if sup and process.stop(sup):
+            stopped.append("supervisor")
+            say(f"stopped supervisor (pid {sup.pid})")
         records = self.records()
         for name in reversed(ORDER):
             record = records.get(name)
@@ -222,44 +359,57 @@ class Stack:
         state = self._load()
         state["processes"] = {}
         self._save(state)
+        self.supervisor_file.unlink(missing_ok=True)
         return stopped
 
     # --- inspection ------------------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
-        """What runs, where, and whether it answers its health check."""
+        """What runs, where, whether it answers its health check, and how often it was restarted.
+
+        Rows: the components in ORDER, then the supervisor, then each server's Triton and agent.
+        """
+        from .supervisor import read_report
+
         rows = []
         records = self.records()
+        waiting = read_report(self.supervisor_report).get("backoff", {})
+        sup = self.supervisor_record()
+        supervised = bool(sup and sup.alive())
         for name in ORDER:
             record = records.get(name)
             running = bool(record and record.alive())
             address = ", ".join(f"127.0.0.1:{p}" for p in record.ports.values()) if record else ""
             healthy = running and self._healthy(name, record)
-            detail = "" if running or not record else f"not running (was pid {record.pid}); `python -m helpers.local up` restarts it"
-            rows.append(ComponentStatus(name, running, healthy, record.pid if record else None, address, detail))
+            detail = ""
+            if record and not running:
+                detail = (f"CrashLoopBackOff: the supervisor restarts it in {max(waiting[name] - time.time(), 0):.0f}s"
+                          if supervised and name in waiting else
+                          f"not running (was pid {record.pid}); the supervisor restarts it" if supervised else
+                          f"not running (was pid {record.pid}); `python -m helpers.local up` restarts it")
+            rows.append(ComponentStatus(name, running, healthy, record.pid if record else None, address, detail,
+                                        record.restarts if record else 0, record.last_exit if record else ""))
+        if sup:
+            rows.append(ComponentStatus("supervisor", supervised, supervised, sup.pid, "", "" if supervised else
+                                        "not running: nothing restarts a component that dies; "
+                                        "`python -m helpers.local up` starts it again"))
         for name, record in self.server_records().items():
             running = record.alive()
             http = record.ports.get("http")
             healthy = running and (self._healthy("triton", record) if http else True)
             detail = "" if running else f"not running (was pid {record.pid}); the controller restarts it"
             address = ", ".join(f"{k}=127.0.0.1:{p}" for k, p in record.ports.items())
-            rows.append(ComponentStatus(name, running, healthy, record.pid, address, detail))
+            rows.append(ComponentStatus(name, running, healthy, record.pid, address, detail,
+                                        record.restarts, record.last_exit))
         return rows
 
     def _healthy(self, name: str, record: process.ProcessRecord) -> bool:
         """The same check `up` waited on when it started the component."""
-        ports = record.ports
-        checks = {
-            "s3": lambda: s3server.healthy(ports["s3"]),
-            "etcd": lambda: controlplane.etcd_healthy(ports["client"]),
-            "kube-apiserver": lambda: controlplane.apiserver_ready(
-                self.cp, ports["https"], controlplane.ensure_credentials(self.cp)),
-            "kube-controller-manager": lambda: controlplane.controller_manager_healthy(self.cp, ports["https"]),
-            "triton": lambda: tritonserver.ready(ports["http"]),
-        }
-        check = checks.get(name)
+        check = COMPONENTS_BY_NAME[name].healthy if name in COMPONENTS_BY_NAME else None
+        if name == "triton":
+            check = lambda _stack, rec: tritonserver.ready(rec.ports["http"])  # noqa: E731
         try:
-            return check() if check else True
-        except (requests.RequestException, ValueError):
+            return check(self, record) if check else True
+        except (requests.RequestException, ValueError, KeyError):
             return False
 
     def env(self) -> dict[str, str]:
@@ -309,3 +459,16 @@ class Stack:
         if down:
             raise SetupError(f"the local stack is not running ({', '.join(down)} down)",
                              "start it with `python -m helpers.local up` (or `make up`)")
+
+
+COMPONENTS: tuple[Component, ...] = (
+    Component("s3", Stack._start_s3, lambda st, r: s3server.healthy(r.ports["s3"]), "MMS_S3_PORT"),
+    Component("etcd", Stack._start_etcd, lambda st, r: controlplane.etcd_healthy(r.ports["client"])),
+    Component("kube-apiserver", Stack._start_apiserver, lambda st, r: controlplane.apiserver_ready(
+        st.cp, r.ports["https"], controlplane.ensure_credentials(st.cp)), "MMS_APISERVER_PORT"),
+    Component("kube-controller-manager", Stack._start_controller_manager,
+              lambda st, r: controlplane.controller_manager_healthy(st.cp, r.ports["https"])),
+    Component("controller", Stack._start_controller, lambda st, r: True),
+)
+COMPONENTS_BY_NAME = {c.name: c for c in COMPONENTS}
+ORDER = tuple(c.name for c in COMPONENTS)

@@ -34,7 +34,7 @@ class Settings:
     triton_url: str
     status_file: Path
     s3: Union[S3Settings, AgentS3]
-    poll_interval: float = 0.5
+    resync_interval: float = 10.0  # the safety net: inotify wakes the watcher at once
     check_interval: float = 1.5
     backoff: Backoff = Backoff(first=1.0, cap=30.0)
     download_workers: int = 4
@@ -59,7 +59,7 @@ def run(settings: Settings, stop: threading.Event, log: Optional[Logger] = None)
     downloader = Downloader(settings.model_dir, settings.s3, log, settings.download_workers, stop)
     puller = Puller(downloader, TritonServer(settings.triton_url), status, log,
                     settings.backoff, settings.check_interval)
-    watcher = Watcher(settings.config_dir, puller.enqueue, log, settings.poll_interval)
+    watcher = Watcher(settings.config_dir, puller.enqueue, log, settings.resync_interval)
     puller.start()
     for name in sorted(n for n, decision in decisions.items() if decision == "unload"):
         puller.enqueue(Op("remove", name))  # removed while the agent was away; Triton may still serve it

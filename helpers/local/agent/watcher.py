@@ -1,8 +1,10 @@
 """Watcher: turns changes of `<config-dir>/models.json` into add / replace / remove operations.
 
-KServe's agent watches the model-config ConfigMap mounted into its pod; the local controller
-plays the kubelet and projects that ConfigMap into the same file. The file is polled (stat,
-then content) instead of inotify, which behaves the same on every filesystem.
+KServe's agent watches the model-config ConfigMap mounted into its pod with fsnotify; the local
+controller plays the kubelet and projects that ConfigMap into the same file (tmp + rename). The
+watcher is woken by inotify on the folder (`fsevents`), then compares the file's stat and content
+with what it last read; a slow re-read every `resync` seconds is the safety net for a missed
+event (or a filesystem without inotify, where it is the only path).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ...constants import MODEL_CONFIG_FILE
+from ..fsevents import FolderEvents
 from .log import Logger
 from .spec import ConfigError, ModelSpec, Op, parse_model_configs
 
@@ -40,39 +43,62 @@ def read_config(path: Path) -> dict[str, ModelSpec]:
 
 
 class Watcher:
-    """Polls `models.json` and hands every operation to `emit`, in order."""
+    """Watches `models.json` and hands every operation to `emit`, in order.
 
-    def __init__(self, config_dir: Path, emit: Callable[[Op], None], log: Logger, interval: float = 0.5) -> None:
+    `wakeups` counts what woke each check ("event" from inotify, "resync" from the slow timer),
+    so tests and benchmarks can tell which path noticed a change.
+    """
+
+    def __init__(self, config_dir: Path, emit: Callable[[Op], None], log: Logger, resync: float = 10.0) -> None:
         self.path = Path(config_dir) / MODEL_CONFIG_FILE
         self.emit = emit
         self.log = log.named("Watcher")
         self.models_log = log.named("modelWatcher")
-        self.interval = interval
+        self.resync = resync
         self.models: dict[str, ModelSpec] = {}
+        self.wakeups = {"event": 0, "resync": 0}
+        self.noticed_by: dict[str, str] = {}  # model name -> the path that noticed its last change
         self._stat: object = "unseen"
         self._text: Optional[str] = None
         self._stop = threading.Event()
+        self._events = FolderEvents(names={MODEL_CONFIG_FILE})
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
 
     def start(self) -> None:
-        self.log.info("Watching", path=str(self.path))
+        self._events.add(self.path.parent)
+        self.log.info("Watching", path=str(self.path), inotify=self._events.available, resyncSeconds=self.resync)
         self.poll()  # the first sync runs before start() returns, like KServe's forced CREATE event
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._events.interrupt()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
+        if not self._thread.is_alive():
+            self._events.close()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            # Without inotify the timer is the only path: then it runs at the old poll's pace.
+            timeout = self.resync if self._events.available else min(self.resync, 0.5)
+            woke = "event" if self._events.wait(timeout) else "resync"
+            if self._stop.is_set():
+                return
+            if not self._events.folders():
+                self._events.add(self.path.parent)  # the folder may appear later
+            self.wakeups[woke] += 1
             try:
-                self.poll()
+                self.poll(woke)
             except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one bad poll
                 self.log.error("Failed to sync model config file", error=str(exc))
 
-    def poll(self) -> list[Op]:
-        """Check the file once; emit and return the operations its change implies."""
+    def poll(self, woke: str = "start") -> list[Op]:
+        """Check the file once; emit and return the operations its change implies.
+
+        `woke` says what asked for the check ("event", "resync", "start"); it is logged with
+        the change and kept per model in `noticed_by`.
+        """
         try:
             st = os.stat(self.path)
             stat: Optional[tuple[int, int, int]] = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -88,7 +114,7 @@ class Watcher:
         if text == self._text:
             return []
         kind = "CREATE" if self._text in (None, "") else "REMOVE" if stat is None else "WRITE"
-        self.log.info("Processing event", event=f'"{self.path}": {kind}')
+        self.log.info("Processing event", event=f'"{self.path}": {kind}', wokenBy=woke)
         try:
             models, problems = parse_model_configs(text)
         except ConfigError as exc:
@@ -102,6 +128,7 @@ class Watcher:
         ops = diff(self.models, models)
         self.models = models
         for op in ops:
+            self.noticed_by[op.name] = woke
             self._announce(op)
             self.emit(op)
         return ops

@@ -2,21 +2,29 @@
 
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (in the API group
 of the stack's version profile) and makes the world match; watches only wake the loop early. It
-also serves the release's admission webhooks. One short function wires it.
+also serves the release's admission webhooks, the node's kubelet endpoint (container logs) and
+the ingress gateway. One short function wires it.
+
+Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
+runs the full pass; a TrainedModel event for a server that is up runs only that server's part
+(models.json and TrainedModel status); a change of an agent's status file (inotify, `fsevents`)
+runs only that server's TrainedModel status and Events. So models.json follows an apply within
+milliseconds. `passes` counts each kind.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlsplit
 
 from kubernetes import client, watch
 
 from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
 from .. import controlplane, process
+from ..fsevents import FolderEvents
 from ..gateway import Gateway
 from ..kubelet import KubeletServer
 from ..profiles import Profile, get as get_profile
@@ -45,7 +53,24 @@ class Controller:
         self.state_root = state_root
         self.pods = Pods(self.kube, state_root, state_root / "logs")
         self.gateway = Gateway(state_root, state_root / "logs")
-        self.routes: dict[str, str] = {}
+        self.routes: dict[str, tuple[str, str]] = {}  # host -> (server key, upstream)
+        self.status_events = FolderEvents(names={self.servers.dir("x", "y").agent_status.name})
+        self.passes = {"full": 0, "server": 0}
+        self._lock = threading.Lock()
+        self._full_wanted = True
+        self._changed: dict[str, bool] = {}  # server key -> also project models.json (else status only)
+        self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
+        self._config_written: dict[str, str] = {}  # server folder -> models.json last put in its ConfigMap
+
+    def request(self, server: str = "", project: bool = False) -> None:
+        """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModels:
+        their status, and with `project` also the model config the agent reads."""
+        with self._lock:
+            if server:
+                self._changed[server] = self._changed.get(server, False) or project
+            else:
+                self._full_wanted = True
+        self.wake.set()
 
     def reconcile_all(self) -> None:
         """One level-triggered pass over every object the controller owns."""
@@ -61,6 +86,7 @@ class Controller:
             wanted.add(key)
             ready[key] = self._guard(f"inferenceservice {key}", self._reconcile_isvc, group, isvc)
         by_key = {server_key(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in isvcs}
+        self._serving = {key: (group, by_key[key]) for key, rec in ready.items() if rec is not None}
         self._reconcile_models(group, models, by_key, ready)
         for key in self.servers.running():
             if key not in wanted:
@@ -91,6 +117,7 @@ class Controller:
             env = self.servers.check(group, isvc)
             self.pods.observe(key, self.servers._records(self.servers.dir(meta["namespace"], meta["name"])))
             records = self.servers.ensure_running(meta["namespace"], meta["name"], meta.get("generation", 1), env)
+            self.status_events.add(self.servers.dir(meta["namespace"], meta["name"]).root)
             self.servers.ensure_objects(isvc, records["triton"])
             self.pods.sync(group, isvc, records, env_spec(self.servers.pod_env(meta["namespace"], meta["name"])))
             self._note_route(key, isvc, records["triton"])
@@ -112,9 +139,8 @@ class Controller:
         for host, (owner, _) in list(self.routes.items()):
             if owner == key:
                 del self.routes[host]
-        host = urlsplit(url).hostname
-        if host:
-            self.routes[host] = (key, f"127.0.0.1:{triton.ports['http']}")
+        host = url.split("://", 1)[-1].split("/", 1)[0]
+        self.routes[host] = (key, f"127.0.0.1:{triton.ports['http']}")
 
     def _reconcile_models(self, group, models: list[dict], isvcs: dict, ready: dict) -> None:
         by_server: dict[str, list[dict]] = defaultdict(list)
@@ -127,7 +153,25 @@ class Controller:
             self._guard(f"trainedmodels of {key}", self._reconcile_server_models,
                         group, key, items, isvcs.get(key), ready.get(key))
 
-    def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton) -> None:
+    def reconcile_server(self, key: str, project: bool) -> bool:
+        """One server's TrainedModels (config with `project`, and status); False if the server is not up."""
+        seen = self._serving.get(key)
+        if seen is None:
+            return False
+        group, isvc = seen
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        triton = self.servers.record(ns, name, "triton")
+        if triton is None or not triton.alive():
+            return False
+        items = [tm for tm in self.kube.custom.list_namespaced_custom_object(
+                     group.group, group.tm_version, ns, "trainedmodels")["items"]
+                 if (tm.get("spec") or {}).get("inferenceService") == name]
+        self._reconcile_server_models(group, key, items, isvc, triton, project=project,
+                                      via="trainedmodel event" if project else "agent status")
+        return True
+
+    def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton,
+                                 project: bool = True, via: str = "full pass") -> None:
         """KServe's TrainedModel reconcile for one server's models, then the model config for the agent."""
         if isvc is None:
             for tm in items:  # as KServe: a TrainedModel without its InferenceService is deleted
@@ -147,43 +191,81 @@ class Controller:
         if triton is not None:
             ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
             where = self.servers.dir(ns, name)
-            tms.write_model_config(self.kube, ns, name, [tms.model_entry(tm) for tm in served], where)
+            if project:
+                tms.write_model_config(self.kube, ns, name, [tms.model_entry(tm) for tm in served], where,
+                                       self._config_written, trust=via != "full pass")
             agent = tms.read_agent_status(where)
         for tm in items:
             if tm["metadata"].get("deletionTimestamp"):
-                # It has left models.json above (or never was in it): let the deletion finish.
-                self.kube.remove_finalizer(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER)
+                if project:  # it has left models.json above (or never was in it): let the deletion finish
+                    self.kube.remove_finalizer(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER)
                 continue
             self.kube.adopt(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER,
                             {tms.PARENT_LABEL: isvc["metadata"]["name"]})
-            tms.write_status(self.kube, group, tm, parts[tm["metadata"]["name"]])
+            tms.write_status(self.kube, group, tm, parts[tm["metadata"]["name"]], via)
             event = tms.agent_event(tm, agent) if tm in served else None
             if event:
                 self.kube.event(tm, *event)
 
     def watch_forever(self, stop: threading.Event) -> list[threading.Thread]:
-        """Watches that wake the loop when anything it owns changes."""
+        """Watches that wake the loop when anything it owns changes, and inotify on the agents' status."""
         group = api_group(self.profile.group)
         sources = [(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL),
                    (group.group, group.isvc_version, "inferenceservices"),
                    (group.group, group.tm_version, "trainedmodels")]
-        threads = []
-        for source in sources:
-            thread = threading.Thread(target=self._watch, args=(source, stop), daemon=True)
+        threads = [threading.Thread(target=self._watch, args=(source, stop), daemon=True) for source in sources]
+        threads.append(threading.Thread(target=self._watch_agent_status, args=(stop,), daemon=True))
+        for thread in threads:
             thread.start()
-            threads.append(thread)
         return threads
 
+    def _watch_agent_status(self, stop: threading.Event) -> None:
+        """inotify on every server folder: a new agent status asks for that server's status pass."""
+        servers = self.servers.state_root / "servers"
+        while not stop.is_set():
+            present = {p for p in servers.glob("*/") if p.is_dir()}
+            for folder in self.status_events.folders() - present:
+                self.status_events.forget(folder)
+            for folder in present:
+                self.status_events.add(folder)
+            for folder in self.status_events.wait(1.0):
+                self.request(server=folder.name)
+
     def _watch(self, source: tuple, stop: threading.Event) -> None:
+        """One watch, re-opened at once when it ends and within a second while the apiserver is away.
+
+        A restarted apiserver takes seconds to come back: retrying every 0.1-1 s (not a fixed
+        2 s) means the watch resumes within a second of `/readyz`. A watch that resumes after a
+        failure asks for a full pass, so nothing missed meanwhile is lost.
+        `_request_timeout` bounds a connection that went silent without being closed.
+        """
+        delay, failed = 0.1, False
         while not stop.is_set():
             try:
-                for _ in watch.Watch().stream(self.kube.custom.list_cluster_custom_object, *source,
-                                              timeout_seconds=20):
-                    self.wake.set()
+                for event in watch.Watch().stream(self.kube.custom.list_cluster_custom_object, *source,
+                                                  timeout_seconds=20, _request_timeout=(3, 30)):
+                    if failed:
+                        log.info("watch of %s resumed", source[-1])
+                        delay, failed = 0.1, False
+                        self.request()  # anything may have changed while the watch was down
+                    self.request(*self._server_of(source, event))
                     if stop.is_set():
                         return
             except Exception:  # noqa: BLE001 - CRD not there yet, apiserver restarting: retry
-                stop.wait(2)
+                failed = True
+                stop.wait(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _server_of(self, source: tuple, event: dict) -> tuple:
+        """(server key, True) for a TrainedModel of a server that is up, else () (the full pass)."""
+        obj = event.get("object") or {}
+        if source[-1] != "trainedmodels" or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+            return ()
+        key = server_key(obj["metadata"]["namespace"], (obj.get("spec") or {}).get("inferenceService", ""))
+        seen = self._serving.get(key)
+        if seen is None or seen[0].group != source[0]:
+            return ()
+        return key, True
 
     def run(self, stop: threading.Event, ready_file: Path, interval: float = 1.0) -> None:
         """Reconcile until `stop` is set, then stop every server this controller started."""
@@ -196,11 +278,29 @@ class Controller:
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
+        stop_wake = threading.Thread(target=lambda: (stop.wait(), self.wake.set(), self.status_events.interrupt()),
+                                     daemon=True)
+        stop_wake.start()
+        last_full = time.monotonic()
         while not stop.is_set():
-            self.wake.wait(interval)
+            self.wake.wait(max(last_full + interval - time.monotonic(), 0))
             self.wake.clear()
+            # The resync runs every `interval` even while server passes keep waking the loop.
+            timer = time.monotonic() - last_full >= interval
+            with self._lock:
+                full, changed = self._full_wanted or timer, self._changed
+                self._full_wanted, self._changed = False, {}
+            if full:
+                last_full = time.monotonic()
             try:
-                self.reconcile_all()
+                for key, project in sorted(changed.items()):
+                    if full:
+                        break
+                    full = not self.reconcile_server(key, project)  # not up: the full pass handles it
+                    self.passes["server"] += 1
+                if full:
+                    self.passes["full"] += 1
+                    self.reconcile_all()
             except Exception as exc:  # noqa: BLE001 - the apiserver may be away for a moment
                 log.warning("reconcile pass failed: %s", describe(exc))
         for key in self.servers.running():

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
 import threading
 from pathlib import Path
 
-from kubernetes import config as kconfig
 
 from .. import profiles
 from . import Controller
+from .kube import connect
 
 
 def main() -> None:
@@ -21,7 +22,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    api = kconfig.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    api = connect(os.environ["KUBECONFIG"])
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: every thread's stack to the log
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -14,6 +14,36 @@ from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
 log = logging.getLogger("controller")
 
 
+REQUEST_TIMEOUT = (3.0, 15.0)  # (connect, read) seconds of every API call that names none
+
+
+def connect(kubeconfig: str, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> client.ApiClient:
+    """An ApiClient for the controller: bounded calls, and no sleeping on `Retry-After`.
+
+    The kubernetes client waits for ever by default, and urllib3 under it sleeps as long as a
+    429/503 answer's `Retry-After` says, several times over. A restarted apiserver answers just
+    so while it starts; the controller then sat out ~10 s with its watches and passes asleep.
+    Here such an answer fails the call at once and the controller's own loops retry (passes every
+    second, watches every 0.1-1 s); connection errors are still retried by urllib3.
+    """
+    import urllib3
+    from kubernetes import config as kconfig
+
+    configuration = client.Configuration()
+    kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.retries = urllib3.Retry(total=3, read=0, status=0, respect_retry_after_header=False)
+    api = client.ApiClient(configuration)
+    request = api.rest_client.request
+
+    def with_timeout(*args, **kwargs):
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = timeout
+        return request(*args, **kwargs)
+
+    api.rest_client.request = with_timeout
+    return api
+
+
 class Kube:
     """The apiserver, as the controller uses it."""
 

@@ -23,6 +23,7 @@ from ...constants import (INFERENCESERVICE_CONFIG, KFSERVING_GROUP, LOCAL_ADDRES
 from ...errors import SetupError
 from ...k8s import resolve_address
 from ...storage import S3Settings, StorageError, connect, s3_errors
+from ...wait import WaitTimeout, poll_until
 from .. import process, tritonserver
 from ..profiles import Profile
 from .conditions import condition, merge_times, ready_from, strip_times
@@ -105,6 +106,30 @@ class Servers:
         self.logs = logs
         self.backends = backends
         self._s3_checked: dict[tuple, tuple[float, Optional[str]]] = {}
+        self.backoff = process.CrashLoopBackOff()
+        self._crashed: dict[str, tuple[float, str]] = {}  # "<key>/<role>" -> (restart not before, exit reason)
+
+    def _restart_due(self, key: str, role: str, record: Optional[process.ProcessRecord]) -> tuple[int, str]:
+        """For a dead process: (its restart count, why it ended) once its back-off has passed.
+
+        Raises CheckFailed (reason CrashLoopBackOff, shown in the InferenceService's status)
+        while it waits, as a pod's container waits in CrashLoopBackOff.
+        """
+        if record is None:
+            return 0, ""
+        name = f"{key}/{role}"
+        if name not in self._crashed:
+            reason = process.exit_reason(record) or "exited"
+            delay = self.backoff.delay(name, time.time() - record.started)
+            self._crashed[name] = (time.time() + delay, reason)
+            log.warning("%s for %s (pid %s) ended: %s; restarting it in %.1fs (restart %d)",
+                        role, key, record.pid, reason, delay, record.restarts + 1)
+        not_before, reason = self._crashed[name]
+        if time.time() < not_before:
+            raise CheckFailed("CrashLoopBackOff", f"{role} exited ({reason}); restarting it in "
+                                                  f"{not_before - time.time():.0f}s: see `python -m helpers.local logs`")
+        del self._crashed[name]
+        return record.restarts + 1, reason
 
     def dir(self, namespace: str, name: str) -> ServerDir:
         return ServerDir(self.state_root / "servers" / server_key(namespace, name))
@@ -257,22 +282,24 @@ class Servers:
             # A string, not an object: process records are the only objects in that file.
             records.update({"generation": generation, "agent-env": json.dumps(env.to_json())})
             self._save(where, records)
+        key = server_key(namespace, name)
         triton = records.get("triton")
         if not (triton and triton.alive()):
-            if triton:
-                log.warning("triton for %s/%s (pid %s) is not running: restarting it", namespace, name, triton.pid)
+            restarts, reason = self._restart_due(key, "triton", triton)
             old = triton.ports if triton else {}
-            ports = {k: old[k] if old.get(k) and process.port_free(old[k]) else process.free_port()
-                     for k in ("http", "grpc", "metrics")}
+            ports = {k: self._same_port(old.get(k)) or process.free_port() for k in ("http", "grpc", "metrics")}
             tritonserver.prepare_backends(self.backends)
             triton = tritonserver.start(f"triton-{namespace}.{name}", where.models, self.backends, ports,
-                                        self.logs / f"triton-{server_key(namespace, name)}.log")
+                                        self.logs / f"triton-{key}.log")
+            triton.restarts, triton.last_exit = restarts, reason
             records["triton"] = triton
             self._save(where, records)
         agent = records.get("agent")
         if not (agent and agent.alive()):
+            restarts, reason = self._restart_due(key, "agent", agent)
             pod_env = AgentEnv.from_json(json.loads(records["agent-env"]))
             records["agent"] = self._start_agent(namespace, name, where, triton, self.resolve_env(pod_env, namespace))
+            records["agent"].restarts, records["agent"].last_exit = restarts, reason
             self._save(where, records)
         return records
 
@@ -280,6 +307,21 @@ class Servers:
         """The agent env the running server was started with."""
         data = self._records(self.dir(namespace, name)).get("agent-env")
         return AgentEnv.from_json(json.loads(data)) if data else None
+
+    @staticmethod
+    def _same_port(port: Optional[int]) -> Optional[int]:
+        """A restarted Triton keeps its ports (clients hold the address) once its predecessor frees them.
+
+        A cluster Service's address never moves with its pod; here the wait is bounded (10 s),
+        after which a new port is taken and the Service annotation follows it.
+        """
+        if not port:
+            return None
+        try:
+            return poll_until(lambda: process.port_free(port) and port, f"port {port} to be released",
+                              timeout=10, interval=0.1)
+        except WaitTimeout:
+            return None
 
     def _start_agent(self, namespace: str, name: str, where: ServerDir, triton: process.ProcessRecord,
                      s3_env: dict[str, str]) -> process.ProcessRecord:
@@ -292,6 +334,11 @@ class Servers:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         return process.start(f"agent-{namespace}.{name}", argv, self.logs / f"agent-{server_key(namespace, name)}.log",
                              where.agent_status.exists, env={**inherited, **s3_env}, timeout=60)
+
+    def record(self, namespace: str, name: str, role: str) -> Optional[process.ProcessRecord]:
+        """The process record of one server's `triton` or `agent`, if the controller started it."""
+        found = self._records(self.dir(namespace, name)).get(role)
+        return found if isinstance(found, process.ProcessRecord) else None
 
     @staticmethod
     def _records(where: ServerDir) -> dict:

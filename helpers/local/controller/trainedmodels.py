@@ -93,18 +93,30 @@ def model_entry(tm: dict) -> dict:
                           "memory": str(model["memory"])}}
 
 
-def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict], where: ServerDir) -> None:
-    """Update the ConfigMap (the API object) and project it into the agent's file (the kubelet's job)."""
+def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict], where: ServerDir,
+                       written: Optional[dict] = None, trust: bool = False) -> None:
+    """Update the ConfigMap (the API object) and project it into the agent's file (the kubelet's job).
+
+    The file is written first (tmp + rename, which wakes the agent), so the agent starts while the
+    ConfigMap is patched. `written` (server folder -> text) remembers what this controller last
+    put in the ConfigMap; with `trust`, an unchanged config then costs no API call (the full pass
+    does not trust it: someone may have edited the ConfigMap).
+    """
     text = json.dumps(sorted(entries, key=lambda e: e["modelName"]), indent=1)
-    name = model_config_map_name(isvc)
-    cm = kube.read(kube.core.read_namespaced_config_map, name, namespace)
-    if cm is not None and (cm.data or {}).get(MODEL_CONFIG_FILE) != text:
-        kube.core.patch_namespaced_config_map(name, namespace, {"data": {MODEL_CONFIG_FILE: text}})
     where.config_file.parent.mkdir(parents=True, exist_ok=True)
     if not where.config_file.exists() or where.config_file.read_text() != text:
         tmp = where.config_file.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(where.config_file)
+    key = str(where.root)
+    if trust and written is not None and written.get(key) == text:
+        return
+    name = model_config_map_name(isvc)
+    cm = kube.read(kube.core.read_namespaced_config_map, name, namespace)
+    if cm is not None and (cm.data or {}).get(MODEL_CONFIG_FILE) != text:
+        kube.core.patch_namespaced_config_map(name, namespace, {"data": {MODEL_CONFIG_FILE: text}})
+    if cm is not None and written is not None:
+        written[key] = text
 
 
 def read_agent_status(where: ServerDir) -> dict:
@@ -128,7 +140,8 @@ def agent_event(tm: dict, agent: dict) -> Optional[tuple[str, str, str]]:
     return None
 
 
-def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict]) -> None:
+def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict], via: str = "full pass") -> None:
+    """Patch the TrainedModel's status if it changed; `via` (which pass wrote it) goes to the log."""
     meta, spec = tm["metadata"], tm.get("spec") or {}
     ns, isvc = meta["namespace"], spec.get("inferenceService", "")
     conditions = parts + [ready_from(parts)]
@@ -140,3 +153,6 @@ def write_status(kube: Kube, group: ApiGroup, tm: dict, parts: list[dict]) -> No
         return
     status["conditions"] = merge_times(old.get("conditions"), conditions)
     kube.patch_status(group.group, group.tm_version, "trainedmodels", tm, status)
+    ready = conditions[-1]
+    reason = f" {ready['reason']}" if ready.get("reason") else ""
+    log.info("trainedmodel %s/%s: Ready=%s%s (via %s)", ns, meta["name"], ready["status"], reason, via)
