@@ -1,18 +1,18 @@
-"""The control plane's figures (issue 4): apply -> Ready for a TrainedModel, step by step; N at once.
+"""The control plane's figures (issue 4): apply -> served for a TrainedModel, step by step; N at once.
 
 On a fresh local stack (temporary state folder, stopped at the end) the guide's steps 1-3 are
 applied (Profile, S3 secret + service account, ExternalName, the multi-model InferenceService),
 then:
 
 1. one TrainedModel (the cifar10 stand-in; then, not with --quick, the inception stand-in), apply
-   -> Ready, split into
+   -> served (Triton's `/v2/models/<m>/ready`, as the guide checks it), split into
      controller   apply -> model-config ConfigMap updated (watch event) / models.json projected (mtime)
      agent sees   models.json written -> the agent's "Processing event" (inotify wakes it)
      download     "Processing event" -> "Creating successFile" (agent log)
      Triton load  successFile -> "Successfully loaded model" (agent log)
-     status       loaded -> TrainedModel Ready condition (watch event; the agent's status file
-                  wakes the controller's status pass through inotify)
-   and the overhead: apply -> Ready minus Triton's own load, the part that is ours;
+   and the overhead: apply -> served minus Triton's own load, the part that is ours. READY is
+   apply -> the TrainedModel's Ready condition, which (as in KFServing/KServe, issue 9) says the
+   model was handed to the server, not that it loaded, so it comes before the load;
    and compared with the guide's agent log (cifar10: event -> load done 0.645 s on a GPU cluster);
    repeated --repeats times (delete, wait until unloaded, apply again);
 2. N TrainedModels applied at once (default 100) -> time until all are in models.json, all
@@ -184,7 +184,7 @@ def s3_client(stack: Stack):
 # --- 1. one TrainedModel, step by step -----------------------------------------------------------
 @dataclass
 class Steps:
-    """Seconds of each step of apply -> Ready for one TrainedModel (None: not seen)."""
+    """Seconds of each step of apply -> served for one TrainedModel (None: not seen)."""
 
     label: str
     controller: Optional[float] = None
@@ -226,6 +226,8 @@ def one_model(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, lab
     created = k8s_apply.apply(kube, trained_model(name, uri, framework, "1Gi"))
     uid = created["metadata"]["uid"]
     ready = poll_until(lambda: rec.ready_at.get(uid), f"TrainedModel {name} Ready", timeout=600, interval=0.05)
+    poll_until(lambda: _serving(url, name), f"{name} served by Triton", timeout=600, interval=0.01)
+    served = time.time()
     cm = rec.config_has({name}, t0)
     projected = config_file.stat().st_mtime
     agent = agent_times(stack, name, t0)
@@ -233,7 +235,7 @@ def one_model(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, lab
     guide_like = agent_log.timeline(lines, name)
     steps = Steps(label, controller=_span(t0, cm), agent_sees=_span(projected, agent["event"]),
                   download=_span(agent["event"], agent["marker"]), load=_span(agent["marker"], agent["loaded"]),
-                  status=_span(agent["loaded"], ready), total=ready - t0, event_to_loaded=guide_like["load_s"])
+                  status=ready - t0, total=served - t0, event_to_loaded=guide_like["load_s"])
     start = time.time()
     client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP.group, GROUP.tm_version, NS,
                                                                   "trainedmodels", name)
@@ -276,22 +278,22 @@ def single_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str,
     if inception:
         runs.append(one_model(stack, kube, rec, url, "inception run 1", "inception",
                               f"s3://{BUCKET}/models/inception_graphdef", "tensorflow"))
-    common.heading("One TrainedModel: apply -> Ready, step by step (seconds)")
-    common.table(["RUN", "CONTROLLER", "AGENT SEES", "DOWNLOAD", "TRITON LOAD", "STATUS", "TOTAL",
+    common.heading("One TrainedModel: apply -> served, step by step (seconds)")
+    common.table(["RUN", "CONTROLLER", "AGENT SEES", "DOWNLOAD", "TRITON LOAD", "READY", "SERVED",
                   "EVENT->LOADED", "DELETE->GONE"], [r.row() for r in runs + guide_rows()],
                  note="CONTROLLER: apply -> ConfigMap models.json updated (watch). AGENT SEES: models.json "
                       "projected (file mtime) ->\nagent's 'Processing event' (inotify; 10 s resync as a safety net). "
-                      "DOWNLOAD: -> 'Creating successFile'. TRITON LOAD: -> 'Successfully\nloaded model'. STATUS: -> "
-                      "TrainedModel Ready (watch; the agent's status file wakes the controller, which asks Triton).\n"
+                      "DOWNLOAD: -> 'Creating successFile'. TRITON LOAD: -> 'Successfully\nloaded model'. READY: apply -> "
+                      "the TrainedModel's Ready (handed to the server; not the load). SERVED: apply -> Triton's\nready.\n"
                       "EVENT->LOADED: helpers.agent_log.timeline, the figure the guide's log gives (KFServing "
                       "0.5 logs no\nsuccessFile for cifar10, so its download and load are one span there).")
     cifar = [r for r in runs if r.label.startswith("cifar10")]
-    common.figure("cifar10 apply -> Ready (median)", f"{statistics.median(r.total for r in cifar):.2f} s")
+    common.figure("cifar10 apply -> served (median)", f"{statistics.median(r.total for r in cifar):.2f} s")
     common.figure("cifar10 Triton load (median)", f"{statistics.median(r.load for r in cifar):.3f} s")
     overhead = [r.total - r.load for r in cifar if r.load is not None]
-    common.figure("cifar10 apply -> Ready minus Triton load (median)",
+    common.figure("cifar10 apply -> served minus Triton load (median)",
                   f"{statistics.median(overhead) * 1000:.0f} ms" if overhead else "n/a")
-    for label, pick in (("agent sees", lambda r: r.agent_sees), ("status", lambda r: r.status)):
+    for label, pick in (("agent sees", lambda r: r.agent_sees), ("apply -> Ready", lambda r: r.status)):
         values = [pick(r) for r in cifar if pick(r) is not None]
         common.figure(f"cifar10 {label} (median)", f"{statistics.median(values) * 1000:.0f} ms" if values else "n/a")
     common.figure("cifar10 event -> loaded (median)",
@@ -422,7 +424,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N=10, one cifar10 run, no inception")
     parser.add_argument("-n", "--models", type=int, default=None,
                         help="TrainedModels applied at once (default 100; quick 10)")
-    parser.add_argument("--repeats", type=int, default=None, help="cifar10 apply -> Ready runs (default 3; quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="cifar10 apply -> served runs (default 3; quick 1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the N models")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs)")
     parser.add_argument("--many-kind", choices=("auto", "torchscript", "tiny"), default="auto",

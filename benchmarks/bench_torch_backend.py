@@ -10,7 +10,7 @@ tritonserver in explicit model control:
    difference of the logits from the TorchScript module run in this process;
 3. memory (RSS and PSS of tritonserver and its descendants) with 1, 10 and 100 TorchScript models
    (copies of the stand-in, one CPU instance each), and how long loading them took;
-4. (not with --quick or --skip-stack) apply -> Ready of the cifar10 TrainedModel on a whole local
+4. (not with --quick or --skip-stack) apply -> served of the cifar10 TrainedModel on a whole local
    stack and the walkthrough's wall time: `bench_controlplane.py --quick` and
    `bench_walkthrough.py --quick` run once per backend (MMS_TORCH_BACKEND), their figures quoted.
 
@@ -46,7 +46,7 @@ SHAPE = (1, 3, 32, 32)
 KINDS = (torch_backend.NATIVE, torch_backend.PYTHON)
 ONE_INSTANCE = "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n"
 STACK_FIGURES = {  # start of a line another script prints -> row label here (its first number)
-    "bench_controlplane.py": [("cifar10 apply -> Ready (median)", "cifar10 apply -> Ready (s)"),
+    "bench_controlplane.py": [("cifar10 apply -> served (median)", "cifar10 apply -> served (s)"),
                               ("cifar10 event -> loaded (median)", "cifar10 event -> loaded (s)")],
     "bench_walkthrough.py": [("03_cifar10 ", "notebook 03_cifar10, cold (s)"),
                              ("walkthrough cold (00-04)", "walkthrough 00-04, cold (s)")],
@@ -185,7 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--models", type=int, nargs="+", default=None, help="model counts (default 1 10 100)")
     parser.add_argument("--python-max", type=int, default=10,
                         help="most models for the Python-based backend (each is a stub process; default 10)")
-    parser.add_argument("--skip-stack", action="store_true", help="leave out apply -> Ready and the walkthrough")
+    parser.add_argument("--skip-stack", action="store_true", help="leave out apply -> served and the walkthrough")
     args = parser.parse_args(argv)
     n = args.requests or (50 if args.quick else 1000)
     counts = sorted(set(args.models or ([1, 10] if args.quick else [1, 10, 100])))

@@ -60,25 +60,48 @@ class ProcessRecord:
 _children: dict[int, subprocess.Popen] = {}
 
 
+_exited: dict[int, int] = {}  # pid -> Popen returncode, once collected: every reader sees the same
+
+
+def _exit_status(pid: int, dying: bool = False) -> Optional[int]:
+    """The Popen returncode of a child of this process that ended (negative: killed by a signal)."""
+    if pid in _exited:
+        return _exited[pid]
+    proc = _children.get(pid)
+    if proc is None:
+        return None
+    code = proc.poll()
+    if code is None and dying:
+        # Dying: its memory is gone (alive() says so) but the kernel has not made it a
+        # zombie yet, so there is no status to collect for a few milliseconds.
+        try:
+            code = proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return None
+    if code is None:
+        return None
+    del _children[pid]
+    _exited[pid] = code
+    return code
+
+
+def exit_code(pid: int) -> Optional[int]:
+    """A child's exit code as a container runtime reports it (128 + signal), None while it runs."""
+    code = _exit_status(pid)
+    return None if code is None else 128 - code if code < 0 else code
+
+
 def exit_reason(record: ProcessRecord) -> Optional[str]:
     """None while `record` runs; else how it ended ("exit code 1", "killed by SIGKILL").
 
     Only a process's parent can tell its exit status; for a process some other command started
     (adopted after a supervisor or controller restart) the reason says that it is unknown.
     """
-    proc = _children.get(record.pid)
-    if proc is not None:
-        code = proc.poll()
-        if code is None and not record.alive():
-            # Dying: its memory is gone (alive() says so) but the kernel has not made it a
-            # zombie yet, so there is no status to collect for a few milliseconds.
-            try:
-                code = proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                return None
+    ours = record.pid in _children or record.pid in _exited
+    if ours:
+        code = _exit_status(record.pid, dying=not record.alive())
         if code is None:
             return None
-        del _children[record.pid]
         if code < 0:
             try:
                 return f"killed by {signal.Signals(-code).name}"
@@ -237,6 +260,7 @@ def stop(record: ProcessRecord, timeout: float = 15.0, proc: Optional[subprocess
     finally:
         if proc is not None and proc.poll() is not None:
             _children.pop(record.pid, None)
+            _exited[record.pid] = proc.returncode
 
 
 def python_argv(module: str, *args: str) -> list[str]:

@@ -88,7 +88,7 @@ class Controller:
         by_key = {server_key(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in isvcs}
         self._serving = {key: (group, by_key[key]) for key, rec in ready.items() if rec is not None}
         self._reconcile_models(group, models, by_key, ready)
-        for key in self.servers.running():
+        for key in self.servers.known():
             if key not in wanted:
                 log.info("inferenceservice %s is gone: stopping its server", key)
                 self.servers.stop(key, remove=True)
@@ -97,8 +97,14 @@ class Controller:
 
     def _route(self, wanted: set[str]) -> None:
         """The gateway routes each served InferenceService's `status.url` host to its Triton."""
-        self.gateway.route({host: upstream for host, (key, upstream) in self.routes.items() if key in wanted})
+        for host, (key, _upstream) in list(self.routes.items()):
+            if key not in wanted:
+                del self.routes[host]
+        self._route_known()
         self.gateway.ensure_services(self.kube.api)
+
+    def _route_known(self) -> None:
+        self.gateway.route({host: upstream for host, (_key, upstream) in self.routes.items()})
 
     def _guard(self, what: str, fn, *args):
         try:
@@ -122,7 +128,7 @@ class Controller:
             self.pods.sync(group, isvc, records, env_spec(self.servers.pod_env(meta["namespace"], meta["name"])))
             self._note_route(key, isvc, records["triton"])
             # Before Ready is written: a client that saw Ready must find the route there.
-            self.gateway.route({host: upstream for host, (_key, upstream) in self.routes.items()})
+            self._route_known()
         except CheckFailed as problem:
             self.servers.write_status(group, isvc, problem)
             return None
@@ -166,8 +172,9 @@ class Controller:
         items = [tm for tm in self.kube.custom.list_namespaced_custom_object(
                      group.group, group.tm_version, ns, "trainedmodels")["items"]
                  if (tm.get("spec") or {}).get("inferenceService") == name]
-        self._reconcile_server_models(group, key, items, isvc, triton, project=project,
-                                      via="trainedmodel event" if project else "agent status")
+        via = "trainedmodel event" if project else "agent status"
+        log.info("server %s: TrainedModels reconciled (via %s)", key, via)
+        self._reconcile_server_models(group, key, items, isvc, triton, project=project, via=via)
         return True
 
     def _reconcile_server_models(self, group, key: str, items: list[dict], isvc, triton,

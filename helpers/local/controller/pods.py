@@ -67,15 +67,12 @@ def _time(epoch: Optional[float] = None) -> str:
 
 
 def exit_code(pid: int) -> Optional[int]:
-    """Reap a dead child and return its exit code as a runtime reports it (128+signal), else None."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    if done != pid:
-        return None
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    """A dead child's exit code as a runtime reports it (128+signal), else None.
+
+    Read through `process`, which keeps each child's status once collected: reaping it here
+    with waitpid would leave the controller's restart log without the reason.
+    """
+    return process.exit_code(pid)
 
 
 class Pods:

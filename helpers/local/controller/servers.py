@@ -358,6 +358,10 @@ class Servers:
         """Keys `<ns>.<name>` of every server folder with process records."""
         return sorted(p.parent.name for p in (self.state_root / "servers").glob("*/processes.json"))
 
+    def known(self) -> list[str]:
+        """Keys `<ns>.<name>` of every server folder, running or not (a deleted pod's has no records)."""
+        return sorted(p.name for p in (self.state_root / "servers").glob("*/") if p.is_dir())
+
     def stop(self, key: str, remove: bool = False) -> None:
         """Stop a server's agent then its Triton; `remove` also deletes its folder (the ISVC is gone)."""
         where = ServerDir(self.state_root / "servers" / key)
