@@ -69,6 +69,16 @@ def wait_failed(kube, kind: str, name: str, text: str, group: str = KFSERVING_GR
         raise AssertionError(f"{kind}/{name}: {get(kube, kind, name, group, ns).get('status')}") from None
 
 
+def wait_deleted(kube, kind: str, name: str, timeout: float = 60) -> None:
+    def gone() -> bool:
+        try:
+            get(kube, kind, name)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+    poll_until(gone, f"{kind}/{name} deleted", timeout=timeout, interval=0.2)
+
+
 def wait_loaded(server: str, name: str, timeout: float = 300) -> None:
     poll_until(lambda: triton.model_ready(server, name), f"{name} loaded in Triton", timeout=timeout, interval=0.2)
 
@@ -251,14 +261,7 @@ def test_trained_model_without_its_server_is_deleted(kube, server) -> None:
     orphan = trained_model("orphan", "s3://x/y")
     orphan["spec"]["inferenceService"] = "no-such-server"
     k8s_apply.apply(kube, orphan)
-
-    def gone() -> bool:
-        try:
-            get(kube, "trainedmodels", "orphan")
-        except ApiException as exc:
-            return exc.status == 404
-        return False
-    poll_until(gone, "the orphan TrainedModel deleted", timeout=60)
+    wait_deleted(kube, "trainedmodels", "orphan")
 
 
 def _server_pids(stack: Stack) -> dict:
@@ -322,13 +325,7 @@ def test_server_problems_show_where_a_cluster_shows_them(stack: Stack, kube, ser
     # A new pod (here: the InferenceService made again) takes the fixed Secret.
     custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", "bad-creds")
     poll_until(lambda: not (stack.servers_dir / f"{NS}.bad-creds").exists(), "bad-creds server stopped", 60)
-    def tm_gone() -> bool:  # KServe deletes a TrainedModel whose InferenceService is gone
-        try:
-            get(kube, "trainedmodels", "via-bad-creds")
-        except ApiException as exc:
-            return exc.status == 404
-        return False
-    poll_until(tm_gone, "via-bad-creds deleted with its server", timeout=60)
+    wait_deleted(kube, "trainedmodels", "via-bad-creds")  # KServe deletes it with its InferenceService
     values.update(server_name="bad-creds")
     k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     wait_ready(kube, "inferenceservices", "bad-creds")
