@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from . import config
-from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP, ApiGroup,
+from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, ApiGroup,
                         api_group as lookup_group)
 from .errors import SetupError
 from .progress import _ipython, in_jupyter, set_headless

@@ -11,9 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import agent_log
-from helpers.local.agent import syncer
-from helpers.local.agent import s3config
-from helpers.storage import StorageError
+from helpers.local.agent import s3config, syncer
 from helpers.local.agent.downloader import marker_path
 from helpers.local.agent.log import Logger
 from helpers.local.agent.puller import Backoff, LoadRefused, Puller, ServerUnreachable

@@ -166,7 +166,7 @@ def test_recipe_hash_is_the_build_scripts(tmp_path: Path):
     shell = f'{{ cat "{script}"; printf "torch=%s\\n" "{torch_version}"; }} | sha256sum | cut -c1-16'
     assert subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True).stdout.strip() \
         == torch_backend.recipe_hash()
-    assert f'printf \'torch=%s\\n\' "$torch_version"' in script.read_text()
+    assert 'printf \'torch=%s\\n\' "$torch_version"' in script.read_text()
 
 
 def test_switching_kinds_on_one_folder_leaves_nothing_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
