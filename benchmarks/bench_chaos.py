@@ -109,7 +109,10 @@ def _serving(stack: Stack) -> bool:
     isvc = client.CustomObjectsApi(kube).get_namespaced_custom_object(
         cp.GROUP.group, cp.GROUP.isvc_version, cp.NS, "inferenceservices", cp.SERVER)
     url = k8s.resolve_url(kube, isvc["status"]["address"]["url"], cp.NS)
-    out = triton.infer(url, "cifar10", np.zeros((1, 3, 32, 32), np.float32))["OUTPUT__0"]
+    try:  # Ready says "handed to the server" (as in KServe): the model may still be loading
+        out = triton.infer(url, "cifar10", np.zeros((1, 3, 32, 32), np.float32))["OUTPUT__0"]
+    except triton.TritonError:
+        return False
     return out.shape == (1, 10)
 
 

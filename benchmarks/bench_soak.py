@@ -91,6 +91,8 @@ def cycle(stack: Stack, kube: client.ApiClient, rec: cp.Recorder, url: str, name
     uid = custom.create_namespaced_custom_object(cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels",
                                                  obj)["metadata"]["uid"]
     poll_until(lambda: rec.ready_at.get(uid), f"TrainedModel {name} Ready", timeout=300, interval=0.02)
+    # Ready says the model was handed to the server (as in KServe); Triton says when it is loaded.
+    poll_until(lambda: cp._serving(url, name), f"{name} served", timeout=300, interval=0.02)
     out = triton.infer(url, name, np.ones(4, dtype=np.float32))["OUTPUT0"]
     assert out.tolist() == [2.0] * 4, out
     custom.delete_namespaced_custom_object(cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels", name)
