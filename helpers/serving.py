@@ -213,10 +213,14 @@ def delete(api: client.ApiClient, group: ApiGroup, plural: str, name: str, names
 
 # --- the server's URL ------------------------------------------------------------------------
 def _answers(url: str, headers: dict[str, str]) -> bool:
+    """True only when Triton itself answers `/v2/health/live` (200). Istio's 403 `RBAC: access
+    denied`, a gateway's 404 for an unknown Host, and a redirect to Dex's login all come from
+    something in front of Triton, so such an address is not the server's."""
     try:
-        return requests.get(f"{url}/v2/health/live", headers=headers, timeout=3).status_code < 500
+        answer = requests.get(f"{url}/v2/health/live", headers=headers, timeout=3, allow_redirects=False)
     except requests.RequestException:
         return False
+    return answer.status_code == 200
 
 
 def _ingress_address(api: client.ApiClient) -> Optional[str]:

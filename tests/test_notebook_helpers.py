@@ -197,3 +197,31 @@ def test_every_environment_variable_is_documented_in_the_readme() -> None:
 
     readme = (project_root() / "README.md").read_text()
     assert [name for name in ENV_VARS if f"`{name}`" not in readme] == []
+
+
+@pytest.mark.parametrize("status, reachable", [(200, True), (403, False), (404, False), (302, False), (503, False)])
+def test_only_tritons_own_answer_counts_as_reachable(status: int, reachable: bool) -> None:
+    """Istio's 403, a gateway's 404 and a login redirect come from in front of Triton (serving._answers)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from helpers import serving
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(status)
+            if status == 302:
+                self.send_header("Location", "/dex/auth")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert serving._answers(f"http://127.0.0.1:{server.server_port}", {"Host": "x.example.com"}) is reachable
+    finally:
+        server.shutdown()
+        server.server_close()
