@@ -491,15 +491,18 @@ def parse_classification(values: np.ndarray) -> list[list[tuple[float, int, str]
     return parsed
 
 
-def infer_request_json(inputs: Mapping[str, np.ndarray], outputs: Optional[Sequence[str]] = None) -> dict:
+def infer_request_json(inputs: Mapping[str, np.ndarray], outputs: Optional[Sequence[str]] = None,
+                       classes: int = 0) -> dict:
     """The JSON body of `POST /v2/models/<m>/infer` (KServe v2 protocol): what `curl -d @cifar10.json` sends.
 
     Built by tritonclient itself with binary data off, as `infer(..., binary=False)` sends it
     (03_cifar10). Without `outputs` the body has inputs only, like the guide's file: Triton
-    then returns every output, as JSON.
+    then returns every output, as JSON. `classes` asks for those outputs through Triton's
+    classification extension (`"classification": k`): the top k as `score:index:label` (04_inception).
     """
     request_inputs = [_http_input(name, np.asarray(array), False) for name, array in inputs.items()]
-    requested = [httpclient.InferRequestedOutput(name, binary_data=False) for name in outputs or []]
+    requested = [httpclient.InferRequestedOutput(name, binary_data=False, class_count=classes)
+                 for name in outputs or []]
     body, json_size = httpclient.InferenceServerClient.generate_request_body(request_inputs, requested or None)
     if json_size is not None:
         raise ValueError("tritonclient put binary data in a JSON-only request")

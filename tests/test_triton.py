@@ -212,3 +212,9 @@ def test_a_load_that_never_answers_is_a_load_error_not_unreachable():
         with pytest.raises(triton.ModelLoadError, match="did not finish loading model 'cifar10' within 1s") as caught:
             triton.load_model(url, "cifar10", timeout=1)
     assert "stub" in caught.value.fix
+
+
+def test_infer_request_json_can_ask_for_classes():
+    """04_inception's request file: curl gets Triton's `score:index:label` strings, not 1001 floats."""
+    body = triton.infer_request_json({"input": np.zeros((1, 2), np.float32)}, outputs=["probs"], classes=5)
+    assert body["outputs"] == [{"name": "probs", "parameters": {"classification": 5, "binary_data": False}}]
