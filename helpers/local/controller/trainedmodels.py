@@ -24,7 +24,7 @@ from ..profiles import Profile
 from .conditions import condition, merge_times, ready_from, strip_times
 from .kube import Kube
 from .servers import ServerDir
-from .webhooks import IMPLEMENTATIONS
+from .webhooks import implementations
 
 log = logging.getLogger("controller")
 FINALIZER = "trainedmodel.finalizer"
@@ -47,12 +47,9 @@ def isvc_memory_limit(isvc: dict) -> float:
 
 def is_mms_predictor(isvc: dict) -> bool:
     """KServe's IsMMSPredictor: the predictor's implementation has no storageUri."""
-    group = isvc["apiVersion"].split("/")[0]
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
-    for key, _label in IMPLEMENTATIONS[group]:
-        if isinstance(predictor.get(key), dict):
-            return not predictor[key].get("storageUri")
-    return False
+    chosen = [key for key in implementations(isvc["apiVersion"].split("/")[0], predictor) if key != "containers"]
+    return bool(chosen) and isinstance(predictor[chosen[0]], dict) and not predictor[chosen[0]].get("storageUri")
 
 
 def conditions_for(profile: Profile, tm: dict, isvc: dict, isvc_ready: bool, memory_ok: bool) -> list[dict]:

@@ -54,6 +54,14 @@ IMPLEMENTATIONS = {
 LOGGER_MODES = ("all", "request", "response")
 
 
+def implementations(group: str, predictor: dict) -> list[str]:
+    """The implementation fields a predictor sets, in PredictorSpec's order; `containers` for a custom one."""
+    chosen = [key for key, _ in IMPLEMENTATIONS[group] if predictor.get(key) is not None]
+    if predictor.get("containers"):
+        chosen.append("containers")
+    return chosen
+
+
 def _webhook_server(profile: Profile) -> str:
     return "kfserving-webhook-server" if profile.group == KFSERVING_GROUP else "kserve-webhook-server"
 
@@ -119,12 +127,9 @@ def review_inferenceservice(profile: Profile, isvc: dict) -> Optional[str]:
 
 def _review_component(profile: Profile, kind: str, component: dict) -> Optional[str]:
     if kind == "predictor":
-        known = IMPLEMENTATIONS[profile.group]
-        chosen = [key for key, _ in known if component.get(key) is not None]
-        if component.get("containers"):
-            chosen.append("containers")
+        chosen = implementations(profile.group, component)
         if len(chosen) != 1:
-            names = ", ".join([label for _, label in known] + ["PodSpec"])
+            names = ", ".join([label for _, label in IMPLEMENTATIONS[profile.group]] + ["PodSpec"])
             return f"Exactly one of [{names}] must be specified in PredictorSpec"
         implementation = component.get(chosen[0]) if chosen[0] != "containers" else {}
         uri = (implementation or {}).get("storageUri")
@@ -168,9 +173,9 @@ def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str
     component = spec.get("predictor")
     if not isinstance(component, dict):
         return spec
-    chosen = [key for key, _ in IMPLEMENTATIONS[profile.group] if isinstance(component.get(key), dict)]
-    if len(chosen) != 1 or component.get("containers"):
-        return spec  # the validator refuses it; the defaulter leaves it alone, as KServe's does
+    chosen = implementations(profile.group, component)
+    if len(chosen) != 1 or chosen[0] == "containers" or not isinstance(component[chosen[0]], dict):
+        return spec  # refused by the validator, or a custom container: the defaulter leaves it, as KServe's
     framework = component[chosen[0]]
     framework["name"] = container_name(profile)
     known = predictors.get(chosen[0]) if isinstance(predictors.get(chosen[0]), dict) else {}
