@@ -120,9 +120,10 @@ class Controller:
             return None
         key = server_key(meta["namespace"], meta["name"])
         try:
-            env = self.servers.check(group, isvc)
+            self.servers.check(group, isvc)
             self.pods.observe(key, self.servers._records(self.servers.dir(meta["namespace"], meta["name"])))
-            records = self.servers.ensure_running(meta["namespace"], meta["name"], meta.get("generation", 1), env)
+            records = self.servers.ensure_running(meta["namespace"], meta["name"], meta.get("generation", 1),
+                                                  lambda: self._pod_env(group, isvc))
             self.status_events.add(self.servers.dir(meta["namespace"], meta["name"]).root)
             self.servers.ensure_objects(isvc, records["triton"])
             self.pods.sync(group, isvc, records, env_spec(self.servers.pod_env(meta["namespace"], meta["name"])))
@@ -135,10 +136,15 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - a process that will not start is a status, too
             self.servers.write_status(group, isvc, CheckFailed("ServerFailed", describe(exc)))
             raise
-        for warning in env.warnings:  # what a cluster would only show as the agent's download failure
-            self.kube.event(isvc, "Warning", "S3CredentialsProblem", warning)
         self.servers.write_status(group, isvc, None)
         return records["triton"]
+
+    def _pod_env(self, group, isvc: dict) -> AgentEnv:
+        """The new pod's agent env; what only its downloads would reveal on a cluster becomes Events."""
+        env = self.servers.agent_env(group, isvc)
+        for warning in env.warnings:
+            self.kube.event(isvc, "Warning", "S3CredentialsProblem", warning)
+        return env
 
     def _note_route(self, key: str, isvc: dict, triton: process.ProcessRecord) -> None:
         url = status_url(isvc["metadata"]["name"], isvc["metadata"]["namespace"])  # what write_status writes

@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from kubernetes import client
 
@@ -105,7 +105,6 @@ class Servers:
         self.state_root = state_root
         self.logs = logs
         self.backends = backends
-        self._s3_checked: dict[tuple, tuple[float, Optional[str]]] = {}
         self.backoff = process.CrashLoopBackOff()
         self._crashed: dict[str, tuple[float, str]] = {}  # "<key>/<role>" -> (restart not before, exit reason)
 
@@ -135,9 +134,9 @@ class Servers:
         return ServerDir(self.state_root / "servers" / server_key(namespace, name))
 
     # --- checks ------------------------------------------------------------------------
-    def check(self, group: ApiGroup, isvc: dict) -> AgentEnv:
-        """Everything KServe would need to run this server; raises CheckFailed naming the fix."""
-        meta, spec = isvc["metadata"], isvc.get("spec") or {}
+    def check(self, group: ApiGroup, isvc: dict) -> None:
+        """Is this a server KServe would run? Raises CheckFailed naming the fix."""
+        spec = isvc.get("spec") or {}
         predictor = spec.get("predictor") or {}
         triton = predictor.get("triton")
         if triton is None:
@@ -148,7 +147,6 @@ class Servers:
                               "spec.predictor.triton.storageUri makes this a single-model server; remove it so "
                               "TrainedModels can be added (see multi_model_triton_server.yaml)")
         self._check_multi_model_flag(group)
-        return self.agent_env(group, meta["namespace"], predictor.get("serviceAccountName") or "default")
 
     def _check_multi_model_flag(self, group: ApiGroup) -> None:
         ns = self.profile.config_namespace
@@ -164,13 +162,16 @@ class Servers:
                               f"{where} has predictors.triton.multiModelServer false; set it to true "
                               f"(kubectl edit cm {INFERENCESERVICE_CONFIG} -n {ns}), then re-create this InferenceService")
 
-    def agent_env(self, group: ApiGroup, namespace: str, sa_name: str) -> AgentEnv:
-        """The agent's env from the service account's secrets, as KServe's credential builder makes it.
+    def agent_env(self, group: ApiGroup, isvc: dict) -> AgentEnv:
+        """The agent's env from the service account's secrets, as KServe's credential builder makes it
+        when the server's pod is created (`ensure_running` asks for it only then).
 
         Only a missing service account stops the server (the pod cannot be created). Anything
         else, as on a cluster, gives a server whose agent fails at download time; the local stack
         says why in Events on the InferenceService (`warnings`).
         """
+        namespace = isvc["metadata"]["namespace"]
+        sa_name = ((isvc.get("spec") or {}).get("predictor") or {}).get("serviceAccountName") or "default"
         sa = self.kube.read(self.kube.core.read_namespaced_service_account, sa_name, namespace)
         if sa is None:
             raise CheckFailed("ServiceAccountNotFound",
@@ -237,11 +238,7 @@ class Servers:
         return values
 
     def _s3_problem(self, secret: client.V1Secret, keys: tuple[str, str], url: str, namespace: str) -> Optional[str]:
-        """Try the credentials once per secret version (again after 30 s while they fail): an Event, not a verdict."""
-        cache_key = (namespace, secret.metadata.name, secret.metadata.resource_version)
-        checked = self._s3_checked.get(cache_key)
-        if checked and (checked[1] is None or time.monotonic() - checked[0] < 30):
-            return checked[1]
+        """Try the credentials as the new pod's agent will: an Event if they fail, not a verdict."""
         data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
         problem = None
         if not data.get(keys[0]) or not data.get(keys[1]):
@@ -255,17 +252,17 @@ class Servers:
                     s3.list_buckets()
             except StorageError as exc:
                 problem = str(exc).replace("\n ", "")
-        self._s3_checked[cache_key] = (time.monotonic(), problem)
         return problem
 
     # --- processes -----------------------------------------------------------------------
     def ensure_running(self, namespace: str, name: str, generation: int,
-                       env: AgentEnv) -> dict[str, process.ProcessRecord]:
+                       make_env: Callable[[], AgentEnv]) -> dict[str, process.ProcessRecord]:
         """Start (or restart) the server's Triton and agent.
 
-        The agent's env is the pod's: taken when the server starts for this generation of the
-        InferenceService, and kept while it runs (a restarted agent gets the same env, with the
-        Secret's values read again, as a restarted container does).
+        The agent's env is the pod's: `make_env` is called when the server starts for this
+        generation of the InferenceService (a new pod), and the env is kept while it runs (a
+        restarted agent gets the same env, with the Secret's values read again, as a restarted
+        container does).
         """
         where = self.dir(namespace, name)
         for path in (where.models, where.config_file.parent):
@@ -280,7 +277,7 @@ class Servers:
                     if isinstance(records.get(role), process.ProcessRecord):
                         process.stop(records.pop(role))
             # A string, not an object: process records are the only objects in that file.
-            records.update({"generation": generation, "agent-env": json.dumps(env.to_json())})
+            records.update({"generation": generation, "agent-env": json.dumps(make_env().to_json())})
             self._save(where, records)
         key = server_key(namespace, name)
         triton = records.get("triton")
