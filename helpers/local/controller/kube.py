@@ -52,6 +52,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self._events: set[str] = set()  # Events this process knows are recorded: no API call to repeat one
 
     def list_custom(self, group: str, version: str, plural: str) -> list[dict]:
         """All objects of a custom resource; [] when its CRD is not installed."""
@@ -117,10 +118,16 @@ class Kube:
                 raise
 
     def event(self, obj: dict, kind: str, reason: str, message: str) -> None:
-        """Record an Event on `obj` (`kubectl describe` shows it); a repeat only bumps its count."""
+        """Record an Event on `obj` (`kubectl describe` shows it), once per object, reason and message.
+
+        The status passes run every second and for every model: a repeat costs nothing here, and
+        after a restart one read of the API finds what an earlier process recorded.
+        """
         meta = obj["metadata"]
         digest = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:10]
         name = f"{meta['name']}.{digest}"
+        if name in self._events:
+            return
         now = datetime.now(timezone.utc)
         try:
             old = self.core.read_namespaced_event(name, meta["namespace"])
@@ -129,7 +136,8 @@ class Kube:
                 raise
             old = None
         if old is not None:
-            return  # one event per outcome of one spec: the status pass runs often
+            self._events.add(name)
+            return
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(name=name, namespace=meta["namespace"]),
             involved_object=client.V1ObjectReference(api_version=obj["apiVersion"], kind=obj["kind"],
@@ -140,8 +148,11 @@ class Kube:
         try:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:
-            if exc.status not in (404, 409):  # namespace going away, or a race with ourselves
+            if exc.status == 404:  # the namespace is going away: nothing to remember
+                return
+            if exc.status != 409:  # 409: recorded already, by a race with ourselves
                 raise
+        self._events.add(name)
 
     def list_profiles(self) -> list[dict]:
         return self.list_custom(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL)
