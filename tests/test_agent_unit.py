@@ -477,3 +477,13 @@ def test_downloader_refuses_keys_that_escape_the_model_folder(tmp_path):
     downloader, _, _ = _fake_downloader(tmp_path, {"m/a/../../evil": b"x"})
     with pytest.raises(StorageError, match="outside the model folder"):
         downloader.download("a", ModelSpec("s3://triton/m/a"))
+
+
+def test_warm_up_resolves_the_endpoint_once_and_never_raises():
+    asked = []
+    s3config.from_env(KSERVE_ENV, lambda address: asked.append(address) or address).warm_up()
+    assert asked == ["minio-service.kubeflow:9000"]
+
+    def down(_address: str) -> str:
+        raise ConnectionError("apiserver away")
+    s3config.from_env(KSERVE_ENV, down).warm_up()  # the first download resolves again, and says why

@@ -45,8 +45,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file,
-                        s3config.from_env(os.environ, _service_resolver()))
+    s3 = s3config.from_env(os.environ, _service_resolver())
+    threading.Thread(target=s3.warm_up, name="s3-warm-up", daemon=True).start()
+    settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3)
     run(settings, stop, Logger("modelAgent"))
     return 0
 
