@@ -50,6 +50,7 @@ from helpers import agent_log, k8s_apply, manifests, storage, triton  # noqa: E4
 from helpers.constants import KFSERVING_GROUP, MODEL_CONFIG_FILE, api_group, model_config_map_name  # noqa: E402
 from helpers.k8s import resolve_url  # noqa: E402
 from helpers.local import torch_backend  # noqa: E402
+from helpers.local.guide import apply_guide_steps, guide_values  # noqa: E402
 from helpers.local.stack import Stack  # noqa: E402
 from helpers.models import write_cifar10_standin, write_inception_standin  # noqa: E402
 from helpers.wait import poll_until  # noqa: E402
@@ -148,14 +149,8 @@ class Recorder:
 # --- setting up the server (the guide's steps 1-3, as tests/test_controller.py does) ---------------
 def start_server(stack: Stack, kube: client.ApiClient) -> tuple[str, float]:
     """Profile, S3 secret + SA, ExternalName, the ISVC; wait Ready. Returns (Triton URL, seconds to Ready)."""
-    creds = stack.s3_credentials()
-    values = dict(namespace=NS, owner="bench@example.com", api_group=GROUP.group, secret_name="mysecret",
-                  service_account="sa", s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
-                  secret_key=creds.secret_key, server_name=SERVER)
-    k8s_apply.apply_all(kube, manifests.render("profile.yaml", **values))
-    poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", NS), "namespace", 60)
-    for name in ("s3_secret.yaml", "external_service.yaml"):
-        k8s_apply.apply_all(kube, manifests.render(name, **values))
+    values = guide_values(stack, NS, SERVER, GROUP.group, owner="bench@example.com")
+    apply_guide_steps(kube, values, server=False)
     start = time.monotonic()
     k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     isvc = poll_until(lambda: _ready_object(kube, "inferenceservices", SERVER), "InferenceService Ready", 180, 0.2)

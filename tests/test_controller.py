@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from helpers import k8s_apply, manifests, storage, triton
 from helpers.constants import KFSERVING_GROUP, api_group
 from helpers.k8s import resolve_url
+from helpers.local.guide import apply_guide_steps, guide_values
 from helpers.local.stack import Stack
 from helpers.models import write_cifar10_standin, write_inception_standin
 from helpers.wait import poll_until
@@ -132,14 +133,7 @@ def models(s3, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(stack: Stack, kube, models) -> str:
     """The guide's steps 1-3 in namespace `ctl`: Profile, S3 secret + SA, ExternalName, the ISVC. Returns its URL."""
-    creds = stack.s3_credentials()
-    values = dict(namespace=NS, owner="learner@example.com", api_group=KFSERVING_GROUP, secret_name="mysecret",
-                  service_account="sa", s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
-                  secret_key=creds.secret_key, server_name=SERVER)
-    k8s_apply.apply_all(kube, manifests.render("profile.yaml", **values))
-    poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", NS), "namespace", 60)
-    for name in ("s3_secret.yaml", "external_service.yaml", "multi_model_triton_server.yaml"):
-        k8s_apply.apply_all(kube, manifests.render(name, **values))
+    apply_guide_steps(kube, guide_values(stack, NS, SERVER, KFSERVING_GROUP))
     isvc = wait_ready(kube, "inferenceservices", SERVER)
     return resolve_url(kube, isvc["status"]["address"]["url"], NS)
 
@@ -300,9 +294,8 @@ def test_agent_restarted_reconciles_from_markers(stack: Stack, kube, server, mod
 
 def test_server_problems_show_where_a_cluster_shows_them(stack: Stack, kube, server, models) -> None:
     creds = stack.s3_credentials()
-    values = dict(namespace=NS, api_group=KFSERVING_GROUP, secret_name="wrongsecret", service_account="wrong-sa",
-                  s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key, secret_key="not-the-key",
-                  server_name="bad-creds")
+    values = guide_values(stack, NS, "bad-creds", KFSERVING_GROUP, secret_name="wrongsecret",
+                          service_account="wrong-sa", secret_key="not-the-key")
     k8s_apply.apply_all(kube, manifests.render("s3_secret.yaml", **values))
     k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     # A cluster runs the pod anyway: the server is Ready, the agent fails at download time. The
@@ -346,10 +339,7 @@ def test_multi_model_server_flag_off_is_reported(stack: Stack, kube, server) -> 
     flipped["triton"]["multiModelServer"] = False
     core.patch_namespaced_config_map("inferenceservice-config", "kubeflow", {"data": {"predictors": json.dumps(flipped)}})
     try:
-        creds = stack.s3_credentials()
-        values = dict(namespace=NS, api_group=KFSERVING_GROUP, service_account="sa", server_name="flag-off",
-                      secret_name="mysecret", s3_endpoint="minio-service.kubeflow:9000",
-                      access_key=creds.access_key, secret_key=creds.secret_key)
+        values = guide_values(stack, NS, "flag-off", KFSERVING_GROUP)
         k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
         message = wait_failed(kube, "inferenceservices", "flag-off", "multiModelServer")["message"]
         assert "kubectl edit cm inferenceservice-config -n kubeflow" in message

@@ -19,6 +19,7 @@ from helpers import k8s_apply, manifests, storage, triton
 from helpers.config import cache_dir
 from helpers.constants import KSERVE_GROUP
 from helpers.k8s import resolve_url
+from helpers.local.guide import guide_values
 from helpers.models import write_cifar10_standin
 from helpers.wait import poll_until
 
@@ -47,9 +48,7 @@ def sdk_python() -> Path:
 def test_kserve_sdk_creates_a_multi_model_server_and_a_trained_model(kserve_stack, kserve_kube, sdk_python,
                                                                        tmp_path: Path) -> None:
     creds = kserve_stack.s3_credentials()
-    values = dict(namespace=NS, api_group=KSERVE_GROUP, secret_name="mysecret", service_account="sa",
-                  s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
-                  secret_key=creds.secret_key)
+    values = guide_values(kserve_stack, NS, "sdk-triton", KSERVE_GROUP)
     k8s_apply.apply(kserve_kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     poll_until(lambda: client.CoreV1Api(kserve_kube).read_namespaced_service_account("default", NS),
                "the namespace's default service account", timeout=60)

@@ -17,9 +17,10 @@ import pytest
 import requests
 from kubernetes import client
 
-from helpers import k8s_apply, manifests
+from helpers import k8s_apply
 from helpers.constants import KFSERVING_GROUP
 from helpers.local.controlplane import NODE_NAME
+from helpers.local.guide import apply_guide_steps, guide_values
 from helpers.local.stack import Stack
 from helpers.wait import poll_until
 
@@ -56,14 +57,7 @@ def ingress(stack: Stack) -> str:
 @pytest.fixture(scope="module")
 def server(stack: Stack, kube) -> str:
     """The guide's Profile, S3 secret + service account, ExternalName and server, in namespace `pods`."""
-    creds = stack.s3_credentials()
-    values = dict(namespace=NS, owner="learner@example.com", api_group=KFSERVING_GROUP, secret_name="mysecret",
-                  service_account="sa", s3_endpoint="minio-service.kubeflow:9000", access_key=creds.access_key,
-                  secret_key=creds.secret_key, server_name=SERVER)
-    k8s_apply.apply_all(kube, manifests.render("profile.yaml", **values))
-    poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", NS), "namespace", 60)
-    for name in ("s3_secret.yaml", "external_service.yaml", "multi_model_triton_server.yaml"):
-        k8s_apply.apply_all(kube, manifests.render(name, **values))
+    apply_guide_steps(kube, guide_values(stack, NS, SERVER, KFSERVING_GROUP))
 
     def running() -> bool:
         found = pod(stack)
