@@ -149,13 +149,14 @@ def test_wait_ready_gives_up_with_the_conditions_and_their_fix(kube, ns: str) ->
     assert serving.delete(kube, group, serving.ISVC, "no-account", ns) is True
 
 
-def test_curl_through_the_ingress_uses_the_guides_variables() -> None:
+def test_curl_through_the_ingress_uses_the_guides_variables(tmp_path) -> None:
     gateway = serving.Endpoint("http://127.0.0.1", {"Host": "triton-mms.mms.example.com"})
     assert serving.curl(gateway, "/v2/models/cifar10/ready").splitlines() == [
         "MODEL_NAME=cifar10", "# the guide's command, through the ingress gateway:",
         'curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2/models/${MODEL_NAME}/ready']
-    infer = serving.curl(gateway, "/v2/models/cifar10/infer", "POST", "/tmp/req/cifar10.json").splitlines()
-    assert infer[0] == "MODEL_NAME=cifar10" and infer[2] == "cd /tmp/req  # where this notebook wrote cifar10.json"
+    request = tmp_path / "req" / "cifar10.json"
+    infer = serving.curl(gateway, "/v2/models/cifar10/infer", "POST", str(request)).splitlines()
+    assert infer[0] == "MODEL_NAME=cifar10" and infer[2] == f"cd {request.parent}  # where this notebook wrote cifar10.json"
     assert infer[-1] == ('curl -v -X POST -H "Content-Type: application/json" -H "Host: ${SERVICE_HOSTNAME}" '
                          'http://${CLUSTER_IP}/v2/models/${MODEL_NAME}/infer -d @./${MODEL_NAME}.json')
     other_port = serving.curl(serving.Endpoint("http://127.0.0.1:8081", {"Host": "h"}), "/v2").splitlines()

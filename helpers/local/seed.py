@@ -131,14 +131,11 @@ def inferenceservice_config_data(profile: Profile, multi_model_server: bool = Tr
         "pmml": _predictor("kfserving/pmmlserver", release, ["pmml"]),
         "lightgbm": _predictor("kfserving/lgbserver", release, ["lightgbm"]),
     }
-    sidecar = {"image": f"kfserving/agent:{release}", "memoryRequest": "100Mi", "memoryLimit": "1Gi",
-               "cpuRequest": "100m", "cpuLimit": "1"}
     return {
-        "agent": _json(sidecar),
-        "batcher": _json({**sidecar, "memoryRequest": "1Gi", "cpuRequest": "1"}),
+        **_sidecars(f"kfserving/agent:{release}", f"gcr.io/kfserving/storage-initializer:{release}"),
         "credentials": _json({
             "gcs": {"gcsCredentialFileName": "gcloud-application-credentials.json"},
-            "s3": {"s3AccessKeyIDName": "AWS_ACCESS_KEY_ID", "s3SecretAccessKeyName": "AWS_SECRET_ACCESS_KEY"},
+            "s3": _S3_CREDENTIAL_KEYS,
         }),
         "explainers": _json({
             "alibi": {"image": "gcr.io/kfserving/alibi-explainer", "defaultImageVersion": release},
@@ -151,24 +148,32 @@ def inferenceservice_config_data(profile: Profile, multi_model_server: bool = Tr
             "localGateway": "cluster-local-gateway.knative-serving",
             "localGatewayService": "cluster-local-gateway.istio-system.svc.cluster.local",
         }),
-        "logger": _json({**sidecar, "defaultUrl": "http://default-broker"}),
         "predictors": _json(predictors),
-        "storageInitializer": _json({**sidecar, "image": f"gcr.io/kfserving/storage-initializer:{release}"}),
         "transformers": _json({}),
     }
 
 
+_S3_CREDENTIAL_KEYS = {"s3AccessKeyIDName": "AWS_ACCESS_KEY_ID", "s3SecretAccessKeyName": "AWS_SECRET_ACCESS_KEY"}
+
+
+def _sidecars(agent_image: str, storage_initializer_image: str) -> dict[str, str]:
+    """The agent, batcher, logger and storage-initializer keys, which both releases shape alike."""
+    sidecar = {"image": agent_image, "memoryRequest": "100Mi", "memoryLimit": "1Gi",
+               "cpuRequest": "100m", "cpuLimit": "1"}
+    return {"agent": _json(sidecar),
+            "batcher": _json({**sidecar, "memoryRequest": "1Gi", "cpuRequest": "1"}),
+            "logger": _json({**sidecar, "defaultUrl": "http://default-broker"}),
+            "storageInitializer": _json({**sidecar, "image": storage_initializer_image})}
+
+
 def _kserve_config_data(release: str) -> dict[str, str]:
     """KServe 0.10+'s `inferenceservice-config`: the keys this walkthrough's objects touch."""
-    sidecar = {"image": f"kserve/agent:{release}", "memoryRequest": "100Mi", "memoryLimit": "1Gi",
-               "cpuRequest": "100m", "cpuLimit": "1"}
     return {
-        "agent": _json(sidecar),
-        "batcher": _json({**sidecar, "memoryRequest": "1Gi", "cpuRequest": "1"}),
+        **_sidecars(f"kserve/agent:{release}", f"kserve/storage-initializer:{release}"),
         "credentials": _json({
             "storageSpecSecretName": "storage-config",
             "gcs": {"gcsCredentialFileName": "gcloud-application-credentials.json"},
-            "s3": {"s3AccessKeyIDName": "AWS_ACCESS_KEY_ID", "s3SecretAccessKeyName": "AWS_SECRET_ACCESS_KEY"},
+            "s3": _S3_CREDENTIAL_KEYS,
         }),
         "deploy": _json({"defaultDeploymentMode": "Serverless"}),
         "resource": _json({"cpuLimit": "1", "memoryLimit": "2Gi", "cpuRequest": "1", "memoryRequest": "2Gi"}),
@@ -180,8 +185,6 @@ def _kserve_config_data(release: str) -> dict[str, str]:
             "ingressDomain": "example.com",
             "urlScheme": "http",
         }),
-        "logger": _json({**sidecar, "defaultUrl": "http://default-broker"}),
-        "storageInitializer": _json({**sidecar, "image": f"kserve/storage-initializer:{release}"}),
     }
 
 

@@ -7,6 +7,7 @@ information the `kubernetes` package carries (`openapi_types` and `attribute_map
 """
 from __future__ import annotations
 
+import copy
 import re
 from functools import lru_cache
 from typing import Any
@@ -63,13 +64,9 @@ def _cached(name: str) -> dict[str, Any]:
 
 def container_properties() -> dict[str, Any]:
     """The properties of a core/v1 Container (a copy: callers may edit it)."""
-    import copy
-
     return copy.deepcopy(_cached("V1Container")["properties"])
 
 
 def pod_spec_properties() -> dict[str, Any]:
     """The properties of a core/v1 PodSpec (a copy)."""
-    import copy
-
     return copy.deepcopy(_cached("V1PodSpec")["properties"])
