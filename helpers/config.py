@@ -20,6 +20,10 @@ ENV_VARS = {
     "MMS_S3_ENDPOINT": "cluster target: the S3 address to use from outside the cluster (e.g. a port-forward to MinIO)",
     "MMS_INGRESS_URL": "the ingress gateway's address: on the cluster target outside the cluster e.g. a "
                        "port-forward to it; the local stack's `env` sets it to its nginx gateway",
+    "MMS_INGRESS_TOKEN": "a bearer token the ingress gateway checks (Kubeflow's m2m tokens, e.g. "
+                         "`kubectl create token default-editor`); the local stack's `env` reads it from its state folder",
+    "MMS_INGRESS_COOKIE": "a session cookie for the ingress gateway, `name=value` (Kubeflow 1.3 `authservice_session=...`, "
+                          "1.9+ `oauth2_proxy_kubeflow=...`, copied from the browser)",
     "RCLONE_CONFIG": "set by the local stack's `env`: an rclone config (mode 0600) with the remote `myminio`, "
                      "the guide's `mc` alias, pointing at the local S3 server",
     "MMS_LAB_PORT": "port of `make lab`'s JupyterLab (default: a free port)",
@@ -51,6 +55,26 @@ def state_dir() -> Path:
     """The local stack's state folder (MMS_STATE_DIR); outside the repo so data survives a clean."""
     base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
     return _env_path("MMS_STATE_DIR", base / "mms-notebooks")
+
+
+IDENTITIES = ("admin", "learner")
+
+
+def identity_dir(identity: str, namespace: str = "", root: Optional[Path] = None) -> Path:
+    """Where the local stack publishes an identity's credentials (files `token`, `cookie`,
+    `identity.json`, and for a learner `kubeconfig`, mode 0600): `admin`, or the `learner`, the
+    `default-editor` service account of the Profile `namespace`."""
+    if identity not in IDENTITIES:
+        raise ValueError(f"identity must be one of {', '.join(IDENTITIES)}, not {identity!r}")
+    base = (root or state_dir()) / "identities"
+    return base / "admin" if identity == "admin" else base / f"learner-{namespace}"
+
+
+def identity_kubeconfig(identity: str, namespace: str = "", root: Optional[Path] = None) -> Path:
+    """The local stack's kubeconfig for `identity` (the admin's is the stack's own `kubeconfig`)."""
+    if identity == "admin":
+        return (root or state_dir()) / "kubeconfig"
+    return identity_dir(identity, namespace, root) / "kubeconfig"
 
 
 def cache_dir() -> Path:

@@ -59,7 +59,32 @@ class Endpoint:
         return isinstance(other, Endpoint) and (self.base_url, self._headers) == (other.base_url, other._headers)
 
     def __repr__(self) -> str:
-        return f"Endpoint(base_url={self.base_url!r}, headers={self._headers!r})"
+        shown = {k: (SECRET_HEADERS[k] if k in SECRET_HEADERS else v) for k, v in self._headers.items()}
+        return f"Endpoint(base_url={self.base_url!r}, headers={shown!r})"
+
+
+# Credentials for a guarded ingress (Kubeflow 1.3+: Dex session or m2m token), shown only as the
+# variables that hold them.
+TOKEN_ENV, COOKIE_ENV = "MMS_INGRESS_TOKEN", "MMS_INGRESS_COOKIE"
+SECRET_HEADERS = {"Authorization": f"Bearer ${{{TOKEN_ENV}}}", "Cookie": f"${{{COOKIE_ENV}}}"}
+
+
+def ingress_credentials(target: str, identity: str = "admin", namespace: str = "") -> dict[str, str]:
+    """Headers that carry the user's gateway credentials: $MMS_INGRESS_TOKEN as a bearer token,
+    $MMS_INGRESS_COOKIE (`name=value`) as a cookie; on the local target without either, the ones
+    the stack publishes in its state folder for `identity`."""
+    from .config import identity_dir
+
+    token, cookie = os.environ.get(TOKEN_ENV, "").strip(), os.environ.get(COOKIE_ENV, "").strip()
+    if not (token or cookie) and target == "local":
+        folder = identity_dir(identity, namespace)
+        token = (folder / "token").read_text().strip() if (folder / "token").exists() else ""
+    headers = {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if cookie:
+        headers["Cookie"] = cookie
+    return headers
 
 
 # --- objects ---------------------------------------------------------------------------------
@@ -246,22 +271,24 @@ def server_url(api: client.ApiClient, target: str, group: ApiGroup, name: str, n
     public = status.get("url") or ""
     host = urlsplit(public).hostname or ""
     if target == "local":
-        # As the guide does: the ingress gateway (the stack's nginx) with the Host of status.url.
+        # As the guide does: the ingress gateway (the stack's nginx) with the Host of status.url,
+        # and the credentials Kubeflow's gateway asks for.
         ingress = _ingress_address(api)
-        if ingress and host and _answers(ingress, {"Host": host}):
-            return Endpoint(ingress, {"Host": host})
+        through = {"Host": host, **ingress_credentials(target)}
+        if ingress and host and _answers(ingress, through):
+            return Endpoint(ingress, through)
         if not address:
             raise SetupError(f"InferenceService {namespace}/{name} has no status.address.url",
                              "check the local controller: `python -m helpers.local logs controller`")
         return Endpoint(resolve_url(api, address, namespace).rstrip("/"), {})
     override = os.environ.get(INGRESS_ENV)
     if override:
-        return Endpoint(override.rstrip("/"), {"Host": host})
+        return Endpoint(override.rstrip("/"), {"Host": host, **ingress_credentials(target)})
     if os.environ.get("KUBERNETES_SERVICE_HOST") and address and _answers(address.rstrip("/"), {}):
         return Endpoint(address.rstrip("/"), {})
     ingress = _ingress_address(api)
     if ingress and host:
-        return Endpoint(ingress, {"Host": host})
+        return Endpoint(ingress, {"Host": host, **ingress_credentials(target)})
     raise SetupError(
         f"found no way to reach InferenceService {namespace}/{name} from here",
         "as the guide suggests: `kubectl port-forward svc/istio-ingressgateway -n istio-system 8080:80` and set "
@@ -297,7 +324,7 @@ def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional
             parts += ["-X", method]
         if data_file:
             headers = {"Content-Type": "application/json", **headers}
-        parts += [f'-H "{k}: {v}"' for k, v in headers.items()]
+        parts += [f'-H "{k}: {SECRET_HEADERS.get(k, v)}"' for k, v in headers.items()]
         parts.append(f"{base}{path}")
         if data_file:
             parts += ["-d", f"@{data_file}"]
@@ -307,10 +334,16 @@ def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional
         return command(endpoint.base_url, endpoint.headers, False)
     theirs = command("http://${CLUSTER_IP}", {"Host": "${SERVICE_HOSTNAME}"}, True)
     through_ingress = bool(endpoint.headers.get("Host"))
+    # A guarded gateway (Kubeflow 1.3+) also wants the session or token: the guide's command has none.
+    guard = {k: v for k, v in endpoint.headers.items() if k in SECRET_HEADERS}
+    if guard:
+        theirs = command("http://${CLUSTER_IP}", {"Host": "${SERVICE_HOSTNAME}", **guard}, True)
+        lines.append("# Kubeflow's gateway wants a session or a token (the guide's cluster had none): "
+                     f"{', '.join(SECRET_HEADERS[k] for k in guard)} holds it")
     if through_ingress and urlsplit(endpoint.base_url).port in (None, 80):
         return "\n".join(lines + ["# the guide's command, through the ingress gateway:", theirs])
     if through_ingress:
-        mine = command("${MMS_INGRESS_URL}", {"Host": "${SERVICE_HOSTNAME}"}, True)
+        mine = command("${MMS_INGRESS_URL}", {"Host": "${SERVICE_HOSTNAME}", **guard}, True)
         note = f"# here the gateway listens on {endpoint.base_url}, which MMS_INGRESS_URL holds:"
     else:
         mine = command(endpoint.base_url, endpoint.headers, False)

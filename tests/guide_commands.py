@@ -106,10 +106,11 @@ def commands(text: Optional[str] = None) -> list[str]:
     return found
 
 
-def plan(guide: list[str], both_groups: bool, ingress_url: str) -> list[Step]:
-    """Each command as it runs here. Two substitutions depend on the stack, and say so:
+def plan(guide: list[str], both_groups: bool, ingress_url: str, guarded: bool = False) -> list[Step]:
+    """Each command as it runs here. Three substitutions depend on the stack, and say so:
     with both API groups installed kubectl resolves `inferenceservice`/`trainedmodel` to KServe's,
-    and a gateway not on port 80 is reached through MMS_INGRESS_URL."""
+    a gateway not on port 80 is reached through MMS_INGRESS_URL, and a `guarded` gateway (a
+    Kubeflow 1.3+ profile) wants the token in MMS_INGRESS_TOKEN."""
     steps, model = [], ""
     for command in guide:
         model = command.split("=", 1)[1] if command.startswith("MODEL_NAME=") else model
@@ -126,6 +127,11 @@ def plan(guide: list[str], both_groups: bool, ingress_url: str) -> list[Step]:
             run = run.replace("http://${CLUSTER_IP}", "${MMS_INGRESS_URL}")
             reasons.append(f"the gateway could not listen on port 80 here (not root, or the port was taken): "
                            f"it is {ingress_url}, which MMS_INGRESS_URL holds")
+        if guarded and run.startswith("curl ") and '-H "Host: ${SERVICE_HOSTNAME}"' in run:
+            run = run.replace('-H "Host: ${SERVICE_HOSTNAME}"',
+                              '-H "Host: ${SERVICE_HOSTNAME}" -H "Authorization: Bearer ${MMS_INGRESS_TOKEN}"')
+            reasons.append("Kubeflow 1.3's gateway (oidc-authservice) redirects a request without a session to "
+                           "Dex; the guide's cluster had no auth: the token `env` exports is sent")
         if " -d @" in run and model in LARGE_BODIES:
             run = run.replace("curl -v -X POST", 'curl -v -X POST -H "Content-Type: application/json"')
             reasons.append("`curl -d` sends a form content type, and Triton 2.51 (the local server) crashes "
@@ -265,7 +271,8 @@ def run_on_stack(stack, kube, requests_dir: Path, workdir: Path) -> list[Step]:
         both = False
     ingress = stack.env().get("MMS_INGRESS_URL", "")
     try:
-        return run(plan(commands(), both, ingress), workdir, shell_env(stack))
+        guarded = bool(stack.profile().gateway_auth)
+        return run(plan(commands(), both, ingress, guarded), workdir, shell_env(stack))
     finally:
         cleanup(stack)
 

@@ -207,7 +207,8 @@ def test_the_guides_commands_run_in_bash_after_the_walkthrough(stack, kube, defa
     assert "inception_graphdef" in out("./mc tree myminio/")[0]
     ingress, host = stack.env()["MMS_INGRESS_URL"], "triton-mms.mms.example.com"
     for model in ("cifar10", "inception"):
-        assert requests.get(f"{ingress}/v2/models/{model}/ready", headers={"Host": host}, timeout=10).status_code == 200
+        assert requests.get(f"{ingress}/v2/models/{model}/ready", headers={"Host": host, **stack.gateway_headers()},
+                            timeout=10).status_code == 200
 
 
 def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -> None:

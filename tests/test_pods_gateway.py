@@ -145,7 +145,8 @@ def test_triton_killed_restart_count_grows_and_previous_shows_the_old_log(stack:
     assert f" {old_pid} " in previous and "Started HTTPService" in previous
     current = kubectl(stack, "logs", server, "kfserving-container", "-n", NS).stdout
     assert f" {old_pid} " not in current
-    poll_until(lambda: requests.get(f"{ingress(stack)}/v2", headers={"Host": HOST}, timeout=5).status_code == 200,
+    poll_until(lambda: requests.get(f"{ingress(stack)}/v2", headers={"Host": HOST, **stack.gateway_headers()},
+                                            timeout=5).status_code == 200,
                "the restarted server to answer through the gateway", timeout=120)
 
 
@@ -158,10 +159,11 @@ def test_previous_without_a_restart_is_refused_as_the_kubelet_does(stack: Stack,
 
 def test_the_gateway_routes_by_host_and_answers_404_to_others(stack: Stack, server: str) -> None:
     url = ingress(stack)
-    root = poll_until(lambda: requests.get(f"{url}/v2", headers={"Host": HOST}, timeout=5), "the route", 60,
-                      interval=0.5)
+    root = poll_until(lambda: requests.get(f"{url}/v2", headers={"Host": HOST, **stack.gateway_headers()}, timeout=5),
+                      "the route", 60, interval=0.5)
     assert root.status_code == 200 and root.json()["name"] == "triton"
-    assert requests.get(f"{url}/v2", headers={"Host": "nobody.example.com"}, timeout=5).status_code == 404
+    assert requests.get(f"{url}/v2", headers={"Host": "nobody.example.com", **stack.gateway_headers()},
+                        timeout=5).status_code == 404
     for name in ("istio-ingressgateway", "kfserving-ingressgateway"):
         svc = json.loads(kubectl(stack, "-n", "istio-system", "get", "service", name, "-o", "json").stdout)
         assert svc["spec"]["type"] == "LoadBalancer"
@@ -207,5 +209,6 @@ def test_a_deleted_pod_is_replaced_and_a_deleted_server_takes_its_pod(stack: Sta
         KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", SERVER)
     poll_until(lambda: not json.loads(kubectl(stack, "get", "pods", "-n", NS, "-o", "json").stdout)["items"],
                "the server's pod to be deleted with it", timeout=120, interval=0.5)
-    poll_until(lambda: requests.get(f"{ingress(stack)}/v2", headers={"Host": HOST}, timeout=5).status_code == 404,
+    poll_until(lambda: requests.get(f"{ingress(stack)}/v2", headers={"Host": HOST}, timeout=5,
+                                    allow_redirects=False).status_code == 404,
                "the gateway to drop the server's route", timeout=60)

@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                          "kept by the state folder")
     sub.add_parser("down", help="stop the supervisor, then the stack's processes; data and manifests are kept")
     sub.add_parser("status", help="what runs, where, and whether it is healthy (exit 1 if not)")
-    sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
+    env = sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
+    env.add_argument("--identity", choices=("admin", "learner"), default="admin",
+                     help="whose credentials: the admin (default) or the learner, the `default-editor` service "
+                          "account of the Profile --namespace, as in a Kubeflow Notebook")
+    env.add_argument("--namespace", default="mms", help="the learner's Profile namespace (default mms)")
     logs = sub.add_parser("logs", help="the end of each component's log")
     logs.add_argument("component", nargs="?", default="", help="one log, e.g. s3 or kube-apiserver")
     logs.add_argument("-n", "--lines", type=int, default=20)
@@ -67,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(stack)
         if args.command == "env":
-            for key, value in stack.env().items():
+            for key, value in stack.env(args.identity, args.namespace).items():
                 print(f"export {key}={shlex.quote(value)}")
+            if stack.profile().gateway_auth:  # the gateway wants a token or session: read from its file
+                for key, path in stack.credential_files(args.identity, args.namespace).items():
+                    print(f'export {key}="$(cat {shlex.quote(str(path))})"')
             rclone_dir = os.path.dirname(rclone_binary())
             if rclone_dir not in os.environ.get("PATH", "").split(os.pathsep):
                 print(f'export PATH={shlex.quote(rclone_dir)}:"$PATH"  # rclone, the `mc` of the local stack')

@@ -3,7 +3,9 @@
 The local controller owns it as a child process (as it owns Triton): a config in the state
 folder (`gateway/nginx.conf`) with one `server` block per InferenceService host (from its
 `status.url`), proxied to that server's Triton, and a `default_server` that answers 404 to any
-other Host, as Istio does. When InferenceServices come and go the config is rewritten and nginx
+other Host, as Istio does. On Kubeflow-style profiles each route first asks the authorizer
+(`authz`, nginx's `auth_request`): no session gets the release's login answer, an identity
+without rights in the namespace 403 `RBAC: access denied`. When InferenceServices come and go the config is rewritten and nginx
 reloads it (`nginx -s reload`, no dropped connections). It listens on 127.0.0.1:80 when it can
 bind it (as root), else on a free port.
 
@@ -72,8 +74,35 @@ def bindable(port: int) -> bool:
     return True
 
 
-def render_config(root: Path, port: int, routes: dict[str, str], access_log: Path) -> str:
-    """nginx.conf: a 404 default server, then one server block per Host -> `127.0.0.1:<port>`."""
+def _auth_locations(auth_port: int, namespace: str) -> list[str]:
+    """The `auth_request` location asking the authorizer (`authz`), and the two answers it may lead to."""
+    ask = [f"            proxy_pass http://127.0.0.1:{auth_port};",
+           "            proxy_method GET;", "            proxy_pass_request_body off;",
+           '            proxy_set_header Content-Length "";',
+           "            proxy_set_header X-Original-URI $request_uri;"]
+    return [
+        "        location = /_mms_auth {",
+        "            internal;",
+        *ask,
+        f"            proxy_set_header X-Mms-Namespace {namespace};",
+        "        }",
+        "        location @mms_login {  # no session: the release's login answer (a redirect to Dex, a sign-in page)",
+        *ask,
+        "            proxy_set_header X-Mms-Phase login;",
+        "        }",
+        "        location @mms_denied {  # what Istio's AuthorizationPolicy answers",
+        "            default_type text/plain;",
+        '            return 403 "RBAC: access denied";',
+        "        }",
+    ]
+
+
+def render_config(root: Path, port: int, routes: dict[str, str], access_log: Path,
+                  auth_port: Optional[int] = None, namespaces: Optional[dict[str, str]] = None) -> str:
+    """nginx.conf: a 404 default server, then one server block per Host -> `127.0.0.1:<port>`.
+
+    With `auth_port`, every routed request is first checked by the authorizer there, for the
+    namespace of its Host (`namespaces`)."""
     temp = root / "tmp"
     lines = [
         "# Written by the local controller (helpers/local/gateway.py); rewritten as InferenceServices change.",
@@ -96,15 +125,19 @@ def render_config(root: Path, port: int, routes: dict[str, str], access_log: Pat
     for host, upstream in sorted(routes.items()):
         by_upstream.setdefault(upstream, []).append(host)
     for upstream, hosts in sorted(by_upstream.items()):
+        guarded = auth_port is not None
         lines += [
             "    server {",
             f"        listen 127.0.0.1:{port};",
             f"        server_name {' '.join(hosts)};",
             "        location / {",
+            *(["            auth_request /_mms_auth;", "            error_page 401 = @mms_login;",
+               "            error_page 403 = @mms_denied;"] if guarded else []),
             f"            proxy_pass http://{upstream};",
             "            proxy_set_header Host $host;",
             '            proxy_set_header Connection "";',
             "        }",
+            *(_auth_locations(auth_port, (namespaces or {}).get(hosts[0], "")) if guarded else []),
             "    }",
         ]
     return "\n".join(lines + ["}", ""])
@@ -113,12 +146,14 @@ def render_config(root: Path, port: int, routes: dict[str, str], access_log: Pat
 class Gateway:
     """nginx as the stack's ingress gateway, plus its LoadBalancer Services."""
 
-    def __init__(self, state_root: Path, logs: Path) -> None:
+    def __init__(self, state_root: Path, logs: Path, auth_port: Optional[int] = None) -> None:
         self.root = state_root / "gateway"
         self.logs = logs
         self.binary = nginx_binary()
         self.record: Optional[process.ProcessRecord] = None
         self.routes: Optional[dict[str, str]] = None
+        self.auth_port = auth_port  # the authorizer (`authz`) guarding every route, else none
+        self.namespaces: dict[str, str] = {}
 
     @property
     def config(self) -> Path:
@@ -166,16 +201,20 @@ class Gateway:
             return None
         return process.ProcessRecord.from_json(json.loads(self.state_file.read_text()))
 
-    def route(self, routes: dict[str, str]) -> None:
-        """Make nginx route exactly `routes` (Host -> `127.0.0.1:<port>`); reload only when they changed."""
-        if self.record is None or routes == self.routes:
+    def route(self, routes: dict[str, str], namespaces: Optional[dict[str, str]] = None) -> None:
+        """Make nginx route exactly `routes` (Host -> `127.0.0.1:<port>`), each Host guarded for its
+        namespace in `namespaces` when the gateway has an authorizer; reload only when they changed."""
+        namespaces = namespaces or {}
+        if self.record is None or (routes == self.routes and namespaces == self.namespaces):
             return
+        self.namespaces = dict(namespaces)
         if not self.record.alive():
             log.warning("gateway: nginx (pid %s) is not running: restarting it", self.record.pid)
             self.record = None
             self.state_file.unlink(missing_ok=True)
             self.start()
-        text = render_config(self.root, self.port, routes, self.logs / "gateway-access.log")
+        text = render_config(self.root, self.port, routes, self.logs / "gateway-access.log",
+                             self.auth_port, namespaces)
         if self.config.read_text() != text:
             self.config.write_text(text)
             result = subprocess.run(self._argv("-s", "reload"), capture_output=True, text=True)
@@ -192,8 +231,9 @@ class Gateway:
 
         def routed(host: str) -> bool:
             try:
+                # Not following a guarded route's redirect to Dex: any answer but the 404 means routed.
                 return requests.get(f"http://127.0.0.1:{self.port}/v2/health/live", headers={"Host": host},
-                                    timeout=1).status_code != 404
+                                    timeout=1, allow_redirects=False).status_code != 404
             except requests.RequestException:
                 return False
         for host in hosts:

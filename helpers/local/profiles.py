@@ -4,7 +4,7 @@ A profile fixes one KServe/KFServing release and one Kubeflow layout: the one AP
 stack serves (so `kubectl get inferenceservice` resolves as it does there), where
 `inferenceservice-config` lives and whether it has `multiModelServer`, how MinIO's keys are
 published, whether the CRDs prune unknown fields, the admission webhooks' rules, and the
-TrainedModel condition types. Facts come from each release's own sources (cited per field).
+TrainedModel condition types, Kubeflow's RBAC (`rbac`) and who guards the gateway. Facts come from each release's own sources (cited per field).
 
 Chosen once per state folder with `python -m helpers.local up --profile NAME` or MMS_PROFILE.
 """
@@ -46,6 +46,10 @@ class Profile:
     tm_conditions: tuple[str, ...]
     # KFServing 0.5.1 deletes a TrainedModel whose InferenceService is gone.
     tm_deleted_with_isvc: bool
+    # Who guards the ingress gateway (`helpers/local/authz.py`): "authservice" (Kubeflow 1.3:
+    # arrikto's oidc-authservice, cookie `authservice_session`, a 302 to Dex without a session),
+    # "oauth2-proxy" (Kubeflow 1.9+: cookie `oauth2_proxy_kubeflow`, its sign-in page), "" (none).
+    gateway_auth: str = ""
 
     @property
     def describe(self) -> str:
@@ -60,7 +64,7 @@ PROFILES = {
             group=KFSERVING_GROUP, release="v0.5.1", config_namespace="kubeflow", multi_model_key=True,
             minio_layout="pod-env", prunes_unknown_fields=False,
             tm_name_pattern=r"[a-z]([-a-z0-9]*[a-z0-9])?", tm_storage_prefixes=("s3://", "gs://"),
-            tm_conditions=("InferenceServiceReady",), tm_deleted_with_isvc=True),
+            tm_conditions=("InferenceServiceReady",), tm_deleted_with_isvc=True, gateway_auth="authservice"),
         Profile(
             name="kserve",
             summary="KServe 0.20 (standalone, namespace kserve) next to Kubeflow 1.10's MinIO",
@@ -68,7 +72,7 @@ PROFILES = {
             minio_layout="secret", prunes_unknown_fields=True,
             tm_name_pattern=r"[a-zA-Z0-9_-]+", tm_storage_prefixes=("s3://", "gs://", "https://", "http://"),
             tm_conditions=("InferenceServiceReady", "IsMMSPredictor", "MemoryResourceAvailable"),
-            tm_deleted_with_isvc=True),
+            tm_deleted_with_isvc=True, gateway_auth="oauth2-proxy"),
     )
 }
 DEFAULT_PROFILE = "kfserving-0.5"

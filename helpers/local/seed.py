@@ -7,7 +7,9 @@
 - `knative-serving`: `config-deployment`, without the two keys the guide's patches add;
 - `inferenceservice-config` where the profile's release keeps it (KFServing 0.5.1 bundled in
   Kubeflow 1.3: `kubeflow`; standalone KServe: `kserve`), with that release's keys;
-- `istio-system`, where the guide looks for the ingress gateway.
+- `istio-system`, where the guide looks for the ingress gateway;
+- Kubeflow's aggregated ClusterRoles with the release's serving roles (`rbac`), which a
+  Profile's `default-editor` / `default-viewer` / owner are bound to.
 
 No kubelet runs: the Pod stays Pending and only its spec is read.
 """
@@ -28,6 +30,7 @@ from ..constants import (
 )
 from ..k8s_apply import Client, apply_all
 from .profiles import Profile
+from .rbac import role_manifests
 
 ISTIO_NAMESPACE = "istio-system"
 MINIO_POD = "minio"
@@ -257,7 +260,7 @@ def seed_manifests(profile: Profile, s3_access_key: str, s3_secret_key: str, s3_
               "metadata": {"name": INFERENCESERVICE_CONFIG, "namespace": profile.config_namespace},
               "data": inferenceservice_config_data(profile, multi_model_server)}
     return [*namespaces, *minio_manifests(s3_access_key, s3_secret_key, s3_address, profile.minio_layout),
-            knative_config_deployment(), config]
+            knative_config_deployment(), config, *role_manifests(profile)]
 
 
 def apply_manifests(api_client: Client, manifests: Iterable[dict]) -> None:

@@ -23,7 +23,7 @@ import requests
 from ..config import env_port, state_dir
 from ..errors import SetupError
 from ..wait import WaitTimeout, poll_until
-from . import controlplane, gateway, process, profiles, s3server, tritonserver
+from . import controlplane, gateway, identity, process, profiles, s3server, tritonserver
 
 
 @dataclass(frozen=True)
@@ -309,6 +309,7 @@ class Stack:
         port = self._port(state, "kube-apiserver", "https")
         record = controlplane.start_apiserver(self.cp, port, state["ports"]["etcd.client"], token, log)
         controlplane.write_kubeconfig(self.cp, port, token)
+        identity.publish_admin(self.root, token, self.profile())
         return record
 
     def _start_controller_manager(self, state: dict, log: Path) -> process.ProcessRecord:
@@ -412,11 +413,16 @@ class Stack:
         except (requests.RequestException, ValueError, KeyError):
             return False
 
-    def env(self) -> dict[str, str]:
-        """Environment for shells and clients: endpoints and file paths, never secret values."""
+    def env(self, identity_name: str = "admin", namespace: str = "") -> dict[str, str]:
+        """Environment for shells and clients: endpoints and file paths, never secret values.
+
+        `identity_name` `learner` points KUBECONFIG at the `default-editor` of Profile `namespace`."""
         ports = self._load()["ports"]
+        kubeconfig = self.kubeconfig
+        if identity_name != "admin":
+            kubeconfig = identity.require(self.root, identity_name, namespace) / "kubeconfig"
         values = {"MMS_TARGET": "local", "MMS_STATE_DIR": str(self.root), "MMS_PROFILE": self.profile().name,
-                  "KUBECONFIG": str(self.kubeconfig),
+                  "KUBECONFIG": str(kubeconfig),
                   "MMS_S3_CREDENTIALS_FILE": str(self.s3_credentials_file)}
         if "s3.s3" in ports:
             values["MMS_S3_ENDPOINT"] = f"127.0.0.1:{ports['s3.s3']}"
@@ -426,6 +432,18 @@ class Stack:
         if ingress:
             values["MMS_INGRESS_URL"] = ingress
         return values
+
+    def credential_files(self, identity_name: str = "admin", namespace: str = "") -> dict[str, Path]:
+        """The files holding the gateway credentials of an identity, by the variable that takes them
+        (MMS_INGRESS_TOKEN, MMS_INGRESS_COOKIE): `env` prints `$(cat FILE)`, never the value."""
+        folder = identity.require(self.root, identity_name, namespace)
+        files = {"MMS_INGRESS_TOKEN": folder / "token", "MMS_INGRESS_COOKIE": folder / "cookie"}
+        return {key: path for key, path in files.items() if path.exists()}
+
+    def gateway_headers(self, identity_name: str = "admin", namespace: str = "") -> dict[str, str]:
+        """The `Authorization` header that gets an identity through a guarded gateway (tests, benchmarks)."""
+        token = (identity.require(self.root, identity_name, namespace) / "token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
 
     @property
     def rclone_config(self) -> Path:

@@ -3,7 +3,8 @@
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (in the API group
 of the stack's version profile) and makes the world match; watches only wake the loop early. It
 also serves the release's admission webhooks, the node's kubelet endpoint (container logs) and
-the ingress gateway. One short function wires it.
+the ingress gateway, guarded by its authorizer (`authz`) on Kubeflow-style profiles. One short
+function wires it.
 
 Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
 runs the full pass; a TrainedModel event for a server that is up runs only that server's part
@@ -25,6 +26,7 @@ from kubernetes import client, watch
 from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
 from .. import controlplane, process
 from ..fsevents import FolderEvents
+from ..authz import Authorizer
 from ..gateway import Gateway
 from ..kubelet import KubeletServer
 from ..profiles import Profile, get as get_profile
@@ -51,8 +53,13 @@ class Controller:
         self.webhooks = Webhooks(api, self.profile, state_root)
         self.wake = threading.Event()
         self.state_root = state_root
+        from ..stack import Stack  # the stack's S3 keys, which Kubeflow Pipelines copies into each profile
+
+        self.minio = Stack(state_root).s3_credentials()
         self.pods = Pods(self.kube, state_root, state_root / "logs")
         self.gateway = Gateway(state_root, state_root / "logs")
+        # Kubeflow-style profiles guard the gateway: a session or token, and the namespace's RBAC.
+        self.authorizer = Authorizer(api, self.profile, state_root) if self.profile.gateway_auth else None
         self.routes: dict[str, tuple[str, str]] = {}  # host -> (server key, upstream)
         self.status_events = FolderEvents(names={self.servers.dir("x", "y").agent_status.name})
         self.passes = {"full": 0, "server": 0}
@@ -75,7 +82,8 @@ class Controller:
     def reconcile_all(self) -> None:
         """One level-triggered pass over every object the controller owns."""
         for profile in self.kube.list_profiles():
-            self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile)
+            self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile,
+                        self.minio, self.state_root, self.profile)
         wanted: set[str] = set()
         group = api_group(self.profile.group)
         isvcs = self.kube.list_custom(group.group, group.isvc_version, "inferenceservices")
@@ -104,7 +112,8 @@ class Controller:
         self.gateway.ensure_services(self.kube.api)
 
     def _route_known(self) -> None:
-        self.gateway.route({host: upstream for host, (_key, upstream) in self.routes.items()})
+        self.gateway.route({host: upstream for host, (_key, upstream) in self.routes.items()},
+                           {host: key.split(".", 1)[0] for host, (key, _upstream) in self.routes.items()})
 
     def _guard(self, what: str, fn, *args):
         try:
@@ -287,6 +296,8 @@ class Controller:
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
                                 self.pods.container_log).start()
         self.pods.ensure_node(kubelet.port)
+        if self.authorizer:
+            self.gateway.auth_port = self.authorizer.start()
         self.gateway.start()
         self.watch_forever(stop)
         self.reconcile_all()
@@ -320,6 +331,8 @@ class Controller:
             self.servers.stop(key)
         self.webhooks.stop()
         self.gateway.stop()
+        if self.authorizer:
+            self.authorizer.stop()
         kubelet.stop()
 
     def _kubelet_port(self) -> int:
