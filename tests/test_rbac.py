@@ -76,6 +76,26 @@ def test_without_a_session_the_gateway_answers_as_the_releases_auth_service(name
         assert guard.login("/v2", "*/*", "Bearer x")[:3:2] == (401, "Jwt verification fails")
 
 
+def test_gateway_credentials_are_sent_but_shown_only_as_their_variables(monkeypatch, tmp_path) -> None:
+    from helpers import serving
+
+    monkeypatch.setenv("MMS_INGRESS_TOKEN", "tok-SECRET")
+    monkeypatch.setenv("MMS_INGRESS_COOKIE", "authservice_session=cookie-SECRET")
+    sent = serving.ingress_credentials("cluster")
+    assert sent == {"Authorization": "Bearer tok-SECRET", "Cookie": "authservice_session=cookie-SECRET"}
+    endpoint = serving.Endpoint("http://127.0.0.1:8080", {"Host": "h.ns.example.com", **sent})
+    for shown in (repr(endpoint), serving.curl(endpoint, "/v2"), serving.curl(endpoint, "/v2", guide=False)):
+        assert "SECRET" not in shown
+    assert '-H "Authorization: Bearer ${MMS_INGRESS_TOKEN}"' in serving.curl(endpoint, "/v2")
+    monkeypatch.delenv("MMS_INGRESS_TOKEN")
+    monkeypatch.delenv("MMS_INGRESS_COOKIE")
+    monkeypatch.setenv("MMS_STATE_DIR", str(tmp_path))
+    assert serving.ingress_credentials("cluster") == {}
+    (tmp_path / "identities" / "admin").mkdir(parents=True)
+    (tmp_path / "identities" / "admin" / "token").write_text("published\n")
+    assert serving.ingress_credentials("local") == {"Authorization": "Bearer published"}
+
+
 # --- on a stack of each profile -----------------------------------------------------------------
 @dataclass
 class Guarded:
