@@ -228,8 +228,13 @@ def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -
     assert len([s for s in steps if s.run]) >= 35
     failed = [(s.run, s.code, s.output[-300:]) for s in steps if s.run and s.code != 0]
     assert failed == []
-    infer = [s.output for s in steps if s.run and "/infer -d @" in s.run]
-    assert len(infer) == 2 and all("< HTTP/1.1 200 OK" in text for text in infer)
+    infer = [s for s in steps if s.run and "/infer -d @" in s.run]
+    # Off port 80 each notebook prints the guide's form too, which goes to whatever holds port 80
+    # (another stack, when tests run side by side): only the runnable form is this stack's.
+    on_80 = stack.env()["MMS_INGRESS_URL"] == "http://127.0.0.1"
+    ours = [s.output for s in infer if on_80 or "${MMS_INGRESS_URL}" in s.run]
+    assert len(infer) == (2 if on_80 else 4) and len(ours) == 2
+    assert all("< HTTP/1.1 200 OK" in text for text in ours)
 
 
 # --- other settings, the other API group ------------------------------------------------------

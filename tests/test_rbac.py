@@ -271,3 +271,13 @@ def test_env_for_the_learner_names_files_never_secrets(guarded: Guarded) -> None
                               "--namespace", "no-such-profile"], env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no learner identity for namespace 'no-such-profile'" in missing.stderr
     assert "create the Profile" in missing.stderr
+
+
+@pytest.mark.controlplane
+def test_a_deleted_profile_withdraws_its_learner_identity(guarded: Guarded) -> None:
+    stack, gone = guarded.stack, "rbac-gone"
+    _profile(guarded.admin, stack, gone, "gone@example.com")
+    client.CustomObjectsApi(guarded.admin).delete_cluster_custom_object("kubeflow.org", "v1", "profiles", gone)
+    poll_until(lambda: not identity_dir("learner", gone, stack.root).exists(), "the learner folder to go",
+               timeout=60, interval=0.2)
+    assert (identity_dir("learner", NS, stack.root) / "token").exists()

@@ -128,6 +128,19 @@ def publish_learner(root: Path, api: client.ApiClient, namespace: str, owner: st
     return folder
 
 
+def forget_learners(root: Path, keep: set[str]) -> list[str]:
+    """Remove the learner folders of namespaces not in `keep` (their Profile is gone); returns them."""
+    import shutil
+
+    gone = []
+    for folder in sorted((root / "identities").glob("learner-*/")):
+        namespace = folder.name[len("learner-"):]
+        if namespace not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(namespace)
+    return gone
+
+
 def sessions(root: Path) -> dict[str, dict]:
     """Every published session cookie (`name=value`) -> the user and groups it stands for."""
     found = {}

@@ -24,7 +24,7 @@ from typing import Optional
 from kubernetes import client, watch
 
 from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
-from .. import controlplane, process
+from .. import controlplane, identity, process
 from ..fsevents import FolderEvents
 from ..authz import Authorizer
 from ..gateway import Gateway
@@ -81,9 +81,12 @@ class Controller:
 
     def reconcile_all(self) -> None:
         """One level-triggered pass over every object the controller owns."""
-        for profile in self.kube.list_profiles():
+        profiles = self.kube.list_profiles()
+        for profile in profiles:
             self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile,
                         self.minio, self.state_root, self.profile)
+        for namespace in identity.forget_learners(self.state_root, {p["metadata"]["name"] for p in profiles}):
+            log.info("profile %s is gone: its learner identity is withdrawn", namespace)
         wanted: set[str] = set()
         group = api_group(self.profile.group)
         isvcs = self.kube.list_custom(group.group, group.isvc_version, "inferenceservices")
