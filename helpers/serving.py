@@ -71,14 +71,16 @@ SECRET_HEADERS = {"Authorization": f"Bearer ${{{TOKEN_ENV}}}", "Cookie": f"${{{C
 
 def ingress_credentials(target: str, identity: str = "admin", namespace: str = "") -> dict[str, str]:
     """Headers that carry the user's gateway credentials: $MMS_INGRESS_TOKEN as a bearer token,
-    $MMS_INGRESS_COOKIE (`name=value`) as a cookie; on the local target without either, the ones
-    the stack publishes in its state folder for `identity`."""
+    $MMS_INGRESS_COOKIE (`name=value`) as a cookie (Kubeflow 1.3's gateway takes only a session);
+    on the local target without either, the ones the stack publishes in its state folder for
+    `identity`."""
     from .config import identity_dir
 
     token, cookie = os.environ.get(TOKEN_ENV, "").strip(), os.environ.get(COOKIE_ENV, "").strip()
     if not (token or cookie) and target == "local":
         folder = identity_dir(identity, namespace)
-        token = (folder / "token").read_text().strip() if (folder / "token").exists() else ""
+        token, cookie = ((folder / name).read_text().strip() if (folder / name).exists() else ""
+                         for name in ("token", "cookie"))
     headers = {}
     if token:
         headers["Authorization"] = f"Bearer {token}"

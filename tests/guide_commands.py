@@ -110,7 +110,7 @@ def plan(guide: list[str], both_groups: bool, ingress_url: str, guarded: bool = 
     """Each command as it runs here. Three substitutions depend on the stack, and say so:
     with both API groups installed kubectl resolves `inferenceservice`/`trainedmodel` to KServe's,
     a gateway not on port 80 is reached through MMS_INGRESS_URL, and a `guarded` gateway (a
-    Kubeflow 1.3+ profile) wants the token in MMS_INGRESS_TOKEN."""
+    Kubeflow 1.3+ profile) wants the session in MMS_INGRESS_COOKIE."""
     steps, model = [], ""
     for command in guide:
         model = command.split("=", 1)[1] if command.startswith("MODEL_NAME=") else model
@@ -129,9 +129,9 @@ def plan(guide: list[str], both_groups: bool, ingress_url: str, guarded: bool = 
                            f"it is {ingress_url}, which MMS_INGRESS_URL holds")
         if guarded and run.startswith("curl ") and '-H "Host: ${SERVICE_HOSTNAME}"' in run:
             run = run.replace('-H "Host: ${SERVICE_HOSTNAME}"',
-                              '-H "Host: ${SERVICE_HOSTNAME}" -H "Authorization: Bearer ${MMS_INGRESS_TOKEN}"')
+                              '-H "Host: ${SERVICE_HOSTNAME}" -H "Cookie: ${MMS_INGRESS_COOKIE}"')
             reasons.append("Kubeflow 1.3's gateway (oidc-authservice) redirects a request without a session to "
-                           "Dex; the guide's cluster had no auth: the token `env` exports is sent")
+                           "Dex; the guide's cluster had no auth: the session cookie `env` exports is sent")
         if " -d @" in run and model in LARGE_BODIES:
             run = run.replace("curl -v -X POST", 'curl -v -X POST -H "Content-Type: application/json"')
             reasons.append("`curl -d` sends a form content type, and Triton 2.51 (the local server) crashes "

@@ -94,6 +94,9 @@ def test_gateway_credentials_are_sent_but_shown_only_as_their_variables(monkeypa
     (tmp_path / "identities" / "admin").mkdir(parents=True)
     (tmp_path / "identities" / "admin" / "token").write_text("published\n")
     assert serving.ingress_credentials("local") == {"Authorization": "Bearer published"}
+    (tmp_path / "identities" / "admin" / "cookie").write_text("authservice_session=s\n")
+    assert serving.ingress_credentials("local") == {"Authorization": "Bearer published",
+                                                    "Cookie": "authservice_session=s"}
 
 
 # --- on a stack of each profile -----------------------------------------------------------------
@@ -225,21 +228,27 @@ def test_the_gateway_wants_a_session_and_rights_in_the_namespace(guarded: Guarde
 
     poll_until(lambda: get(stack.gateway_headers()).status_code == 200, "the learner's server through the gateway",
                timeout=180, interval=0.5)
-    for who in (stack.gateway_headers("admin"), stack.gateway_headers("learner", NS),
-                {"Cookie": (identity_dir("admin", root=stack.root) / "cookie").read_text().strip()},
-                {"Cookie": (identity_dir("learner", NS, stack.root) / "cookie").read_text().strip()}):
+    def only(name: str, identity_name: str, namespace: str = "") -> dict:
+        both = stack.gateway_headers(identity_name, namespace)
+        return {name: both[name]}
+
+    tokens = stack.profile().gateway_auth == "oauth2-proxy"  # Kubeflow 1.9+ m2m; 1.3's authservice: sessions only
+    for who in (only("Cookie", "admin"), only("Cookie", "learner", NS)):
         answer = get(who)
         assert answer.status_code == 200 and answer.json()["name"] == "triton"
+    for who in (only("Authorization", "admin"), only("Authorization", "learner", NS)):
+        assert get(who).status_code == (200 if tokens else 302)
     nobody = get({})
-    if stack.profile().gateway_auth == "authservice":
+    if not tokens:
         assert nobody.status_code == 302 and nobody.headers["Location"].startswith("/dex/auth?")
         assert get({"Authorization": "Bearer not-a-token"}).status_code == 302
         assert get({"Cookie": "authservice_session=forged"}).status_code == 302
     else:
         assert nobody.status_code == 403 and "Sign in with Dex" in nobody.text
         assert get({"Authorization": "Bearer not-a-token"}).status_code == 401
-    for stranger in (stack.gateway_headers("learner", OTHER),
-                     {"Cookie": (identity_dir("learner", OTHER, stack.root) / "cookie").read_text().strip()}):
+        assert get({"Cookie": "oauth2_proxy_kubeflow=forged"}).status_code == 403  # the sign-in page again
+    strangers = [only("Cookie", "learner", OTHER)] + ([only("Authorization", "learner", OTHER)] if tokens else [])
+    for stranger in strangers:
         denied = get(stranger)
         assert (denied.status_code, denied.text) == (403, "RBAC: access denied")
     # in the mesh (what a Notebook pod in the namespace uses) the address needs no session

@@ -1,14 +1,16 @@
 """The gateway's guard: who may call an InferenceService through the local ingress gateway.
 
-On Kubeflow 1.3+ the Istio ingress gateway asks an auth service about every request (1.3:
-arrikto's oidc-authservice; 1.9+: oauth2-proxy, with Kubernetes service-account tokens accepted
-as "m2m" bearer tokens), and the profile namespace's Istio AuthorizationPolicy
+On Kubeflow 1.3+ the Istio ingress gateway asks an auth service about every request, and the profile namespace's Istio AuthorizationPolicy
 `ns-owner-access-istio` answers 403 `RBAC: access denied` to an identity it does not allow.
 The local nginx does the same with `auth_request` to this small HTTP server, which the
 controller runs on 127.0.0.1:
 
-1. who: a bearer token goes to the apiserver's TokenReview; a session cookie is looked up among
-   the sessions the stack published (`identity.sessions`);
+1. who: a session cookie is looked up among the sessions the stack published
+   (`identity.sessions`); a bearer token goes to the apiserver's TokenReview, where the release
+   accepts tokens at all. Kubeflow 1.3's oidc-authservice (image 6ac9400) knows only its session
+   cookie: service-account tokens came with image e236439 (kubeflow/manifests#2150, 2022, after
+   1.5), so there a bearer token is no session. Kubeflow 1.9+ (oauth2-proxy with Istio's
+   RequestAuthentication for the cluster's issuer) accepts them as "m2m" tokens;
 2. may they: a SubjectAccessReview, `get inferenceservices` in the InferenceService's namespace
    (any role of the namespace: owner, contributor, its service accounts, admins).
 
@@ -85,7 +87,7 @@ class Authorizer:
 
     def who(self, authorization: str, cookie: str) -> Optional[tuple[str, list[str]]] | str:
         """(user, groups) of the request, None without a session, "bad-token" for a token that is none."""
-        if authorization.lower().startswith("bearer "):
+        if authorization.lower().startswith("bearer ") and self.profile.gateway_auth != "authservice":
             token = authorization.split(None, 1)[1].strip()
             return self._cached(("token", token), lambda: self._review(token))
         sessions = identity.sessions(self.state_root)

@@ -441,9 +441,13 @@ class Stack:
         return {key: path for key, path in files.items() if path.exists()}
 
     def gateway_headers(self, identity_name: str = "admin", namespace: str = "") -> dict[str, str]:
-        """The `Authorization` header that gets an identity through a guarded gateway (tests, benchmarks)."""
-        token = (identity.require(self.root, identity_name, namespace) / "token").read_text().strip()
-        return {"Authorization": f"Bearer {token}"}
+        """The headers that get an identity through a guarded gateway (tests, benchmarks): its token
+        as `Authorization` and its session as `Cookie` (Kubeflow 1.3's gateway reads only the session)."""
+        files = self.credential_files(identity_name, namespace)
+        headers = {"Authorization": f"Bearer {files['MMS_INGRESS_TOKEN'].read_text().strip()}"}
+        if "MMS_INGRESS_COOKIE" in files:
+            headers["Cookie"] = files["MMS_INGRESS_COOKIE"].read_text().strip()
+        return headers
 
     @property
     def rclone_config(self) -> Path:
