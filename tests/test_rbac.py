@@ -18,10 +18,10 @@ import requests
 from kubernetes import client, config as kconfig
 from kubernetes.client.exceptions import ApiException
 
-from helpers import k8s_apply, manifests
+from helpers import k8s as k8s_apply, manifests
 from helpers.config import identity_dir
 from helpers.local import authz, gateway, rbac
-from helpers.local.guide import guide_values
+from helpers.guide_steps import guide_values
 from helpers.local.identity import LEARNER_SERVICE_ACCOUNT
 from helpers.local.profiles import PROFILES, get as get_profile
 from helpers.local.stack import Stack
@@ -77,26 +77,31 @@ def test_without_a_session_the_gateway_answers_as_the_releases_auth_service(name
 
 
 def test_gateway_credentials_are_sent_but_shown_only_as_their_variables(monkeypatch, tmp_path) -> None:
-    from helpers import serving
+    from helpers import endpoint as ep
+    from helpers.target import Local, ingress_credentials
 
     monkeypatch.setenv("MMS_INGRESS_TOKEN", "tok-SECRET")
     monkeypatch.setenv("MMS_INGRESS_COOKIE", "authservice_session=cookie-SECRET")
-    sent = serving.ingress_credentials("cluster")
+    sent = ingress_credentials()
     assert sent == {"Authorization": "Bearer tok-SECRET", "Cookie": "authservice_session=cookie-SECRET"}
-    endpoint = serving.Endpoint("http://127.0.0.1:8080", {"Host": "h.ns.example.com", **sent})
-    for shown in (repr(endpoint), serving.curl(endpoint, "/v2"), serving.curl(endpoint, "/v2", guide=False)):
+    endpoint = ep.Endpoint("http://127.0.0.1:8080", {"Host": "h.ns.example.com", **sent})
+    for shown in (repr(endpoint), ep.curl(endpoint, "/v2"), ep.curl(endpoint, "/v2", guide=False)):
         assert "SECRET" not in shown
-    assert '-H "Authorization: Bearer ${MMS_INGRESS_TOKEN}"' in serving.curl(endpoint, "/v2")
+    assert '-H "Authorization: Bearer ${MMS_INGRESS_TOKEN}"' in ep.curl(endpoint, "/v2")
     monkeypatch.delenv("MMS_INGRESS_TOKEN")
     monkeypatch.delenv("MMS_INGRESS_COOKIE")
-    monkeypatch.setenv("MMS_STATE_DIR", str(tmp_path))
-    assert serving.ingress_credentials("cluster") == {}
-    (tmp_path / "identities" / "admin").mkdir(parents=True)
-    (tmp_path / "identities" / "admin" / "token").write_text("published\n")
-    assert serving.ingress_credentials("local") == {"Authorization": "Bearer published"}
-    (tmp_path / "identities" / "admin" / "cookie").write_text("authservice_session=s\n")
-    assert serving.ingress_credentials("local") == {"Authorization": "Bearer published",
-                                                    "Cookie": "authservice_session=s"}
+    # on the local target, without them: what the stack published for the identity the API client is
+    for name, token in (("admin", "admin-token"), ("learner-ns1", "learner-token")):
+        (tmp_path / "identities" / name).mkdir(parents=True)
+        (tmp_path / "identities" / name / "token").write_text(token + "\n")
+        (tmp_path / "identities" / name / "cookie").write_text(f"authservice_session={name}\n")
+    api = client.ApiClient()
+    api.configuration.api_key = {"authorization": "Bearer learner-token"}
+    assert Local(tmp_path).gateway_credentials(api) == {"Authorization": "Bearer learner-token",
+                                                       "Cookie": "authservice_session=learner-ns1"}
+    api.configuration.api_key = {"authorization": "Bearer someone-else"}
+    assert Local(tmp_path).gateway_credentials(api) == {}
+    assert Local(tmp_path).kubeconfig("learner", "ns1") == tmp_path / "identities" / "learner-ns1" / "kubeconfig"
 
 
 # --- on a stack of each profile -----------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..constants import (
     MINIO_PORT,
     MINIO_SERVICE,
 )
-from ..k8s_apply import Client, apply_all
+from ..k8s import Client, apply_all
 from .profiles import Profile
 from .rbac import role_manifests
 
