@@ -239,7 +239,7 @@ class Local(Target):
         given = ingress_credentials()
         if given:
             return given
-        bearer = (api.configuration.api_key or {}).get("authorization", "")
+        bearer = api.configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
         token = bearer.split(" ", 1)[-1].strip()
         for folder in sorted((self.state / "identities").glob("*/")):
             try:

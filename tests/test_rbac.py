@@ -95,12 +95,18 @@ def test_gateway_credentials_are_sent_but_shown_only_as_their_variables(monkeypa
         (tmp_path / "identities" / name).mkdir(parents=True)
         (tmp_path / "identities" / name / "token").write_text(token + "\n")
         (tmp_path / "identities" / name / "cookie").write_text(f"authservice_session={name}\n")
-    api = client.ApiClient()
-    api.configuration.api_key = {"authorization": "Bearer learner-token"}
-    assert Local(tmp_path).gateway_credentials(api) == {"Authorization": "Bearer learner-token",
-                                                       "Cookie": "authservice_session=learner-ns1"}
-    api.configuration.api_key = {"authorization": "Bearer someone-else"}
-    assert Local(tmp_path).gateway_credentials(api) == {}
+
+    def as_kubeconfig(token: str) -> client.ApiClient:  # loaded as the notebooks load theirs
+        path = tmp_path / f"{token}.kubeconfig"
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+        return kconfig.new_client_from_config(config_file=str(path))
+    assert Local(tmp_path).gateway_credentials(as_kubeconfig("learner-token")) == {
+        "Authorization": "Bearer learner-token", "Cookie": "authservice_session=learner-ns1"}
+    assert Local(tmp_path).gateway_credentials(as_kubeconfig("someone-else")) == {}
     assert Local(tmp_path).kubeconfig("learner", "ns1") == tmp_path / "identities" / "learner-ns1" / "kubeconfig"
 
 
