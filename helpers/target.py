@@ -233,6 +233,13 @@ class Local(Target):
     def describe(self) -> str:
         return f"local (state folder {self.state})"
 
+    def _dns(self) -> client.ApiClient:
+        """The client that resolves Service names here: cluster DNS answers every pod, whatever its
+        RBAC (a learner may not read Services in `kubeflow`, yet `minio-service.kubeflow` resolves)."""
+        if getattr(self, "_dns_client", None) is None:
+            self._dns_client = self.api_client("admin")
+        return self._dns_client
+
     def gateway_credentials(self, api: client.ApiClient) -> dict[str, str]:
         """What the user set, else the session and token the stack published for the identity `api`
         authenticates as (found by its token), as a browser signed in as that identity would send."""
@@ -255,7 +262,7 @@ class Local(Target):
         return "restart the local stack: `python -m helpers.local up` (or `make up`)"
 
     def service_address(self, api: client.ApiClient, address: str, namespace: str) -> str:
-        return resolve_address(api, address, namespace)
+        return resolve_address(self._dns(), address, namespace)
 
     def server_endpoint(self, api: client.ApiClient, isvc: dict) -> Endpoint:
         found = self._through_ingress(api, isvc)
@@ -266,7 +273,7 @@ class Local(Target):
             meta = isvc["metadata"]
             raise SetupError(f"InferenceService {meta['namespace']}/{meta['name']} has no status.address.url",
                              "check the local controller: `python -m helpers.local logs controller`")
-        return Endpoint(resolve_url(api, address, isvc["metadata"]["namespace"]), {})
+        return Endpoint(resolve_url(self._dns(), address, isvc["metadata"]["namespace"]), {})
 
 
 class InCluster(Target):

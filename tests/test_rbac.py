@@ -217,6 +217,10 @@ def test_the_learner_applies_the_guides_objects_but_reads_minio_keys_only_in_its
         core.list_namespaced_service("kubeflow")
     assert denied.value.status == 403
     assert set(core.read_namespaced_secret("mlpipeline-minio-artifact", NS).data) == {"accesskey", "secretkey"}
+    # yet `minio-service.kubeflow` resolves for it, as cluster DNS answers every pod
+    from helpers.target import Local
+    s3_port = guarded.stack.env()["MMS_S3_ENDPOINT"]
+    assert Local(guarded.stack.root).service_address(guarded.learner, "minio-service.kubeflow:9000", NS) == s3_port
     values = guide_values(guarded.stack, NS, SERVER, guarded.group, bucket="triton", model_name="rbac-model")
     tm = manifests.render("trained_model1.yaml", **values)
     if guarded.group == "serving.kserve.io":
