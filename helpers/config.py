@@ -39,6 +39,8 @@ ENV_VARS = {
     "TORCH_PYTHON": "build-triton-pytorch.sh: the Python whose torch it builds against (default .venv/bin/python)",
     "MMS_BUILD_JOBS": "build-triton-pytorch.sh: parallel compile jobs (default 1)",
     "KUBECONFIG": "on the cluster target, the kubeconfig to use when not running inside the cluster",
+    "KUBERNETES_SERVICE_HOST": "set by Kubernetes in every pod: the cluster target uses the in-cluster config "
+                               "and is the default target there",
 }
 
 
@@ -70,8 +72,10 @@ def build_dir() -> Path:
 
 
 def target(value: Optional[str] = None) -> str:
-    """`local` or `cluster`: the argument, else MMS_TARGET, else `local`."""
-    chosen = (value or os.environ.get("MMS_TARGET") or "local").strip().lower()
+    """`local` or `cluster`: the argument, else MMS_TARGET, else `cluster` inside a pod (a Kubeflow
+    Notebook: KUBERNETES_SERVICE_HOST is set), else `local`."""
+    default = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
+    chosen = (value or os.environ.get("MMS_TARGET") or default).strip().lower()
     if chosen not in ("local", "cluster"):
         raise ValueError(f"target must be 'local' or 'cluster', not {chosen!r}")
     return chosen

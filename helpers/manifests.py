@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional
 import yaml
 
 from . import k8s_apply
-from .config import project_root
+from . import resources
 from .constants import KUBEFLOW_NAMESPACE, MINIO_PORT, MINIO_SERVICE
 from .errors import SetupError
 
@@ -38,7 +38,7 @@ MODEL_NAMES = {"trained_model1": "cifar10", "trained_model2": "inception"}
 
 
 def manifest_dir() -> Path:
-    return project_root() / "manifests"
+    return resources.manifest_dir()
 
 
 def names() -> list[str]:

@@ -130,9 +130,17 @@ def reachable_endpoint(api: client.ApiClient, target: str, address: str, namespa
     if override:
         return override.removeprefix("http://").removeprefix("https://").rstrip("/")
     if not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        raise SetupError(f"{address} is a cluster address, and this notebook runs outside the cluster",
-                         "run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
-                         f"{ENDPOINT_ENV}=127.0.0.1:9000 before starting Jupyter")
+        from . import portforward
+
+        try:
+            forward = portforward.forward_address(api, address, namespace)
+        except SetupError as exc:
+            raise SetupError(f"{address} is a cluster address, this notebook runs outside the cluster, and "
+                             f"a port-forward to it failed: {exc.cause}",
+                             "run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
+                             f"{ENDPOINT_ENV}=127.0.0.1:9000 before starting Jupyter") from None
+        portforward.announce(forward, f"MinIO ({address})")
+        return forward.address
     return address
 
 

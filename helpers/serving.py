@@ -238,6 +238,20 @@ def _ingress_address(api: client.ApiClient) -> Optional[str]:
     return None
 
 
+def _ingress_forward(api: client.ApiClient) -> Optional[str]:
+    """Without a load-balancer address: a port-forward to the gateway's pod, started here (helpers.portforward)."""
+    from . import portforward
+
+    for namespace, name in INGRESS_GATEWAYS:
+        try:
+            forward = portforward.forward_service(api, namespace, name, 80)
+        except SetupError:
+            continue
+        portforward.announce(forward, f"ingress gateway {namespace}/{name}")
+        return forward.url
+    return None
+
+
 def server_url(api: client.ApiClient, target: str, group: ApiGroup, name: str, namespace: str) -> Endpoint:
     """How this notebook reaches the server: `(base_url, headers)`."""
     isvc = require_ready(api, group, ISVC, name, namespace, "02_server")
@@ -259,7 +273,7 @@ def server_url(api: client.ApiClient, target: str, group: ApiGroup, name: str, n
         return Endpoint(override.rstrip("/"), {"Host": host})
     if os.environ.get("KUBERNETES_SERVICE_HOST") and address and _answers(address.rstrip("/"), {}):
         return Endpoint(address.rstrip("/"), {})
-    ingress = _ingress_address(api)
+    ingress = _ingress_address(api) or _ingress_forward(api)
     if ingress and host:
         return Endpoint(ingress, {"Host": host})
     raise SetupError(

@@ -25,10 +25,12 @@ from typing import Optional
 
 from kubernetes.client.exceptions import ApiException
 
-from ...constants import KFSERVING_GROUP, INFERENCESERVICE_CONFIG, ApiGroup, model_config_map_name
+from ...constants import (KFSERVING_GROUP, INFERENCESERVICE_CONFIG, LOCAL_ADDRESS_ANNOTATION, ApiGroup,
+                           model_config_map_name)
 from .. import process
 from ..controlplane import KUBE_VERSION, NODE_NAME
 from ..kubelet import ContainerLog, LogError
+from ..kubelet_portforward import PortForwardError
 from .kube import Kube, owner_reference
 
 log = logging.getLogger("controller")
@@ -350,6 +352,27 @@ class Pods:
             return ContainerLog(self.logs / f"{role}-{key}.log", -2 if previous else -1,
                                 lambda: _pid_alive(pid))
         raise LogError(404, f'pod "{pod}" not found on node {NODE_NAME}')
+
+
+    # --- port-forward (called from the kubelet endpoint's threads) -----------------------------
+    def port_address(self, namespace: str, pod: str, port: int) -> str:
+        """Where a port of one of this node's Pods listens (`host:port`), for the kubelet's port-forward.
+
+        A pod's processes run on this machine; the Service that selects the pod (or, without a
+        selector, carries the pod's labels) and targets `port` holds their loopback address.
+        """
+        found = self.kube.read(self.kube.core.read_namespaced_pod, pod, namespace)
+        if found is None or (found.spec.node_name or "") != NODE_NAME:
+            raise PortForwardError(404, f'pod "{pod}" not found on node {NODE_NAME}')
+        labels = found.metadata.labels or {}
+        for svc in self.kube.core.list_namespaced_service(namespace).items:
+            address = (svc.metadata.annotations or {}).get(LOCAL_ADDRESS_ANNOTATION)
+            match = svc.spec.selector or svc.metadata.labels or {}
+            if not address or not match or any(labels.get(k) != v for k, v in match.items()):
+                continue
+            if any(str(p.target_port or p.port) == str(port) for p in svc.spec.ports or []):
+                return address
+        raise PortForwardError(404, f"nothing listens on port {port} of pod {namespace}/{pod}")
 
 
 def server_container_for(group: str) -> str:
