@@ -43,6 +43,8 @@ class PortForward:
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _open_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _own_client: Optional[client.ApiClient] = field(default=None, repr=False)
+    _announced: bool = field(default=False, repr=False)
+    last_error: str = ""  # the kubelet's message for the last connection it could not forward
 
     @property
     def address(self) -> str:
@@ -76,6 +78,10 @@ class PortForward:
         """Close the listener; connections being forwarded end with it."""
         self._stop.set()
         if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the serving thread
+            except OSError:
+                pass
             self._listener.close()
         with _ACTIVE_LOCK:
             if _ACTIVE.get((self.namespace, self.pod, self.port)) is self:
@@ -117,6 +123,8 @@ class PortForward:
         finally:
             conn.close()
             remote.close()
+        if forward.error(self.port):  # what the kubelet said on the port's error channel
+            self.last_error = forward.error(self.port)
 
 
 def _pump(a: socket.socket, b, stop: threading.Event) -> None:
@@ -131,7 +139,10 @@ def _pump(a: socket.socket, b, stop: threading.Event) -> None:
                 return
             if not data:
                 return
-            ends[sock].sendall(data)
+            try:
+                ends[sock].sendall(data)
+            except OSError:
+                return
 
 
 def forward_pod(api: client.ApiClient, namespace: str, pod: str, port: int, local_port: int = 0,
@@ -149,7 +160,7 @@ def forward_pod(api: client.ApiClient, namespace: str, pod: str, port: int, loca
 
 def announce(forward: PortForward, what: str) -> None:
     """Print, once per forward, what it reaches and the kubectl command that does the same."""
-    if not getattr(forward, "_announced", False):
+    if not forward._announced:
         forward._announced = True
         print(f"{what}: port-forward {forward.address} -> pod {forward.namespace}/{forward.pod}:{forward.port}, "
               f"started here, stops with the kernel; in a shell:\n  {forward.command}")
