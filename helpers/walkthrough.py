@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .config import build_dir
-from .resources import notebooks_dir
+from .resources import is_checkout, notebooks_dir
 
 KERNEL = "mms-notebooks"
 
@@ -137,7 +137,8 @@ def summary(runs: list[Run], out_dir: Path) -> str:
     lines.append(f"results JSON:       {out_dir / 'results'}")
     lines.append(f"plots:              {out_dir / 'plots'}")
     lines.append(f"kernel logs:        {out_dir / 'kernels.log'}")
-    lines.append("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack")
+    if is_checkout():
+        lines.append("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack")
     return "\n".join(lines)
 
 
