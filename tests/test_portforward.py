@@ -1,16 +1,22 @@
-"""Port-forward through the real kube-apiserver 1.20 to the local kubelet, with the `kubernetes` client.
+"""Port-forward through the real kube-apiserver 1.20 to the local kubelet: the `kubernetes` client and kubectl.
 
-helpers.portforward opens the pod's `portforward` subresource (WebSocket `v4.channel.k8s.io`); the
-apiserver hands the upgrade to the kubelet endpoint of the node the pod is bound to, which
-connects to the pod's port (helpers/local/kubelet_portforward.py). Also the wire format itself,
-without a stack.
+helpers.portforward opens the pod's `portforward` subresource (WebSocket `v4.channel.k8s.io`);
+`kubectl port-forward` speaks SPDY/3.1. The apiserver hands either upgrade to the kubelet endpoint
+of the node the pod is bound to, which connects to the pod's port
+(helpers/local/kubelet_portforward.py). Also the wire formats themselves, without a stack.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import io
+import os
+import shutil
 import socket
 import struct
+import subprocess
 import time
+import zlib
 
 import pytest
 
@@ -52,6 +58,61 @@ def test_request_checks() -> None:
     assert wire.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
+def test_spdy_frames_headers_and_dictionary() -> None:
+    # SPDY/3's dictionary, byte for byte (its sha256 as Go's x/net/spdy and moby/spdystream have it)
+    assert hashlib.sha256(wire.SPDY_DICTIONARY).hexdigest() == \
+        "51d27341373f923f3cd88e1eb7162aeaa3723d7585ff2399201dc06498407f02"
+    headers = {"streamtype": "data", "port": "9000", "requestid": "0"}
+    deflate = zlib.compressobj(zlib.Z_BEST_COMPRESSION, zlib.DEFLATED, 15, zdict=wire.SPDY_DICTIONARY)
+    inflate = zlib.decompressobj(zdict=wire.SPDY_DICTIONARY)
+    for _ in range(2):  # one zlib stream per connection: the second block depends on the first
+        block = deflate.compress(wire.header_block(headers)) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        assert wire.parse_header_block(inflate.decompress(block)) == headers
+    stream = bytearray(wire.spdy_control(wire.PING, 0, b"\x00\x00\x00\x01") + wire.spdy_data(3, b"abc", fin=True))
+    assert wire.spdy_frames(stream[:10]) == []
+    assert wire.spdy_frames(stream) == [("control", wire.PING, 0, b"\x00\x00\x00\x01"), ("data", 3, 1, b"abc")]
+    assert stream == bytearray()
+
+
+def _eight_mib_round_trip(address: str, kube) -> float:
+    """Put and get back 8 MiB through `address` (MinIO, with its own keys); the seconds it took."""
+    creds = s3_access.minio_credentials(kube)
+    s3 = storage.connect(storage.S3Settings(address, creds.access_key, creds.secret_key))
+    bucket = f"pf-{os.getpid()}"
+    data = os.urandom(8 << 20)
+    start = time.monotonic()
+    if not s3.bucket_exists(bucket):
+        s3.make_bucket(bucket)
+    s3.put_object(bucket, "blob", io.BytesIO(data), len(data))
+    back = s3.get_object(bucket, "blob").read()
+    took = time.monotonic() - start
+    s3.remove_object(bucket, "blob")
+    s3.remove_bucket(bucket)
+    assert back == data
+    return took
+
+
+@pytest.mark.controlplane
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
+def test_kubectl_port_forward_speaks_spdy_to_the_kubelet(stack, kube) -> None:
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    local = port.getsockname()[1]
+    port.close()
+    env = {**os.environ, "KUBECONFIG": str(stack.kubeconfig)}
+    kubectl = subprocess.Popen(["kubectl", "port-forward", "svc/minio-service", "-n", "kubeflow", f"{local}:9000",
+                                "--address", "127.0.0.1"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        assert kubectl.stdout.readline().startswith(f"Forwarding from 127.0.0.1:{local} -> 9000")
+        took = _eight_mib_round_trip(f"127.0.0.1:{local}", kube)
+        print(f"8 MiB up and back through kubectl port-forward (SPDY) in {took:.2f} s")
+    finally:
+        kubectl.terminate()
+        out = kubectl.communicate(timeout=10)[0]
+    assert "error" not in out.lower(), out
+
+
 @pytest.mark.controlplane
 def test_minio_through_a_port_forward_with_the_kubernetes_client(stack, kube) -> None:
     """The S3 server, reached only through the apiserver: list buckets with MinIO's own keys."""
@@ -71,6 +132,8 @@ def test_minio_through_a_port_forward_with_the_kubernetes_client(stack, kube) ->
             answers = list(pool.map(buckets, range(8)))
         print(f"8 S3 calls through the port-forward in {time.monotonic() - start:.2f} s")
         assert all(a == answers[0] for a in answers)
+        took = _eight_mib_round_trip(forward.address, kube)
+        print(f"8 MiB up and back through the kubernetes client's port-forward (WebSocket) in {took:.2f} s")
     finally:
         forward.stop()
     with pytest.raises(OSError):

@@ -289,14 +289,16 @@ def _handler(resolve: Resolver, stop: threading.Event, ports: Optional[portforwa
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 return  # the client went away (kubectl logs -f ended)
 
-        do_POST = do_GET  # noqa: N815 - SPDY clients POST; answered by _port_forward's refusal
+        do_POST = do_GET  # noqa: N815 - kubectl's SPDY upgrade is a POST
 
         def _port_forward(self, namespace: str, pod: str, query: str) -> None:
             if ports is None:
                 return self._error(404, "404 page not found")
-            if self.headers.get("Upgrade", "").lower() != "websocket":
-                return self._error(400, "this kubelet serves port-forward over WebSocket only "
-                                        "(v4.channel.k8s.io, as the kubernetes Python client's portforward); not SPDY")
+            upgrade = self.headers.get("Upgrade", "").lower()
+            if upgrade == portforward.SPDY_UPGRADE.lower():
+                return self._port_forward_spdy(namespace, pod)
+            if upgrade != "websocket":
+                return self._error(400, "unable to upgrade: missing upgrade headers in request")
             protocol = portforward.choose_protocol(self.headers.get("Sec-WebSocket-Protocol", ""))
             key = self.headers.get("Sec-WebSocket-Key", "")
             try:
@@ -318,6 +320,20 @@ def _handler(resolve: Resolver, stop: threading.Event, ports: Optional[portforwa
             self.close_connection = True
             log.info("port-forward %s/%s ports %s", namespace, pod, wanted)
             portforward.serve(self.connection, namespace, pod, wanted, ports)
+
+        def _port_forward_spdy(self, namespace: str, pod: str) -> None:
+            offered = [p.strip() for p in self.headers.get("X-Stream-Protocol-Version", "").split(",")]
+            if portforward.PORTFORWARD_PROTOCOL not in offered:
+                return self._error(403, f"unable to upgrade: unable to negotiate protocol: client supports "
+                                        f"{offered}, server supports [{portforward.PORTFORWARD_PROTOCOL}]")
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Upgrade", portforward.SPDY_UPGRADE)
+            self.send_header("X-Stream-Protocol-Version", portforward.PORTFORWARD_PROTOCOL)
+            self.end_headers()
+            self.close_connection = True
+            log.info("port-forward %s/%s over SPDY", namespace, pod)
+            portforward.serve_spdy(self.connection, namespace, pod, ports)
 
     return Handler
 

@@ -287,6 +287,7 @@ class Controller:
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
                                 self.pods.container_log, self.pods.port_address).start()
         self.pods.ensure_node(kubelet.port)
+        self.pods.run_seed_pods()
         self.gateway.start()
         self.watch_forever(stop)
         self.reconcile_all()

@@ -116,6 +116,21 @@ class Pods:
         }
         self.kube.core.patch_node_status(NODE_NAME, {"status": status})
 
+    def run_seed_pods(self) -> None:
+        """Mark the seed's pods bound to this node (Kubeflow's `minio`, whose process is the stack's S3
+        server) Running, as their kubelet would: `kubectl get pods` and `kubectl port-forward` see them so."""
+        for pod in self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items:
+            if pod.metadata.owner_references or (pod.status and pod.status.phase == "Running"):
+                continue  # a server's pod: its status follows its processes
+            now = _time()
+            statuses = [{"name": c.name, "ready": True, "restartCount": 0, "image": c.image, "imageID": "",
+                         "started": True, "state": {"running": {"startedAt": now}}} for c in pod.spec.containers]
+            status = {"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                      "startTime": now, "containerStatuses": statuses,
+                      "conditions": [{"type": kind, "status": "True", "lastTransitionTime": now}
+                                     for kind in ("Initialized", "Ready", "ContainersReady", "PodScheduled")]}
+            self.kube.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+
     # --- per-server state -------------------------------------------------------------------
     def _state_file(self, key: str) -> Path:
         return self.state_root / "servers" / key / "pod.json"
