@@ -116,11 +116,14 @@ class Pods:
         }
         self.kube.core.patch_node_status(NODE_NAME, {"status": status})
 
-    def run_seed_pods(self) -> None:
+    def run_seed_pods(self, pods: Optional[list] = None) -> None:
         """Mark the seed's pods bound to this node (Kubeflow's `minio`, whose process is the stack's S3
         server) Running, as their kubelet would: `kubectl get pods` and `kubectl port-forward` see them so."""
-        for pod in self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items:
-            if pod.metadata.owner_references or (pod.status and pod.status.phase == "Running"):
+        if pods is None:
+            pods = self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items
+        for pod in pods:
+            if pod.metadata.owner_references or pod.metadata.deletion_timestamp or \
+                    (pod.status and pod.status.phase == "Running"):
                 continue  # a server's pod: its status follows its processes
             now = _time()
             statuses = [{"name": c.name, "ready": True, "restartCount": 0, "image": c.image, "imageID": "",
@@ -331,6 +334,7 @@ class Pods:
         its processes are stopped through `stop_server(key)`, and the next pass starts new ones.
         """
         pods = self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items
+        self.run_seed_pods(pods)  # e.g. minio, made again by `up` with new keys
         for pod in pods:
             if not pod.metadata.deletion_timestamp:
                 continue
