@@ -14,7 +14,7 @@ import select
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -166,11 +166,13 @@ def announce(forward: PortForward, what: str) -> None:
               f"started here, stops with the kernel; in a shell:\n  {forward.command}")
 
 
-def service_pod(api: client.ApiClient, namespace: str, service: str, port: Optional[int] = None
-                ) -> tuple[str, int]:
-    """(a running pod the Service selects, the pod port behind the Service's `port`), as kubectl picks them.
+def service_pod(api: client.ApiClient, namespace: str, service: str, port: Union[int, str, None] = None
+                ) -> tuple[str, int, int]:
+    """(a running pod the Service selects, the pod port behind the Service's `port`, that Service port),
+    as kubectl picks them.
 
-    `port` None: the Service's first port. Raises SetupError when the Service has no selector or no running pod.
+    `port`: the Service port's number or name; None: its first port. Raises SetupError when the
+    Service has no such port, no selector or no running pod.
     """
     core = client.CoreV1Api(api)
     try:
@@ -179,7 +181,7 @@ def service_pod(api: client.ApiClient, namespace: str, service: str, port: Optio
         raise SetupError(f"no Service {namespace}/{service} ({exc.status})",
                          f"`kubectl get svc -n {namespace}`") from None
     ports = svc.spec.ports or []
-    chosen = next((p for p in ports if port is None or p.port == port), None)
+    chosen = next((p for p in ports if port is None or port in (p.port, p.name)), None)
     if chosen is None:
         raise SetupError(f"Service {namespace}/{service} has no port {port}",
                          f"`kubectl get svc {service} -n {namespace}` lists its ports")
@@ -200,17 +202,16 @@ def service_pod(api: client.ApiClient, namespace: str, service: str, port: Optio
         if not named:
             raise SetupError(f"pod {pod.metadata.name} has no port named {target}", "check the Service's targetPort")
         target = named[0]
-    return pod.metadata.name, int(target)
+    return pod.metadata.name, int(target), int(chosen.port)
 
 
-def forward_service(api: client.ApiClient, namespace: str, service: str, port: Optional[int] = None,
+def forward_service(api: client.ApiClient, namespace: str, service: str, port: Union[int, str, None] = None,
                     local_port: int = 0) -> PortForward:
-    """`kubectl port-forward svc/<service>`: a running forward to a pod behind the Service."""
-    pod, target = service_pod(api, namespace, service, port)
+    """`kubectl port-forward svc/<service>`: a running forward to a pod behind the Service (`port`: see service_pod)."""
+    pod, target, service_port = service_pod(api, namespace, service, port)
     forward = forward_pod(api, namespace, pod, target, local_port)
     if forward.command.startswith("kubectl port-forward pod/"):
-        svc_port = port if port is not None else target
-        forward.command = f"kubectl port-forward svc/{service} -n {namespace} {forward.local_port}:{svc_port}"
+        forward.command = f"kubectl port-forward svc/{service} -n {namespace} {forward.local_port}:{service_port}"
     return forward
 
 

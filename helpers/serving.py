@@ -33,6 +33,7 @@ INGRESS_GATEWAYS = (("istio-system", "istio-ingressgateway"), ("istio-system", "
 # On the cluster target outside the cluster: e.g. http://127.0.0.1:8080 after
 # `kubectl port-forward svc/istio-ingressgateway -n istio-system 8080:80`.
 INGRESS_ENV = "MMS_INGRESS_URL"
+INGRESS_PORT = "http2"  # the gateway Service's port for plain HTTP (80 on Istio's)
 # The server container's name in the pod, per API group (the guide: `kubectl logs $SERVER kfserving-container`).
 SERVER_CONTAINER = {"serving.kubeflow.org": "kfserving-container", "serving.kserve.io": "kserve-container"}
 
@@ -244,7 +245,7 @@ def _ingress_forward(api: client.ApiClient) -> Optional[str]:
 
     for namespace, name in INGRESS_GATEWAYS:
         try:
-            forward = portforward.forward_service(api, namespace, name, 80)
+            forward = portforward.forward_service(api, namespace, name, INGRESS_PORT)
         except SetupError:
             continue
         portforward.announce(forward, f"ingress gateway {namespace}/{name}")

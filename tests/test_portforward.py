@@ -19,6 +19,7 @@ import time
 import zlib
 
 import pytest
+import requests
 
 from helpers import portforward, s3_access, storage
 from helpers.errors import SetupError
@@ -159,3 +160,21 @@ def test_a_missing_pod_or_selectorless_service_is_a_setup_error(stack, kube) -> 
         portforward.forward_pod(kube, "kubeflow", "nope", 9000)
     with pytest.raises(SetupError, match="kubernetes"):  # the apiserver's own Service has no selector
         portforward.forward_service(kube, "default", "kubernetes", 443)
+
+
+@pytest.mark.controlplane
+def test_without_a_load_balancer_address_the_notebook_forwards_to_the_gateway_pod(stack, kube, monkeypatch,
+                                                                                   capsys) -> None:
+    """serving._ingress_forward, with MinIO's Service standing in for a gateway that has pods behind it."""
+    from helpers import serving
+
+    monkeypatch.setattr(serving, "INGRESS_GATEWAYS", (("istio-system", "no-such-gateway"), ("kubeflow", "minio-service")))
+    monkeypatch.setattr(serving, "INGRESS_PORT", "http")
+    url = serving._ingress_forward(kube)
+    try:
+        assert url and url.startswith("http://127.0.0.1:")
+        printed = capsys.readouterr().out
+        assert f"kubectl port-forward svc/minio-service -n kubeflow {url.rsplit(':', 1)[1]}:9000" in printed
+        assert "<Error>" in requests.get(url, timeout=10).text  # the S3 server answered, through the apiserver
+    finally:
+        portforward.stop_all()
