@@ -44,7 +44,7 @@ class PortForward:
     _open_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _own_client: Optional[client.ApiClient] = field(default=None, repr=False)
     _announced: bool = field(default=False, repr=False)
-    last_error: str = ""  # the kubelet's message for the last connection it could not forward
+    last_error: str = ""  # why the last connection could not be forwarded (the API's or the kubelet's words)
 
     @property
     def address(self) -> str:
@@ -114,7 +114,8 @@ class PortForward:
     def _serve(self, conn: socket.socket) -> None:
         try:
             forward = self._open()
-        except Exception:  # noqa: BLE001 - the API refused: the local connection just closes
+        except Exception as exc:  # noqa: BLE001 - the API refused (e.g. RBAC): the local connection just closes
+            self.last_error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             conn.close()
             return
         remote = forward.socket(self.port)
