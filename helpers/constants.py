@@ -70,6 +70,11 @@ class ApiGroup:
         return f"{self.group}/inferenceservice"
 
     @property
+    def server_container(self) -> str:
+        """The server container's name in the pod (the guide: `kubectl logs $SERVER kfserving-container`)."""
+        return "kfserving-container" if self.group == KFSERVING_GROUP else "kserve-container"
+
+    @property
     def isvc_resource(self) -> str:
         """`inferenceservices.<group>`: kubectl's name for it when both API groups are installed."""
         return f"inferenceservices.{self.group}"

@@ -174,11 +174,13 @@ def cleanup(target: str, params: dict[str, Any]) -> list[str]:
     from kubernetes import client, dynamic
     from kubernetes.client.exceptions import ApiException
 
-    from . import constants, k8s
+    from . import constants
     from .manifests import DEFAULTS, MODEL_NAMES
+    from .target import select
 
-    api = k8s.connect(target)
-    namespace = params.get("namespace") or constants.DEFAULT_NAMESPACE
+    where = select(target)
+    api = where.api_client(params.get("identity") or "admin")
+    namespace = params.get("namespace") or where.default_namespace()
     server = params.get("server_name") or constants.DEFAULT_SERVER_NAME
     dyn = dynamic.DynamicClient(api)
     gone = []

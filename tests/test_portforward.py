@@ -21,7 +21,7 @@ import zlib
 import pytest
 import requests
 
-from helpers import portforward, s3_access, storage
+from helpers import kubeflow_minio, portforward, storage
 from helpers.errors import SetupError
 from helpers.local import kubelet_portforward as wire
 
@@ -77,7 +77,7 @@ def test_spdy_frames_headers_and_dictionary() -> None:
 
 def _eight_mib_round_trip(address: str, kube) -> float:
     """Put and get back 8 MiB through `address` (MinIO, with its own keys); the seconds it took."""
-    creds = s3_access.minio_credentials(kube)
+    creds = kubeflow_minio.minio_credentials(kube)
     s3 = storage.connect(storage.S3Settings(address, creds.access_key, creds.secret_key))
     bucket = f"pf-{os.getpid()}"
     data = os.urandom(8 << 20)
@@ -122,7 +122,7 @@ def test_minio_through_a_port_forward_with_the_kubernetes_client(stack, kube) ->
         assert forward.command == f"kubectl port-forward svc/minio-service -n kubeflow {forward.local_port}:9000"
         assert forward.pod == "minio" and forward.port == 9000
         assert portforward.forward_service(kube, "kubeflow", "minio-service", 9000) is forward  # reused
-        creds = s3_access.minio_credentials(kube)
+        creds = kubeflow_minio.minio_credentials(kube)
         settings = storage.S3Settings(forward.address, creds.access_key, creds.secret_key)
 
         def buckets(_: int) -> list:
@@ -165,16 +165,35 @@ def test_a_missing_pod_or_selectorless_service_is_a_setup_error(stack, kube) -> 
 @pytest.mark.controlplane
 def test_without_a_load_balancer_address_the_notebook_forwards_to_the_gateway_pod(stack, kube, monkeypatch,
                                                                                    capsys) -> None:
-    """serving._ingress_forward, with MinIO's Service standing in for a gateway that has pods behind it."""
-    from helpers import serving
+    """target.gateway_forward, with MinIO's Service standing in for a gateway that has pods behind it."""
+    from helpers import target
 
-    monkeypatch.setattr(serving, "INGRESS_GATEWAYS", (("istio-system", "no-such-gateway"), ("kubeflow", "minio-service")))
-    monkeypatch.setattr(serving, "INGRESS_PORT", "http")
-    url = serving._ingress_forward(kube)
+    monkeypatch.setattr(target, "INGRESS_GATEWAYS", (("istio-system", "no-such-gateway"), ("kubeflow", "minio-service")))
+    monkeypatch.setattr(target, "INGRESS_PORT", "http")
+    forward = target.gateway_forward(kube)
     try:
-        assert url and url.startswith("http://127.0.0.1:")
+        assert forward is not None and forward.url.startswith("http://127.0.0.1:")
         printed = capsys.readouterr().out
-        assert f"kubectl port-forward svc/minio-service -n kubeflow {url.rsplit(':', 1)[1]}:9000" in printed
-        assert "<Error>" in requests.get(url, timeout=10).text  # the S3 server answered, through the apiserver
+        assert f"kubectl port-forward svc/minio-service -n kubeflow {forward.local_port}:9000" in printed
+        assert "<Error>" in requests.get(forward.url, timeout=10).text  # the S3 server answered, through the apiserver
+    finally:
+        portforward.stop_all()
+
+
+@pytest.mark.controlplane
+def test_out_of_cluster_minio_address_becomes_a_port_forward(stack, kube, monkeypatch) -> None:
+    """OutOfCluster.service_address without MMS_S3_ENDPOINT: the ExternalName in a namespace is followed
+    to kubeflow's minio-service, and a forward to its pod is started."""
+    from helpers import target
+
+    monkeypatch.delenv("MMS_S3_ENDPOINT", raising=False)
+    try:
+        address = target.OutOfCluster().service_address(kube, "minio-service.kubeflow:9000", "default")
+        assert address.startswith("127.0.0.1:")
+        creds = kubeflow_minio.minio_credentials(kube)
+        assert isinstance(storage.connect(storage.S3Settings(address, creds.access_key, creds.secret_key))
+                          .list_buckets(), list)
+        with pytest.raises(SetupError, match="a port-forward to it failed"):
+            target.OutOfCluster().service_address(kube, "minio.example.com:9000", "default")
     finally:
         portforward.stop_all()
