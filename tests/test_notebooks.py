@@ -263,9 +263,9 @@ def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -
     infer = [s for s in steps if s.run and "/infer -d @" in s.run]
     # With the gateway off port 80 (another stack holds it) each model also prints the ${MMS_INGRESS_URL}
     # line, and only that one reaches this stack (the guide's http://${CLUSTER_IP} is port 80's owner).
-    on_80 = stack.env()["MMS_INGRESS_URL"] in ("http://127.0.0.1", "http://127.0.0.1:80")
-    assert len(infer) == (2 if on_80 else 4)
-    ours = infer if on_80 else [s for s in infer if "${MMS_INGRESS_URL}" in s.run]
+    # (What the notebooks printed decides, not the gateway's port now: it may have moved since.)
+    assert len(infer) in (2, 4)
+    ours = [s for s in infer if "${MMS_INGRESS_URL}" in s.run] if len(infer) == 4 else infer
     assert len(ours) == 2 and all("< HTTP/1.1 200 OK" in s.output for s in ours)
 
 
