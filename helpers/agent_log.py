@@ -140,9 +140,9 @@ def timeline(lines: Iterable[str], model: str) -> dict:
 
 def guide_log(model: str) -> list[str]:
     """The agent log the guide shows for `cifar10` (KFServing 0.5) or `inception` (a later agent), verbatim."""
-    from .config import project_root
+    from .resources import data_path
 
-    folder = project_root() / "data" / "guide_agent_logs"
+    folder = data_path("guide_agent_logs")
     path = next(folder.glob(f"{model}_*.log"), None)
     if path is None:
         raise KeyError(f"the guide shows no agent log for {model!r}")

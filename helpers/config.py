@@ -14,7 +14,7 @@ ENV_VARS = {
     "MMS_PROFILE": "the local stack's version profile on its first `up`: kfserving-0.5 (default, the guide's) or kserve",
     "MMS_STATE_DIR": "the local stack's state: data, logs, credentials, kubeconfig (default ~/.local/state/mms-notebooks)",
     "MMS_CACHE_DIR": "downloads and builds kept between stacks: models, Kubernetes binaries (default ~/.cache/mms-notebooks)",
-    "MMS_BUILD_DIR": "executed notebooks, results and plots (default ./build)",
+    "MMS_BUILD_DIR": "executed notebooks, results and plots (default build/ in the checkout, else in the current folder)",
     "MMS_HEADLESS": "1 makes notebooks opened in Jupyter skip the settings widgets (as papermill runs do)",
     "MMS_OFFLINE": "1 skips model downloads: files placed in the model cache are used, else a stand-in is built",
     "MMS_S3_ENDPOINT": "cluster target: the S3 address to use from outside the cluster (e.g. a port-forward to MinIO)",
@@ -46,6 +46,8 @@ ENV_VARS = {
     "TORCH_PYTHON": "build-triton-pytorch.sh: the Python whose torch it builds against (default .venv/bin/python)",
     "MMS_BUILD_JOBS": "build-triton-pytorch.sh: parallel compile jobs (default 1)",
     "KUBECONFIG": "on the cluster target, the kubeconfig to use when not running inside the cluster",
+    "KUBERNETES_SERVICE_HOST": "set by Kubernetes in every pod: the cluster target uses the in-cluster config "
+                               "and is the default target there",
 }
 
 
@@ -92,13 +94,17 @@ def project_root() -> Path:
 
 
 def build_dir() -> Path:
-    """Executed notebooks, results JSON and plots (MMS_BUILD_DIR, default ./build in the checkout)."""
-    return _env_path("MMS_BUILD_DIR", project_root() / "build")
+    """Executed notebooks, results JSON and plots (MMS_BUILD_DIR; default `build/` in the checkout,
+    and for an installed package `build/` in the current folder, never inside site-packages)."""
+    root = project_root()
+    return _env_path("MMS_BUILD_DIR", (root if (root / "pyproject.toml").is_file() else Path.cwd()) / "build")
 
 
 def target(value: Optional[str] = None) -> str:
-    """`local` or `cluster`: the argument, else MMS_TARGET, else `local`."""
-    chosen = (value or os.environ.get("MMS_TARGET") or "local").strip().lower()
+    """`local` or `cluster`: the argument, else MMS_TARGET, else `cluster` inside a pod (a Kubeflow
+    Notebook: KUBERNETES_SERVICE_HOST is set), else `local`."""
+    default = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
+    chosen = (value or os.environ.get("MMS_TARGET") or default).strip().lower()
     if chosen not in ("local", "cluster"):
         raise ValueError(f"target must be 'local' or 'cluster', not {chosen!r}")
     return chosen

@@ -28,7 +28,8 @@ from typing import Mapping, NamedTuple, Optional
 
 import requests
 
-from .config import build_dir, cache_dir, env_port, project_root
+from .config import build_dir, cache_dir, env_port
+from .resources import notebooks_dir
 from .errors import SetupError
 from .local import process
 from .wait import poll_until
@@ -203,7 +204,7 @@ def _stack_env() -> dict[str, str]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=None, help=f"port on 127.0.0.1 (default: ${PORT_SETTING}, else a free one)")
-    parser.add_argument("--root", type=Path, default=project_root() / "notebooks", help="folder to serve (default: notebooks/)")
+    parser.add_argument("--root", type=Path, default=notebooks_dir(), help="folder to serve (default: notebooks/)")
     args = parser.parse_args(argv)
     try:
         lab = start_lab(args.root, args.port, _stack_env(), build_dir() / "lab", isolate=False)

@@ -18,8 +18,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
-from . import k8s
-from .config import project_root
+from . import k8s, resources
 from .constants import KUBEFLOW_NAMESPACE, MINIO_PORT, MINIO_SERVICE
 from .errors import SetupError
 
@@ -38,7 +37,7 @@ MODEL_NAMES = {"trained_model1": "cifar10", "trained_model2": "inception"}
 
 
 def manifest_dir() -> Path:
-    return project_root() / "manifests"
+    return resources.manifest_dir()
 
 
 def names() -> list[str]:

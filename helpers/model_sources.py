@@ -14,6 +14,7 @@ where one is known, and the files prepared in advance (`data/models/...`: Incept
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from typing import Callable, Optional
 
 import requests
 
-from . import config, standins
+from . import config, resources, standins
 from .errors import SetupError
 
 TIMEOUT = (3.0, 30.0)  # connect, read: offline machines fail in well under a second
@@ -206,7 +207,7 @@ def _download_into(source: ModelSource, cache: Path, progress: bool) -> Path:
             else:
                 shutil.copyfile(stored, target)
             files[item.dest] = item.sha256 or sha256_of(target)
-        prepared = config.project_root() / "data" / "models" / source.folder
+        prepared = resources.data_path("models", source.folder)
         for rel in source.prepared:
             shutil.copyfile(prepared / rel, staging / rel)
         folder = cache / source.folder
@@ -242,12 +243,34 @@ def _build_standin(source: ModelSource, folder: Path) -> None:
                          "the stand-in needs torch (cifar10) or tensorflow-cpu (inception): `make setup` installs them")
 
 
+# What each stand-in builder imports, and how a user without root gets it (CPU builds).
+STANDIN_NEEDS = {
+    "cifar10": ("torch", "pip install --user torch --index-url https://download.pytorch.org/whl/cpu"),
+    "inception": ("tensorflow", "pip install --user tensorflow-cpu"),
+}
+
+
+def require_builder(source: ModelSource, cache: Path) -> None:
+    """SetupError, before any build, when the stand-in's library is missing: what to install, or
+    which model files to place in the cache instead (the base install has neither torch nor TF)."""
+    module, command = STANDIN_NEEDS.get(source.name, ("", ""))
+    if not module or importlib.util.find_spec(module) is not None:
+        return
+    raise SetupError(
+        f"{source.name}: no model files in {cache / source.folder}, no download, and building the offline "
+        f"stand-in needs {module}, which this Python ({sys.executable}) does not have",
+        f"either install it: `{command}` (then restart the kernel), or place the real model's files "
+        f"({', '.join(source.required)}, from {source.guide_uri}) in {cache / source.folder}/")
+
+
 def _standin(source: ModelSource, cache: Path) -> Path:
     """Build the stand-in once into `<cache>/standin/<folder>` (reused while its marker is there)."""
     folder = cache / "standin" / source.folder
     marker = _marker(cache, f"standin-{source.folder}")
     if marker.is_file() and _complete(folder, source):
         return folder
+    if source.standin_builder.startswith("helpers."):
+        require_builder(source, cache)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{source.folder}-", dir=folder.parent))
     try:

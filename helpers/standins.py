@@ -13,7 +13,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .config import project_root
+from .resources import data_path
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -25,7 +25,7 @@ INCEPTION_CLASSES = 1001  # 1000 ImageNet classes plus "background" at index 0
 
 
 def _model_data(name: str) -> Path:
-    return project_root() / "data" / "models" / name
+    return data_path("models", name)
 
 
 def write_cifar10_standin(folder: Path, seed: int = 0) -> Path:

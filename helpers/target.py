@@ -12,7 +12,9 @@ Three places, one interface:
   namespace the default, and cluster addresses work as they are.
 - `OutOfCluster`: a kubeconfig on a laptop or a CI runner. Cluster addresses do not resolve
   here, so Services are reached through a load balancer's address, an address the user gives
-  (`MMS_INGRESS_URL`, `MMS_S3_ENDPOINT`), or a port-forward this process starts.
+  (`MMS_INGRESS_URL`, `MMS_S3_ENDPOINT`), or a port-forward this process starts
+  (`helpers.portforward`, stopped when the kernel stops; the `kubectl port-forward` it stands
+  for is printed), else the error says which command to run.
 
 `select()` picks one from the `target` setting (`local` or `cluster`) and where the code runs.
 """
@@ -27,7 +29,7 @@ import requests
 from kubernetes import client, config as kconfig
 from kubernetes.client.exceptions import ApiException
 
-from . import config
+from . import config, portforward
 from .constants import DEFAULT_NAMESPACE, ApiGroup
 from .errors import SetupError
 from .k8s import resolve_address, resolve_url
@@ -37,6 +39,7 @@ IDENTITIES = config.IDENTITIES
 # Where a cluster's ingress gateway may be (Kubeflow's Istio; the guide's KFServing gateway).
 INGRESS_GATEWAYS = (("istio-system", "istio-ingressgateway"), ("istio-system", "kfserving-ingressgateway"))
 INGRESS_ENV = "MMS_INGRESS_URL"
+INGRESS_PORT = "http2"  # the gateway Service's port for plain HTTP (80 on Istio's)
 S3_ENDPOINT_ENV = "MMS_S3_ENDPOINT"
 # What a Kubeflow gateway wants before it lets a request through (Dex/oauth2-proxy in front of Istio).
 TOKEN_ENV, COOKIE_ENV = "MMS_INGRESS_TOKEN", "MMS_INGRESS_COOKIE"
@@ -188,6 +191,20 @@ class Target:
     def gateway_credentials(self, api: client.ApiClient) -> dict[str, str]:
         """The headers with the session a guarded gateway asks for (what the user set)."""
         return ingress_credentials()
+
+    def _through_gateway_forward(self, api: client.ApiClient, isvc: dict) -> Optional[Endpoint]:
+        """The gateway reached through a port-forward this process starts (no load-balancer address)."""
+        _, host = _addresses(isvc)
+        forward = gateway_forward(api) if host else None
+        if forward is None:
+            return None
+        headers = {"Host": host, **self.gateway_credentials(api)}
+        if answers(forward.url, headers):
+            return Endpoint(forward.url, headers)
+        refusal = _gateway_refusal(forward.url, headers)
+        if refusal:
+            raise _refused(isvc["metadata"]["name"], forward.url, refusal)
+        return None
 
     def _through_ingress(self, api: client.ApiClient, isvc: dict) -> Optional[Endpoint]:
         """The guide's way: the ingress gateway's address with the `Host` of status.url."""
@@ -342,15 +359,23 @@ class OutOfCluster(Target):
         return "check your kubeconfig (`kubectl cluster-info`), or run inside Kubeflow Notebooks"
 
     def service_address(self, api: client.ApiClient, address: str, namespace: str) -> str:
+        """MMS_S3_ENDPOINT, else a port-forward to a pod behind the Service, started here."""
         override = os.environ.get(S3_ENDPOINT_ENV)
         if override:
             return override.removeprefix("http://").removeprefix("https://").rstrip("/")
-        raise SetupError(f"{address} is a cluster address, and this notebook runs outside the cluster",
-                         "run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
-                         f"{S3_ENDPOINT_ENV}=127.0.0.1:9000 before starting Jupyter")
+        try:
+            forward = portforward.forward_address(api, address, namespace)
+        except SetupError as exc:
+            raise SetupError(f"{address} is a cluster address, this notebook runs outside the cluster, and "
+                             f"a port-forward to it failed: {exc.cause}",
+                             "run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
+                             f"{S3_ENDPOINT_ENV}=127.0.0.1:9000 before starting Jupyter") from None
+        portforward.announce(forward, address)
+        return forward.address
 
     def server_endpoint(self, api: client.ApiClient, isvc: dict) -> Endpoint:
-        found = self._through_ingress(api, isvc)
+        """The gateway's load-balancer address (or MMS_INGRESS_URL), else a port-forward to a gateway pod."""
+        found = self._through_ingress(api, isvc) or self._through_gateway_forward(api, isvc)
         if found:
             return found
         meta = isvc["metadata"]
@@ -358,6 +383,18 @@ class OutOfCluster(Target):
             f"found no way to reach InferenceService {meta['namespace']}/{meta['name']} from here",
             "as the guide suggests: `kubectl port-forward svc/istio-ingressgateway -n istio-system 8080:80` and set "
             f"{INGRESS_ENV}=http://127.0.0.1:8080")
+
+
+def gateway_forward(api: client.ApiClient) -> Optional[portforward.PortForward]:
+    """A port-forward to a pod of the first ingress gateway Service that has one (its `http2` port)."""
+    for namespace, name in INGRESS_GATEWAYS:
+        try:
+            forward = portforward.forward_service(api, namespace, name, INGRESS_PORT)
+        except SetupError:
+            continue
+        portforward.announce(forward, f"ingress gateway {namespace}/{name}")
+        return forward
+    return None
 
 
 def select(name: Optional[str] = None) -> Target:

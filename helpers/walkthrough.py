@@ -2,6 +2,14 @@
 
 Executed notebooks, results JSON and plots go to the build folder (MMS_BUILD_DIR, default
 ./build); a notebook that fails is kept as executed, so its last cell shows what went wrong.
+
+As a scheduled regression run on a cluster (a CronJob, a CI schedule):
+`python -m helpers.walkthrough --target cluster --junit results.xml [--cleanup]` writes one JUnit
+testcase per notebook (the failing cell's error as the failure message, the notebook's results
+JSON as its system-out) and exits non-zero when a notebook failed. What the run created in the
+namespace (TrainedModels, the InferenceService, the S3 Secret, ServiceAccount and ExternalName
+Service) is kept by default (`--keep`), so it can be inspected; `--cleanup` deletes it
+afterwards. The namespace, its Profile and the Knative settings from 00 are always kept.
 """
 from __future__ import annotations
 
@@ -9,13 +17,16 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from .config import build_dir, project_root
+from .config import build_dir
+from .resources import is_checkout, notebooks_dir
 
 KERNEL = "mms-notebooks"
 
@@ -28,11 +39,20 @@ class Run:
     output: Path
     results: Path
     error: str = ""
+    detail: str = ""  # the failing cell's error and traceback, plain text
 
 
 def notebooks(folder: Optional[Path] = None) -> list[Path]:
     """The walkthrough's notebooks, in the guide's order (their file names start with 00_, 01_ ...)."""
-    return sorted((folder or project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
+
+
+def default_kernel() -> str:
+    """The project's `mms-notebooks` kernel when installed (`make setup`), else `python3`: the
+    kernel of the Python this runs in (a pip-installed package, e.g. in a Kubeflow Notebook)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
 
 
 def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: str = KERNEL) -> Run:
@@ -51,7 +71,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
                                        cwd=str(path.parent), progress_bar=False)
         return Run(path.stem, True, time.monotonic() - start, output, results)
     except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep going
-        return Run(path.stem, False, time.monotonic() - start, output, results, _first_line(exc))
+        return Run(path.stem, False, time.monotonic() - start, output, results, _first_line(exc), _detail(exc))
 
 
 @contextlib.contextmanager
@@ -85,15 +105,21 @@ def _first_line(exc: Exception) -> str:
     return f"{lines[0]}\n    {fix}" if fix else lines[0]
 
 
+def _detail(exc: Exception) -> str:
+    """The notebook's error with its traceback, without terminal colours (for a JUnit failure body)."""
+    lines = getattr(exc, "traceback", None) or [str(exc)]
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines)).strip()
+
+
 def run_all(parameters: dict[str, Any], out_dir: Path, only: Optional[list[str]] = None,
-            stop_on_failure: bool = True) -> list[Run]:
-    """Run every notebook (or those whose names start with one of `only`) in order."""
+            stop_on_failure: bool = True, folder: Optional[Path] = None, kernel: str = KERNEL) -> list[Run]:
+    """Run every notebook of `folder` (default: the shipped ones), or those whose names start with one of `only`, in order."""
     runs = []
-    for path in notebooks():
+    for path in notebooks(folder):
         if only and not any(path.stem.startswith(prefix) for prefix in only):
             continue
         print(f"running {path.name} ...", flush=True)
-        run = run_notebook(path, out_dir, parameters)
+        run = run_notebook(path, out_dir, parameters, kernel)
         runs.append(run)
         if not run.ok and stop_on_failure:
             break
@@ -111,13 +137,102 @@ def summary(runs: list[Run], out_dir: Path) -> str:
     lines.append(f"results JSON:       {out_dir / 'results'}")
     lines.append(f"plots:              {out_dir / 'plots'}")
     lines.append(f"kernel logs:        {out_dir / 'kernels.log'}")
-    lines.append("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack")
+    if is_checkout():
+        lines.append("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack")
     return "\n".join(lines)
 
 
+def junit_xml(runs: list[Run], planned: list[str], properties: dict[str, Any]) -> str:
+    """A JUnit report: one testcase per planned notebook; a failure carries the failing cell's error
+    (message: its first line and fix; body: the traceback), system-out the results JSON; a notebook
+    not run because an earlier one failed is skipped."""
+    by_name = {run.notebook: run for run in runs}
+    suite = ET.Element("testsuite", name="mms-walkthrough", tests=str(len(planned)),
+                       failures=str(sum(not r.ok for r in runs)), errors="0",
+                       skipped=str(len([n for n in planned if n not in by_name])),
+                       time=f"{sum(r.seconds for r in runs):.3f}")
+    props = ET.SubElement(suite, "properties")
+    for key, value in properties.items():
+        ET.SubElement(props, "property", name=key, value=str(value))
+    for name in planned:
+        run = by_name.get(name)
+        case = ET.SubElement(suite, "testcase", classname=f"walkthrough.{properties.get('target', 'local')}",
+                             name=name, time=f"{run.seconds:.3f}" if run else "0")
+        if run is None:
+            ET.SubElement(case, "skipped", message="not run: an earlier notebook failed")
+            continue
+        if not run.ok:
+            failure = ET.SubElement(case, "failure", message=run.error, type=run.error.split(":", 1)[0])
+            failure.text = run.detail or run.error
+        if run.results.is_file():
+            ET.SubElement(case, "system-out").text = run.results.read_text()
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def cleanup(target: str, params: dict[str, Any]) -> list[str]:
+    """Delete what the walkthrough created in its namespace (see the module doc); returns `Kind ns/name` of each."""
+    from kubernetes import client, dynamic
+    from kubernetes.client.exceptions import ApiException
+
+    from . import constants
+    from .manifests import DEFAULTS, MODEL_NAMES
+    from .target import select
+
+    where = select(target)
+    api = where.api_client(params.get("identity") or "admin")
+    namespace = params.get("namespace") or where.default_namespace()
+    server = params.get("server_name") or constants.DEFAULT_SERVER_NAME
+    dyn = dynamic.DynamicClient(api)
+    gone = []
+
+    def delete(api_version: str, kind: str, name: str) -> None:
+        try:
+            dyn.resources.get(api_version=api_version, kind=kind).delete(name=name, namespace=namespace)
+            gone.append(f"{kind} {namespace}/{name}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        except dynamic.exceptions.ResourceNotFoundError:
+            pass  # the cluster does not serve this group
+
+    for group in constants.API_GROUPS:
+        g = constants.api_group(group)
+        try:
+            models = dyn.resources.get(api_version=f"{group}/{g.tm_version}", kind="TrainedModel")
+            found = models.get(namespace=namespace).items
+        except (ApiException, dynamic.exceptions.ResourceNotFoundError):
+            found = []
+        for tm in found:
+            if tm.metadata.name in MODEL_NAMES.values() and (tm.spec or {}).get("inferenceService") == server:
+                delete(f"{group}/{g.tm_version}", "TrainedModel", tm.metadata.name)
+        delete(f"{group}/{g.isvc_version}", "InferenceService", server)
+    delete("v1", "Secret", params.get("secret_name") or DEFAULTS["secret_name"])
+    delete("v1", "ServiceAccount", params.get("service_account") or DEFAULTS["service_account"])
+    svc = None
+    try:
+        svc = client.CoreV1Api(api).read_namespaced_service(constants.MINIO_SERVICE, namespace)
+    except ApiException:
+        pass
+    if svc is not None and svc.spec.type == "ExternalName":  # 01's, never a real MinIO
+        delete("v1", "Service", constants.MINIO_SERVICE)
+    return gone
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.walkthrough", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.walkthrough", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
+    parser.add_argument("--target", choices=("local", "cluster"), help="the notebooks' target (as -p target ...)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="run the notebooks of this folder (e.g. the copies `helpers.notebooks copy` made)")
+    parser.add_argument("--kernel", default=None, help="Jupyter kernel (default: mms-notebooks if installed, else python3)")
+    parser.add_argument("--junit", type=Path, default=None, help="write a JUnit XML report here")
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument("--keep", dest="cleanup", action="store_false", default=False,
+                      help="leave what the run created in the namespace (default)")
+    keep.add_argument("--cleanup", dest="cleanup", action="store_true",
+                      help="afterwards, delete the TrainedModels, InferenceService, S3 Secret, ServiceAccount and "
+                           "ExternalName Service the run created")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter, e.g. -p namespace demo (values are JSON or text)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/notebooks)")
@@ -128,12 +243,25 @@ def main(argv: Optional[list[str]] = None) -> int:
             params[name] = json.loads(value)
         except ValueError:
             params[name] = value
+    if args.target:
+        params["target"] = args.target
     out_dir = args.out or build_dir() / "notebooks"
-    if not notebooks():
-        print("no notebooks yet: the local stack is up (`python -m helpers.local status`)")
-        return 0
-    runs = run_all(params, out_dir, args.only)
+    planned = [p.stem for p in notebooks(args.dir)
+               if not args.only or any(p.stem.startswith(prefix) for prefix in args.only)]
+    if not planned:
+        print(f"no notebooks in {args.dir or notebooks_dir()}")
+        return 1
+    runs = run_all(params, out_dir, args.only, folder=args.dir, kernel=args.kernel or default_kernel())
     print(summary(runs, out_dir))
+    if args.junit:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_text(junit_xml(runs, planned, {k: v for k, v in params.items()}))
+        print(f"JUnit report:       {args.junit}")
+    if args.cleanup:
+        from .config import target as chosen_target
+
+        for line in cleanup(chosen_target(params.get("target")), params):
+            print(f"deleted {line}")
     return 0 if runs and all(r.ok for r in runs) else 1
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from helpers.config import project_root
+from helpers.resources import data_path
 
-GUIDE_BLOCKS = project_root() / "data" / "guide_commands.md"
+GUIDE_BLOCKS = data_path("guide_commands.md")
 _COMMAND = re.compile(r"^(kubectl |curl |wget |chmod |mkdir |cd |tar |mv |\./mc |\./gsutil |\(cd |[A-Z_]+=)")
 _MARK = "@@guide-command"
 

@@ -25,7 +25,8 @@ import pytest
 import requests
 
 from helpers import walkthrough
-from helpers.config import build_dir, project_root
+from helpers.config import build_dir
+from helpers.resources import notebooks_dir
 from helpers.constants import api_group
 from helpers.lab import Lab, start_lab, stop_lab
 from helpers.wait import poll_until
@@ -70,7 +71,7 @@ def server_made(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     out_dir = tmp_path_factory.mktemp("browser-papermill")
     try:
         for name in PREREQUISITES:
-            run = walkthrough.run_notebook(project_root() / "notebooks" / f"{name}.ipynb", out_dir, {})
+            run = walkthrough.run_notebook(notebooks_dir() / f"{name}.ipynb", out_dir, {})
             assert run.ok, f"{name} failed before the browser test: {run.error} (see {run.output})"
             print(f"\npapermill {name}: {run.seconds:.1f}s", end="")
         yield out_dir
@@ -98,7 +99,7 @@ def delete_server(stack, kube) -> None:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of notebooks/ for JupyterLab to serve: what the browser saves never reaches the repo."""
     root = tmp_path_factory.mktemp("browser-workspace") / "notebooks"
-    shutil.copytree(project_root() / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(notebooks_dir(), root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     return root
 
 

@@ -12,11 +12,11 @@ import pytest
 
 from helpers.config import project_root
 
-CORE = {"config", "constants", "errors", "wait", "progress"}
-CLIENTS = {"k8s", "storage", "triton", "target"}
+CORE = {"config", "constants", "errors", "wait", "progress", "resources"}
+CLIENTS = {"k8s", "storage", "triton", "target", "portforward"}
 LEARNER = {"notebook", "manifests", "preflight", "knative", "inference", "endpoint", "kubeflow_minio",
            "agent_log", "standins", "model_sources", "images", "predict", "plots", "widgets", "mc"}
-TOOLS = {"lab", "walkthrough", "guide_steps"}
+TOOLS = {"lab", "walkthrough", "guide_steps", "notebooks"}
 MAY_IMPORT = {"core": CORE, "clients": CORE | CLIENTS, "learner": CORE | CLIENTS | LEARNER,
               "local": CORE | CLIENTS | {"local"}}
 HELPERS = project_root() / "helpers"

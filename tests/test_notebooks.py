@@ -21,7 +21,7 @@ import requests
 from kubernetes import client
 
 from helpers import walkthrough
-from helpers.config import project_root
+from helpers.resources import data_path, notebooks_dir
 from helpers.constants import KSERVE_GROUP, api_group
 from helpers.local import torch_backend
 from helpers.standins import CIFAR10_CLASSES
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.stack
 NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception"]
 # The other run: the `kserve` profile's stack, other names, and api_group left empty (found from the cluster).
 OTHER = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "api_group": KSERVE_GROUP}
-INCEPTION_LABELS = set((project_root() / "data" / "models" / "inception_graphdef" / "inception_labels.txt")
+INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labels.txt")
                        .read_text().splitlines())
 SETTINGS = ("namespace", "server_name", "bucket", "api_group")
 
@@ -318,7 +318,7 @@ def test_no_secret_in_any_executed_notebook_result_or_log(stack, kserve_stack, d
 
 
 def test_out_of_order_notebooks_say_which_to_run_first(stack, default_run, tmp_path: Path) -> None:
-    path = project_root() / "notebooks"
+    path = notebooks_dir()
     cases = [("01_minio", {"namespace": "never-made"}, "run 00_cluster_prep first"),
              ("03_cifar10", {"namespace": "never-made"}, "run 02_server first")]
     for name, params, fix in cases:
@@ -335,9 +335,9 @@ def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_p
     import papermill
 
     output = tmp_path / "00_interactive.ipynb"
-    papermill.execute_notebook(str(project_root() / "notebooks" / "00_cluster_prep.ipynb"), str(output),
+    papermill.execute_notebook(str(notebooks_dir() / "00_cluster_prep.ipynb"), str(output),
                                parameters={"interactive": True, "results_path": str(tmp_path / "r.json")},
-                               kernel_name=walkthrough.KERNEL, cwd=str(project_root() / "notebooks"),
+                               kernel_name=walkthrough.KERNEL, cwd=str(notebooks_dir()),
                                progress_bar=False, execution_timeout=300)
     mimes = {m for c in nbformat.read(output, 4).cells for o in c.get("outputs", []) for m in o.get("data", {})}
     assert "application/vnd.jupyter.widget-view+json" in mimes
@@ -349,7 +349,7 @@ def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_p
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebook_is_clean(name: str) -> None:
-    nb = nbformat.read(project_root() / "notebooks" / f"{name}.ipynb", 4)
+    nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", 4)
     nbformat.validate(nb)
     assert nb.metadata.kernelspec.name == walkthrough.KERNEL
     code = [c for c in nb.cells if c.cell_type == "code"]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from helpers import triton
-from helpers.config import project_root
+from helpers.resources import data_path
 from helpers.errors import SetupError
 from helpers.local import process, tritonserver
 from helpers.standins import CIFAR10_CLASSES, write_cifar10_standin, write_inception_standin
@@ -79,7 +79,7 @@ def loaded(server: Server) -> Server:
 
 
 def _labels() -> list[str]:
-    return (project_root() / "data" / "models" / "inception_graphdef" / "inception_labels.txt").read_text().splitlines()
+    return data_path("models", "inception_graphdef", "inception_labels.txt").read_text().splitlines()
 
 
 def test_server_answers_v2_and_is_ready(server: Server):

@@ -1,4 +1,5 @@
-"""The node's kubelet API, as far as `kubectl logs` needs it: `GET /containerLogs/<ns>/<pod>/<container>`.
+"""The node's kubelet API, as far as `kubectl logs` and port-forward need it: `GET /containerLogs/<ns>/<pod>/<container>`
+and `GET /portForward/<ns>/<pod>` upgraded to WebSocket (`kubelet_portforward`).
 
 The local controller serves it from a thread, over HTTPS on 127.0.0.1, and only to a client whose
 certificate the stack's kubelet CA signed: the apiserver's (`--kubelet-client-certificate`). A
@@ -24,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import kubelet_portforward as portforward
 
 log = logging.getLogger("kubelet")
 
@@ -243,9 +246,10 @@ class _TLSServer(ThreadingHTTPServer):
         self.RequestHandlerClass(secure, client_address, self)
 
 
-def _handler(resolve: Resolver, stop: threading.Event) -> type:
+def _handler(resolve: Resolver, stop: threading.Event, ports: Optional[portforward.PortResolver] = None) -> type:
     class Handler(BaseHTTPRequestHandler):
         server_version = "mms-local-kubelet"
+        rbufsize = 0  # unbuffered: after a WebSocket upgrade no client bytes may sit in a buffer
 
         def log_message(self, fmt: str, *args) -> None:
             log.debug("%s %s", self.address_string(), fmt % args)
@@ -263,6 +267,8 @@ def _handler(resolve: Resolver, stop: threading.Event) -> type:
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
             if parts == ["healthz"]:
                 return self._error(200, "ok")
+            if parts[0] == "portForward" and len(parts) in (3, 4):
+                return self._port_forward(parts[1], parts[2], url.query)
             if len(parts) != 4 or parts[0] != "containerLogs":
                 return self._error(404, "404 page not found")
             _, namespace, pod, container = parts
@@ -283,19 +289,66 @@ def _handler(resolve: Resolver, stop: threading.Event) -> type:
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 return  # the client went away (kubectl logs -f ended)
 
+        do_POST = do_GET  # noqa: N815 - kubectl's SPDY upgrade is a POST
+
+        def _port_forward(self, namespace: str, pod: str, query: str) -> None:
+            if ports is None:
+                return self._error(404, "404 page not found")
+            upgrade = self.headers.get("Upgrade", "").lower()
+            if upgrade == portforward.SPDY_UPGRADE.lower():
+                return self._port_forward_spdy(namespace, pod)
+            if upgrade != "websocket":
+                return self._error(400, "unable to upgrade: missing upgrade headers in request")
+            protocol = portforward.choose_protocol(self.headers.get("Sec-WebSocket-Protocol", ""))
+            key = self.headers.get("Sec-WebSocket-Key", "")
+            try:
+                wanted = portforward.ports_of(query)
+                if protocol is None:
+                    raise portforward.PortForwardError(400, "no supported subprotocol: use one of "
+                                                            + ", ".join(portforward.PROTOCOLS))
+                if not key:
+                    raise portforward.PortForwardError(400, "missing Sec-WebSocket-Key")
+            except portforward.PortForwardError as exc:
+                return self._error(exc.status, str(exc))
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", portforward.accept_key(key))
+            if protocol:
+                self.send_header("Sec-WebSocket-Protocol", protocol)
+            self.end_headers()
+            self.close_connection = True
+            log.info("port-forward %s/%s ports %s", namespace, pod, wanted)
+            portforward.serve(self.connection, namespace, pod, wanted, ports)
+
+        def _port_forward_spdy(self, namespace: str, pod: str) -> None:
+            offered = [p.strip() for p in self.headers.get("X-Stream-Protocol-Version", "").split(",")]
+            if portforward.PORTFORWARD_PROTOCOL not in offered:
+                return self._error(403, f"unable to upgrade: unable to negotiate protocol: client supports "
+                                        f"{offered}, server supports [{portforward.PORTFORWARD_PROTOCOL}]")
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Upgrade", portforward.SPDY_UPGRADE)
+            self.send_header("X-Stream-Protocol-Version", portforward.PORTFORWARD_PROTOCOL)
+            self.end_headers()
+            self.close_connection = True
+            log.info("port-forward %s/%s over SPDY", namespace, pod)
+            portforward.serve_spdy(self.connection, namespace, pod, ports)
+
     return Handler
 
 
 class KubeletServer:
     """The kubelet endpoint: HTTPS on 127.0.0.1:`port`, client certs from `client_ca` only."""
 
-    def __init__(self, port: int, cert: Path, key: Path, client_ca: Path, resolve: Resolver) -> None:
+    def __init__(self, port: int, cert: Path, key: Path, client_ca: Path, resolve: Resolver,
+                 ports: Optional[portforward.PortResolver] = None) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
         context.load_verify_locations(str(client_ca))
         context.verify_mode = ssl.CERT_REQUIRED
         self.stop_event = threading.Event()
-        self.httpd = _TLSServer(("127.0.0.1", port), _handler(resolve, self.stop_event), context)
+        self.httpd = _TLSServer(("127.0.0.1", port), _handler(resolve, self.stop_event, ports), context)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="kubelet", daemon=True)
 

@@ -29,6 +29,7 @@ from ..constants import (
     MINIO_SERVICE,
 )
 from ..k8s import Client, apply_all
+from .controlplane import NODE_NAME
 from .profiles import Profile
 from .rbac import role_manifests
 
@@ -214,7 +215,7 @@ def minio_manifests(s3_access_key: str, s3_secret_key: str, s3_address: str,
     objects.append({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": MINIO_POD, "namespace": KUBEFLOW_NAMESPACE, "labels": pod_labels},
-        "spec": {"containers": [{
+        "spec": {"nodeName": NODE_NAME, "containers": [{
             "name": "minio",
             "image": image,
             "args": ["server", "/data"],

@@ -297,10 +297,11 @@ class Controller:
         self.webhooks.start()
         paths = controlplane.Paths(self.state_root)
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
-                                self.pods.container_log).start()
+                                self.pods.container_log, self.pods.port_address).start()
         self.pods.ensure_node(kubelet.port)
         if self.authorizer:
             self.gateway.auth_port = self.authorizer.start()
+        self.pods.run_seed_pods()
         self.gateway.start()
         self.watch_forever(stop)
         self.reconcile_all()

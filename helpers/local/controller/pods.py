@@ -25,10 +25,12 @@ from typing import Optional
 
 from kubernetes.client.exceptions import ApiException
 
-from ...constants import KFSERVING_GROUP, INFERENCESERVICE_CONFIG, ApiGroup, model_config_map_name
+from ...constants import (KFSERVING_GROUP, INFERENCESERVICE_CONFIG, LOCAL_ADDRESS_ANNOTATION, ApiGroup,
+                           model_config_map_name)
 from .. import process
 from ..controlplane import KUBE_VERSION, NODE_NAME
 from ..kubelet import ContainerLog, LogError
+from ..kubelet_portforward import PortForwardError
 from .kube import Kube, owner_reference
 
 log = logging.getLogger("controller")
@@ -113,6 +115,24 @@ class Pods:
                          "operatingSystem": "linux", "architecture": "amd64"},
         }
         self.kube.core.patch_node_status(NODE_NAME, {"status": status})
+
+    def run_seed_pods(self, pods: Optional[list] = None) -> None:
+        """Mark the seed's pods bound to this node (Kubeflow's `minio`, whose process is the stack's S3
+        server) Running, as their kubelet would: `kubectl get pods` and `kubectl port-forward` see them so."""
+        if pods is None:
+            pods = self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items
+        for pod in pods:
+            if pod.metadata.owner_references or pod.metadata.deletion_timestamp or \
+                    (pod.status and pod.status.phase == "Running"):
+                continue  # a server's pod: its status follows its processes
+            now = _time()
+            statuses = [{"name": c.name, "ready": True, "restartCount": 0, "image": c.image, "imageID": "",
+                         "started": True, "state": {"running": {"startedAt": now}}} for c in pod.spec.containers]
+            status = {"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                      "startTime": now, "containerStatuses": statuses,
+                      "conditions": [{"type": kind, "status": "True", "lastTransitionTime": now}
+                                     for kind in ("Initialized", "Ready", "ContainersReady", "PodScheduled")]}
+            self.kube.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
 
     # --- per-server state -------------------------------------------------------------------
     def _state_file(self, key: str) -> Path:
@@ -314,6 +334,7 @@ class Pods:
         its processes are stopped through `stop_server(key)`, and the next pass starts new ones.
         """
         pods = self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items
+        self.run_seed_pods(pods)  # e.g. minio, made again by `up` with new keys
         for pod in pods:
             if not pod.metadata.deletion_timestamp:
                 continue
@@ -350,6 +371,27 @@ class Pods:
             return ContainerLog(self.logs / f"{role}-{key}.log", -2 if previous else -1,
                                 lambda: _pid_alive(pid))
         raise LogError(404, f'pod "{pod}" not found on node {NODE_NAME}')
+
+
+    # --- port-forward (called from the kubelet endpoint's threads) -----------------------------
+    def port_address(self, namespace: str, pod: str, port: int) -> str:
+        """Where a port of one of this node's Pods listens (`host:port`), for the kubelet's port-forward.
+
+        A pod's processes run on this machine; the Service that selects the pod (or, without a
+        selector, carries the pod's labels) and targets `port` holds their loopback address.
+        """
+        found = self.kube.read(self.kube.core.read_namespaced_pod, pod, namespace)
+        if found is None or (found.spec.node_name or "") != NODE_NAME:
+            raise PortForwardError(404, f'pod "{pod}" not found on node {NODE_NAME}')
+        labels = found.metadata.labels or {}
+        for svc in self.kube.core.list_namespaced_service(namespace).items:
+            address = (svc.metadata.annotations or {}).get(LOCAL_ADDRESS_ANNOTATION)
+            match = svc.spec.selector or svc.metadata.labels or {}
+            if not address or not match or any(labels.get(k) != v for k, v in match.items()):
+                continue
+            if any(str(p.target_port or p.port) == str(port) for p in svc.spec.ports or []):
+                return address
+        raise PortForwardError(404, f"nothing listens on port {port} of pod {namespace}/{pod}")
 
 
 def server_container_for(group: str) -> str:
