@@ -20,7 +20,7 @@ import pytest
 import requests
 from kubernetes import client
 
-from helpers import walkthrough
+from helpers import images, walkthrough
 from helpers.config import project_root
 from helpers.constants import KSERVE_GROUP, api_group
 from helpers.local import torch_backend
@@ -123,7 +123,7 @@ def test_03_cifar10(default_run) -> None:
     assert found["trainedmodel_ready"] and found["model_ready"]
     assert found["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10]}]
     assert sorted(found["uploaded"]) == ["torchscript/cifar10/1/model.pt", "torchscript/cifar10/config.pbtxt"]
-    assert len(found["predictions"]) == 4
+    assert [p["image"] for p in found["predictions"]] == list(images.CIFAR10_SAMPLES)
     for prediction in found["predictions"]:
         labels = [label for label, _ in prediction["top"]]
         assert len(labels) == 3 and set(labels) <= set(CIFAR10_CLASSES)
@@ -141,7 +141,7 @@ def test_03_cifar10(default_run) -> None:
 def test_04_inception(default_run) -> None:
     found = results(default_run, "04_inception")
     assert found["trainedmodel_ready"] and found["model_ready"]
-    assert found["outputs"] == [{"name": "InceptionV3/Predictions/Softmax", "datatype": "FP32", "shape": [4, 1001]}]
+    assert found["outputs"] == [{"name": "InceptionV3/Predictions/Softmax", "datatype": "FP32", "shape": [len(images.INCEPTION_SAMPLES), 1001]}]
     assert {e["name"]: e["state"] for e in found["repository"]} == {"cifar10": "READY", "inception": "READY"}
     assert found["served_by"].startswith("a Python-based tensorflow backend")
     for prediction in found["predictions"]:
