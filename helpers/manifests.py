@@ -22,6 +22,7 @@ from . import k8s_apply
 from .config import project_root
 from .constants import KUBEFLOW_NAMESPACE, MINIO_PORT, MINIO_SERVICE
 from .errors import SetupError
+from .settings import PRESETS
 
 MASK = "********"
 
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, str] = {
     "secret_name": "mysecret",           # the guide's S3 Secret
     "owner": "user@example.com",         # Kubeflow's default user (the Profile's owner)
     "s3_endpoint": f"{MINIO_SERVICE}.{KUBEFLOW_NAMESPACE}:{MINIO_PORT}",
+    **PRESETS["guide"].manifest_values(),  # server cpu/memory and model memory as in the guide
 }
 
 # The model name each TrainedModel manifest is written for (the Triton model folder).

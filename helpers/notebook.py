@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
-import re
 import sys
 import time
 from importlib import metadata
@@ -27,14 +26,10 @@ from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_S
                         api_group as lookup_group)
 from .errors import SetupError
 from .progress import _ipython, in_jupyter, set_headless
+from .settings import validate as validate_setting
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
 SETTINGS = ("target", "namespace", "server_name", "bucket", "api_group")
-
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 # --- display ---------------------------------------------------------------------------------
@@ -129,38 +124,6 @@ def _install_error_display() -> None:
 
 
 # --- settings --------------------------------------------------------------------------------
-def validate_setting(key: str, value: Any) -> str:
-    """Check one setting; raise SetupError naming what a valid value looks like."""
-    text = str(value or "").strip()
-    if key == "target":
-        try:
-            return config.target(text or None)
-        except ValueError as exc:
-            raise SetupError(str(exc), "set target to 'local' or 'cluster'") from None
-    if key == "api_group":
-        if text and text not in API_GROUPS:
-            raise SetupError(f"api_group {text!r} is not one of {', '.join(API_GROUPS)}",
-                             "leave it empty for the group the cluster serves; KFServing 0.5/0.6 (the guide) "
-                             "uses serving.kubeflow.org, KServe serving.kserve.io")
-        return text
-    if key == "namespace":
-        if len(text) > 63 or not _DNS_LABEL.match(text):
-            raise SetupError(f"namespace {text!r} is not a valid Kubernetes name",
-                             "use lower-case letters, digits and '-', starting and ending with a letter or digit")
-        return text
-    if key == "server_name":
-        if len(text) > 45 or not _DNS_1035.match(text):
-            raise SetupError(f"server_name {text!r} is not a valid InferenceService name",
-                             "use lower-case letters, digits and '-', starting with a letter (at most 45)")
-        return text
-    if key == "bucket":
-        if not _BUCKET.match(text) or ".." in text:
-            raise SetupError(f"bucket {text!r} is not a valid S3 bucket name",
-                             "use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")
-        return text
-    return text
-
-
 class Context:
     """What a notebook runs with: settings, the Kubernetes client, and the results it records."""
 
