@@ -24,6 +24,8 @@ from .constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
 from .errors import SetupError
 from .wait import poll_until
 
+PREFIX = "lifecycle"  # where 05 uploads its two versions: s3://<bucket>/lifecycle/v1, .../v2
+
 
 def models_json(api: client.ApiClient, server: str, namespace: str) -> list[dict]:
     """The entries of `models.json` in the server's model-config ConfigMap ([] before the first TrainedModel)."""

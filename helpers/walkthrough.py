@@ -2,6 +2,8 @@
 
 Executed notebooks, results JSON and plots go to the build folder (MMS_BUILD_DIR, default
 ./build); a notebook that fails is kept as executed, so its last cell shows what went wrong.
+The walkthrough is 00-05; `99_cleanup`, which deletes what they made, runs only when asked
+(`--cleanup`, after the others, or `--only 99`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Iterator, Optional
 from .config import build_dir, project_root
 
 KERNEL = "mms-notebooks"
+CLEANUP = "99_cleanup"
 
 
 @dataclass
@@ -30,9 +33,10 @@ class Run:
     error: str = ""
 
 
-def notebooks(folder: Optional[Path] = None) -> list[Path]:
-    """The walkthrough's notebooks, in the guide's order (their file names start with 00_, 01_ ...)."""
-    return sorted((folder or project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+def notebooks(folder: Optional[Path] = None, cleanup: bool = False) -> list[Path]:
+    """The walkthrough's notebooks in the guide's order (file names 00_, 01_ ...); `99_cleanup` only with `cleanup`."""
+    found = sorted((folder or project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return [path for path in found if cleanup or path.stem != CLEANUP]
 
 
 def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: str = KERNEL) -> Run:
@@ -86,10 +90,10 @@ def _first_line(exc: Exception) -> str:
 
 
 def run_all(parameters: dict[str, Any], out_dir: Path, only: Optional[list[str]] = None,
-            stop_on_failure: bool = True) -> list[Run]:
-    """Run every notebook (or those whose names start with one of `only`) in order."""
+            stop_on_failure: bool = True, cleanup: bool = False) -> list[Run]:
+    """Run every notebook (or those whose names start with one of `only`) in order; 99_cleanup last with `cleanup`."""
     runs = []
-    for path in notebooks():
+    for path in notebooks(cleanup=cleanup or bool(only)):
         if only and not any(path.stem.startswith(prefix) for prefix in only):
             continue
         print(f"running {path.name} ...", flush=True)
@@ -121,6 +125,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter, e.g. -p namespace demo (values are JSON or text)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/notebooks)")
+    parser.add_argument("--cleanup", action="store_true",
+                        help=f"run {CLEANUP} after the others: delete what they made (data kept)")
     args = parser.parse_args(argv)
     params = {}
     for name, value in args.parameter:
@@ -132,7 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not notebooks():
         print("no notebooks yet: the local stack is up (`python -m helpers.local status`)")
         return 0
-    runs = run_all(params, out_dir, args.only)
+    runs = run_all(params, out_dir, args.only, cleanup=args.cleanup)
     print(summary(runs, out_dir))
     return 0 if runs and all(r.ok for r in runs) else 1
 
