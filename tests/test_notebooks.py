@@ -105,6 +105,8 @@ def test_00_cluster_prep(default_run) -> None:
         "registriesSkippingTagResolving": "nvcr.io", "progressDeadline": "600s"}
     assert found["settings"] == {"target": "local", "namespace": "mms", "server_name": "triton-mms",
                                  "bucket": "triton", "api_group": "serving.kubeflow.org"}
+    assert_plots(found, 1)
+    assert Path(found["plots"][0]).name == "00_architecture.png"
 
 
 def test_01_minio(default_run) -> None:
