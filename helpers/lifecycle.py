@@ -103,7 +103,7 @@ def wait_agent(api: client.ApiClient, target: str, group: ApiGroup, server: str,
     def done() -> bool:
         nonlocal found
         found = steps_after(agent_lines(api, target, group, server, namespace), model, skip)
-        return _in_order([s.msg for s in found], until)
+        return in_order([s.msg for s in found], until)
 
     try:
         poll_until(done, f"the agent to log {' -> '.join(until)} for {model}", timeout=timeout, interval=0.5)
@@ -116,7 +116,8 @@ def wait_agent(api: client.ApiClient, target: str, group: ApiGroup, server: str,
     return found
 
 
-def _in_order(messages: Sequence[str], wanted: Sequence[str]) -> bool:
+def in_order(messages: Sequence[str], wanted: Sequence[str]) -> bool:
+    """True when `messages` contain a message starting with each of `wanted`, in that order."""
     position = 0
     for msg in messages:
         if position < len(wanted) and msg.startswith(wanted[position]):

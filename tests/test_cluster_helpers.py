@@ -122,6 +122,13 @@ def test_knative_patches_are_idempotent(kube) -> None:
     assert "already set, unchanged" in serving.describe_changes(again)
     assert "kubectl patch cm config-deployment --patch '{\"data\": {\"progressDeadline\": \"600s\"}}' -n knative-serving" \
         in serving.knative_patch_commands(patches)
+    # the values found before the first change come back, and the saved copy goes
+    restored = serving.restore_config_deployment(kube)
+    if any(c.changed for c in first):
+        assert [(c.key, c.after) for c in restored] == [(c.key, c.before) for c in first]
+    else:  # an earlier test patched it already: this one saved nothing
+        assert restored == []
+    assert serving.restore_config_deployment(kube) == []
 
 
 @pytest.mark.stack

@@ -40,8 +40,8 @@ def test_steps_after_reads_one_models_events_in_order_after_a_mark() -> None:
     assert [(s.seconds, s.msg) for s in steps] == [(0.0, "removing model"), (0.2, "unloading model"),
                                                    (1.0, "Successfully loaded model")]
     assert steps[0].line == lines[3]
-    assert lifecycle._in_order([s.msg for s in steps], ["unloading model", "Successfully loaded model"])
-    assert not lifecycle._in_order([s.msg for s in steps], ["Successfully loaded model", "unloading model"])
+    assert lifecycle.in_order([s.msg for s in steps], ["unloading model", "Successfully loaded model"])
+    assert not lifecycle.in_order([s.msg for s in steps], ["Successfully loaded model", "unloading model"])
     assert lifecycle.raw(steps, width=40).splitlines()[0].endswith("…")
     assert lifecycle.timeline(steps).splitlines()[1] == "+  0.200s  modelProcessor  unloading model"
 
