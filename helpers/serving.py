@@ -425,7 +425,7 @@ def patch_config_deployment(api: client.ApiClient, patches: list[dict]) -> list[
         if SAVED_ANNOTATION not in (found.metadata.annotations or {}):
             import json
 
-            saved = json.dumps({k: before.get(k) for k in wanted}, sort_keys=True)
+            saved = json.dumps({k: before.get(k) for k in wanted})
             body["metadata"] = {"annotations": {SAVED_ANNOTATION: saved}}
         try:
             core.patch_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, body)
