@@ -40,6 +40,7 @@ ENV_VARS = {
     "MMS_BUILD_JOBS": "build-triton-pytorch.sh: parallel compile jobs (default 1)",
     "MMS_SETTINGS": "the workshop settings file every notebook reads (default ~/.config/mms-notebooks/settings.yaml; "
                     "`helpers.settings`): a notebook parameter or MMS_* variable wins over it",
+    "XDG_CONFIG_HOME": "where the default settings file lives: $XDG_CONFIG_HOME/mms-notebooks/settings.yaml (default ~/.config)",
     "MMS_NAMESPACE": "the learner's namespace (default: the settings file, else on the cluster target the notebook's "
                      "own namespace or mms-<user>, else mms)",
     "MMS_SERVER_NAME": "the multi-model InferenceService's name (default: the settings file, else triton-mms)",
