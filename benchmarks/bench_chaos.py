@@ -41,7 +41,7 @@ from kubernetes import client, config as kconfig  # noqa: E402
 
 from helpers import k8s, storage, triton  # noqa: E402
 from helpers.local.stack import ORDER, Stack  # noqa: E402
-from helpers.models import write_cifar10_standin  # noqa: E402
+from helpers.standins import write_cifar10_standin  # noqa: E402
 from helpers.wait import WaitTimeout, poll_until  # noqa: E402
 
 SERVER_ROLES = ("triton", "agent")

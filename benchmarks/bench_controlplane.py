@@ -46,13 +46,13 @@ import _common as common  # noqa: E402
 
 from kubernetes import client, config as kconfig, watch  # noqa: E402
 
-from helpers import agent_log, k8s_apply, manifests, storage, triton  # noqa: E402
+from helpers import agent_log, k8s, manifests, storage, triton  # noqa: E402
 from helpers.constants import KFSERVING_GROUP, MODEL_CONFIG_FILE, api_group, model_config_map_name  # noqa: E402
 from helpers.k8s import resolve_url  # noqa: E402
 from helpers.local import torch_backend  # noqa: E402
-from helpers.local.guide import apply_guide_steps, guide_values  # noqa: E402
+from helpers.guide_steps import apply_guide_steps, guide_values  # noqa: E402
 from helpers.local.stack import Stack  # noqa: E402
-from helpers.models import write_cifar10_standin, write_inception_standin  # noqa: E402
+from helpers.standins import write_cifar10_standin, write_inception_standin  # noqa: E402
 from helpers.wait import poll_until  # noqa: E402
 
 NS, SERVER, BUCKET = "bench", "triton-bench", "bench-models"
@@ -152,7 +152,7 @@ def start_server(stack: Stack, kube: client.ApiClient) -> tuple[str, float]:
     values = guide_values(stack, NS, SERVER, GROUP.group, owner="bench@example.com")
     apply_guide_steps(kube, values, server=False)
     start = time.monotonic()
-    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
+    k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     isvc = poll_until(lambda: _ready_object(kube, "inferenceservices", SERVER), "InferenceService Ready", 180, 0.2)
     took = time.monotonic() - start
     return resolve_url(kube, isvc["status"]["address"]["url"], NS), took
@@ -218,7 +218,7 @@ def one_model(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, lab
     """Apply one TrainedModel, wait Ready, split the time; then delete it and wait until unloaded."""
     config_file = stack.servers_dir / f"{NS}.{SERVER}" / "configs" / MODEL_CONFIG_FILE
     t0 = time.time()
-    created = k8s_apply.apply(kube, trained_model(name, uri, framework, "1Gi"))
+    created = k8s.apply(kube, trained_model(name, uri, framework, "1Gi"))
     uid = created["metadata"]["uid"]
     ready = poll_until(lambda: rec.ready_at.get(uid), f"TrainedModel {name} Ready", timeout=600, interval=0.05)
     poll_until(lambda: _serving(url, name), f"{name} served by Triton", timeout=600, interval=0.01)

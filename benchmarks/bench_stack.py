@@ -38,7 +38,7 @@ from helpers import triton  # noqa: E402
 from helpers.local import process, torch_backend, tritonserver  # noqa: E402
 from helpers.local.stack import Stack  # noqa: E402
 from helpers.local.profiles import PROFILES  # noqa: E402
-from helpers.models import write_cifar10_standin, write_inception_standin  # noqa: E402
+from helpers.standins import write_cifar10_standin, write_inception_standin  # noqa: E402
 
 CIFAR10, INCEPTION = "cifar10", "inception"
 CIFAR10_SHAPE = (1, 3, 32, 32)

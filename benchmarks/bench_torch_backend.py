@@ -39,7 +39,7 @@ import _common as common  # noqa: E402
 
 from helpers import triton  # noqa: E402
 from helpers.local import process, torch_backend, tritonserver  # noqa: E402
-from helpers.models import write_cifar10_standin  # noqa: E402
+from helpers.standins import write_cifar10_standin  # noqa: E402
 
 CIFAR10 = "cifar10"
 SHAPE = (1, 3, 32, 32)

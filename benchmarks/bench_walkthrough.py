@@ -76,13 +76,15 @@ def compare_inference(n: int, warmup: int) -> None:
     """The notebooks' helper calls vs raw tritonclient, same request, same server."""
     import tritonclient.http as httpclient
 
-    from helpers import images, k8s, serving, triton
+    from helpers import images, triton
     from helpers.constants import KFSERVING_GROUP, api_group
-    from helpers.models import INCEPTION_INPUT, INCEPTION_OUTPUT
+    from helpers.endpoint import server_url
+    from helpers.standins import INCEPTION_INPUT, INCEPTION_OUTPUT
+    from helpers.target import Local
 
-    api = k8s.connect("local")
-    endpoint = serving.server_url(api, "local", api_group(KFSERVING_GROUP), DEFAULTS["server_name"],
-                                  DEFAULTS["namespace"])
+    local = Local()
+    endpoint = server_url(local.api_client(), local, api_group(KFSERVING_GROUP), DEFAULTS["server_name"],
+                          DEFAULTS["namespace"])
     base = endpoint.base_url
     raw = httpclient.InferenceServerClient(base.split("://", 1)[1])
     photos = images.sample_images()

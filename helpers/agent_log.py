@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime
 from typing import Iterable, Optional
+
+from kubernetes import client
+
+from .constants import AGENT_CONTAINER, ApiGroup
+from .target import Target
 
 # Later agents name no logger: the source file of the call says which role spoke.
 _CALLER_LOGGERS = {"watcher": "Watcher", "puller": "modelProcessor", "downloader": "Downloader",
@@ -141,3 +147,80 @@ def guide_log(model: str) -> list[str]:
     if path is None:
         raise KeyError(f"the guide shows no agent log for {model!r}")
     return path.read_text().splitlines()
+
+
+# --- reading the log from the server's pod ---------------------------------------------------
+def agent_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
+    """The model agent's log lines (`kubectl logs $SERVER agent -n <namespace>`)."""
+    return target.container_log(api, group, name, namespace, AGENT_CONTAINER).splitlines()
+
+
+def server_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
+    """Triton's own log lines (`kubectl logs $SERVER kfserving-container`)."""
+    return target.container_log(api, group, name, namespace, group.server_container).splitlines()
+
+
+def wait_agent_loaded(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str,
+                      model: str, timeout: float = 300.0) -> tuple[list[str], dict]:
+    """Poll the agent's log until it shows `model` loaded (or failed); return (lines, timeline).
+
+    The timeline is `helpers.agent_log.timeline`: seconds from the config event to download
+    done and load done. After `timeout` the last timeline is returned as it is (steps None).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = agent_lines(api, target, group, name, namespace)
+        try:
+            found = timeline(lines, model)
+        except ValueError:
+            found = {"model": model, "start": None, "download_s": None, "load_s": None,
+                     "downloaded": None, "failed": None}
+        if found["load_s"] is not None or found["failed"] or time.monotonic() >= deadline:
+            return lines, found
+        time.sleep(0.5)
+
+
+def _short_paths(text: str) -> str:
+    """`<state>/servers/ns.isvc/models/cifar10/SUCCESS.<sha>` -> `.../cifar10/SUCCESS.<12 hex>…` (the part that teaches)."""
+    def short(match: "re.Match[str]") -> str:
+        parts = match.group(0).split("/")
+        return match.group(0) if len(parts) <= 4 else ".../" + "/".join(parts[-2:])
+
+    text = re.sub(r"(?<![\w:/.])/[^\s\"']+", short, text)
+    return re.sub(r"(SUCCESS\.[0-9a-f]{12})[0-9a-f]{52}", r"\1…", text)  # the marker's sha, abridged
+
+
+def agent_events(lines: list[str], model: str, limit: int = 14) -> str:
+    """The agent's log lines about `model` since its latest `adding model`, one short line each.
+
+    `+0.000s  Logger  message  key=value ...`, times from the config event that added it.
+    """
+    events = parse(lines)
+    adds = [i for i, e in enumerate(events) if e["model"] == model and e["msg"].startswith("adding model")]
+    if not adds:
+        return f"(no 'adding model {model}' event in the agent log yet)"
+    first = adds[-1]
+    for i in range(first, -1, -1):
+        if events[i]["msg"].startswith("Processing event"):
+            first = i
+            break
+    start = events[first]["ts"]
+    last = max(i for i, e in enumerate(events) if e["model"] == model)
+    shown = [e for e in events[first:last + 1] if e["model"] in (model, None)][:limit]
+    skip = {"level", "ts", "logger", "msg", "caller", "modelName", "model"}
+    out = []
+    for e in shown:
+        extra = " ".join(f"{k}={_short_paths(str(v))}" for k, v in e["fields"].items() if k not in skip)
+        out.append(f"+{e['ts'] - start:7.3f}s  {e['logger']:<15} {e['msg']}  {extra}".rstrip())
+    return "\n".join(out)
+
+
+def timelines(lines: list[str], models: list[str]) -> list[dict]:
+    """`agent_log.timeline` of each model the log mentions (models it does not mention are left out)."""
+    found = []
+    for model in models:
+        try:
+            found.append(timeline(lines, model))
+        except ValueError:
+            continue
+    return found

@@ -9,22 +9,19 @@ resource names (`trainedmodels.serving.kubeflow.org`): a cluster may serve both 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from . import manifests, serving
+from . import inference, knative, manifests
 from .lifecycle import PREFIX as LIFECYCLE_PREFIX  # 05_lifecycle's two versions
-from .constants import (KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, KUBEFLOW_NAMESPACE, MINIO_SERVICE,
-                        PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, ApiGroup)
+from .constants import KUBEFLOW_NAMESPACE, MINIO_SERVICE, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, ApiGroup
 from .errors import SetupError
+from .target import Target
 from .wait import poll_until
 
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass
@@ -72,27 +69,19 @@ def _delete(call: Callable[[], Any]) -> bool:
         raise
 
 
-def minio_client(api: client.ApiClient, target: str) -> Any:
+def minio_client(api: client.ApiClient, target: Target) -> Any:
     """A minio client with MinIO's own keys (as 01_minio reads them), so it works after the Secret is gone."""
-    from . import s3_access, storage
+    from . import kubeflow_minio, storage
 
-    creds, service = s3_access.minio_credentials(api), s3_access.minio_service(api)
-    return storage.connect(s3_access.settings(api, target, creds, service.address))
-
-
-def own_namespace(path: Path = SERVICE_ACCOUNT_NAMESPACE) -> str:
-    """The namespace this notebook's pod runs in ("" outside a cluster)."""
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
+    creds, service = kubeflow_minio.minio_credentials(api), kubeflow_minio.minio_service(api)
+    return storage.connect(kubeflow_minio.settings(api, target, creds, service.address))
 
 
 def trained_models(api: client.ApiClient, group: ApiGroup, namespace: str, server: str) -> list[str]:
     """Names of the TrainedModels of `server` in `namespace`."""
     try:
         items = client.CustomObjectsApi(api).list_namespaced_custom_object(
-            group.group, group.tm_version, namespace, serving.TM)["items"]
+            group.group, group.tm_version, namespace, inference.TM)["items"]
     except ApiException as exc:
         if exc.status == 404:
             return []
@@ -102,13 +91,13 @@ def trained_models(api: client.ApiClient, group: ApiGroup, namespace: str, serve
 
 def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str, *, s3: Any = None,
              bucket: str = "", delete_data: bool = False, delete_profile: bool = True,
-             restore_knative: bool = True, timeout: float = 180.0,
+             restore_knative: bool = True, keep_namespace: str = "", timeout: float = 180.0,
              say: Callable[[str], None] = print) -> list[Step]:
     """Remove the walkthrough's objects in reverse order of creation; return each step as done.
 
     Nothing is removed outside `namespace` but the Profile of that name and the Knative values
-    00 saved. The Profile is kept when it is the namespace this notebook runs in (deleting it would
-    delete the notebook server too). Bucket objects go only with `delete_data=True` (and `s3`).
+    00 saved. The Profile is kept when `namespace` is `keep_namespace`, the one this notebook runs in
+    (`Target.own_namespace()`: deleting it would delete the notebook server too). Bucket objects go only with `delete_data=True` (and `s3`).
     """
     if namespace == KUBEFLOW_NAMESPACE:
         raise SetupError(f"namespace {namespace!r} is Kubeflow's own, not a learner's",
@@ -126,17 +115,17 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     s = step("TrainedModels", f"kubectl delete {group.tm_resource} -l inferenceservice={server} -n {namespace}")
     for name in models:
         if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.tm_version, namespace,
-                                                                  serving.TM, name)):
+                                                                  inference.TM, name)):
             s.removed.append(name)
     poll_until(lambda: not trained_models(api, group, namespace, server), "the TrainedModels to be deleted",
                timeout=timeout, interval=0.5)
     # 02: the InferenceService
     s = step("InferenceService", f"kubectl delete {group.isvc_resource} {server} -n {namespace}")
     if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.isvc_version, namespace,
-                                                              serving.ISVC, server)):
+                                                              inference.ISVC, server)):
         s.removed.append(server)
         poll_until(lambda: _gone(lambda: custom.get_namespaced_custom_object(
-            group.group, group.isvc_version, namespace, serving.ISVC, server)),
+            group.group, group.isvc_version, namespace, inference.ISVC, server)),
             f"InferenceService {server} to be deleted", timeout=timeout, interval=0.5)
     # 01: the Secret and ServiceAccount, the ExternalName Service
     secret, account = manifests.DEFAULTS["secret_name"], manifests.DEFAULTS["service_account"]
@@ -175,7 +164,7 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     s = step("Profile and namespace", f"kubectl delete profiles.{PROFILE_GROUP} {namespace}")
     if not delete_profile:
         s.note = "kept: delete_profile=False"
-    elif namespace == own_namespace():
+    elif namespace == keep_namespace:
         s.note = "kept: it is the namespace this notebook runs in"
     elif _delete(lambda: custom.delete_cluster_custom_object(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL,
                                                              namespace)):
@@ -185,14 +174,11 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
         s.removed.append(f"namespace {namespace}")
     s = step("Knative config-deployment", "# nothing to set back")
     if restore_knative:
-        changes = serving.restore_config_deployment(api)
+        changes = knative.restore_config_deployment(api)
         for change in changes:
             s.removed.append(f"{change.key}: {change.before} -> {change.after or '(unset)'}")
         if changes:
-            patch = {"data": {c.key: c.after for c in changes},
-                     "metadata": {"annotations": {serving.SAVED_ANNOTATION: None}}}
-            s.command = (f"kubectl patch cm {KNATIVE_CONFIG_DEPLOYMENT} -n {KNATIVE_NAMESPACE} --type merge "
-                         f"-p '{json.dumps(patch)}'")
+            s.command = knative.restore_command(changes)
         else:
             s.note = "nothing saved: 00 changed nothing, or it was restored already"
     else:
@@ -208,7 +194,7 @@ def leftovers(api: client.ApiClient, group: ApiGroup, namespace: str, server: st
     found = [f"TrainedModel {name}" for name in trained_models(api, group, namespace, server)]
     checks = {
         f"InferenceService {server}": lambda: custom.get_namespaced_custom_object(
-            group.group, group.isvc_version, namespace, serving.ISVC, server),
+            group.group, group.isvc_version, namespace, inference.ISVC, server),
         f"Secret {manifests.DEFAULTS['secret_name']}": lambda: core.read_namespaced_secret(
             manifests.DEFAULTS["secret_name"], namespace),
         f"ServiceAccount {manifests.DEFAULTS['service_account']}": lambda: core.read_namespaced_service_account(

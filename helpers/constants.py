@@ -74,14 +74,14 @@ class ApiGroup:
         return f"{self.group}/s3-usevirtualbucket"
 
     @property
-    def server_container(self) -> str:
-        """The Triton container of the server's pod (the guide's `kubectl logs $SERVER kfserving-container`)."""
-        return "kfserving-container" if self.group == KFSERVING_GROUP else "kserve-container"
-
-    @property
     def isvc_label(self) -> str:
         """Pod label that names the InferenceService (the guide's `-l serving.kubeflow.org/inferenceservice=`)."""
         return f"{self.group}/inferenceservice"
+
+    @property
+    def server_container(self) -> str:
+        """The server container's name in the pod (the guide: `kubectl logs $SERVER kfserving-container`)."""
+        return "kfserving-container" if self.group == KFSERVING_GROUP else "kserve-container"
 
     @property
     def isvc_resource(self) -> str:

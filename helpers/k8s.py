@@ -1,41 +1,275 @@
-"""Kubernetes access for both targets: one `kubernetes`-client code path, only the config differs.
+"""Kubernetes access shared by every target: Service addresses, namespaces, and create-or-update.
 
-Explained in 00_cluster_prep. On the local target the client uses the stack's kubeconfig; on a
-cluster, the in-cluster config inside Kubeflow Notebooks, else the user's kubeconfig.
+`apply` is what the notebooks do where the guide says `kubectl apply -f`: it creates the object;
+if it already exists (409) it patches it with the manifest, so the fields the manifest sets win
+and fields set by others stay (a learner's `kubectl patch`, status, server defaults). Unlike
+`kubectl apply`, a field later dropped from a manifest is not removed. Built-in kinds get a
+strategic merge patch (lists such as `containers` and `env` merge by name); custom resources,
+which have no strategic merge, a JSON merge patch. A Pod whose spec changed is deleted and
+created again (Pods are immutable), as `kubectl replace --force` does. It works for built-in
+kinds and custom resources alike, through the dynamic client's discovery.
+
+How the API client is made for each target is `helpers.target`'s job.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-import os
-from typing import Optional
+import json
+import tempfile
+import time
+from typing import Any, Iterable, Mapping, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from kubernetes import client, config as kconfig
+from kubernetes import client
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
 
-from . import config
 from .constants import LOCAL_ADDRESS_ANNOTATION
 from .errors import SetupError
+from .wait import WaitTimeout, poll_until
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# Server-owned metadata: a manifest read back from the cluster carries these, a patch must not.
+SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+
+Client = Union[ApiClient, DynamicClient]
+
+_discovery_dir: Optional[tempfile.TemporaryDirectory] = None
 
 
-def connect(target: Optional[str] = None) -> client.ApiClient:
-    """An ApiClient for the chosen target (`local` or `cluster`, see `helpers.config.target`)."""
-    if config.target(target) == "local":
-        from .local.stack import Stack
+class ManifestRejected(SetupError):
+    """The apiserver refused a manifest; `status` is the HTTP status (422 invalid, 403 forbidden, ...)."""
 
-        stack = Stack()
-        stack.require_running()
-        return kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kconfig.load_incluster_config()
-        return client.ApiClient()
+    def __init__(self, cause: str, fix: str, status: int, message: str) -> None:
+        super().__init__(cause, fix)
+        self.status = status
+        self.message = message
+
+
+def dynamic_client(client: Client) -> DynamicClient:
+    """A DynamicClient for `client` (returned as is if it already is one).
+
+    Its discovery cache goes to a folder private to this process: the default, one shared file
+    per server address in /tmp, outlives short-lived local apiservers and can describe another.
+    """
+    global _discovery_dir
+    if isinstance(client, DynamicClient):
+        return client
+    if _discovery_dir is None:
+        _discovery_dir = tempfile.TemporaryDirectory(prefix="mms-discovery-")
+    name = hashlib.sha256(client.configuration.host.encode()).hexdigest()[:16]
+    return DynamicClient(client, cache_file=f"{_discovery_dir.name}/{name}.json")
+
+
+def api_message(exc: ApiException) -> str:
+    """The apiserver's own sentence from an error (its Status `message`), else the HTTP reason."""
     try:
-        return kconfig.new_client_from_config()
-    except kconfig.ConfigException as exc:
-        raise SetupError(f"no Kubernetes configuration found ({exc})",
-                         "run inside Kubeflow Notebooks, set KUBECONFIG, or use target='local'") from None
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.body or exc.reason)
 
 
+SYSTEM_NAMESPACES = ("kubeflow", "knative-serving", "istio-system", "kfserving-system", "kserve", "kube-system")
+
+
+def role_with(resource: str, namespace: Optional[str]) -> str:
+    """Which role of a Kubeflow cluster grants access to `resource` (plural[.group]) in `namespace`."""
+    if namespace is None:
+        return f"{resource} are cluster-wide: only a cluster admin (cluster-admin) has them"
+    if namespace in SYSTEM_NAMESPACES:
+        return f"{namespace} is a system namespace: a cluster admin's role, not a learner's"
+    if resource.startswith("trainedmodels"):
+        return ("in a profile namespace kubeflow-edit (the Notebook's default-editor) grants trainedmodels only "
+                "from KServe 0.15: before that an admin must bind a role that has them")
+    return f"kubeflow-edit in {namespace}: the Profile's default-editor service account (a Notebook's) has it"
+
+
+def forbidden(exc: ApiException, verb: str, resource: str, namespace: Optional[str] = None) -> SetupError:
+    """A 403 (or 401) as a SetupError: what was refused, and which role has it."""
+    scope = f" in namespace {namespace}" if namespace else ""
+    if exc.status == 401:
+        return SetupError(f"the API server did not accept your credentials ({verb} {resource}{scope}: 401)",
+                          "renew the kubeconfig's token, or restart the local stack")
+    return SetupError(f"you may not {verb} {resource}{scope} (403: {api_message(exc)})",
+                      f"{role_with(resource, namespace)}; ask your cluster's admin (00_cluster_prep prints "
+                      "what to hand them)")
+
+
+def describe(manifest: Mapping[str, Any]) -> str:
+    """`Kind namespace/name` (or `Kind name`), for messages."""
+    meta = manifest.get("metadata", {})
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{manifest.get('kind', '?')} {where}{meta.get('name', '?')}"
+
+
+def _rejected(exc: ApiException, manifest: Mapping[str, Any], resource: Resource, verb: str) -> ManifestRejected:
+    message = api_message(exc)
+    what = describe(manifest)
+    namespace = manifest.get("metadata", {}).get("namespace")
+    if exc.status == 422:
+        fix = "correct the manifest: the message names the field and what is wrong with it"
+    elif exc.status == 403:
+        qualified = f"{resource.name}.{resource.group}" if resource.group else resource.name
+        fix = f"you may not {verb} {qualified}: {role_with(qualified, namespace)}; ask your cluster's admin"
+    elif exc.status == 401:
+        fix = "the apiserver refused your credentials: renew the kubeconfig's token (or restart the local stack)"
+    else:
+        fix = "read the apiserver's message above"
+    return ManifestRejected(f"the apiserver rejected {what} ({exc.status} {exc.reason}): {message}",
+                            fix, exc.status, message)
+
+
+def _resource(dyn: DynamicClient, manifest: Mapping[str, Any]) -> Resource:
+    api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
+    if not api_version or not kind:
+        raise SetupError(f"manifest {describe(manifest)} has no apiVersion or kind", "add both to the manifest")
+    try:
+        return dyn.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        raise SetupError(
+            f"the cluster does not serve {kind} in {api_version}",
+            "install what defines it (the KServe/KFServing or Kubeflow CRDs), or check the apiVersion: "
+            "KFServing 0.5/0.6 uses serving.kubeflow.org, KServe serving.kserve.io",
+        ) from None
+
+
+def _patch_body(manifest: Mapping[str, Any]) -> dict:
+    body = dict(manifest)
+    body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k not in SERVER_FIELDS}
+    return body
+
+
+def _patch(dyn: DynamicClient, resource: Resource, body: dict, name: str, namespace: Optional[str]) -> Any:
+    # Built-in groups are the core group, dotless ones (apps) and *.k8s.io; custom resources have no
+    # strategic merge. A few CRDs live under *.k8s.io (gateway.networking.k8s.io): they answer 415.
+    group = resource.group or ""
+    if not group or "." not in group or group.endswith(".k8s.io"):
+        try:
+            return dyn.patch(resource, body=body, name=name, namespace=namespace, content_type=STRATEGIC_MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status != 415:
+                raise
+    return dyn.patch(resource, body=body, name=name, namespace=namespace, content_type=MERGE_PATCH)
+
+
+def _waiting_for_service_account(exc: ApiException) -> bool:
+    # Right after a namespace is made, the controller manager has not yet created its `default`
+    # service account (403) or that account's token (500): the ServiceAccount admission plugin
+    # rejects Pods until then.
+    return exc.status in (403, 500) and "service account" in api_message(exc).lower()
+
+
+def _create(dyn: DynamicClient, resource: Resource, body: dict, namespace: Optional[str],
+            timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return dyn.create(resource, body=body, namespace=namespace)
+        except ApiException as exc:
+            if resource.kind != "Pod" or not _waiting_for_service_account(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.25)
+
+
+def _replace_pod(dyn: DynamicClient, resource: Resource, body: dict, namespace: str) -> Any:
+    """Delete the Pod and create it from `body`; if the new one is refused, put the old one back."""
+    name = body["metadata"]["name"]
+    old = dyn.get(resource, name=name, namespace=namespace).to_dict()
+    dyn.delete(resource, name=name, namespace=namespace, body={"gracePeriodSeconds": 0})
+
+    def gone() -> bool:
+        try:
+            return dyn.get(resource, name=name, namespace=namespace).metadata.uid != old["metadata"]["uid"]
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+
+    poll_until(gone, f"{describe(body)} to be deleted before it is created again", timeout=60)
+    try:
+        return _create(dyn, resource, body, namespace)
+    except ApiException:
+        old.pop("status", None)
+        _create(dyn, resource, _patch_body(old), namespace)
+        raise
+
+
+def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout: float = 60.0) -> Any:
+    """Wait until a CRD is Established (its API is served); a NamesAccepted=False ends the wait."""
+    def conditions() -> dict:
+        stored = dyn.get(resource, name=name).to_dict()
+        return {c["type"]: c for c in (stored.get("status") or {}).get("conditions") or []}
+
+    def rejected_names() -> Optional[str]:
+        names = conditions().get("NamesAccepted")
+        if names and names.get("status") == "False":
+            return f"its names were not accepted: {names.get('message', '')}"
+        return None
+
+    try:
+        poll_until(lambda: conditions().get("Established", {}).get("status") == "True",
+                   f"CustomResourceDefinition {name} to be Established", timeout=timeout, give_up=rejected_names)
+    except WaitTimeout as exc:
+        raise SetupError(str(exc), f"`kubectl get crd {name} -o yaml` shows its conditions") from None
+    return dyn.get(resource, name=name)
+
+
+def apply(client: Client, manifest: Mapping[str, Any], namespace: Optional[str] = None) -> dict:
+    """Create or update one object from its manifest and return it as stored.
+
+    `namespace` is used when a namespaced manifest names none (else `default`, as kubectl does).
+    A CustomResourceDefinition is returned once it is Established. Raises `ManifestRejected`
+    when the apiserver refuses the manifest (422 invalid, 403 forbidden, ...).
+    """
+    dyn = dynamic_client(client)
+    resource = _resource(dyn, manifest)
+    body = json.loads(json.dumps(manifest))  # a private, JSON-clean copy
+    body.setdefault("metadata", {})
+    name = body["metadata"].get("name")
+    if not name:
+        raise SetupError(f"a {body.get('kind')} manifest has no metadata.name", "name the object in its manifest")
+    ns: Optional[str] = None
+    if resource.namespaced:
+        ns = body["metadata"].get("namespace") or namespace or "default"
+        body["metadata"]["namespace"] = ns
+    else:
+        body["metadata"].pop("namespace", None)
+
+    verb = "create"
+    try:
+        try:
+            stored = _create(dyn, resource, body, ns)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            verb = "patch"
+            try:
+                stored = _patch(dyn, resource, _patch_body(body), name, ns)
+            except ApiException as patch_exc:
+                if patch_exc.status != 422 or resource.kind != "Pod":
+                    raise
+                verb = "delete"
+                stored = _replace_pod(dyn, resource, body, ns)
+    except ApiException as exc:
+        raise _rejected(exc, body, resource, verb) from exc
+
+    if resource.group == "apiextensions.k8s.io" and resource.kind == "CustomResourceDefinition":
+        stored = _wait_established(dyn, resource, name)
+    return stored.to_dict()
+
+
+def apply_all(client: Client, manifests: Iterable[Mapping[str, Any]], namespace: Optional[str] = None) -> list[dict]:
+    """`apply` each manifest in order (namespaces and CRDs before what lives in them); returns them as stored."""
+    dyn = dynamic_client(client)
+    return [apply(dyn, manifest, namespace) for manifest in manifests]
+
+
+# --- Service addresses and namespaces ---------------------------------------------------------
 def _split_service_host(host: str, default_namespace: str) -> Optional[tuple[str, str]]:
     """`name`, `name.ns`, `name.ns.svc[.cluster.local]` -> (namespace, name); None for IPs and other hosts."""
     try:
@@ -97,8 +331,6 @@ def wait_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> c
 
     Explained in 00_cluster_prep. Raises SetupError naming the fix when it does not appear.
     """
-    from .wait import WaitTimeout, poll_until
-
     core = client.CoreV1Api(api)
 
     def active() -> Optional[client.V1Namespace]:

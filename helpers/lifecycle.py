@@ -19,9 +19,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from . import agent_log, serving
+from . import agent_log, inference
 from .constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
 from .errors import SetupError
+from .target import Target
 from .wait import poll_until
 
 PREFIX = "lifecycle"  # where 05 uploads its two versions: s3://<bucket>/lifecycle/v1, .../v2
@@ -77,9 +78,9 @@ class AgentStep:
     line: str
 
 
-def agent_lines(api: client.ApiClient, target: str, group: ApiGroup, server: str, namespace: str) -> list[str]:
+def agent_lines(api: client.ApiClient, target: Target, group: ApiGroup, server: str, namespace: str) -> list[str]:
     """The agent's log as `kubectl logs $SERVER agent` shows it."""
-    return serving.agent_log(api, target, group, server, namespace)
+    return agent_log.agent_lines(api, target, group, server, namespace)
 
 
 def steps_after(lines: Sequence[str], model: str, skip: int) -> list[AgentStep]:
@@ -92,7 +93,7 @@ def steps_after(lines: Sequence[str], model: str, skip: int) -> list[AgentStep]:
     return [AgentStep(round(e["ts"] - start, 3), e["logger"], e["msg"], line) for e, line in pairs]
 
 
-def wait_agent(api: client.ApiClient, target: str, group: ApiGroup, server: str, namespace: str, model: str,
+def wait_agent(api: client.ApiClient, target: Target, group: ApiGroup, server: str, namespace: str, model: str,
                skip: int, until: Sequence[str], timeout: float = 180.0) -> list[AgentStep]:
     """Poll the agent's log until the events about `model` after line `skip` contain every message in `until`, in order.
 
@@ -168,9 +169,9 @@ def wait_decided(api: client.ApiClient, group: ApiGroup, name: str, namespace: s
 
     def decided() -> bool:
         nonlocal found
-        found = serving.get(api, group, serving.TM, name, namespace) or {}
-        conds = serving.conditions(found)
-        return serving.is_ready(found) or "MemoryResourceAvailable" in conds
+        found = inference.get(api, group, inference.TM, name, namespace) or {}
+        conds = inference.conditions(found)
+        return inference.is_ready(found) or "MemoryResourceAvailable" in conds
 
     poll_until(decided, f"the controller to decide on TrainedModel {name}", timeout=timeout, interval=0.5)
     return found
@@ -218,7 +219,7 @@ def statistics_table(rows: Sequence[dict]) -> str:
 def declared_memory(api: client.ApiClient, group: ApiGroup, server: str, namespace: str) -> dict[str, float]:
     """GiB each TrainedModel of `server` declares (`spec.model.memory`), by name, in creation order."""
     found = client.CustomObjectsApi(api).list_namespaced_custom_object(
-        group.group, group.tm_version, namespace, serving.TM)["items"]
+        group.group, group.tm_version, namespace, inference.TM)["items"]
     mine = [tm for tm in found if (tm.get("spec") or {}).get("inferenceService") == server]
     mine.sort(key=lambda tm: tm["metadata"].get("creationTimestamp", ""))
     return {tm["metadata"]["name"]: gib(str(tm["spec"]["model"]["memory"])) for tm in mine}
@@ -266,9 +267,9 @@ def delete_and_wait(api: client.ApiClient, group: ApiGroup, name: str, namespace
 
     Returns False when there was nothing to delete.
     """
-    if not serving.delete(api, group, serving.TM, name, namespace):
+    if not inference.delete(api, group, inference.TM, name, namespace):
         return False
-    poll_until(lambda: serving.get(api, group, serving.TM, name, namespace) is None,
+    poll_until(lambda: inference.get(api, group, inference.TM, name, namespace) is None,
                f"TrainedModel {namespace}/{name} to be deleted", timeout=timeout, interval=0.5)
     return True
 

@@ -5,7 +5,7 @@ Explained in 00_cluster_prep (first use) and 01_minio (the Secret). The files ar
 an inert token, the text is parsed with `yaml.safe_load_all`, and the values are put in place
 of the tokens in the parsed documents, so a value is always a plain string, whatever
 characters it holds (a secret key with `:` or `#` cannot break the YAML, and `"0123"` stays a
-string). Rendered documents are applied with `helpers.k8s_apply` (create, else patch: running
+string). Rendered documents are applied with `helpers.k8s.apply` (create, else patch: running
 it twice changes nothing) and shown masked (`to_yaml`), ready for `kubectl apply -f -`.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
-from . import k8s_apply
+from . import k8s
 from .config import project_root
 from .constants import KUBEFLOW_NAMESPACE, MINIO_PORT, MINIO_SERVICE
 from .errors import SetupError
@@ -131,9 +131,9 @@ def show(docs: Iterable[Mapping[str, Any]], name: Optional[str] = None) -> None:
 
 def apply(api: Any, docs: Iterable[Mapping[str, Any]], namespace: Optional[str] = None) -> list[dict]:
     """Create or update each document on the server (idempotent) and return them as stored."""
-    return k8s_apply.apply_all(api, list(docs), namespace)
+    return k8s.apply_all(api, list(docs), namespace)
 
 
 def summary(stored: Iterable[Mapping[str, Any]]) -> list[str]:
     """`Kind namespace/name` of applied objects, for printing and results (never their content)."""
-    return [k8s_apply.describe(obj) for obj in stored]
+    return [k8s.describe(obj) for obj in stored]

@@ -6,13 +6,14 @@ guide's `mc` alias) at the local S3 server through a config file (mode 0600, RCL
 """
 from __future__ import annotations
 
-ENV_LINE = 'eval "$(python -m helpers.local env)"  # once per shell: kubectl, curl and rclone settings'
+from .target import Target
 
 
-def with_rclone(target: str, mc: str, rclone: str) -> str:
-    """The guide's `mc` lines; on the local target, the rclone lines that run here after them."""
-    if target != "local":
+def with_rclone(target: Target, mc: str, rclone: str) -> str:
+    """The guide's `mc` lines; where the target's shell has rclone set up instead (the local stack),
+    the rclone lines that run here after them."""
+    if not target.shell_env:
         return mc
     return "\n".join(["# the guide, with the MinIO client:", *(f"# {line}" for line in mc.splitlines()),
                       "# on the local target, rclone does the same (its remote myminio is the guide's alias):",
-                      ENV_LINE, rclone])
+                      target.shell_env, rclone])

@@ -9,7 +9,7 @@ where one is known, and the files prepared in advance (`data/models/...`: Incept
 2. else a download is tried with a short timeout (resumed from a `.part` file, checked against
    the sha256, written to the cache only when complete, then a marker);
 3. else (offline, as in CI and workshops) a stand-in with the same tensor names, types and
-   shapes is built with `helpers.models`, and the output says so.
+   shapes is built with `helpers.standins`, and the output says so.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import requests
 
-from . import config, models
+from . import config, standins
 from .errors import SetupError
 
 TIMEOUT = (3.0, 30.0)  # connect, read: offline machines fail in well under a second
@@ -79,7 +79,7 @@ SOURCES: dict[str, ModelSource] = {
         files=(RemoteFile(f"{GCS}/kfserving-examples/models/torchscript/cifar10/config.pbtxt", "config.pbtxt"),
                RemoteFile(f"{GCS}/kfserving-examples/models/torchscript/cifar10/1/model.pt", "1/model.pt")),
         prepared=(), required=("config.pbtxt", "1/model.pt"),
-        standin=models.write_cifar10_standin, standin_builder="helpers.models.write_cifar10_standin"),
+        standin=standins.write_cifar10_standin, standin_builder="helpers.standins.write_cifar10_standin"),
     "inception": ModelSource(
         name="inception", folder="inception_graphdef",
         guide_uri=f"{GCS}/download.tensorflow.org/models/inception_v3_2016_08_28_frozen.pb.tar.gz",
@@ -87,7 +87,7 @@ SOURCES: dict[str, ModelSource] = {
                           "1/model.graphdef", member="inception_v3_2016_08_28_frozen.pb"),),
         prepared=("config.pbtxt", "inception_labels.txt"),
         required=("config.pbtxt", "inception_labels.txt", "1/model.graphdef"),
-        standin=models.write_inception_standin, standin_builder="helpers.models.write_inception_standin"),
+        standin=standins.write_inception_standin, standin_builder="helpers.standins.write_inception_standin"),
 }
 
 

@@ -17,19 +17,21 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from . import config
-from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, ApiGroup,
+from .constants import (DEFAULT_BUCKET, DEFAULT_SERVER_NAME, ApiGroup,
                         api_group as lookup_group)
 from .errors import SetupError
 from .progress import _ipython, in_jupyter, set_headless
-from .settings import validate as validate_setting
+from .settings import validate as validate_common
+from .target import IDENTITIES, Endpoint, Target, select
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
-SETTINGS = ("target", "namespace", "server_name", "bucket", "api_group")
+SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group")
 
 
 # --- display ---------------------------------------------------------------------------------
@@ -124,6 +126,27 @@ def _install_error_display() -> None:
 
 
 # --- settings --------------------------------------------------------------------------------
+def validate_setting(key: str, value: Any) -> str:
+    """Check one setting; raise SetupError naming what a valid value looks like (`helpers.settings.validate`)."""
+    if key == "identity":
+        text = str(value or "").strip()
+        if text not in IDENTITIES:
+            raise SetupError(f"identity {text!r} is not one of {', '.join(IDENTITIES)}",
+                             "admin: the cluster admin's credentials (00_cluster_prep); learner: what a Kubeflow "
+                             "Notebook's service account may do (01 onwards)")
+        return text
+    return validate_common(key, value)
+
+
+@dataclass(frozen=True)
+class ServerRef:
+    """The shared InferenceService: what every call about the server needs."""
+
+    name: str
+    namespace: str
+    group: ApiGroup
+
+
 class Context:
     """What a notebook runs with: settings, the Kubernetes client, and the results it records."""
 
@@ -135,7 +158,9 @@ class Context:
         self.results_path = Path(results_path)
         self.interactive = interactive
         self.widgets: Any = None
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._places: dict[str, Target] = {}
+        self._lazy: dict[str, Any] = {}
         self._started = time.monotonic()
         self.results: dict[str, Any] = {"notebook": name, "guide_section": guide_section, "timings": {}}
 
@@ -196,14 +221,47 @@ class Context:
         return default if value is None else value
 
     @property
-    def api(self) -> Any:
-        """The kubernetes ApiClient for the current target (made again when the target changes)."""
-        target = self.target
-        if target not in self._clients:
-            from .k8s import connect
+    def identity(self) -> str:
+        return self.setting("identity")
 
-            self._clients[target] = connect(target)
-        return self._clients[target]
+    @property
+    def place(self) -> Target:
+        """Where this notebook runs and how it reaches the cluster from there (`helpers.target`)."""
+        target = self.target
+        if target not in self._places:
+            self._places[target] = select(target)
+        return self._places[target]
+
+    @property
+    def api(self) -> Any:
+        """The kubernetes ApiClient for the current target and identity (made again when either changes)."""
+        key = (self.target, self.identity)
+        if key not in self._clients:
+            self._clients[key] = self.place.api_client(self.identity)
+        return self._clients[key]
+
+    @property
+    def server(self) -> "ServerRef":
+        """The InferenceService the notebooks share: its name, namespace and API group."""
+        return ServerRef(self.server_name, self.namespace, self.group)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """How this notebook reaches the server (made once, after 02_server made it Ready)."""
+        if "endpoint" not in self._lazy:
+            from .endpoint import server_url
+
+            self._lazy["endpoint"] = server_url(self.api, self.place, self.group, self.server_name, self.namespace)
+        return self._lazy["endpoint"]
+
+    @property
+    def s3(self) -> Any:
+        """A minio client for the bucket, with the Secret 01_minio applied in the namespace."""
+        if "s3" not in self._lazy:
+            from .kubeflow_minio import client_for
+
+            self._lazy["s3"] = client_for(self)
+        return self._lazy["s3"]
 
     # results
     def record(self, key: str, value: Any) -> None:
@@ -249,15 +307,12 @@ def check_stack(ctx: Context) -> str:
     """Raise SetupError with the fix unless the target's Kubernetes API answers; return what it is."""
     from kubernetes import client
 
-    target = ctx.target
-    api = ctx.api  # on the local target this checks that the stack runs first
+    api = ctx.api
     try:
         version = client.VersionApi(api).get_code(_request_timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not reachable"
-        host = api.configuration.host
-        fix = ("restart the local stack: `python -m helpers.local up` (or `make up`)" if target == "local" else
-               "check your kubeconfig (`kubectl cluster-info`), or run inside Kubeflow Notebooks")
-        raise SetupError(f"the Kubernetes API at {host} does not answer ({type(exc).__name__})", fix) from None
+        raise SetupError(f"the Kubernetes API at {api.configuration.host} does not answer ({type(exc).__name__})",
+                         ctx.place.unreachable_fix()) from None
     return f"Kubernetes {version.git_version} at {api.configuration.host}"
 
 
@@ -266,7 +321,7 @@ def _default_results(name: str) -> Path:
 
 
 def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[str] = None,
-          namespace: str = DEFAULT_NAMESPACE, server_name: str = DEFAULT_SERVER_NAME,
+          identity: str = "admin", namespace: str = "", server_name: str = DEFAULT_SERVER_NAME,
           bucket: str = DEFAULT_BUCKET, api_group: str = "",
           results_path: Optional[str] = None, interactive: Optional[bool] = None,
           check: bool = True, **parameters: Any) -> Context:
@@ -279,10 +334,12 @@ def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[
     if interactive is None:
         interactive = in_jupyter() and not config.env_flag("MMS_HEADLESS")
     set_headless(not interactive)
-    params = {"target": target or config.target(), "namespace": namespace,
+    params = {"target": target or config.target(), "identity": identity or "admin", "namespace": namespace,
               "server_name": server_name, "bucket": bucket, "api_group": api_group, **parameters}
     ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
                   bool(interactive))
+    if not ctx.params["namespace"]:
+        ctx.params["namespace"] = ctx.place.default_namespace()  # in a Kubeflow Notebook: the pod's own
     for key in SETTINGS:
         ctx.setting(key)  # bad input fails here, with the fix, before anything is changed
     if not ctx.params["api_group"]:
@@ -292,8 +349,7 @@ def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[
         ctx.params["api_group"] = served_api_group(ctx.api)
     print(f"{name}: {purpose}" if purpose else name)
     print(f'guide section: "{guide_section}"')
-    where = f" (state folder {config.state_dir()})" if ctx.target == "local" else ""
-    print(f"target: {ctx.target}{where}")
+    print(f"target: {ctx.place.describe()}, as {ctx.identity}")
     print("settings: " + ", ".join(f"{k}={v}" for k, v in ctx.settings().items() if k != "target"))
     print("versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()))
     if interactive:
@@ -305,7 +361,7 @@ def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[
         display(ctx.widgets)
     if check:
         reached = check_stack(ctx)
-        print(f"check: {'local stack running, ' if ctx.target == 'local' else ''}{reached} ✓")
+        print(f"check: {reached} ✓")
         ctx.record("api_reachable", True)
     print(f"results will be written to {ctx.results_path}")
     sys.stdout.flush()

@@ -8,7 +8,8 @@ the first of, highest first:
 3. the settings file (`MMS_SETTINGS`, else `~/.config/mms-notebooks/settings.yaml`), which the
    notebooks' settings widgets write with `save`;
 4. a per-learner default: on the `cluster` target the namespace is the one the notebook runs in
-   (Kubeflow Notebooks' service account namespace), else `mms-<user>`;
+   (in Kubeflow Notebooks its pod's: `Target.own_namespace()`, passed in as `own_namespace`),
+   else `mms-<user>`;
 5. the built-in default (the guide's: namespace `mms`, server `triton-mms`, bucket `triton`).
 
 On the `local` target there is no per-learner default: the namespace stays `mms` unless 1-3 say
@@ -25,7 +26,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
@@ -34,7 +35,6 @@ from .constants import API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SE
 from .errors import SetupError
 
 SETTINGS_FILE_ENV = "MMS_SETTINGS"
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 # setting -> the environment variable that sets it.
 ENV = {"target": "MMS_TARGET", "namespace": "MMS_NAMESPACE", "server_name": "MMS_SERVER_NAME",
@@ -155,20 +155,19 @@ def learner_name(user: Optional[str] = None) -> str:
     return f"{DEFAULT_NAMESPACE}-{slug}"[:63].rstrip("-") if slug else DEFAULT_NAMESPACE
 
 
-def learner_namespace(target: str, namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE,
+OwnNamespace = Callable[[str], str]  # target name -> the namespace this process runs in, "" outside a cluster
+
+
+def learner_namespace(target: str, own_namespace: Optional[OwnNamespace] = None,
                       user: Optional[str] = None) -> Optional[str]:
     """The per-learner namespace on the cluster target: the pod's own namespace, else `mms-<user>`; None locally."""
     if target != "cluster":
         return None
-    try:
-        own = namespace_file.read_text().strip()
-    except OSError:
-        own = ""
-    return own or learner_name(user)
+    return (own_namespace(target) if own_namespace else "") or learner_name(user)
 
 
 def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
-             namespace_file: Path, user: Optional[str]) -> tuple[dict[str, str], dict[str, str]]:
+             own_namespace: Optional[OwnNamespace], user: Optional[str]) -> tuple[dict[str, str], dict[str, str]]:
     params = params or {}
     from_file = load(path)
     values: dict[str, str] = {}
@@ -176,7 +175,7 @@ def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
     for key in KEYS:  # target first: the per-learner namespace depends on it
         given = params.get(key)
         env = os.environ.get(ENV[key], "").strip()
-        learner = learner_namespace(values["target"], namespace_file, user) if key == "namespace" else None
+        learner = learner_namespace(values["target"], own_namespace, user) if key == "namespace" else None
         for source, value in (("parameter", given), (ENV[key], env),
                               ("settings file", from_file.get(key)), ("per-learner default", learner),
                               ("default", BUILT_IN[key])):
@@ -189,15 +188,19 @@ def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
 
 
 def resolve(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] = None,
-            namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE, user: Optional[str] = None) -> dict[str, str]:
-    """Every setting in `KEYS`, from the notebook's `params` (None or "" = not given) down to the default."""
-    return _resolve(params, path, namespace_file, user)[0]
+            own_namespace: Optional[OwnNamespace] = None, user: Optional[str] = None) -> dict[str, str]:
+    """Every setting in `KEYS`, from the notebook's `params` (None or "" = not given) down to the default.
+
+    `own_namespace(target)`: the namespace the notebook runs in on that target ("" when none), e.g.
+    `lambda t: helpers.target.select(t).own_namespace()`.
+    """
+    return _resolve(params, path, own_namespace, user)[0]
 
 
 def sources(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] = None,
-            namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE, user: Optional[str] = None) -> dict[str, str]:
+            own_namespace: Optional[OwnNamespace] = None, user: Optional[str] = None) -> dict[str, str]:
     """Where each setting of `resolve` came from: parameter, its MMS_* variable, settings file, or a default."""
-    return _resolve(params, path, namespace_file, user)[1]
+    return _resolve(params, path, own_namespace, user)[1]
 
 
 def preset(name: str) -> Preset:

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .constants import API_GROUPS
+from .target import IDENTITIES
 
 # Setting name -> (label, choices or None for free text). The order is the display order.
 FIELDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "target": ("target", ("local", "cluster")),
+    "identity": ("identity", IDENTITIES),
     "api_group": ("API group", API_GROUPS),
     "namespace": ("namespace", None),
     "server_name": ("server name", None),
@@ -60,5 +62,5 @@ class SettingsWidgets:
 
 
 def settings_widgets(values: Mapping[str, Any]) -> SettingsWidgets:
-    """Widgets for `target`, `api_group`, `namespace`, `server_name` and `bucket`, starting at `values`."""
+    """Widgets for `target`, `identity`, `api_group`, `namespace`, `server_name` and `bucket`, starting at `values`."""
     return SettingsWidgets(values)

@@ -24,7 +24,7 @@ from helpers.local.agent.downloader import Downloader, marker_path
 from helpers.local.agent.log import Logger
 from helpers.local.agent.spec import ModelSpec
 from helpers.local.agent.status import read_status
-from helpers.models import write_cifar10_standin
+from helpers.standins import write_cifar10_standin
 from helpers.storage import S3Settings, connect, upload_folder
 from helpers.wait import poll_until
 

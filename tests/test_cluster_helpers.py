@@ -1,4 +1,4 @@
-"""preflight, serving and s3_access against the real apiserver of the session's local stack:
+"""preflight, inference, knative, endpoint and kubeflow_minio against the real apiserver of the session's local stack:
 what they find, and the messages (with fixes) they give when something is missing."""
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from helpers import preflight, s3_access, serving
+from helpers import agent_log, inference, knative, kubeflow_minio, preflight
+from helpers.endpoint import curl
 from helpers.constants import KFSERVING_GROUP, KSERVE_GROUP, ApiGroup, api_group
 from helpers.errors import SetupError
-from helpers.k8s_apply import apply
+from helpers.k8s import apply
+from helpers.target import Endpoint, Local
 from helpers.wait import poll_until
 
 NAMESPACE = "helpers-test"
@@ -106,7 +108,7 @@ def test_preflight_permissions_of_an_account_with_no_roles(kube, ns: str) -> Non
     assert any("KServe 0.15" in c.fix for c in denied if "trainedmodels" in c.name)
 
 
-# --- serving -----------------------------------------------------------------------------------
+# --- knative, inference, endpoint -----------------------------------------------------------------------------------
 
 
 @pytest.mark.stack
@@ -114,21 +116,22 @@ def test_knative_patches_are_idempotent(kube) -> None:
     from helpers import manifests
 
     patches = manifests.render("knative_config_deployment_patch")
-    first = serving.patch_config_deployment(kube, patches)
+    first = knative.patch_config_deployment(kube, patches)
     assert [(c.key, c.after) for c in first] == [("registriesSkippingTagResolving", "nvcr.io"),
                                                   ("progressDeadline", "600s")]
-    again = serving.patch_config_deployment(kube, patches)
+    again = knative.patch_config_deployment(kube, patches)
     assert [c.changed for c in again] == [False, False]
-    assert "already set, unchanged" in serving.describe_changes(again)
+    assert "already set, unchanged" in knative.describe_changes(again)
     assert "kubectl patch cm config-deployment --patch '{\"data\": {\"progressDeadline\": \"600s\"}}' -n knative-serving" \
-        in serving.knative_patch_commands(patches)
+        in knative.knative_patch_commands(patches)
     # the values found before the first change come back, and the saved copy goes
-    restored = serving.restore_config_deployment(kube)
+    restored = knative.restore_config_deployment(kube)
     if any(c.changed for c in first):
         assert {c.key: c.after for c in restored} == {c.key: c.before for c in first}
+        assert "--type merge" in knative.restore_command(restored)
     else:  # an earlier test patched it already: this one saved nothing
         assert restored == []
-    assert serving.restore_config_deployment(kube) == []
+    assert knative.restore_config_deployment(kube) == []
 
 
 @pytest.mark.stack
@@ -143,40 +146,40 @@ def test_wait_ready_gives_up_with_the_conditions_and_their_fix(kube, ns: str) ->
                    "model": {"framework": "pytorch", "storageUri": "s3://b/p", "memory": "1Gi"}}}
     apply(kube, tm)
     with pytest.raises(SetupError) as err:
-        serving.wait_ready(kube, group, serving.TM, "waiting", ns, timeout=60, false_grace=2, progress=False)
+        inference.wait_ready(kube, group, inference.TM, "waiting", ns, timeout=60, false_grace=2, progress=False)
     assert "InferenceServiceNotReady" in err.value.cause and "Ready=False" in err.value.cause
     assert "02_server" in err.value.fix and "no-account" in err.value.fix
     with pytest.raises(SetupError) as missing:
-        serving.wait_ready(kube, group, serving.ISVC, "never-made", ns, timeout=1, progress=False)
+        inference.wait_ready(kube, group, inference.ISVC, "never-made", ns, timeout=1, progress=False)
     assert "does not exist" in missing.value.cause
     with pytest.raises(SetupError) as needed:
-        serving.require_ready(kube, group, serving.ISVC, "never-made", ns, "02_server")
+        inference.require_ready(kube, group, inference.ISVC, "never-made", ns, "02_server")
     assert needed.value.fix == "run 02_server first, with the same settings"
-    assert serving.delete(kube, group, serving.TM, "waiting", ns) is True
-    assert serving.delete(kube, group, serving.ISVC, "no-account", ns) is True
+    assert inference.delete(kube, group, inference.TM, "waiting", ns) is True
+    assert inference.delete(kube, group, inference.ISVC, "no-account", ns) is True
 
 
 def test_curl_through_the_ingress_uses_the_guides_variables(tmp_path) -> None:
-    gateway = serving.Endpoint("http://127.0.0.1", {"Host": "triton-mms.mms.example.com"})
-    assert serving.curl(gateway, "/v2/models/cifar10/ready").splitlines() == [
+    gateway = Endpoint("http://127.0.0.1", {"Host": "triton-mms.mms.example.com"})
+    assert curl(gateway, "/v2/models/cifar10/ready").splitlines() == [
         "MODEL_NAME=cifar10", "# the guide's command, through the ingress gateway:",
         'curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2/models/${MODEL_NAME}/ready']
     request = tmp_path / "req" / "cifar10.json"
-    infer = serving.curl(gateway, "/v2/models/cifar10/infer", "POST", str(request)).splitlines()
+    infer = curl(gateway, "/v2/models/cifar10/infer", "POST", str(request)).splitlines()
     assert infer[0] == "MODEL_NAME=cifar10" and infer[2] == f"cd {request.parent}  # where this notebook wrote cifar10.json"
     assert infer[-1] == ('curl -v -X POST -H "Content-Type: application/json" -H "Host: ${SERVICE_HOSTNAME}" '
                          'http://${CLUSTER_IP}/v2/models/${MODEL_NAME}/infer -d @./${MODEL_NAME}.json')
-    other_port = serving.curl(serving.Endpoint("http://127.0.0.1:8081", {"Host": "h"}), "/v2").splitlines()
+    other_port = curl(Endpoint("http://127.0.0.1:8081", {"Host": "h"}), "/v2").splitlines()
     assert other_port[-1] == 'curl -v -H "Host: ${SERVICE_HOSTNAME}" ${MMS_INGRESS_URL}/v2'
     assert "http://127.0.0.1:8081" in other_port[-2]
 
 
 def test_curl_and_agent_events() -> None:
-    endpoint = serving.Endpoint("http://10.0.0.1", {"Host": "triton-mms.mms.example.com"})
-    assert serving.curl(endpoint, "/v2/models/cifar10/infer", "POST", "./cifar10.json", guide=False) == (
+    endpoint = Endpoint("http://10.0.0.1", {"Host": "triton-mms.mms.example.com"})
+    assert curl(endpoint, "/v2/models/cifar10/infer", "POST", "./cifar10.json", guide=False) == (
         'curl -X POST -H "Content-Type: application/json" -H "Host: triton-mms.mms.example.com" '
         'http://10.0.0.1/v2/models/cifar10/infer -d @./cifar10.json')
-    both = serving.curl(serving.Endpoint("http://127.0.0.1:8000", {}), "/v2").splitlines()
+    both = curl(Endpoint("http://127.0.0.1:8000", {}), "/v2").splitlines()
     assert both == ["# the guide, through the ingress:", 'curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2',
                     "# the same request on this target:", "curl http://127.0.0.1:8000/v2"]
     lines = [
@@ -187,33 +190,33 @@ def test_curl_and_agent_events() -> None:
         '{"level":"info","ts":101.25,"logger":"modelProcessor","msg":"Successfully loaded model","modelName":"cifar10"}',
         '{"level":"info","ts":101.3,"logger":"modelWatcher","msg":"adding model","modelName":"other"}',
     ]
-    text = serving.agent_events(lines, "cifar10")
+    text = agent_log.agent_events(lines, "cifar10")
     assert text.splitlines()[0].startswith("+  0.000s  Watcher")
     assert "+  1.250s  modelProcessor  Successfully loaded model" in text and "other" not in text
-    assert [t["model"] for t in serving.timelines(lines, ["cifar10", "absent"])] == ["cifar10"]
+    assert [t["model"] for t in agent_log.timelines(lines, ["cifar10", "absent"])] == ["cifar10"]
     long = '{"level":"info","ts":100.6,"logger":"Downloader","msg":"x","modelName":"cifar10","dir":"/srv/a/b/c/models"}'
-    assert "dir=.../c/models" in serving.agent_events(lines[:2] + [long] + lines[3:4], "cifar10")
+    assert "dir=.../c/models" in agent_log.agent_events(lines[:2] + [long] + lines[3:4], "cifar10")
 
 
-# --- s3_access ---------------------------------------------------------------------------------
+# --- kubeflow_minio ---------------------------------------------------------------------------------
 
 
 @pytest.mark.stack
 def test_minio_credentials_and_service_as_the_guide_reads_them(kube, stack) -> None:
-    creds = s3_access.minio_credentials(kube)
+    creds = kubeflow_minio.minio_credentials(kube)
     expected = stack.s3_credentials()
     assert (creds.access_key, creds.secret_key) == (expected.access_key, expected.secret_key)
     assert expected.secret_key not in repr(creds) and "MINIO_ACCESS_KEY" in creds.source
-    service = s3_access.minio_service(kube)
+    service = kubeflow_minio.minio_service(kube)
     assert service.address == "minio-service.kubeflow:9000"
-    settings = s3_access.settings(kube, "local", creds, service.address)
+    settings = kubeflow_minio.settings(kube, Local(stack.root), creds, service.address)
     assert settings.endpoint.startswith("127.0.0.1:") and expected.secret_key not in repr(settings)
 
 
 @pytest.mark.stack
-def test_missing_secret_says_to_run_01_minio(kube, ns: str) -> None:
+def test_missing_secret_says_to_run_01_minio(kube, stack, ns: str) -> None:
     with pytest.raises(SetupError) as err:
-        s3_access.from_secret(kube, "local", api_group(KFSERVING_GROUP), ns, "mysecret")
+        kubeflow_minio.from_secret(kube, Local(stack.root), api_group(KFSERVING_GROUP), ns, "mysecret")
     assert "01_minio" in err.value.fix
     try:
         client.CoreV1Api(kube).read_namespaced_secret("mysecret", ns)

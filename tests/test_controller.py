@@ -18,12 +18,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from helpers import k8s_apply, manifests, storage, triton
+from helpers import k8s, manifests, storage, triton
 from helpers.constants import KFSERVING_GROUP, api_group
 from helpers.k8s import resolve_url
-from helpers.local.guide import apply_guide_steps, guide_values
+from helpers.guide_steps import apply_guide_steps, guide_values
 from helpers.local.stack import Stack
-from helpers.models import write_cifar10_standin, write_inception_standin
+from helpers.standins import write_cifar10_standin, write_inception_standin
 from helpers.wait import poll_until
 
 pytestmark = pytest.mark.controlplane
@@ -168,7 +168,7 @@ def test_kubectl_shows_url_and_ready_columns(stack: Stack, server) -> None:
 
 
 def test_trained_model_loads_serves_and_unloads(stack: Stack, kube, server, models) -> None:
-    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    k8s.apply(kube, trained_model("cifar10", models["cifar10"]))
     tm = wait_ready(kube, "trainedmodels", "cifar10")
     assert tm["status"]["url"] == f"http://{SERVER}.{NS}.example.com/v2/models/cifar10/infer"
     assert [c["type"] for c in tm["status"]["conditions"]] == ["InferenceServiceReady", "Ready"]  # KFServing 0.5.1's
@@ -192,8 +192,8 @@ def test_trained_model_loads_serves_and_unloads(stack: Stack, kube, server, mode
 
 
 def test_two_models_in_one_server_and_spec_update_reloads(stack: Stack, kube, server, models) -> None:
-    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
-    k8s_apply.apply(kube, trained_model("inception", models["inception"], framework="tensorflow"))
+    k8s.apply(kube, trained_model("cifar10", models["cifar10"]))
+    k8s.apply(kube, trained_model("inception", models["inception"], framework="tensorflow"))
     wait_ready(kube, "trainedmodels", "cifar10")
     wait_ready(kube, "trainedmodels", "inception")
     wait_loaded(server, "cifar10")
@@ -202,7 +202,7 @@ def test_two_models_in_one_server_and_spec_update_reloads(stack: Stack, kube, se
     assert len(top[0]) == 5 and all(isinstance(label, str) and label for _s, _i, label in top[0])
 
     downloads = agent_log(stack).count("Creating successFile")
-    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10-v2"]))
+    k8s.apply(kube, trained_model("cifar10", models["cifar10-v2"]))
     poll_until(lambda: agent_log(stack).count("Creating successFile") > downloads, "a new download", timeout=60)
     wait_ready(kube, "trainedmodels", "cifar10")
     wait_loaded(server, "cifar10")
@@ -210,10 +210,10 @@ def test_two_models_in_one_server_and_spec_update_reloads(stack: Stack, kube, se
 
 
 def test_missing_bucket_and_corrupt_model_show_in_events_others_keep_serving(kube, server, models) -> None:
-    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    k8s.apply(kube, trained_model("cifar10", models["cifar10"]))
     wait_loaded(server, "cifar10")
-    k8s_apply.apply(kube, trained_model("nobucket", "s3://no-such-bucket/torchscript/cifar10"))
-    k8s_apply.apply(kube, trained_model("corrupt", models["corrupt"]))
+    k8s.apply(kube, trained_model("nobucket", "s3://no-such-bucket/torchscript/cifar10"))
+    k8s.apply(kube, trained_model("corrupt", models["corrupt"]))
     wait_event(kube, "nobucket", "ModelLoadFailed", "no-such-bucket")
     message = wait_event(kube, "corrupt", "ModelLoadFailed").message
     assert "model.pt" in message or "TorchScript" in message or "load" in message.lower(), message
@@ -242,18 +242,18 @@ def test_bad_trained_models_are_rejected_as_kfserving_0_5_rejects_them(kube, ser
     assert "a Trained Model name must consist of lower case" in message
     message = rejected(kube, trained_model("over-https", "https://host/model"))
     assert "The storage uri must start with one of the prefixes: s3://, gs://" in message
-    k8s_apply.apply(kube, trained_model("fixed-memory", "s3://x/y"))
+    k8s.apply(kube, trained_model("fixed-memory", "s3://x/y"))
     bigger = trained_model("fixed-memory", "s3://x/y")
     bigger["spec"]["model"]["memory"] = "2Gi"
-    with pytest.raises(k8s_apply.ManifestRejected, match="memory field is immutable"):
-        k8s_apply.apply(kube, bigger)
+    with pytest.raises(k8s.ManifestRejected, match="memory field is immutable"):
+        k8s.apply(kube, bigger)
     custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", "fixed-memory")
 
 
 def test_trained_model_without_its_server_is_deleted(kube, server) -> None:
     orphan = trained_model("orphan", "s3://x/y")
     orphan["spec"]["inferenceService"] = "no-such-server"
-    k8s_apply.apply(kube, orphan)
+    k8s.apply(kube, orphan)
     wait_deleted(kube, "trainedmodels", "orphan")
 
 
@@ -262,7 +262,7 @@ def _server_pids(stack: Stack) -> dict:
 
 
 def test_triton_killed_comes_back_with_every_model_without_downloading(stack: Stack, kube, server, models) -> None:
-    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    k8s.apply(kube, trained_model("cifar10", models["cifar10"]))
     wait_loaded(server, "cifar10")
     downloads = agent_log(stack).count("Creating successFile")
     old = _server_pids(stack)["triton"]
@@ -279,7 +279,7 @@ def test_triton_killed_comes_back_with_every_model_without_downloading(stack: St
 
 
 def test_agent_restarted_reconciles_from_markers(stack: Stack, kube, server, models) -> None:
-    k8s_apply.apply(kube, trained_model("cifar10", models["cifar10"]))
+    k8s.apply(kube, trained_model("cifar10", models["cifar10"]))
     wait_loaded(server, "cifar10")
     downloads = agent_log(stack).count("Creating successFile")
     old = _server_pids(stack)["agent"]
@@ -296,32 +296,32 @@ def test_server_problems_show_where_a_cluster_shows_them(stack: Stack, kube, ser
     creds = stack.s3_credentials()
     values = guide_values(stack, NS, "bad-creds", KFSERVING_GROUP, secret_name="wrongsecret",
                           service_account="wrong-sa", secret_key="not-the-key")
-    k8s_apply.apply_all(kube, manifests.render("s3_secret.yaml", **values))
-    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
+    k8s.apply_all(kube, manifests.render("s3_secret.yaml", **values))
+    k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     # A cluster runs the pod anyway: the server is Ready, the agent fails at download time. The
     # local stack also says why, in an Event on the InferenceService.
     wait_ready(kube, "inferenceservices", "bad-creds")
     wait_event(kube, "bad-creds", "S3CredentialsProblem", "refused the credentials")
 
     values.update(server_name="no-sa", service_account="missing-sa")
-    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
+    k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     wait_failed(kube, "inferenceservices", "no-sa", "not found")
 
     # Fixing the Secret is not enough, as with a pod: its env was taken when the server started.
     values.update(service_account="wrong-sa", secret_key=creds.secret_key)
-    k8s_apply.apply_all(kube, manifests.render("s3_secret.yaml", **values))
+    k8s.apply_all(kube, manifests.render("s3_secret.yaml", **values))
     bad = trained_model("via-bad-creds", models["cifar10"])
     bad["spec"]["inferenceService"] = "bad-creds"
-    k8s_apply.apply(kube, bad)
+    k8s.apply(kube, bad)
     wait_event(kube, "via-bad-creds", "ModelLoadFailed")
     # A new pod (here: the InferenceService made again) takes the fixed Secret.
     custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", "bad-creds")
     poll_until(lambda: not (stack.servers_dir / f"{NS}.bad-creds").exists(), "bad-creds server stopped", 60)
     wait_deleted(kube, "trainedmodels", "via-bad-creds")  # KServe deletes it with its InferenceService
     values.update(server_name="bad-creds")
-    k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
+    k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
     wait_ready(kube, "inferenceservices", "bad-creds")
-    k8s_apply.apply(kube, bad)
+    k8s.apply(kube, bad)
     log = stack.logs / f"agent-{NS}.bad-creds.log"
     poll_until(lambda: '"successFile"' in log.read_text() and "via-bad-creds/SUCCESS." in log.read_text(),
                "the download with the fixed Secret", timeout=120)
@@ -340,7 +340,7 @@ def test_multi_model_server_flag_off_is_reported(stack: Stack, kube, server) -> 
     core.patch_namespaced_config_map("inferenceservice-config", "kubeflow", {"data": {"predictors": json.dumps(flipped)}})
     try:
         values = guide_values(stack, NS, "flag-off", KFSERVING_GROUP)
-        k8s_apply.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
+        k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
         message = wait_failed(kube, "inferenceservices", "flag-off", "multiModelServer")["message"]
         assert "kubectl edit cm inferenceservice-config -n kubeflow" in message
     finally:

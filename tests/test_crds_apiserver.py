@@ -2,7 +2,7 @@
 
 What a cluster would do with them: 422 for invalid TrainedModels, 409 for duplicates, printer
 columns in `kubectl get`, the status subresource, pruning as each release's CRDs prune, and
-`k8s_apply` being idempotent. A bare control plane, no controller: the CRDs of both profiles are
+`k8s.apply` being idempotent. A bare control plane, no controller: the CRDs of both profiles are
 installed side by side here only to compare them (a stack serves one; see test_profiles.py).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from helpers import k8s_apply
+from helpers import k8s
 from helpers.constants import (
     API_GROUPS,
     INFERENCESERVICE_CONFIG,
@@ -99,9 +99,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         controlplane.write_kubeconfig(paths, https, token)
         started.append(controlplane.start_controller_manager(paths, manager, root / "logs" / "manager.log"))
         api = controlplane.api_client(paths.kubeconfig)
-        k8s_apply.apply_all(api, all_crds())
-        k8s_apply.apply_all(api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
-        k8s_apply.apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        k8s.apply_all(api, all_crds())
+        k8s.apply_all(api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
+        k8s.apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         yield Cluster(paths.kubeconfig, api)
     finally:
         for record in reversed(started):
@@ -157,18 +157,18 @@ def test_seed_reads_like_the_guide(cluster: Cluster) -> None:
     assert json.loads(config.data["predictors"])["triton"]["multiModelServer"] is True
 
 
-# --- k8s_apply --------------------------------------------------------------------------------------
+# --- k8s.apply ----------------------------------------------------------------------------------------
 
 def test_apply_again_changes_nothing(cluster: Cluster) -> None:
-    first = k8s_apply.apply_all(cluster.api, all_crds() + seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
-    again = k8s_apply.apply_all(cluster.api, all_crds() + seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
+    first = k8s.apply_all(cluster.api, all_crds() + seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
+    again = k8s.apply_all(cluster.api, all_crds() + seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
     assert [o["metadata"]["resourceVersion"] for o in first] == [o["metadata"]["resourceVersion"] for o in again]
 
 
 def test_apply_keeps_the_learners_patches(cluster: Cluster) -> None:
     cluster.kubectl("patch", "cm", KNATIVE_CONFIG_DEPLOYMENT, "--patch",
                     '{"data":{"registriesSkippingTagResolving":"nvcr.io"}}', "-n", KNATIVE_NAMESPACE)
-    k8s_apply.apply_all(cluster.api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
+    k8s.apply_all(cluster.api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
     data = client.CoreV1Api(cluster.api).read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data
     assert data["registriesSkippingTagResolving"] == "nvcr.io" and "queueSidecarImage" in data
 
@@ -177,7 +177,7 @@ def test_apply_updates_what_changed(cluster: Cluster) -> None:
     core = client.CoreV1Api(cluster.api)
     old_pod = core.read_namespaced_pod("minio", KUBEFLOW_NAMESPACE)
     try:
-        k8s_apply.apply_all(cluster.api, seeds("new-key", "new-secret", "127.0.0.1:19001"))
+        k8s.apply_all(cluster.api, seeds("new-key", "new-secret", "127.0.0.1:19001"))
         service = core.read_namespaced_service(MINIO_SERVICE, KUBEFLOW_NAMESPACE)
         assert service.metadata.annotations[LOCAL_ADDRESS_ANNOTATION] == "127.0.0.1:19001"
         pod = core.read_namespaced_pod("minio", KUBEFLOW_NAMESPACE)
@@ -185,14 +185,14 @@ def test_apply_updates_what_changed(cluster: Cluster) -> None:
         assert pod.metadata.uid != old_pod.metadata.uid
         assert [e.value for e in pod.spec.containers[0].env] == ["new-key", "new-secret"]
     finally:
-        k8s_apply.apply_all(cluster.api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
+        k8s.apply_all(cluster.api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
     assert [e.value for e in core.read_namespaced_pod("minio", KUBEFLOW_NAMESPACE).spec.containers[0].env] == [
         ACCESS_KEY, SECRET_KEY]
 
 
 def test_apply_names_the_invalid_field(cluster: Cluster) -> None:
-    with pytest.raises(k8s_apply.ManifestRejected) as caught:
-        k8s_apply.apply(cluster.api, trained_model(KSERVE_GROUP, "no-uri", storageUri=None))
+    with pytest.raises(k8s.ManifestRejected) as caught:
+        k8s.apply(cluster.api, trained_model(KSERVE_GROUP, "no-uri", storageUri=None))
     assert caught.value.status == 422
     assert "spec.model.storageUri" in caught.value.message
     assert isinstance(caught.value, SetupError) and caught.value.fix
@@ -200,7 +200,7 @@ def test_apply_names_the_invalid_field(cluster: Cluster) -> None:
 
 def test_apply_unknown_kind_says_what_to_install(cluster: Cluster) -> None:
     with pytest.raises(SetupError, match="does not serve Widget"):
-        k8s_apply.apply(cluster.api, {"apiVersion": "serving.example.com/v1", "kind": "Widget",
+        k8s.apply(cluster.api, {"apiVersion": "serving.example.com/v1", "kind": "Widget",
                                       "metadata": {"name": "w", "namespace": NAMESPACE}})
 
 
@@ -241,10 +241,10 @@ def test_second_configmap_create_gets_409(cluster: Cluster) -> None:
 def test_profile_needs_an_owner(cluster: Cluster) -> None:
     profile = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": "mms-profile"},
                "spec": {"owner": {"kind": "User", "name": "user@example.com"}}}
-    stored = k8s_apply.apply(cluster.api, profile)
+    stored = k8s.apply(cluster.api, profile)
     assert "namespace" not in stored["metadata"]  # cluster-scoped
-    with pytest.raises(k8s_apply.ManifestRejected) as caught:
-        k8s_apply.apply(cluster.api, {**profile, "metadata": {"name": "ownerless"}, "spec": {}})
+    with pytest.raises(k8s.ManifestRejected) as caught:
+        k8s.apply(cluster.api, {**profile, "metadata": {"name": "ownerless"}, "spec": {}})
     assert caught.value.status == 422 and "spec.owner" in caught.value.message
 
 
@@ -305,17 +305,17 @@ def test_empty_strings_are_strings(cluster: Cluster) -> None:
     for group in API_GROUPS:
         manifest = inference_service(group, "empty")
         manifest["spec"]["predictor"]["triton"]["name"] = ""
-        stored = k8s_apply.apply(cluster.api, manifest)
+        stored = k8s.apply(cluster.api, manifest)
         assert stored["spec"]["predictor"]["triton"]["name"] == ""
     profile = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": "empty-owner"},
                "spec": {"owner": {"kind": "User", "name": ""}}}
-    assert k8s_apply.apply(cluster.api, profile)["spec"]["owner"]["name"] == ""
+    assert k8s.apply(cluster.api, profile)["spec"]["owner"]["name"] == ""
 
 
 def test_kfserving_keeps_unknown_fields_as_its_v1beta1_crds(cluster: Cluster) -> None:
     manifest = inference_service(KFSERVING_GROUP, "fields")
     manifest["spec"]["predictor"]["serviceAcountName"] = "typo"  # kept, and ignored, as on KFServing 0.5.1
-    stored = k8s_apply.apply(cluster.api, manifest)
+    stored = k8s.apply(cluster.api, manifest)
     assert stored["spec"]["predictor"]["serviceAcountName"] == "typo"
 
 
@@ -325,26 +325,26 @@ def test_kserve_prunes_unknown_fields_and_keeps_pod_fields(cluster: Cluster) -> 
     manifest["spec"]["predictor"]["triton"]["livenessProbe"] = {"initialDelaySeconds": 5}  # a Container field
     manifest["spec"]["predictor"]["serviceAcountName"] = "typo"  # pruned, as KServe's v1 CRDs do
     manifest["spec"]["typo"] = "dropped"
-    stored = k8s_apply.apply(cluster.api, manifest)
+    stored = k8s.apply(cluster.api, manifest)
     assert stored["spec"]["predictor"]["nodeSelector"] == {"gpu": "true"}
     assert stored["spec"]["predictor"]["triton"]["livenessProbe"] == {"initialDelaySeconds": 5}
     assert "serviceAcountName" not in stored["spec"]["predictor"] and "typo" not in stored["spec"]
     bad = inference_service(KSERVE_GROUP, "negative")
     bad["spec"]["predictor"]["minReplicas"] = -1
-    with pytest.raises(k8s_apply.ManifestRejected, match="spec.predictor.minReplicas"):
-        k8s_apply.apply(cluster.api, bad)
+    with pytest.raises(k8s.ManifestRejected, match="spec.predictor.minReplicas"):
+        k8s.apply(cluster.api, bad)
 
 
 def test_memory_may_be_a_number(cluster: Cluster) -> None:
-    stored = k8s_apply.apply(cluster.api, trained_model(KSERVE_GROUP, "bytes", memory=1073741824))
+    stored = k8s.apply(cluster.api, trained_model(KSERVE_GROUP, "bytes", memory=1073741824))
     assert stored["spec"]["model"]["memory"] == 1073741824
 
 
 def test_apply_waits_for_the_namespaces_service_account(cluster: Cluster) -> None:
     # Right after a namespace is made its `default` service account has no token yet (a 500).
     namespace = "fresh"
-    k8s_apply.apply(cluster.api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    pod = k8s_apply.apply(cluster.api, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": namespace},
+    k8s.apply(cluster.api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    pod = k8s.apply(cluster.api, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": namespace},
                                         "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     assert pod["spec"]["serviceAccountName"] == "default"
 
@@ -352,11 +352,11 @@ def test_apply_waits_for_the_namespaces_service_account(cluster: Cluster) -> Non
 def test_refused_pod_update_keeps_the_old_pod(cluster: Cluster) -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "keep", "namespace": NAMESPACE},
            "spec": {"containers": [{"name": "c", "image": "busybox", "env": [{"name": "A", "value": "1"}]}]}}
-    k8s_apply.apply(cluster.api, pod)
+    k8s.apply(cluster.api, pod)
     invalid = json.loads(json.dumps(pod))
     invalid["spec"]["containers"][0].update(name="Not_A_Name", env=[{"name": "A", "value": "2"}])
-    with pytest.raises(k8s_apply.ManifestRejected) as caught:
-        k8s_apply.apply(cluster.api, invalid)
+    with pytest.raises(k8s.ManifestRejected) as caught:
+        k8s.apply(cluster.api, invalid)
     assert caught.value.status == 422
     kept = client.CoreV1Api(cluster.api).read_namespaced_pod("keep", NAMESPACE)
     assert [(c.name, c.env[0].value) for c in kept.spec.containers] == [("c", "1")]

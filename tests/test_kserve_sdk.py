@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from helpers import k8s_apply, manifests, storage, triton
+from helpers import k8s, manifests, storage, triton
 from helpers.config import cache_dir
 from helpers.constants import KSERVE_GROUP
 from helpers.k8s import resolve_url
-from helpers.local.guide import guide_values
-from helpers.models import write_cifar10_standin
+from helpers.guide_steps import guide_values
+from helpers.standins import write_cifar10_standin
 from helpers.wait import poll_until
 
 pytestmark = pytest.mark.stack
@@ -49,10 +49,10 @@ def test_kserve_sdk_creates_a_multi_model_server_and_a_trained_model(kserve_stac
                                                                        tmp_path: Path) -> None:
     creds = kserve_stack.s3_credentials()
     values = guide_values(kserve_stack, NS, "sdk-triton", KSERVE_GROUP)
-    k8s_apply.apply(kserve_kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    k8s.apply(kserve_kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     poll_until(lambda: client.CoreV1Api(kserve_kube).read_namespaced_service_account("default", NS),
                "the namespace's default service account", timeout=60)
-    k8s_apply.apply_all(kserve_kube, manifests.render("s3_secret.yaml", **values))
+    k8s.apply_all(kserve_kube, manifests.render("s3_secret.yaml", **values))
     s3 = storage.connect(storage.S3Settings(kserve_stack.env()["MMS_S3_ENDPOINT"], creds.access_key,
                                             creds.secret_key))
     storage.ensure_bucket(s3, BUCKET)

@@ -82,10 +82,3 @@ def test_cleanup_knows_the_walkthroughs_prefixes_and_refuses_kubeflows_namespace
     assert step.line().endswith("nothing to remove")
     step.removed.append("triton-mms")
     assert step.line() == f"{'InferenceService':<34} triton-mms"
-
-
-def test_own_namespace_reads_the_pods_service_account_file(tmp_path: Path) -> None:
-    path = tmp_path / "namespace"
-    assert cleanup.own_namespace(path) == ""
-    path.write_text("kubeflow-user-example-com\n")
-    assert cleanup.own_namespace(path) == "kubeflow-user-example-com"

@@ -11,10 +11,10 @@ import pytest
 from helpers import images, notebook, plots, predict
 from helpers.config import project_root
 from helpers.errors import SetupError
-from helpers.models import CIFAR10_CLASSES
+from helpers.standins import CIFAR10_CLASSES
 from helpers.widgets import settings_widgets
 
-SETTINGS = {"target": "local", "namespace": "team-a", "server_name": "tri", "bucket": "models-bkt",
+SETTINGS = {"target": "local", "identity": "admin", "namespace": "team-a", "server_name": "tri", "bucket": "models-bkt",
             "api_group": "serving.kserve.io"}
 
 
@@ -217,11 +217,11 @@ def test_every_environment_variable_is_documented_in_the_readme() -> None:
 
 @pytest.mark.parametrize("status, reachable", [(200, True), (403, False), (404, False), (302, False), (503, False)])
 def test_only_tritons_own_answer_counts_as_reachable(status: int, reachable: bool) -> None:
-    """Istio's 403, a gateway's 404 and a login redirect come from in front of Triton (serving._answers)."""
+    """Istio's 403, a gateway's 404 and a login redirect come from in front of Triton (target.answers)."""
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from helpers import serving
+    from helpers import target
 
     class Answer(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -237,7 +237,7 @@ def test_only_tritons_own_answer_counts_as_reachable(status: int, reachable: boo
     server = HTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert serving._answers(f"http://127.0.0.1:{server.server_port}", {"Host": "x.example.com"}) is reachable
+        assert target.answers(f"http://127.0.0.1:{server.server_port}", {"Host": "x.example.com"}) is reachable
     finally:
         server.shutdown()
         server.server_close()

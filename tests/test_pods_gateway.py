@@ -17,10 +17,10 @@ import pytest
 import requests
 from kubernetes import client
 
-from helpers import k8s_apply
+from helpers import k8s
 from helpers.constants import KFSERVING_GROUP
 from helpers.local.controlplane import NODE_NAME
-from helpers.local.guide import apply_guide_steps, guide_values
+from helpers.guide_steps import apply_guide_steps, guide_values
 from helpers.local.stack import Stack
 from helpers.wait import poll_until
 
@@ -120,7 +120,7 @@ def test_kubectl_logs_follows_the_agent(stack: Stack, kube, server: str) -> None
               "metadata": {"name": "followed", "namespace": NS},
               "spec": {"inferenceService": SERVER,
                        "model": {"framework": "pytorch", "storageUri": "s3://nowhere/followed", "memory": "64Mi"}}}
-        k8s_apply.apply_all(kube, [tm])
+        k8s.apply_all(kube, [tm])
         poll_until(lambda: any('"followed"' in line and "adding model" in line for line in lines),
                    "the followed agent log to show the new model", timeout=60)
     finally:

@@ -18,14 +18,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-NO_POD = Path("/nonexistent/serviceaccount/namespace")
+NO_POD = lambda target: ""  # noqa: E731 - outside a cluster: no namespace of its own
 
 
 def test_built_in_defaults_on_the_local_target_are_the_guides() -> None:
-    found = settings.resolve({}, namespace_file=NO_POD, user="Alice")
+    found = settings.resolve({}, own_namespace=NO_POD, user="Alice")
     assert found == {"target": "local", "namespace": "mms", "server_name": "triton-mms", "bucket": "triton",
                      "api_group": "", "preset": "guide"}
-    assert set(settings.sources({}, namespace_file=NO_POD).values()) == {"default"}
+    assert set(settings.sources({}, own_namespace=NO_POD).values()) == {"default"}
 
 
 def test_precedence_parameter_then_env_then_file_then_learner_then_default(
@@ -36,8 +36,8 @@ def test_precedence_parameter_then_env_then_file_then_learner_then_default(
     monkeypatch.setenv("MMS_BUCKET", "env-bucket")
     monkeypatch.setenv("MMS_SERVER_NAME", "env-srv")
     params = {"server_name": "param-srv", "namespace": None, "bucket": "", "api_group": None}
-    found = settings.resolve(params, namespace_file=NO_POD, user="bob")
-    where = settings.sources(params, namespace_file=NO_POD, user="bob")
+    found = settings.resolve(params, own_namespace=NO_POD, user="bob")
+    where = settings.sources(params, own_namespace=NO_POD, user="bob")
     assert found["server_name"] == "param-srv" and where["server_name"] == "parameter"
     assert found["bucket"] == "env-bucket" and where["bucket"] == "MMS_BUCKET"
     assert found["namespace"] == "from-file" and where["namespace"] == "settings file"
@@ -45,16 +45,20 @@ def test_precedence_parameter_then_env_then_file_then_learner_then_default(
     # without the file's namespace, the cluster target takes the per-learner default
     settings.save({"namespace": ""})
     assert "namespace" not in settings.load()
-    assert settings.resolve({}, namespace_file=NO_POD, user="bob")["namespace"] == "mms-bob"
-    assert settings.sources({}, namespace_file=NO_POD, user="bob")["namespace"] == "per-learner default"
+    assert settings.resolve({}, own_namespace=NO_POD, user="bob")["namespace"] == "mms-bob"
+    assert settings.sources({}, own_namespace=NO_POD, user="bob")["namespace"] == "per-learner default"
 
 
 def test_per_learner_namespace_in_a_notebook_pod_and_outside(tmp_path: Path) -> None:
-    pod_file = tmp_path / "namespace"
-    pod_file.write_text("kubeflow-user-example-com\n")
-    assert settings.resolve({"target": "cluster"}, namespace_file=pod_file)["namespace"] == "kubeflow-user-example-com"
+    from helpers.target import InCluster
+
+    (tmp_path / "namespace").write_text("kubeflow-user-example-com\n")
+    pod = InCluster(tmp_path)
+    assert pod.own_namespace() == "kubeflow-user-example-com" and InCluster(tmp_path / "no").own_namespace() == ""
+    in_pod = lambda target: pod.own_namespace()  # noqa: E731
+    assert settings.resolve({"target": "cluster"}, own_namespace=in_pod)["namespace"] == "kubeflow-user-example-com"
     # the local target never takes a per-learner namespace: the guide's `mms` stays
-    assert settings.resolve({"target": "local"}, namespace_file=pod_file, user="bob")["namespace"] == "mms"
+    assert settings.resolve({"target": "local"}, own_namespace=in_pod, user="bob")["namespace"] == "mms"
     assert settings.learner_name("Jane.Doe@Example.COM") == "mms-jane-doe-example-com"
     assert settings.learner_name("___") == "mms"
     long = settings.learner_name("x" * 100)
@@ -63,9 +67,9 @@ def test_per_learner_namespace_in_a_notebook_pod_and_outside(tmp_path: Path) -> 
 
 def test_env_var_target_reaches_the_namespace_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MMS_TARGET", "cluster")
-    assert settings.resolve({}, namespace_file=NO_POD, user="eve")["namespace"] == "mms-eve"
+    assert settings.resolve({}, own_namespace=NO_POD, user="eve")["namespace"] == "mms-eve"
     monkeypatch.setenv("MMS_NAMESPACE", "team-a")
-    assert settings.resolve({}, namespace_file=NO_POD, user="eve")["namespace"] == "team-a"
+    assert settings.resolve({}, own_namespace=NO_POD, user="eve")["namespace"] == "team-a"
 
 
 @pytest.mark.parametrize("text, expect", [

@@ -22,7 +22,7 @@ from helpers import triton
 from helpers.config import project_root
 from helpers.errors import SetupError
 from helpers.local import process, torch_backend, tritonserver
-from helpers.models import write_cifar10_standin
+from helpers.standins import write_cifar10_standin
 
 pytestmark = pytest.mark.stack
 

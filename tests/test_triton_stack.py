@@ -21,7 +21,7 @@ from helpers import triton
 from helpers.config import project_root
 from helpers.errors import SetupError
 from helpers.local import process, tritonserver
-from helpers.models import CIFAR10_CLASSES, write_cifar10_standin, write_inception_standin
+from helpers.standins import CIFAR10_CLASSES, write_cifar10_standin, write_inception_standin
 from helpers.wait import poll_until
 
 pytestmark = pytest.mark.stack

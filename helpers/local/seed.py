@@ -26,7 +26,7 @@ from ..constants import (
     MINIO_PORT,
     MINIO_SERVICE,
 )
-from ..k8s_apply import Client, apply_all
+from ..k8s import Client, apply_all
 from .profiles import Profile
 
 ISTIO_NAMESPACE = "istio-system"

@@ -316,7 +316,7 @@ class Stack:
 
     def _seed(self, say: Callable[[str], None]) -> None:
         """Install the CRDs and the Kubeflow-shaped objects the guide reads (idempotent)."""
-        from .. import k8s_apply
+        from .. import k8s
         from .crds import crd_manifests
         from .seed import seed_manifests
 
@@ -325,8 +325,8 @@ class Stack:
         client = controlplane.api_client(self.kubeconfig)
         creds = self.s3_credentials()
         s3_port = self._load()["ports"]["s3.s3"]
-        k8s_apply.apply_all(client, crd_manifests(profile))
-        k8s_apply.apply_all(client, seed_manifests(profile, creds.access_key, creds.secret_key,
+        k8s.apply_all(client, crd_manifests(profile))
+        k8s.apply_all(client, seed_manifests(profile, creds.access_key, creds.secret_key,
                                                    f"127.0.0.1:{s3_port}"))
 
     def _start_controller(self, state: dict, log: Path) -> process.ProcessRecord:

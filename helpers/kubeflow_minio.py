@@ -11,7 +11,6 @@ Values are never printed: `MinioCredentials` and `S3Settings` hide them in their
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -21,14 +20,13 @@ from minio import Minio
 
 from .constants import KUBEFLOW_NAMESPACE, MINIO_LABEL, MINIO_PORT, MINIO_SERVICE, ApiGroup
 from .errors import SetupError
-from .k8s import resolve_address
+from .k8s import forbidden
 from .storage import S3Settings, connect
+from .target import Target
 
 # Env names of the keys: MinIO releases Kubeflow shipped, then newer ones.
 ACCESS_KEY_ENV = ("MINIO_ACCESS_KEY", "MINIO_ROOT_USER")
 SECRET_KEY_ENV = ("MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD")
-# On the cluster target outside the cluster: the address of a `kubectl port-forward` to MinIO.
-ENDPOINT_ENV = "MMS_S3_ENDPOINT"
 
 
 @dataclass(frozen=True)
@@ -73,10 +71,8 @@ def minio_credentials(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE
     try:
         pods = core.list_namespaced_pod(namespace, label_selector=MINIO_LABEL).items
     except ApiException as exc:
-        if exc.status == 403:
-            raise SetupError(f"you may not read pods in {namespace} (403)",
-                             "ask the cluster's admin for MinIO's access and secret key, or for read access "
-                             f"to pods in {namespace}") from None
+        if exc.status in (401, 403):
+            raise forbidden(exc, "list", "pods", namespace) from None
         raise
     if not pods:
         raise SetupError(f"no pod labelled {MINIO_LABEL} in namespace {namespace}",
@@ -105,10 +101,8 @@ def minio_service(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE) ->
         if not services:
             services = [s for s in core.list_namespaced_service(namespace).items if s.metadata.name == MINIO_SERVICE]
     except ApiException as exc:
-        if exc.status == 403:
-            raise SetupError(f"you may not list services in {namespace} (403)",
-                             f"ask the cluster's admin for MinIO's address (usually {MINIO_SERVICE}.{namespace}:"
-                             f"{MINIO_PORT}), or for read access to services in {namespace}") from None
+        if exc.status in (401, 403):
+            raise forbidden(exc, "list", "services", namespace) from None
         raise
     if not services:
         raise SetupError(f"no Service labelled {MINIO_LABEL} or named {MINIO_SERVICE} in namespace {namespace}",
@@ -118,31 +112,13 @@ def minio_service(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE) ->
     return MinioService(svc.metadata.name, namespace, int(port))
 
 
-def reachable_endpoint(api: client.ApiClient, target: str, address: str, namespace: str) -> str:
-    """The `host:port` this notebook uses for an S3 address that pods use.
-
-    Local: Services are followed to the loopback address (as cluster DNS would). Cluster: the
-    address itself inside the cluster; outside it, MMS_S3_ENDPOINT (a `kubectl port-forward`).
-    """
-    if target == "local":
-        return resolve_address(api, address, namespace)
-    override = os.environ.get(ENDPOINT_ENV)
-    if override:
-        return override.removeprefix("http://").removeprefix("https://").rstrip("/")
-    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        raise SetupError(f"{address} is a cluster address, and this notebook runs outside the cluster",
-                         "run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
-                         f"{ENDPOINT_ENV}=127.0.0.1:9000 before starting Jupyter")
-    return address
-
-
-def settings(api: client.ApiClient, target: str, creds: MinioCredentials, address: str,
+def settings(api: client.ApiClient, target: Target, creds: MinioCredentials, address: str,
              namespace: str = KUBEFLOW_NAMESPACE) -> S3Settings:
-    """S3Settings for the keys and the address (see `reachable_endpoint`); plain http, as in the guide."""
-    return S3Settings(reachable_endpoint(api, target, address, namespace), creds.access_key, creds.secret_key)
+    """S3Settings for the keys and the address as this process reaches it; plain http, as in the guide."""
+    return S3Settings(target.service_address(api, address, namespace), creds.access_key, creds.secret_key)
 
 
-def from_secret(api: client.ApiClient, target: str, group: ApiGroup, namespace: str,
+def from_secret(api: client.ApiClient, target: Target, group: ApiGroup, namespace: str,
                 secret_name: str) -> S3Settings:
     """S3Settings from the Secret 01_minio applied (keys + the group's s3-endpoint annotation)."""
     try:
@@ -151,6 +127,8 @@ def from_secret(api: client.ApiClient, target: str, group: ApiGroup, namespace: 
         if exc.status == 404:
             raise SetupError(f"the S3 Secret {secret_name!r} is not in namespace {namespace}",
                              "run 01_minio first (with the same namespace and API group)") from None
+        if exc.status in (401, 403):
+            raise forbidden(exc, "get", "secrets", namespace) from None
         raise
     notes = secret.metadata.annotations or {}
     address = notes.get(group.s3_endpoint)
@@ -162,7 +140,7 @@ def from_secret(api: client.ApiClient, target: str, group: ApiGroup, namespace: 
         raise SetupError(f"Secret {namespace}/{secret_name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
                          "run 01_minio again")
     secure = notes.get(group.s3_usehttps, "1") != "0"  # KServe's builder: https unless "0"
-    return S3Settings(reachable_endpoint(api, target, address, namespace), data["AWS_ACCESS_KEY_ID"],
+    return S3Settings(target.service_address(api, address, namespace), data["AWS_ACCESS_KEY_ID"],
                       data["AWS_SECRET_ACCESS_KEY"], secure=secure, region=notes.get(group.s3_region) or "us-east-1")
 
 
@@ -170,7 +148,7 @@ def client_for(ctx: Any, secret_name: Optional[str] = None) -> Minio:
     """A minio client for a notebook after 01_minio: from the Secret in the notebook's namespace."""
     from .manifests import DEFAULTS
 
-    return connect(from_secret(ctx.api, ctx.target, ctx.group, ctx.namespace,
+    return connect(from_secret(ctx.api, ctx.place, ctx.group, ctx.namespace,
                                secret_name or ctx.param("secret_name", DEFAULTS["secret_name"])))
 
 
@@ -180,7 +158,7 @@ def check_prepared(ctx: Any, secret_name: Optional[str] = None) -> str:
 
     secret_name = secret_name or ctx.param("secret_name", DEFAULTS["secret_name"])
     account = ctx.param("service_account", DEFAULTS["service_account"])
-    settings_ = from_secret(ctx.api, ctx.target, ctx.group, ctx.namespace, secret_name)
+    settings_ = from_secret(ctx.api, ctx.place, ctx.group, ctx.namespace, secret_name)
     try:
         sa = client.CoreV1Api(ctx.api).read_namespaced_service_account(account, ctx.namespace)
     except ApiException as exc:

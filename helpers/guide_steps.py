@@ -8,9 +8,9 @@ from typing import Any
 
 from kubernetes import client
 
-from .. import k8s_apply, manifests
-from ..wait import poll_until
-from .stack import Stack
+from . import k8s, manifests
+from .wait import poll_until
+from .local.stack import Stack
 
 
 def guide_values(stack: Stack, namespace: str, server_name: str, api_group: str, **overrides: Any) -> dict:
@@ -25,9 +25,9 @@ def guide_values(stack: Stack, namespace: str, server_name: str, api_group: str,
 def apply_guide_steps(kube: client.ApiClient, values: dict, server: bool = True) -> None:
     """The Profile (waiting for its namespace's `default` service account), the S3 Secret and service
     account, the ExternalName Service and, with `server`, the InferenceService."""
-    k8s_apply.apply_all(kube, manifests.render("profile.yaml", **values))
+    k8s.apply_all(kube, manifests.render("profile.yaml", **values))
     poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", values["namespace"]),
                "namespace", 60)
     names = ["s3_secret.yaml", "external_service.yaml"] + (["multi_model_triton_server.yaml"] if server else [])
     for name in names:
-        k8s_apply.apply_all(kube, manifests.render(name, **values))
+        k8s.apply_all(kube, manifests.render(name, **values))
