@@ -7,7 +7,6 @@ agent's log (`kubectl logs $SERVER agent`), Triton's repository index
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -16,33 +15,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from . import agent_log, inference
-from .constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
+from .constants import ApiGroup
 from .errors import SetupError
 from .target import Target
 from .wait import poll_until
 
 PREFIX = "lifecycle"  # where 05 uploads its two versions: s3://<bucket>/lifecycle/v1, .../v2
-
-
-def models_json(api: client.ApiClient, server: str, namespace: str) -> list[dict]:
-    """The entries of `models.json` in the server's model-config ConfigMap ([] before the first TrainedModel)."""
-    name = model_config_map_name(server)
-    try:
-        config_map = client.CoreV1Api(api).read_namespaced_config_map(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return []
-        raise
-    text = (config_map.data or {}).get(MODEL_CONFIG_FILE) or "[]"
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise SetupError(f"ConfigMap {namespace}/{name} holds no valid JSON under {MODEL_CONFIG_FILE}",
-                         f"`kubectl get cm {name} -n {namespace} -o yaml` shows what the controller wrote") from None
 
 
 def entry(entries: Sequence[dict], model: str) -> Optional[dict]:

@@ -384,6 +384,9 @@ NOTEBOOKS = {
                                     "follow the agent, infer"),
     "04_inception": ("Inception model", "add TensorFlow's Inception v3 as a second TrainedModel "
                                         "and classify photos with class names"),
+    "05_lifecycle": ("Trained Model 생성 및 Multi Model Serving 테스트",
+                     "update, version, over-size and delete a TrainedModel in the running server"),
+    "99_cleanup": ("Multi Model Serving을 위한 세팅", "delete what 00-05 made, in reverse, and put back the Knative settings"),
 }
 _PARAMETER_TYPES = (str, int, float, bool, type(None))
 
