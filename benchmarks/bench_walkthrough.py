@@ -87,9 +87,8 @@ def compare_inference(n: int, warmup: int) -> None:
                           DEFAULTS["namespace"])
     base = endpoint.base_url
     raw = httpclient.InferenceServerClient(base.split("://", 1)[1])
-    photos = images.sample_images()
-    one = images.cifar10_batch(photos.values())[:1]
-    batch = images.inception_batch(photos.values())
+    one = images.cifar10_batch(images.sample_images(images.CIFAR10_SAMPLES).values())[:1]
+    batch = images.inception_batch(images.sample_images(images.INCEPTION_SAMPLES).values())  # 04's four photos
 
     def raw_infer(model: str, name: str, x: np.ndarray, out: str, binary: bool, classes: int = 0) -> Callable:
         tensor = httpclient.InferInput(name, list(x.shape), "FP32")

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 from kubernetes import client
 
-from .constants import ApiGroup
+from .constants import AGENT_CONTAINER, ApiGroup
 from .target import Target
 
 # Later agents name no logger: the source file of the call says which role spoke.
@@ -152,7 +152,7 @@ def guide_log(model: str) -> list[str]:
 # --- reading the log from the server's pod ---------------------------------------------------
 def agent_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
     """The model agent's log lines (`kubectl logs $SERVER agent -n <namespace>`)."""
-    return target.container_log(api, group, name, namespace, "agent").splitlines()
+    return target.container_log(api, group, name, namespace, AGENT_CONTAINER).splitlines()
 
 
 def server_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:

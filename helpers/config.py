@@ -45,6 +45,15 @@ ENV_VARS = {
     "MMS_TRITON_THIRD_PARTY": "build-triton-pytorch.sh: the checked r24.10 tarballs (default ../shared/third_party/triton-r24.10)",
     "TORCH_PYTHON": "build-triton-pytorch.sh: the Python whose torch it builds against (default .venv/bin/python)",
     "MMS_BUILD_JOBS": "build-triton-pytorch.sh: parallel compile jobs (default 1)",
+    "MMS_SETTINGS": "the workshop settings file every notebook reads (default ~/.config/mms-notebooks/settings.yaml; "
+                    "`helpers.settings`): a notebook parameter or MMS_* variable wins over it",
+    "XDG_CONFIG_HOME": "where the default settings file lives: $XDG_CONFIG_HOME/mms-notebooks/settings.yaml (default ~/.config)",
+    "MMS_NAMESPACE": "the learner's namespace (default: the settings file, else on the cluster target the notebook's "
+                     "own namespace or mms-<user>, else mms)",
+    "MMS_SERVER_NAME": "the multi-model InferenceService's name (default: the settings file, else triton-mms)",
+    "MMS_BUCKET": "the MinIO bucket that holds the models (default: the settings file, else triton)",
+    "MMS_API_GROUP": "serving.kubeflow.org or serving.kserve.io (default: the settings file, else the one the cluster serves)",
+    "MMS_PRESET": "resources the server and models ask for: guide (16Gi server, default) or small (1 cpu, 2Gi: shared clusters)",
     "KUBECONFIG": "on the cluster target, the kubeconfig to use when not running inside the cluster",
     "KUBERNETES_SERVICE_HOST": "set by Kubernetes in every pod: the cluster target uses the in-cluster config "
                                "and is the default target there",

@@ -16,12 +16,21 @@ def model_config_map_name(isvc: str, shard: int = 0) -> str:
     return f"modelconfig-{isvc}-{shard}"
 
 
+# The multi-model server's pod (KFServing 0.5.1's predictor and agent injector; KServe's are alike).
+AGENT_CONTAINER = "agent"
+MODEL_DIR = "/mnt/models"  # the agent writes each model's folder here; Triton's --model-repository
+CONFIG_DIR = "/mnt/configs"  # the model-config ConfigMap, mounted into the agent
+TRITON_HTTP_PORT = 8080  # Triton's --http-port in the predictor container
+
+
 # Kubeflow and Knative objects the guide reads or patches.
 KUBEFLOW_NAMESPACE = "kubeflow"
 MINIO_LABEL = "app=minio"
 MINIO_SERVICE = "minio-service"
 MINIO_PORT = 9000
 KNATIVE_NAMESPACE = "knative-serving"
+ISTIO_NAMESPACE = "istio-system"
+INGRESS_GATEWAY = "istio-ingressgateway"  # the Service in ISTIO_NAMESPACE that routes by Host
 KNATIVE_CONFIG_DEPLOYMENT = "config-deployment"
 INFERENCESERVICE_CONFIG = "inferenceservice-config"
 PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL = "kubeflow.org", "v1", "profiles"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -30,15 +30,21 @@ class Change:
         return {"key": self.key, "before": self.before, "after": self.after, "changed": self.changed}
 
 
+# Where 00_cluster_prep keeps the values it found, for 99_cleanup to put back (JSON: key -> value or null).
+SAVED_ANNOTATION = "mms-notebooks/config-deployment-before"
+
+
 def patch_config_deployment(api: client.ApiClient, patches: list[dict]) -> list[Change]:
     """Merge each patch's `data` into knative-serving/config-deployment (as `kubectl patch cm`).
 
     Idempotent: a key that already has the value is not written again. Returns each key's
-    value before and after.
+    value before and after. The first patch that changes something also saves the values it
+    found in the annotation `SAVED_ANNOTATION`, which `restore_config_deployment` puts back.
     """
     core = client.CoreV1Api(api)
     try:
-        before = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data or {}
+        found = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE)
+        before = found.data or {}
     except ApiException as exc:
         if exc.status == 404:
             raise SetupError(f"ConfigMap {KNATIVE_NAMESPACE}/{KNATIVE_CONFIG_DEPLOYMENT} not found",
@@ -49,14 +55,58 @@ def patch_config_deployment(api: client.ApiClient, patches: list[dict]) -> list[
     wanted = {k: str(v) for patch in patches for k, v in (patch.get("data") or {}).items()}
     todo = {k: v for k, v in wanted.items() if before.get(k) != v}
     if todo:
+        body: dict[str, Any] = {"data": todo}
+        if SAVED_ANNOTATION not in (found.metadata.annotations or {}):
+            saved = json.dumps({k: before.get(k) for k in wanted})
+            body["metadata"] = {"annotations": {SAVED_ANNOTATION: saved}}
         try:
-            core.patch_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, {"data": todo})
+            core.patch_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, body)
         except ApiException as exc:
             if exc.status in (401, 403):
                 raise forbidden(exc, "patch", "configmaps", KNATIVE_NAMESPACE) from None
             raise
     after = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data or {}
     return [Change(k, before.get(k), after.get(k)) for k in wanted]
+
+
+def restore_config_deployment(api: client.ApiClient) -> list[Change]:
+    """Put back the config-deployment values `patch_config_deployment` saved (a key that was unset
+    is removed again) and drop the annotation; [] when nothing was saved (99_cleanup)."""
+    core = client.CoreV1Api(api)
+    try:
+        found = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE)
+    except ApiException as exc:
+        if exc.status == 404:
+            return []
+        if exc.status in (401, 403):
+            raise forbidden(exc, "get", "configmaps", KNATIVE_NAMESPACE) from None
+        raise
+    saved = (found.metadata.annotations or {}).get(SAVED_ANNOTATION)
+    if saved is None:
+        return []
+    try:
+        values = json.loads(saved)
+    except ValueError:
+        raise SetupError(f"the annotation {SAVED_ANNOTATION} on {KNATIVE_NAMESPACE}/{KNATIVE_CONFIG_DEPLOYMENT} "
+                         "is not the JSON 00_cluster_prep wrote",
+                         "set the keys back by hand (`kubectl edit cm config-deployment -n knative-serving`) "
+                         "and remove the annotation") from None
+    before = found.data or {}
+    try:
+        core.patch_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, {
+            "data": values, "metadata": {"annotations": {SAVED_ANNOTATION: None}}})
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise forbidden(exc, "patch", "configmaps", KNATIVE_NAMESPACE) from None
+        raise
+    after = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data or {}
+    return [Change(k, before.get(k), after.get(k)) for k in values]
+
+
+def restore_command(changes: list[Change]) -> str:
+    """The `kubectl patch cm config-deployment` that does what `restore_config_deployment` did."""
+    patch = {"data": {c.key: c.after for c in changes}, "metadata": {"annotations": {SAVED_ANNOTATION: None}}}
+    return f"kubectl patch cm {KNATIVE_CONFIG_DEPLOYMENT} -n {KNATIVE_NAMESPACE} --type merge -p '{json.dumps(patch)}'"
 
 
 def describe_changes(changes: list[Change]) -> str:

@@ -21,6 +21,7 @@ import yaml
 from . import k8s, resources
 from .constants import KUBEFLOW_NAMESPACE, MINIO_PORT, MINIO_SERVICE
 from .errors import SetupError
+from .settings import PRESETS
 
 MASK = "********"
 
@@ -30,6 +31,7 @@ DEFAULTS: dict[str, str] = {
     "secret_name": "mysecret",           # the guide's S3 Secret
     "owner": "user@example.com",         # Kubeflow's default user (the Profile's owner)
     "s3_endpoint": f"{MINIO_SERVICE}.{KUBEFLOW_NAMESPACE}:{MINIO_PORT}",
+    **PRESETS["guide"].manifest_values(),  # server cpu/memory and model memory as in the guide
 }
 
 # The model name each TrainedModel manifest is written for (the Triton model folder).

@@ -164,7 +164,8 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, timeout: tuple[
     return dest
 
 
-def _marker(cache: Path, name: str) -> Path:
+def marker_path(cache: Path, name: str) -> Path:
+    """The marker that records a cached model's download (its files' sha256), `<cache>/.markers/<name>.json`."""
     return cache / ".markers" / f"{name}.json"
 
 
@@ -217,7 +218,7 @@ def _download_into(source: ModelSource, cache: Path, progress: bool) -> Path:
             if not target.exists():  # never overwrite a file a user placed there
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(path), target)
-        marker = _marker(cache, source.folder)
+        marker = marker_path(cache, source.folder)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"source": [i.url for i in source.files], "files": files}, indent=1))
         return folder
@@ -266,7 +267,7 @@ def require_builder(source: ModelSource, cache: Path) -> None:
 def _standin(source: ModelSource, cache: Path) -> Path:
     """Build the stand-in once into `<cache>/standin/<folder>` (reused while its marker is there)."""
     folder = cache / "standin" / source.folder
-    marker = _marker(cache, f"standin-{source.folder}")
+    marker = marker_path(cache, f"standin-{source.folder}")
     if marker.is_file() and _complete(folder, source):
         return folder
     if source.standin_builder.startswith("helpers."):
@@ -310,7 +311,7 @@ def fetch_source(source: ModelSource, offline: Optional[bool] = None, cache: Opt
     if offline is None and config.env_flag("MMS_OFFLINE"):
         offline = True
     folder = cache / source.folder
-    marker = _marker(cache, source.folder)
+    marker = marker_path(cache, source.folder)
     if _complete(folder, source):
         if not marker.exists():
             say(f"{source.name}: using the files placed in {folder}")
@@ -349,3 +350,47 @@ def folder_listing(folder: Path) -> list[tuple[str, int]]:
     """(relative path, size) of every file in a model folder, for display and results."""
     folder = Path(folder)
     return [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m helpers.model_sources fetch [NAME...] | pack FILE [NAME...] | unpack FILE [--replace]`.
+
+    An instructor runs `fetch` then `pack` where there is internet, and each offline machine
+    `unpack` (see `helpers.model_pack`). Errors print their cause and fix, exit status 1.
+    """
+    import argparse
+
+    from . import model_pack
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.model_sources",
+                                     description="the guide's models in the model cache "
+                                                 f"({cache_root()}): download, pack, unpack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    get = commands.add_parser("fetch", help="download the real models into the cache (needs internet)")
+    get.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(SOURCES)}")
+    put = commands.add_parser("pack", help="write the cached real models into one checksummed archive")
+    put.add_argument("file", type=Path)
+    put.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(SOURCES)} that are cached")
+    take = commands.add_parser("unpack", help="check an archive made by `pack` and install its models into the cache")
+    take.add_argument("file", type=Path)
+    take.add_argument("--replace", action="store_true", help="replace a cached model whose files differ")
+    take.add_argument("--sha256", help="the archive's sha256 as `pack` printed it")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fetch":
+            for name in args.names or SOURCES:
+                fetch(name, offline=False)
+        elif args.command == "pack":
+            model_pack.pack(args.file, args.names or None)
+        else:
+            model_pack.unpack(args.file, replace=args.replace, sha256=args.sha256)
+    except SetupError as exc:
+        print(f"error: {exc.cause}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

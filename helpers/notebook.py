@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -24,19 +23,15 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from . import config
-from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_SERVER_NAME, ApiGroup,
+from .constants import (DEFAULT_BUCKET, DEFAULT_SERVER_NAME, ApiGroup,
                         api_group as lookup_group)
 from .errors import SetupError
 from .progress import _ipython, in_jupyter, set_headless
+from .settings import validate as validate_common
 from .target import IDENTITIES, Endpoint, Target, select
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
 SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group")
-
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 # --- display ---------------------------------------------------------------------------------
@@ -172,41 +167,15 @@ def _install_error_display() -> None:
 
 # --- settings --------------------------------------------------------------------------------
 def validate_setting(key: str, value: Any) -> str:
-    """Check one setting; raise SetupError naming what a valid value looks like."""
-    text = str(value or "").strip()
-    if key == "target":
-        try:
-            return config.target(text or None)
-        except ValueError as exc:
-            raise SetupError(str(exc), "set target to 'local' or 'cluster'") from None
+    """Check one setting; raise SetupError naming what a valid value looks like (`helpers.settings.validate`)."""
     if key == "identity":
+        text = str(value or "").strip()
         if text not in IDENTITIES:
             raise SetupError(f"identity {text!r} is not one of {', '.join(IDENTITIES)}",
                              "admin: the cluster admin's credentials (00_cluster_prep); learner: what a Kubeflow "
                              "Notebook's service account may do (01 onwards)")
         return text
-    if key == "api_group":
-        if text and text not in API_GROUPS:
-            raise SetupError(f"api_group {text!r} is not one of {', '.join(API_GROUPS)}",
-                             "leave it empty for the group the cluster serves; KFServing 0.5/0.6 (the guide) "
-                             "uses serving.kubeflow.org, KServe serving.kserve.io")
-        return text
-    if key == "namespace":
-        if len(text) > 63 or not _DNS_LABEL.match(text):
-            raise SetupError(f"namespace {text!r} is not a valid Kubernetes name",
-                             "use lower-case letters, digits and '-', starting and ending with a letter or digit")
-        return text
-    if key == "server_name":
-        if len(text) > 45 or not _DNS_1035.match(text):
-            raise SetupError(f"server_name {text!r} is not a valid InferenceService name",
-                             "use lower-case letters, digits and '-', starting with a letter (at most 45)")
-        return text
-    if key == "bucket":
-        if not _BUCKET.match(text) or ".." in text:
-            raise SetupError(f"bucket {text!r} is not a valid S3 bucket name",
-                             "use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")
-        return text
-    return text
+    return validate_common(key, value)
 
 
 @dataclass(frozen=True)
@@ -416,6 +385,9 @@ NOTEBOOKS = {
                                     "follow the agent, infer"),
     "04_inception": ("Inception model", "add TensorFlow's Inception v3 as a second TrainedModel "
                                         "and classify photos with class names"),
+    "05_lifecycle": ("Trained Model 생성 및 Multi Model Serving 테스트",
+                     "update, version, over-size and delete a TrainedModel in the running server"),
+    "99_cleanup": ("Multi Model Serving을 위한 세팅", "delete what 00-05 made, in reverse, and put back the Knative settings"),
 }
 _PARAMETER_TYPES = (str, int, float, bool, type(None))
 

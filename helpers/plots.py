@@ -141,3 +141,36 @@ def agent_timeline(timelines: Sequence[Mapping], filename: str, folder: Optional
 
 def _wrap_long(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def memory_per_model(declared: Mapping[str, float], limit_gib: float, filename: str,
+                     folder: Optional[Path] = None, refused: Sequence[str] = (),
+                     title: str = "Memory the TrainedModels declare, against the server's limit") -> Path:
+    """One row per model: its declared memory (GiB), starting where the models before it end; the
+    server's memory limit as a line. What KServe's MemoryResourceAvailable adds up (05_lifecycle).
+
+    `refused` models (not admitted) are drawn hatched in red, after the admitted ones.
+    """
+    import matplotlib.pyplot as plt
+
+    order = [m for m in declared if m not in refused] + [m for m in declared if m in refused]
+    fig, ax = plt.subplots(figsize=(9.5, 1.4 + 0.55 * len(order)), layout="constrained")
+    left = 0.0
+    for y, model in enumerate(order):
+        size, hatch = declared[model], model in refused
+        ax.barh(y, size, left=left, height=0.55, color="white" if hatch else "#3182bd",
+                edgecolor="#cf222e" if hatch else "#3182bd", hatch="//" if hatch else None, linewidth=1.2)
+        note = f"{size:g} GiB, total {left + size:g} GiB" + ("  (refused)" if hatch else "")
+        ax.text(left + size, y, f"  {note}", va="center", fontsize=9, color="#cf222e" if hatch else "black")
+        left += size
+    ax.axvline(limit_gib, color="#cf222e", linestyle="--", linewidth=1.5)
+    ax.text(limit_gib, -0.75, f"server's memory limit {limit_gib:g} GiB", color="#cf222e", fontsize=9,
+            ha="center", va="bottom")
+    ax.set_yticks(range(len(order)), order, fontsize=10)
+    ax.tick_params(axis="y", length=0, pad=8)
+    ax.set_ylim(len(order) - 0.4, -1.0)  # the first model on top, room for the limit's label
+    ax.set_xlim(0, max(left, limit_gib) * 1.35)
+    ax.set_xlabel("GiB (spec.model.memory of each TrainedModel of this server, in creation order)", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title, fontsize=12)
+    return _finish(fig, folder, filename)

@@ -125,6 +125,26 @@ def list_objects(client: Minio, bucket: str, prefix: str = "") -> list[tuple[str
         return [(o.object_name, o.size or 0) for o in found if not o.object_name.endswith("/")]
 
 
+def delete_prefix(client: Minio, bucket: str, prefix: str) -> list[str]:
+    """Delete every object under `prefix` (none when the bucket is missing); return their keys (99_cleanup)."""
+    if not bucket_exists(client, bucket):
+        return []
+    keys = [key for key, _ in list_objects(client, bucket, prefix)]
+    with s3_errors(client, bucket, prefix):
+        for key in keys:
+            client.remove_object(bucket, key)
+    return keys
+
+
+def remove_bucket_if_empty(client: Minio, bucket: str) -> bool:
+    """Remove `bucket` when it holds no object; True if it was removed (99_cleanup)."""
+    if not bucket_exists(client, bucket) or list_objects(client, bucket):
+        return False
+    with s3_errors(client, bucket):
+        client.remove_bucket(bucket)
+    return True
+
+
 def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progress: bool = True) -> list[str]:
     """Upload every file under `folder` to s3://bucket/prefix/..., keeping relative paths.
 

@@ -158,7 +158,11 @@ class Target:
 
     def default_namespace(self) -> str:
         """The namespace a learner works in when none is set."""
-        return DEFAULT_NAMESPACE
+        return self.own_namespace() or DEFAULT_NAMESPACE
+
+    def own_namespace(self) -> str:
+        """The namespace this process runs in: a pod's; "" outside a cluster."""
+        return ""
 
     def describe(self) -> str:
         """One line for a notebook's opening: where this runs and with which credentials."""
@@ -305,11 +309,11 @@ class InCluster(Target):
         kconfig.load_incluster_config()
         return client.ApiClient()
 
-    def default_namespace(self) -> str:
+    def own_namespace(self) -> str:
         try:
-            return (self.account_dir / "namespace").read_text().strip() or DEFAULT_NAMESPACE
+            return (self.account_dir / "namespace").read_text().strip()
         except OSError:
-            return DEFAULT_NAMESPACE
+            return ""
 
     def describe(self) -> str:
         return f"cluster, in a pod (service account of namespace {self.default_namespace()})"

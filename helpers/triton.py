@@ -227,10 +227,16 @@ def server_ready(url: str, headers: Headers = None) -> bool:
         return False
 
 
-def model_ready(url: str, model: str, headers: Headers = None) -> bool:
-    """`GET /v2/models/<model>/ready` is 200, the guide's readiness check (03_cifar10)."""
+def model_ready(url: str, model: str, headers: Headers = None, version: str = "") -> bool:
+    """`GET /v2/models/<model>[/versions/<version>]/ready` is 200, the guide's readiness check (03_cifar10)."""
     with _http(url, timeout=10) as client:
-        return bool(client.is_model_ready(model, headers=headers))
+        return bool(client.is_model_ready(model, model_version=version, headers=headers))
+
+
+def model_statistics(url: str, model: str = "", headers: Headers = None) -> list[dict]:
+    """`GET /v2/models/<model>/stats` (every loaded model when `model` is ""): counts and times per version (05_lifecycle)."""
+    with _http(url) as client:
+        return list(client.get_inference_statistics(model, headers=headers).get("model_stats") or [])
 
 
 def model_metadata(url: str, model: str, headers: Headers = None) -> dict:

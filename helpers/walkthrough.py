@@ -10,6 +10,9 @@ JSON as its system-out) and exits non-zero when a notebook failed. What the run 
 namespace (TrainedModels, the InferenceService, the S3 Secret, ServiceAccount and ExternalName
 Service) is kept by default (`--keep`), so it can be inspected; `--cleanup` deletes it
 afterwards. The namespace, its Profile and the Knative settings from 00 are always kept.
+
+The walkthrough is 00-06; `99_cleanup`, which deletes all that 00-05 made (the Profile and the
+Knative values too), runs only when asked: `--only 99`.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from .config import build_dir
 from .resources import is_checkout, notebooks_dir
 
 KERNEL = "mms-notebooks"
+CLEANUP = "99_cleanup"
 
 
 @dataclass
@@ -42,9 +46,10 @@ class Run:
     detail: str = ""  # the failing cell's error and traceback, plain text
 
 
-def notebooks(folder: Optional[Path] = None) -> list[Path]:
-    """The walkthrough's notebooks, in the guide's order (their file names start with 00_, 01_ ...)."""
-    return sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
+def notebooks(folder: Optional[Path] = None, cleanup: bool = False) -> list[Path]:
+    """The walkthrough's notebooks in the guide's order (file names 00_, 01_ ...); `99_cleanup` only with `cleanup`."""
+    found = sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
+    return [path for path in found if cleanup or path.stem != CLEANUP]
 
 
 def default_kernel() -> str:
@@ -113,9 +118,10 @@ def _detail(exc: Exception) -> str:
 
 def run_all(parameters: dict[str, Any], out_dir: Path, only: Optional[list[str]] = None,
             stop_on_failure: bool = True, folder: Optional[Path] = None, kernel: str = KERNEL) -> list[Run]:
-    """Run every notebook of `folder` (default: the shipped ones), or those whose names start with one of `only`, in order."""
+    """Run every notebook of `folder` (default: the shipped ones), or those whose names start with one
+    of `only`, in order; `99_cleanup` only when `only` names it."""
     runs = []
-    for path in notebooks(folder):
+    for path in notebooks(folder, cleanup=bool(only)):
         if only and not any(path.stem.startswith(prefix) for prefix in only):
             continue
         print(f"running {path.name} ...", flush=True)
@@ -246,7 +252,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.target:
         params["target"] = args.target
     out_dir = args.out or build_dir() / "notebooks"
-    planned = [p.stem for p in notebooks(args.dir)
+    planned = [p.stem for p in notebooks(args.dir, cleanup=bool(args.only))
                if not args.only or any(p.stem.startswith(prefix) for prefix in args.only)]
     if not planned:
         print(f"no notebooks in {args.dir or notebooks_dir()}")

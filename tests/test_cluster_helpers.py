@@ -131,6 +131,16 @@ def test_knative_patches_are_idempotent(kube) -> None:
     assert "already set, unchanged" in knative.describe_changes(again)
     assert "kubectl patch cm config-deployment --patch '{\"data\": {\"progressDeadline\": \"600s\"}}' -n knative-serving" \
         in knative.knative_patch_commands(patches)
+    # the values found before the first change are saved once, come back, and the saved copy goes
+    notes = client.CoreV1Api(kube).read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations
+    saved = json.loads((notes or {}).get(knative.SAVED_ANNOTATION, "null"))
+    if any(c.changed for c in first):
+        assert saved == {c.key: c.before for c in first}
+    restored = knative.restore_config_deployment(kube)
+    assert {c.key: c.after for c in restored} == (saved or {})
+    if restored:
+        assert "--type merge" in knative.restore_command(restored)
+    assert knative.restore_config_deployment(kube) == []
 
 
 @pytest.mark.stack

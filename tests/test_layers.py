@@ -12,10 +12,11 @@ import pytest
 
 from helpers.config import project_root
 
-CORE = {"config", "constants", "errors", "wait", "progress", "resources"}
+CORE = {"config", "constants", "errors", "wait", "progress", "resources", "settings"}
 CLIENTS = {"k8s", "storage", "triton", "target", "portforward"}
 LEARNER = {"notebook", "manifests", "preflight", "knative", "inference", "endpoint", "kubeflow_minio",
-           "agent_log", "standins", "model_sources", "images", "predict", "plots", "widgets", "mc"}
+           "agent_log", "standins", "model_sources", "images", "predict", "plots", "widgets", "mc",
+           "model_pack", "diagram", "lifecycle", "cleanup"}
 TOOLS = {"lab", "walkthrough", "guide_steps", "notebooks"}
 MAY_IMPORT = {"core": CORE, "clients": CORE | CLIENTS, "learner": CORE | CLIENTS | LEARNER,
               "local": CORE | CLIENTS | {"local"}}

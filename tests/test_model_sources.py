@@ -215,3 +215,144 @@ def test_registry_points_at_the_guides_public_sources() -> None:
     with pytest.raises(Exception) as err:
         model_sources.fetch("resnet")
     assert "cifar10" in str(err.value)
+
+
+# --- pack / unpack: carrying the real models to offline machines -------------------------------
+from helpers import model_pack  # noqa: E402
+from helpers.errors import SetupError  # noqa: E402
+
+GRAPH = b"frozen graph bytes " * 500
+
+
+def place_real_models(cache: Path) -> None:
+    """A cache as `fetch` leaves it after downloads: both models' folders with markers."""
+    cifar = cache / "cifar10"
+    (cifar / "1").mkdir(parents=True)
+    (cifar / "config.pbtxt").write_bytes(CONFIG_BYTES)
+    (cifar / "1" / "model.pt").write_bytes(MODEL_BYTES)
+    inception = cache / "inception_graphdef"
+    (inception / "1").mkdir(parents=True)
+    (inception / "1" / "model.graphdef").write_bytes(GRAPH)
+    (inception / "config.pbtxt").write_text('platform: "tensorflow_graphdef"\n')
+    (inception / "inception_labels.txt").write_text("background\ntench\n")
+    (cache / ".markers").mkdir()
+    (cache / ".markers" / "cifar10.json").write_text(json.dumps(
+        {"files": {"config.pbtxt": sha(CONFIG_BYTES), "1/model.pt": sha(MODEL_BYTES)}}))
+
+
+def rewrite(archive: Path, out: Path, change) -> None:
+    """Copy a tar member by member, letting `change(name, data) -> (name, data) | None` alter or drop each."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
+        for member in src:
+            data = src.extractfile(member).read() if member.isfile() else b""
+            changed = change(member.name, data)
+            if changed is None:
+                continue
+            info = tarfile.TarInfo(changed[0])
+            info.size = len(changed[1])
+            dst.addfile(info, io.BytesIO(changed[1]))
+
+
+@pytest.fixture()
+def packed(tmp_path: Path) -> tuple[Path, Path]:
+    cache = tmp_path / "online"
+    place_real_models(cache)
+    archive = tmp_path / "models.tar.gz"
+    model_pack.pack(archive, cache=cache, say=lambda _: None)
+    return archive, cache
+
+
+def test_pack_then_unpack_round_trip_makes_fetch_use_the_real_models(packed, tmp_path: Path) -> None:
+    archive, online = packed
+    offline = tmp_path / "offline"
+    said: list[str] = []
+    done = model_pack.unpack(archive, cache=offline, sha256=model_sources.sha256_of(archive), say=said.append)
+    assert {(d.name, d.action) for d in done} == {("cifar10", "installed"), ("inception", "installed")}
+    for folder in ("cifar10", "inception_graphdef"):
+        for path in (online / folder).rglob("*"):
+            if path.is_file():
+                assert (offline / folder / path.relative_to(online / folder)).read_bytes() == path.read_bytes()
+    assert not [p for p in offline.iterdir() if p.name.startswith(".unpack-")]  # staging removed
+    # fetch now takes the unpacked files, offline, with no stand-in built
+    found = model_sources.fetch_source(model_sources.SOURCES["cifar10"], offline=True, cache=offline,
+                                       progress=False, say=said.append)
+    assert not found.is_standin and found.path == offline / "cifar10" and "cached download" in said[-1]
+    assert not (offline / "standin").exists()
+    # unpacking again changes nothing
+    again = model_pack.unpack(archive, cache=offline, say=said.append)
+    assert {d.action for d in again} == {"unchanged"}
+
+
+def test_pack_refuses_an_empty_cache_and_a_damaged_download(tmp_path: Path) -> None:
+    with pytest.raises(SetupError) as err:
+        model_pack.pack(tmp_path / "m.tar", cache=tmp_path / "empty", say=lambda _: None)
+    assert "no real model" in err.value.cause and "fetch" in err.value.fix
+    cache = tmp_path / "cache"
+    place_real_models(cache)
+    (cache / "cifar10" / "1" / "model.pt").write_bytes(b"bit rot")
+    with pytest.raises(SetupError) as err:
+        model_pack.pack(tmp_path / "m.tar", ["cifar10"], cache=cache, say=lambda _: None)
+    assert "damaged" in err.value.cause and not (tmp_path / "m.tar").exists()
+
+
+@pytest.mark.parametrize("tamper, expect", [
+    (lambda n, d: (n, d[:-1] + b"X") if n.endswith("model.pt") else (n, d), "not the"),
+    (lambda n, d: None if n.endswith("model.graphdef") else (n, d), "not in it"),
+    (lambda n, d: (n, d) if n != "models/cifar10/config.pbtxt" else ("models/cifar10/../../evil", d),
+     "not in its manifest"),
+    (lambda n, d: (n, b"{not json") if n == "MANIFEST.json" else (n, d), "not valid JSON"),
+    (lambda n, d: None if n == "MANIFEST.json" else (n, d), "does not start with"),
+])
+def test_a_tampered_archive_is_refused_and_the_cache_is_untouched(packed, tmp_path: Path, tamper, expect) -> None:
+    archive, online = packed
+    bad = tmp_path / "bad.tar"
+    rewrite(archive, bad, tamper)
+    offline = tmp_path / "offline"
+    place_real_models(offline)  # a verified cache entry already there
+    before = {p: p.read_bytes() for p in offline.rglob("*") if p.is_file()}
+    with pytest.raises(model_pack.ArchiveError) as err:
+        model_pack.unpack(bad, cache=offline, say=lambda _: None)
+    assert expect in err.value.cause and err.value.fix
+    assert {p: p.read_bytes() for p in offline.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "evil").exists()
+
+
+def test_a_truncated_archive_or_wrong_digest_is_refused(packed, tmp_path: Path) -> None:
+    archive, _ = packed
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(model_pack.ArchiveError) as err:
+        model_pack.unpack(cut, cache=tmp_path / "offline", say=lambda _: None)
+    assert "cut off" in err.value.cause or "cannot read" in err.value.cause
+    assert not (tmp_path / "offline" / "cifar10").exists()
+    with pytest.raises(model_pack.ArchiveError) as err:
+        model_pack.unpack(archive, cache=tmp_path / "offline", sha256="0" * 64, say=lambda _: None)
+    assert "not the" in err.value.cause
+
+
+def test_unpack_leaves_a_different_cached_model_alone_unless_told(packed, tmp_path: Path) -> None:
+    archive, _ = packed
+    offline = tmp_path / "offline"
+    (offline / "cifar10" / "1").mkdir(parents=True)
+    (offline / "cifar10" / "config.pbtxt").write_bytes(CONFIG_BYTES)
+    (offline / "cifar10" / "1" / "model.pt").write_bytes(b"someone's own model")
+    with pytest.raises(SetupError) as err:
+        model_pack.unpack(archive, cache=offline, say=lambda _: None)
+    assert "--replace" in err.value.fix
+    assert (offline / "cifar10" / "1" / "model.pt").read_bytes() == b"someone's own model"
+    assert not (offline / "inception_graphdef").exists()  # all or nothing
+    done = model_pack.unpack(archive, cache=offline, replace=True, say=lambda _: None)
+    assert ("cifar10", "replaced") in {(d.name, d.action) for d in done}
+    assert (offline / "cifar10" / "1" / "model.pt").read_bytes() == MODEL_BYTES
+
+
+def test_the_command_line_packs_and_unpacks(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MMS_CACHE_DIR", str(tmp_path / "online"))
+    place_real_models(tmp_path / "online" / "models")
+    assert model_sources.main(["pack", str(tmp_path / "m.tar")]) == 0
+    assert "sha256" in capsys.readouterr().out
+    monkeypatch.setenv("MMS_CACHE_DIR", str(tmp_path / "offline"))
+    assert model_sources.main(["unpack", str(tmp_path / "m.tar")]) == 0
+    assert (tmp_path / "offline" / "models" / "cifar10" / "1" / "model.pt").read_bytes() == MODEL_BYTES
+    assert model_sources.main(["unpack", str(tmp_path / "missing.tar")]) == 1
+    assert "fix:" in capsys.readouterr().err

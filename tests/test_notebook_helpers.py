@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import images, notebook, plots, predict
+from helpers.config import project_root
 from helpers.errors import SetupError
 from helpers.standins import CIFAR10_CLASSES
 from helpers.widgets import settings_widgets
@@ -100,11 +101,26 @@ def test_show_equivalent_marks_commands(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_sample_images_ship_with_scikit_image() -> None:
-    photos = images.sample_images()
-    assert list(photos) == list(images.DEFAULT_SAMPLES)
+    photos = images.sample_images(images.SAMPLES)
+    assert list(images.sample_images()) == list(images.DEFAULT_SAMPLES) == list(images.CIFAR10_SAMPLES)
     assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in photos.values())
+    assert photos["horse"].max() == 255 and photos["horse"].min() == 0  # the silhouette, black on white
     with pytest.raises(ValueError):
         images.sample_images(["unicorn"])
+
+
+def test_cifar10_photos_show_cifar10_classes_and_inceptions_have_imagenet_labels() -> None:
+    labels = set((project_root() / "data" / "models" / "inception_graphdef" / "inception_labels.txt")
+                 .read_text().splitlines())
+    for name in images.CIFAR10_SAMPLES:
+        assert images.SAMPLES[name].cifar10 in CIFAR10_CLASSES, name
+    for name in images.INCEPTION_SAMPLES:
+        assert set(images.SAMPLES[name].imagenet.split(", ")) <= labels, name
+    described = images.describe(images.CIFAR10_SAMPLES).splitlines()
+    assert [line.split()[0] for line in described] == list(images.CIFAR10_SAMPLES)
+    assert described[2].endswith("expected: airplane") and "astronaut" in described[2]
+    assert images.describe(["coffee"]).endswith("expected: none of the ten classes")
+    assert images.describe(["shuttle"], "inception").endswith("expected: space shuttle")
 
 
 def test_preprocessing_matches_each_models_input() -> None:

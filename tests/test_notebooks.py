@@ -1,4 +1,5 @@
-"""The walkthrough, executed: papermill runs 00-04 in order against the session's local stack.
+"""The walkthrough, executed: papermill runs 00-05 in order against the session's local stack,
+then 99_cleanup, then 00-05 again.
 
 One run with the guide's settings on the default (kfserving-0.5) stack, one on a `kserve`-profile
 stack with another namespace, server name and bucket, and the API group found from the cluster;
@@ -20,16 +21,19 @@ import pytest
 import requests
 from kubernetes import client
 
-from helpers import walkthrough
+from helpers import images, walkthrough
 from helpers.resources import data_path, notebooks_dir
 from helpers.constants import KSERVE_GROUP, api_group
 from helpers.local import torch_backend
+from helpers.knative import SAVED_ANNOTATION
 from helpers.standins import CIFAR10_CLASSES
 from helpers.wait import poll_until
 
 pytestmark = pytest.mark.stack
 
-NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception"]
+NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception", "05_lifecycle"]
+GUIDE = NOTEBOOKS[:5]  # the guide's steps; 05 goes beyond it
+CLEANUP = walkthrough.CLEANUP
 # The other run: the `kserve` profile's stack, other names, and api_group left empty (found from the cluster).
 OTHER = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "api_group": KSERVE_GROUP}
 INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labels.txt")
@@ -101,6 +105,8 @@ def test_00_cluster_prep(default_run) -> None:
         "registriesSkippingTagResolving": "nvcr.io", "progressDeadline": "600s"}
     assert found["settings"] == {"target": "local", "identity": "admin", "namespace": "mms", "server_name": "triton-mms",
                                  "bucket": "triton", "api_group": "serving.kubeflow.org"}
+    assert_plots(found, 1)
+    assert Path(found["plots"][0]).name == "00_architecture.png"
 
 
 def test_01_minio(default_run) -> None:
@@ -123,7 +129,7 @@ def test_03_cifar10(default_run) -> None:
     assert found["trainedmodel_ready"] and found["model_ready"]
     assert found["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10]}]
     assert sorted(found["uploaded"]) == ["torchscript/cifar10/1/model.pt", "torchscript/cifar10/config.pbtxt"]
-    assert len(found["predictions"]) == 4
+    assert [p["image"] for p in found["predictions"]] == list(images.CIFAR10_SAMPLES)
     for prediction in found["predictions"]:
         labels = [label for label, _ in prediction["top"]]
         assert len(labels) == 3 and set(labels) <= set(CIFAR10_CLASSES)
@@ -141,7 +147,7 @@ def test_03_cifar10(default_run) -> None:
 def test_04_inception(default_run) -> None:
     found = results(default_run, "04_inception")
     assert found["trainedmodel_ready"] and found["model_ready"]
-    assert found["outputs"] == [{"name": "InceptionV3/Predictions/Softmax", "datatype": "FP32", "shape": [4, 1001]}]
+    assert found["outputs"] == [{"name": "InceptionV3/Predictions/Softmax", "datatype": "FP32", "shape": [len(images.INCEPTION_SAMPLES), 1001]}]
     assert {e["name"]: e["state"] for e in found["repository"]} == {"cifar10": "READY", "inception": "READY"}
     assert found["served_by"].startswith("a Python-based tensorflow backend")
     for prediction in found["predictions"]:
@@ -149,6 +155,29 @@ def test_04_inception(default_run) -> None:
         assert len(labels) == 5 and set(labels) <= INCEPTION_LABELS
     assert found["agent_timeline"]["load_s"] is not None
     assert_plots(found, 2)
+
+
+def test_05_lifecycle(default_run) -> None:
+    found = results(default_run, "05_lifecycle")
+    model = "cifar10-lifecycle"
+    assert found["added"]["before"] == ["cifar10", "inception"] and model in found["added"]["after"]
+    assert found["reload"]["seen"]
+    messages = [step["msg"] for step in found["reload"]["agent"]]
+    assert messages.index("unloading model") < messages.index("Successfully loaded model")
+    assert found["old_version_gone"] and found["versions"] == {
+        "v2_ready": True, "v1_ready": False, "index": [
+            {"name": model, "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"},
+            {"name": model, "version": "2", "state": "READY", "reason": ""}]}
+    assert found["deleted"]["absent_from_index"] and found["deleted"]["index"] == ["cifar10", "inception"]
+    assert found["deleted"]["models_json"] == ["cifar10", "inception"]
+    assert "Successfully unloaded model" in [step["msg"] for step in found["deleted"]["agent"]]
+    served = {row["model"]: row["inference_count"] for row in found["statistics"]}
+    assert served[model] == len(images.CIFAR10_SAMPLES) and served["cifar10"] >= 1
+    # KFServing 0.5.1 checks no memory: the model is Ready and handed to the agent
+    assert found["over_memory"] == {"limit": "16Gi", "asked": "32Gi", "memory_condition": None,
+                                    "in_models_json": True, "ready": True, "refused": False}
+    assert found["declared_memory_gib"] == {"cifar10": 1.0, "inception": 1.0, model: 1.0, "cifar10-too-big": 32.0}
+    assert_plots(found, 1)
 
 
 def assert_plots(found: dict, count: int) -> None:
@@ -245,7 +274,7 @@ def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -
 
     requests_dir = default_run["03_cifar10"].results.parent.parent / "requests"
     guide.write_files(stack, requests_dir, requests_dir)
-    printed = guide.notebook_commands([default_run[name].output for name in NOTEBOOKS])
+    printed = guide.notebook_commands([default_run[name].output for name in GUIDE])  # 05's act on models it deletes
     ingress = stack.env()["MMS_INGRESS_URL"]
 
     def as_run(line: str) -> Optional[str]:
@@ -278,6 +307,11 @@ def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve
     assert results(other_run, "01_minio")["applied"] == ["Secret team-b/mysecret", "ServiceAccount team-b/sa"]
     assert results(other_run, "03_cifar10")["outputs"][0]["shape"] == [1, 10]
     assert results(other_run, "04_inception")["model_ready"]
+    lifecycle = results(other_run, "05_lifecycle")
+    assert lifecycle["reload"]["seen"] and lifecycle["old_version_gone"] and lifecycle["deleted"]["absent_from_index"]
+    # KServe adds up the declared memory: the model that does not fit never reaches models.json
+    assert lifecycle["over_memory"] == {"limit": "16Gi", "asked": "32Gi", "memory_condition": "False",
+                                        "in_models_json": False, "ready": False, "refused": True}
     secret = client.CoreV1Api(kube).read_namespaced_secret("mysecret", "team-b")
     assert "serving.kserve.io/s3-endpoint" in secret.metadata.annotations
     tm = client.CustomObjectsApi(kube).get_namespaced_custom_object(
@@ -347,7 +381,7 @@ def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_p
 # --- the committed notebooks --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", [*NOTEBOOKS, CLEANUP])
 def test_committed_notebook_is_clean(name: str) -> None:
     nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", 4)
     nbformat.validate(nb)
@@ -363,3 +397,59 @@ def test_committed_notebook_is_clean(name: str) -> None:
     first = nb.cells[0]
     assert first.cell_type == "markdown" and "Guide section" in first.source
     assert re.search(r"[\uac00-\ud7a3]", first.source)  # the guide's Korean heading is quoted
+
+
+# --- teardown: 99_cleanup, then the walkthrough again ----------------------------------------------
+
+
+def config_deployment(kube) -> dict:
+    return client.CoreV1Api(kube).read_namespaced_config_map("config-deployment", "knative-serving").data or {}
+
+
+def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, default_run, tmp_path: Path) -> None:
+    """Runs last on the default stack: 99 removes everything and restores Knative; 00-05 then pass again."""
+    core = client.CoreV1Api(kube)
+    notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations or {}
+    saved = json.loads(notes.get(SAVED_ANNOTATION, "null"))  # what 00 found, when 00 (or a test before) patched
+    if any(c["changed"] for c in results(default_run, "00_cluster_prep")["knative_config_deployment"]):
+        assert saved == {c["key"]: c["before"] for c in results(default_run, "00_cluster_prep")["knative_config_deployment"]}
+    keys = ("registriesSkippingTagResolving", "progressDeadline")
+    expected = saved if saved is not None else {k: config_deployment(kube).get(k) for k in keys}
+    path = notebooks_dir() / f"{CLEANUP}.ipynb"
+    first = walkthrough.run_notebook(path, tmp_path / "first", {})
+    assert first.ok, first.error
+    done = json.loads(first.results.read_text())
+    assert done["leftovers"] == []
+    removed = {step["what"]: step["removed"] for step in done["steps"]}
+    assert removed["TrainedModels"] == ["cifar10", "inception"] and removed["InferenceService"] == ["triton-mms"]
+    assert removed["Profile and namespace"] == ["Profile mms", "namespace mms"]
+    assert removed["bucket objects"] == []  # delete_data=False keeps the files
+    assert {k: config_deployment(kube).get(k) for k in keys} == expected
+    notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations
+    assert SAVED_ANNOTATION not in (notes or {})  # restored: the saved values are dropped
+    commands = [step["command"] for step in done["steps"]]
+    assert commands[0] == "kubectl delete trainedmodels.serving.kubeflow.org -l inferenceservice=triton-mms -n mms"
+    assert commands[1] == "kubectl delete inferenceservices.serving.kubeflow.org triton-mms -n mms"
+    again = walkthrough.run_notebook(path, tmp_path / "again", {})  # idempotent: nothing left to remove
+    assert again.ok and all(not step["removed"] for step in json.loads(again.results.read_text())["steps"])
+    run_walkthrough(tmp_path / "rerun", {})
+
+
+def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack, kserve_kube, other_run,
+                                                                    tmp_path: Path) -> None:
+    from helpers import cleanup, storage
+    from helpers.target import select
+
+    with state_dir(kserve_stack):
+        run = walkthrough.run_notebook(notebooks_dir() / f"{CLEANUP}.ipynb", tmp_path,
+                                       {**{k: v for k, v in OTHER.items() if k != "api_group"}, "delete_data": True})
+    assert run.ok, run.error
+    done = json.loads(run.results.read_text())
+    assert done["leftovers"] == [] and done["settings"]["namespace"] == "team-b"
+    removed = {step["what"]: step["removed"] for step in done["steps"]}
+    assert "torchscript/cifar10/1/model.pt" in removed["bucket objects"]
+    assert "bucket models-b (empty)" in removed["bucket objects"]
+    assert removed["Knative config-deployment"]  # the kserve stack's 00 saved and now restored them
+    with state_dir(kserve_stack):
+        s3 = cleanup.minio_client(kserve_kube, select("local"))
+        assert not storage.bucket_exists(s3, "models-b")

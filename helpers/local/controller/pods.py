@@ -25,8 +25,9 @@ from typing import Optional
 
 from kubernetes.client.exceptions import ApiException
 
-from ...constants import (KFSERVING_GROUP, INFERENCESERVICE_CONFIG, LOCAL_ADDRESS_ANNOTATION, ApiGroup,
-                           model_config_map_name)
+from ...constants import (AGENT_CONTAINER, CONFIG_DIR, INFERENCESERVICE_CONFIG, KFSERVING_GROUP, KSERVE_GROUP,
+                          LOCAL_ADDRESS_ANNOTATION, MODEL_DIR, TRITON_HTTP_PORT, ApiGroup, api_group,
+                          model_config_map_name)
 from .. import process
 from ..controlplane import KUBE_VERSION, NODE_NAME
 from ..kubelet import ContainerLog, LogError
@@ -35,17 +36,12 @@ from .kube import Kube, owner_reference
 
 log = logging.getLogger("controller")
 
-SERVER_CONTAINER = {KFSERVING_GROUP: "kfserving-container"}  # KServe: kserve-container
-AGENT_CONTAINER = "agent"
 ROLES = ("triton", "agent")  # the processes, in the containers' order
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet for generated name suffixes
-# KFServing 0.5.1's Triton container (its predictor builds these arguments) and agent injector.
-TRITON_PORT = 8080
-MODEL_DIR, CONFIG_DIR = "/mnt/models", "/mnt/configs"
 
 
 def server_container(group: ApiGroup) -> str:
-    return SERVER_CONTAINER.get(group.group, "kserve-container")
+    return group.server_container
 
 
 def revision(group: ApiGroup, isvc: str) -> str:
@@ -211,9 +207,9 @@ class Pods:
         server = {
             "name": server_container(group), "image": images["triton"],
             "args": ["tritonserver", f"--model-store={MODEL_DIR}", "--grpc-port=9000",
-                     f"--http-port={TRITON_PORT}", "--allow-grpc=true", "--allow-http=true",
+                     f"--http-port={TRITON_HTTP_PORT}", "--allow-grpc=true", "--allow-http=true",
                      "--model-control-mode=explicit", *(triton.get("args") or [])],
-            "ports": [{"name": "user-port", "containerPort": TRITON_PORT, "protocol": "TCP"}],
+            "ports": [{"name": "user-port", "containerPort": TRITON_HTTP_PORT, "protocol": "TCP"}],
             "resources": triton.get("resources") or {}, "volumeMounts": mounts,
         }
         agent = {
@@ -395,7 +391,7 @@ class Pods:
 
 
 def server_container_for(group: str) -> str:
-    return SERVER_CONTAINER.get(group, "kserve-container")
+    return api_group(group or KSERVE_GROUP).server_container
 
 
 def _pid_alive(pid: int) -> bool:
