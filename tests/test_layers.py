@@ -14,7 +14,7 @@ from helpers.config import project_root
 
 CORE = {"config", "constants", "errors", "wait", "progress"}
 CLIENTS = {"k8s", "storage", "triton", "target"}
-LEARNER = {"notebook", "manifests", "preflight", "knative", "inference", "endpoint", "kubeflow_minio",
+LEARNER = {"notebook", "manifests", "preflight", "knative", "inference", "endpoint", "kubeflow_minio", "doctor", "pitfalls",
            "agent_log", "standins", "model_sources", "images", "predict", "plots", "widgets", "mc"}
 TOOLS = {"lab", "walkthrough", "guide_steps"}
 MAY_IMPORT = {"core": CORE, "clients": CORE | CLIENTS, "learner": CORE | CLIENTS | LEARNER,
