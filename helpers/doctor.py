@@ -75,6 +75,7 @@ class Facts:
     tm_events: dict = field(default_factory=dict)   # TrainedModel name -> its Events
     inference_config: Optional[dict] = None         # {"namespace", "predictors"} or {"denied": [...]}
     agent_lines: list = field(default_factory=list)
+    server_lines: list = field(default_factory=list)  # Triton's log lines about model folders it refused
     gateway: Optional[dict] = None                  # {"url", "status", "body", "location"}
     repository: Optional[list] = None               # Triton's repository index
     s3: Optional[dict] = None                       # {"endpoint", "bucket", "ok", "error"}
@@ -375,17 +376,25 @@ _FLAG_FIX = (f"an admin sets predictors.triton.multiModelServer to true in {INFE
 
 def check_config_name(facts: Facts) -> Finding:
     name = "config.pbtxt name = TrainedModel name"
-    bad = [f"{m.get('name')}: {m.get('reason')}" for m in facts.repository or []
-           if "name" in str(m.get("reason", "")) and "config" in str(m.get("reason", "")).lower()]
-    seen = _agent_line(facts, "unexpected 'name'") or _agent_line(facts, "does not match")
-    if bad or seen:
-        return Finding(name, PROBLEM, "; ".join(bad + ([seen] if seen else []))[:400],
+    current = {tm["metadata"]["name"] for tm in facts.trained_models}
+    loaded = {m.get("name") for m in facts.repository or [] if m.get("state") == "READY"}
+    refused = []
+    for line in facts.server_lines:
+        match = re.search(r"model directory '([^']+)': (.*directory name must equal model name)", line)
+        if match and match.group(1) in current - loaded:
+            refused.append(f"Triton log: Poll failed for model directory '{match.group(1)}': {match.group(2)}")
+    seen = [f"agent log: {r.get('error', '')}".split("; fix:")[0] for r in _agent_json(facts.agent_lines)
+            if "failed to poll from model repository" in str(r.get("error", ""))
+            and (r.get("modelName") or r.get("model")) in current - loaded]
+    if refused or seen:
+        return Finding(name, PROBLEM, "; ".join(refused[-1:] + seen[-1:])[:400],
                        "the agent writes the model to a folder named after the TrainedModel and Triton wants "
                        "config.pbtxt's `name` to equal that folder: fix `name:` (or delete the line) and upload it "
                        "again, or name the TrainedModel as the config does; then delete and re-apply the TrainedModel")
     if facts.repository is None:
         return Finding(name, NA, "Triton's repository index was not reachable")
-    return Finding(name, OK, f"{len(facts.repository)} model(s) in Triton's index, none refused for its name")
+    return Finding(name, OK, f"{len(loaded)} model(s) READY in Triton's index, no TrainedModel's folder refused "
+                             "for its name")
 
 
 def check_memory(facts: Facts) -> Finding:
@@ -564,6 +573,8 @@ def gather(api: client.ApiClient, target: Any, namespace: str, server: str, grou
         facts.pod = api.sanitize_for_serialization(live[0])
         facts.pod_events = _read(facts, "pod events", lambda: _events(core, namespace, "Pod", live[0].metadata.name)) or []
         facts.agent_lines = _read(facts, "agent log", lambda: agent_log.agent_lines(api, target, ag, server, namespace)) or []
+        triton_log = _read(facts, "server log", lambda: agent_log.server_lines(api, target, ag, server, namespace)) or []
+        facts.server_lines = [line for line in triton_log if "Poll failed for model directory" in line][-20:]
     tms = _read(facts, "trainedmodels", lambda: custom.list_namespaced_custom_object(
         ag.group, ag.tm_version, namespace, "trainedmodels"))
     facts.trained_models = [tm for tm in (tms or {}).get("items", [])
