@@ -299,7 +299,7 @@ def check_stale_env(facts: Facts) -> Finding:
         return Finding(name, PROBLEM, "the agent's env differs from the Secret's annotations: " + "; ".join(differs) + when,
                        "the credential builder writes the env when the pod is made: delete the server's pod (or "
                        "re-create the InferenceService) so a new pod takes the Secret as it is now",
-                       ISSUES + "2990")
+                       ISSUES + "1764")
     return Finding(name, OK, "the agent's env matches the Secret's annotations" + when)
 
 
@@ -310,7 +310,7 @@ def check_service_account(facts: Facts) -> Finding:
         return Finding(name, NA, facts.unreadable["service_account"])
     if facts.service_account is None:
         return Finding(name, PROBLEM, f"service account {account!r} does not exist in {facts.namespace}",
-                       "apply s3_secret.yaml (01_minio), or fix spec.predictor.serviceAccountName", ISSUES + "1764")
+                       "apply s3_secret.yaml (01_minio), or fix spec.predictor.serviceAccountName", ISSUES + "1519")
     refs = [r.get("name") for r in facts.service_account.get("secrets") or []]
     secret, _ = _s3_secret(facts)
     if secret:
@@ -319,7 +319,7 @@ def check_service_account(facts: Facts) -> Finding:
     evidence = (f"service account {account} lists {refs or 'no secrets'}"
                 + (f"; missing: {missing}" if missing else "") + ", none with an s3-endpoint annotation")
     return Finding(name, PROBLEM, evidence, "add the S3 Secret under the service account's `secrets:` "
-                                            "(s3_secret.yaml does both), then re-create the server", ISSUES + "1764")
+                                            "(s3_secret.yaml does both), then re-create the server", ISSUES + "1519")
 
 
 def check_external_name(facts: Facts) -> Finding:
@@ -430,7 +430,7 @@ def check_pending(facts: Facts) -> Finding:
     if phase == "Pending" and failed:
         return Finding(name, PROBLEM, f"pod {facts.pod['metadata']['name']} Pending; {_events_text(failed)[-1]}",
                        "the guide asks 16Gi and 1 CPU for Triton: lower spec.predictor.triton.resources (e.g. 2Gi) to "
-                       "what a node has free, or add a node that big", "https://github.com/kserve/kserve/issues/3792")
+                       "what a node has free, or add a node that big", ISSUES + "1601")
     return Finding(name, OK, f"pod {facts.pod['metadata']['name']} is {phase}")
 
 
