@@ -319,7 +319,7 @@ def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_p
 # --- the committed notebooks --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", NOTEBOOKS + ["06_troubleshooting"])
 def test_committed_notebook_is_clean(name: str) -> None:
     nb = nbformat.read(project_root() / "notebooks" / f"{name}.ipynb", 4)
     nbformat.validate(nb)
