@@ -66,7 +66,7 @@ def _logger(record: dict) -> str:
 
 def parse(lines: Iterable[str]) -> list[dict]:
     """The log's JSON events as dicts with `ts` (float seconds), `logger`, `msg`, `model` (or None),
-    plus `fields` (the record as logged). Lines that are not JSON events are skipped."""
+    plus `fields` (the record as logged) and `line` (as written). Lines that are not JSON events are skipped."""
     events = []
     for line in lines:
         line = line.strip()
@@ -81,7 +81,7 @@ def parse(lines: Iterable[str]) -> list[dict]:
             continue
         msg = record["msg"]
         events.append({"ts": ts, "logger": _logger(record), "msg": msg, "model": _model(record, msg),
-                       "fields": record})
+                       "fields": record, "line": line})
     return events
 
 
@@ -224,3 +224,22 @@ def timelines(lines: list[str], models: list[str]) -> list[dict]:
         except ValueError:
             continue
     return found
+
+
+def raw_lines(lines: list[str], model: str, limit: int = 12) -> list[str]:
+    """The agent's own log lines about `model` since its latest `adding model`, as `kubectl logs` shows
+    them (JSON, unchanged); past `limit`, one visible marker says how many were left out."""
+    events = parse(lines)
+    adds = [i for i, e in enumerate(events) if e["model"] == model and e["msg"].startswith("adding model")]
+    if not adds:
+        return []
+    first = next((i for i in range(adds[-1], -1, -1) if events[i]["msg"].startswith("Processing event")), adds[-1])
+    about = [e["line"] for e in events[first:] if e["model"] in (model, None)]
+    if len(about) <= limit:
+        return about
+    return about[:limit] + [f"… ({len(about) - limit} more lines: `kubectl logs $SERVER agent` shows them all)"]
+
+
+def triton_lines(lines: list[str], model: str) -> list[str]:
+    """Triton's own log lines that name `model` (loading, version, `successfully loaded`, unloads)."""
+    return [line for line in lines if re.search(rf"['\s:]{re.escape(model)}['\s:]", line)]

@@ -20,6 +20,10 @@ ENV_VARS = {
     "MMS_S3_ENDPOINT": "cluster target: the S3 address to use from outside the cluster (e.g. a port-forward to MinIO)",
     "MMS_INGRESS_URL": "the ingress gateway's address: on the cluster target outside the cluster e.g. a "
                        "port-forward to it; the local stack's `env` sets it to its nginx gateway",
+    "MMS_INGRESS_TOKEN": "a bearer token sent to the ingress gateway (a Kubeflow gateway's session check); "
+                         "never printed: curl lines show ${MMS_INGRESS_TOKEN}",
+    "MMS_INGRESS_COOKIE": "the `authservice_session` cookie of a signed-in Kubeflow browser session, sent to the "
+                          "ingress gateway (value alone, or `name=value`); never printed",
     "RCLONE_CONFIG": "set by the local stack's `env`: an rclone config (mode 0600) with the remote `myminio`, "
                      "the guide's `mc` alias, pointing at the local S3 server",
     "MMS_LAB_PORT": "port of `make lab`'s JupyterLab (default: a free port)",
@@ -33,6 +37,7 @@ ENV_VARS = {
     "TRITONSERVER": "an existing tritonserver binary (default: the one in the nvidia-pytriton wheel)",
     "MMS_TORCH_BACKEND": "which backend serves TorchScript locally: auto (default: Triton's own when built), native, python",
     "MMS_TORCH_THREADS": "math threads per TorchScript model instance on the local Triton (default 1)",
+    "MMS_TF_THREADS": "math threads per TensorFlow GraphDef model instance of the local Python-based backend (default 1)",
     "TRITON_PYTORCH_LIB": "an existing libtriton_pytorch.so for tritonserver 2.51 (skips the build)",
     "TRITON_BACKEND_SRC": "build-triton-pytorch.sh: a folder with the four r24.10 sources (tarballs or trees)",
     "MMS_TRITON_THIRD_PARTY": "build-triton-pytorch.sh: the checked r24.10 tarballs (default ../shared/third_party/triton-r24.10)",

@@ -4,15 +4,16 @@ Explained in 02_server (the InferenceService) and 03_cifar10 (the TrainedModel).
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Optional
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .constants import ApiGroup
+from .constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
 from .errors import SetupError
-from .k8s import forbidden
+from .k8s import forbidden, table as k8s_table
 from .wait import WaitTimeout, poll_until
 
 ISVC, TM = "inferenceservices", "trainedmodels"
@@ -176,3 +177,24 @@ def delete(api: client.ApiClient, group: ApiGroup, plural: str, name: str, names
         if exc.status == 404:
             return False
         raise
+
+
+def table(api: client.ApiClient, group: ApiGroup, plural: str, namespace: str) -> str:
+    """`kubectl get <plural> -n <namespace>` as kubectl prints it: the API server's own Table
+    (the CRD's printer columns), so it reads the same on every cluster and version."""
+    return k8s_table(api, f"/apis/{group.group}/{_version(group, plural)}/namespaces/{namespace}/{plural}",
+                     f"{plural}.{group.group}", namespace)
+
+
+def model_config(api: client.ApiClient, server: str, namespace: str) -> list[dict]:
+    """What the controller hands the agent: `models.json` of ConfigMap `modelconfig-<server>-0`
+    (one entry per TrainedModel: `modelName` and its `modelSpec`); [] when it is not there yet."""
+    try:
+        found = client.CoreV1Api(api).read_namespaced_config_map(model_config_map_name(server), namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return []
+        if exc.status in (401, 403):
+            raise forbidden(exc, "get", "configmaps", namespace) from None
+        raise
+    return json.loads((found.data or {}).get(MODEL_CONFIG_FILE) or "[]")

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import tempfile
 import time
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
@@ -269,6 +270,60 @@ def apply_all(client: Client, manifests: Iterable[Mapping[str, Any]], namespace:
     return [apply(dyn, manifest, namespace) for manifest in manifests]
 
 
+# --- kubectl get -----------------------------------------------------------------------------
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+def _age(stamp: str, now: Optional[datetime] = None) -> str:
+    """`2m5s`-style age of an RFC 3339 time, as kubectl prints it (largest two units, then one)."""
+    try:
+        began = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - began).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if days < 2:
+        return f"{hours}h"
+    return f"{days}d"
+
+
+def table(api: client.ApiClient, path: str, resource: str, namespace: Optional[str] = None) -> str:
+    """What `kubectl get` prints for a list path (e.g. `/apis/<group>/<v>/namespaces/<ns>/<plural>`):
+    the API server's own Table, its priority-0 columns, dates as ages."""
+    try:
+        if hasattr(api, "param_serialize"):  # the client's generator changed its call API in v34
+            answer = api.call_api(*api.param_serialize("GET", path, header_params={"Accept": TABLE},
+                                                       auth_settings=["BearerToken"]))
+            answer.read()
+            if not 200 <= answer.status < 300:
+                raise ApiException(http_resp=answer)
+        else:
+            answer = api.call_api(path, "GET", header_params={"Accept": TABLE}, auth_settings=["BearerToken"],
+                                  _preload_content=False, _return_http_data_only=True)
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise forbidden(exc, "list", resource, namespace) from None
+        raise
+    found = json.loads(answer.data)
+    shown = [i for i, c in enumerate(found.get("columnDefinitions") or []) if not c.get("priority")]
+    columns = [found["columnDefinitions"][i] for i in shown]
+    rows = [[("" if row["cells"][i] is None else _age(row["cells"][i]) if c.get("type") == "date" else
+              str(row["cells"][i])) for i, c in zip(shown, columns)] for row in found.get("rows") or []]
+    if not rows:
+        return f"No resources found in {namespace} namespace." if namespace else "No resources found"
+    header = [c["name"].upper() for c in columns]
+    widths = [max(len(x) for x in column) for column in zip(header, *rows)]
+    return "\n".join("   ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *rows])
+
+
 # --- Service addresses and namespaces ---------------------------------------------------------
 def _split_service_host(host: str, default_namespace: str) -> Optional[tuple[str, str]]:
     """`name`, `name.ns`, `name.ns.svc[.cluster.local]` -> (namespace, name); None for IPs and other hosts."""
@@ -326,6 +381,28 @@ def resolve_url(api: client.ApiClient, url: str, namespace: str = "default") -> 
     return urlunsplit((parts.scheme, resolved, parts.path, parts.query, parts.fragment))
 
 
+def _namespace(core: client.CoreV1Api, name: str) -> Optional[client.V1Namespace]:
+    """The namespace, or None if it does not exist. A learner may not read Namespace objects
+    (cluster-scoped); their own namespace then shows through what they may list inside it: its
+    `default` service account, which every live namespace has."""
+    try:
+        return core.read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        if exc.status not in (401, 403):
+            raise
+    try:
+        accounts = core.list_namespaced_service_account(name).items
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise forbidden(exc, "list", "serviceaccounts", name) from None
+        raise
+    if not any(a.metadata.name == "default" for a in accounts):
+        return None
+    return client.V1Namespace(metadata=client.V1ObjectMeta(name=name), status=client.V1NamespaceStatus(phase="Active"))
+
+
 def wait_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> client.V1Namespace:
     """Wait until namespace `name` exists and is Active (a Profile's controller makes it), and return it.
 
@@ -334,13 +411,8 @@ def wait_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> c
     core = client.CoreV1Api(api)
 
     def active() -> Optional[client.V1Namespace]:
-        try:
-            found = core.read_namespace(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found if found.status and found.status.phase == "Active" else None
+        found = _namespace(core, name)
+        return found if found and found.status and found.status.phase == "Active" else None
 
     try:
         return poll_until(active, f"namespace {name} to be Active", timeout=timeout, interval=0.5)
@@ -351,9 +423,7 @@ def wait_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> c
 
 def require_namespace(api: client.ApiClient, name: str, notebook: str = "00_cluster_prep") -> client.V1Namespace:
     """The namespace if it exists; else SetupError saying which notebook makes it (01_minio onwards)."""
-    try:
-        return client.CoreV1Api(api).read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise SetupError(f"namespace {name} does not exist", f"run {notebook} first, with the same settings") from None
-        raise
+    found = _namespace(client.CoreV1Api(api), name)
+    if found is None:
+        raise SetupError(f"namespace {name} does not exist", f"run {notebook} first, with the same settings")
+    return found

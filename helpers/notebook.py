@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from . import config
 from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_SERVER_NAME, ApiGroup,
@@ -95,6 +95,46 @@ def show_equivalent(command: str, width: int = 96) -> None:
             lines += [f"$ {first}", *rest]
         continued = stripped.endswith("\\")
     display_code("# the guide's equivalent, in a shell:\n" + "\n".join(lines), "bash")
+
+
+def abridge(value: Any, limit: int = 6) -> Any:
+    """`value` with every list longer than `limit` cut to its first items and one marker string that
+    says how many were left out (so an abridged JSON never passes for the whole)."""
+    if isinstance(value, dict):
+        return {k: abridge(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        kept = [abridge(v, limit) for v in value[:limit]]
+        return kept + [f"… {len(value) - limit} more, abridged here"] if len(value) > limit else kept
+    return value
+
+
+def _json_text(value: Any, indent: str = "") -> str:
+    """Indented JSON whose lists of plain values stay on one line (a shape reads `[1, 3, 32, 32]`)."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_json_text(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(inner + _json_text(v, inner) for v in value) + f"\n{indent}]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def show_json(value: Any, title: str = "", limit: int = 6) -> None:
+    """Show a JSON document (a request, a response, models.json) as it is, long lists abridged with a marker."""
+    text = _json_text(abridge(value, limit))
+    display_code(f"// {title}\n{text}" if title else text, "json")
+
+
+def show_lines(lines: list[str], title: str) -> None:
+    """Show log lines exactly as `kubectl logs` prints them, under a one-line title."""
+    display_code("\n".join([f"# {title}", *(lines or ["(no lines yet)"])]), "text")
+
+
+def hand_to_admin(what: str, text: str, command: str = "") -> None:
+    """Show what only an admin may apply (YAML or commands), marked as not applied by this notebook."""
+    lines = [f"# for your cluster's admin: {what}. You may not apply it, and nothing of it was applied.",
+             text.rstrip(), *([f"# then: {command}"] if command else [])]
+    display_code("\n".join(lines), "yaml")
 
 
 def mask(secret: Optional[str]) -> str:
@@ -246,6 +286,13 @@ class Context:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def write_request(self, model: str, body: Any) -> Path:
+        """Write a request body to `<requests_dir>/<model>.json` (what `curl -d @<model>.json` sends); say where."""
+        path = self.requests_dir / f"{model}.json"
+        path.write_text(json.dumps(body))
+        print(f"request body written to {path} ({path.stat().st_size:,} bytes)")
+        return path
+
     def param(self, key: str, default: Any = None) -> Any:
         """A notebook-specific parameter (e.g. `top_k`), or `default`."""
         value = self.params.get(key)
@@ -312,8 +359,14 @@ class Context:
         finally:
             self.results["timings"][key] = round(time.monotonic() - began, 3)
 
-    def save(self) -> None:
-        """Write the results JSON to `results_path` (parent folders made)."""
+    def save(self, **verified: Any) -> None:
+        """Keep what the notebook verified (`plots`: the PNGs it wrote) and write the results JSON to
+        `results_path` (parent folders made): the last cell of every notebook."""
+        for key, value in verified.items():
+            if key == "plots":
+                self.results.setdefault("plots", []).extend(str(path) for path in value)
+            else:
+                self.results[key] = value
         self.results["settings"] = self.settings()
         self.results["timings"]["notebook_s"] = round(time.monotonic() - self._started, 3)
         self.results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,16 +404,46 @@ def _default_results(name: str) -> Path:
     return config.build_dir() / "results" / f"{name}.json"
 
 
-def start(name: str, guide_section: str, purpose: str = "", *, target: Optional[str] = None,
-          identity: str = "admin", namespace: str = "", server_name: str = DEFAULT_SERVER_NAME,
-          bucket: str = DEFAULT_BUCKET, api_group: str = "",
+# Each notebook: the guide's section heading it mirrors, and what it does (one sentence).
+NOTEBOOKS = {
+    "00_cluster_prep": ("Multi Model Serving을 위한 세팅",
+                        "check the cluster, make the namespace through a Profile, patch Knative's config-deployment"),
+    "01_minio": ("minio 설정", "read MinIO's keys, apply the S3 Secret and service account, reach the bucket"),
+    "02_server": ("InferenceService 생성하기",
+                  "create the multi-model Triton InferenceService, wait for READY, read GET /v2"),
+    "03_cifar10": ("Cifar10 model", "upload the TorchScript CIFAR-10 model, add it as a TrainedModel, "
+                                    "follow the agent, infer"),
+    "04_inception": ("Inception model", "add TensorFlow's Inception v3 as a second TrainedModel "
+                                        "and classify photos with class names"),
+}
+_PARAMETER_TYPES = (str, int, float, bool, type(None))
+
+
+def _parameters(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain values of a notebook's namespace (its parameters cell), without IPython's own names."""
+    return {k: v for k, v in cell.items()
+            if not k.startswith("_") and k not in ("In", "Out") and isinstance(v, _PARAMETER_TYPES)}
+
+
+def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Optional[Mapping[str, Any]] = None,
+          target: Optional[str] = None, identity: str = "admin", namespace: str = "",
+          server_name: str = DEFAULT_SERVER_NAME, bucket: str = DEFAULT_BUCKET, api_group: str = "",
           results_path: Optional[str] = None, interactive: Optional[bool] = None,
           check: bool = True, **parameters: Any) -> Context:
     """The opening cell of every notebook: say what runs where, check the stack, return the Context.
 
-    `guide_section` is the guide's Korean heading; `purpose` one sentence on what the notebook
-    does. Extra keyword parameters (e.g. `top_k`) are kept in `ctx.params`.
+    `settings=locals()` takes the parameters cell's values (target, namespace, ... and extras
+    such as `top_k`, kept in `ctx.params`); keywords do the same one by one. `guide_section` (the
+    guide's Korean heading) and `purpose` default to the notebook's entry in `NOTEBOOKS`.
     """
+    if settings is not None:
+        given = _parameters(settings)
+        return start(name, guide_section, purpose, check=check, **{
+            "target": target, "identity": identity, "namespace": namespace, "server_name": server_name,
+            "bucket": bucket, "api_group": api_group, "results_path": results_path,
+            "interactive": interactive, **parameters, **given})
+    known_section, known_purpose = NOTEBOOKS.get(name, ("", ""))
+    guide_section, purpose = guide_section or known_section, purpose or known_purpose
     _install_error_display()
     if interactive is None:
         interactive = in_jupyter() and not config.env_flag("MMS_HEADLESS")

@@ -42,3 +42,17 @@ def as_records(names: Sequence[str], top: Sequence[Sequence[tuple[str, float]]])
     """`[{"image": name, "top": [[label, score], ...]}, ...]` for the results JSON."""
     return [{"image": name, "top": [[label, round(score, 6)] for label, score in row]}
             for name, row in zip(names, top)]
+
+
+def response_outputs(response: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Name, datatype and shape of each output of a v2 JSON response, as Triton wrote them."""
+    return [{"name": o["name"], "datatype": o["datatype"], "shape": [int(d) for d in o["shape"]]}
+            for o in response.get("outputs") or []]
+
+
+def table(names: Sequence[str], top: Sequence[Sequence[tuple[str, float]]], standin: bool) -> str:
+    """One line a photo: its top classes with scores; a stand-in model's lines say so."""
+    note = "   (stand-in weights: these classes mean nothing)" if standin else ""
+    width = max((len(n) for n in names), default=0)
+    return "\n".join(f"{name:<{width}}  " + " | ".join(f"{label} {score:.1%}" for label, score in row) + note
+                     for name, row in zip(names, top))

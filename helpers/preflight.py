@@ -31,6 +31,7 @@ class Check:
     ok: Optional[bool]
     message: str
     fix: str = ""
+    admin_step: str = ""  # "profile" or "knative": a step of 00 an admin may do instead of you
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -141,24 +142,28 @@ def _can(api: client.ApiClient, verb: str, group: str, resource: str, namespace:
     return bool(answer.status.allowed)
 
 
-def permissions_needed(group: ApiGroup, namespace: str) -> list[tuple[str, str, str, Optional[str], str]]:
-    """(verb, group, resource, namespace, which notebook needs it)."""
+# The steps of 00_cluster_prep that need more than a Kubeflow Notebook's rights: an admin does them once.
+ADMIN_STEPS = {"profile": "the namespace, through a Profile", "knative": "the two Knative config-deployment patches"}
+
+
+def permissions_needed(group: ApiGroup, namespace: str) -> list[tuple[str, str, str, Optional[str], str, str]]:
+    """(verb, group, resource, namespace, which notebook needs it, the admin step it belongs to or "")."""
     return [
-        ("create", PROFILE_GROUP, PROFILE_PLURAL, None, "00_cluster_prep"),
-        ("patch", "", "configmaps", KNATIVE_NAMESPACE, "00_cluster_prep"),
-        ("list", "", "pods", KUBEFLOW_NAMESPACE, "01_minio"),
-        ("create", "", "secrets", namespace, "01_minio"),
-        ("create", "", "serviceaccounts", namespace, "01_minio"),
-        ("create", "", "services", namespace, "01_minio"),
-        ("create", group.group, "inferenceservices", namespace, "02_server"),
-        ("create", group.group, "trainedmodels", namespace, "03_cifar10"),
-        ("get", "", "pods/log", namespace, "03_cifar10"),
+        ("create", PROFILE_GROUP, PROFILE_PLURAL, None, "00_cluster_prep", "profile"),
+        ("patch", "", "configmaps", KNATIVE_NAMESPACE, "00_cluster_prep", "knative"),
+        ("list", "", "pods", KUBEFLOW_NAMESPACE, "01_minio", ""),
+        ("create", "", "secrets", namespace, "01_minio", ""),
+        ("create", "", "serviceaccounts", namespace, "01_minio", ""),
+        ("create", "", "services", namespace, "01_minio", ""),
+        ("create", group.group, "inferenceservices", namespace, "02_server", ""),
+        ("create", group.group, "trainedmodels", namespace, "03_cifar10", ""),
+        ("get", "", "pods/log", namespace, "03_cifar10", ""),
     ]
 
 
 def check_permissions(api: client.ApiClient, group: ApiGroup, namespace: str) -> list[Check]:
     checks = []
-    for verb, api_group, resource, ns, notebook in permissions_needed(group, namespace):
+    for verb, api_group, resource, ns, notebook, step in permissions_needed(group, namespace):
         plural = f"{resource}.{api_group}" if api_group else resource
         scope = f" -n {ns}" if ns else ""
         name = f"can {verb} {plural}{scope}"
@@ -168,13 +173,21 @@ def check_permissions(api: client.ApiClient, group: ApiGroup, namespace: str) ->
             checks.append(Check(name, None, f"could not ask the apiserver ({exc.status} {exc.reason})"))
             continue
         if allowed:
-            checks.append(Check(name, True, f"allowed (needed by {notebook})"))
+            checks.append(Check(name, True, f"allowed (needed by {notebook})", admin_step=step))
+        elif step:
+            checks.append(Check(name, False, f"not allowed: an admin's step ({ADMIN_STEPS[step]})",
+                                "00_cluster_prep skips it and prints what to hand your admin", step))
         else:
             fix = f"ask the cluster's admin for a role that allows it (`kubectl auth can-i {verb} {plural}{scope}`)"
             if resource == "trainedmodels":
                 fix += "; Kubeflow's default-editor role allows it only from KServe 0.15"
             checks.append(Check(name, False, f"not allowed (needed by {notebook})", fix))
     return checks
+
+
+def may(checks: list[Check], step: str) -> bool:
+    """Whether this identity may do admin step `step` ("profile", "knative") itself."""
+    return all(c.ok for c in checks if c.admin_step == step)
 
 
 def run(api: client.ApiClient, group: ApiGroup, namespace: str) -> list[Check]:
@@ -236,11 +249,16 @@ def summary(checks: list[Check]) -> list[dict[str, Any]]:
     return [{"name": c.name, "ok": c.ok} for c in checks]
 
 
-def require_ok(checks: list[Check]) -> None:
-    """Raise SetupError listing every failed check and its fix (checks that could not tell pass)."""
+def require_ok(checks: list[Check]) -> list[str]:
+    """Raise SetupError listing every failed check and its fix (checks that could not tell pass).
+
+    An admin step this identity may not do does not stop the notebook: it is returned (its
+    name), and 00_cluster_prep prints what to hand an admin instead of doing it.
+    """
     from .errors import SetupError
 
-    bad = failed(checks)
+    bad = [c for c in failed(checks) if not c.admin_step]
     if bad:
         raise SetupError("preflight found " + "; ".join(f"{c.name}: {c.message}" for c in bad),
                          " / ".join(c.fix for c in bad if c.fix))
+    return sorted({c.admin_step for c in failed(checks)})

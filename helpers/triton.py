@@ -511,3 +511,27 @@ def infer_request_json(inputs: Mapping[str, np.ndarray], outputs: Optional[Seque
         # tritonclient asks for binary outputs when none are named; curl users want JSON back.
         request.pop("parameters", None)
     return request
+
+
+def infer_json(url: str, model: str, request: Mapping[str, Any], headers: Headers = None,
+               timeout: float = 60.0) -> dict:
+    """`POST /v2/models/<model>/infer` with a JSON body, as curl sends it; the response JSON as Triton wrote it.
+
+    Triton's 400 (e.g. a wrong shape) becomes InferenceInputError with Triton's own message.
+    """
+    import requests
+
+    try:
+        answer = requests.post(f"{url}/v2/models/{model}/infer", json=dict(request), headers=dict(headers or {}),
+                               timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise TritonUnreachable(f"Triton at {url} did not answer ({type(exc).__name__})",
+                                "check that the server is Ready (02_server) and the address is right") from None
+    if answer.status_code == 400:
+        message = answer.json().get("error", answer.text) if answer.headers.get("content-type", "").startswith(
+            "application/json") else answer.text
+        raise InferenceInputError(f"Triton refused the request for {model}: {message}", _fix_for(message))
+    if answer.status_code != 200:
+        raise TritonError(f"POST /v2/models/{model}/infer answered {answer.status_code}: {answer.text[:200]}",
+                          _fix_for(answer.text))
+    return answer.json()

@@ -225,3 +225,36 @@ def test_only_tritons_own_answer_counts_as_reachable(status: int, reachable: boo
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_every_environment_variable_the_code_reads_is_listed() -> None:
+    """Every `os.environ[...]`, `os.environ.get(...)`, `env_flag(...)` and `env_port(...)` name in
+    helpers/ is in ENV_VARS (hence, by the test above, in the README)."""
+    import re
+
+    from helpers.config import ENV_VARS, project_root
+
+    pattern = re.compile(r"""(?:environ\.get\(|environ\[|getenv\(|env_flag\(|env_port\(|_env_path\()\s*["']([A-Z][A-Z0-9_]+)["']""")
+    constants = re.compile(r"""^([A-Z_]+_ENV)\s*=\s*["']([A-Z][A-Z0-9_]+)["']""", re.M)
+    read = set()
+    for path in (project_root() / "helpers").rglob("*.py"):
+        text = path.read_text()
+        read |= set(pattern.findall(text)) | {value for _, value in constants.findall(text)}
+    # Set for child processes or by the platform, not settings a user chooses.
+    not_settings = {"HOME", "PATH", "XDG_STATE_HOME", "XDG_CACHE_HOME", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION", "S3_USE_HTTPS", "S3_VERIFY_SSL",
+                    "S3_USER_VIRTUAL_BUCKET", "KUBERNETES_SERVICE_HOST", "JUPYTER_CONFIG_DIR", "PYTHONPATH"}
+    assert sorted(read - set(ENV_VARS) - not_settings) == []
+
+
+def test_every_notebook_parameter_is_explained_where_it_is_set() -> None:
+    """Each line of a notebook's `parameters` cell says what the value means (a comment)."""
+    from helpers.config import project_root
+
+    for path in sorted((project_root() / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(params) == 1, path.name
+        for line in "".join(params[0]["source"]).splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                assert "#" in line, f"{path.name}: {line}"

@@ -166,6 +166,33 @@ def test_executed_notebooks_show_the_guide_equivalents(default_run) -> None:
     assert request["inputs"][0]["name"] == "INPUT__0" and request["inputs"][0]["shape"] == [1, 3, 32, 32]
 
 
+def _shown(run: walkthrough.Run) -> str:
+    """Everything the executed notebook displayed, as text."""
+    import nbformat
+
+    parts = []
+    for cell in nbformat.read(run.output, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text") or (output.get("data") or {}).get("text/plain") or "")
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name, model", [("03_cifar10", "cifar10"), ("04_inception", "inception")])
+def test_the_model_notebooks_show_the_real_objects(default_run, name: str, model: str) -> None:
+    """The agent's JSON lines and Triton's lines as `kubectl logs` prints them, models.json, the
+    `kubectl get` table, and the v2 request and response JSON, abridged only with a marker."""
+    shown = _shown(default_run[name])
+    agent = [line for line in shown.splitlines() if line.startswith("{") and f'"{model}"' in line]
+    assert agent and all(json.loads(line)["msg"] for line in agent)
+    assert f"successfully loaded '{model}'" in shown  # Triton's own log line
+    assert re.search(r"^NAME\s+URL\s+READY", shown, re.M)  # the API server's table, as kubectl prints it
+    assert "models.json of ConfigMap modelconfig-triton-mms-0" in shown and f'"modelName": "{model}"' in shown
+    assert '"model_name": "' + model + '"' in shown and '"outputs": [' in shown  # the v2 response
+    assert "more, abridged here" in shown and "request body written to" in shown
+    found = results(default_run, name)
+    assert model in [entry["modelName"] for entry in found["models_json"]]
+
+
 def test_the_guides_commands_run_in_bash_after_the_walkthrough(stack, kube, default_run, tmp_path: Path) -> None:
     """The guide's command sequence, taken from its text, in one bash shell; prints how many ran verbatim."""
     import guide_commands as guide
