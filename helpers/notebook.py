@@ -415,6 +415,9 @@ NOTEBOOKS = {
                                     "follow the agent, infer"),
     "04_inception": ("Inception model", "add TensorFlow's Inception v3 as a second TrainedModel "
                                         "and classify photos with class names"),
+    "06_troubleshooting": ("Trained Model 생성 및 Multi Model Serving 테스트",
+                           "break a server of our own in each known way, see the symptom, let the doctor name it, "
+                           "mend it"),
 }
 _PARAMETER_TYPES = (str, int, float, bool, type(None))
 
