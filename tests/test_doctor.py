@@ -2,9 +2,10 @@
 
 Two kinds of test:
 - on the session's local stack: papermill runs 00, 01 and 06 (06 breaks its own server in nine
-  ways and runs the doctor after each), and the command line on a namespace with nothing in it;
+  ways and runs the doctor after each), the command line on a namespace with nothing in it, and
+  the stack's S3 server stopped;
 - on facts recorded as a cluster shows them, for what the local stack cannot produce (Kubernetes
-  1.22 without KFServing 0.5's CRDs, a Pod left Pending, Istio's 403 and Dex's redirect, S3 down,
+  1.22 without KFServing 0.5's CRDs, a Pod left Pending, Istio's 403 and Dex's redirect,
   KServe's MemoryResourceAvailable=False, a webhook's rejection).
 """
 from __future__ import annotations
@@ -227,3 +228,57 @@ def test_the_command_line_names_what_is_missing(stack, run06: walkthrough.Run) -
     assert "does not exist" in found["service account lists the S3 Secret"]["evidence"]
     assert found["InferenceService CRDs served"]["result"] == "ok"
     assert len(found) == 15
+
+
+@pytest.mark.stack
+def test_s3_down_on_the_stack(stack, run06: walkthrough.Run) -> None:
+    """The local S3 server stopped (its supervisor paused, so nothing starts it again): the doctor
+    says S3 does not answer; started again, it says ok."""
+    import os
+    import signal
+
+    from helpers.wait import poll_until
+
+    def s3_check() -> dict:
+        done = subprocess.run([sys.executable, "-m", "helpers.doctor", "--namespace", "mms", "--json"],
+                              capture_output=True, text=True, timeout=120, cwd=project_root())
+        return {f["check"]: f for f in json.loads(done.stdout)}["S3 reachable, bucket there"]
+
+    assert s3_check()["result"] == "ok"
+    supervisor, s3 = stack.supervisor_record(), stack.records()["s3"]
+    os.kill(supervisor.pid, signal.SIGSTOP)
+    try:
+        os.kill(s3.pid, signal.SIGTERM)
+        poll_until(lambda: not _alive(s3.pid), "the S3 server to stop", timeout=30)
+        down = s3_check()
+        assert down["result"] == "problem", down
+        assert "minio" in down["fix"] and "issues/1370" in down["issue"]
+    finally:
+        os.kill(supervisor.pid, signal.SIGCONT)
+    poll_until(lambda: s3_check()["result"] == "ok", "the supervisor to start S3 again", timeout=120)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a child of ours that exited is a zombie until reaped; /proc says so
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_06_only_looks_off_the_local_stack() -> None:
+    from helpers import pitfalls
+    from helpers.target import Local, OutOfCluster
+
+    class Ctx:
+        def __init__(self, place) -> None:
+            self.place = place
+
+    assert pitfalls.may_break(Ctx(Local())) is True
+    assert pitfalls.may_break(Ctx(OutOfCluster())) is False
+    assert pitfalls.may_break(Ctx(OutOfCluster()), True) is True
