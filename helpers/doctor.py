@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,8 @@ from kubernetes.client.exceptions import ApiException
 from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_SERVER_NAME, INFERENCESERVICE_CONFIG, KFSERVING_GROUP,
                         MINIO_SERVICE, ApiGroup, api_group)
 from .errors import SetupError
+from .kubeflow_minio import from_secret
+from .storage import bucket_exists, connect
 
 OK, PROBLEM, NA = "ok", "problem", "n/a"
 ISSUES = "https://github.com/kserve/kserve/issues/"
@@ -542,8 +545,6 @@ def gather(api: client.ApiClient, target: Any, namespace: str, server: str, grou
            bucket: str = DEFAULT_BUCKET, error: Optional[BaseException] = None, probe_s3: bool = True) -> Facts:
     """Read everything the checks need; what cannot be read is noted, never fatal."""
     from . import agent_log, preflight
-    from .kubeflow_minio import from_secret
-    from .storage import bucket_exists, connect
 
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     if not group:
@@ -592,7 +593,7 @@ def gather(api: client.ApiClient, target: Any, namespace: str, server: str, grou
     if facts.isvc is not None:
         _probe_server(facts, api, target)
     if probe_s3:
-        _probe_s3(facts, api, target, from_secret, connect, bucket_exists)
+        _probe_s3(facts, api, target)
     return facts
 
 
@@ -615,7 +616,6 @@ def _probe_webhook(facts: Facts, custom: client.CustomObjectsApi, ag: ApiGroup, 
 def _probe_server(facts: Facts, api: client.ApiClient, target: Any) -> None:
     from .target import INGRESS_ENV, ingress_address, ingress_credentials
     from .triton import repository_index
-    import os
 
     host = ((facts.isvc or {}).get("status") or {}).get("url", "").split("://", 1)[-1].split("/", 1)[0]
     base = (os.environ.get(INGRESS_ENV, "").rstrip("/") or ingress_address(api) or "") if host else ""
@@ -633,7 +633,8 @@ def _probe_server(facts: Facts, api: client.ApiClient, target: Any) -> None:
             facts.repository = _read(facts, "repository", lambda: repository_index(endpoint.base_url, endpoint.headers))
 
 
-def _probe_s3(facts: Facts, api: client.ApiClient, target: Any, from_secret: Any, connect: Any, exists: Any) -> None:
+def _probe_s3(facts: Facts, api: client.ApiClient, target: Any) -> None:
+    """Reach S3 with the Secret's keys, as the agent would, and look for every bucket the models name."""
     secret, meta = _s3_secret(facts)
     if not secret or facts.api_group.s3_endpoint not in (meta.get("annotations") or {}):
         return
@@ -644,7 +645,7 @@ def _probe_s3(facts: Facts, api: client.ApiClient, target: Any, from_secret: Any
     try:
         s3 = connect(from_secret(api, target, facts.api_group, facts.namespace, secret))
         for bucket in sorted(buckets | {facts.bucket}):
-            if not exists(s3, bucket):
+            if not bucket_exists(s3, bucket):
                 facts.s3 = {"endpoint": endpoint, "bucket": bucket, "ok": False, "error": f"bucket {bucket} does not exist"}
                 return
         facts.s3 = {"endpoint": endpoint, "bucket": ", ".join(sorted(buckets | {facts.bucket})), "ok": True}
