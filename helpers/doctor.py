@@ -19,7 +19,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 import requests
@@ -296,8 +296,8 @@ def check_stale_env(facts: Facts) -> Finding:
     changed, started = _secret_changed_at(meta), _pod_started_at(facts)
     when = ""
     if changed and started:
-        when = f" (Secret last written {datetime.utcfromtimestamp(changed):%H:%M:%S}Z, pod started " \
-               f"{datetime.utcfromtimestamp(started):%H:%M:%S}Z)"
+        when = f" (Secret last written {datetime.fromtimestamp(changed, timezone.utc):%H:%M:%S}Z, pod started " \
+               f"{datetime.fromtimestamp(started, timezone.utc):%H:%M:%S}Z)"
     if differs:
         return Finding(name, PROBLEM, "the agent's env differs from the Secret's annotations: " + "; ".join(differs) + when,
                        "the credential builder writes the env when the pod is made: delete the server's pod (or "

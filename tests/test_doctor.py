@@ -282,3 +282,32 @@ def test_06_only_looks_off_the_local_stack() -> None:
     assert pitfalls.may_break(Ctx(Local())) is True
     assert pitfalls.may_break(Ctx(OutOfCluster())) is False
     assert pitfalls.may_break(Ctx(OutOfCluster()), True) is True
+
+
+@pytest.mark.stack
+def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """KServe 0.20's rules: no multi-model flag to break, and a model over the server's memory is refused
+    (MemoryResourceAvailable=False), which the doctor names from the condition."""
+    import os
+
+    out = tmp_path_factory.mktemp("doctor-kserve")
+    previous = os.environ.get("MMS_STATE_DIR")
+    os.environ["MMS_STATE_DIR"] = str(kserve_stack.root)
+    try:
+        params = {"namespace": "team-d", "offline": True}
+        runs = walkthrough.run_all(params, out, only=["00", "01"])
+        assert all(r.ok for r in runs), [r.error for r in runs]
+        run = walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out, params)
+    finally:
+        if previous is None:
+            os.environ.pop("MMS_STATE_DIR")
+        else:
+            os.environ["MMS_STATE_DIR"] = previous
+    assert run.ok, run.error
+    found = json.loads(run.results.read_text())
+    assert found["settings"]["api_group"] == KSERVE_GROUP
+    assert set(found["pitfalls"]) == set(PITFALLS) - {"multi_model_flag"}
+    assert all(r["broken_seen"] and r["doctor_named"] and r["restored"] for r in found["pitfalls"].values()), found
+    assert found["pitfalls"]["memory"]["broken_seen"].startswith("MemoryResourceAvailable=False")
+    assert "MemoryResourceAvailable=False" in found["pitfalls"]["memory"]["doctor_evidence"]
+    assert "serving.kubeflow.org/s3-" in found["pitfalls"]["wrong_prefix"]["doctor_evidence"]
