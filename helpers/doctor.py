@@ -28,7 +28,9 @@ from kubernetes.client.exceptions import ApiException
 
 from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_SERVER_NAME, INFERENCESERVICE_CONFIG, KFSERVING_GROUP,
                         MINIO_SERVICE, ApiGroup, api_group)
+from . import agent_log
 from .errors import SetupError
+from .inference import conditions
 from .kubeflow_minio import from_secret
 from .storage import bucket_exists, connect
 
@@ -108,20 +110,9 @@ def _time(value: Any) -> Optional[float]:
         return None
 
 
-def _conditions(obj: Optional[dict]) -> dict:
-    return {c.get("type"): c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
-
-
 def _agent_json(lines: list) -> list[dict]:
-    found = []
-    for line in lines:
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-    return found
+    """The agent's JSON log records (real agents and the local one log the same shape)."""
+    return [event["fields"] for event in agent_log.parse(lines)]
 
 
 def _agent_line(facts: Facts, needle: str) -> str:
@@ -344,7 +335,7 @@ def check_external_name(facts: Facts) -> Finding:
 
 def check_multi_model(facts: Facts) -> Finding:
     name = "multi-model flag (multiModelServer)"
-    reason = _conditions(facts.isvc).get("Ready", {})
+    reason = conditions(facts.isvc).get("Ready", {})
     seen = f"InferenceService Ready=False {reason.get('reason')}: {reason.get('message', '')}" \
         if reason.get("reason") in ("MultiModelServerDisabled", "NotMultiModelServer") else ""
     triton = (((facts.isvc or {}).get("spec") or {}).get("predictor") or {}).get("triton") or {}
@@ -406,7 +397,7 @@ def check_memory(facts: Facts) -> Finding:
     limit = quantity((limits.get("limits") or {}).get("memory"))
     refused = []
     for tm in facts.trained_models:
-        cond = _conditions(tm).get("MemoryResourceAvailable")
+        cond = conditions(tm).get("MemoryResourceAvailable")
         if cond and cond.get("status") == "False":
             refused.append(f"{tm['metadata']['name']}: MemoryResourceAvailable=False {cond.get('message', '')}".strip())
     total = sum(quantity(((tm.get("spec") or {}).get("model") or {}).get("memory")) or 0 for tm in facts.trained_models)
@@ -544,7 +535,7 @@ def _meta_only(secret: client.V1Secret, api: client.ApiClient) -> dict:
 def gather(api: client.ApiClient, target: Any, namespace: str, server: str, group: Optional[str] = None,
            bucket: str = DEFAULT_BUCKET, error: Optional[BaseException] = None, probe_s3: bool = True) -> Facts:
     """Read everything the checks need; what cannot be read is noted, never fatal."""
-    from . import agent_log, preflight
+    from . import preflight
 
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     if not group:
@@ -627,7 +618,7 @@ def _probe_server(facts: Facts, api: client.ApiClient, target: Any) -> None:
                              "location": answer.headers.get("Location", "")}
         except requests.RequestException as exc:
             facts.gateway = {"url": base, "status": None, "error": type(exc).__name__}
-    if _conditions(facts.isvc).get("Ready", {}).get("status") == "True":
+    if conditions(facts.isvc).get("Ready", {}).get("status") == "True":
         endpoint = _read(facts, "endpoint", lambda: target.server_endpoint(api, facts.isvc))
         if endpoint is not None:
             facts.repository = _read(facts, "repository", lambda: repository_index(endpoint.base_url, endpoint.headers))
