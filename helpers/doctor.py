@@ -32,11 +32,12 @@ from . import agent_log
 from .errors import SetupError
 from .inference import conditions
 from .kubeflow_minio import from_secret
+from .manifests import DEFAULTS
 from .storage import bucket_exists, connect
 
 OK, PROBLEM, NA = "ok", "problem", "n/a"
 ISSUES = "https://github.com/kserve/kserve/issues/"
-SERVICE_ACCOUNT = "sa"  # the guide's (manifests.DEFAULTS); the server's spec names the real one
+SERVICE_ACCOUNT = DEFAULTS["service_account"]  # the guide's; once a server exists its spec names the real one
 # Memory quantities as Kubernetes writes them.
 _UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "k": 10**3, "M": 10**6,
           "G": 10**9, "T": 10**12, "m": 1e-3, "": 1}
