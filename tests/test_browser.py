@@ -385,7 +385,7 @@ def test_a_widget_change_reaches_the_next_cell_run(run: Run) -> None:
     the cause and the fix (no traceback); put the value back, run it again: it works."""
     page = run.page
     namespace = page.locator(f"{PANEL} .widget-text", has=page.locator("label", has_text=re.compile(r"^namespace$")))
-    cell = page.locator(f"{PANEL} .jp-CodeCell", has=page.locator(".jp-InputArea", has_text="ctx.save()"))
+    cell = page.locator(f"{PANEL} .jp-CodeCell", has=page.locator(".jp-InputArea", has_text="ctx.save("))
     namespace.locator("input").fill("Not_Valid")
     output = run_cell(page, cell)
     screenshot(page, "03-bad-setting")
