@@ -12,7 +12,7 @@ TRITON_REQ := tritonserver-requirements.txt
 .PHONY: help setup demo test lab up down status bench clean lock
 
 help:
-	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-05; 99_cleanup: python -m helpers.walkthrough --only 99)"
+	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-06; 99_cleanup: python -m helpers.walkthrough --only 99)"
 	@echo "make test    set up and run the whole test suite"
 	@echo "make setup   install Debian packages, build the control plane and Triton's pytorch backend once, create .venv"
 	@echo "make lab     JupyterLab on 127.0.0.1 with the '$(KERNEL)' kernel and the stack's environment"

@@ -10,7 +10,7 @@ resource names (`trainedmodels.serving.kubeflow.org`): a cluster may serve both 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException

@@ -388,6 +388,9 @@ NOTEBOOKS = {
     "05_lifecycle": ("Trained Model 생성 및 Multi Model Serving 테스트",
                      "update, version, over-size and delete a TrainedModel in the running server"),
     "99_cleanup": ("Multi Model Serving을 위한 세팅", "delete what 00-05 made, in reverse, and put back the Knative settings"),
+    "06_troubleshooting": ("Trained Model 생성 및 Multi Model Serving 테스트",
+                           "break a server of our own in each known way, see the symptom, let the doctor name it, "
+                           "mend it"),
 }
 _PARAMETER_TYPES = (str, int, float, bool, type(None))
 

@@ -16,7 +16,7 @@ CORE = {"config", "constants", "errors", "wait", "progress", "resources", "setti
 CLIENTS = {"k8s", "storage", "triton", "target", "portforward"}
 LEARNER = {"notebook", "manifests", "preflight", "knative", "inference", "endpoint", "kubeflow_minio",
            "agent_log", "standins", "model_sources", "images", "predict", "plots", "widgets", "mc",
-           "model_pack", "diagram", "lifecycle", "cleanup"}
+           "model_pack", "diagram", "lifecycle", "cleanup", "doctor", "pitfalls"}
 TOOLS = {"lab", "walkthrough", "guide_steps", "notebooks"}
 MAY_IMPORT = {"core": CORE, "clients": CORE | CLIENTS, "learner": CORE | CLIENTS | LEARNER,
               "local": CORE | CLIENTS | {"local"}}
