@@ -454,17 +454,3 @@ def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack
         s3 = cleanup.minio_client(kserve_kube, select("local"))
         assert not storage.bucket_exists(s3, "models-b")
 
-
-def test_01_to_04_run_as_the_learner_on_kserve(other_run, kserve_stack, tmp_path: Path) -> None:
-    """As a Kubeflow Notebook's default-editor (identity learner), 01-04 pass again in the learner's
-    namespace on the KServe profile (whose kubeflow-edit grants trainedmodels): MinIO's keys come from
-    the namespace's copy of Pipelines' Secret, and the gateway gets the learner's own session."""
-    params = {**{k: v for k, v in OTHER.items() if k != "api_group"}, "identity": "learner"}
-    with state_dir(kserve_stack):
-        runs = walkthrough.run_all(params, tmp_path, only=["01", "02", "03", "04"])
-    failed = [f"{r.notebook}: {r.error}" for r in runs if not r.ok]
-    assert failed == [] and [r.notebook for r in runs] == NOTEBOOKS[1:5]
-    creds = json.loads(runs[0].results.read_text())
-    assert creds["settings"]["identity"] == "learner"
-    assert "mlpipeline-minio-artifact" in runs[0].output.read_text()  # where the learner read the keys
-    assert json.loads(runs[3].results.read_text())["model_ready"]

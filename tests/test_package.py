@@ -18,7 +18,8 @@ from helpers import model_sources, notebooks, resources, walkthrough
 from helpers.config import project_root
 from helpers.errors import SetupError
 
-SHIPPED = ["00_cluster_prep.ipynb", "01_minio.ipynb", "02_server.ipynb", "03_cifar10.ipynb", "04_inception.ipynb"]
+SHIPPED = ["00_cluster_prep.ipynb", "01_minio.ipynb", "02_server.ipynb", "03_cifar10.ipynb", "04_inception.ipynb",
+           "05_lifecycle.ipynb", "06_troubleshooting.ipynb", "99_cleanup.ipynb"]
 
 
 def build_wheel(out: Path) -> Path:
@@ -80,9 +81,9 @@ def test_copy_never_overwrites_an_edited_notebook_without_force(tmp_path: Path, 
     assert notebooks.main(["copy", str(dest)]) == 0
     first = capsys.readouterr().out
     assert sorted(p.name for p in dest.iterdir()) == SHIPPED
-    assert first.count(" copied") == 5 and "open 00_cluster_prep.ipynb" in first
+    assert first.count(" copied") == len(SHIPPED) and "open 00_cluster_prep.ipynb" in first
 
-    assert [c.action for c in notebooks.copy(dest)] == ["unchanged"] * 5
+    assert [c.action for c in notebooks.copy(dest)] == ["unchanged"] * len(SHIPPED)
 
     edited = dest / "02_server.ipynb"
     edited.write_text(edited.read_text().replace("triton-mms", "my-server"))
