@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -183,7 +184,9 @@ def test_trained_model_loads_serves_and_unloads(stack: Stack, kube, server, mode
     # Event-driven on both sides: inotify woke the agent (not its 10 s resync), and the agent's
     # status file woke the controller's pass for this server (the one that records the Events).
     assert '"wokenBy":"event"' in log
-    assert f"server {NS}.{SERVER}: TrainedModels reconciled (via agent status)" in controller_log(stack)
+    # Under load the TrainedModel's own event may reach the same pass first; either way not a resync.
+    assert re.search(rf"server {NS}\.{SERVER}: TrainedModels reconciled \(via (agent status|trainedmodel event)\)",
+                     controller_log(stack))
 
     custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", "cifar10")
     poll_until(lambda: not triton.model_ready(server, "cifar10"), "cifar10 unloaded", timeout=60)

@@ -77,6 +77,8 @@ def user_env(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "MMS_CACHE_DIR": str(model_sources.config.cache_dir()), "MMS_OFFLINE": "1",
         "MMS_STATE_DIR": str(root / "no-local-stack"), "PYTHONUNBUFFERED": "1",
     })
+    # The stack's gateway is guarded as Kubeflow's is: the user passes their session, as the README says.
+    env.update({name: path.read_text().strip() for name, path in stack.credential_files("admin").items()})
     return {"env": env, "home": home, "venv": venv, "timings": timings, "wheel": wheel}
 
 
