@@ -34,6 +34,27 @@ class Change:
 SAVED_ANNOTATION = "mms-notebooks/config-deployment-before"
 
 
+def _read(core: client.CoreV1Api) -> Optional[client.V1ConfigMap]:
+    """knative-serving/config-deployment, or None when Knative is not installed."""
+    try:
+        return core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        if exc.status in (401, 403):
+            raise forbidden(exc, "get", "configmaps", KNATIVE_NAMESPACE) from None
+        raise
+
+
+def _patch(core: client.CoreV1Api, body: dict) -> None:
+    try:
+        core.patch_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, body)
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise forbidden(exc, "patch", "configmaps", KNATIVE_NAMESPACE) from None
+        raise
+
+
 def patch_config_deployment(api: client.ApiClient, patches: list[dict]) -> list[Change]:
     """Merge each patch's `data` into knative-serving/config-deployment (as `kubectl patch cm`).
 
@@ -42,16 +63,11 @@ def patch_config_deployment(api: client.ApiClient, patches: list[dict]) -> list[
     found in the annotation `SAVED_ANNOTATION`, which `restore_config_deployment` puts back.
     """
     core = client.CoreV1Api(api)
-    try:
-        found = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE)
-        before = found.data or {}
-    except ApiException as exc:
-        if exc.status == 404:
-            raise SetupError(f"ConfigMap {KNATIVE_NAMESPACE}/{KNATIVE_CONFIG_DEPLOYMENT} not found",
-                             "is Knative Serving installed? KFServing's serverless mode needs it") from None
-        if exc.status in (401, 403):
-            raise forbidden(exc, "get", "configmaps", KNATIVE_NAMESPACE) from None
-        raise
+    found = _read(core)
+    if found is None:
+        raise SetupError(f"ConfigMap {KNATIVE_NAMESPACE}/{KNATIVE_CONFIG_DEPLOYMENT} not found",
+                         "is Knative Serving installed? KFServing's serverless mode needs it")
+    before = found.data or {}
     wanted = {k: str(v) for patch in patches for k, v in (patch.get("data") or {}).items()}
     todo = {k: v for k, v in wanted.items() if before.get(k) != v}
     if todo:
@@ -59,12 +75,7 @@ def patch_config_deployment(api: client.ApiClient, patches: list[dict]) -> list[
         if SAVED_ANNOTATION not in (found.metadata.annotations or {}):
             saved = json.dumps({k: before.get(k) for k in wanted})
             body["metadata"] = {"annotations": {SAVED_ANNOTATION: saved}}
-        try:
-            core.patch_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, body)
-        except ApiException as exc:
-            if exc.status in (401, 403):
-                raise forbidden(exc, "patch", "configmaps", KNATIVE_NAMESPACE) from None
-            raise
+        _patch(core, body)
     after = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data or {}
     return [Change(k, before.get(k), after.get(k)) for k in wanted]
 
@@ -73,14 +84,9 @@ def restore_config_deployment(api: client.ApiClient) -> list[Change]:
     """Put back the config-deployment values `patch_config_deployment` saved (a key that was unset
     is removed again) and drop the annotation; [] when nothing was saved (99_cleanup)."""
     core = client.CoreV1Api(api)
-    try:
-        found = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE)
-    except ApiException as exc:
-        if exc.status == 404:
-            return []
-        if exc.status in (401, 403):
-            raise forbidden(exc, "get", "configmaps", KNATIVE_NAMESPACE) from None
-        raise
+    found = _read(core)
+    if found is None:
+        return []
     saved = (found.metadata.annotations or {}).get(SAVED_ANNOTATION)
     if saved is None:
         return []
@@ -92,13 +98,7 @@ def restore_config_deployment(api: client.ApiClient) -> list[Change]:
                          "set the keys back by hand (`kubectl edit cm config-deployment -n knative-serving`) "
                          "and remove the annotation") from None
     before = found.data or {}
-    try:
-        core.patch_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE, {
-            "data": values, "metadata": {"annotations": {SAVED_ANNOTATION: None}}})
-    except ApiException as exc:
-        if exc.status in (401, 403):
-            raise forbidden(exc, "patch", "configmaps", KNATIVE_NAMESPACE) from None
-        raise
+    _patch(core, {"data": values, "metadata": {"annotations": {SAVED_ANNOTATION: None}}})
     after = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data or {}
     return [Change(k, before.get(k), after.get(k)) for k in values]
 
