@@ -49,6 +49,16 @@ class PortForwardError(Exception):
         self.status = status
 
 
+
+def _receive(conn: socket.socket) -> bytes:
+    """What the connection has now: one read, plus whatever TLS already decrypted behind it
+    (select() does not see bytes buffered inside the SSL object)."""
+    data = conn.recv(1 << 16)
+    pending = getattr(conn, "pending", lambda: 0)
+    while data and pending():
+        data += conn.recv(pending())
+    return data
+
 def ports_of(query: str) -> list[int]:
     """The ports of `?port=8080&port=9000` (the apiserver's form) or `?ports=8080,9000` (a client's)."""
     values = parse_qs(query)
@@ -155,10 +165,7 @@ def serve(conn: socket.socket, namespace: str, pod: str, ports: list[int], resol
                 return
             for sock in ready:
                 if sock is conn:
-                    data = conn.recv(1 << 16)
-                    pending = getattr(conn, "pending", lambda: 0)
-                    while data and pending():
-                        data += conn.recv(pending())
+                    data = _receive(conn)
                     if not data:
                         return
                     buffer += data
@@ -332,10 +339,7 @@ def serve_spdy(conn: socket.socket, namespace: str, pod: str, resolve: PortResol
                     else:
                         finish(key)
                     continue
-                data = conn.recv(1 << 16)
-                pending = getattr(conn, "pending", lambda: 0)
-                while data and pending():
-                    data += conn.recv(pending())
+                data = _receive(conn)
                 if not data:
                     return
                 buffer += data
