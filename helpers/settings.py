@@ -10,7 +10,8 @@ the first of, highest first:
 4. a per-learner default: on the `cluster` target the namespace is the one the notebook runs in
    (in Kubeflow Notebooks its pod's: `Target.own_namespace()`, passed in as `own_namespace`),
    else `mms-<user>`;
-5. the built-in default (the guide's: namespace `mms`, server `triton-mms`, bucket `triton`).
+5. the built-in default (the guide's: namespace `mms`, server `triton-mms`, bucket `triton`; the
+   target is `cluster` inside a pod, else `local`).
 
 On the `local` target there is no per-learner default: the namespace stays `mms` unless 1-3 say
 otherwise. The `preset` chooses the resources the InferenceService and TrainedModels ask for:
@@ -64,11 +65,35 @@ class Preset:
                 "model_memory": self.model_memory}
 
 
+    def summary(self) -> str:
+        """One line: what the InferenceService and each TrainedModel ask for, and why."""
+        return (f"preset {self.name}: the server asks for {self.server_cpu} cpu and {self.server_memory}, "
+                f"each model for {self.model_memory} ({self.why})")
+
+    def capacity(self, learners: int) -> dict[str, float]:
+        """What `learners` servers on this preset ask the cluster for, sidecars included: `cpu` and
+        `memory_gi` (the instructor's checklist in the README)."""
+        cpu = float(self.server_cpu) + SIDECARS_CPU
+        memory = gib(self.server_memory) + SIDECARS_MEMORY_GI
+        return {"cpu": round(cpu * learners, 2), "memory_gi": round(memory * learners, 2)}
+
+
+# What each server's pod asks for beside Triton (the model agent's 100m/100Mi in
+# `inferenceservice-config`, Knative's queue-proxy, Istio's proxy where injected): about this much.
+SIDECARS_CPU = 0.25
+SIDECARS_MEMORY_GI = 0.25
+
 PRESETS = {
-    "guide": Preset("guide", "1", "16Gi", "1Gi", "the guide's values: each server asks for 16Gi"),
+    "guide": Preset("guide", "1", "16Gi", "1Gi", "the guide's own values"),
     "small": Preset("small", "1", "2Gi", "512Mi",
-                    "for a shared cluster: each learner's server asks for 1 cpu and 2Gi, each model 512Mi"),
+                    "for a shared cluster: many learners' servers fit on a few nodes, and both models fit the server"),
 }
+
+
+def gib(quantity: str) -> float:
+    """A `Gi`/`Mi` memory quantity in GiB."""
+    units = {"Gi": 1.0, "Mi": 1 / 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
 
 
 def validate(key: str, value: Any) -> str:
@@ -166,6 +191,12 @@ def learner_namespace(target: str, own_namespace: Optional[OwnNamespace] = None,
     return (own_namespace(target) if own_namespace else "") or learner_name(user)
 
 
+def built_in(key: str) -> str:
+    """The built-in default of one setting; the target's is `helpers.config.target`'s: `cluster` inside a
+    pod (a Kubeflow Notebook), else `local`."""
+    return validate("target", "") if key == "target" else BUILT_IN[key]
+
+
 def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
              own_namespace: Optional[OwnNamespace], user: Optional[str]) -> tuple[dict[str, str], dict[str, str]]:
     params = params or {}
@@ -178,12 +209,12 @@ def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
         learner = learner_namespace(values["target"], own_namespace, user) if key == "namespace" else None
         for source, value in (("parameter", given), (ENV[key], env),
                               ("settings file", from_file.get(key)), ("per-learner default", learner),
-                              ("default", BUILT_IN[key])):
+                              ("default", built_in(key))):
             if value is not None and str(value).strip() != "":
                 values[key], sources[key] = validate(key, value), source
                 break
         else:
-            values[key], sources[key] = BUILT_IN[key], "default"
+            values[key], sources[key] = built_in(key), "default"
     return values, sources
 
 
@@ -195,6 +226,13 @@ def resolve(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] 
     `lambda t: helpers.target.select(t).own_namespace()`.
     """
     return _resolve(params, path, own_namespace, user)[0]
+
+
+def resolve_with_sources(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] = None,
+                         own_namespace: Optional[OwnNamespace] = None,
+                         user: Optional[str] = None) -> tuple[dict[str, str], dict[str, str]]:
+    """`resolve` and `sources` at once, the settings file read once (`helpers.notebook.start`)."""
+    return _resolve(params, path, own_namespace, user)
 
 
 def sources(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] = None,

@@ -65,6 +65,15 @@ def test_per_learner_namespace_in_a_notebook_pod_and_outside(tmp_path: Path) -> 
     assert len(long) == 63 and settings.validate("namespace", long) == long
 
 
+def test_in_a_pod_the_built_in_target_is_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    in_pod = lambda target: "kubeflow-user-a"  # noqa: E731
+    values, where = settings.resolve_with_sources({}, own_namespace=in_pod)
+    assert (values["target"], values["namespace"]) == ("cluster", "kubeflow-user-a")
+    assert (where["target"], where["namespace"]) == ("default", "per-learner default")
+    assert settings.resolve({"target": "local"}, own_namespace=in_pod)["namespace"] == "mms"
+
+
 def test_env_var_target_reaches_the_namespace_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MMS_TARGET", "cluster")
     assert settings.resolve({}, own_namespace=NO_POD, user="eve")["namespace"] == "mms-eve"
@@ -115,6 +124,20 @@ def test_presets_fill_the_manifests_resources() -> None:
     assert model["spec"]["model"]["memory"] == "512Mi"
     with pytest.raises(SetupError):
         settings.preset("medium")
+
+
+def test_presets_say_what_they_ask_for_and_the_readme_capacity_is_theirs() -> None:
+    assert settings.preset("guide").summary() == ("preset guide: the server asks for 1 cpu and 16Gi, each model for "
+                                                  "1Gi (the guide's own values)")
+    small, guide = settings.preset("small"), settings.preset("guide")
+    assert small.capacity(30) == {"cpu": 37.5, "memory_gi": 67.5}
+    assert guide.capacity(30) == {"cpu": 37.5, "memory_gi": 487.5}
+    # both models, and 05's third, fit the small server: KServe would refuse one that does not
+    assert 3 * settings.gib(small.model_memory) <= settings.gib(small.server_memory)
+    readme = (config.project_root() / "README.md").read_text()
+    for preset in (small, guide):
+        need = preset.capacity(30)
+        assert f"{preset.name}` needs about {need['cpu']:g} cpu and {need['memory_gi']:g}Gi" in readme
 
 
 def test_settings_imports_only_the_core_layer() -> None:
