@@ -21,7 +21,7 @@ import yaml
 from . import k8s, resources
 from .constants import KUBEFLOW_NAMESPACE, MINIO_PORT, MINIO_SERVICE
 from .errors import SetupError
-from .settings import PRESETS
+from .settings import PRESETS, preset
 
 MASK = "********"
 
@@ -91,9 +91,11 @@ def render(name: str, **values: Any) -> list[dict]:
 
 
 def values_for(ctx: Any, **extra: Any) -> dict[str, str]:
-    """The placeholder values that come from a notebook's settings (namespace, names, API group)."""
+    """The placeholder values that come from a notebook's settings: namespace, names, API group, and the
+    server's cpu/memory and each model's memory from its `preset` (`helpers.settings.PRESETS`)."""
     return {"namespace": ctx.namespace, "server_name": ctx.server_name, "bucket": ctx.bucket,
-            "api_group": ctx.api_group, **{k: v for k, v in extra.items() if v is not None}}
+            "api_group": ctx.api_group, **preset(ctx.setting("preset")).manifest_values(),
+            **{k: v for k, v in extra.items() if v is not None}}
 
 
 def masked(docs: Iterable[Mapping[str, Any]]) -> list[dict]:

@@ -23,15 +23,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from . import config
-from .constants import (DEFAULT_BUCKET, DEFAULT_SERVER_NAME, ApiGroup,
-                        api_group as lookup_group)
+from . import settings as workshop
+from .constants import ApiGroup, api_group as lookup_group
 from .errors import SetupError
 from .progress import _ipython, in_jupyter, set_headless
-from .settings import validate as validate_common
 from .target import IDENTITIES, Endpoint, Target, select
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
-SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group")
+SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group", "preset")
 
 
 # --- display ---------------------------------------------------------------------------------
@@ -175,7 +174,7 @@ def validate_setting(key: str, value: Any) -> str:
                              "admin: the cluster admin's credentials (00_cluster_prep); learner: what a Kubeflow "
                              "Notebook's service account may do (01 onwards)")
         return text
-    return validate_common(key, value)
+    return workshop.validate(key, value)
 
 
 @dataclass(frozen=True)
@@ -228,6 +227,11 @@ class Context:
     @property
     def api_group(self) -> str:
         return self.setting("api_group")
+
+    @property
+    def preset(self) -> workshop.Preset:
+        """The resources the server and models ask for (`helpers.settings.PRESETS`: guide or small)."""
+        return workshop.preset(self.setting("preset"))
 
     @property
     def group(self) -> ApiGroup:
@@ -402,21 +406,23 @@ def _parameters(cell: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Optional[Mapping[str, Any]] = None,
-          target: Optional[str] = None, identity: str = "admin", namespace: str = "",
-          server_name: str = DEFAULT_SERVER_NAME, bucket: str = DEFAULT_BUCKET, api_group: str = "",
-          results_path: Optional[str] = None, interactive: Optional[bool] = None,
+          target: Optional[str] = None, identity: str = "admin", namespace: Optional[str] = None,
+          server_name: Optional[str] = None, bucket: Optional[str] = None, api_group: Optional[str] = None,
+          preset: Optional[str] = None, results_path: Optional[str] = None, interactive: Optional[bool] = None,
           check: bool = True, **parameters: Any) -> Context:
     """The opening cell of every notebook: say what runs where, check the stack, return the Context.
 
     `settings=locals()` takes the parameters cell's values (target, namespace, ... and extras
-    such as `top_k`, kept in `ctx.params`); keywords do the same one by one. `guide_section` (the
-    guide's Korean heading) and `purpose` default to the notebook's entry in `NOTEBOOKS`.
+    such as `top_k`, kept in `ctx.params`); keywords do the same one by one. A setting left None
+    or "" comes from its MMS_* variable, the settings file, a per-learner default or the guide's
+    (`helpers.settings.resolve`). `guide_section` (the guide's Korean heading) and `purpose`
+    default to the notebook's entry in `NOTEBOOKS`.
     """
     if settings is not None:
         given = _parameters(settings)
         return start(name, guide_section, purpose, check=check, **{
             "target": target, "identity": identity, "namespace": namespace, "server_name": server_name,
-            "bucket": bucket, "api_group": api_group, "results_path": results_path,
+            "bucket": bucket, "api_group": api_group, "preset": preset, "results_path": results_path,
             "interactive": interactive, **parameters, **given})
     known_section, known_purpose = NOTEBOOKS.get(name, ("", ""))
     guide_section, purpose = guide_section or known_section, purpose or known_purpose
@@ -424,12 +430,15 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
     if interactive is None:
         interactive = in_jupyter() and not config.env_flag("MMS_HEADLESS")
     set_headless(not interactive)
-    params = {"target": target or config.target(), "identity": identity or "admin", "namespace": namespace,
-              "server_name": server_name, "bucket": bucket, "api_group": api_group, **parameters}
+    # Every value checked here, before anything changes (a bad file or variable names itself and the fix).
+    chosen, where = workshop.resolve_with_sources(
+        {"target": target, "namespace": namespace, "server_name": server_name, "bucket": bucket,
+         "api_group": api_group, "preset": preset}, own_namespace=lambda t: select(t).own_namespace())
+    params = {**chosen,
+              "identity": identity or "admin",
+              **parameters}
     ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
                   bool(interactive))
-    if not ctx.params["namespace"]:
-        ctx.params["namespace"] = ctx.place.default_namespace()  # in a Kubeflow Notebook: the pod's own
     for key in SETTINGS:
         ctx.setting(key)  # bad input fails here, with the fix, before anything is changed
     if not ctx.params["api_group"]:
@@ -437,10 +446,11 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
         from .preflight import served_api_group
 
         ctx.params["api_group"] = served_api_group(ctx.api)
+        where["api_group"] = "served by the cluster"
     print(f"{name}: {purpose}" if purpose else name)
     print(f'guide section: "{guide_section}"')
     print(f"target: {ctx.place.describe()}, as {ctx.identity}")
-    print("settings: " + ", ".join(f"{k}={v}" for k, v in ctx.settings().items() if k != "target"))
+    print(settings_line(ctx.settings(), where))
     print("versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()))
     if interactive:
         from IPython.display import display
@@ -456,3 +466,10 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
     print(f"results will be written to {ctx.results_path}")
     sys.stdout.flush()
     return ctx
+
+
+def settings_line(values: Mapping[str, str], sources: Mapping[str, str]) -> str:
+    """`settings: namespace=team-a (settings file), bucket=triton (default), ...`: each value and where it
+    came from (parameter, MMS_* variable, settings file, per-learner default, default)."""
+    return "settings: " + ", ".join(f"{k}={v} ({sources.get(k, 'parameter')})"
+                                    for k, v in values.items() if k != "identity")
