@@ -2,13 +2,19 @@
 
 Explained in 00_cluster_prep. `helpers.notebook.start(..., interactive=True)` shows them; the
 notebook's Context reads their *current* values, so changing a widget changes what the cells
-run after it use. Nothing here waits for input: a headless run never blocks.
+run after it use. "Save for every notebook" writes them to the settings file
+(`helpers.settings.save`), which the next notebooks read. Nothing here waits for input: a
+headless run never blocks.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import html
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
+from . import settings
 from .constants import API_GROUPS
+from .errors import SetupError
 from .target import IDENTITIES
 
 # Setting name -> (label, choices or None for free text). The order is the display order.
@@ -19,14 +25,16 @@ FIELDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "namespace": ("namespace", None),
     "server_name": ("server name", None),
     "bucket": ("bucket", None),
+    "preset": ("preset", tuple(settings.PRESETS)),
 }
 
 HELP = ("Changing a value here changes what the cells below use: re-run them after a change. "
-        "On a cluster, every notebook must use the same values.")
+        "<b>Save for every notebook</b> writes them to the settings file the next notebooks read "
+        "(a notebook's own parameter or an MMS_* variable still wins).")
 
 
 class SettingsWidgets:
-    """One widget per setting; `values()` reads what they show now."""
+    """One widget per setting, and a button that saves them; `values()` reads what they show now."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         import ipywidgets as w
@@ -43,8 +51,13 @@ class SettingsWidgets:
             else:
                 self.widgets[key] = w.Text(value=value, description=label, style=style, layout=layout,
                                            continuous_update=True)
+        self.save_button = w.Button(description="Save for every notebook", icon="save",
+                                    tooltip="write these settings to the settings file every notebook reads")
+        self.saved = w.HTML("")
+        self.save_button.on_click(lambda _button: self.save())
         note = w.HTML(f"<small>{HELP}</small>")
-        self.box = w.VBox([w.HTML("<b>Settings</b>"), *self.widgets.values(), note])
+        self.box = w.VBox([w.HTML("<b>Settings</b>"), *self.widgets.values(), w.HBox([self.save_button, self.saved]),
+                           note])
 
     def values(self) -> dict[str, str]:
         """The widgets' current values, stripped of surrounding spaces."""
@@ -55,6 +68,19 @@ class SettingsWidgets:
         for key, value in values.items():
             self.widgets[key].value = value
 
+    def save(self) -> Optional[Path]:
+        """Write the settings file's keys (all but `identity`) as shown now and say where; on a bad value,
+        say why and how to fix it and write nothing. Returns the file's path, or None."""
+        shown = {key: value for key, value in self.values().items() if key in settings.KEYS}
+        try:
+            path = settings.save(shown)
+        except SetupError as exc:
+            self.saved.value = (f"<span style='color:#b00020'>not saved: {html.escape(exc.cause)}</span>"
+                                f"<br><b>fix:</b> {html.escape(exc.fix)}")
+            return None
+        self.saved.value = f"saved to <code>{html.escape(str(path))}</code>: the next notebooks read it"
+        return path
+
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
@@ -62,5 +88,6 @@ class SettingsWidgets:
 
 
 def settings_widgets(values: Mapping[str, Any]) -> SettingsWidgets:
-    """Widgets for `target`, `identity`, `api_group`, `namespace`, `server_name` and `bucket`, starting at `values`."""
+    """Widgets for `target`, `identity`, `api_group`, `namespace`, `server_name`, `bucket` and `preset`,
+    starting at `values`, with a button that saves them for every notebook."""
     return SettingsWidgets(values)
