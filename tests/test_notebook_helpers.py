@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import images, notebook, plots, predict
+from helpers import images, manifests, notebook, plots, predict, settings
 from helpers.config import project_root
 from helpers.errors import SetupError
 from helpers.standins import CIFAR10_CLASSES
 from helpers.widgets import settings_widgets
 
 SETTINGS = {"target": "local", "identity": "admin", "namespace": "team-a", "server_name": "tri", "bucket": "models-bkt",
-            "api_group": "serving.kserve.io"}
+            "api_group": "serving.kserve.io", "preset": "small"}
+# A notebook's parameters cell as it is committed: every setting left to MMS_*, the settings file or the default.
+BLANK_CELL = {"target": None, "identity": "admin", "namespace": "", "server_name": "", "bucket": "", "api_group": "",
+              "preset": "", "results_path": None, "interactive": None}
 
 
 def make_ctx(tmp_path: Path, **params) -> notebook.Context:
@@ -39,11 +42,75 @@ def test_start_prints_the_opening_and_keeps_settings(tmp_path: Path, capsys: pyt
 @pytest.mark.parametrize("key,value,words", [
     ("namespace", "Bad_NS", "lower-case"), ("server_name", "1triton", "starting with a letter"),
     ("bucket", "ab", "3-63"), ("api_group", "serving.example.com", "serving.kubeflow.org"),
-    ("target", "laptop", "'local' or 'cluster'")])
+    ("target", "laptop", "'local' or 'cluster'"), ("preset", "huge", "not one of guide, small")])
 def test_bad_settings_fail_before_anything_runs(tmp_path: Path, key: str, value: str, words: str) -> None:
     with pytest.raises(SetupError) as err:
         make_ctx(tmp_path, **{key: value})
     assert words in str(err.value)
+
+
+def blank_start(tmp_path: Path, **cell) -> notebook.Context:
+    """`start` as a committed notebook calls it: `settings=locals()` of an untouched parameters cell."""
+    return notebook.start("99_test", "x", settings={**BLANK_CELL, **cell,
+                                                    "results_path": str(tmp_path / "results" / "99.json")},
+                          interactive=False, check=False)
+
+
+def test_start_reads_the_settings_file_and_says_where_each_setting_came_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    path = settings.save({"namespace": "team-f", "bucket": "file-bkt", "preset": "small"}, tmp_path / "s.yaml")
+    monkeypatch.setenv("MMS_SETTINGS", str(path))
+    monkeypatch.setenv("MMS_BUCKET", "env-bkt")
+    monkeypatch.setenv("MMS_API_GROUP", "serving.kserve.io")  # else start asks the cluster
+    ctx = blank_start(tmp_path, server_name="param-srv")
+    assert ctx.settings() == {"target": "local", "identity": "admin", "namespace": "team-f", "server_name": "param-srv",
+                              "bucket": "env-bkt", "api_group": "serving.kserve.io", "preset": "small"}
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("settings: "))
+    assert line == ("settings: target=local (default), namespace=team-f (settings file), server_name=param-srv "
+                    "(parameter), bucket=env-bkt (MMS_BUCKET), api_group=serving.kserve.io (MMS_API_GROUP), "
+                    "preset=small (settings file)")
+    # the preset reaches the manifests: the small server and model memory
+    values = manifests.values_for(ctx, model_name="cifar10")
+    server = manifests.render("multi_model_triton_server", **values)[0]["spec"]["predictor"]["triton"]["resources"]
+    assert server == {"limits": {"cpu": "1", "memory": "2Gi"}, "requests": {"cpu": "1", "memory": "2Gi"}}
+    assert manifests.render("trained_model1", **values)[0]["spec"]["model"]["memory"] == "512Mi"
+    assert ctx.preset.summary().startswith("preset small: the server asks for 1 cpu and 2Gi, each model for 512Mi")
+    ctx.save()
+    assert json.loads(ctx.results_path.read_text())["settings"]["preset"] == "small"
+    # with nothing set anywhere: the guide's values, and its 16Gi server
+    monkeypatch.setenv("MMS_SETTINGS", str(tmp_path / "none.yaml"))
+    monkeypatch.delenv("MMS_BUCKET")
+    ctx = blank_start(tmp_path)
+    assert {k: ctx.setting(k) for k in ("namespace", "server_name", "bucket", "preset")} == {
+        "namespace": "mms", "server_name": "triton-mms", "bucket": "triton", "preset": "guide"}
+    assert manifests.values_for(ctx)["server_memory"] == "16Gi"
+
+
+def test_a_bad_settings_file_stops_start_before_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("bucket: Not A Bucket\n")
+    monkeypatch.setenv("MMS_SETTINGS", str(path))
+    with pytest.raises(SetupError) as err:
+        blank_start(tmp_path, api_group="serving.kserve.io")
+    assert str(path) in err.value.cause and "3-63" in err.value.fix
+    assert not (tmp_path / "results").exists()
+
+
+def test_in_a_notebook_pod_the_target_is_cluster_and_the_namespace_the_pods_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from helpers.target import InCluster
+
+    (tmp_path / "namespace").write_text("kubeflow-user-a\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.delenv("MMS_TARGET", raising=False)
+    monkeypatch.setattr(notebook, "select", lambda name=None: InCluster(tmp_path))
+    ctx = blank_start(tmp_path, api_group="serving.kserve.io")
+    assert ctx.target == "cluster" and ctx.namespace == "kubeflow-user-a"
+    assert "namespace=kubeflow-user-a (per-learner default)" in capsys.readouterr().out
+    # outside a pod, on a cluster: mms-<user>, so learners sharing a cluster do not share `mms`
+    monkeypatch.setattr(notebook, "select", lambda name=None: InCluster(tmp_path / "not-a-pod"))
+    monkeypatch.setenv("LOGNAME", "Jane.Doe")
+    assert blank_start(tmp_path, api_group="serving.kserve.io").namespace == "mms-jane-doe"
 
 
 def test_record_and_save_write_json_with_parent_folders(tmp_path: Path) -> None:
@@ -67,6 +134,40 @@ def test_widgets_start_from_the_parameters_and_drive_the_context(tmp_path: Path)
     ctx.widgets.set(namespace="Not Valid")
     with pytest.raises(SetupError):
         _ = ctx.namespace
+
+
+def test_widgets_save_for_every_notebook_and_the_next_one_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config" / "settings.yaml"
+    monkeypatch.setenv("MMS_SETTINGS", str(path))
+    widgets = settings_widgets({**SETTINGS, "preset": "guide"})
+    assert widgets.widgets["preset"].options == ("guide", "small") and widgets.widgets["preset"].value == "guide"
+    widgets.set(namespace="team-c", preset="small", identity="learner")
+    widgets.save_button.click()
+    assert settings.load() == {"target": "local", "namespace": "team-c", "server_name": "tri", "bucket": "models-bkt",
+                               "api_group": "serving.kserve.io", "preset": "small"}  # identity is not a shared setting
+    assert f"saved to <code>{path}</code>" in widgets.saved.value
+    following = blank_start(tmp_path)  # the next notebook, its parameters cell untouched
+    assert (following.namespace, following.server_name, following.preset.name) == ("team-c", "tri", "small")
+
+
+def test_widgets_save_nothing_for_a_bad_value_and_say_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import html
+
+    path = tmp_path / "settings.yaml"
+    monkeypatch.setenv("MMS_SETTINGS", str(path))
+    widgets = settings_widgets(SETTINGS)
+    widgets.save_button.click()
+    before = path.read_text()
+    widgets.set(bucket="models-other", namespace="Bad_NS")
+    widgets.save_button.click()
+    assert path.read_text() == before and settings.load()["bucket"] == "models-bkt"
+    shown = html.unescape(widgets.saved.value)
+    assert "not saved: namespace 'Bad_NS' is not a valid Kubernetes name" in shown and "<b>fix:</b> use lower-case" in shown
+    assert "saved to" not in shown
+    widgets.set(namespace="team-d")
+    widgets.save_button.click()
+    assert settings.load()["namespace"] == "team-d" and "saved to" in widgets.saved.value
 
 
 def test_interactive_none_means_no_widgets_outside_jupyter(tmp_path: Path) -> None:
