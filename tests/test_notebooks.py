@@ -34,11 +34,13 @@ pytestmark = pytest.mark.stack
 NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception", "05_lifecycle"]
 GUIDE = NOTEBOOKS[:5]  # the guide's steps; 05 goes beyond it
 CLEANUP = walkthrough.CLEANUP
-# The other run: the `kserve` profile's stack, other names, and api_group left empty (found from the cluster).
-OTHER = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "api_group": KSERVE_GROUP}
+# The other run: the `kserve` profile's stack, other names and the `small` preset, all from a settings file
+# (no parameter), and api_group left empty (found from the cluster).
+OTHER_FILE = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "preset": "small"}
+OTHER = {**OTHER_FILE, "api_group": KSERVE_GROUP}
 INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labels.txt")
                        .read_text().splitlines())
-SETTINGS = ("namespace", "server_name", "bucket", "api_group")
+SETTINGS = ("namespace", "server_name", "bucket", "api_group", "preset")
 
 
 def run_walkthrough(out_dir: Path, parameters: dict) -> dict[str, walkthrough.Run]:
@@ -87,11 +89,24 @@ def default_run(stack, cleanup, tmp_path_factory: pytest.TempPathFactory) -> dic
     return run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
 
 
+@contextlib.contextmanager
+def settings_file(values: dict) -> Iterator[Path]:
+    """A workshop settings file with `values`, which the notebooks' kernels read (MMS_SETTINGS) for a while."""
+    from helpers import settings
+
+    previous = os.environ[settings.SETTINGS_FILE_ENV]
+    path = settings.save(values, Path(previous).parent / "workshop-settings.yaml")
+    os.environ[settings.SETTINGS_FILE_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ[settings.SETTINGS_FILE_ENV] = previous
+
+
 @pytest.fixture(scope="module")
 def other_run(kserve_stack, cleanup, default_run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
-    with state_dir(kserve_stack):
-        return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"),
-                               {k: v for k, v in OTHER.items() if k != "api_group"})
+    with state_dir(kserve_stack), settings_file(OTHER_FILE):
+        return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), {})  # no parameter: the file's settings
 
 
 # --- the guide's settings ----------------------------------------------------------------------
@@ -104,7 +119,7 @@ def test_00_cluster_prep(default_run) -> None:
     assert {c["key"]: c["after"] for c in found["knative_config_deployment"]} == {
         "registriesSkippingTagResolving": "nvcr.io", "progressDeadline": "600s"}
     assert found["settings"] == {"target": "local", "identity": "admin", "namespace": "mms", "server_name": "triton-mms",
-                                 "bucket": "triton", "api_group": "serving.kubeflow.org"}
+                                 "bucket": "triton", "api_group": "serving.kubeflow.org", "preset": "guide"}
     assert_plots(found, 1)
     assert Path(found["plots"][0]).name == "00_architecture.png"
 
@@ -300,29 +315,43 @@ def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -
 
 
 def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve_kube) -> None:
+    from helpers.settings import PRESETS, gib
+
     kube = kserve_kube
+    small = PRESETS["small"]
     for name in NOTEBOOKS:
         settings = results(other_run, name)["settings"]
         assert {k: settings[k] for k in SETTINGS} == OTHER, name
+        shown = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
+        assert "namespace=team-b (settings file)" in shown and "preset=small (settings file)" in shown, name
     assert results(other_run, "01_minio")["applied"] == ["Secret team-b/mysecret", "ServiceAccount team-b/sa"]
     assert results(other_run, "03_cifar10")["outputs"][0]["shape"] == [1, 10]
     assert results(other_run, "04_inception")["model_ready"]
     lifecycle = results(other_run, "05_lifecycle")
     assert lifecycle["reload"]["seen"] and lifecycle["old_version_gone"] and lifecycle["deleted"]["absent_from_index"]
+    # The small preset's server: what the InferenceService asks for, and the limit 05 counts models against.
+    isvc = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        KSERVE_GROUP, api_group(KSERVE_GROUP).isvc_version, "team-b", "inferenceservices", "tri-b")
+    resources = isvc["spec"]["predictor"]["triton"]["resources"]
+    for kind in ("limits", "requests"):
+        assert (resources[kind]["cpu"], resources[kind]["memory"]) == (small.server_cpu, small.server_memory), kind
     # KServe adds up the declared memory: the model that does not fit never reaches models.json
-    assert lifecycle["over_memory"] == {"limit": "16Gi", "asked": "32Gi", "memory_condition": "False",
+    assert lifecycle["over_memory"] == {"limit": small.server_memory, "asked": "4Gi", "memory_condition": "False",
                                         "in_models_json": False, "ready": False, "refused": True}
+    declared = lifecycle["declared_memory_gib"]
+    assert (declared["cifar10"], declared["inception"]) == (gib(small.model_memory), gib(small.model_memory))
     secret = client.CoreV1Api(kube).read_namespaced_secret("mysecret", "team-b")
     assert "serving.kserve.io/s3-endpoint" in secret.metadata.annotations
     tm = client.CustomObjectsApi(kube).get_namespaced_custom_object(
         KSERVE_GROUP, "v1alpha1", "team-b", "trainedmodels", "cifar10")
     assert tm["spec"] == {"inferenceService": "tri-b", "model": {
-        "framework": "pytorch", "storageUri": "s3://models-b/torchscript/cifar10", "memory": "1Gi"}}
+        "framework": "pytorch", "storageUri": "s3://models-b/torchscript/cifar10", "memory": small.model_memory}}
     for name in NOTEBOOKS:  # nothing of the guide's defaults in what ran
         source = "".join(c.source for c in nbformat.read(other_run[name].output, 4).cells if c.cell_type == "code")
         outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
         assert "triton-mms" not in outputs and "s3://triton/" not in outputs, name
         assert "triton-mms" not in source.split("# Parameters")[-1], name
+        assert "16Gi" not in outputs, name
 
 
 # --- safety and messages ------------------------------------------------------------------------
