@@ -42,7 +42,6 @@ def test_steps_after_reads_one_models_events_in_order_after_a_mark() -> None:
     assert steps[0].line == lines[3]
     assert lifecycle.in_order([s.msg for s in steps], ["unloading model", "Successfully loaded model"])
     assert not lifecycle.in_order([s.msg for s in steps], ["Successfully loaded model", "unloading model"])
-    assert lifecycle.raw(steps, width=40).splitlines()[0].endswith("…")
     assert lifecycle.timeline(steps).splitlines()[1] == "+  0.200s  modelProcessor  unloading model"
 
 
@@ -64,21 +63,37 @@ def test_edited_changes_only_the_copy() -> None:
     assert docs[0]["metadata"]["name"] == "cifar10" and docs[0]["spec"]["model"]["memory"] == "1Gi"
 
 
-def test_conditions_table_lists_each_condition() -> None:
-    table = lifecycle.conditions_table({"status": {"conditions": [
-        {"type": "MemoryResourceAvailable", "status": "False", "reason": "MemoryResourceNotAvailable",
-         "message": "Inference Service does not have enough memory resources for Trained Model"}]}})
-    head, row = table.splitlines()
-    assert head.split() == ["TYPE", "STATUS", "REASON", "MESSAGE"]
-    assert row.startswith("MemoryResourceAvailable  False   MemoryResourceNotAvailable  Inference Service")
+def test_model_names_and_entry_read_models_json() -> None:
+    entries = [{"modelName": "cifar10", "modelSpec": {"storageUri": "s3://b/c"}},
+               {"modelName": "inception", "modelSpec": {"storageUri": "s3://b/i"}}]
+    assert lifecycle.model_names(entries) == ["cifar10", "inception"]
+    assert lifecycle.entry(entries, "inception") == entries[1] and lifecycle.entry(entries, "x") is None
 
 
 def test_cleanup_knows_the_walkthroughs_prefixes_and_refuses_kubeflows_namespace() -> None:
     assert cleanup.model_prefixes("b") == ["torchscript/cifar10", "models/inception_graphdef", lifecycle.PREFIX]
     with pytest.raises(SetupError) as err:
-        cleanup.teardown(None, None, "kubeflow", "s", say=lambda _: None)  # type: ignore[arg-type]
+        cleanup.teardown(None, None, "kubeflow", "s")  # type: ignore[arg-type]
     assert "Kubeflow's own" in err.value.cause
-    step = cleanup.Step("InferenceService", "kubectl delete ...")
-    assert step.line().endswith("nothing to remove")
-    step.removed.append("triton-mms")
-    assert step.line() == f"{'InferenceService':<34} triton-mms"
+
+
+def test_cleanup_table_shows_each_step_beside_its_command_and_names_what_went() -> None:
+    steps = [cleanup.Step("TrainedModels", "kubectl delete trainedmodels.serving.kubeflow.org -l x -n mms",
+                          ["cifar10", "inception"], kind="TrainedModel"),
+             cleanup.Step("bucket objects", "rclone purge a\nrclone purge b", [f"k{i}" for i in range(9)]),
+             cleanup.Step("Profile and namespace", "kubectl delete profiles.kubeflow.org mms",
+                          note="kept: delete_profile=False")]
+    lines = cleanup.table(steps).splitlines()
+    assert lines[0].split() == ["STEP", "REMOVED", "KUBECTL", "EQUIVALENT"]
+    assert lines[1].split() == ["TrainedModels", "cifar10", "kubectl", "delete",
+                                "trainedmodels.serving.kubeflow.org", "-l", "x", "-n", "mms"]
+    assert lines[2].split() == ["inception"]
+    assert lines[3].split() == ["bucket", "objects", "k0", "rclone", "purge", "a"]
+    assert lines[4].split() == ["k1", "rclone", "purge", "b"]
+    assert lines[9].strip() == "… 3 more"
+    assert lines[10].split()[-4:] == ["kubectl", "delete", "profiles.kubeflow.org", "mms"]
+    assert "(kept: delete_profile=False)" in lines[10]
+    assert len({line.index("kubectl") for line in lines if "kubectl delete" in line}) == 1  # one column
+    assert cleanup.Step("Secret", "kubectl delete secret s -n mms").outcome() == ["(nothing to remove)"]
+    assert cleanup.deleted(steps, "mms") == ["TrainedModel mms/cifar10", "TrainedModel mms/inception"]
+    assert steps[0].as_dict()["removed"] == ["cifar10", "inception"]
