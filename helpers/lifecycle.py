@@ -2,8 +2,8 @@
 
 Explained in 05_lifecycle. What the notebook watches, it reads where a cluster user would:
 the `modelconfig-<isvc>-0` ConfigMap's `models.json` (what the controller handed the agent), the
-agent's log (`kubectl logs $SERVER agent`), Triton's repository index
-(`POST /v2/repository/index`) and the TrainedModel's status conditions.
+agent's and Triton's logs from a mark on (`Logs`: `kubectl logs $SERVER agent`, `... kfserving-container`),
+Triton's repository index (`POST /v2/repository/index`) and the TrainedModel's status conditions.
 """
 from __future__ import annotations
 

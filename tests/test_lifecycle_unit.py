@@ -97,3 +97,37 @@ def test_cleanup_table_shows_each_step_beside_its_command_and_names_what_went() 
     assert cleanup.Step("Secret", "kubectl delete secret s -n mms").outcome() == ["(nothing to remove)"]
     assert cleanup.deleted(steps, "mms") == ["TrainedModel mms/cifar10", "TrainedModel mms/inception"]
     assert steps[0].as_dict()["removed"] == ["cifar10", "inception"]
+
+
+class GrowingLogs:
+    """A target whose containers' logs grow by one line each time they are read (as a live pod's do)."""
+
+    def __init__(self, agent: list[str], triton: list[str]) -> None:
+        self.lines = {"agent": agent, "kfserving-container": triton}
+        self.reads = {"agent": 0, "kfserving-container": 0}
+
+    def container_log(self, api, group, server, namespace, container) -> str:
+        self.reads[container] += 1
+        return "\n".join(self.lines[container][:self.reads[container]])
+
+
+def test_logs_read_each_container_from_the_mark_on() -> None:
+    from helpers.constants import api_group
+    from helpers.notebook import ServerRef
+
+    agent = [agent_line(1.0, "modelWatcher", "adding model", "m"),
+             agent_line(2.0, "modelProcessor", "unloading model", "m"),
+             agent_line(2.5, "modelProcessor", "unloading model", "other"),
+             agent_line(3.0, "modelProcessor", "Successfully loaded model", "m")]
+    triton = ["I1 model_lifecycle.cc] loading: m:1", "I2 model_lifecycle.cc] successfully unloaded 'm' version 1",
+              "I3 model_lifecycle.cc] successfully loaded 'm' version 2"]
+    target = GrowingLogs(agent, triton)
+    logs = lifecycle.Logs(None, target, ServerRef("s", "n", api_group("serving.kubeflow.org")))  # type: ignore[arg-type]
+    logs.mark()  # the first line of each log is before the mark
+    steps = logs.wait_agent("m", until=["unloading model", "Successfully loaded model"], timeout=10)
+    assert [s.msg for s in steps] == ["unloading model", "Successfully loaded model"]
+    assert logs.triton_since("m") == triton[1:2] and logs.triton_since("m") == triton[1:]
+    with pytest.raises(SetupError) as err:
+        logs.wait_agent("m", until=["Successfully unloaded model"], timeout=1)
+    assert "did not log Successfully unloaded model for m" in err.value.cause
+    assert "trainedmodels.serving.kubeflow.org m -n n" in err.value.fix
