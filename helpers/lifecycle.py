@@ -199,6 +199,28 @@ def statistics(url: str, headers: dict[str, str], models: Sequence[str]) -> list
     return rows
 
 
+# What 05 reads of a model's statistics; the rest is left out, and named where it was.
+STATS_SHOWN = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats",
+               "memory_usage")
+INFERENCE_STATS_SHOWN = ("success", "fail", "queue", "compute_infer")
+
+
+def abridged_statistics(model_stats: Sequence[dict]) -> dict:
+    """`GET /v2/models/<m>/stats` as Triton answers it (`{"model_stats": [...]}`), each entry cut to the
+    counts 05 reads; a `"…"` key in each says what was left out."""
+    out = []
+    for stat in model_stats:
+        kept = {k: v for k, v in stat.items() if k in STATS_SHOWN}
+        inference = stat.get("inference_stats") or {}
+        kept["inference_stats"] = {k: v for k, v in inference.items() if k in INFERENCE_STATS_SHOWN}
+        left = [k for k in stat if k not in STATS_SHOWN]
+        left += [f"inference_stats.{k}" for k in inference if k not in INFERENCE_STATS_SHOWN]
+        if left:
+            kept["…"] = "abridged here: " + ", ".join(left)
+        out.append(kept)
+    return {"model_stats": out}
+
+
 def statistics_table(rows: Sequence[dict]) -> str:
     """The statistics as a fixed-width table."""
     head = f"{'MODEL':<20} {'VERSION':>7} {'REQUESTS':>9} {'EXECUTIONS':>10} {'MEAN MS':>8} {'MEMORY (TRITON)':>16}"

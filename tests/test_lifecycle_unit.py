@@ -131,3 +131,18 @@ def test_logs_read_each_container_from_the_mark_on() -> None:
         logs.wait_agent("m", until=["Successfully unloaded model"], timeout=1)
     assert "did not log Successfully unloaded model for m" in err.value.cause
     assert "trainedmodels.serving.kubeflow.org m -n n" in err.value.fix
+
+
+def test_abridged_statistics_keeps_the_counts_and_names_what_it_left_out() -> None:
+    count = {"count": 3, "ns": 600}
+    stat = {"name": "m", "version": "2", "inference_count": 3, "execution_count": 3,
+            "inference_stats": {"success": count, "fail": {"count": 0, "ns": 0}, "queue": count,
+                                "compute_input": count, "compute_infer": count, "cache_hit": count},
+            "response_stats": {}, "batch_stats": [{"batch_size": 1}], "memory_usage": []}
+    (shown,) = lifecycle.abridged_statistics([stat])["model_stats"]
+    assert shown["inference_stats"] == {"success": count, "fail": {"count": 0, "ns": 0}, "queue": count,
+                                        "compute_infer": count}
+    assert shown["inference_count"] == 3 and shown["memory_usage"] == [] and "batch_stats" not in shown
+    assert shown["…"] == ("abridged here: response_stats, batch_stats, inference_stats.compute_input, "
+                          "inference_stats.cache_hit")
+    assert "…" not in lifecycle.abridged_statistics([{"name": "m", "inference_stats": {}}])["model_stats"][0]

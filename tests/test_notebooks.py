@@ -178,7 +178,7 @@ def test_05_lifecycle(default_run) -> None:
                                     "in_models_json": True, "ready": True, "refused": False}
     assert found["declared_memory_gib"] == {"cifar10": 1.0, "inception": 1.0, model: 1.0, "cifar10-too-big": 32.0}
     assert_plots(found, 1)
-    assert any(f"successfully loaded '{model}'" in line for line in found["reload"]["triton"])
+    assert any(f"successfully loaded '{model}'" in line for line in found["reload"]["triton_log"])
     # the real objects, as a cluster user reads them: models.json, the agent's JSON lines, Triton's stats
     # JSON, the TrainedModel's conditions and the API server's table
     shown = _shown(default_run["05_lifecycle"])
