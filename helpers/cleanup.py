@@ -6,10 +6,13 @@ ServiceAccount and the ExternalName Service (01), the bucket's model files (03-0
 `delete_data`), the Profile and so the namespace (00), and puts back the Knative
 `config-deployment` values 00 found. Each step has its kubectl equivalent, with group-qualified
 resource names (`trainedmodels.serving.kubeflow.org`): a cluster may serve both API groups.
+`table` shows each step beside what it removed; `python -m helpers.walkthrough --cleanup` runs the
+namespace's part of it (`deleted` names what went).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from itertools import zip_longest
 from typing import Any, Callable
 
 from kubernetes import client
@@ -26,16 +29,28 @@ from .wait import poll_until
 
 @dataclass
 class Step:
-    """One thing to take down: what it is, the kubectl equivalent, and what happened."""
+    """One thing to take down: what it is, the kubectl equivalent, and what happened.
+
+    `kind` is the Kubernetes kind of every name in `removed` when they are objects of one kind in
+    the namespace (TrainedModel, Secret, ...); "" when the entries say what they are themselves.
+    """
 
     what: str
     command: str
     removed: list[str] = field(default_factory=list)
     note: str = ""
+    kind: str = ""
 
-    def line(self) -> str:
-        done = ", ".join(self.removed) if self.removed else "nothing to remove"
-        return f"{self.what:<34} {done}" + (f"  ({self.note})" if self.note else "")
+    def outcome(self, limit: int = 6) -> list[str]:
+        """What the step removed, one entry a line (past `limit`, a line says how many more), else why nothing."""
+        if not self.removed:
+            return [f"({self.note or 'nothing to remove'})"]
+        more = len(self.removed) - limit
+        return self.removed[:limit] + ([f"… {more} more"] if more > 0 else [])
+
+    def as_dict(self) -> dict[str, Any]:
+        """The step for a results JSON."""
+        return asdict(self)
 
 
 def model_prefixes(bucket: str) -> list[str]:
@@ -91,8 +106,7 @@ def trained_models(api: client.ApiClient, group: ApiGroup, namespace: str, serve
 
 def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str, *, s3: Any = None,
              bucket: str = "", delete_data: bool = False, delete_profile: bool = True,
-             restore_knative: bool = True, keep_namespace: str = "", timeout: float = 180.0,
-             say: Callable[[str], None] = print) -> list[Step]:
+             restore_knative: bool = True, keep_namespace: str = "", timeout: float = 180.0) -> list[Step]:
     """Remove the walkthrough's objects in reverse order of creation; return each step as done.
 
     Nothing is removed outside `namespace` but the Profile of that name and the Knative values
@@ -105,14 +119,15 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     steps: list[Step] = []
 
-    def step(what: str, command: str) -> Step:
-        steps.append(Step(what, command))
+    def step(what: str, command: str, kind: str = "") -> Step:
+        steps.append(Step(what, command, kind=kind))
         return steps[-1]
 
     # 05, 04, 03: the TrainedModels (the finalizer takes each out of models.json first)
     models = trained_models(api, group, namespace, server)
     # the controller labels each TrainedModel with its server (KServe's ParentInferenceServiceLabel)
-    s = step("TrainedModels", f"kubectl delete {group.tm_resource} -l inferenceservice={server} -n {namespace}")
+    s = step("TrainedModels", f"kubectl delete {group.tm_resource} -l inferenceservice={server} -n {namespace}",
+             "TrainedModel")
     for name in models:
         if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.tm_version, namespace,
                                                                   inference.TM, name)):
@@ -120,7 +135,7 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     poll_until(lambda: not trained_models(api, group, namespace, server), "the TrainedModels to be deleted",
                timeout=timeout, interval=0.5)
     # 02: the InferenceService
-    s = step("InferenceService", f"kubectl delete {group.isvc_resource} {server} -n {namespace}")
+    s = step("InferenceService", f"kubectl delete {group.isvc_resource} {server} -n {namespace}", "InferenceService")
     if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.isvc_version, namespace,
                                                               inference.ISVC, server)):
         s.removed.append(server)
@@ -129,12 +144,13 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
             f"InferenceService {server} to be deleted", timeout=timeout, interval=0.5)
     # 01: the Secret and ServiceAccount, the ExternalName Service
     secret, account = manifests.DEFAULTS["secret_name"], manifests.DEFAULTS["service_account"]
-    s = step("Secret, ServiceAccount", f"kubectl delete secret/{secret} serviceaccount/{account} -n {namespace}")
+    s = step("Secret (S3 keys)", f"kubectl delete secret {secret} -n {namespace}", "Secret")
     if _delete(lambda: core.delete_namespaced_secret(secret, namespace, _preload_content=False)):
-        s.removed.append(f"Secret {secret}")
+        s.removed.append(secret)
+    s = step("ServiceAccount", f"kubectl delete serviceaccount {account} -n {namespace}", "ServiceAccount")
     if _delete(lambda: core.delete_namespaced_service_account(account, namespace, _preload_content=False)):
-        s.removed.append(f"ServiceAccount {account}")
-    s = step("Service (ExternalName to MinIO)", f"kubectl delete service {MINIO_SERVICE} -n {namespace}")
+        s.removed.append(account)
+    s = step("Service (ExternalName to MinIO)", f"kubectl delete service {MINIO_SERVICE} -n {namespace}", "Service")
     try:
         found = core.read_namespaced_service(MINIO_SERVICE, namespace)
     except ApiException as exc:
@@ -183,8 +199,6 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
             s.note = "nothing saved: 00 changed nothing, or it was restored already"
     else:
         s.note = "kept: restore_knative=False"
-    for done in steps:
-        say(done.line())
     return steps
 
 
@@ -207,6 +221,16 @@ def leftovers(api: client.ApiClient, group: ApiGroup, namespace: str, server: st
     return found + [what for what, read in checks.items() if not _gone(read)]
 
 
-def commands(steps: list[Step]) -> str:
-    """The kubectl (and rclone) equivalents of the steps, one a line."""
-    return "\n".join(s.command for s in steps)
+def table(steps: list[Step]) -> str:
+    """The steps as a table: what each removed (or why nothing) beside its kubectl equivalent."""
+    rows = [("STEP", "REMOVED", "KUBECTL EQUIVALENT")]
+    for s in steps:
+        lines = zip_longest([s.what], s.outcome(), s.command.splitlines(), fillvalue="")
+        rows += list(lines)
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{a:<{widths[0]}}   {b:<{widths[1]}}   {c}".rstrip() for a, b, c in rows)
+
+
+def deleted(steps: list[Step], namespace: str) -> list[str]:
+    """`Kind namespace/name` of each object in `namespace` the steps removed."""
+    return [f"{s.kind} {namespace}/{name}" for s in steps if s.kind for name in s.removed]

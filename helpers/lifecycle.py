@@ -2,17 +2,16 @@
 
 Explained in 05_lifecycle. What the notebook watches, it reads where a cluster user would:
 the `modelconfig-<isvc>-0` ConfigMap's `models.json` (what the controller handed the agent), the
-agent's log (`kubectl logs $SERVER agent`), Triton's repository index
-(`POST /v2/repository/index`) and the TrainedModel's status conditions.
+agent's and Triton's logs from a mark on (`Logs`: `kubectl logs $SERVER agent`, `... kfserving-container`),
+Triton's repository index (`POST /v2/repository/index`) and the TrainedModel's status conditions.
 """
 from __future__ import annotations
 
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from kubernetes import client
 from kubernetes.utils import parse_quantity
@@ -23,7 +22,15 @@ from .errors import SetupError
 from .target import Target
 from .wait import poll_until
 
+if TYPE_CHECKING:
+    from .notebook import ServerRef
+
 PREFIX = "lifecycle"  # where 05 uploads its two versions: s3://<bucket>/lifecycle/v1, .../v2
+
+
+def model_names(entries: Sequence[dict]) -> list[str]:
+    """The `modelName` of each `models.json` entry, in order."""
+    return [e.get("modelName", "") for e in entries]
 
 
 def entry(entries: Sequence[dict], model: str) -> Optional[dict]:
@@ -59,11 +66,6 @@ class AgentStep:
     line: str
 
 
-def agent_lines(api: client.ApiClient, target: Target, group: ApiGroup, server: str, namespace: str) -> list[str]:
-    """The agent's log as `kubectl logs $SERVER agent` shows it."""
-    return agent_log.agent_lines(api, target, group, server, namespace)
-
-
 def steps_after(lines: Sequence[str], model: str, skip: int) -> list[AgentStep]:
     """The agent's events about `model` in `lines[skip:]`, in order, timed from the first."""
     pairs = [(events[0], line.strip()) for line in lines[skip:] if f'"{model}"' in line
@@ -74,28 +76,49 @@ def steps_after(lines: Sequence[str], model: str, skip: int) -> list[AgentStep]:
     return [AgentStep(round(e["ts"] - start, 3), e["logger"], e["msg"], line) for e, line in pairs]
 
 
-def wait_agent(api: client.ApiClient, target: Target, group: ApiGroup, server: str, namespace: str, model: str,
-               skip: int, until: Sequence[str], timeout: float = 180.0) -> list[AgentStep]:
-    """Poll the agent's log until the events about `model` after line `skip` contain every message in `until`, in order.
+class Logs:
+    """The server pod's two logs from a mark on: what one step added to `kubectl logs $SERVER agent` and
+    to Triton's `kubectl logs $SERVER kfserving-container` (`kserve-container`)."""
 
-    Raises SetupError naming what did not come, with the agent's last lines, after `timeout`.
-    """
-    found: list[AgentStep] = []
+    def __init__(self, api: client.ApiClient, target: Target, server: "ServerRef") -> None:
+        self.api, self.target, self.server = api, target, server
+        self._agent_mark = self._triton_mark = 0
 
-    def done() -> bool:
-        nonlocal found
-        found = steps_after(agent_lines(api, target, group, server, namespace), model, skip)
-        return in_order([s.msg for s in found], until)
+    def agent(self) -> list[str]:
+        return agent_log.agent_lines(self.api, self.target, self.server.group, self.server.name, self.server.namespace)
 
-    try:
-        poll_until(done, f"the agent to log {' -> '.join(until)} for {model}", timeout=timeout, interval=0.5)
-    except TimeoutError:
-        seen = "; ".join(s.msg for s in found) or "nothing"
-        raise SetupError(f"the agent did not log {' -> '.join(until)} for {model} within {timeout:.0f}s "
-                         f"(it logged: {seen})",
-                         f"`kubectl logs $SERVER agent -n {namespace}` and `kubectl describe trainedmodel {model} "
-                         f"-n {namespace}` say why") from None
-    return found
+    def triton(self) -> list[str]:
+        return agent_log.server_lines(self.api, self.target, self.server.group, self.server.name,
+                                      self.server.namespace)
+
+    def mark(self) -> None:
+        """Remember where both logs end now: what is read next starts after this."""
+        self._agent_mark, self._triton_mark = len(self.agent()), len(self.triton())
+
+    def triton_since(self, model: str) -> list[str]:
+        """Triton's lines about `model` since the mark, as logged."""
+        return agent_log.triton_lines(self.triton()[self._triton_mark:], model)
+
+    def wait_agent(self, model: str, until: Sequence[str], timeout: float = 180.0) -> list[AgentStep]:
+        """Poll the agent's log until its events about `model` since the mark contain every message in
+        `until`, in order. Raises SetupError naming what did not come, with what came, after `timeout`."""
+        found: list[AgentStep] = []
+
+        def done() -> bool:
+            nonlocal found
+            found = steps_after(self.agent(), model, self._agent_mark)
+            return in_order([s.msg for s in found], until)
+
+        try:
+            poll_until(done, f"the agent to log {' -> '.join(until)} for {model}", timeout=timeout, interval=0.5)
+        except TimeoutError:
+            seen = "; ".join(s.msg for s in found) or "nothing"
+            namespace = self.server.namespace
+            raise SetupError(f"the agent did not log {' -> '.join(until)} for {model} within {timeout:.0f}s "
+                             f"(it logged: {seen})",
+                             f"`kubectl logs $SERVER agent -n {namespace}` and `kubectl describe "
+                             f"{self.server.group.tm_resource} {model} -n {namespace}` say why") from None
+        return found
 
 
 def in_order(messages: Sequence[str], wanted: Sequence[str]) -> bool:
@@ -158,15 +181,6 @@ def wait_decided(api: client.ApiClient, group: ApiGroup, name: str, namespace: s
     return found
 
 
-def conditions_table(obj: dict) -> str:
-    """`TYPE  STATUS  REASON  MESSAGE` lines, as `kubectl describe` lists a status's conditions."""
-    rows = [("TYPE", "STATUS", "REASON", "MESSAGE")]
-    rows += [(c.get("type", ""), c.get("status", ""), c.get("reason", ""), c.get("message", ""))
-             for c in (obj.get("status") or {}).get("conditions") or []]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows)
-
-
 def statistics(url: str, headers: dict[str, str], models: Sequence[str]) -> list[dict]:
     """Per model and version: requests, executions, mean request time (ms), from `/v2/models/<m>/stats`."""
     from . import triton
@@ -183,6 +197,28 @@ def statistics(url: str, headers: dict[str, str], models: Sequence[str]) -> list
                          "mean_ms": round(int(success.get("ns", 0)) / count / 1e6, 3) if count else None,
                          "memory_bytes": sum(int(m.get("byte_size", 0)) for m in stat.get("memory_usage") or [])})
     return rows
+
+
+# What 05 reads of a model's statistics; the rest is left out, and named where it was.
+STATS_SHOWN = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats",
+               "memory_usage")
+INFERENCE_STATS_SHOWN = ("success", "fail", "queue", "compute_infer")
+
+
+def abridged_statistics(model_stats: Sequence[dict]) -> dict:
+    """`GET /v2/models/<m>/stats` as Triton answers it (`{"model_stats": [...]}`), each entry cut to the
+    counts 05 reads; a `"…"` key in each says what was left out."""
+    out = []
+    for stat in model_stats:
+        kept = {k: v for k, v in stat.items() if k in STATS_SHOWN}
+        inference = stat.get("inference_stats") or {}
+        kept["inference_stats"] = {k: v for k, v in inference.items() if k in INFERENCE_STATS_SHOWN}
+        left = [k for k in stat if k not in STATS_SHOWN]
+        left += [f"inference_stats.{k}" for k in inference if k not in INFERENCE_STATS_SHOWN]
+        if left:
+            kept["…"] = "abridged here: " + ", ".join(left)
+        out.append(kept)
+    return {"model_stats": out}
 
 
 def statistics_table(rows: Sequence[dict]) -> str:
@@ -204,16 +240,6 @@ def declared_memory(api: client.ApiClient, group: ApiGroup, server: str, namespa
     mine = [tm for tm in found if (tm.get("spec") or {}).get("inferenceService") == server]
     mine.sort(key=lambda tm: tm["metadata"].get("creationTimestamp", ""))
     return {tm["metadata"]["name"]: gib(str(tm["spec"]["model"]["memory"])) for tm in mine}
-
-
-def elapsed(began: float) -> float:
-    """Seconds since `began` (time.monotonic()), rounded for the results."""
-    return round(time.monotonic() - began, 3)
-
-
-def raw(steps: Sequence[AgentStep], width: int = 160) -> str:
-    """The agent's JSON lines as logged, each cut to `width` characters with a visible `…` marker."""
-    return "\n".join(s.line if len(s.line) <= width else s.line[: width - 1] + "…" for s in steps)
 
 
 def timeline(steps: Sequence[AgentStep]) -> str:

@@ -12,7 +12,6 @@ Jupyter kernel, unless MMS_HEADLESS=1. Papermill runs pass `interactive=False` (
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
 import sys
@@ -20,7 +19,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from . import config
 from . import settings as workshop
@@ -316,23 +315,6 @@ class Context:
         return self._lazy["s3"]
 
     # results
-    def record(self, key: str, value: Any) -> None:
-        """Keep `value` under `key` in the results JSON (written by `save`)."""
-        self.results[key] = value
-
-    def add_plot(self, path: Path) -> None:
-        """Note a saved plot in the results JSON (`plots`: a list of paths)."""
-        self.results.setdefault("plots", []).append(str(path))
-
-    @contextlib.contextmanager
-    def timed(self, key: str) -> Iterator[None]:
-        """Record how many seconds the block took under `timings.<key>`."""
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            self.results["timings"][key] = round(time.monotonic() - began, 3)
-
     def save(self, **verified: Any) -> None:
         """Keep what the notebook verified (`plots`: the PNGs it wrote) and write the results JSON to
         `results_path` (parent folders made): the last cell of every notebook."""
@@ -462,7 +444,7 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
     if check:
         reached = check_stack(ctx)
         print(f"check: {reached} ✓")
-        ctx.record("api_reachable", True)
+        ctx.results["api_reachable"] = True
     print(f"results will be written to {ctx.results_path}")
     sys.stdout.flush()
     return ctx

@@ -175,53 +175,21 @@ def junit_xml(runs: list[Run], planned: list[str], properties: dict[str, Any]) -
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
-def cleanup(target: str, params: dict[str, Any]) -> list[str]:
-    """Delete what the walkthrough created in its namespace (see the module doc); returns `Kind ns/name` of each."""
-    from kubernetes import client, dynamic
-    from kubernetes.client.exceptions import ApiException
-
-    from . import constants
-    from .manifests import DEFAULTS, MODEL_NAMES
+def clean_namespace(target: str, params: dict[str, Any]) -> list[str]:
+    """`--cleanup`: 99_cleanup's teardown (`helpers.cleanup`) of what the run made in its namespace, keeping
+    the namespace, the Knative settings and the bucket's files; returns `Kind namespace/name` of each deleted."""
+    from . import cleanup
+    from .constants import DEFAULT_SERVER_NAME, api_group
+    from .preflight import served_api_group
     from .target import select
 
     where = select(target)
-    api = where.api_client(params.get("identity") or "admin")
     namespace = params.get("namespace") or where.default_namespace()
-    server = params.get("server_name") or constants.DEFAULT_SERVER_NAME
-    dyn = dynamic.DynamicClient(api)
-    gone = []
-
-    def delete(api_version: str, kind: str, name: str) -> None:
-        try:
-            dyn.resources.get(api_version=api_version, kind=kind).delete(name=name, namespace=namespace)
-            gone.append(f"{kind} {namespace}/{name}")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        except dynamic.exceptions.ResourceNotFoundError:
-            pass  # the cluster does not serve this group
-
-    for group in constants.API_GROUPS:
-        g = constants.api_group(group)
-        try:
-            models = dyn.resources.get(api_version=f"{group}/{g.tm_version}", kind="TrainedModel")
-            found = models.get(namespace=namespace).items
-        except (ApiException, dynamic.exceptions.ResourceNotFoundError):
-            found = []
-        for tm in found:
-            if tm.metadata.name in MODEL_NAMES.values() and (tm.spec or {}).get("inferenceService") == server:
-                delete(f"{group}/{g.tm_version}", "TrainedModel", tm.metadata.name)
-        delete(f"{group}/{g.isvc_version}", "InferenceService", server)
-    delete("v1", "Secret", params.get("secret_name") or DEFAULTS["secret_name"])
-    delete("v1", "ServiceAccount", params.get("service_account") or DEFAULTS["service_account"])
-    svc = None
-    try:
-        svc = client.CoreV1Api(api).read_namespaced_service(constants.MINIO_SERVICE, namespace)
-    except ApiException:
-        pass
-    if svc is not None and svc.spec.type == "ExternalName":  # 01's, never a real MinIO
-        delete("v1", "Service", constants.MINIO_SERVICE)
-    return gone
+    api = where.api_client(params.get("identity") or "admin", namespace)
+    group = api_group(params.get("api_group") or served_api_group(api))
+    steps = cleanup.teardown(api, group, namespace, params.get("server_name") or DEFAULT_SERVER_NAME,
+                             delete_data=False, delete_profile=False, restore_knative=False)
+    return cleanup.deleted(steps, namespace)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -266,7 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.cleanup:
         from .config import target as chosen_target
 
-        for line in cleanup(chosen_target(params.get("target")), params):
+        for line in clean_namespace(chosen_target(params.get("target")), params):
             print(f"deleted {line}")
     return 0 if runs and all(r.ok for r in runs) else 1
 

@@ -1,4 +1,5 @@
-"""03_cifar10 as a person sees it: JupyterLab in a real (headless) Chromium, against the local stack.
+"""03_cifar10 and 05_lifecycle as a person sees them: JupyterLab in a real (headless) Chromium, against
+the local stack.
 
 Papermill runs 00-02 first (namespace, MinIO secret, the Triton server), as a learner would have.
 Then a copy of the notebooks folder (never the committed one: a save would commit outputs) is
@@ -7,9 +8,11 @@ for the kernel, clicks Run > Run All Cells and waits until every cell has run. T
 read the page: the settings widgets rendered, no cell shows an error (from the notebook JupyterLab
 saved: its DOM renders errors as plain stderr), the prediction plot is an image, no secret value
 is on the page or in the saved notebook; then a bad value typed into the namespace widget makes
-the next cell run fail with cause and fix, and the good value makes it pass. Screenshots of the
-whole run, scrolled panel by panel, go to build/screenshots/. A first, quick test checks the
-server itself: 127.0.0.1 only, token required, news off, the environment reaching kernels.
+the next cell run fail with cause and fix, and the good value makes it pass. After it, papermill
+runs 04 (05 needs both models in the server) and the browser opens 05_lifecycle and runs it the
+same way: no error, its memory plot an image, no secret, and its results JSON saw the reload.
+Screenshots of each run, scrolled panel by panel, go to build/screenshots/. A first, quick test
+checks the server itself: 127.0.0.1 only, token required, news off, the environment reaching kernels.
 """
 from __future__ import annotations
 
@@ -38,12 +41,15 @@ CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browser downl
 CHROMIUM_FLAGS = ["--disable-background-networking", "--disable-component-update", "--no-first-run",
                   "--disable-sync"]
 NOTEBOOK = "03_cifar10"
+LIFECYCLE = "05_lifecycle"
 PREREQUISITES = ("00_cluster_prep", "01_minio", "02_server")
+BEFORE_LIFECYCLE = "04_inception"  # 05 reads both models' statistics
 VIEWPORT = {"width": 1400, "height": 1000}
 SHOTS = build_dir() / "screenshots"
 # Explicit, generous timeouts (Playwright's own default is 5 s).
 OPEN_TIMEOUT_MS = 60_000       # JupyterLab's page, the notebook, its kernel
 RUN_TIMEOUT_MS = 240_000       # every cell of 03 (fetch, upload, TrainedModel, agent load, infer)
+LIFECYCLE_TIMEOUT_MS = 420_000  # every cell of 05 (two uploads, a load, a reload, a refusal, a delete)
 
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
@@ -65,7 +71,7 @@ NEXT_FRAME = "() => new Promise(done => requestAnimationFrame(() => requestAnima
 def server_made(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """00-02 run headless with the default settings: the namespace, the S3 secret, the Triton server.
 
-    At the end the TrainedModel and the server are deleted again (and their processes waited
+    At the end the TrainedModels and the server are deleted again (and their processes waited
     for), so later tests start from the same state as without this one.
     """
     out_dir = tmp_path_factory.mktemp("browser-papermill")
@@ -80,13 +86,15 @@ def server_made(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def delete_server(stack, kube) -> None:
-    """Delete the TrainedModel and the InferenceService 03 and 02 made; wait until their processes are gone."""
+    """Delete the TrainedModels (03-05) and the InferenceService (02); wait until their processes are gone."""
     from kubernetes import client
 
     custom = client.CustomObjectsApi(kube)
     group = api_group("serving.kubeflow.org")
-    for version, plural, name in ((group.tm_version, "trainedmodels", "cifar10"),
-                                  (group.isvc_version, "inferenceservices", "triton-mms")):
+    models = [tm["metadata"]["name"] for tm in custom.list_namespaced_custom_object(
+        group.group, group.tm_version, "mms", "trainedmodels")["items"]]
+    for version, plural, name in [*((group.tm_version, "trainedmodels", model) for model in models),
+                                  (group.isvc_version, "inferenceservices", "triton-mms")]:
         try:
             custom.delete_namespaced_custom_object(group.group, version, "mms", plural, name)
         except client.exceptions.ApiException:
@@ -104,12 +112,17 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(stack, server_made, workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    work = tmp_path_factory.mktemp("browser-lab")
+def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """JupyterLab's work folder; the notebooks it runs write results and plots to its `build/`."""
+    return tmp_path_factory.mktemp("browser-lab")
+
+
+@pytest.fixture(scope="module")
+def lab(stack, server_made, workspace: Path, lab_dir: Path) -> Iterator[Lab]:
     # The stack's environment, as `make lab` exports it; results and plots of this run stay in the temp folder;
     # MMS_HEADLESS cleared so the notebook behaves as for a person (widgets on).
-    env = {**stack.env(), "MMS_BUILD_DIR": str(work / "build"), "MMS_HEADLESS": "0"}
-    server = start_lab(workspace, None, env, work)
+    env = {**stack.env(), "MMS_BUILD_DIR": str(lab_dir / "build"), "MMS_HEADLESS": "0"}
+    server = start_lab(workspace, None, env, lab_dir)
     yield server
     stop_lab(server)
 
@@ -129,10 +142,14 @@ def browser():
 
 
 class Run:
-    """What the browser did: the page after Run All, screenshots, page errors, how long it took."""
+    """What the browser did with one notebook: the page after Run All, the notebook JupyterLab saved,
+    screenshots, page errors, how long it took."""
 
-    def __init__(self, page, shots: list[Path], page_errors: list[str], seconds: dict[str, float]) -> None:
+    def __init__(self, notebook: str, page, saved: Path, shots: list[Path], page_errors: list[str],
+                 seconds: dict[str, float]) -> None:
+        self.notebook = notebook
         self.page = page
+        self.saved = saved
         self.shots = shots
         self.page_errors = page_errors
         self.seconds = seconds
@@ -140,8 +157,24 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(lab: Lab, browser, workspace: Path) -> Iterator[Run]:
+    with run_in_browser(lab, browser, workspace, NOTEBOOK, RUN_TIMEOUT_MS) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def lifecycle_run(run: Run, server_made: Path, lab: Lab, browser, workspace: Path) -> Iterator[Run]:
+    """05_lifecycle in the browser, after 03 ran there and 04 by papermill: both models are in the server."""
+    done = walkthrough.run_notebook(notebooks_dir() / f"{BEFORE_LIFECYCLE}.ipynb", server_made, {})
+    assert done.ok, f"{BEFORE_LIFECYCLE} failed before the browser test of 05: {done.error} (see {done.output})"
+    with run_in_browser(lab, browser, workspace, LIFECYCLE, LIFECYCLE_TIMEOUT_MS) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def run_in_browser(lab: Lab, browser, workspace: Path, notebook: str, timeout_ms: int) -> Iterator[Run]:
+    """Open `notebook` in JupyterLab, wait for its kernel, Run All Cells, wait until every cell ran, save it."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SHOTS.glob(f"{NOTEBOOK}-*.png"):
+    for old in SHOTS.glob(f"{notebook}-*.png"):
         old.unlink()
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(OPEN_TIMEOUT_MS)
@@ -153,24 +186,24 @@ def run(lab: Lab, browser, workspace: Path) -> Iterator[Run]:
     began = time.monotonic()
     try:
         # a workspace of its own, reset: only this notebook open, no layout restored from elsewhere
-        page.goto(f"{lab.base_url}/lab/workspaces/browser-test/tree/{NOTEBOOK}.ipynb?reset&token={lab.token}")
+        page.goto(f"{lab.base_url}/lab/workspaces/browser-{notebook}/tree/{notebook}.ipynb?reset&token={lab.token}")
         page.wait_for_selector(f"{PANEL} .jp-Notebook .jp-Cell")
         wait_for_kernel_idle(page)
         seconds["open"] = time.monotonic() - began
-        shots.append(screenshot(page, "01-opened"))
+        shots.append(screenshot(page, f"{notebook}-01-opened"))
         run_all_cells(page)
         try:
-            page.wait_for_function(RUN_OVER, timeout=RUN_TIMEOUT_MS, polling=500)
+            page.wait_for_function(RUN_OVER, timeout=timeout_ms, polling=500)
         except Exception:
-            raise AssertionError(f"Run All did not finish within {RUN_TIMEOUT_MS // 1000}s: "
+            raise AssertionError(f"Run All of {notebook} did not finish within {timeout_ms // 1000}s: "
                                  f"{describe_run(page)}{dialog_text(page)}") from None
         seconds["run_all"] = time.monotonic() - began - seconds["open"]
-        shots += scroll_screenshots(page, "02-run")
-        save_notebook(page, workspace / f"{NOTEBOOK}.ipynb")
-        yield Run(page, shots, page_errors, seconds)
+        shots += scroll_screenshots(page, f"{notebook}-02-run")
+        save_notebook(page, workspace / f"{notebook}.ipynb")
+        yield Run(notebook, page, workspace / f"{notebook}.ipynb", shots, page_errors, seconds)
     except BaseException:
         with contextlib.suppress(Exception):
-            shots.append(screenshot(page, "99-failed"))  # what the page showed when it went wrong
+            shots.append(screenshot(page, f"{notebook}-99-failed"))  # what the page showed when it went wrong
         raise
     finally:
         context.close()
@@ -231,7 +264,8 @@ def save_notebook(page, path: Path) -> None:
 
 
 def screenshot(page, label: str) -> Path:
-    path = SHOTS / f"{NOTEBOOK}-{label}.png"
+    """`label` starts with the notebook's name: build/screenshots/<notebook>-<step>.png."""
+    path = SHOTS / f"{label}.png"
     page.screenshot(path=str(path))
     return path
 
@@ -318,19 +352,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_every_cell_ran(run: Run) -> None:
+def assert_every_cell_ran(run: Run) -> None:
     # textContent: cells scrolled out of view have no innerText (content-visibility)
     prompts = run.page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").evaluate_all(
         "els => els.map(el => el.textContent.trim())")
     assert len(prompts) >= 10, prompts
     assert all(re.search(r"\[\d+\]", p) for p in prompts), f"Run All stopped early (an error?): {prompts}"
-    print(f"\nbrowser: opened in {run.seconds['open']:.1f}s, Run All took {run.seconds['run_all']:.1f}s")
+    print(f"\nbrowser, {run.notebook}: opened in {run.seconds['open']:.1f}s, "
+          f"Run All took {run.seconds['run_all']:.1f}s")
 
 
-def test_no_cell_shows_an_error(run: Run, workspace: Path) -> None:
+def assert_no_cell_shows_an_error(run: Run) -> None:
     # JupyterLab 4 renders an error output as `application/vnd.jupyter.stderr` (its error mime type has
     # no renderer), so the DOM cannot tell it from other stderr; the notebook it saved can.
-    saved = json.loads((workspace / f"{NOTEBOOK}.ipynb").read_text())
+    saved = json.loads(run.saved.read_text())
     errors = [f"cell {n}: {out['ename']}: {out['evalue']}" for n, cell in enumerate(saved["cells"])
               for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert not errors, f"cells show errors: {errors}"
@@ -338,6 +373,43 @@ def test_no_cell_shows_an_error(run: Run, workspace: Path) -> None:
         "els => els.map(el => el.textContent)")
     assert not [o for o in outputs if "Traceback (most recent call last)" in o], "a raw traceback is shown"
     assert "Error displaying widget" not in page_text(run.page)
+
+
+def assert_plots_are_images(run: Run, count: int) -> list:
+    """At least `count` output images, each a loaded PNG; returns them."""
+    images = run.page.locator(f"{PANEL} .jp-OutputArea-output img")
+    assert images.count() >= count, f"expected {count} plots as images, found {images.count()}"
+    for image in images.all():
+        loaded = image.evaluate("img => img.complete && img.naturalWidth > 0")
+        assert loaded and image.get_attribute("src").startswith("data:image/png"), image.get_attribute("src")[:40]
+    return images.all()
+
+
+def assert_no_secret(run: Run, stack, lab: Lab, shown: str, saved_shows: str) -> None:
+    """No secret on the page or in the notebook JupyterLab saved (which does show `shown` and `saved_shows`)."""
+    text = page_text(run.page)
+    saved = run.saved.read_text()
+    assert shown in text and saved_shows in saved
+    for what, value in secrets_of(stack, lab).items():
+        assert value not in text, f"the {what} is shown on the page of {run.notebook}"
+        assert value not in saved, f"the {what} is in the {run.notebook} JupyterLab saved"
+
+
+def assert_screenshots(run: Run) -> None:
+    assert len(run.shots) >= 3
+    for path in run.shots:
+        assert path.stat().st_size > 10_000, path
+    print(f"\nscreenshots: {SHOTS}/{run.notebook}-*.png ({len(run.shots)})")
+    if run.page_errors:
+        print("page errors:\n  " + "\n  ".join(run.page_errors))
+
+
+def test_every_cell_ran(run: Run) -> None:
+    assert_every_cell_ran(run)
+
+
+def test_no_cell_shows_an_error(run: Run) -> None:
+    assert_no_cell_shows_an_error(run)
 
 
 def test_settings_widgets_rendered(run: Run) -> None:
@@ -353,32 +425,18 @@ def test_settings_widgets_rendered(run: Run) -> None:
 
 
 def test_prediction_plot_is_an_image(run: Run) -> None:
-    images = run.page.locator(f"{PANEL} .jp-OutputArea-output img")
-    assert images.count() >= 2, "expected the agent timeline and the predictions plot as images"
-    for image in images.all():
-        loaded = image.evaluate("img => img.complete && img.naturalWidth > 0")
-        assert loaded and image.get_attribute("src").startswith("data:image/png"), image.get_attribute("src")[:40]
+    images = assert_plots_are_images(run, 2)  # the agent timeline and the predictions plot
     # the last image is the predictions plot: wider than tall per row, and big enough to read
-    width, height = images.last.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    width, height = images[-1].evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert width >= 600 and height >= 300, (width, height)
 
 
-def test_no_secret_on_the_page_or_in_the_saved_notebook(run: Run, stack, lab: Lab, workspace: Path) -> None:
-    text = page_text(run.page)
-    saved = (workspace / f"{NOTEBOOK}.ipynb").read_text()
-    assert "cifar10" in text and "OUTPUT__0" in saved
-    for what, value in secrets_of(stack, lab).items():
-        assert value not in text, f"the {what} is shown on the page"
-        assert value not in saved, f"the {what} is in the notebook JupyterLab saved"
+def test_no_secret_on_the_page_or_in_the_saved_notebook(run: Run, stack, lab: Lab) -> None:
+    assert_no_secret(run, stack, lab, "cifar10", "OUTPUT__0")
 
 
 def test_screenshots_saved(run: Run) -> None:
-    assert len(run.shots) >= 3
-    for path in run.shots:
-        assert path.stat().st_size > 10_000, path
-    print(f"\nscreenshots: {SHOTS}/{NOTEBOOK}-*.png ({len(run.shots)})")
-    if run.page_errors:
-        print("page errors:\n  " + "\n  ".join(run.page_errors))
+    assert_screenshots(run)
 
 
 def test_a_widget_change_reaches_the_next_cell_run(run: Run) -> None:
@@ -389,7 +447,7 @@ def test_a_widget_change_reaches_the_next_cell_run(run: Run) -> None:
     cell = page.locator(f"{PANEL} .jp-CodeCell", has=page.locator(".jp-InputArea", has_text="ctx.save("))
     namespace.locator("input").fill("Not_Valid")
     output = run_cell(page, cell)
-    screenshot(page, "03-bad-setting")
+    screenshot(page, f"{NOTEBOOK}-03-bad-setting")
     assert "namespace 'Not_Valid' is not a valid Kubernetes name" in output and "fix:" in output, output
     assert "Traceback" not in output, output
     namespace.locator("input").fill("mms")
@@ -408,3 +466,27 @@ def run_cell(page, cell) -> str:
                           return now !== before && /\\[\\d+\\]/.test(now); }"""
     page.wait_for_function(prompt_changed, arg=[prompt.element_handle(), before], timeout=OPEN_TIMEOUT_MS)
     return cell.locator(".jp-OutputArea").text_content()
+
+
+# --- 05_lifecycle, after 03 ----------------------------------------------------------------------
+
+
+def test_lifecycle_runs_every_cell_without_an_error(lifecycle_run: Run) -> None:
+    assert_every_cell_ran(lifecycle_run)
+    assert_no_cell_shows_an_error(lifecycle_run)
+    assert_screenshots(lifecycle_run)
+
+
+def test_lifecycle_memory_plot_is_an_image(lifecycle_run: Run) -> None:
+    assert_plots_are_images(lifecycle_run, 1)
+
+
+def test_lifecycle_shows_no_secret(lifecycle_run: Run, stack, lab: Lab) -> None:
+    # the page shows the screenful Run All ended on (the recap names cifar10); the saved outputs, Triton's lines
+    assert_no_secret(lifecycle_run, stack, lab, "cifar10", "successfully loaded 'cifar10-lifecycle'")
+
+
+def test_lifecycle_results_saw_the_reload(lifecycle_run: Run, lab_dir: Path) -> None:
+    found = json.loads((lab_dir / "build" / "results" / f"{LIFECYCLE}.json").read_text())
+    assert found["reload"]["seen"] and found["old_version_gone"], found["reload"]
+    assert found["deleted"]["absent_from_index"]

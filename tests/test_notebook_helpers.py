@@ -113,16 +113,12 @@ def test_in_a_notebook_pod_the_target_is_cluster_and_the_namespace_the_pods_own(
     assert blank_start(tmp_path, api_group="serving.kserve.io").namespace == "mms-jane-doe"
 
 
-def test_record_and_save_write_json_with_parent_folders(tmp_path: Path) -> None:
+def test_save_writes_json_with_parent_folders(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
-    ctx.record("answer", 42)
-    ctx.add_plot(tmp_path / "a.png")
-    with ctx.timed("step_s"):
-        pass
-    ctx.save()
+    ctx.save(answer=42, plots=[tmp_path / "a.png"])
     saved = json.loads((tmp_path / "results" / "99.json").read_text())
     assert saved["answer"] == 42 and saved["plots"] == [str(tmp_path / "a.png")] and saved["settings"] == SETTINGS and saved["guide_section"] == "테스트"
-    assert set(saved["timings"]) == {"step_s", "notebook_s"}
+    assert set(saved["timings"]) == {"notebook_s"}
 
 
 def test_widgets_start_from_the_parameters_and_drive_the_context(tmp_path: Path) -> None:

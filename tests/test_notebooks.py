@@ -193,6 +193,16 @@ def test_05_lifecycle(default_run) -> None:
                                     "in_models_json": True, "ready": True, "refused": False}
     assert found["declared_memory_gib"] == {"cifar10": 1.0, "inception": 1.0, model: 1.0, "cifar10-too-big": 32.0}
     assert_plots(found, 1)
+    assert any(f"successfully loaded '{model}'" in line for line in found["reload"]["triton_log"])
+    # the real objects, as a cluster user reads them: models.json, the agent's JSON lines, Triton's stats
+    # JSON, the TrainedModel's conditions and the API server's table
+    shown = _shown(default_run["05_lifecycle"])
+    assert "models.json of ConfigMap modelconfig-triton-mms-0, before" in shown and f'"modelName": "{model}"' in shown
+    agent = [json.loads(line) for line in shown.splitlines() if line.startswith("{") and f'"{model}"' in line]
+    assert {"unloading model", "Successfully loaded model", "Successfully unloaded model"} <= {a["msg"] for a in agent}
+    assert '"model_stats": [' in shown and '"inference_stats": {' in shown
+    assert "status.conditions of TrainedModel cifar10-too-big" in shown and '"type": "Ready"' in shown
+    assert re.search(r"^NAME\s+.*READY", shown, re.M) and "cifar10-too-big" in shown
 
 
 def assert_plots(found: dict, count: int) -> None:
@@ -453,6 +463,10 @@ def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, d
     assert removed["TrainedModels"] == ["cifar10", "inception"] and removed["InferenceService"] == ["triton-mms"]
     assert removed["Profile and namespace"] == ["Profile mms", "namespace mms"]
     assert removed["bucket objects"] == []  # delete_data=False keeps the files
+    shown = _shown(first)  # one table: each step, what it removed, its kubectl equivalent
+    assert re.search(r"^STEP\s+REMOVED\s+KUBECTL EQUIVALENT$", shown, re.M)
+    assert re.search(r"^InferenceService\s+triton-mms\s+kubectl delete inferenceservices.serving.kubeflow.org", shown,
+                     re.M)
     assert {k: config_deployment(kube).get(k) for k in keys} == expected
     notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations
     assert SAVED_ANNOTATION not in (notes or {})  # restored: the saved values are dropped

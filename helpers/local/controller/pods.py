@@ -40,10 +40,6 @@ ROLES = ("triton", "agent")  # the processes, in the containers' order
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet for generated name suffixes
 
 
-def server_container(group: ApiGroup) -> str:
-    return group.server_container
-
-
 def revision(group: ApiGroup, isvc: str) -> str:
     """The Knative revision: `<isvc>-predictor-default-00001` (KFServing), `<isvc>-predictor-00001` (KServe)."""
     return f"{isvc}-predictor-default-00001" if group.group == KFSERVING_GROUP else f"{isvc}-predictor-00001"
@@ -205,7 +201,7 @@ class Pods:
         images = self._images(group, triton)
         mounts = [{"name": "model-dir", "mountPath": MODEL_DIR}]
         server = {
-            "name": server_container(group), "image": images["triton"],
+            "name": group.server_container, "image": images["triton"],
             "args": ["tritonserver", f"--model-store={MODEL_DIR}", "--grpc-port=9000",
                      f"--http-port={TRITON_HTTP_PORT}", "--allow-grpc=true", "--allow-http=true",
                      "--model-control-mode=explicit", *(triton.get("args") or [])],
@@ -256,7 +252,7 @@ class Pods:
                 "agent": found["agent"]}
 
     def _write_status(self, group: ApiGroup, ns: str, pod, state: dict, records: dict) -> None:
-        names = {"triton": server_container(group), "agent": AGENT_CONTAINER}
+        names = {"triton": group.server_container, "agent": AGENT_CONTAINER}
         images = {c.name: c.image for c in pod.spec.containers}
         statuses, all_ready = [], True
         for role in ROLES:
@@ -356,7 +352,8 @@ class Pods:
             if state.get("pod") != pod:
                 continue
             key = path.parent.name
-            roles = {server_container_for(state.get("group", "")): "triton", AGENT_CONTAINER: "agent"}
+            server = api_group(state.get("group") or KSERVE_GROUP).server_container
+            roles = {server: "triton", AGENT_CONTAINER: "agent"}
             role = roles.get(container)
             if role is None:
                 raise LogError(400, f"container {container} is not valid for pod {pod}")
@@ -388,10 +385,6 @@ class Pods:
             if any(str(p.target_port or p.port) == str(port) for p in svc.spec.ports or []):
                 return address
         raise PortForwardError(404, f"nothing listens on port {port} of pod {namespace}/{pod}")
-
-
-def server_container_for(group: str) -> str:
-    return api_group(group or KSERVE_GROUP).server_container
 
 
 def _pid_alive(pid: int) -> bool:

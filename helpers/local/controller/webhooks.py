@@ -32,7 +32,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from ...constants import KFSERVING_GROUP
+from ...constants import KFSERVING_GROUP, api_group
 from .. import controlplane, process
 from ..profiles import Profile
 
@@ -157,10 +157,6 @@ def _review_component(profile: Profile, kind: str, component: dict) -> Optional[
 DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
 
 
-def container_name(profile: Profile) -> str:
-    return "kfserving-container" if profile.group == KFSERVING_GROUP else "kserve-container"
-
-
 def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str]) -> dict:
     """The InferenceService's spec with the release's defaults filled in (the input is not changed)."""
     spec = copy.deepcopy(isvc.get("spec") or {})
@@ -177,7 +173,7 @@ def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str
     if len(chosen) != 1 or chosen[0] == "containers" or not isinstance(component[chosen[0]], dict):
         return spec  # refused by the validator, or a custom container: the defaulter leaves it, as KServe's
     framework = component[chosen[0]]
-    framework["name"] = container_name(profile)
+    framework["name"] = api_group(profile.group).server_container
     known = predictors.get(chosen[0]) if isinstance(predictors.get(chosen[0]), dict) else {}
     if profile.group == KFSERVING_GROUP and framework.get("runtimeVersion") is None and known.get("defaultImageVersion"):
         framework["runtimeVersion"] = known["defaultImageVersion"]
