@@ -175,19 +175,23 @@ def junit_xml(runs: list[Run], planned: list[str], properties: dict[str, Any]) -
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
-def clean_namespace(target: str, params: dict[str, Any]) -> list[str]:
+def clean_namespace(params: dict[str, Any]) -> list[str]:
     """`--cleanup`: 99_cleanup's teardown (`helpers.cleanup`) of what the run made in its namespace, keeping
-    the namespace, the Knative settings and the bucket's files; returns `Kind namespace/name` of each deleted."""
-    from . import cleanup
-    from .constants import DEFAULT_SERVER_NAME, api_group
+    the namespace, the Knative settings and the bucket's files; returns `Kind namespace/name` of each deleted.
+
+    The namespace and server come from the same place as the notebooks' (`helpers.settings.resolve`:
+    the `-p` values, MMS_*, the settings file, the defaults)."""
+    from . import cleanup, settings
+    from .constants import api_group
     from .preflight import served_api_group
     from .target import select
 
-    where = select(target)
-    namespace = params.get("namespace") or where.default_namespace()
+    chosen = settings.resolve(params, own_namespace=lambda t: select(t).own_namespace())
+    where = select(chosen["target"])
+    namespace = chosen["namespace"]
     api = where.api_client(params.get("identity") or "admin", namespace)
-    group = api_group(params.get("api_group") or served_api_group(api))
-    steps = cleanup.teardown(api, group, namespace, params.get("server_name") or DEFAULT_SERVER_NAME,
+    group = api_group(chosen["api_group"] or served_api_group(api))
+    steps = cleanup.teardown(api, group, namespace, chosen["server_name"],
                              delete_data=False, delete_profile=False, restore_knative=False)
     return cleanup.deleted(steps, namespace)
 
@@ -232,9 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.junit.write_text(junit_xml(runs, planned, {k: v for k, v in params.items()}))
         print(f"JUnit report:       {args.junit}")
     if args.cleanup:
-        from .config import target as chosen_target
-
-        for line in clean_namespace(chosen_target(params.get("target")), params):
+        for line in clean_namespace(params):
             print(f"deleted {line}")
     return 0 if runs and all(r.ok for r in runs) else 1
 
