@@ -167,6 +167,10 @@ def doctor_lines(ctx: "Context", error: BaseException, seconds: float = DOCTOR_S
     each check, its evidence, its fix. Bounded by `seconds`; never raises (says what went wrong)."""
     import threading
 
+    try:
+        where = f"namespace {ctx.namespace}, server {ctx.server_name}"
+    except SetupError:
+        return []  # a setting is the error: there is nowhere sensible for the doctor to look
     found: dict[str, Any] = {}
 
     def look() -> None:
@@ -180,13 +184,12 @@ def doctor_lines(ctx: "Context", error: BaseException, seconds: float = DOCTOR_S
     worker = threading.Thread(target=look, name="mms-doctor", daemon=True)
     worker.start()
     worker.join(seconds)
-    where = f"namespace {ctx.params.get('namespace')}, server {ctx.params.get('server_name')}"
     if worker.is_alive():
         return [f"(the doctor did not finish within {seconds:.0f}s looking at {where}; run "
                 "`python -m helpers.doctor` in a terminal)"]
     if "failed" in found:
-        return [f"(the doctor could not look at {where}: {type(found['failed']).__name__}: "
-                f"{str(found['failed']).splitlines()[0][:200] if str(found['failed']) else ''})"]
+        detail = (str(found["failed"]).splitlines() or [""])[0][:200]
+        return [f"(the doctor could not look at {where}: {type(found['failed']).__name__}: {detail})"]
     from .doctor import problems
 
     bad = problems(found["findings"])
@@ -215,8 +218,9 @@ def _install_error_display() -> None:
         self._showtraceback(etype, value, stb)
         try:
             ctx = _context_of(self, tb)
-            if ctx is not None:
-                print("\n".join(doctor_lines(ctx, value)), flush=True)
+            lines = doctor_lines(ctx, value) if ctx is not None else []
+            if lines:
+                print("\n".join(lines), flush=True)
         except Exception as exc:  # noqa: BLE001 - never let the doctor replace the notebook's own error
             print(f"(the doctor could not run: {type(exc).__name__})", flush=True)
         return stb

@@ -315,9 +315,9 @@ def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: p
 
 # --- under a failed notebook cell (notebook.doctor_lines) ---------------------------------------------
 class _Ctx:
-    """What doctor_lines reads of a Context: its parameters (and what diagnose reads, here refused)."""
+    """What doctor_lines reads of a Context: its settings (and what diagnose reads, here refused)."""
 
-    params = {"namespace": "mms", "server_name": "triton-mms"}
+    namespace, server_name = "mms", "triton-mms"
 
     @property
     def api(self):
@@ -361,3 +361,15 @@ def test_under_a_failed_cell_the_doctor_never_raises_and_is_bounded(monkeypatch)
     finally:
         release.set()
     assert line.startswith("(the doctor did not finish within 1s looking at namespace mms, server triton-mms")
+
+
+def test_under_a_cell_failed_by_a_bad_setting_the_doctor_stays_quiet() -> None:
+    from helpers import notebook
+    from helpers.errors import SetupError
+
+    class BadSetting(_Ctx):
+        @property
+        def namespace(self):
+            raise SetupError("namespace 'Not_Valid' is not a valid Kubernetes name", "fix it")
+
+    assert notebook.doctor_lines(BadSetting(), SetupError("namespace 'Not_Valid' ...")) == []
