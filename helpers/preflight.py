@@ -205,8 +205,9 @@ def check_permissions(api: client.ApiClient, group: ApiGroup, namespace: str) ->
             checks.append(Check(name, True, f"allowed (needed by {notebook})", admin_step=step, learner_right=right))
         elif right:
             checks.append(Check(name, False, f"not allowed (needed by {notebook}): {_NO_TRAINEDMODELS}",
-                                "an admin applies manifests/trainedmodel_editor.yaml (00_cluster_prep as the admin "
-                                "does; as a learner it prints it for your admin)", step, True))
+                                "Kubeflow's default-editor role has them only from KServe 0.15: an admin applies "
+                                "manifests/trainedmodel_editor.yaml (00_cluster_prep as the admin does; as a learner "
+                                "it prints it for your admin)", step, True))
         elif step:
             checks.append(Check(name, False, f"not allowed: an admin's step ({ADMIN_STEPS[step]})",
                                 "00_cluster_prep skips it and prints what to hand your admin", step))

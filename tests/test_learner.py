@@ -6,7 +6,7 @@ learner's `default-editor` identity); the trainedmodels Role is absent; Knative'
 
 1. 00 as the learner passes, lists the admin steps it skipped in its results, prints their
    YAML/commands, and applies none of them;
-2. 02 as the learner before 01 fails (no S3 service account yet), and the doctor's finding is
+2. 02 as the learner before 01 fails (no S3 Secret yet), and the doctor's findings are
    printed under the error (`notebook._install_error_display`);
 3. 00 as the admin applies them, the trainedmodels Role among them (the stack is `kfserving-0.5`,
    Kubeflow 1.3, whose kubeflow-edit lacks trainedmodels);
@@ -184,7 +184,7 @@ def test_a_failed_cell_shows_the_doctors_finding_under_the_error(journey: Journe
     """02 before 01: the cell fails with its SetupError (papermill reports it), and under the error the
     doctor names the pitfall it sees in the namespace: no service account for the server's S3 access."""
     run = journey.too_early
-    assert not run.ok and run.error.startswith("SetupError: service account 'sa' is not in namespace learn-a")
+    assert not run.ok and run.error.startswith(f"SetupError: the S3 Secret 'mysecret' is not in namespace {NS}")
     cells = nbformat.read(run.output, as_version=4).cells
     (failed,) = [c for c in cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     errors = [o for o in failed.outputs if o.output_type == "error"]
@@ -194,6 +194,7 @@ def test_a_failed_cell_shows_the_doctors_finding_under_the_error(journey: Journe
     assert f"the doctor's findings in namespace {NS}, server {SERVER}" in after
     assert f"- service account lists the S3 Secret: service account 'sa' does not exist in {NS}" in after
     assert "  fix: apply s3_secret.yaml (01_minio)" in after and "issues/1519" in after
+    assert f"- ExternalName Service minio-service: no Service minio-service in {NS}" in after
     assert "- InferenceService CRDs served" not in after  # only what is wrong
 
 
