@@ -38,6 +38,7 @@ from helpers.wait import poll_until
 NS, SERVER, BUCKET = "learn-a", "tri-learn", "learn-models"
 SETTINGS = {"namespace": NS, "server_name": SERVER, "bucket": BUCKET}
 ROLE = "trainedmodel-editor"
+OWNER = "learner@example.com"  # the Profile's owner: the same in the admin's Profile and 00's (Kubeflow refuses a change)
 
 
 def config_deployment(kube) -> tuple[dict, dict]:
@@ -122,18 +123,18 @@ def journey(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
     out = tmp_path_factory.mktemp("learner")
     folder = notebooks_dir()
     custom = client.CustomObjectsApi(kube)
-    manifests.apply(kube, manifests.render("profile", namespace=NS, owner="learner@example.com"))
+    manifests.apply(kube, manifests.render("profile", namespace=NS, owner=OWNER))
     try:
         poll_until(lambda: identity_kubeconfig("learner", NS, stack.root).exists(),
                    f"the local profile controller to publish {NS}'s learner identity", timeout=120)
         assert grant(kube) == (False, False)
         before = config_deployment(kube)
         as_learner = walkthrough.run_notebook(folder / "00_cluster_prep.ipynb", out / "learner",
-                                              {**SETTINGS, "identity": "learner"})
+                                              {**SETTINGS, "identity": "learner", "profile_owner": OWNER})
         after_learner, grant_after_learner = config_deployment(kube), grant(kube)
         too_early = walkthrough.run_notebook(folder / "02_server.ipynb", out / "too-early", SETTINGS)
         as_admin = walkthrough.run_notebook(folder / "00_cluster_prep.ipynb", out / "admin",
-                                            {**SETTINGS, "identity": "admin"})
+                                            {**SETTINGS, "identity": "admin", "profile_owner": OWNER})
         grant_after_admin = grant(kube)
         rest = walkthrough.run_all({**SETTINGS, "offline": True}, out / "rest", only=["01", "02", "03", "04"])
         yield Journey(as_learner, before, after_learner, grant_after_learner, too_early, as_admin,
@@ -211,13 +212,15 @@ def test_00_as_the_admin_applies_them(journey: Journey) -> None:
 
 
 @pytest.mark.stack
-def test_then_01_to_04_pass_as_the_learner(journey: Journey) -> None:
+def test_then_01_to_04_pass_as_the_learner(journey: Journey, stack) -> None:
     failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in journey.rest if not r.ok]
     assert failed == [] and [r.notebook for r in journey.rest] == ["01_minio", "02_server", "03_cifar10",
                                                                    "04_inception"]
     for run in journey.rest:
         assert results(run)["settings"]["identity"] == "learner", run.notebook
     assert "mlpipeline-minio-artifact" in journey.rest[0].output.read_text()  # where the learner read the keys
+    # the server through the ingress gateway, as the guide reaches it, with the learner's own session
+    assert results(journey.rest[1])["url"] == stack.env()["MMS_INGRESS_URL"]
     cifar10, inception = results(journey.rest[2]), results(journey.rest[3])
     assert cifar10["trainedmodel_ready"] and cifar10["model_ready"]
     assert inception["model_ready"]
