@@ -26,7 +26,7 @@ from . import settings as workshop
 from .constants import ApiGroup, api_group as lookup_group
 from .errors import SetupError
 from .progress import _ipython, in_jupyter, set_headless
-from .target import IDENTITIES, Endpoint, Target, select
+from .target import IDENTITIES, Endpoint, Local, Target, select
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
 SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group", "preset")
@@ -145,21 +145,85 @@ def _error_lines(exc: SetupError) -> list[str]:
     return lines
 
 
+DOCTOR_SECONDS = 45.0  # at most this long for the doctor's look after a failed cell
+
+
+def _context_of(shell: Any, tb: Any) -> Optional["Context"]:
+    """The Context `notebook.start` made in this kernel (`ctx`, else the last one bound to a name);
+    None when the error came from `start` itself, or none was made."""
+    import traceback
+
+    if any(frame.f_code is start.__code__ for frame, _ in traceback.walk_tb(tb)):
+        return None
+    found = [v for v in shell.user_ns.values() if isinstance(v, Context)]
+    chosen = shell.user_ns.get("ctx")
+    return chosen if isinstance(chosen, Context) else (found[-1] if found else None)
+
+
+def doctor_lines(ctx: "Context", error: BaseException, seconds: float = DOCTOR_SECONDS) -> list[str]:
+    """The doctor's problems for the ctx's namespace and server, as lines to print under an error:
+    each check, its evidence, its fix. Bounded by `seconds`; never raises (says what went wrong)."""
+    import threading
+
+    try:
+        where = f"namespace {ctx.namespace}, server {ctx.server_name}"
+    except SetupError:
+        return []  # a setting is the error: there is nowhere sensible for the doctor to look
+    found: dict[str, Any] = {}
+
+    def look() -> None:
+        try:
+            from . import doctor
+
+            found["findings"] = doctor.diagnose(ctx, error=error, show=False)
+        except BaseException as exc:  # noqa: BLE001 - the doctor must never hide the notebook's error
+            found["failed"] = exc
+
+    worker = threading.Thread(target=look, name="mms-doctor", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        return [f"(the doctor did not finish within {seconds:.0f}s looking at {where}; run "
+                "`python -m helpers.doctor` in a terminal)"]
+    if "failed" in found:
+        detail = (str(found["failed"]).splitlines() or [""])[0][:200]
+        return [f"(the doctor could not look at {where}: {type(found['failed']).__name__}: {detail})"]
+    from .doctor import problems
+
+    bad = problems(found["findings"])
+    if not bad:
+        return [f"the doctor found none of the known pitfalls in {where}"]
+    lines = [f"the doctor's findings in {where} (the known pitfalls it sees):"]
+    for finding in bad:
+        lines += [f"- {finding.check}: {finding.evidence}", f"  fix: {finding.fix}"
+                  + (f"  [{finding.issue}]" if finding.issue else "")]
+    return lines
+
+
 def _install_error_display() -> None:
-    """Show SetupError (and its kinds) as cause + fix, without a wall of traceback, in Jupyter.
+    """Show SetupError (and its kinds) as cause + fix, without a wall of traceback, in Jupyter; after a
+    SetupError or a wait's timeout in a cell run after `start`, the doctor's findings below it.
 
     The cell still fails (papermill stops and reports it); only the display is shorter.
     """
     shell = _ipython()
     if shell is None or getattr(shell, "_mms_error_display", False):
         return
+    from .wait import WaitTimeout
 
     def handler(self: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
         stb = _error_lines(value) if isinstance(value, SetupError) else [f"{etype.__name__}: {value}"]
         self._showtraceback(etype, value, stb)
+        try:
+            ctx = _context_of(self, tb)
+            lines = doctor_lines(ctx, value) if ctx is not None else []
+            if lines:
+                print("\n".join(lines), flush=True)
+        except Exception as exc:  # noqa: BLE001 - never let the doctor replace the notebook's own error
+            print(f"(the doctor could not run: {type(exc).__name__})", flush=True)
         return stb
 
-    shell.set_custom_exc((SetupError,), handler)
+    shell.set_custom_exc((SetupError, WaitTimeout), handler)
     shell._mms_error_display = True
 
 
@@ -378,6 +442,33 @@ NOTEBOOKS = {
                            "break a server of our own in each known way, see the symptom, let the doctor name it, "
                            "mend it"),
 }
+# The notebooks of NOTEBOOKS written for an admin (once per cluster); the others are a learner's, with
+# the rights of a Kubeflow Notebook (01-05).
+ADMIN_NOTEBOOKS = frozenset({"00_cluster_prep", "06_troubleshooting", "99_cleanup"})
+
+
+def default_identity(name: str, target: Optional[str] = None) -> str:
+    """The identity notebook `name` runs as when its `identity` setting is "" (`target`: the setting).
+
+    Where the target chooses credentials by identity (the local stack publishes both), the
+    notebook's role: the learner for the learner's notebooks, the admin for 00, 06, 99 and any
+    notebook not in NOTEBOOKS. On a cluster the credentials are given (a pod's service account,
+    a kubeconfig), so the identity says what they are: "admin" if they may create Profiles (a
+    cluster admin's right), else "learner"; the notebook's role if the API cannot tell.
+    """
+    role = "learner" if name in NOTEBOOKS and name not in ADMIN_NOTEBOOKS else "admin"
+    try:
+        place = select(target)
+        if isinstance(place, Local):
+            return role
+        from .constants import PROFILE_GROUP, PROFILE_PLURAL
+        from .preflight import can_i
+
+        return "admin" if can_i(place.api_client(), "create", PROFILE_GROUP, PROFILE_PLURAL, None) else "learner"
+    except Exception:  # noqa: BLE001 - a bad target, no config, no answer: start's own checks say why
+        return role
+
+
 _PARAMETER_TYPES = (str, int, float, bool, type(None))
 
 
@@ -388,7 +479,7 @@ def _parameters(cell: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Optional[Mapping[str, Any]] = None,
-          target: Optional[str] = None, identity: str = "admin", namespace: Optional[str] = None,
+          target: Optional[str] = None, identity: str = "", namespace: Optional[str] = None,
           server_name: Optional[str] = None, bucket: Optional[str] = None, api_group: Optional[str] = None,
           preset: Optional[str] = None, results_path: Optional[str] = None, interactive: Optional[bool] = None,
           check: bool = True, **parameters: Any) -> Context:
@@ -417,7 +508,7 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
         {"target": target, "namespace": namespace, "server_name": server_name, "bucket": bucket,
          "api_group": api_group, "preset": preset}, own_namespace=lambda t: select(t).own_namespace())
     params = {**chosen,
-              "identity": identity or "admin",
+              "identity": identity or default_identity(name, chosen["target"]),
               **parameters}
     ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
                   bool(interactive))

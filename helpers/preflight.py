@@ -4,7 +4,10 @@ Explained in 00_cluster_prep. The API answers; the CRDs are served (Profile, and
 InferenceService + TrainedModel in the chosen API group); Triton's `multiModelServer` is true in
 `inferenceservice-config` (KFServing 0.5.1 ships it false: the guide's first warning); and the
 account may create what the walkthrough creates (one SelfSubjectAccessReview per verb and
-resource, as `kubectl auth can-i` asks).
+resource, as `kubectl auth can-i` asks). Three steps of 00 are an admin's (`ADMIN_STEPS`): a
+learner's run skips them and prints what to hand the admin (`require_ok`, `may`). The third,
+a Role on trainedmodels for the namespace's `default-editor`, is needed only where Kubeflow's
+`kubeflow-edit` lacks them (before KServe 0.15): `learner_may` asks the API server.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .constants import (API_GROUPS, INFERENCESERVICE_CONFIG, KFSERVING_GROUP, KNATIVE_NAMESPACE,
                         KUBEFLOW_NAMESPACE, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, ApiGroup)
+from .kubeflow_minio import PIPELINES_SECRET
 
 # Where `inferenceservice-config` lives: Kubeflow's bundle, standalone KFServing 0.5/0.6, KServe.
 CONFIG_NAMESPACES = ("kubeflow", "kfserving-system", "kserve")
@@ -31,7 +35,10 @@ class Check:
     ok: Optional[bool]
     message: str
     fix: str = ""
-    admin_step: str = ""  # "profile" or "knative": a step of 00 an admin may do instead of you
+    admin_step: str = ""  # "profile", "knative" or "trainedmodels": a step of 00 an admin may do instead of you
+    # True: the row asks whether this identity already has what `admin_step` grants a learner (for a
+    # learner, ok False means the step is needed); False: whether this identity may do the step itself.
+    learner_right: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -134,16 +141,30 @@ def check_multi_model_server(api: client.ApiClient, group: ApiGroup) -> Check:
                  "before the InferenceService is created")
 
 
-def _can(api: client.ApiClient, verb: str, group: str, resource: str, namespace: Optional[str]) -> bool:
+def can_i(api: client.ApiClient, verb: str, group: str, resource: str, namespace: Optional[str]) -> bool:
+    """A SelfSubjectAccessReview: may this identity do it? (`kubectl auth can-i`.)"""
     review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
         resource_attributes=client.V1ResourceAttributes(verb=verb, group=group, resource=resource,
                                                         namespace=namespace)))
-    answer = client.AuthorizationV1Api(api).create_self_subject_access_review(review)
+    answer = client.AuthorizationV1Api(api).create_self_subject_access_review(review, _request_timeout=10)
+    return bool(answer.status.allowed)
+
+
+def _can_as(api: client.ApiClient, user: str, groups: list[str], verb: str, group: str, resource: str,
+            namespace: str) -> bool:
+    """A SubjectAccessReview: may `user` do it? (`kubectl auth can-i ... --as user`; an admin's question.)"""
+    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+        user=user, groups=groups, resource_attributes=client.V1ResourceAttributes(
+            verb=verb, group=group, resource=resource, namespace=namespace)))
+    answer = client.AuthorizationV1Api(api).create_subject_access_review(review, _request_timeout=10)
     return bool(answer.status.allowed)
 
 
 # The steps of 00_cluster_prep that need more than a Kubeflow Notebook's rights: an admin does them once.
-ADMIN_STEPS = {"profile": "the namespace, through a Profile", "knative": "the two Knative config-deployment patches"}
+ADMIN_STEPS = {"profile": "the namespace, through a Profile", "knative": "the two Knative config-deployment patches",
+               "trainedmodels": "a Role that lets the namespace's default-editor manage TrainedModels"}
+LEARNER_ACCOUNT = "default-editor"  # the Profile's service account a Kubeflow Notebook runs as
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def permissions_needed(group: ApiGroup, namespace: str) -> list[tuple[str, str, str, Optional[str], str, str]]:
@@ -156,7 +177,10 @@ def permissions_needed(group: ApiGroup, namespace: str) -> list[tuple[str, str, 
         ("create", "", "serviceaccounts", namespace, "01_minio", ""),
         ("create", "", "services", namespace, "01_minio", ""),
         ("create", group.group, "inferenceservices", namespace, "02_server", ""),
-        ("create", group.group, "trainedmodels", namespace, "03_cifar10", ""),
+        # the learner's own right, granted by the "trainedmodels" step where kubeflow-edit lacks it
+        ("create", group.group, "trainedmodels", namespace, "03_cifar10", "trainedmodels"),
+        ("create", RBAC_GROUP, "roles", namespace, "00_cluster_prep", "trainedmodels"),
+        ("create", RBAC_GROUP, "rolebindings", namespace, "00_cluster_prep", "trainedmodels"),
         ("get", "", "pods/log", namespace, "03_cifar10", ""),
     ]
 
@@ -168,26 +192,96 @@ def check_permissions(api: client.ApiClient, group: ApiGroup, namespace: str) ->
         scope = f" -n {ns}" if ns else ""
         name = f"can {verb} {plural}{scope}"
         try:
-            allowed = _can(api, verb, api_group, resource, ns)
+            allowed = can_i(api, verb, api_group, resource, ns)
         except ApiException as exc:
             checks.append(Check(name, None, f"could not ask the apiserver ({exc.status} {exc.reason})"))
             continue
+        right = resource == "trainedmodels"
+        if not allowed and (resource, ns) == ("pods", KUBEFLOW_NAMESPACE) and _pipelines_copy(api, namespace):
+            checks.append(Check(name, True, f"not allowed, but {notebook} reads MinIO's keys from Kubeflow "
+                                            f"Pipelines' copy in {namespace} instead (Secret {PIPELINES_SECRET})"))
+            continue
         if allowed:
-            checks.append(Check(name, True, f"allowed (needed by {notebook})", admin_step=step))
+            checks.append(Check(name, True, f"allowed (needed by {notebook})", admin_step=step, learner_right=right))
+        elif right:
+            checks.append(Check(name, False, f"not allowed (needed by {notebook}): {_NO_TRAINEDMODELS}",
+                                "Kubeflow's default-editor role has them only from KServe 0.15: an admin applies "
+                                "manifests/trainedmodel_editor.yaml (00_cluster_prep as the admin does; as a learner "
+                                "it prints it for your admin)", step, True))
         elif step:
             checks.append(Check(name, False, f"not allowed: an admin's step ({ADMIN_STEPS[step]})",
                                 "00_cluster_prep skips it and prints what to hand your admin", step))
         else:
             fix = f"ask the cluster's admin for a role that allows it (`kubectl auth can-i {verb} {plural}{scope}`)"
-            if resource == "trainedmodels":
-                fix += "; Kubeflow's default-editor role allows it only from KServe 0.15"
             checks.append(Check(name, False, f"not allowed (needed by {notebook})", fix))
     return checks
 
 
+def _pipelines_copy(api: client.ApiClient, namespace: str) -> bool:
+    """May this identity read Kubeflow Pipelines' copy of MinIO's keys in its own namespace (01's way
+    for a learner, who may not read pods in `kubeflow`)?"""
+    try:
+        return can_i(api, "get", "", "secrets", namespace)
+    except ApiException:
+        return False
+
+
+_NO_TRAINEDMODELS = "Kubeflow's kubeflow-edit role grants trainedmodels only from KServe 0.15 (kserve#4225)"
+
+
 def may(checks: list[Check], step: str) -> bool:
-    """Whether this identity may do admin step `step` ("profile", "knative") itself."""
-    return all(c.ok for c in checks if c.admin_step == step)
+    """Whether this identity may do admin step `step` ("profile", "knative", "trainedmodels") itself."""
+    return all(c.ok for c in checks if c.admin_step == step and not c.learner_right)
+
+
+def needed(checks: list[Check], step: str) -> bool:
+    """Whether admin step `step` is still to be done, as far as the checks tell: the Profile and the
+    Knative patches always (applying them again changes nothing); the trainedmodels Role only while
+    the learner may not create trainedmodels."""
+    rights = [c for c in checks if c.admin_step == step and c.learner_right]
+    return not rights or not all(c.ok for c in rights)
+
+
+def learner_may(api: client.ApiClient, group: ApiGroup, namespace: str, resource: str = "trainedmodels",
+                until_allowed: bool = False, timeout: float = 30.0) -> Check:
+    """May the namespace's `default-editor` (a Kubeflow Notebook's identity) create `resource`?
+
+    As an admin: a SubjectAccessReview about `system:serviceaccount:<namespace>:default-editor`,
+    asked once its Profile's `kubeflow-edit` binding shows (it may create inferenceservices), so a
+    Profile just made is not mistaken for missing rights. As a learner, who may not ask about
+    others: a SelfSubjectAccessReview, this notebook's own identity. `until_allowed` waits (at most
+    `timeout`) for a grant just applied to be seen by the authorizer.
+    """
+    from .wait import WaitTimeout, poll_until
+
+    user = f"system:serviceaccount:{namespace}:{LEARNER_ACCOUNT}"
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+    name = f"{LEARNER_ACCOUNT} may create {resource}.{group.group} -n {namespace}"
+    ask = lambda res: _can_as(api, user, groups, "create", group.group, res, namespace)  # noqa: E731
+    who = f"asked as the admin about {user} (SubjectAccessReview)"
+    try:
+        ask(resource)
+    except ApiException as exc:
+        if exc.status not in (401, 403):
+            return Check(name, None, f"could not ask the apiserver ({exc.status} {exc.reason})",
+                         admin_step="trainedmodels", learner_right=True)
+        ask = lambda res: can_i(api, "create", group.group, res, namespace)  # noqa: E731
+        who = "asked as this notebook's own identity (SelfSubjectAccessReview)"
+    try:
+        poll_until(lambda: ask("inferenceservices"), f"{user}'s kubeflow-edit rights", timeout=timeout, interval=0.5)
+    except WaitTimeout as exc:
+        return Check(name, False, f"{exc} ({who})", f"`kubectl get profile {namespace} -o yaml` and `kubectl get "
+                     f"rolebindings -n {namespace}`: Kubeflow's profile controller binds default-editor to "
+                     "kubeflow-edit", "trainedmodels", True)
+    try:
+        allowed = poll_until(lambda: ask(resource), f"{user} to be allowed {resource}", timeout=timeout,
+                             interval=0.5) if until_allowed else ask(resource)
+    except WaitTimeout as exc:
+        allowed, who = False, f"{who}; {exc}"
+    if allowed:
+        return Check(name, True, f"allowed ({who})", admin_step="trainedmodels", learner_right=True)
+    return Check(name, False, f"not allowed: {_NO_TRAINEDMODELS} ({who})",
+                 "an admin applies manifests/trainedmodel_editor.yaml", "trainedmodels", True)
 
 
 def run(api: client.ApiClient, group: ApiGroup, namespace: str) -> list[Check]:
@@ -253,7 +347,8 @@ def require_ok(checks: list[Check]) -> list[str]:
     """Raise SetupError listing every failed check and its fix (checks that could not tell pass).
 
     An admin step this identity may not do does not stop the notebook: it is returned (its
-    name), and 00_cluster_prep prints what to hand an admin instead of doing it.
+    name) when it is still needed, and 00_cluster_prep prints what to hand an admin instead of
+    doing it.
     """
     from .errors import SetupError
 
@@ -261,4 +356,5 @@ def require_ok(checks: list[Check]) -> list[str]:
     if bad:
         raise SetupError("preflight found " + "; ".join(f"{c.name}: {c.message}" for c in bad),
                          " / ".join(c.fix for c in bad if c.fix))
-    return sorted({c.admin_step for c in failed(checks)})
+    steps = {c.admin_step for c in checks if c.admin_step}
+    return sorted(step for step in steps if needed(checks, step) and not may(checks, step))

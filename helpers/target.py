@@ -210,10 +210,12 @@ class Target:
             raise _refused(isvc["metadata"]["name"], forward.url, refusal)
         return None
 
-    def _through_ingress(self, api: client.ApiClient, isvc: dict) -> Optional[Endpoint]:
-        """The guide's way: the ingress gateway's address with the `Host` of status.url."""
+    def _through_ingress(self, api: client.ApiClient, isvc: dict,
+                         lookup: Optional[client.ApiClient] = None) -> Optional[Endpoint]:
+        """The guide's way: the ingress gateway's address (read with `lookup`, else `api`) with the `Host`
+        of status.url."""
         _, host = _addresses(isvc)
-        base = os.environ.get(INGRESS_ENV, "").rstrip("/") or ingress_address(api)
+        base = os.environ.get(INGRESS_ENV, "").rstrip("/") or ingress_address(lookup or api)
         if not (base and host):
             return None
         headers = {"Host": host, **self.gateway_credentials(api)}
@@ -286,7 +288,9 @@ class Local(Target):
         return resolve_address(self._dns(), address, namespace)
 
     def server_endpoint(self, api: client.ApiClient, isvc: dict) -> Endpoint:
-        found = self._through_ingress(api, isvc)
+        # The gateway's address as every pod knows it (a learner may not read Services in istio-system);
+        # the session sent is the identity's own.
+        found = self._through_ingress(api, isvc, lookup=self._dns())
         if found:
             return found
         address, _ = _addresses(isvc)

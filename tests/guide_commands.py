@@ -235,7 +235,7 @@ def write_files(stack, workdir: Path, requests_dir: Path) -> None:
                   access_key=creds.access_key, secret_key=creds.secret_key)
     for name, extra in (("profile", {}), ("s3_secret", {}), ("external_service", {}),
                         ("multi_model_triton_server", {}), ("trained_model1", {"model_name": "cifar10"}),
-                        ("trained_model2", {"model_name": "inception"})):
+                        ("trained_model2", {"model_name": "inception"}), ("trainedmodel_editor", {})):
         docs = manifests.render(name, **values, **extra)
         fd = os.open(workdir / f"{name}.yaml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -106,13 +106,14 @@ def test_preflight_permissions_of_an_account_with_no_roles(kube, ns: str) -> Non
     assert len(denied) == len(checks)
     assert all("ask the cluster's admin" in c.fix for c in denied if not c.admin_step)
     assert any("KServe 0.15" in c.fix for c in denied if "trainedmodels" in c.name)
-    # The Profile and the Knative patches are an admin's: they never stop 00, they are handed over.
-    assert {c.admin_step for c in denied if c.admin_step} == {"profile", "knative"}
+    # The Profile, the Knative patches and the trainedmodels Role are an admin's: they never stop 00,
+    # they are handed over.
+    assert {c.admin_step for c in denied if c.admin_step} == {"profile", "knative", "trainedmodels"}
     assert not preflight.may(checks, "profile") and not preflight.may(checks, "knative")
     with pytest.raises(SetupError) as err:
         preflight.require_ok(checks)
     assert "profiles" not in err.value.cause and "can create secrets" in err.value.cause
-    assert preflight.require_ok([c for c in checks if c.admin_step]) == ["knative", "profile"]
+    assert preflight.require_ok([c for c in checks if c.admin_step]) == ["knative", "profile", "trainedmodels"]
 
 
 # --- knative, inference, endpoint -----------------------------------------------------------------------------------

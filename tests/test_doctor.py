@@ -311,3 +311,65 @@ def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: p
     assert found["pitfalls"]["memory"]["broken_seen"].startswith("MemoryResourceAvailable=False")
     assert "MemoryResourceAvailable=False" in found["pitfalls"]["memory"]["doctor_evidence"]
     assert "serving.kubeflow.org/s3-" in found["pitfalls"]["wrong_prefix"]["doctor_evidence"]
+
+
+# --- under a failed notebook cell (notebook.doctor_lines) ---------------------------------------------
+class _Ctx:
+    """What doctor_lines reads of a Context: its settings (and what diagnose reads, here refused)."""
+
+    namespace, server_name = "mms", "triton-mms"
+
+    @property
+    def api(self):
+        raise RuntimeError("no API here")
+
+
+def test_under_a_failed_cell_only_the_problems_with_their_fixes(monkeypatch) -> None:
+    from helpers import notebook
+
+    seen = {}
+
+    def diagnose(ctx, error=None, server=None, show=True):
+        seen.update(error=error, show=show)
+        return [doctor.Finding("InferenceService CRDs served", doctor.OK, "served"),
+                doctor.Finding("service account lists the S3 Secret", doctor.PROBLEM, "no sa", "apply s3_secret.yaml",
+                               doctor.ISSUES + "1519")]
+
+    monkeypatch.setattr(doctor, "diagnose", diagnose)
+    error = RuntimeError("the cell's error")
+    assert notebook.doctor_lines(_Ctx(), error) == [
+        "the doctor's findings in namespace mms, server triton-mms (the known pitfalls it sees):",
+        "- service account lists the S3 Secret: no sa",
+        f"  fix: apply s3_secret.yaml  [{doctor.ISSUES}1519]"]
+    assert seen == {"error": error, "show": False}
+    monkeypatch.setattr(doctor, "diagnose", lambda ctx, **_: [doctor.Finding("x", doctor.NA, "n/a")])
+    assert notebook.doctor_lines(_Ctx(), error) == [
+        "the doctor found none of the known pitfalls in namespace mms, server triton-mms"]
+
+
+def test_under_a_failed_cell_the_doctor_never_raises_and_is_bounded(monkeypatch) -> None:
+    import threading
+
+    from helpers import notebook
+
+    (line,) = notebook.doctor_lines(_Ctx(), RuntimeError("x"))  # the real doctor, with no API to read
+    assert line == "(the doctor could not look at namespace mms, server triton-mms: RuntimeError: no API here)"
+    release = threading.Event()
+    monkeypatch.setattr(doctor, "diagnose", lambda ctx, **_: release.wait(60) and [])
+    try:
+        (line,) = notebook.doctor_lines(_Ctx(), RuntimeError("x"), seconds=1)
+    finally:
+        release.set()
+    assert line.startswith("(the doctor did not finish within 1s looking at namespace mms, server triton-mms")
+
+
+def test_under_a_cell_failed_by_a_bad_setting_the_doctor_stays_quiet() -> None:
+    from helpers import notebook
+    from helpers.errors import SetupError
+
+    class BadSetting(_Ctx):
+        @property
+        def namespace(self):
+            raise SetupError("namespace 'Not_Valid' is not a valid Kubernetes name", "fix it")
+
+    assert notebook.doctor_lines(BadSetting(), SetupError("namespace 'Not_Valid' ...")) == []

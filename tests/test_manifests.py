@@ -28,7 +28,7 @@ def all_docs(group: str, namespace: str = "team-a") -> dict[str, list[dict]]:
 
 def test_every_manifest_is_listed() -> None:
     assert manifests.names() == ["external_service", "knative_config_deployment_patch", "multi_model_triton_server",
-                                 "profile", "s3_secret", "trained_model1", "trained_model2"]
+                                 "profile", "s3_secret", "trained_model1", "trained_model2", "trainedmodel_editor"]
 
 
 @pytest.mark.parametrize("group", API_GROUPS)
@@ -58,6 +58,12 @@ def test_render_every_manifest_for_each_group(group: str) -> None:
     assert docs["external_service"][0]["metadata"]["namespace"] == "team-a"
     assert [d["data"] for d in docs["knative_config_deployment_patch"]] == [
         {"registriesSkippingTagResolving": "nvcr.io"}, {"progressDeadline": "600s"}]
+    role, binding = docs["trainedmodel_editor"]  # KServe 0.15+'s kubeflow-kserve-edit verbs, for default-editor
+    assert role["rules"] == [{"apiGroups": [group], "resources": ["trainedmodels"], "verbs": [
+        "get", "list", "watch", "create", "delete", "deletecollection", "patch", "update"]}]
+    assert role["metadata"] == binding["metadata"] == {"name": "trainedmodel-editor", "namespace": "team-a"}
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainedmodel-editor"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor", "namespace": "team-a"}]
 
 
 def test_nothing_of_the_guide_defaults_leaks_into_other_settings() -> None:
@@ -119,7 +125,8 @@ def test_apply_every_rendered_manifest_twice(request, profile: str, group: str) 
         from helpers.k8s import wait_namespace
 
         wait_namespace(kube, namespace)
-        names = ("s3_secret", "external_service", "multi_model_triton_server", "trained_model1", "trained_model2")
+        names = ("s3_secret", "external_service", "multi_model_triton_server", "trained_model1", "trained_model2",
+                 "trainedmodel_editor")
         for name in names:
             for doc in docs[name]:
                 dry_run(kube, doc)
@@ -127,12 +134,13 @@ def test_apply_every_rendered_manifest_twice(request, profile: str, group: str) 
         for name in names:
             first += manifests.apply(kube, docs[name])
         again = []
-        for name in ("s3_secret", "external_service", "multi_model_triton_server", "trained_model1", "trained_model2"):
+        for name in names:
             again += manifests.apply(kube, docs[name])
         assert manifests.summary(first) == manifests.summary(again) == [
             f"Secret {namespace}/mysecret", f"ServiceAccount {namespace}/sa", f"Service {namespace}/minio-service",
             f"InferenceService {namespace}/tri-server", f"TrainedModel {namespace}/cifar10",
-            f"TrainedModel {namespace}/inception"]
+            f"TrainedModel {namespace}/inception", f"Role {namespace}/trainedmodel-editor",
+            f"RoleBinding {namespace}/trainedmodel-editor"]
         secret = core.read_namespaced_secret("mysecret", namespace)
         assert set(secret.data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         stored = client.CustomObjectsApi(kube).get_namespaced_custom_object(

@@ -124,6 +124,16 @@ def test_00_cluster_prep(default_run) -> None:
     assert Path(found["plots"][0]).name == "00_architecture.png"
 
 
+def test_00_as_the_admin_then_01_to_05_as_the_learner(default_run, kube) -> None:
+    """With `identity` left "", 00 runs as the admin and grants trainedmodels where Kubeflow 1.3's
+    kubeflow-edit lacks them; 01-05 run as the Profile's default-editor, a Kubeflow Notebook's rights."""
+    assert [results(default_run, name)["settings"]["identity"] for name in NOTEBOOKS] == ["admin"] + ["learner"] * 5
+    found = results(default_run, "00_cluster_prep")
+    assert found["admin_steps_skipped"] == [] and found["learner_trainedmodels"] is True
+    role = client.RbacAuthorizationV1Api(kube).read_namespaced_role("trainedmodel-editor", "mms")
+    assert [(r.api_groups, r.resources) for r in role.rules] == [(["serving.kubeflow.org"], ["trainedmodels"])]
+
+
 def test_01_minio(default_run) -> None:
     found = results(default_run, "01_minio")
     assert found["bucket_reachable"] and found["minio_service"] == "minio-service"
@@ -334,6 +344,9 @@ def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve
         assert {k: settings[k] for k in SETTINGS} == OTHER, name
         shown = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
         assert "namespace=team-b (settings file)" in shown and "preset=small (settings file)" in shown, name
+        assert settings["identity"] == ("admin" if name == "00_cluster_prep" else "learner"), name
+    # KServe 0.20's kubeflow-edit has trainedmodels: the admin's 00 grants nothing more
+    assert results(other_run, "00_cluster_prep")["trainedmodels_role"] == []
     assert results(other_run, "01_minio")["applied"] == ["Secret team-b/mysecret", "ServiceAccount team-b/sa"]
     assert results(other_run, "03_cifar10")["outputs"][0]["shape"] == [1, 10]
     assert results(other_run, "04_inception")["model_ready"]
@@ -393,7 +406,7 @@ def test_no_secret_in_any_executed_notebook_result_or_log(stack, kserve_stack, d
 def test_out_of_order_notebooks_say_which_to_run_first(stack, default_run, tmp_path: Path) -> None:
     path = notebooks_dir()
     cases = [("01_minio", {"namespace": "never-made"}, "run 00_cluster_prep first"),
-             ("03_cifar10", {"namespace": "never-made"}, "run 02_server first")]
+             ("03_cifar10", {"namespace": "never-made", "identity": "admin"}, "run 02_server first")]
     for name, params, fix in cases:
         run = walkthrough.run_notebook(path / f"{name}.ipynb", tmp_path, params)
         assert not run.ok

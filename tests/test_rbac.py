@@ -51,6 +51,17 @@ def test_the_serving_edit_role_grants_trainedmodels_only_from_kserve() -> None:
     assert f"{rbac.AGGREGATE}kubeflow-admin" in roles["kubeflow-edit"]["metadata"]["labels"]
 
 
+def test_the_admins_trainedmodels_role_grants_what_kserve_0_15_grants() -> None:
+    """manifests/trainedmodel_editor.yaml gives default-editor on Kubeflow 1.3 the verbs KServe's own
+    kubeflow-kserve-edit has on trainedmodels from 0.15 on."""
+    roles = {r["metadata"]["name"]: r for r in rbac.role_manifests(get_profile("kserve"))}
+    kserve = next(r for r in roles["kubeflow-kserve-edit"]["rules"] if "trainedmodels" in r["resources"])
+    role, binding = manifests.render("trainedmodel_editor", namespace=NS, api_group="serving.kubeflow.org")
+    assert role["rules"] == [{"apiGroups": ["serving.kubeflow.org"], "resources": ["trainedmodels"],
+                              "verbs": kserve["verbs"]}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": LEARNER_SERVICE_ACCOUNT, "namespace": NS}]
+
+
 def test_every_route_asks_the_authorizer_when_the_gateway_is_guarded(tmp_path) -> None:
     routes = {"a.ns1.example.com": "127.0.0.1:1001", "b.ns2.example.com": "127.0.0.1:1002"}
     namespaces = {"a.ns1.example.com": "ns1", "b.ns2.example.com": "ns2"}
