@@ -26,7 +26,7 @@ import requests
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .constants import (API_GROUPS, DEFAULT_BUCKET, DEFAULT_SERVER_NAME, INFERENCESERVICE_CONFIG, KFSERVING_GROUP,
+from .constants import (API_GROUPS, DEFAULT_BUCKET, INFERENCESERVICE_CONFIG, KFSERVING_GROUP,
                         MINIO_SERVICE, ApiGroup, api_group)
 from . import agent_log
 from .errors import SetupError
@@ -676,26 +676,31 @@ def diagnose(ctx: Any, error: Optional[BaseException] = None, server: Optional[s
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from . import config
+    from . import settings
     from .target import select
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.doctor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.doctor", description=__doc__.splitlines()[0],
+                                     epilog="Unset options come from where the notebooks take them: MMS_* "
+                                            "variables, the settings file, else the guide's defaults.")
     parser.add_argument("--namespace", default="")
-    parser.add_argument("--server", default=DEFAULT_SERVER_NAME)
+    parser.add_argument("--server", default="")
     parser.add_argument("--target", choices=("local", "cluster"), default=None)
     parser.add_argument("--identity", default="admin", choices=("admin", "learner"))
     parser.add_argument("--api-group", default="", choices=("",) + API_GROUPS)
-    parser.add_argument("--bucket", default=DEFAULT_BUCKET)
+    parser.add_argument("--bucket", default="")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     args = parser.parse_args(argv)
-    place = select(config.target(args.target))
     try:
-        api = place.api_client(args.identity)
+        chosen = settings.resolve({"target": args.target, "namespace": args.namespace, "server_name": args.server,
+                                   "bucket": args.bucket, "api_group": args.api_group},
+                                  own_namespace=lambda t: select(t).own_namespace())
+        place = select(chosen["target"])
+        api = place.api_client(args.identity, chosen["namespace"])
     except SetupError as exc:
         print(exc, file=sys.stderr)
         return 2
-    namespace = args.namespace or place.default_namespace()
-    findings = run_checks(gather(api, place, namespace, args.server, args.api_group or None, bucket=args.bucket))
+    findings = run_checks(gather(api, place, chosen["namespace"], chosen["server_name"], chosen["api_group"] or None,
+                                 bucket=chosen["bucket"]))
     print(json.dumps([f.as_dict() for f in findings], indent=1) if args.json else table(findings))
     return 1 if problems(findings) else 0
 

@@ -11,6 +11,7 @@ Two kinds of test:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -218,7 +219,7 @@ def test_06_leaves_the_namespace_as_it_found_it(run06: walkthrough.Run, stack, k
 
 
 @pytest.mark.stack
-def test_the_command_line_names_what_is_missing(stack, run06: walkthrough.Run) -> None:
+def test_the_command_line_names_what_is_missing(stack, run06: walkthrough.Run, tmp_path: Path) -> None:
     """On a namespace with no Secret, service account or server: exit 1, and the table says why."""
     done = subprocess.run([sys.executable, "-m", "helpers.doctor", "--namespace", "nobody", "--server", "none",
                            "--json"], capture_output=True, text=True, timeout=120, cwd=project_root())
@@ -228,13 +229,20 @@ def test_the_command_line_names_what_is_missing(stack, run06: walkthrough.Run) -
     assert "does not exist" in found["service account lists the S3 Secret"]["evidence"]
     assert found["InferenceService CRDs served"]["result"] == "ok"
     assert len(found) == 15
+    # the same namespace and server from a workshop's settings file, as the notebooks read it
+    path = tmp_path / "settings.yaml"
+    path.write_text("namespace: nobody\nserver_name: none\n")
+    again = subprocess.run([sys.executable, "-m", "helpers.doctor", "--json"], capture_output=True, text=True,
+                           timeout=120, cwd=project_root(), env={**os.environ, "MMS_SETTINGS": str(path)})
+    assert again.returncode == 1, again.stderr
+    assert {f["check"]: f["evidence"] for f in json.loads(again.stdout)} == \
+        {check: f["evidence"] for check, f in found.items()}
 
 
 @pytest.mark.stack
 def test_s3_down_on_the_stack(stack, run06: walkthrough.Run) -> None:
     """The local S3 server stopped (its supervisor paused, so nothing starts it again): the doctor
     says S3 does not answer; started again, it says ok."""
-    import os
     import signal
 
     from helpers.wait import poll_until
