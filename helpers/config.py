@@ -20,9 +20,9 @@ ENV_VARS = {
     "MMS_S3_ENDPOINT": "cluster target: the S3 address to use from outside the cluster (e.g. a port-forward to MinIO)",
     "MMS_INGRESS_URL": "the ingress gateway's address: on the cluster target outside the cluster e.g. a "
                        "port-forward to it; the local stack's `env` sets it to its nginx gateway",
-    "MMS_INGRESS_TOKEN": "a bearer token the ingress gateway checks (Kubeflow's m2m tokens, e.g. "
-                         "`kubectl create token default-editor`); the local stack's `env` reads it from its state folder; "
-                         "never printed: curl lines show ${MMS_INGRESS_TOKEN}",
+    "MMS_INGRESS_TOKEN": "a bearer token the ingress gateway checks (Kubeflow 1.9+'s m2m tokens, e.g. "
+                         "`kubectl create token default-editor`; it passes only where an AuthorizationPolicy in the "
+                         "namespace names that service account); never printed: curl lines show ${MMS_INGRESS_TOKEN}",
     "MMS_INGRESS_COOKIE": "a session cookie for the ingress gateway, `name=value` (Kubeflow 1.3 `authservice_session=...`, "
                           "1.9+ `oauth2_proxy_kubeflow=...`, copied from the browser; a value alone is taken as "
                           "authservice_session); never printed: curl lines show ${MMS_INGRESS_COOKIE}",

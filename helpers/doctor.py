@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -606,14 +605,14 @@ def _probe_webhook(facts: Facts, custom: client.CustomObjectsApi, ag: ApiGroup, 
 
 
 def _probe_server(facts: Facts, api: client.ApiClient, target: Any) -> None:
-    from .target import INGRESS_ENV, ingress_address, ingress_credentials
     from .triton import repository_index
 
     host = ((facts.isvc or {}).get("status") or {}).get("url", "").split("://", 1)[-1].split("/", 1)[0]
-    base = (os.environ.get(INGRESS_ENV, "").rstrip("/") or ingress_address(api) or "") if host else ""
+    base = (target.ingress_base(api) or "") if host else ""
     if base:
         try:
-            answer = requests.get(f"{base}/v2/health/live", headers={"Host": host, **ingress_credentials()},
+            # the session this identity's notebooks send (what the user set, or the local stack's)
+            answer = requests.get(f"{base}/v2/health/live", headers={"Host": host, **target.gateway_credentials(api)},
                                   timeout=5, allow_redirects=False)
             facts.gateway = {"url": base, "status": answer.status_code, "body": answer.text.strip()[:120],
                              "location": answer.headers.get("Location", "")}

@@ -210,12 +210,14 @@ class Target:
             raise _refused(isvc["metadata"]["name"], forward.url, refusal)
         return None
 
-    def _through_ingress(self, api: client.ApiClient, isvc: dict,
-                         lookup: Optional[client.ApiClient] = None) -> Optional[Endpoint]:
-        """The guide's way: the ingress gateway's address (read with `lookup`, else `api`) with the `Host`
-        of status.url."""
+    def ingress_base(self, api: client.ApiClient) -> Optional[str]:
+        """The ingress gateway's address: MMS_INGRESS_URL, else its load balancer's (read with `api`)."""
+        return os.environ.get(INGRESS_ENV, "").rstrip("/") or ingress_address(api)
+
+    def _through_ingress(self, api: client.ApiClient, isvc: dict) -> Optional[Endpoint]:
+        """The guide's way: the ingress gateway's address with the `Host` of status.url."""
         _, host = _addresses(isvc)
-        base = os.environ.get(INGRESS_ENV, "").rstrip("/") or ingress_address(lookup or api)
+        base = self.ingress_base(api)
         if not (base and host):
             return None
         headers = {"Host": host, **self.gateway_credentials(api)}
@@ -264,8 +266,9 @@ class Local(Target):
         return self._dns_client
 
     def gateway_credentials(self, api: client.ApiClient) -> dict[str, str]:
-        """What the user set, else the session and token the stack published for the identity `api`
-        authenticates as (found by its token), as a browser signed in as that identity would send."""
+        """What the user set, else the session the stack published for the identity `api` authenticates
+        as (found by its token), as a browser signed in as that identity sends it. Never the token:
+        a Kubeflow gateway refuses a service account's token unless an AuthorizationPolicy names it."""
         given = ingress_credentials()
         if given:
             return given
@@ -275,8 +278,7 @@ class Local(Target):
             try:
                 if token and (folder / "token").read_text().strip() == token:
                     cookie = folder / "cookie"
-                    return {"Authorization": f"Bearer {token}",
-                            **({"Cookie": cookie.read_text().strip()} if cookie.exists() else {})}
+                    return {"Cookie": cookie.read_text().strip()} if cookie.exists() else {}
             except OSError:
                 continue
         return {}
@@ -287,10 +289,14 @@ class Local(Target):
     def service_address(self, api: client.ApiClient, address: str, namespace: str) -> str:
         return resolve_address(self._dns(), address, namespace)
 
+    def ingress_base(self, api: client.ApiClient) -> Optional[str]:
+        # The gateway's address as every pod knows it: a learner may not read Services in istio-system.
+        return super().ingress_base(self._dns())
+
     def server_endpoint(self, api: client.ApiClient, isvc: dict) -> Endpoint:
         # The gateway's address as every pod knows it (a learner may not read Services in istio-system);
         # the session sent is the identity's own.
-        found = self._through_ingress(api, isvc, lookup=self._dns())
+        found = self._through_ingress(api, isvc)
         if found:
             return found
         address, _ = _addresses(isvc)

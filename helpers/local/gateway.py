@@ -217,17 +217,30 @@ class Gateway:
                              self.auth_port, namespaces)
         if self.config.read_text() != text:
             self.config.write_text(text)
+            old_workers = _children(self.record.pid)
             result = subprocess.run(self._argv("-s", "reload"), capture_output=True, text=True)
             if result.returncode != 0:
                 log.warning("gateway: nginx -s reload failed: %s", result.stderr.strip())
                 return
             log.info("gateway: routes %s", ", ".join(f"{h} -> {u}" for h, u in sorted(routes.items())) or "(none)")
-            self._wait_for(set(routes) - set(self.routes))
+            self._wait_for(set(routes) - set(self.routes), old_workers)
         self.routes = dict(routes)
 
-    def _wait_for(self, hosts: set[str], timeout: float = 3.0) -> None:
-        """`nginx -s reload` only signals the master: wait (bounded) until new hosts are routed."""
+    def _wait_for(self, hosts: set[str], old_workers: set[int], timeout: float = 3.0) -> None:
+        """`nginx -s reload` only signals the master: wait (bounded) until new hosts are routed.
+
+        Until the old workers have exited they still accept connections with the old config, so a
+        host answered once by a new worker may get the old config's 404 on the next request: wait
+        for them too."""
         from ..wait import WaitTimeout, poll_until
+
+        if hosts and old_workers:
+            try:
+                poll_until(lambda: not (old_workers & _children(self.record.pid)),
+                           "nginx's old workers to exit after the reload", timeout=timeout, interval=0.05)
+            except WaitTimeout:
+                log.warning("gateway: nginx's old workers %s still run %.0f s after the reload",
+                            sorted(old_workers & _children(self.record.pid)), timeout)
 
         def routed(host: str) -> bool:
             try:
@@ -287,6 +300,19 @@ class Gateway:
             if not (lb and lb.ingress and lb.ingress[0].ip == "127.0.0.1"):
                 core.patch_namespaced_service_status(
                     name, ISTIO_NAMESPACE, {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}})
+
+
+def _children(pid: int) -> set[int]:
+    """PIDs of the processes whose parent is `pid` (nginx's workers of its master), from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[1]) == pid:  # after the name: state, ppid
+            found.add(int(stat.parent.name))
+    return found
 
 
 def _as_retitled(record: process.ProcessRecord) -> process.ProcessRecord:

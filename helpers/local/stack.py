@@ -434,20 +434,17 @@ class Stack:
         return values
 
     def credential_files(self, identity_name: str = "admin", namespace: str = "") -> dict[str, Path]:
-        """The files holding the gateway credentials of an identity, by the variable that takes them
-        (MMS_INGRESS_TOKEN, MMS_INGRESS_COOKIE): `env` prints `$(cat FILE)`, never the value."""
+        """The file holding an identity's gateway session, by the variable that takes it
+        (MMS_INGRESS_COOKIE): `env` prints `$(cat FILE)`, never the value. Only the session, as a
+        signed-in browser has it: a Kubeflow gateway refuses a service account's token unless an
+        AuthorizationPolicy names it (`helpers.local.authz`)."""
         folder = identity.require(self.root, identity_name, namespace)
-        files = {"MMS_INGRESS_TOKEN": folder / "token", "MMS_INGRESS_COOKIE": folder / "cookie"}
-        return {key: path for key, path in files.items() if path.exists()}
+        return {"MMS_INGRESS_COOKIE": folder / "cookie"} if (folder / "cookie").exists() else {}
 
     def gateway_headers(self, identity_name: str = "admin", namespace: str = "") -> dict[str, str]:
-        """The headers that get an identity through a guarded gateway (tests, benchmarks): its token
-        as `Authorization` and its session as `Cookie` (Kubeflow 1.3's gateway reads only the session)."""
-        files = self.credential_files(identity_name, namespace)
-        headers = {"Authorization": f"Bearer {files['MMS_INGRESS_TOKEN'].read_text().strip()}"}
-        if "MMS_INGRESS_COOKIE" in files:
-            headers["Cookie"] = files["MMS_INGRESS_COOKIE"].read_text().strip()
-        return headers
+        """The headers that get an identity through a guarded gateway (tests, benchmarks): its session."""
+        return {"Cookie": path.read_text().strip()
+                for path in self.credential_files(identity_name, namespace).values()}
 
     @property
     def rclone_config(self) -> Path:
