@@ -253,8 +253,14 @@ def test_the_gateway_wants_a_session_and_rights_in_the_namespace(guarded: Guarde
     def get(headers: dict) -> requests.Response:
         return requests.get(f"{url}/v2", headers={"Host": HOST, **headers}, timeout=10, allow_redirects=False)
 
-    poll_until(lambda: get(stack.gateway_headers()).status_code == 200, "the learner's server through the gateway",
-               timeout=180, interval=0.5)
+    def ready() -> bool:  # as a client waits (`kubectl wait`): the controller routes before it writes Ready
+        isvc = client.CustomObjectsApi(guarded.admin).get_namespaced_custom_object(
+            guarded.group, "v1beta1", NS, "inferenceservices", SERVER)
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in (isvc.get("status") or {}).get("conditions", []))
+
+    poll_until(ready, "the learner's InferenceService to be Ready", timeout=180, interval=0.5)
+    assert get(stack.gateway_headers()).status_code == 200
     def session(identity_name: str, namespace: str = "") -> dict:
         return stack.gateway_headers(identity_name, namespace)
 
