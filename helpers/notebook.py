@@ -507,9 +507,7 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
     chosen, where = workshop.resolve_with_sources(
         {"target": target, "namespace": namespace, "server_name": server_name, "bucket": bucket,
          "api_group": api_group, "preset": preset}, own_namespace=lambda t: select(t).own_namespace())
-    params = {**chosen,
-              "identity": identity or default_identity(name, chosen["target"]),
-              **parameters}
+    params = {**chosen, "identity": identity or default_identity(name, chosen["target"]), **parameters}
     ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
                   bool(interactive))
     for key in SETTINGS:
