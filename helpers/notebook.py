@@ -59,10 +59,28 @@ def _shell_words(line: str) -> list[str]:
     return words + ([current] if current else [])
 
 
+def _units(words: list[str]) -> list[str]:
+    """Words that must stay on one line: an option with its value (`-d @file`), a trailing comment."""
+    units: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith("#"):  # a backslash would not continue a comment: keep it whole
+            return units + [" ".join(words[i:])]
+        if word.startswith("-") and i + 1 < len(words) and not words[i + 1].startswith(("-", "#")):
+            units.append(f"{word} {words[i + 1]}")
+            i += 2
+        else:
+            units.append(word)
+            i += 1
+    return units
+
+
 def _wrap_command(command: str, width: int) -> list[str]:
-    """A long command as `\\`-continued lines of at most about `width` characters."""
+    """A long command as `\\`-continued lines of at most about `width` characters, never splitting an
+    option from its value or a trailing comment."""
     lines, current = [], ""
-    for word in _shell_words(command):
+    for word in _units(_shell_words(command)):
         if current and len(current) + 1 + len(word) > width:
             lines.append(current + " \\")
             current = "    " + word

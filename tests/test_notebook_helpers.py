@@ -3,6 +3,7 @@ the guide's equivalents, sample images and their preprocessing, predictions and 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,19 @@ def test_show_equivalent_marks_commands(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# the guide's equivalent")
     assert out[1:] == ["# comment", "$ kubectl apply -f x.yaml", "$ wget -O f \\", "       https://example.com/f"]
+
+
+def test_long_commands_wrap_between_options_never_inside_one(capsys: pytest.CaptureFixture) -> None:
+    notebook.show_equivalent('curl -v -X POST -H "Host: ${SERVICE_HOSTNAME}" -H "Cookie: ${MMS_INGRESS_COOKIE}" '
+                             "http://${CLUSTER_IP}/v2/models/${MODEL_NAME}/infer -d @./${MODEL_NAME}.json\n"
+                             "cd /a/rather/long/folder/name # where this notebook wrote the request file", width=60)
+    out = capsys.readouterr().out.splitlines()[1:]
+    assert [line.startswith("$ ") for line in out].count(True) == 2  # two commands, continued with "\\"
+    assert any(line.strip() == "-d @./${MODEL_NAME}.json" for line in out)  # the option with its file
+    assert any(line.strip().startswith('-H "Cookie: ${MMS_INGRESS_COOKIE}"') for line in out)
+    assert out[-1].strip() == "# where this notebook wrote the request file"  # a comment is never split
+    assert subprocess.run(["bash", "-n"], input="\n".join(line.removeprefix("$ ") for line in out),
+                          text=True).returncode == 0
 
 
 # --- images, predictions, plots ------------------------------------------------------------
