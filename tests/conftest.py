@@ -17,20 +17,13 @@ def no_workshop_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     variables are unset, so a developer's ~/.config/mms-notebooks/settings.yaml or shell never changes a
     test run. Papermill's kernels inherit os.environ, so they read the same. Tests that want a
     settings file point MMS_SETTINGS at one themselves."""
-    names = [settings.SETTINGS_FILE_ENV, *(settings.ENV[key] for key in settings.KEYS if key != "target")]
-    previous = {name: os.environ.get(name) for name in names}
-    for name in names:
-        os.environ.pop(name, None)
     path = Path(tmp_path_factory.mktemp("no-settings")) / "settings.yaml"
-    os.environ[settings.SETTINGS_FILE_ENV] = str(path)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        for key in settings.KEYS:
+            if key != "target":
+                env.delenv(settings.ENV[key], raising=False)
+        env.setenv(settings.SETTINGS_FILE_ENV, str(path))
         yield path
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
