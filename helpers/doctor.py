@@ -675,8 +675,7 @@ def diagnose(ctx: Any, error: Optional[BaseException] = None, server: Optional[s
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from . import settings
-    from .target import select
+    from .target import resolve_settings, select
 
     parser = argparse.ArgumentParser(prog="python -m helpers.doctor", description=__doc__.splitlines()[0],
                                      epilog="Unset options come from where the notebooks take them: MMS_* "
@@ -690,9 +689,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     args = parser.parse_args(argv)
     try:
-        chosen = settings.resolve({"target": args.target, "namespace": args.namespace, "server_name": args.server,
-                                   "bucket": args.bucket, "api_group": args.api_group},
-                                  own_namespace=lambda t: select(t).own_namespace())
+        chosen, _ = resolve_settings({"target": args.target, "namespace": args.namespace, "server_name": args.server,
+                                      "bucket": args.bucket, "api_group": args.api_group})
         place = select(chosen["target"])
         api = place.api_client(args.identity, chosen["namespace"])
     except SetupError as exc:

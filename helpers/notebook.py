@@ -26,7 +26,7 @@ from . import settings as workshop
 from .constants import ApiGroup, api_group as lookup_group
 from .errors import SetupError
 from .progress import _ipython, in_jupyter, set_headless
-from .target import IDENTITIES, Endpoint, Local, Target, select
+from .target import IDENTITIES, Endpoint, Local, Target, resolve_settings, select
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
 SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group", "preset")
@@ -522,9 +522,8 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
         interactive = in_jupyter() and not config.env_flag("MMS_HEADLESS")
     set_headless(not interactive)
     # Every value checked here, before anything changes (a bad file or variable names itself and the fix).
-    chosen, where = workshop.resolve_with_sources(
-        {"target": target, "namespace": namespace, "server_name": server_name, "bucket": bucket,
-         "api_group": api_group, "preset": preset}, own_namespace=lambda t: select(t).own_namespace())
+    chosen, where = resolve_settings({"target": target, "namespace": namespace, "server_name": server_name,
+                                      "bucket": bucket, "api_group": api_group, "preset": preset})
     params = {**chosen, "identity": identity or default_identity(name, chosen["target"]), **parameters}
     ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
                   bool(interactive))

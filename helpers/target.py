@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 from urllib.parse import urlsplit
 
 import requests
@@ -30,6 +30,7 @@ from kubernetes import client, config as kconfig
 from kubernetes.client.exceptions import ApiException
 
 from . import config, portforward
+from .settings import resolve_with_sources
 from .constants import DEFAULT_NAMESPACE, ApiGroup
 from .errors import SetupError
 from .k8s import resolve_address, resolve_url
@@ -416,3 +417,9 @@ def select(name: Optional[str] = None) -> Target:
     if config.target(name) == "local":
         return Local()
     return InCluster() if os.environ.get("KUBERNETES_SERVICE_HOST") else OutOfCluster()
+
+
+def resolve_settings(params: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """`helpers.settings.resolve_with_sources` of `params`, the per-learner namespace being the one this
+    process runs in on the chosen target (`Target.own_namespace`): (values, where each came from)."""
+    return resolve_with_sources(params, own_namespace=lambda name: select(name).own_namespace())

@@ -181,12 +181,12 @@ def clean_namespace(params: dict[str, Any]) -> list[str]:
 
     The namespace and server come from the same place as the notebooks' (`helpers.settings.resolve`:
     the `-p` values, MMS_*, the settings file, the defaults)."""
-    from . import cleanup, settings
+    from . import cleanup
     from .constants import api_group
     from .preflight import served_api_group
-    from .target import select
+    from .target import resolve_settings, select
 
-    chosen = settings.resolve(params, own_namespace=lambda t: select(t).own_namespace())
+    chosen, _ = resolve_settings(params)
     where = select(chosen["target"])
     namespace = chosen["namespace"]
     api = where.api_client(params.get("identity") or "admin", namespace)

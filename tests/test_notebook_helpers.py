@@ -104,12 +104,18 @@ def test_in_a_notebook_pod_the_target_is_cluster_and_the_namespace_the_pods_own(
     (tmp_path / "namespace").write_text("kubeflow-user-a\n")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.delenv("MMS_TARGET", raising=False)
-    monkeypatch.setattr(notebook, "select", lambda name=None: InCluster(tmp_path))
+    from helpers import target
+
+    def in_pod(folder: Path) -> None:  # where the notebook runs (notebook) and whose namespace it is (target)
+        for module in (notebook, target):
+            monkeypatch.setattr(module, "select", lambda name=None: InCluster(folder))
+
+    in_pod(tmp_path)
     ctx = blank_start(tmp_path, api_group="serving.kserve.io")
     assert ctx.target == "cluster" and ctx.namespace == "kubeflow-user-a"
     assert "namespace=kubeflow-user-a (per-learner default)" in capsys.readouterr().out
     # outside a pod, on a cluster: mms-<user>, so learners sharing a cluster do not share `mms`
-    monkeypatch.setattr(notebook, "select", lambda name=None: InCluster(tmp_path / "not-a-pod"))
+    in_pod(tmp_path / "not-a-pod")
     monkeypatch.setenv("LOGNAME", "Jane.Doe")
     assert blank_start(tmp_path, api_group="serving.kserve.io").namespace == "mms-jane-doe"
 
