@@ -45,6 +45,16 @@ class Run:
     error: str = ""
     detail: str = ""  # the failing cell's error and traceback, plain text
 
+    def shown(self) -> str:
+        """Everything the executed notebook displayed, as text (stream output, else its text/plain)."""
+        import nbformat
+
+        parts = []
+        for cell in nbformat.read(self.output, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                parts.append(output.get("text") or (output.get("data") or {}).get("text/plain") or "")
+        return "\n".join(parts)
+
 
 def notebooks(folder: Optional[Path] = None, cleanup: bool = False) -> list[Path]:
     """The walkthrough's notebooks in the guide's order (file names 00_, 01_ ...); `99_cleanup` only with `cleanup`."""

@@ -60,15 +60,6 @@ def grant(kube) -> tuple[bool, bool]:
     return found[0], found[1]
 
 
-def shown(run: walkthrough.Run) -> str:
-    """Everything the executed notebook displayed, as text."""
-    parts = []
-    for cell in nbformat.read(run.output, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text") or (output.get("data") or {}).get("text/plain") or "")
-    return "\n".join(parts)
-
-
 def results(run: walkthrough.Run) -> dict:
     return json.loads(run.results.read_text())
 
@@ -164,7 +155,7 @@ def test_00_as_the_learner_skips_the_admin_steps_and_goes_on(journey: Journey) -
 
 @pytest.mark.stack
 def test_00_as_the_learner_prints_what_to_hand_the_admin(journey: Journey) -> None:
-    text = shown(journey.as_learner)
+    text = journey.as_learner.shown()
     for what in ("the Profile (cluster-wide)", "the two Knative patches", "a Role on TrainedModels for default-editor"):
         assert f"# for your cluster's admin: {what}. You may not apply it, and nothing of it was applied." in text
     assert f"kind: Profile\nmetadata:\n  name: {NS}" in text
@@ -208,7 +199,7 @@ def test_00_as_the_admin_applies_them(journey: Journey) -> None:
     assert found["trainedmodels_role"] == [f"Role {NS}/{ROLE}", f"RoleBinding {NS}/{ROLE}"]
     assert found["learner_trainedmodels"] is True
     assert journey.grant_after_admin == (True, True)
-    assert "kubectl auth can-i create trainedmodels.serving.kubeflow.org" in shown(run)
+    assert "kubectl auth can-i create trainedmodels.serving.kubeflow.org" in run.shown()
 
 
 @pytest.mark.stack

@@ -206,7 +206,7 @@ def test_05_lifecycle(default_run) -> None:
     assert any(f"successfully loaded '{model}'" in line for line in found["reload"]["triton_log"])
     # the real objects, as a cluster user reads them: models.json, the agent's JSON lines, Triton's stats
     # JSON, the TrainedModel's conditions and the API server's table
-    shown = _shown(default_run["05_lifecycle"])
+    shown = default_run["05_lifecycle"].shown()
     assert "models.json of ConfigMap modelconfig-triton-mms-0, before" in shown and f'"modelName": "{model}"' in shown
     agent = [json.loads(line) for line in shown.splitlines() if line.startswith("{") and f'"{model}"' in line]
     assert {"unloading model", "Successfully loaded model", "Successfully unloaded model"} <= {a["msg"] for a in agent}
@@ -230,22 +230,11 @@ def test_executed_notebooks_show_the_guide_equivalents(default_run) -> None:
     assert request["inputs"][0]["name"] == "INPUT__0" and request["inputs"][0]["shape"] == [1, 3, 32, 32]
 
 
-def _shown(run: walkthrough.Run) -> str:
-    """Everything the executed notebook displayed, as text."""
-    import nbformat
-
-    parts = []
-    for cell in nbformat.read(run.output, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text") or (output.get("data") or {}).get("text/plain") or "")
-    return "\n".join(parts)
-
-
 @pytest.mark.parametrize("name, model", [("03_cifar10", "cifar10"), ("04_inception", "inception")])
 def test_the_model_notebooks_show_the_real_objects(default_run, name: str, model: str) -> None:
     """The agent's JSON lines and Triton's lines as `kubectl logs` prints them, models.json, the
     `kubectl get` table, and the v2 request and response JSON, abridged only with a marker."""
-    shown = _shown(default_run[name])
+    shown = default_run[name].shown()
     agent = [line for line in shown.splitlines() if line.startswith("{") and f'"{model}"' in line]
     assert agent and all(json.loads(line)["msg"] for line in agent)
     assert f"successfully loaded '{model}'" in shown  # Triton's own log line
@@ -476,7 +465,7 @@ def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, d
     assert removed["TrainedModels"] == ["cifar10", "inception"] and removed["InferenceService"] == ["triton-mms"]
     assert removed["Profile and namespace"] == ["Profile mms", "namespace mms"]
     assert removed["bucket objects"] == []  # delete_data=False keeps the files
-    shown = _shown(first)  # one table: each step, what it removed, its kubectl equivalent
+    shown = first.shown()  # one table: each step, what it removed, its kubectl equivalent
     assert re.search(r"^STEP\s+REMOVED\s+KUBECTL EQUIVALENT$", shown, re.M)
     assert re.search(r"^InferenceService\s+triton-mms\s+kubectl delete inferenceservices.serving.kubeflow.org", shown,
                      re.M)
