@@ -1,5 +1,5 @@
 """The build step pyproject.toml cannot express: the checkout's top-level `manifests/`, `data/` and
-`notebooks/` go into the wheel as package data, `helpers/_files/<folder>/` (see helpers/resources.py).
+`notebooks/` go into the wheel as package data, `helpers/_files/<folder>/` (see helpers/core/resources.py).
 
 They stay where a checkout user and `make lab` see them; an editable install reads them there.
 """

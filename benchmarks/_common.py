@@ -21,8 +21,8 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import psutil
 
-from helpers import walkthrough
-from helpers.local.stack import Stack
+from helpers.local.stack.stack import Stack
+from helpers.tools import walkthrough
 
 # Settings that pin the local stack's ports: a benchmark's own stack must not fight the user's.
 _PORT_SETTINGS = ("MMS_S3_PORT", "MMS_APISERVER_PORT", "MMS_TRITON_PORT")

@@ -34,15 +34,15 @@ from typing import Callable, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
-import bench_controlplane as cp  # noqa: E402
+import _common as common
+import bench_controlplane as cp
+from kubernetes import client
+from kubernetes import config as kconfig
 
-from kubernetes import client, config as kconfig  # noqa: E402
-
-from helpers import k8s, storage, triton  # noqa: E402
-from helpers.local.stack import ORDER, Stack  # noqa: E402
-from helpers.standins import write_cifar10_standin  # noqa: E402
-from helpers.wait import WaitTimeout, poll_until  # noqa: E402
+from helpers.clients import k8s, storage, triton
+from helpers.core.wait import WaitTimeout, poll_until
+from helpers.local.stack.stack import ORDER, Stack
+from helpers.steps.models.standins import write_cifar10_standin
 
 SERVER_ROLES = ("triton", "agent")
 

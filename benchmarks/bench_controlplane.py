@@ -42,18 +42,20 @@ from typing import Callable, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support: the guide's steps
+import _common as common
+from kubernetes import client, watch
+from kubernetes import config as kconfig
 
-from kubernetes import client, config as kconfig, watch  # noqa: E402
-
-from helpers import agent_log, k8s, manifests, storage, triton  # noqa: E402
-from helpers.constants import KFSERVING_GROUP, MODEL_CONFIG_FILE, api_group, model_config_map_name  # noqa: E402
-from helpers.k8s import resolve_url  # noqa: E402
-from helpers.local import torch_backend  # noqa: E402
-from helpers.guide_steps import apply_guide_steps, guide_values  # noqa: E402
-from helpers.local.stack import Stack  # noqa: E402
-from helpers.standins import write_cifar10_standin, write_inception_standin  # noqa: E402
-from helpers.wait import poll_until  # noqa: E402
+from helpers.clients import k8s, manifests, storage, triton
+from helpers.clients.k8s import resolve_url
+from helpers.core.constants import KFSERVING_GROUP, MODEL_CONFIG_FILE, api_group, model_config_map_name
+from helpers.core.wait import poll_until
+from helpers.local.stack import torch_backend
+from helpers.local.stack.stack import Stack
+from helpers.steps.models import agent_log
+from helpers.steps.models.standins import write_cifar10_standin, write_inception_standin
+from support.guide_steps import apply_guide_steps, guide_values
 
 NS, SERVER, BUCKET = "bench", "triton-bench", "bench-models"
 GROUP = api_group(KFSERVING_GROUP)  # the guide's API group
@@ -280,7 +282,7 @@ def single_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str,
                       "projected (file mtime) ->\nagent's 'Processing event' (inotify; 10 s resync as a safety net). "
                       "DOWNLOAD: -> 'Creating successFile'. TRITON LOAD: -> 'Successfully\nloaded model'. READY: apply -> "
                       "the TrainedModel's Ready (handed to the server; not the load). SERVED: apply -> Triton's\nready.\n"
-                      "EVENT->LOADED: helpers.agent_log.timeline, the figure the guide's log gives (KFServing "
+                      "EVENT->LOADED: helpers.steps.models.agent_log.timeline, the figure the guide's log gives (KFServing "
                       "0.5 logs no\nsuccessFile for cifar10, so its download and load are one span there).")
     cifar = [r for r in runs if r.label.startswith("cifar10")]
     common.figure("cifar10 apply -> served (median)", f"{statistics.median(r.total for r in cifar):.2f} s")

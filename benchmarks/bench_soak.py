@@ -29,14 +29,14 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
-import bench_controlplane as cp  # noqa: E402
+import _common as common
+import bench_controlplane as cp
+from kubernetes import client
+from kubernetes import config as kconfig
 
-from kubernetes import client, config as kconfig  # noqa: E402
-
-from helpers import triton  # noqa: E402
-from helpers.local.stack import Stack  # noqa: E402
-from helpers.wait import poll_until  # noqa: E402
+from helpers.clients import triton
+from helpers.core.wait import poll_until
+from helpers.local.stack.stack import Stack
 
 NAMES = [f"soak-{i}" for i in range(4)]
 

@@ -32,13 +32,13 @@ from typing import Callable, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
+import _common as common
 
-from helpers import triton  # noqa: E402
-from helpers.local import process, torch_backend, tritonserver  # noqa: E402
-from helpers.local.stack import Stack  # noqa: E402
-from helpers.local.profiles import PROFILES  # noqa: E402
-from helpers.standins import write_cifar10_standin, write_inception_standin  # noqa: E402
+from helpers.clients import triton
+from helpers.local.stack import process, torch_backend, tritonserver
+from helpers.local.stack.releases import PROFILES
+from helpers.local.stack.stack import Stack
+from helpers.steps.models.standins import write_cifar10_standin, write_inception_standin
 
 CIFAR10, INCEPTION = "cifar10", "inception"
 CIFAR10_SHAPE = (1, 3, 32, 32)
@@ -167,7 +167,7 @@ def latency_calls(server: Triton, x: np.ndarray) -> dict[str, Callable[[], np.nd
         "HTTP binary (tritonclient)": http_call(True),
         "gRPC (tritonclient)": lambda: grpc.infer(CIFAR10, [gtensor], outputs=gwanted).as_numpy("OUTPUT__0"),
         "HTTP JSON (tritonclient)": http_call(False),
-        "HTTP binary via helpers.triton.infer": lambda: triton.infer(f"http://{server.http}", CIFAR10, x)["OUTPUT__0"],
+        "HTTP binary via helpers.clients.triton.infer": lambda: triton.infer(f"http://{server.http}", CIFAR10, x)["OUTPUT__0"],
     }
 
 

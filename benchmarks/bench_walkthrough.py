@@ -3,13 +3,13 @@
 On a throw-away local stack (temporary state and build folders; stopped at the end):
 
 1. cold: `Stack.up` on a fresh state folder, then notebooks 00-04 with papermill
-   (helpers.walkthrough.run_all, the guide's settings), as `make demo` does on a new machine
+   (helpers.tools.walkthrough.run_all, the guide's settings), as `make demo` does on a new machine
    once `make setup` is done (setup itself is not timed; the model cache in MMS_CACHE_DIR is
    used as it is);
 2. warm, new names (not with --quick): the same stack, a second walkthrough with another
    namespace, server name and bucket, so every object and model is made again;
 3. warm, rerun: the guide's settings again, everything already there;
-4. one request, the notebook's way (helpers.triton.infer / classify through the URL resolved
+4. one request, the notebook's way (helpers.clients.triton.infer / classify through the URL resolved
    by helpers.serving.server_url, as 03 and 04 call them) vs raw tritonclient with one
    persistent client, same input: p50, p99 and their ratio.
 
@@ -26,9 +26,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as common  # noqa: E402
+import _common as common
 
-from helpers import walkthrough  # noqa: E402
+from helpers.tools import walkthrough
 
 DEFAULTS = {"namespace": "mms", "server_name": "triton-mms", "bucket": "triton"}
 OTHER = {"namespace": "bench-b", "server_name": "triton-b", "bucket": "models-b"}
@@ -76,11 +76,12 @@ def compare_inference(n: int, warmup: int) -> None:
     """The notebooks' helper calls vs raw tritonclient, same request, same server."""
     import tritonclient.http as httpclient
 
-    from helpers import images, triton
-    from helpers.constants import KFSERVING_GROUP, api_group
-    from helpers.endpoint import server_url
-    from helpers.standins import INCEPTION_INPUT, INCEPTION_OUTPUT
-    from helpers.target import Local
+    from helpers.clients import triton
+    from helpers.clients.target import Local
+    from helpers.core.constants import KFSERVING_GROUP, api_group
+    from helpers.steps.models import images
+    from helpers.steps.models.standins import INCEPTION_INPUT, INCEPTION_OUTPUT
+    from helpers.steps.serving.endpoint import server_url
 
     local = Local()
     endpoint = server_url(local.api_client(), local, api_group(KFSERVING_GROUP), DEFAULTS["server_name"],
@@ -121,7 +122,7 @@ def compare_inference(n: int, warmup: int) -> None:
         raw.close()  # an open keep-alive connection makes Triton's shutdown wait
     common.heading(f"Notebook-style inference vs raw tritonclient (same request, {base})")
     common.table(["REQUEST", "N", "NOTEBOOK P50 MS", "RAW P50 MS", "RATIO", "NOTEBOOK P99 MS", "RAW P99 MS"], rows,
-                 note="NOTEBOOK: helpers.triton.infer/classify as 03 and 04 call them (a reused client and "
+                 note="NOTEBOOK: helpers.clients.triton.infer/classify as 03 and 04 call them (a reused client and "
                       "cached model metadata;\ninputs are still checked before sending). RAW: one persistent "
                       "tritonclient HTTP client, infer only. The two alternate, call by call. RATIO: p50 / p50.")
     for key, (_label, _n, nb50, rw50, ratio, _a, _b) in zip(keys, rows):

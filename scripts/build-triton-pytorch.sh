@@ -16,7 +16,7 @@
 #
 # Cache: $MMS_CACHE_DIR/triton-pytorch/<recipe>/ (default ~/.cache/mms-notebooks), outside the repo;
 # <recipe> hashes this script and the torch version it was built against, so a changed recipe or
-# another torch builds once more. helpers/local/torch_backend.py computes the same hash to find it.
+# another torch builds once more. helpers/local/stack/torch_backend.py computes the same hash to find it.
 # A build that cannot run leaves a FAILED file there with the reason, which `status` quotes. One
 # that ran and failed (cmake or the compiler) would fail alike next time: it is not retried on every
 # `make setup` until its .failed-build marker is removed; missing tools or sources are retried.

@@ -7,8 +7,8 @@ from typing import Iterator
 
 import pytest
 
-from helpers import settings
-from helpers.local.stack import Stack
+from helpers.core import settings
+from helpers.local.stack.stack import Stack
 
 
 @pytest.fixture(scope="session", autouse=True)

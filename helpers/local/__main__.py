@@ -6,12 +6,12 @@ import os
 import shlex
 import sys
 
-from ..errors import SetupError
-from .process import log_tail
-from .profiles import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
-from .s3server import rclone_binary
-from .stack import ORDER, Stack
-from .torch_backend import status_line
+from helpers.core.errors import SetupError
+from helpers.local.stack.process import log_tail
+from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
+from helpers.local.stack.s3server import rclone_binary
+from helpers.local.stack.stack import ORDER, Stack
+from helpers.local.stack.torch_backend import status_line
 
 
 def _status(stack: Stack) -> int:

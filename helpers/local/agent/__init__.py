@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from ...constants import MODEL_CONFIG_FILE
-from ...storage import S3Settings
-from .downloader import Downloader
-from .log import Logger
-from .puller import Backoff, Puller
-from .s3config import AgentS3
-from .spec import ConfigError, Op
-from .status import StatusFile
-from .syncer import sync
-from .triton import TritonServer
-from .watcher import Watcher, read_config
+from helpers.clients.storage import S3Settings
+from helpers.core.constants import MODEL_CONFIG_FILE
+from helpers.local.agent.downloader import Downloader
+from helpers.local.agent.log import Logger
+from helpers.local.agent.puller import Backoff, Puller
+from helpers.local.agent.s3config import AgentS3
+from helpers.local.agent.spec import ConfigError, Op
+from helpers.local.agent.status import StatusFile
+from helpers.local.agent.syncer import sync
+from helpers.local.agent.triton import TritonServer
+from helpers.local.agent.watcher import Watcher, read_config
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import Settings, run, s3config
-from .log import Logger
+from helpers.local.agent import Settings, run, s3config
+from helpers.local.agent.log import Logger
 
 
 def _service_resolver() -> Optional[Callable[[str], str]]:
@@ -27,7 +27,7 @@ def _service_resolver() -> Optional[Callable[[str], str]]:
         return None
     from kubernetes import config as kconfig
 
-    from ...k8s import resolve_address
+    from helpers.clients.k8s import resolve_address
 
     api = kconfig.new_client_from_config(config_file=kubeconfig)
     return lambda address: resolve_address(api, address)

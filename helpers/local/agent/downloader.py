@@ -16,11 +16,11 @@ from typing import Optional, Union
 
 from minio import Minio
 
-from ...constants import SUCCESS_MARKER_PREFIX
-from ...storage import S3Settings, StorageError, connect, list_objects, parse_s3_uri, s3_errors
-from .log import Logger
-from .s3config import AgentS3, bucket_settings
-from .spec import ModelSpec
+from helpers.clients.storage import S3Settings, StorageError, connect, list_objects, parse_s3_uri, s3_errors
+from helpers.core.constants import SUCCESS_MARKER_PREFIX
+from helpers.local.agent.log import Logger
+from helpers.local.agent.s3config import AgentS3, bucket_settings
+from helpers.local.agent.spec import ModelSpec
 
 
 class Cancelled(Exception):

@@ -16,11 +16,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from ...storage import StorageError
-from .downloader import Cancelled, Downloader, marker_path
-from .log import Logger
-from .spec import ModelSpec, Op
-from .status import StatusFile
+from helpers.clients.storage import StorageError
+from helpers.local.agent.downloader import Cancelled, Downloader, marker_path
+from helpers.local.agent.log import Logger
+from helpers.local.agent.spec import ModelSpec, Op
+from helpers.local.agent.status import StatusFile
 
 
 class ServerUnreachable(Exception):

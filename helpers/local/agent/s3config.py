@@ -21,7 +21,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Union
 
-from ...storage import S3Settings, StorageError
+from helpers.clients.storage import S3Settings, StorageError
 
 Resolver = Callable[[str], str]
 

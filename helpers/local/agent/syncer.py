@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Literal, Optional
 
-from ...constants import SUCCESS_MARKER_PREFIX
-from .log import Logger
-from .spec import ConfigError, ModelSpec
+from helpers.core.constants import SUCCESS_MARKER_PREFIX
+from helpers.local.agent.log import Logger
+from helpers.local.agent.spec import ConfigError, ModelSpec
 
 # load: marker matches the desired spec; unload: a downloaded model no longer asked for (Triton
 # may still serve it: the puller unloads it, then deletes the folder); clean: delete the folder.

@@ -1,4 +1,4 @@
-"""Triton's repository API as the puller needs it, over `helpers.triton`: failures are sorted
+"""Triton's repository API as the puller needs it, over `helpers.clients.triton`: failures are sorted
 into "did not answer" (ServerUnreachable: retry) and "answered no" (LoadRefused: final, with
 Triton's own message)."""
 from __future__ import annotations
@@ -7,9 +7,9 @@ import contextlib
 import http.client
 from typing import Iterator
 
-from ... import triton
-from ...wait import WaitTimeout
-from .puller import LoadRefused, ServerUnreachable
+from helpers.clients import triton
+from helpers.core.wait import WaitTimeout
+from helpers.local.agent.puller import LoadRefused, ServerUnreachable
 
 
 def _message(exc: triton.TritonError) -> str:

@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
-from ...constants import MODEL_CONFIG_FILE
-from ..fsevents import FolderEvents
-from .log import Logger
-from .spec import ConfigError, ModelSpec, Op, parse_model_configs
+from helpers.core.constants import MODEL_CONFIG_FILE
+from helpers.local.agent.log import Logger
+from helpers.local.agent.spec import ConfigError, ModelSpec, Op, parse_model_configs
+from helpers.local.cluster.fsevents import FolderEvents
 
 
 def diff(old: dict[str, ModelSpec], new: dict[str, ModelSpec]) -> list[Op]:

@@ -23,19 +23,21 @@ from typing import Optional
 
 from kubernetes import client, watch
 
-from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
-from .. import controlplane, identity, process
-from ..fsevents import FolderEvents
-from ..authz import Authorizer
-from ..gateway import Gateway
-from ..kubelet import KubeletServer
-from ..profiles import Profile, get as get_profile
-from .kube import Kube
-from .pods import Pods
-from .profiles import reconcile_profile
-from .servers import AgentEnv, CheckFailed, Servers, describe, server_key, status_url
-from . import trainedmodels as tms
-from .webhooks import Webhooks
+from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from helpers.local.cluster import identity
+from helpers.local.cluster.authz import Authorizer
+from helpers.local.cluster.fsevents import FolderEvents
+from helpers.local.cluster.gateway import Gateway
+from helpers.local.cluster.kubelet import KubeletServer
+from helpers.local.controller import trainedmodels as tms
+from helpers.local.controller.kube import Kube
+from helpers.local.controller.kubeflow_profiles import reconcile_profile
+from helpers.local.controller.pods import Pods
+from helpers.local.controller.servers import AgentEnv, CheckFailed, Servers, describe, server_key, status_url
+from helpers.local.controller.webhooks import Webhooks
+from helpers.local.stack import controlplane, process
+from helpers.local.stack.releases import Profile
+from helpers.local.stack.releases import get as get_profile
 
 log = logging.getLogger("controller")
 
@@ -53,7 +55,7 @@ class Controller:
         self.webhooks = Webhooks(api, self.profile, state_root)
         self.wake = threading.Event()
         self.state_root = state_root
-        from ..stack import Stack  # the stack's S3 keys, which Kubeflow Pipelines copies into each profile
+        from helpers.local.stack.stack import Stack  # the stack's S3 keys, which Kubeflow Pipelines copies into each profile
 
         self.minio = Stack(state_root).s3_credentials()
         self.pods = Pods(self.kube, state_root, state_root / "logs")
@@ -145,7 +147,7 @@ class Controller:
         except CheckFailed as problem:
             self.servers.write_status(group, isvc, problem)
             return None
-        except Exception as exc:  # noqa: BLE001 - a process that will not start is a status, too
+        except Exception as exc:
             self.servers.write_status(group, isvc, CheckFailed("ServerFailed", describe(exc)))
             raise
         self.servers.write_status(group, isvc, None)
@@ -171,7 +173,7 @@ class Controller:
         for tm in models:
             ns = tm["metadata"]["namespace"]
             by_server[server_key(ns, (tm.get("spec") or {}).get("inferenceService", ""))].append(tm)
-        for key, isvc in isvcs.items():
+        for key in isvcs:
             by_server.setdefault(key, [])
         for key, items in by_server.items():
             self._guard(f"trainedmodels of {key}", self._reconcile_server_models,

@@ -9,16 +9,15 @@ import signal
 import threading
 from pathlib import Path
 
-
-from .. import profiles
-from . import Controller
-from .kube import connect
+from helpers.local.controller import Controller
+from helpers.local.controller.kube import connect
+from helpers.local.stack import releases as profiles
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.local.controller")
     parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--profile", default=None, help="the version profile to play (see helpers.local.profiles)")
+    parser.add_argument("--profile", default=None, help="the version profile to play (see helpers.local.stack.releases)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from ...constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
+from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
 
 log = logging.getLogger("controller")
 

@@ -25,14 +25,24 @@ from typing import Optional
 
 from kubernetes.client.exceptions import ApiException
 
-from ...constants import (AGENT_CONTAINER, CONFIG_DIR, INFERENCESERVICE_CONFIG, KFSERVING_GROUP, KSERVE_GROUP,
-                          LOCAL_ADDRESS_ANNOTATION, MODEL_DIR, TRITON_HTTP_PORT, ApiGroup, api_group,
-                          model_config_map_name)
-from .. import process
-from ..controlplane import KUBE_VERSION, NODE_NAME
-from ..kubelet import ContainerLog, LogError
-from ..kubelet_portforward import PortForwardError
-from .kube import Kube, owner_reference
+from helpers.core.constants import (
+    AGENT_CONTAINER,
+    CONFIG_DIR,
+    INFERENCESERVICE_CONFIG,
+    KFSERVING_GROUP,
+    KSERVE_GROUP,
+    LOCAL_ADDRESS_ANNOTATION,
+    MODEL_DIR,
+    TRITON_HTTP_PORT,
+    ApiGroup,
+    api_group,
+    model_config_map_name,
+)
+from helpers.local.cluster.kubelet import ContainerLog, LogError
+from helpers.local.cluster.kubelet_portforward import PortForwardError
+from helpers.local.controller.kube import Kube, owner_reference
+from helpers.local.stack import process
+from helpers.local.stack.controlplane import KUBE_VERSION, NODE_NAME
 
 log = logging.getLogger("controller")
 

@@ -18,16 +18,22 @@ from typing import Callable, Optional
 
 from kubernetes import client
 
-from ...constants import (INFERENCESERVICE_CONFIG, KFSERVING_GROUP, LOCAL_ADDRESS_ANNOTATION, ApiGroup,
-                          api_group, model_config_map_name)
-from ...errors import SetupError
-from ...k8s import resolve_address
-from ...storage import S3Settings, StorageError, connect, s3_errors
-from ...wait import WaitTimeout, poll_until
-from .. import process, tritonserver
-from ..profiles import Profile
-from .conditions import condition, merge_times, ready_from, strip_times
-from .kube import Kube, owner_reference
+from helpers.clients.k8s import resolve_address
+from helpers.clients.storage import S3Settings, StorageError, connect, s3_errors
+from helpers.core.constants import (
+    INFERENCESERVICE_CONFIG,
+    KFSERVING_GROUP,
+    LOCAL_ADDRESS_ANNOTATION,
+    ApiGroup,
+    api_group,
+    model_config_map_name,
+)
+from helpers.core.errors import SetupError
+from helpers.core.wait import WaitTimeout, poll_until
+from helpers.local.controller.conditions import condition, merge_times, ready_from, strip_times
+from helpers.local.controller.kube import Kube, owner_reference
+from helpers.local.stack import process, tritonserver
+from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("controller")
 GRPC_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "grpc-address")

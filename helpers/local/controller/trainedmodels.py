@@ -18,13 +18,13 @@ from typing import Optional
 
 from kubernetes.utils import parse_quantity
 
-from ...constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
-from ..agent.spec import ModelSpec
-from ..profiles import Profile
-from .conditions import condition, merge_times, ready_from, strip_times
-from .kube import Kube
-from .servers import ServerDir
-from .webhooks import implementations
+from helpers.core.constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
+from helpers.local.agent.spec import ModelSpec
+from helpers.local.controller.conditions import condition, merge_times, ready_from, strip_times
+from helpers.local.controller.kube import Kube
+from helpers.local.controller.servers import ServerDir
+from helpers.local.controller.webhooks import implementations
+from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("controller")
 FINALIZER = "trainedmodel.finalizer"

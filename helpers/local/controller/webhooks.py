@@ -32,9 +32,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from ...constants import KFSERVING_GROUP, api_group
-from .. import controlplane, process
-from ..profiles import Profile
+from helpers.core.constants import KFSERVING_GROUP, api_group
+from helpers.local.stack import controlplane, process
+from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("controller")
 
@@ -192,7 +192,7 @@ Mutator = Callable[[dict], Optional[dict]]  # the new spec, or None to leave the
 
 def _handler(routes: dict[str, Reviewer], mutators: dict[str, Mutator]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             request = review.get("request") or {}
             path = self.path.split("?", 1)[0]

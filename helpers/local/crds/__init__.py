@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..profiles import Profile
-from . import corev1
+from helpers.local.crds import corev1
+from helpers.local.stack.releases import Profile
 
 HERE = Path(__file__).resolve().parent
 PROFILE_TEMPLATE = "profile.yaml"

@@ -1,0 +1,221 @@
+"""S3 storage through the `minio` client: buckets, folder upload with progress, list, download.
+
+Explained in notebooks 01_minio (reachability) and 03_cifar10 (upload). Every failure that a
+learner can fix is raised as one `StorageError` naming the cause and the fix, whether the
+server is MinIO (standard S3 error bodies) or the local rclone server (non-standard ones).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error
+
+from helpers.core.errors import SetupError
+from helpers.core.progress import progress as progress_bar
+
+
+class StorageError(SetupError):
+    """An S3 operation failed for a reason the user can fix."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the S3 server is and how to sign in (never printed: see `__repr__`)."""
+
+    endpoint: str  # host:port
+    access_key: str
+    secret_key: str
+    secure: bool = False
+    region: str = "us-east-1"  # rclone's server fails minio's bucket-location probe without it
+
+    def __repr__(self) -> str:
+        return f"S3Settings(endpoint={self.endpoint!r}, secure={self.secure}, credentials=<hidden>)"
+
+
+def connect(settings: S3Settings, retries: int = 1) -> Minio:
+    """A minio client with short timeouts, so an unreachable endpoint fails in seconds."""
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=3, read=60),
+        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    return Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
+                 secure=settings.secure, region=settings.region, http_client=http)
+
+
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+
+
+def _endpoint(client: Minio) -> str:
+    return client._base_url.host
+
+
+@contextlib.contextmanager
+def s3_errors(client: Minio, bucket: str = "", key: str = "") -> Iterator[None]:
+    """Turn S3 and connection failures into a StorageError with the cause and the fix."""
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}" if bucket else "the S3 server"
+    endpoint = _endpoint(client)
+    try:
+        yield
+    except S3Error as exc:
+        raise _classify(exc.code or "", exc.message or str(exc), endpoint, bucket, key, where) from None
+    except InvalidResponseError as exc:
+        # rclone answers with bodies minio cannot parse: classify by HTTP status instead.
+        status = getattr(exc, "_code", None) or _status_from_text(str(exc))
+        code = {403: "AccessDenied", 404: "NoSuchKey" if key else "NoSuchBucket"}.get(status, "")
+        raise _classify(code, f"HTTP {status}", endpoint, bucket, key, where) from None
+    except (urllib3.exceptions.MaxRetryError, urllib3.exceptions.NewConnectionError,
+            urllib3.exceptions.ProtocolError, ConnectionError) as exc:
+        raise StorageError(
+            f"cannot reach the S3 server at {endpoint} ({type(exc).__name__})",
+            "check the endpoint and that the server runs: on the local target `python -m helpers.local status`, "
+            "on a cluster `kubectl get svc minio-service -n kubeflow`",
+        ) from None
+
+
+def _status_from_text(text: str) -> int:
+    for word in text.replace(",", " ").split():
+        if word.isdigit() and len(word) == 3:
+            return int(word)
+    return 0
+
+
+def _classify(code: str, message: str, endpoint: str, bucket: str, key: str, where: str) -> StorageError:
+    if code in _CREDENTIAL_CODES:
+        return StorageError(
+            f"the S3 server at {endpoint} refused the credentials ({code})",
+            "use the access and secret key from the minio pod's env "
+            "(`kubectl get pods -l app=minio -n kubeflow -o jsonpath={.items[0].spec.containers[0].env}`)",
+        )
+    if code == "NoSuchBucket":
+        return StorageError(f"bucket {bucket!r} does not exist on {endpoint}",
+                            f"create it first (`ensure_bucket(client, {bucket!r})`, or `mc mb myminio/{bucket}`)")
+    if code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+        return StorageError(f"{where} does not exist on {endpoint}",
+                            "upload it first, and check the bucket and path (`list_objects`, or `mc tree`)")
+    return StorageError(f"S3 request for {where} at {endpoint} failed: {code or 'error'} {message}",
+                        "check the S3 server's log")
+
+
+def ensure_bucket(client: Minio, bucket: str) -> bool:
+    """Create `bucket` if it is missing. Returns True if it was created."""
+    with s3_errors(client, bucket):
+        if client.bucket_exists(bucket):
+            return False
+        client.make_bucket(bucket)
+        return True
+
+
+def bucket_exists(client: Minio, bucket: str) -> bool:
+    """True if the bucket exists (credentials and reachability errors still raise)."""
+    with s3_errors(client, bucket):
+        return client.bucket_exists(bucket)
+
+
+def list_objects(client: Minio, bucket: str, prefix: str = "") -> list[tuple[str, int]]:
+    """(key, size) of every object under `prefix`, directory markers left out."""
+    with s3_errors(client, bucket):
+        if not client.bucket_exists(bucket):
+            raise S3Error(None, "NoSuchBucket", "", "", "", "")  # type: ignore[arg-type]
+        found = client.list_objects(bucket, prefix=prefix.strip("/") + "/" if prefix else "", recursive=True)
+        return [(o.object_name, o.size or 0) for o in found if not o.object_name.endswith("/")]
+
+
+def delete_prefix(client: Minio, bucket: str, prefix: str) -> list[str]:
+    """Delete every object under `prefix` (none when the bucket is missing); return their keys (99_cleanup)."""
+    if not bucket_exists(client, bucket):
+        return []
+    keys = [key for key, _ in list_objects(client, bucket, prefix)]
+    with s3_errors(client, bucket, prefix):
+        for key in keys:
+            client.remove_object(bucket, key)
+    return keys
+
+
+def remove_bucket_if_empty(client: Minio, bucket: str) -> bool:
+    """Remove `bucket` when it holds no object; True if it was removed (99_cleanup)."""
+    if not bucket_exists(client, bucket) or list_objects(client, bucket):
+        return False
+    with s3_errors(client, bucket):
+        client.remove_bucket(bucket)
+    return True
+
+
+def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progress: bool = True) -> list[str]:
+    """Upload every file under `folder` to s3://bucket/prefix/..., keeping relative paths.
+
+    Like `mc cp -r folder myminio/bucket/prefix`. Creates the bucket if missing. Objects that are
+    already there with the same size are skipped, so running it twice is cheap.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StorageError(f"{folder} is not a folder", "give the model's folder (the one holding config.pbtxt)")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    ensure_bucket(client, bucket)
+    existing = dict(list_objects(client, bucket, prefix))
+    keys = []
+    total = sum(p.stat().st_size for p in files)
+    with progress_bar(total=total, unit="B", unit_scale=True, desc=f"upload s3://{bucket}/{prefix}",
+              disable=not progress, mininterval=0.5) as bar:
+        for path in files:
+            key = f"{prefix.strip('/')}/{path.relative_to(folder).as_posix()}".lstrip("/")
+            size = path.stat().st_size
+            if existing.get(key) != size:
+                with s3_errors(client, bucket, key):
+                    client.fput_object(bucket, key, str(path))
+            keys.append(key)
+            bar.update(size)
+    return keys
+
+
+def download_prefix(client: Minio, bucket: str, prefix: str, dest: Path, progress: bool = False) -> list[Path]:
+    """Download every object under s3://bucket/prefix into `dest`, keeping paths relative to prefix."""
+    objects = list_objects(client, bucket, prefix)
+    if not objects:
+        raise StorageError(f"nothing found under s3://{bucket}/{prefix}", "upload the model there first")
+    base = prefix.strip("/")
+    written = []
+    for key, _size in progress_bar(iterable=objects, desc=f"download s3://{bucket}/{prefix}", disable=not progress):
+        relative = key[len(base):].lstrip("/") if base else key
+        target = Path(dest) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with s3_errors(client, bucket, key):
+            client.fget_object(bucket, key, str(target))
+        written.append(target)
+    return written
+
+
+def tree(client: Minio, bucket: str, depth: int = 3) -> str:
+    """Folders in a bucket as `mc tree` prints them, `depth` levels deep."""
+    root: dict = {}
+    for key, _ in list_objects(client, bucket):
+        node = root
+        for part in key.split("/")[:-1][:depth]:
+            node = node.setdefault(part, {})
+    lines = [bucket]
+
+    def walk(node: dict, indent: str) -> None:
+        names = sorted(node)
+        for i, name in enumerate(names):
+            last = i == len(names) - 1
+            lines.append(f"{indent}{'└─' if last else '├─'} {name}")
+            walk(node[name], indent + ("   " if last else "│  "))
+
+    walk(root, "")
+    return "\n".join(lines)
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix")."""
+    if not uri.startswith("s3://"):
+        raise StorageError(f"{uri!r} is not an s3:// URI", "write it as s3://<bucket>/<path>")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri!r} names no bucket", "write it as s3://<bucket>/<path>")
+    return bucket, prefix.strip("/")
+
+

@@ -1,0 +1,4 @@
+"""The cluster parts the local stack imitates besides the controller and the agent.
+
+The kubelet's API, the ingress gateway and its authorizer, identities and RBAC.
+"""

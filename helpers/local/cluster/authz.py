@@ -1,0 +1,190 @@
+"""The gateway's guard: who may call an InferenceService through the local ingress gateway.
+
+On Kubeflow 1.3+ the Istio ingress gateway asks an auth service about every request, and the profile
+namespace's Istio AuthorizationPolicy
+`ns-owner-access-istio` answers 403 `RBAC: access denied` to an identity it does not allow.
+The local nginx does the same with `auth_request` to this small HTTP server, which the
+controller runs on 127.0.0.1:
+
+1. who: a session cookie is looked up among the sessions the stack published
+   (`identity.sessions`); a bearer token goes to the apiserver's TokenReview, where the release
+   accepts tokens at all. Kubeflow 1.3's oidc-authservice (image 6ac9400) knows only its session
+   cookie: service-account tokens came with image e236439 (kubeflow/manifests#2150, 2022, after
+   1.5), so there a bearer token is no session. Kubeflow 1.9+ (oauth2-proxy with Istio's
+   RequestAuthentication for the cluster's issuer) checks a bearer token before any cookie: a
+   token that is no JWT of the cluster is refused (401 `Jwt verification fails`), a valid one
+   makes its service account the caller (`kubeflow-userid: system:serviceaccount:NS:NAME`);
+2. may they: the profile namespace's `ns-owner-access-istio` lets through the owner's session and
+   KFAM's contributors, never a service account, unless an AuthorizationPolicy the admin adds
+   names it (Kubeflow's own KServe test adds one; the local stack has no Istio to add it to, so
+   it refuses them, as a cluster without that policy does). A session passes when a
+   SubjectAccessReview allows its user `get inferenceservices` in the InferenceService's
+   namespace (the owner's `namespaceAdmin`, a contributor's binding).
+
+Answers (`/check`): 200 go on; 401 no session (nginx then asks `/login` for the guard's own
+answer); 403 denied (nginx answers `RBAC: access denied`, as Istio does). The no-session answer
+is the release's:
+
+- authservice (Kubeflow 1.3): a 302 to Dex, `/dex/auth?client_id=kubeflow-oidc-authservice&
+  redirect_uri=%2Flogin%2Foidc&...`, whatever the request (a bad token is no session);
+- oauth2-proxy (Kubeflow 1.9/1.10, `skip_provider_button = false`): its sign-in page with 403,
+  or 401 for a JSON client (`Accept: application/json`); a bearer token that is no valid token
+  gets Istio's RequestAuthentication answer, 401 `Jwt verification fails`.
+
+One place stays friendlier than a real cluster: a cluster admin's session passes here (the
+SubjectAccessReview allows `system:masters`), where Istio would let only the owner and
+contributors through.
+
+Decisions are cached for a few seconds, per credential and namespace.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional
+from urllib.parse import quote
+
+from kubernetes import client
+
+from helpers.local.cluster import identity
+from helpers.local.stack.releases import Profile
+
+log = logging.getLogger("gateway")
+CACHE_SECONDS = 5.0
+NAMESPACE_HEADER = "X-Mms-Namespace"
+DENIED_BODY = "RBAC: access denied"
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+DEX_LOGIN = ("/dex/auth?client_id=kubeflow-oidc-authservice&redirect_uri=%2Flogin%2Foidc"
+             "&response_type=code&scope=profile+email+groups+openid&state={state}")
+SIGN_IN_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign In</title></head>
+<body><section><form method="GET" action="/oauth2/start">
+<input type="hidden" name="rd" value="{rd}">
+<button type="submit">Sign in with Dex</button></form></section></body></html>
+"""
+
+
+class Authorizer:
+    """Authenticates and authorizes gateway requests against the stack's apiserver."""
+
+    def __init__(self, api: client.ApiClient, profile: Profile, state_root: Path) -> None:
+        self.authn = client.AuthenticationV1Api(api)
+        self.authz = client.AuthorizationV1Api(api)
+        self.profile = profile
+        self.state_root = state_root
+        self._cache: dict[tuple, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+        self.server: Optional[ThreadingHTTPServer] = None
+
+    # --- decisions ---------------------------------------------------------------------------
+    def _cached(self, key: tuple, compute):
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and hit[0] > now:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._cache[key] = (now + CACHE_SECONDS, value)
+        return value
+
+    def who(self, authorization: str, cookie: str) -> Optional[tuple[str, list[str]]] | str:
+        """(user, groups) of the request, None without a session, "bad-token" for a token that is none."""
+        if authorization.lower().startswith("bearer ") and self.profile.gateway_auth != "authservice":
+            token = authorization.split(None, 1)[1].strip()
+            if token.count(".") != 2:  # Istio's RequestAuthentication parses a JWT before anyone asks who
+                return "bad-token"
+            return self._cached(("token", token), lambda: self._review(token))
+        sessions = identity.sessions(self.state_root)
+        for part in cookie.split(";"):
+            who = sessions.get(part.strip())
+            if who:
+                return who["user"], list(who.get("groups", []))
+        return None
+
+    def _review(self, token: str):
+        review = self.authn.create_token_review(client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token)))
+        status = review.status
+        if not (status and status.authenticated and status.user):
+            return "bad-token"
+        return status.user.username, list(status.user.groups or [])
+
+    def may(self, user: str, groups: list[str], namespace: str) -> bool:
+        """SubjectAccessReview: may `user` get InferenceServices in `namespace`?"""
+        def review() -> bool:
+            spec = client.V1SubjectAccessReviewSpec(user=user, groups=groups, resource_attributes=client.V1ResourceAttributes(
+                namespace=namespace, verb="get", group=self.profile.group, resource="inferenceservices"))
+            return bool(self.authz.create_subject_access_review(client.V1SubjectAccessReview(spec=spec)).status.allowed)
+        return self._cached(("sar", user, tuple(groups), namespace), review)
+
+    def check(self, namespace: str, authorization: str, cookie: str) -> tuple[int, str]:
+        """(status for nginx, why): 200 allowed, 401 no session (or a bad token), 403 denied."""
+        found = self.who(authorization, cookie)
+        if found is None:
+            return 401, "no session"
+        if found == "bad-token":
+            return 401, "bad-token"
+        user, groups = found
+        if user.startswith(SERVICE_ACCOUNT_PREFIX):  # ns-owner-access-istio names people, not accounts
+            return 403, user
+        if self.may(user, groups, namespace):
+            return 200, user
+        return 403, user
+
+    def login(self, uri: str, accept: str, authorization: str) -> tuple[int, dict[str, str], str]:
+        """The guard's answer to a request without a session: (status, headers, body)."""
+        if self.profile.gateway_auth == "authservice":
+            return 302, {"Location": DEX_LOGIN.format(state=secrets.token_urlsafe(16))}, ""
+        if authorization.lower().startswith("bearer "):  # Istio's RequestAuthentication refused it
+            return 401, {"Content-Type": "text/plain"}, "Jwt verification fails"
+        if "application/json" in accept:
+            return 401, {"Content-Type": "application/json"}, json.dumps({"code": 401, "message": "Unauthorized"})
+        return 403, {"Content-Type": "text/html; charset=utf-8"}, SIGN_IN_PAGE.format(rd=quote(uri, safe="/"))
+
+    # --- the HTTP server nginx asks --------------------------------------------------------------
+    def start(self, port: int = 0) -> int:
+        """Serve on 127.0.0.1:`port` (0: a free one) in a thread; returns the port."""
+        authorizer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                auth, cookie = self.headers.get("Authorization", ""), self.headers.get("Cookie", "")
+                if self.headers.get("X-Mms-Phase") == "login":
+                    status, headers, body = authorizer.login(self.headers.get("X-Original-URI", "/"),
+                                                             self.headers.get("Accept", ""), auth)
+                else:
+                    namespace = self.headers.get(NAMESPACE_HEADER, "")
+                    try:
+                        status, who = authorizer.check(namespace, auth, cookie)
+                    except Exception as exc:  # noqa: BLE001 - the apiserver away: fail closed, say why
+                        log.warning("gateway auth: cannot decide for namespace %s: %s", namespace, exc)
+                        status, who = 403, "(undecided)"
+                    if status == 403:
+                        log.info("gateway auth: %s may not reach namespace %s: %s", who, namespace, DENIED_BODY)
+                    headers, body = {}, ""
+                data = body.encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args) -> None:  # tokens travel in headers: log nothing per request
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="gateway-authz").start()
+        return self.server.server_address[1]
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None

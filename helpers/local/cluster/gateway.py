@@ -1,0 +1,343 @@
+"""The local ingress gateway: Debian's nginx, routing by `Host` as Istio's ingress gateway does.
+
+The local controller owns it as a child process (as it owns Triton): a config in the state
+folder (`gateway/nginx.conf`) with one `server` block per InferenceService host (from its
+`status.url`), proxied to that server's Triton, and a `default_server` that answers 404 to any
+other Host, as Istio does. On Kubeflow-style profiles each route first asks the authorizer
+(`authz`, nginx's `auth_request`): no session gets the release's login answer, an identity
+without rights in the namespace 403 `RBAC: access denied`. When InferenceServices come and go the config is rewritten and nginx
+reloads it (`nginx -s reload`, no dropped connections). It listens on 127.0.0.1:80 when it can
+bind it (as root), else on a free port.
+
+In front of it the controller keeps the Services a cluster has in `istio-system`, type
+LoadBalancer with `status.loadBalancer.ingress[0].ip` 127.0.0.1: `istio-ingressgateway`
+(Kubeflow's Istio) and, where KFServing's API group is installed, `kfserving-ingressgateway`
+(the guide's). Their `http2` port is the port nginx listens on.
+
+Binary lookup: $NGINX, else `nginx` on PATH, else /usr/sbin/nginx (Debian's `nginx-light`).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import requests
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from helpers.core.constants import KFSERVING_GROUP
+from helpers.core.errors import SetupError
+from helpers.local.stack import process
+
+log = logging.getLogger("gateway")
+ISTIO_NAMESPACE = "istio-system"
+PREFERRED_PORT = 80
+HEALTH_HOST = "gateway-health.invalid"
+# name -> (labels, status port, http2 target port, https target port), as each install defines it:
+# Istio 1.9 (Kubeflow 1.3) and KFServing's own gateway (kfserving/hack, Istio 1.3-1.6).
+GATEWAY_SERVICES = {
+    "istio-ingressgateway": ({"app": "istio-ingressgateway", "istio": "ingressgateway"}, 15021, 8080, 8443),
+    "kfserving-ingressgateway": ({"app": "kfserving-ingressgateway", "kfserving": "ingressgateway"}, 15020, 80, 443),
+}
+
+
+def nginx_binary() -> Optional[str]:
+    """$NGINX, else nginx on PATH, else Debian's /usr/sbin/nginx; None when none is installed."""
+    given = os.environ.get("NGINX")
+    if given:
+        if not os.access(given, os.X_OK):
+            raise SetupError(f"NGINX={given} is not an executable file", "point NGINX at nginx, or unset it")
+        return given
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+
+
+def bindable(port: int) -> bool:
+    """True if this process may listen on 127.0.0.1:`port` now (free, and allowed: port 80 needs root)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
+                return False
+            raise
+    return True
+
+
+def _auth_locations(auth_port: int, namespace: str) -> list[str]:
+    """The `auth_request` location asking the authorizer (`authz`), and the two answers it may lead to."""
+    ask = [f"            proxy_pass http://127.0.0.1:{auth_port};",
+           "            proxy_method GET;", "            proxy_pass_request_body off;",
+           '            proxy_set_header Content-Length "";',
+           "            proxy_set_header X-Original-URI $request_uri;"]
+    return [
+        "        location = /_mms_auth {",
+        "            internal;",
+        *ask,
+        f"            proxy_set_header X-Mms-Namespace {namespace};",
+        "        }",
+        "        location @mms_login {  # no session: the release's login answer (a redirect to Dex, a sign-in page)",
+        *ask,
+        "            proxy_set_header X-Mms-Phase login;",
+        "        }",
+        "        location @mms_denied {  # what Istio's AuthorizationPolicy answers",
+        "            default_type text/plain;",
+        '            return 403 "RBAC: access denied";',
+        "        }",
+    ]
+
+
+def render_config(root: Path, port: int, routes: dict[str, str], access_log: Path,
+                  auth_port: Optional[int] = None, namespaces: Optional[dict[str, str]] = None) -> str:
+    """nginx.conf: a 404 default server, then one server block per Host -> `127.0.0.1:<port>`.
+
+    With `auth_port`, every routed request is first checked by the authorizer there, for the
+    namespace of its Host (`namespaces`)."""
+    temp = root / "tmp"
+    lines = [
+        "# Written by the local controller (helpers/local/cluster/gateway.py); rewritten as InferenceServices change.",
+        "daemon off;", "worker_processes 1;", f"pid {root / 'nginx.pid'};", "error_log stderr notice;",
+        "events { worker_connections 512; }",
+        "http {",
+        f"    access_log {access_log};",
+        *(f"    {kind}_temp_path {temp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        "    server_tokens off;",
+        "    client_max_body_size 0;",
+        # Stream bodies both ways: no temp files (whose folder nginx's workers may not enter).
+        "    proxy_request_buffering off;", "    proxy_buffering off;",
+        "    proxy_http_version 1.1;", "    proxy_read_timeout 600s;", "    proxy_send_timeout 600s;",
+        "    server {",
+        f"        listen 127.0.0.1:{port} default_server;",
+        "        return 404;  # an unknown Host: Istio answers 404 too",
+        "    }",
+    ]
+    by_upstream: dict[str, list[str]] = {}
+    for host, upstream in sorted(routes.items()):
+        by_upstream.setdefault(upstream, []).append(host)
+    for upstream, hosts in sorted(by_upstream.items()):
+        guarded = auth_port is not None
+        lines += [
+            "    server {",
+            f"        listen 127.0.0.1:{port};",
+            f"        server_name {' '.join(hosts)};",
+            "        location / {",
+            *(["            auth_request /_mms_auth;", "            error_page 401 = @mms_login;",
+               "            error_page 403 = @mms_denied;"] if guarded else []),
+            f"            proxy_pass http://{upstream};",
+            "            proxy_set_header Host $host;",
+            '            proxy_set_header Connection "";',
+            "        }",
+            *(_auth_locations(auth_port, (namespaces or {}).get(hosts[0], "")) if guarded else []),
+            "    }",
+        ]
+    return "\n".join(lines + ["}", ""])
+
+
+class Gateway:
+    """nginx as the stack's ingress gateway, plus its LoadBalancer Services."""
+
+    def __init__(self, state_root: Path, logs: Path, auth_port: Optional[int] = None) -> None:
+        self.root = state_root / "gateway"
+        self.logs = logs
+        self.binary = nginx_binary()
+        self.record: Optional[process.ProcessRecord] = None
+        self.routes: Optional[dict[str, str]] = None
+        self.auth_port = auth_port  # the authorizer (`authz`) guarding every route, else none
+        self.namespaces: dict[str, str] = {}
+
+    @property
+    def config(self) -> Path:
+        return self.root / "nginx.conf"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "gateway.json"
+
+    @property
+    def port(self) -> Optional[int]:
+        return self.record.ports.get("http") if self.record else None
+
+    def _argv(self, *extra: str) -> list[str]:
+        return [self.binary or "nginx", "-p", str(self.root), "-c", str(self.config), "-e", "stderr", *extra]
+
+    def start(self) -> Optional[int]:
+        """Start nginx (or adopt the one a previous controller left running); returns its port."""
+        if self.binary is None:
+            log.warning("nginx is not installed: no ingress gateway (install nginx-light: `make setup`)")
+            return None
+        self.root.mkdir(parents=True, exist_ok=True)
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.root / "tmp" / kind).mkdir(parents=True, exist_ok=True)
+        previous = self._load()
+        if previous and previous.alive():
+            self.record = previous
+            log.info("gateway: nginx (pid %s) still runs on port %s: adopting it", previous.pid, self.port)
+            return self.port
+        last = previous.ports.get("http") if previous else None
+        port = next((p for p in (PREFERRED_PORT, last) if p and bindable(p)), None) or process.free_port()
+        if port != PREFERRED_PORT:
+            log.info("gateway: cannot listen on port %s here (not root, or in use): using %s", PREFERRED_PORT, port)
+        self.config.write_text(render_config(self.root, port, {}, self.logs / "gateway-access.log"))
+        self.routes = {}
+        self.record = process.start("gateway", self._argv(), self.logs / "gateway.log",
+                                    lambda: answers(port), timeout=30, ports={"http": port})
+        self.record = _as_retitled(self.record)
+        self.state_file.write_text(json.dumps(self.record.to_json(), indent=2))
+        log.info("gateway: nginx (pid %s) listens on http://127.0.0.1:%s", self.record.pid, port)
+        return port
+
+    def _load(self) -> Optional[process.ProcessRecord]:
+        if not self.state_file.exists():
+            return None
+        return process.ProcessRecord.from_json(json.loads(self.state_file.read_text()))
+
+    def route(self, routes: dict[str, str], namespaces: Optional[dict[str, str]] = None) -> None:
+        """Make nginx route exactly `routes` (Host -> `127.0.0.1:<port>`), each Host guarded for its
+        namespace in `namespaces` when the gateway has an authorizer; reload only when they changed."""
+        namespaces = namespaces or {}
+        if self.record is None or (routes == self.routes and namespaces == self.namespaces):
+            return
+        self.namespaces = dict(namespaces)
+        if not self.record.alive():
+            log.warning("gateway: nginx (pid %s) is not running: restarting it", self.record.pid)
+            self.record = None
+            self.state_file.unlink(missing_ok=True)
+            self.start()
+        text = render_config(self.root, self.port, routes, self.logs / "gateway-access.log",
+                             self.auth_port, namespaces)
+        if self.config.read_text() != text:
+            self.config.write_text(text)
+            old_workers = _children(self.record.pid)
+            result = subprocess.run(self._argv("-s", "reload"), capture_output=True, text=True)
+            if result.returncode != 0:
+                log.warning("gateway: nginx -s reload failed: %s", result.stderr.strip())
+                return
+            log.info("gateway: routes %s", ", ".join(f"{h} -> {u}" for h, u in sorted(routes.items())) or "(none)")
+            self._wait_for(set(routes) - set(self.routes), old_workers)
+        self.routes = dict(routes)
+
+    def _wait_for(self, hosts: set[str], old_workers: set[int], timeout: float = 3.0) -> None:
+        """`nginx -s reload` only signals the master: wait (bounded) until new hosts are routed.
+
+        Until the old workers have exited they still accept connections with the old config, so a
+        host answered once by a new worker may get the old config's 404 on the next request: wait
+        for them too."""
+        from helpers.core.wait import WaitTimeout, poll_until
+
+        if hosts and old_workers:
+            try:
+                poll_until(lambda: not (old_workers & _children(self.record.pid)),
+                           "nginx's old workers to exit after the reload", timeout=timeout, interval=0.05)
+            except WaitTimeout:
+                log.warning("gateway: nginx's old workers %s still run %.0f s after the reload",
+                            sorted(old_workers & _children(self.record.pid)), timeout)
+
+        def routed(host: str) -> bool:
+            try:
+                # Not following a guarded route's redirect to Dex: any answer but the 404 means routed.
+                return requests.get(f"http://127.0.0.1:{self.port}/v2/health/live", headers={"Host": host},
+                                    timeout=1, allow_redirects=False).status_code != 404
+            except requests.RequestException:
+                return False
+        for host in hosts:
+            try:
+                poll_until(lambda: routed(host), f"the gateway to route {host}", timeout=timeout, interval=0.05)
+            except WaitTimeout:
+                log.warning("gateway: %s is not routed %.0f s after the reload", host, timeout)
+
+    def stop(self) -> None:
+        if self.record and process.stop(self.record):
+            log.info("gateway: stopped nginx (pid %s)", self.record.pid)
+        self.state_file.unlink(missing_ok=True)
+        self.record = None
+
+    # --- the Services in istio-system -----------------------------------------------------------
+    def ensure_services(self, api: client.ApiClient) -> None:
+        """`istio-ingressgateway` (and `kfserving-ingressgateway` where KFServing is installed), type
+        LoadBalancer, http2 on the gateway's port, load-balancer IP 127.0.0.1."""
+        if self.port is None:
+            return
+        core = client.CoreV1Api(api)
+        names = ["istio-ingressgateway"]
+        try:
+            client.ApiextensionsV1Api(api).read_custom_resource_definition(f"inferenceservices.{KFSERVING_GROUP}")
+            names.append("kfserving-ingressgateway")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        for name in names:
+            labels, status_port, http_target, https_target = GATEWAY_SERVICES[name]
+            ports = [{"name": "status-port", "port": status_port, "targetPort": status_port, "protocol": "TCP"},
+                     {"name": "http2", "port": self.port, "targetPort": http_target, "protocol": "TCP"},
+                     {"name": "https", "port": 443, "targetPort": https_target, "protocol": "TCP"}]
+            try:
+                svc = core.read_namespaced_service(name, ISTIO_NAMESPACE)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                svc = core.create_namespaced_service(ISTIO_NAMESPACE, {
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "namespace": ISTIO_NAMESPACE, "labels": labels},
+                    "spec": {"type": "LoadBalancer", "selector": labels, "ports": ports}})
+                log.info("gateway: created Service %s/%s (http2 port %s)", ISTIO_NAMESPACE, name, self.port)
+            http2 = [p for p in svc.spec.ports or [] if p.name == "http2"]
+            if not http2 or http2[0].port != self.port:
+                for port in svc.spec.ports or []:
+                    if port.name == "http2":
+                        port.port = self.port
+                core.replace_namespaced_service(name, ISTIO_NAMESPACE, svc)
+            lb = svc.status.load_balancer if svc.status else None
+            if not (lb and lb.ingress and lb.ingress[0].ip == "127.0.0.1"):
+                core.patch_namespaced_service_status(
+                    name, ISTIO_NAMESPACE, {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}})
+
+
+def _children(pid: int) -> set[int]:
+    """PIDs of the processes whose parent is `pid` (nginx's workers of its master), from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[1]) == pid:  # after the name: state, ppid
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _as_retitled(record: process.ProcessRecord) -> process.ProcessRecord:
+    """nginx's master renames itself (`nginx: master process ...`): keep that title in the record,
+    so `alive()` and `process.stop` recognise the process by PID and title, as for every other one."""
+    try:
+        title = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return record
+    return process.ProcessRecord(record.name, record.pid, [title, *record.argv[1:]], record.log,
+                                 record.ports, record.started)
+
+
+def answers(port: int) -> bool:
+    """nginx answers an unknown Host with 404: it is up and routing."""
+    return requests.get(f"http://127.0.0.1:{port}/", headers={"Host": HEALTH_HOST}, timeout=2).status_code == 404
+
+
+def address(state_root: Path) -> Optional[str]:
+    """`http://127.0.0.1[:port]` of the running gateway of the stack at `state_root`, else None."""
+    path = state_root / "gateway" / "gateway.json"
+    if not path.exists():
+        return None
+    record = process.ProcessRecord.from_json(json.loads(path.read_text()))
+    if not record.alive():
+        return None
+    port = record.ports.get("http")
+    return "http://127.0.0.1" if port == 80 else f"http://127.0.0.1:{port}"

@@ -1,0 +1,245 @@
+"""Read a model agent's log as a timeline: when the config changed, when files were there, when Triton served.
+
+Explained in notebooks 03_cifar10 and 04_inception. Reads three formats:
+this project's local agent and KFServing 0.5's agent (zap JSON with a float `ts`, a `logger`
+and a `modelName` field), and later KServe agents (ISO `ts`, a `caller` and the model name
+inside `msg`, e.g. "Successfully loaded model inception").
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from typing import Iterable, Optional
+
+from kubernetes import client
+
+from helpers.clients.target import Target
+from helpers.core.constants import AGENT_CONTAINER, ApiGroup
+
+# Later agents name no logger: the source file of the call says which role spoke.
+_CALLER_LOGGERS = {"watcher": "Watcher", "puller": "modelProcessor", "downloader": "Downloader",
+                   "syncer": "Syncer", "main": "modelAgent"}
+
+_MODEL_IN_MSG = [
+    re.compile(r"^(?:adding|removing|unloading|loading) model (?P<m>\S+)"),
+    re.compile(r"^Worker is started for (?P<m>\S+)", re.IGNORECASE),
+    re.compile(r"^Successfully (?:un)?loaded model (?P<m>\S+)"),
+    re.compile(r"^Failed to (?:load|unload|download) model (?P<m>[^\s,]+)", re.IGNORECASE),
+    re.compile(r"^completion event for model (?P<m>[^\s,]+)"),
+    re.compile(r"^Model successFile exists already for (?P<m>\S+)"),
+    re.compile(r"^Creating successFile .*/(?P<m>[^/]+)/SUCCESS\.[0-9a-f]+$"),
+]
+_IN_FLIGHT = re.compile(r"in flight ops (\d+)")
+
+
+def _ts(value: object) -> Optional[float]:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _model(record: dict, msg: str) -> Optional[str]:
+    for key in ("modelName", "model"):
+        if isinstance(record.get(key), str):
+            return record[key]
+    for pattern in _MODEL_IN_MSG:
+        match = pattern.search(msg)
+        if match:
+            return match.group("m")
+    return None
+
+
+def _logger(record: dict) -> str:
+    if isinstance(record.get("logger"), str):
+        return record["logger"]
+    caller = str(record.get("caller", ""))
+    stem = caller.rsplit("/", 1)[-1].split(".", 1)[0]
+    return _CALLER_LOGGERS.get(stem, stem)
+
+
+def parse(lines: Iterable[str]) -> list[dict]:
+    """The log's JSON events as dicts with `ts` (float seconds), `logger`, `msg`, `model` (or None),
+    plus `fields` (the record as logged) and `line` (as written). Lines that are not JSON events are skipped."""
+    events = []
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        ts = _ts(record.get("ts")) if isinstance(record, dict) else None
+        if ts is None or not isinstance(record.get("msg"), str):
+            continue
+        msg = record["msg"]
+        events.append({"ts": ts, "logger": _logger(record), "msg": msg, "model": _model(record, msg),
+                       "fields": record, "line": line})
+    return events
+
+
+def _in_flight(event: dict) -> Optional[int]:
+    value = event["fields"].get("inFlight")
+    if isinstance(value, int):
+        return value
+    match = _IN_FLIGHT.search(event["msg"])
+    return int(match.group(1)) if match else None
+
+
+def timeline(lines: Iterable[str], model: str) -> dict:
+    """Seconds from the config event that added `model` (its latest add) to download done and load done.
+
+    Returns `{"model", "start" (unix ts), "download_s", "load_s", "downloaded", "failed"}`: download
+    done is the `SUCCESS.<sha>` marker (`downloaded` False when it existed already, None when
+    the agent does not log it, as KFServing 0.5's does not); load done is "Successfully loaded
+    model", else the completion event that leaves no operation in flight. A `None` time means
+    the step is not in the log (yet); `failed` holds the agent's failure message, if any.
+    """
+    events = parse(lines)
+    adds = [i for i, e in enumerate(events) if e["model"] == model and e["msg"].startswith("adding model")]
+    if not adds:
+        raise ValueError(f"the log shows no 'adding model' event for {model!r}")
+    first = adds[-1]
+    start_index = first
+    for i in range(first, -1, -1):  # the config event that led to the add
+        if events[i]["msg"].startswith("Processing event"):
+            start_index = i
+            break
+    start = events[start_index]["ts"]
+    result: dict = {"model": model, "start": start, "download_s": None, "load_s": None,
+                    "downloaded": None, "failed": None}
+    completion_s = None
+    for event in events[first:]:
+        if event["model"] != model:
+            continue
+        msg, offset = event["msg"], round(event["ts"] - start, 6)
+        if msg.startswith("Creating successFile") and result["download_s"] is None:
+            result["download_s"], result["downloaded"] = offset, True
+        elif msg.startswith("Model successFile exists already") and result["download_s"] is None:
+            result["download_s"], result["downloaded"] = offset, False
+        elif msg.startswith("Successfully loaded model"):
+            result["load_s"], result["failed"] = offset, None  # a retry that succeeded
+            break
+        elif msg.startswith(("Failed to load model", "Failed to download model")):
+            fields = event["fields"]
+            result["failed"] = str(fields.get("error") or msg)
+        elif msg.startswith("completion event for model") and _in_flight(event) == 0:
+            completion_s = offset
+            break
+    if result["load_s"] is None and completion_s is not None and result["failed"] is None:
+        result["load_s"] = completion_s
+    return result
+
+
+def guide_log(model: str) -> list[str]:
+    """The agent log the guide shows for `cifar10` (KFServing 0.5) or `inception` (a later agent), verbatim."""
+    from helpers.core.resources import data_path
+
+    folder = data_path("guide_agent_logs")
+    path = next(folder.glob(f"{model}_*.log"), None)
+    if path is None:
+        raise KeyError(f"the guide shows no agent log for {model!r}")
+    return path.read_text().splitlines()
+
+
+# --- reading the log from the server's pod ---------------------------------------------------
+def agent_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
+    """The model agent's log lines (`kubectl logs $SERVER agent -n <namespace>`)."""
+    return target.container_log(api, group, name, namespace, AGENT_CONTAINER).splitlines()
+
+
+def server_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
+    """Triton's own log lines (`kubectl logs $SERVER kfserving-container`)."""
+    return target.container_log(api, group, name, namespace, group.server_container).splitlines()
+
+
+def wait_agent_loaded(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str,
+                      model: str, timeout: float = 300.0) -> tuple[list[str], dict]:
+    """Poll the agent's log until it shows `model` loaded (or failed); return (lines, timeline).
+
+    The timeline is `helpers.steps.models.agent_log.timeline`: seconds from the config event to download
+    done and load done. After `timeout` the last timeline is returned as it is (steps None).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = agent_lines(api, target, group, name, namespace)
+        try:
+            found = timeline(lines, model)
+        except ValueError:
+            found = {"model": model, "start": None, "download_s": None, "load_s": None,
+                     "downloaded": None, "failed": None}
+        if found["load_s"] is not None or found["failed"] or time.monotonic() >= deadline:
+            return lines, found
+        time.sleep(0.5)
+
+
+def _short_paths(text: str) -> str:
+    """`<state>/servers/ns.isvc/models/cifar10/SUCCESS.<sha>` -> `.../cifar10/SUCCESS.<12 hex>…` (the part that teaches)."""
+    def short(match: "re.Match[str]") -> str:
+        parts = match.group(0).split("/")
+        return match.group(0) if len(parts) <= 4 else ".../" + "/".join(parts[-2:])
+
+    text = re.sub(r"(?<![\w:/.])/[^\s\"']+", short, text)
+    return re.sub(r"(SUCCESS\.[0-9a-f]{12})[0-9a-f]{52}", r"\1…", text)  # the marker's sha, abridged
+
+
+def agent_events(lines: list[str], model: str, limit: int = 14) -> str:
+    """The agent's log lines about `model` since its latest `adding model`, one short line each.
+
+    `+0.000s  Logger  message  key=value ...`, times from the config event that added it.
+    """
+    events = parse(lines)
+    adds = [i for i, e in enumerate(events) if e["model"] == model and e["msg"].startswith("adding model")]
+    if not adds:
+        return f"(no 'adding model {model}' event in the agent log yet)"
+    first = adds[-1]
+    for i in range(first, -1, -1):
+        if events[i]["msg"].startswith("Processing event"):
+            first = i
+            break
+    start = events[first]["ts"]
+    last = max(i for i, e in enumerate(events) if e["model"] == model)
+    shown = [e for e in events[first:last + 1] if e["model"] in (model, None)][:limit]
+    skip = {"level", "ts", "logger", "msg", "caller", "modelName", "model"}
+    out = []
+    for e in shown:
+        extra = " ".join(f"{k}={_short_paths(str(v))}" for k, v in e["fields"].items() if k not in skip)
+        out.append(f"+{e['ts'] - start:7.3f}s  {e['logger']:<15} {e['msg']}  {extra}".rstrip())
+    return "\n".join(out)
+
+
+def timelines(lines: list[str], models: list[str]) -> list[dict]:
+    """`agent_log.timeline` of each model the log mentions (models it does not mention are left out)."""
+    found = []
+    for model in models:
+        try:
+            found.append(timeline(lines, model))
+        except ValueError:
+            continue
+    return found
+
+
+def raw_lines(lines: list[str], model: str, limit: int = 12) -> list[str]:
+    """The agent's own log lines about `model` since its latest `adding model`, as `kubectl logs` shows
+    them (JSON, unchanged); past `limit`, one visible marker says how many were left out."""
+    events = parse(lines)
+    adds = [i for i, e in enumerate(events) if e["model"] == model and e["msg"].startswith("adding model")]
+    if not adds:
+        return []
+    first = next((i for i in range(adds[-1], -1, -1) if events[i]["msg"].startswith("Processing event")), adds[-1])
+    about = [e["line"] for e in events[first:] if e["model"] in (model, None)]
+    if len(about) <= limit:
+        return about
+    return about[:limit] + [f"… ({len(about) - limit} more lines: `kubectl logs $SERVER agent` shows them all)"]
+
+
+def triton_lines(lines: list[str], model: str) -> list[str]:
+    """Triton's own log lines that name `model` (loading, version, `successfully loaded`, unloads)."""
+    return [line for line in lines if re.search(rf"['\s:]{re.escape(model)}['\s:]", line)]

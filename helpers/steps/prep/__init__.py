@@ -1,0 +1,1 @@
+"""00_cluster_prep: what the cluster needs before the walkthrough (preflight checks, Knative's config)."""

@@ -1,0 +1,1 @@
+"""02_server: how a notebook reaches the multi-model server."""

@@ -1,0 +1,1 @@
+"""06_troubleshooting: the doctor's checks and the pitfalls it names."""

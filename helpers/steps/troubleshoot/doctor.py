@@ -1,0 +1,713 @@
+"""The guide's known pitfalls, checked on a namespace and its server: `python -m helpers.doctor`.
+
+Explained in 06_troubleshooting. The doctor reads only what a learner can read on any cluster:
+the Kubernetes API (the S3 Secret's annotations, never its values; the service account, the
+server's Pod and its Events, the TrainedModels and their conditions and Events, the cluster's
+version and served API groups), the agent's log (`kubectl logs <pod> agent`), the ingress
+gateway and Triton's repository index through the server's endpoint, and S3 with the Secret's
+keys. `gather` collects those facts once; each check is a pure function of them, so a check
+can be tested on facts recorded from a cluster the local stack cannot imitate.
+
+Each finding is `ok`, `problem` or `n/a` (not applicable, or not visible with your rights),
+with the evidence it saw and the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+import requests
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from helpers.clients.inference import conditions
+from helpers.clients.manifests import DEFAULTS
+from helpers.clients.storage import bucket_exists, connect
+from helpers.core.constants import (
+    API_GROUPS,
+    DEFAULT_BUCKET,
+    INFERENCESERVICE_CONFIG,
+    KFSERVING_GROUP,
+    MINIO_SERVICE,
+    ApiGroup,
+    api_group,
+)
+from helpers.core.errors import SetupError
+from helpers.steps.models import agent_log
+from helpers.steps.objectstore.kubeflow_minio import from_secret
+
+OK, PROBLEM, NA = "ok", "problem", "n/a"
+ISSUES = "https://github.com/kserve/kserve/issues/"
+SERVICE_ACCOUNT = DEFAULTS["service_account"]  # the guide's; once a server exists its spec names the real one
+# Memory quantities as Kubernetes writes them.
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "k": 10**3, "M": 10**6,
+          "G": 10**9, "T": 10**12, "m": 1e-3, "": 1}
+# Triton's answer to a request whose tensor does not match the model's config (HTTP 400).
+_SHAPE_MESSAGE = re.compile(r"unexpected shape for input '([^']+)' for model '([^']+)'\. "
+                            r"Expected \[([^\]]*)\], got \[([^\]]*)\]")
+
+
+@dataclass
+class Finding:
+    """One check's verdict: `result` is ok / problem / n/a; `issue` where users reported it."""
+
+    check: str
+    result: str
+    evidence: str
+    fix: str = ""
+    issue: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Facts:
+    """What the doctor read, as plain JSON-able dicts (recorded facts make unit tests)."""
+
+    namespace: str
+    server: str
+    group: str
+    bucket: str = DEFAULT_BUCKET
+    k8s_version: str = ""
+    served: dict = field(default_factory=dict)      # group -> resource names served in v1beta1
+    isvc: Optional[dict] = None
+    isvc_events: list = field(default_factory=list)
+    service_account: Optional[dict] = None
+    secrets: dict = field(default_factory=dict)     # name -> metadata only (annotations, times)
+    services: dict = field(default_factory=dict)    # name -> {"type", "externalName"}
+    pod: Optional[dict] = None
+    pod_events: list = field(default_factory=list)
+    trained_models: list = field(default_factory=list)
+    tm_events: dict = field(default_factory=dict)   # TrainedModel name -> its Events
+    inference_config: Optional[dict] = None         # {"namespace", "predictors"} or {"denied": [...]}
+    agent_lines: list = field(default_factory=list)
+    server_lines: list = field(default_factory=list)  # Triton's log lines about model folders it refused
+    gateway: Optional[dict] = None                  # {"url", "status", "body", "location"}
+    repository: Optional[list] = None               # Triton's repository index
+    s3: Optional[dict] = None                       # {"endpoint", "bucket", "ok", "error"}
+    error: str = ""                                 # what failed in the notebook, if it said
+    unreadable: dict = field(default_factory=dict)  # what could not be read -> why
+
+    @property
+    def api_group(self) -> ApiGroup:
+        return api_group(self.group)
+
+
+# --- small readers ---------------------------------------------------------------------------
+def quantity(text: Any) -> Optional[float]:
+    """A Kubernetes quantity (`16Gi`, `512Mi`, `1G`) in bytes, or None."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(text or ""))
+    if not match or match.group(2) not in _UNITS:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _time(value: Any) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _agent_json(lines: list) -> list[dict]:
+    """The agent's JSON log records (real agents and the local one log the same shape)."""
+    return [event["fields"] for event in agent_log.parse(lines)]
+
+
+def _agent_line(facts: Facts, needle: str) -> str:
+    """The latest agent log line containing `needle` (its message and error), or ""."""
+    for record in reversed(_agent_json(facts.agent_lines)):
+        text = f"{record.get('msg', '')} {record.get('error', '')}"
+        if needle in text:
+            model = record.get("modelName") or record.get("model") or ""
+            error = str(record.get("error", "")).split("; fix:")[0]  # the local agent appends its hint
+            return f"agent log: {record.get('msg', '')}{f' ({model})' if model else ''}: {error}".rstrip(": ")
+    for line in reversed(facts.agent_lines):
+        if needle in line and not line.strip().startswith("{"):
+            return f"agent log: {line.strip()[:200]}"
+    return ""
+
+
+def _events_text(events: list) -> list[str]:
+    return [f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}" for e in events]
+
+
+def _s3_secret(facts: Facts) -> tuple[str, dict]:
+    """(name, metadata) of the service account's Secret that carries an s3-endpoint annotation of
+    either group (the first listed, as KServe's builder takes it); ("", {}) if none."""
+    for ref in ((facts.service_account or {}).get("secrets") or []):
+        meta = facts.secrets.get(ref.get("name"))
+        if meta is None:
+            continue
+        notes = meta.get("annotations") or {}
+        if any(f"{g}/s3-endpoint" in notes for g in API_GROUPS):
+            return ref["name"], meta
+    return "", {}
+
+
+def _server_account(facts: Facts) -> str:
+    predictor = ((facts.isvc or {}).get("spec") or {}).get("predictor") or {}
+    return predictor.get("serviceAccountName") or ("default" if facts.isvc else SERVICE_ACCOUNT)
+
+
+def _agent_env(facts: Facts) -> Optional[dict]:
+    """The agent container's env in the server's Pod: name -> value ("<secret>" for references)."""
+    for container in ((facts.pod or {}).get("spec") or {}).get("containers") or []:
+        if container.get("name") == "agent":
+            return {e["name"]: e.get("value", "<secret>") for e in container.get("env") or []}
+    return None
+
+
+# --- the checks ------------------------------------------------------------------------------
+def check_crds(facts: Facts) -> Finding:
+    name = "InferenceService CRDs served"
+    served = [g for g in API_GROUPS if "inferenceservices" in facts.served.get(g, [])]
+    minor = re.match(r"v?1\.(\d+)", facts.k8s_version or "")
+    version = f"Kubernetes {facts.k8s_version or '?'}"
+    if facts.group in served:
+        return Finding(name, OK, f"{version} serves {facts.group}/v1beta1 inferenceservices")
+    issue = "https://github.com/kubeflow/kubeflow/issues/6098"
+    if facts.group == KFSERVING_GROUP and minor and int(minor.group(1)) >= 22:
+        return Finding(name, PROBLEM, f"{version} does not serve {facts.group}: KFServing 0.5's CRDs are "
+                                      "apiextensions.k8s.io/v1beta1, which Kubernetes removed in 1.22",
+                       "on Kubernetes >= 1.22 install KServe (0.7+, serving.kserve.io, apiextensions v1 CRDs) and "
+                       "set api_group='serving.kserve.io'; or use a cluster of 1.21 or older for KFServing 0.5",
+                       issue)
+    other = [g for g in served if g != facts.group]
+    fix = (f"this cluster serves {other[0]}: set api_group={other[0]!r}" if other else
+           "install KServe (or KFServing); `kubectl get crd | grep serving` shows what is there")
+    return Finding(name, PROBLEM, f"{version} does not serve {facts.group}/v1beta1 inferenceservices", fix,
+                   ISSUES + "1843")
+
+
+def check_annotation_prefix(facts: Facts) -> Finding:
+    name = "S3 Secret annotation prefix"
+    group = facts.api_group
+    account = _server_account(facts)
+    secret, meta = _s3_secret(facts)
+    if not secret:
+        return Finding(name, NA, f"no Secret of service account {account!r} has an s3-endpoint annotation "
+                                 "(see 'service account lists the Secret')")
+    notes = meta.get("annotations") or {}
+    if group.s3_endpoint in notes:
+        return Finding(name, OK, f"Secret {secret} is annotated {group.s3_endpoint}")
+    wrong = next(g for g in API_GROUPS if f"{g}/s3-endpoint" in notes)
+    warning = [e for e in _events_text(facts.isvc_events) if wrong in e]
+    evidence = f"Secret {secret} is annotated {wrong}/s3-*, but the server is {group.group}: the credential " \
+               "builder ignores it, so the agent has no S3 endpoint"
+    seen = _agent_line(facts, "no S3 endpoint") or (warning[0] if warning else "")
+    return Finding(name, PROBLEM, evidence + (f"; {seen}" if seen else ""),
+                   f"annotate the Secret {group.group}/s3-endpoint (and s3-usehttps, s3-region, s3-usevirtualbucket): "
+                   f"01_minio with api_group={group.group!r}; then re-create the server so its pod takes the env",
+                   ISSUES + "1843")
+
+
+def check_region(facts: Facts) -> Finding:
+    name = "S3 region (s3-region)"
+    group = facts.api_group
+    secret, meta = _s3_secret(facts)
+    seen = _agent_line(facts, "MissingRegion")
+    if not secret or group.s3_endpoint not in (meta.get("annotations") or {}):
+        return Finding(name, PROBLEM if seen else NA, seen or "no usable S3 Secret (see the checks above)",
+                       _REGION_FIX.format(group=group.group) if seen else "", ISSUES + "2140" if seen else "")
+    if group.s3_region not in meta["annotations"]:
+        return Finding(name, PROBLEM, f"Secret {secret} has no {group.s3_region}: the agent takes its region only "
+                                      "from it" + (f"; {seen}" if seen else ""),
+                       _REGION_FIX.format(group=group.group), ISSUES + "2140")
+    if seen and not _pod_newer_than_secret(facts, meta):
+        return Finding(name, PROBLEM, f"{seen}; the Secret has the annotation now, the pod's env predates it",
+                       "re-create the server (see 'Secret changed after the pod started')", ISSUES + "2140")
+    return Finding(name, OK, f"Secret {secret}: {group.s3_region}={meta['annotations'][group.s3_region]}")
+
+
+_REGION_FIX = ('add the annotation {group}/s3-region: "us-east-1" (any value suits MinIO) to the S3 Secret, then '
+               "re-create the server")
+
+
+def _endpoint_is_service(endpoint: str) -> bool:
+    host = endpoint.rsplit(":", 1)[0]
+    return not re.fullmatch(r"[0-9.]+", host) and (host.count(".") <= 1 or ".svc" in host)
+
+
+def check_virtual_host(facts: Facts) -> Finding:
+    name = "virtual-host bucket DNS (s3-usevirtualbucket)"
+    group = facts.api_group
+    secret, meta = _s3_secret(facts)
+    seen = _agent_line(facts, "no such host")
+    notes = meta.get("annotations") or {}
+    if not secret or group.s3_endpoint not in notes:
+        return Finding(name, PROBLEM if seen else NA, seen or "no usable S3 Secret (see the checks above)",
+                       _VHOST_FIX.format(group=group.group) if seen else "", ISSUES + "3120" if seen else "")
+    endpoint = notes[group.s3_endpoint]
+    if str(notes.get(group.s3_usevirtualbucket, "")).lower() == "false":
+        if seen and not _pod_newer_than_secret(facts, meta):
+            return Finding(name, PROBLEM, f"{seen}; the Secret says false now, the pod's env predates it",
+                           "re-create the server (see 'Secret changed after the pod started')", ISSUES + "3120")
+        return Finding(name, OK, f"Secret {secret}: {group.s3_usevirtualbucket}=false (path-style requests)")
+    if _endpoint_is_service(endpoint) or seen:
+        return Finding(name, PROBLEM, f"Secret {secret} has no {group.s3_usevirtualbucket}: \"false\", so the agent "
+                                      f"asks for <bucket>.{endpoint}, which cluster DNS does not know"
+                                      + (f"; {seen}" if seen else ""),
+                       _VHOST_FIX.format(group=group.group), ISSUES + "3120")
+    return Finding(name, OK, f"endpoint {endpoint} is not a Service name: virtual-host requests may resolve")
+
+
+_VHOST_FIX = 'add the annotation {group}/s3-usevirtualbucket: "false" to the S3 Secret, then re-create the server'
+
+
+def _secret_changed_at(meta: dict) -> Optional[float]:
+    times = [_time(f.get("time")) for f in meta.get("managedFields") or []]
+    times = [t for t in times if t] or [_time(meta.get("creationTimestamp"))]
+    return max((t for t in times if t), default=None)
+
+
+def _pod_started_at(facts: Facts) -> Optional[float]:
+    pod = facts.pod or {}
+    return _time((pod.get("status") or {}).get("startTime")) or _time((pod.get("metadata") or {}).get("creationTimestamp"))
+
+
+def _pod_newer_than_secret(facts: Facts, meta: dict) -> bool:
+    changed, started = _secret_changed_at(meta), _pod_started_at(facts)
+    return bool(changed and started and started >= changed)
+
+
+def check_stale_env(facts: Facts) -> Finding:
+    name = "Secret changed after the pod started"
+    group = facts.api_group
+    secret, meta = _s3_secret(facts)
+    env = _agent_env(facts)
+    if not secret or env is None:
+        return Finding(name, NA, "no S3 Secret or no server pod to compare")
+    notes = meta.get("annotations") or {}
+    wanted = {"AWS_REGION": notes.get(group.s3_region), "S3_USER_VIRTUAL_BUCKET": notes.get(group.s3_usevirtualbucket),
+              "S3_ENDPOINT": notes.get(group.s3_endpoint)}
+    differs = [f"{key}: pod {env.get(key, '<unset>')!r}, Secret {value!r}"
+               for key, value in wanted.items() if value is not None and env.get(key) != value]
+    changed, started = _secret_changed_at(meta), _pod_started_at(facts)
+    when = ""
+    if changed and started:
+        when = f" (Secret last written {datetime.fromtimestamp(changed, timezone.utc):%H:%M:%S}Z, pod started " \
+               f"{datetime.fromtimestamp(started, timezone.utc):%H:%M:%S}Z)"
+    if differs:
+        return Finding(name, PROBLEM, "the agent's env differs from the Secret's annotations: " + "; ".join(differs) + when,
+                       "the credential builder writes the env when the pod is made: delete the server's pod (or "
+                       "re-create the InferenceService) so a new pod takes the Secret as it is now",
+                       ISSUES + "1764")
+    return Finding(name, OK, "the agent's env matches the Secret's annotations" + when)
+
+
+def check_service_account(facts: Facts) -> Finding:
+    name = "service account lists the S3 Secret"
+    account = _server_account(facts)
+    if "service_account" in facts.unreadable:
+        return Finding(name, NA, facts.unreadable["service_account"])
+    if facts.service_account is None:
+        return Finding(name, PROBLEM, f"service account {account!r} does not exist in {facts.namespace}",
+                       "apply s3_secret.yaml (01_minio), or fix spec.predictor.serviceAccountName", ISSUES + "1519")
+    refs = [r.get("name") for r in facts.service_account.get("secrets") or []]
+    secret, _ = _s3_secret(facts)
+    if secret:
+        return Finding(name, OK, f"service account {account} lists {secret}")
+    missing = [r for r in refs if r not in facts.secrets]
+    evidence = (f"service account {account} lists {refs or 'no secrets'}"
+                + (f"; missing: {missing}" if missing else "") + ", none with an s3-endpoint annotation")
+    return Finding(name, PROBLEM, evidence, "add the S3 Secret under the service account's `secrets:` "
+                                            "(s3_secret.yaml does both), then re-create the server", ISSUES + "1519")
+
+
+def check_external_name(facts: Facts) -> Finding:
+    name = f"ExternalName Service {MINIO_SERVICE}"
+    secret, meta = _s3_secret(facts)
+    endpoint = (meta.get("annotations") or {}).get(facts.api_group.s3_endpoint, "")
+    host = endpoint.rsplit(":", 1)[0]
+    if host and "." in host:
+        return Finding(name, OK, f"the Secret's endpoint {endpoint} names its namespace: no Service in "
+                                 f"{facts.namespace} needed")
+    svc = facts.services.get(MINIO_SERVICE)
+    if svc is None:
+        return Finding(name, PROBLEM, f"no Service {MINIO_SERVICE} in {facts.namespace}"
+                                      + (f", and the Secret's endpoint {endpoint} is a short name" if host else ""),
+                       "apply external_service.yaml (01_minio): an ExternalName Service pointing at "
+                       "minio-service.kubeflow.svc.cluster.local")
+    return Finding(name, OK, f"Service {MINIO_SERVICE}: type {svc.get('type')} {svc.get('externalName') or ''}".rstrip())
+
+
+def check_multi_model(facts: Facts) -> Finding:
+    name = "multi-model flag (multiModelServer)"
+    reason = conditions(facts.isvc).get("Ready", {})
+    seen = f"InferenceService Ready=False {reason.get('reason')}: {reason.get('message', '')}" \
+        if reason.get("reason") in ("MultiModelServerDisabled", "NotMultiModelServer") else ""
+    triton = (((facts.isvc or {}).get("spec") or {}).get("predictor") or {}).get("triton") or {}
+    if triton.get("storageUri"):
+        return Finding(name, PROBLEM, "spec.predictor.triton.storageUri is set: a single-model server takes no "
+                                      "TrainedModels", "remove storageUri (multi_model_triton_server.yaml)",
+                       ISSUES + "1391")
+    config = facts.inference_config or {}
+    if "predictors" not in config:
+        if seen:
+            return Finding(name, PROBLEM, seen, _FLAG_FIX, ISSUES + "1391")
+        why = (f"not allowed to read {INFERENCESERVICE_CONFIG} in {', '.join(config['denied'])}"
+               if config.get("denied") else f"{INFERENCESERVICE_CONFIG} not found")
+        return Finding(name, NA, why)
+    where = f"ConfigMap {config.get('namespace')}/{INFERENCESERVICE_CONFIG}"
+    predictors = config["predictors"]
+    if predictors is None:
+        return Finding(name, OK, f"{where} has no predictors: KServe 0.10+ needs no switch")
+    flag = (predictors.get("triton") or {}).get("multiModelServer")
+    if flag is True:
+        return Finding(name, PROBLEM if seen else OK,
+                       seen + "; the flag is true now: re-create the server" if seen else
+                       f"{where}: predictors.triton.multiModelServer is true",
+                       "re-create the InferenceService" if seen else "")
+    return Finding(name, PROBLEM, f"{where}: predictors.triton.multiModelServer is {json.dumps(flag)}"
+                                  + (f"; {seen}" if seen else ""), _FLAG_FIX, ISSUES + "1391")
+
+
+_FLAG_FIX = (f"an admin sets predictors.triton.multiModelServer to true in {INFERENCESERVICE_CONFIG} (KFServing 0.5.1 "
+             "ships false; 00_cluster_prep prints the command), then the InferenceService is re-created")
+
+
+def check_config_name(facts: Facts) -> Finding:
+    name = "config.pbtxt name = TrainedModel name"
+    current = {tm["metadata"]["name"] for tm in facts.trained_models}
+    loaded = {m.get("name") for m in facts.repository or [] if m.get("state") == "READY"}
+    refused = []
+    for line in facts.server_lines:
+        match = re.search(r"model directory '([^']+)': (.*directory name must equal model name)", line)
+        if match and match.group(1) in current - loaded:
+            refused.append(f"Triton log: Poll failed for model directory '{match.group(1)}': {match.group(2)}")
+    seen = [f"agent log: {r.get('error', '')}".split("; fix:")[0] for r in _agent_json(facts.agent_lines)
+            if "failed to poll from model repository" in str(r.get("error", ""))
+            and (r.get("modelName") or r.get("model")) in current - loaded]
+    if refused or seen:
+        return Finding(name, PROBLEM, "; ".join(refused[-1:] + seen[-1:])[:400],
+                       "the agent writes the model to a folder named after the TrainedModel and Triton wants "
+                       "config.pbtxt's `name` to equal that folder: fix `name:` (or delete the line) and upload it "
+                       "again, or name the TrainedModel as the config does; then delete and re-apply the TrainedModel")
+    if facts.repository is None:
+        return Finding(name, NA, "Triton's repository index was not reachable")
+    return Finding(name, OK, f"{len(loaded)} model(s) READY in Triton's index, no TrainedModel's folder refused "
+                             "for its name")
+
+
+def check_memory(facts: Facts) -> Finding:
+    name = "TrainedModel memory within the server's"
+    limits = ((((facts.isvc or {}).get("spec") or {}).get("predictor") or {}).get("triton") or {}).get("resources") or {}
+    limit = quantity((limits.get("limits") or {}).get("memory"))
+    refused = []
+    for tm in facts.trained_models:
+        cond = conditions(tm).get("MemoryResourceAvailable")
+        if cond and cond.get("status") == "False":
+            refused.append(f"{tm['metadata']['name']}: MemoryResourceAvailable=False {cond.get('message', '')}".strip())
+    total = sum(quantity(((tm.get("spec") or {}).get("model") or {}).get("memory")) or 0 for tm in facts.trained_models)
+    fix = ("give the TrainedModel a smaller spec.model.memory (it is immutable: delete and re-create it) or raise the "
+           "server's memory limit; KFServing 0.5 does not check this, KServe refuses the model")
+    if refused:
+        return Finding(name, PROBLEM, "; ".join(refused), fix, "https://github.com/kserve/kserve/pull/1446")
+    if limit is None:
+        return Finding(name, NA, "the server has no memory limit to compare with")
+    if total > limit:
+        return Finding(name, PROBLEM, f"TrainedModels ask for {total / 2**30:.2f}Gi in all, the server's limit is "
+                                      f"{limit / 2**30:.2f}Gi", fix, "https://github.com/kserve/kserve/pull/1446")
+    return Finding(name, OK, f"{len(facts.trained_models)} TrainedModel(s) ask {total / 2**30:.2f}Gi of "
+                             f"{limit / 2**30:.2f}Gi")
+
+
+def check_pending(facts: Facts) -> Finding:
+    name = "server pod scheduled (16Gi requests)"
+    if facts.pod is None:
+        return Finding(name, NA if facts.isvc is None else PROBLEM,
+                       "no server pod" + (" yet: see the InferenceService's conditions" if facts.isvc else ""))
+    phase = (facts.pod.get("status") or {}).get("phase")
+    failed = [e for e in facts.pod_events if e.get("reason") == "FailedScheduling"]
+    if phase == "Pending" and failed:
+        return Finding(name, PROBLEM, f"pod {facts.pod['metadata']['name']} Pending; {_events_text(failed)[-1]}",
+                       "the guide asks 16Gi and 1 CPU for Triton: lower spec.predictor.triton.resources (e.g. 2Gi) to "
+                       "what a node has free, or add a node that big", ISSUES + "1601")
+    return Finding(name, OK, f"pod {facts.pod['metadata']['name']} is {phase}")
+
+
+def check_gateway(facts: Facts) -> Finding:
+    name = "ingress gateway lets the request through"
+    gateway = facts.gateway
+    if not gateway:
+        return Finding(name, NA, "no ingress gateway address, or no server URL yet")
+    status, body, location = gateway.get("status"), gateway.get("body", ""), gateway.get("location", "")
+    what = f"GET {gateway.get('url')}/v2/health/live -> {status}"
+    fix = ("pass a Kubeflow session: MMS_INGRESS_COOKIE=<authservice_session cookie> or MMS_INGRESS_TOKEN; inside "
+           "the cluster use the cluster-local address; or an admin adds an AuthorizationPolicy for the path")
+    if status in (301, 302, 303, 307, 308):
+        return Finding(name, PROBLEM, f"{what} redirect to {location[:80]} (Dex login)", fix, ISSUES + "874")
+    if status in (401, 403):
+        return Finding(name, PROBLEM, f"{what} {body[:60]}", fix, ISSUES + "1558")
+    if status == 404:
+        return Finding(name, PROBLEM, f"{what}: the gateway knows no route for that Host",
+                       "is the InferenceService Ready? `kubectl get isvc` shows its URL; send its host as Host")
+    if isinstance(status, int) and status < 300:
+        return Finding(name, OK, what)
+    return Finding(name, PROBLEM, f"{what} {gateway.get('error', '')}".strip(),
+                   "check MMS_INGRESS_URL (or the port-forward) and the gateway's Service")
+
+
+def check_webhook(facts: Facts) -> Finding:
+    name = "TrainedModel webhook (name, storageUri)"
+    probe = facts.unreadable.get("webhook_probe")
+    if probe is None:
+        return Finding(name, NA, "not probed")
+    if probe == "accepted":
+        return Finding(name, OK, "a dry-run TrainedModel with a valid name and s3:// storageUri was admitted")
+    return Finding(name, PROBLEM, probe[:300],
+                   "KFServing 0.5 wants a DNS-1035 name ([a-z]([-a-z0-9]*[a-z0-9])?) and an s3:// or gs:// "
+                   "storageUri; `memory` cannot change after creation: read the webhook's message",
+                   ISSUES + "1392")
+
+
+def check_shape(facts: Facts) -> Finding:
+    name = "request tensor shape"
+    match = _SHAPE_MESSAGE.search(facts.error or "")
+    if not match:
+        return Finding(name, NA, "no failed request to look at (pass the error to diagnose)")
+    tensor, model, expected, got = match.groups()
+    return Finding(name, PROBLEM, f"Triton 400: input {tensor!r} of {model!r} expected [{expected}], got [{got}]",
+                   f"send [{expected}] ('-1' is the batch: any size up to max_batch_size); "
+                   f"`curl .../v2/models/{model}` shows the input's shape")
+
+
+def check_s3(facts: Facts) -> Finding:
+    name = "S3 reachable, bucket there"
+    s3 = facts.s3
+    seen = _agent_line(facts, "connection refused") or _agent_line(facts, "NoSuchBucket")
+    if not s3:
+        return Finding(name, PROBLEM if seen else NA, seen or "no usable S3 Secret to try")
+    if s3.get("ok"):
+        return Finding(name, OK, f"bucket {s3['bucket']} at {s3['endpoint']}")
+    error = s3.get("error", "")
+    if "does not exist" in error or "NoSuchBucket" in error:
+        return Finding(name, PROBLEM, f"bucket {s3['bucket']} does not exist at {s3['endpoint']}",
+                       "create it and upload the models (01_minio, 03, 04), or fix the TrainedModels' storageUri")
+    return Finding(name, PROBLEM, f"{s3['endpoint']}: {error[:200]}" + (f"; {seen}" if seen else ""),
+                   "is MinIO running? `kubectl get pods -n kubeflow -l app=minio`; the agent retries when the model "
+                   "is applied again", ISSUES + "1370")
+
+
+CHECKS: list[Callable[[Facts], Finding]] = [
+    check_crds, check_service_account, check_annotation_prefix, check_region, check_virtual_host, check_stale_env,
+    check_external_name, check_multi_model, check_pending, check_memory, check_config_name, check_webhook,
+    check_gateway, check_shape, check_s3]
+
+
+def run_checks(facts: Facts) -> list[Finding]:
+    """Every check on the facts (a check that trips over odd facts says so as n/a)."""
+    findings = []
+    for check in CHECKS:
+        try:
+            findings.append(check(facts))
+        except Exception as exc:  # noqa: BLE001 - one odd object must not hide the other checks
+            findings.append(Finding(check.__name__.removeprefix("check_"), NA, f"could not check: {exc!r}"[:200]))
+    return findings
+
+
+# --- reading the cluster ---------------------------------------------------------------------
+def _events(core: client.CoreV1Api, namespace: str, kind: str, name: str) -> list[dict]:
+    found = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={kind}")
+    events = sorted(found.items, key=lambda e: (e.last_timestamp or e.event_time or e.metadata.creation_timestamp))
+    return [{"type": e.type, "reason": e.reason, "message": e.message} for e in events]
+
+
+def _read(facts: Facts, what: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ApiException as exc:
+        if exc.status != 404:
+            facts.unreadable[what] = f"could not read {what} ({exc.status} {exc.reason})"
+        return None
+    except (SetupError, requests.RequestException, OSError) as exc:
+        facts.unreadable[what] = f"could not read {what}: {str(exc).splitlines()[0][:160]}"
+        return None
+
+
+def _meta_only(secret: client.V1Secret, api: client.ApiClient) -> dict:
+    meta = api.sanitize_for_serialization(secret.metadata)
+    return {k: meta.get(k) for k in ("name", "annotations", "creationTimestamp", "managedFields", "resourceVersion")}
+
+
+def gather(api: client.ApiClient, target: Any, namespace: str, server: str, group: Optional[str] = None,
+           bucket: str = DEFAULT_BUCKET, error: Optional[BaseException] = None, probe_s3: bool = True) -> Facts:
+    """Read everything the checks need; what cannot be read is noted, never fatal."""
+    from helpers.steps.prep import preflight
+
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    if not group:
+        group = _read(Facts(namespace, server, KFSERVING_GROUP), "group", lambda: preflight.served_api_group(api)) \
+            or KFSERVING_GROUP
+    facts = Facts(namespace, server, group, bucket=bucket, error=str(error or ""))
+    ag = facts.api_group
+    facts.k8s_version = _read(facts, "version", lambda: client.VersionApi(api).get_code().git_version) or ""
+    for name in API_GROUPS:
+        facts.served[name] = sorted(_read(facts, f"served {name}", lambda n=name: preflight._served(api, n, "v1beta1")) or [])
+    facts.isvc = _read(facts, "InferenceService", lambda: custom.get_namespaced_custom_object(
+        ag.group, ag.isvc_version, namespace, "inferenceservices", server))
+    facts.isvc_events = _read(facts, "events", lambda: _events(core, namespace, "InferenceService", server)) or []
+    account = _server_account(facts)
+    sa = _read(facts, "service_account", lambda: core.read_namespaced_service_account(account, namespace))
+    facts.service_account = api.sanitize_for_serialization(sa) if sa else None
+    for ref in (facts.service_account or {}).get("secrets") or []:
+        secret = _read(facts, f"secret {ref['name']}", lambda r=ref: core.read_namespaced_secret(r["name"], namespace))
+        if secret is not None:
+            facts.secrets[ref["name"]] = _meta_only(secret, api)
+    svc = _read(facts, "services", lambda: core.read_namespaced_service(MINIO_SERVICE, namespace))
+    if svc is not None:
+        facts.services[MINIO_SERVICE] = {"type": svc.spec.type, "externalName": svc.spec.external_name}
+    pods = _read(facts, "pods", lambda: core.list_namespaced_pod(namespace, label_selector=f"{ag.isvc_label}={server}"))
+    live = [p for p in (pods.items if pods else []) if not p.metadata.deletion_timestamp]
+    if live:
+        facts.pod = api.sanitize_for_serialization(live[0])
+        facts.pod_events = _read(facts, "pod events", lambda: _events(core, namespace, "Pod", live[0].metadata.name)) or []
+        facts.agent_lines = _read(facts, "agent log", lambda: agent_log.agent_lines(api, target, ag, server, namespace)) or []
+        triton_log = _read(facts, "server log", lambda: agent_log.server_lines(api, target, ag, server, namespace)) or []
+        facts.server_lines = [line for line in triton_log if "Poll failed for model directory" in line][-20:]
+    tms = _read(facts, "trainedmodels", lambda: custom.list_namespaced_custom_object(
+        ag.group, ag.tm_version, namespace, "trainedmodels"))
+    facts.trained_models = [tm for tm in (tms or {}).get("items", [])
+                            if (tm.get("spec") or {}).get("inferenceService") == server]
+    for tm in facts.trained_models:
+        tm_name = tm["metadata"]["name"]
+        facts.tm_events[tm_name] = _read(facts, "events", lambda n=tm_name: _events(core, namespace, "TrainedModel", n)) or []
+    cm, denied = _read(facts, "inferenceservice-config", lambda: preflight.find_inferenceservice_config(api)) or (None, [])
+    if cm is not None:
+        raw = (cm.data or {}).get("predictors")
+        facts.inference_config = {"namespace": cm.metadata.namespace, "predictors": json.loads(raw) if raw else None}
+    elif denied:
+        facts.inference_config = {"denied": denied}
+    _probe_webhook(facts, custom, ag, namespace, server)
+    if facts.isvc is not None:
+        _probe_server(facts, api, target)
+    if probe_s3:
+        _probe_s3(facts, api, target)
+    return facts
+
+
+def _probe_webhook(facts: Facts, custom: client.CustomObjectsApi, ag: ApiGroup, namespace: str, server: str) -> None:
+    body = {"apiVersion": ag.tm_api_version, "kind": "TrainedModel",
+            "metadata": {"name": "doctor-probe", "namespace": namespace},
+            "spec": {"inferenceService": server,
+                     "model": {"framework": "pytorch", "storageUri": f"s3://{facts.bucket}/doctor-probe", "memory": "1Mi"}}}
+    try:
+        custom.create_namespaced_custom_object(ag.group, ag.tm_version, namespace, "trainedmodels", body, dry_run="All")
+        facts.unreadable["webhook_probe"] = "accepted"
+    except ApiException as exc:
+        from helpers.clients.k8s import api_message
+
+        if "denied the request" in (exc.body or "") or "failed calling webhook" in (exc.body or ""):
+            facts.unreadable["webhook_probe"] = f"{exc.status}: {api_message(exc)}"
+        # anything else (no namespace yet, not the learner's to create) gives no verdict on the webhook
+
+
+def _probe_server(facts: Facts, api: client.ApiClient, target: Any) -> None:
+    from helpers.clients.triton import repository_index
+
+    host = ((facts.isvc or {}).get("status") or {}).get("url", "").split("://", 1)[-1].split("/", 1)[0]
+    base = (target.ingress_base(api) or "") if host else ""
+    if base:
+        try:
+            # the session this identity's notebooks send (what the user set, or the local stack's)
+            answer = requests.get(f"{base}/v2/health/live", headers={"Host": host, **target.gateway_credentials(api)},
+                                  timeout=5, allow_redirects=False)
+            facts.gateway = {"url": base, "status": answer.status_code, "body": answer.text.strip()[:120],
+                             "location": answer.headers.get("Location", "")}
+        except requests.RequestException as exc:
+            facts.gateway = {"url": base, "status": None, "error": type(exc).__name__}
+    if conditions(facts.isvc).get("Ready", {}).get("status") == "True":
+        endpoint = _read(facts, "endpoint", lambda: target.server_endpoint(api, facts.isvc))
+        if endpoint is not None:
+            facts.repository = _read(facts, "repository", lambda: repository_index(endpoint.base_url, endpoint.headers))
+
+
+def _probe_s3(facts: Facts, api: client.ApiClient, target: Any) -> None:
+    """Reach S3 with the Secret's keys, as the agent would, and look for every bucket the models name."""
+    secret, meta = _s3_secret(facts)
+    if not secret or facts.api_group.s3_endpoint not in (meta.get("annotations") or {}):
+        return
+    buckets = {(tm.get("spec") or {}).get("model", {}).get("storageUri", "").removeprefix("s3://").split("/", 1)[0]
+               for tm in facts.trained_models} - {""}
+    endpoint = meta["annotations"][facts.api_group.s3_endpoint]
+    bucket = facts.bucket
+    try:
+        s3 = connect(from_secret(api, target, facts.api_group, facts.namespace, secret))
+        for bucket in sorted(buckets | {facts.bucket}):
+            if not bucket_exists(s3, bucket):
+                facts.s3 = {"endpoint": endpoint, "bucket": bucket, "ok": False, "error": f"bucket {bucket} does not exist"}
+                return
+        facts.s3 = {"endpoint": endpoint, "bucket": ", ".join(sorted(buckets | {facts.bucket})), "ok": True}
+    except Exception as exc:  # noqa: BLE001 - any failure here is the finding
+        facts.s3 = {"endpoint": endpoint, "bucket": bucket, "ok": False,
+                    "error": str(exc).splitlines()[0][:200] or type(exc).__name__}
+
+
+# --- output ----------------------------------------------------------------------------------
+def table(findings: list[Finding], width: int = 120) -> str:
+    """The findings as a plain-text table: check, result, evidence, fix."""
+    marks = {OK: "ok", PROBLEM: "PROBLEM", NA: "n/a"}
+    name_w = max(len(f.check) for f in findings)
+    lines = [f"{'check':<{name_w}}  {'result':<7}  evidence / fix", "-" * min(width, name_w + 60)]
+    for f in findings:
+        lines.append(f"{f.check:<{name_w}}  {marks[f.result]:<7}  {f.evidence}")
+        if f.result == PROBLEM:
+            lines.append(f"{'':<{name_w}}  {'':<7}  fix: {f.fix}" + (f"  [{f.issue}]" if f.issue else ""))
+    return "\n".join(lines)
+
+
+def problems(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.result == PROBLEM]
+
+
+def diagnose(ctx: Any, error: Optional[BaseException] = None, server: Optional[str] = None,
+             show: bool = True) -> list[Finding]:
+    """For a notebook: check the notebook's namespace and server (and `error`, if a request failed);
+    print the table; return the findings."""
+    facts = gather(ctx.api, ctx.place, ctx.namespace, server or ctx.server_name, ctx.group.group,
+                   bucket=ctx.bucket, error=error)
+    findings = run_checks(facts)
+    if show:
+        print(table(findings))
+    return findings
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from helpers.clients.target import resolve_settings, select
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.doctor", description=__doc__.splitlines()[0],
+                                     epilog="Unset options come from where the notebooks take them: MMS_* "
+                                            "variables, the settings file, else the guide's defaults.")
+    parser.add_argument("--namespace", default="")
+    parser.add_argument("--server", default="")
+    parser.add_argument("--target", choices=("local", "cluster"), default=None)
+    parser.add_argument("--identity", default="admin", choices=("admin", "learner"))
+    parser.add_argument("--api-group", default="", choices=("",) + API_GROUPS)
+    parser.add_argument("--bucket", default="")
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    args = parser.parse_args(argv)
+    try:
+        chosen, _ = resolve_settings({"target": args.target, "namespace": args.namespace, "server_name": args.server,
+                                      "bucket": args.bucket, "api_group": args.api_group})
+        place = select(chosen["target"])
+        api = place.api_client(args.identity, chosen["namespace"])
+    except SetupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    findings = run_checks(gather(api, place, chosen["namespace"], chosen["server_name"], chosen["api_group"] or None,
+                                 bucket=chosen["bucket"]))
+    print(json.dumps([f.as_dict() for f in findings], indent=1) if args.json else table(findings))
+    return 1 if problems(findings) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

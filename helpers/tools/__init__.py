@@ -1,0 +1,1 @@
+"""Commands around the notebooks: the walkthrough runner, JupyterLab, learners' copies. May import anything."""

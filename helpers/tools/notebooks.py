@@ -1,0 +1,100 @@
+"""Put the walkthrough's notebooks where a learner's Jupyter opens them: `python -m helpers.notebooks copy [DIR]`.
+
+DIR defaults to `./mms-notebooks` (in a Kubeflow Notebook, the terminal starts in the home
+folder, which is the file browser's root). A learner's copy is never overwritten silently:
+
+- a notebook not in DIR yet is copied;
+- one identical to the shipped version is left as it is;
+- one that differs (the learner edited or ran it, or the package has a newer version) is kept,
+  and the shipped version is written next to it as `NAME.new.ipynb`; `--force` overwrites it
+  instead (the old copy is kept as `NAME.ipynb.bak`).
+
+It prints one line per notebook saying what it did.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from helpers.core.resources import notebooks_dir
+
+DEFAULT_DIR = Path("mms-notebooks")
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What `copy` did for one notebook: `action` is copied, unchanged, new-version or replaced."""
+
+    name: str
+    action: str
+    path: Path
+
+
+def shipped() -> list[Path]:
+    """The notebooks this install carries, in the guide's order."""
+    return sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+def copy(dest: Path, force: bool = False) -> list[Copied]:
+    """Copy the shipped notebooks into `dest` (created), keeping a learner's edited copies (see module doc)."""
+    dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir():
+        from helpers.core.errors import SetupError
+
+        raise SetupError(f"{dest} exists and is not a folder", "pass another folder: python -m helpers.notebooks copy DIR")
+    dest.mkdir(parents=True, exist_ok=True)
+    done = []
+    for source in shipped():
+        target = dest / source.name
+        if not target.exists():
+            shutil.copyfile(source, target)
+            done.append(Copied(source.name, "copied", target))
+        elif target.read_bytes() == source.read_bytes():
+            done.append(Copied(source.name, "unchanged", target))
+        elif force:
+            shutil.copyfile(target, target.with_name(target.name + ".bak"))
+            shutil.copyfile(source, target)
+            done.append(Copied(source.name, "replaced", target))
+        else:
+            fresh = target.with_name(f"{source.stem}.new.ipynb")
+            shutil.copyfile(source, fresh)
+            done.append(Copied(source.name, "new-version", fresh))
+    return done
+
+
+def report(done: list[Copied], dest: Path) -> str:
+    """What a learner reads after `copy`: one line per notebook, then what to open."""
+    says = {"copied": "copied", "unchanged": "already there, unchanged",
+            "new-version": "yours differs and is kept; the shipped version is",
+            "replaced": "replaced (your old copy: .bak)"}
+    lines = [f"{c.name:<22} {says[c.action]}{' ' + c.path.name if c.action == 'new-version' else ''}" for c in done]
+    lines.append(f"notebooks in {Path(dest).expanduser().resolve()}: open 00_cluster_prep.ipynb first "
+                 "(in a Kubeflow Notebook, target='cluster' is the default there)")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.notebooks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("copy", help="copy the notebooks into DIR (default ./mms-notebooks)")
+    cmd.add_argument("dir", nargs="?", type=Path, default=DEFAULT_DIR)
+    cmd.add_argument("--force", action="store_true", help="overwrite edited copies (each kept as NAME.ipynb.bak)")
+    sub.add_parser("where", help="print the folder of the shipped notebooks")
+    args = parser.parse_args(argv)
+    if args.command == "where":
+        print(notebooks_dir())
+        return 0
+    if not shipped():
+        print(f"no notebooks in {notebooks_dir()}: the install is incomplete; reinstall the package", file=sys.stderr)
+        return 1
+    print(report(copy(args.dir, args.force), args.dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,504 @@
+"""The walkthrough, executed: papermill runs 00-05 in order against the session's local stack,
+then 99_cleanup, then 00-05 again.
+
+One run with the guide's settings on the default (kfserving-0.5) stack, one on a `kserve`-profile
+stack with another namespace, server name and bucket, and the API group found from the cluster;
+each notebook's results JSON is checked. Then: no secret in any executed notebook,
+results file or log; a notebook run out of order says which one to run first; the committed
+notebooks carry no outputs and have a `parameters` cell.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Optional
+
+import nbformat
+import pytest
+import requests
+from kubernetes import client
+
+from helpers.core.constants import KSERVE_GROUP, api_group
+from helpers.core.resources import data_path, notebooks_dir
+from helpers.core.wait import poll_until
+from helpers.local.stack import torch_backend
+from helpers.steps.models import images
+from helpers.steps.models.standins import CIFAR10_CLASSES
+from helpers.steps.prep.knative import SAVED_ANNOTATION
+from helpers.tools import walkthrough
+
+pytestmark = pytest.mark.stack
+
+NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception", "05_lifecycle"]
+GUIDE = NOTEBOOKS[:5]  # the guide's steps; 05 goes beyond it
+CLEANUP = walkthrough.CLEANUP
+# The other run: the `kserve` profile's stack, other names and the `small` preset, all from a settings file
+# (no parameter), and api_group left empty (found from the cluster).
+OTHER_FILE = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "preset": "small"}
+OTHER = {**OTHER_FILE, "api_group": KSERVE_GROUP}
+INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labels.txt")
+                       .read_text().splitlines())
+SETTINGS = ("namespace", "server_name", "bucket", "api_group", "preset")
+
+
+def run_walkthrough(out_dir: Path, parameters: dict) -> dict[str, walkthrough.Run]:
+    runs = {run.notebook: run for run in walkthrough.run_all(parameters, out_dir, only=[n[:2] for n in NOTEBOOKS])}
+    failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in runs.values() if not r.ok]
+    assert not failed, failed
+    assert list(runs) == NOTEBOOKS
+    return runs
+
+
+def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
+    return json.loads(runs[name].results.read_text())
+
+
+@pytest.fixture(scope="module")
+def cleanup(stack, kube, kserve_stack, kserve_kube) -> Iterator[None]:
+    """At the end, delete the servers the walkthroughs made and wait until their processes are gone."""
+    yield
+    for api, group, name, namespace, local in ((kube, "serving.kubeflow.org", "triton-mms", "mms", stack),
+                                               (kserve_kube, KSERVE_GROUP, OTHER["server_name"], OTHER["namespace"],
+                                                kserve_stack)):
+        ag = api_group(group)
+        try:
+            client.CustomObjectsApi(api).delete_namespaced_custom_object(
+                ag.group, ag.isvc_version, namespace, "inferenceservices", name)
+        except client.exceptions.ApiException:
+            pass
+        folder = local.servers_dir / f"{namespace}.{name}"
+        poll_until(lambda: not (folder / "processes.json").exists(),
+                   "the local controller to stop the walkthroughs' servers", timeout=120)
+
+
+@contextlib.contextmanager
+def state_dir(local) -> Iterator[None]:
+    """Point the notebooks' kernels at another stack for a while."""
+    previous = os.environ["MMS_STATE_DIR"]
+    os.environ["MMS_STATE_DIR"] = str(local.root)
+    try:
+        yield
+    finally:
+        os.environ["MMS_STATE_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def default_run(stack, cleanup, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
+    return run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
+
+
+@contextlib.contextmanager
+def settings_file(values: dict) -> Iterator[Path]:
+    """A workshop settings file with `values`, which the notebooks' kernels read (MMS_SETTINGS) for a while."""
+    from helpers.core import settings
+
+    previous = os.environ[settings.SETTINGS_FILE_ENV]
+    path = settings.save(values, Path(previous).parent / "workshop-settings.yaml")
+    os.environ[settings.SETTINGS_FILE_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ[settings.SETTINGS_FILE_ENV] = previous
+
+
+@pytest.fixture(scope="module")
+def other_run(kserve_stack, cleanup, default_run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
+    with state_dir(kserve_stack), settings_file(OTHER_FILE):
+        return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), {})  # no parameter: the file's settings
+
+
+# --- the guide's settings ----------------------------------------------------------------------
+
+
+def test_00_cluster_prep(default_run) -> None:
+    found = results(default_run, "00_cluster_prep")
+    assert found["api_reachable"] and found["namespace_ready"]
+    assert all(check["ok"] for check in found["preflight"])
+    assert {c["key"]: c["after"] for c in found["knative_config_deployment"]} == {
+        "registriesSkippingTagResolving": "nvcr.io", "progressDeadline": "600s"}
+    assert found["settings"] == {"target": "local", "identity": "admin", "namespace": "mms", "server_name": "triton-mms",
+                                 "bucket": "triton", "api_group": "serving.kubeflow.org", "preset": "guide"}
+    assert_plots(found, 1)
+    assert Path(found["plots"][0]).name == "00_architecture.png"
+
+
+def test_00_as_the_admin_then_01_to_05_as_the_learner(default_run, kube) -> None:
+    """With `identity` left "", 00 runs as the admin and grants trainedmodels where Kubeflow 1.3's
+    kubeflow-edit lacks them; 01-05 run as the Profile's default-editor, a Kubeflow Notebook's rights."""
+    assert [results(default_run, name)["settings"]["identity"] for name in NOTEBOOKS] == ["admin"] + ["learner"] * 5
+    found = results(default_run, "00_cluster_prep")
+    assert found["admin_steps_skipped"] == [] and found["learner_trainedmodels"] is True
+    role = client.RbacAuthorizationV1Api(kube).read_namespaced_role("trainedmodel-editor", "mms")
+    assert [(r.api_groups, r.resources) for r in role.rules] == [(["serving.kubeflow.org"], ["trainedmodels"])]
+
+
+def test_01_minio(default_run) -> None:
+    found = results(default_run, "01_minio")
+    assert found["bucket_reachable"] and found["minio_service"] == "minio-service"
+    assert found["applied"] == ["Secret mms/mysecret", "ServiceAccount mms/sa"]
+    assert found["applied_external"] == ["Service mms/minio-service"]
+
+
+def test_02_server(default_run) -> None:
+    found = results(default_run, "02_server")
+    assert found["server_ready"] and found["server_live"]
+    assert found["server_metadata"]["name"] == "triton"
+    assert "model_repository" in found["server_metadata"]["extensions"]
+    assert re.match(r"http://127\.0\.0\.1(:\d+)?$", found["url"])  # the ingress gateway (port 80 as root)
+
+
+def test_03_cifar10(default_run) -> None:
+    found = results(default_run, "03_cifar10")
+    assert found["trainedmodel_ready"] and found["model_ready"]
+    assert found["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10]}]
+    assert sorted(found["uploaded"]) == ["torchscript/cifar10/1/model.pt", "torchscript/cifar10/config.pbtxt"]
+    assert [p["image"] for p in found["predictions"]] == list(images.CIFAR10_SAMPLES)
+    for prediction in found["predictions"]:
+        labels = [label for label, _ in prediction["top"]]
+        assert len(labels) == 3 and set(labels) <= set(CIFAR10_CLASSES)
+        scores = [score for _, score in prediction["top"]]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+    timeline = found["agent_timeline"]
+    assert timeline["model"] == "cifar10" and timeline["failed"] is None
+    assert 0 <= timeline["download_s"] <= timeline["load_s"]
+    assert isinstance(found["standin"], bool) and found["model_source"]
+    native = torch_backend.choose().native  # the notebook says which backend served it, as Triton reports
+    assert found["served_by"].startswith("Triton's own pytorch backend" if native else "a Python-based pytorch backend")
+    assert_plots(found, 2)
+
+
+def test_04_inception(default_run) -> None:
+    found = results(default_run, "04_inception")
+    assert found["trainedmodel_ready"] and found["model_ready"]
+    assert found["outputs"] == [{"name": "InceptionV3/Predictions/Softmax", "datatype": "FP32",
+                                 "shape": [len(images.INCEPTION_SAMPLES), 1001]}]
+    assert {e["name"]: e["state"] for e in found["repository"]} == {"cifar10": "READY", "inception": "READY"}
+    assert found["served_by"].startswith("a Python-based tensorflow backend")
+    for prediction in found["predictions"]:
+        labels = [label for label, _ in prediction["top"]]
+        assert len(labels) == 5 and set(labels) <= INCEPTION_LABELS
+    assert found["agent_timeline"]["load_s"] is not None
+    assert_plots(found, 2)
+
+
+def test_05_lifecycle(default_run) -> None:
+    found = results(default_run, "05_lifecycle")
+    model = "cifar10-lifecycle"
+    assert found["added"]["before"] == ["cifar10", "inception"] and model in found["added"]["after"]
+    assert found["reload"]["seen"]
+    messages = [step["msg"] for step in found["reload"]["agent"]]
+    assert messages.index("unloading model") < messages.index("Successfully loaded model")
+    assert found["old_version_gone"] and found["versions"] == {
+        "v2_ready": True, "v1_ready": False, "index": [
+            {"name": model, "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"},
+            {"name": model, "version": "2", "state": "READY", "reason": ""}]}
+    assert found["deleted"]["absent_from_index"] and found["deleted"]["index"] == ["cifar10", "inception"]
+    assert found["deleted"]["models_json"] == ["cifar10", "inception"]
+    assert "Successfully unloaded model" in [step["msg"] for step in found["deleted"]["agent"]]
+    served = {row["model"]: row["inference_count"] for row in found["statistics"]}
+    assert served[model] == len(images.CIFAR10_SAMPLES) and served["cifar10"] >= 1
+    # KFServing 0.5.1 checks no memory: the model is Ready and handed to the agent
+    assert found["over_memory"] == {"limit": "16Gi", "asked": "32Gi", "memory_condition": None,
+                                    "in_models_json": True, "ready": True, "refused": False}
+    assert found["declared_memory_gib"] == {"cifar10": 1.0, "inception": 1.0, model: 1.0, "cifar10-too-big": 32.0}
+    assert_plots(found, 1)
+    assert any(f"successfully loaded '{model}'" in line for line in found["reload"]["triton_log"])
+    # the real objects, as a cluster user reads them: models.json, the agent's JSON lines, Triton's stats
+    # JSON, the TrainedModel's conditions and the API server's table
+    shown = default_run["05_lifecycle"].shown()
+    assert "models.json of ConfigMap modelconfig-triton-mms-0, before" in shown and f'"modelName": "{model}"' in shown
+    agent = [json.loads(line) for line in shown.splitlines() if line.startswith("{") and f'"{model}"' in line]
+    assert {"unloading model", "Successfully loaded model", "Successfully unloaded model"} <= {a["msg"] for a in agent}
+    assert '"model_stats": [' in shown and '"inference_stats": {' in shown
+    assert "status.conditions of TrainedModel cifar10-too-big" in shown and '"type": "Ready"' in shown
+    assert re.search(r"^NAME\s+.*READY", shown, re.M) and "cifar10-too-big" in shown
+
+
+def assert_plots(found: dict, count: int) -> None:
+    assert len(found["plots"]) == count
+    for path in map(Path, found["plots"]):
+        assert path.suffix == ".png" and path.stat().st_size > 5_000, path
+
+
+def test_executed_notebooks_show_the_guide_equivalents(default_run) -> None:
+    text = default_run["03_cifar10"].output.read_text()
+    for command in ("kubectl apply -f trained_model1.yaml", "logs $SERVER agent", "MODEL_NAME=cifar10",
+                    "/v2/models/${MODEL_NAME}/ready", "-d @./${MODEL_NAME}.json", "mc cp -r models/cifar10"):
+        assert command in text, command
+    request = json.loads((default_run["03_cifar10"].results.parent.parent / "requests" / "cifar10.json").read_text())
+    assert request["inputs"][0]["name"] == "INPUT__0" and request["inputs"][0]["shape"] == [1, 3, 32, 32]
+
+
+@pytest.mark.parametrize("name, model", [("03_cifar10", "cifar10"), ("04_inception", "inception")])
+def test_the_model_notebooks_show_the_real_objects(default_run, name: str, model: str) -> None:
+    """The agent's JSON lines and Triton's lines as `kubectl logs` prints them, models.json, the
+    `kubectl get` table, and the v2 request and response JSON, abridged only with a marker."""
+    shown = default_run[name].shown()
+    agent = [line for line in shown.splitlines() if line.startswith("{") and f'"{model}"' in line]
+    assert agent and all(json.loads(line)["msg"] for line in agent)
+    assert f"successfully loaded '{model}'" in shown  # Triton's own log line
+    assert re.search(r"^NAME\s+URL\s+READY", shown, re.M)  # the API server's table, as kubectl prints it
+    assert "models.json of ConfigMap modelconfig-triton-mms-0" in shown and f'"modelName": "{model}"' in shown
+    assert '"model_name": "' + model + '"' in shown and '"outputs": [' in shown  # the v2 response
+    assert "more, abridged here" in shown and "request body written to" in shown
+    found = results(default_run, name)
+    assert model in [entry["modelName"] for entry in found["models_json"]]
+
+
+def test_the_guides_commands_run_in_bash_after_the_walkthrough(stack, kube, default_run, tmp_path: Path) -> None:
+    """The guide's command sequence, taken from its text, in one bash shell; prints how many ran verbatim."""
+    from support import guide_commands as guide
+
+    requests_dir = default_run["03_cifar10"].results.parent.parent / "requests"
+    steps = guide.run_on_stack(stack, kube, requests_dir, tmp_path)
+    summary = guide.report(steps)
+    print(summary)
+    (default_run["03_cifar10"].results.parent / "guide_commands.txt").write_text(summary + "\n")
+    assert [step.guide for step in steps if step.run is not None and step.code != 0] == [], summary
+    skipped = [step.guide for step in steps if guide.kubectl_or_curl(step.guide) and step.run is None]
+    assert skipped == [c for c in guide.SUBSTITUTIONS if c.startswith("curl -v http://${")]  # the two fallbacks
+    out = lambda command: guide.outputs(steps, command)  # noqa: E731
+    assert "MINIO_ACCESS_KEY" in out("kubectl get pods -l app=minio -o jsonpath={.items[0].spec.containers[0].env} "
+                                     "-n kubeflow")[0]
+    assert out('kubectl get svc -l app=minio -o name -n kubeflow | cut -d "/" -f 2') == ["minio-service\n"]
+    assert re.search(r"^triton-mms\s+http://triton-mms\.mms\.example\.com\s+True", out(
+        "kubectl get inferenceservice triton-mms -n mms")[0], re.M)
+    root = out('curl -v -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2')[0]
+    assert "< HTTP/1.1 200 OK" in root and '"name":"triton"' in root
+    assert "service/serving-service exposed" in out(
+        "kubectl expose pod ${POD_NAME} --type=NodePort --name serving-service -n mms")[0]
+    agent = out("kubectl -n mms logs $SERVER agent")[0] + out("kubectl logs $SERVER agent -n mms")[0]
+    for model in ("cifar10", "inception"):
+        about = [line for line in agent.splitlines() if f'"{model}"' in line]
+        for step in ("Downloading model", "Creating successFile", "Successfully loaded model"):
+            assert any(step in line for line in about), (model, step)
+        assert any("SUCCESS." in line for line in about)
+    tritons = out("kubectl logs $SERVER kfserving-container")
+    assert "successfully loaded 'cifar10'" in tritons[0] and "successfully loaded 'inception'" in tritons[1]
+    infer = out('curl -v -X POST -H "Host: ${SERVICE_HOSTNAME}" http://${CLUSTER_IP}/v2/models/$MODEL_NAME/infer '
+                "-d @./${MODEL_NAME}.json")
+    cifar10 = json.loads(infer[0].splitlines()[-1])
+    assert [(o["name"], o["datatype"], o["shape"]) for o in cifar10["outputs"]] == [("OUTPUT__0", "FP32", [1, 10])]
+    assert "< HTTP/1.1 200 OK" in infer[1]
+    models = out("kubectl get trainedmodel -n mms")[-1]
+    for model in ("cifar10", "inception"):
+        assert re.search(rf"^{model}\s+\S+\s+True", models, re.M), models
+    assert "inception_graphdef" in out("./mc tree myminio/")[0]
+    ingress, host = stack.env()["MMS_INGRESS_URL"], "triton-mms.mms.example.com"
+    for model in ("cifar10", "inception"):
+        assert requests.get(f"{ingress}/v2/models/{model}/ready", headers={"Host": host, **stack.gateway_headers()},
+                            timeout=10).status_code == 200
+
+
+def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -> None:
+    """After `eval "$(python -m helpers.local env)"`, in the reader's folder (the YAML files saved, the
+    request bodies where the notebooks wrote them), every printed line but the model downloads runs."""
+    from support import guide_commands as guide
+
+    requests_dir = default_run["03_cifar10"].results.parent.parent / "requests"
+    guide.write_files(stack, requests_dir, requests_dir)
+    printed = guide.notebook_commands([default_run[name].output for name in GUIDE])  # 05's act on models it deletes
+    ingress = stack.env()["MMS_INGRESS_URL"]
+
+    def as_run(line: str) -> Optional[str]:
+        if guide.DOWNLOADS.match(line):
+            return None
+        # Port 80 may be another stack's gateway (parallel runs): the line below it reaches this one.
+        return line.replace("http://${CLUSTER_IP}/", "${MMS_INGRESS_URL}/") if ingress != "http://127.0.0.1" else line
+    steps = [guide.Step(line, as_run(line), "a model download") for line in printed]
+    try:
+        guide.run(steps, requests_dir, guide.shell_env(stack))
+    finally:
+        guide.cleanup(stack)
+    assert len([s for s in steps if s.run]) >= 35
+    failed = [(s.run, s.code, s.output[-300:]) for s in steps if s.run and s.code != 0]
+    assert failed == []
+    infer = [s.output for s in steps if s.run and "/infer -d @" in s.run]
+    # Two (one a model) when the gateway has port 80; four when another stack holds it (the line with
+    # MMS_INGRESS_URL is printed and run as well).
+    assert len(infer) in (2, 4) and all("< HTTP/1.1 200 OK" in text for text in infer)
+
+
+# --- other settings, the other API group ------------------------------------------------------
+
+
+def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve_kube) -> None:
+    from helpers.core.settings import PRESETS, gib
+
+    kube = kserve_kube
+    small = PRESETS["small"]
+    for name in NOTEBOOKS:
+        settings = results(other_run, name)["settings"]
+        assert {k: settings[k] for k in SETTINGS} == OTHER, name
+        shown = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
+        assert "namespace=team-b (settings file)" in shown and "preset=small (settings file)" in shown, name
+        assert settings["identity"] == ("admin" if name == "00_cluster_prep" else "learner"), name
+    # KServe 0.20's kubeflow-edit has trainedmodels: the admin's 00 grants nothing more
+    assert results(other_run, "00_cluster_prep")["trainedmodels_role"] == []
+    assert results(other_run, "01_minio")["applied"] == ["Secret team-b/mysecret", "ServiceAccount team-b/sa"]
+    assert results(other_run, "03_cifar10")["outputs"][0]["shape"] == [1, 10]
+    assert results(other_run, "04_inception")["model_ready"]
+    lifecycle = results(other_run, "05_lifecycle")
+    assert lifecycle["reload"]["seen"] and lifecycle["old_version_gone"] and lifecycle["deleted"]["absent_from_index"]
+    # The small preset's server: what the InferenceService asks for, and the limit 05 counts models against.
+    isvc = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        KSERVE_GROUP, api_group(KSERVE_GROUP).isvc_version, "team-b", "inferenceservices", "tri-b")
+    resources = isvc["spec"]["predictor"]["triton"]["resources"]
+    for kind in ("limits", "requests"):
+        assert (resources[kind]["cpu"], resources[kind]["memory"]) == (small.server_cpu, small.server_memory), kind
+    # KServe adds up the declared memory: the model that does not fit never reaches models.json
+    assert lifecycle["over_memory"] == {"limit": small.server_memory, "asked": "4Gi", "memory_condition": "False",
+                                        "in_models_json": False, "ready": False, "refused": True}
+    declared = lifecycle["declared_memory_gib"]
+    assert (declared["cifar10"], declared["inception"]) == (gib(small.model_memory), gib(small.model_memory))
+    secret = client.CoreV1Api(kube).read_namespaced_secret("mysecret", "team-b")
+    assert "serving.kserve.io/s3-endpoint" in secret.metadata.annotations
+    tm = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        KSERVE_GROUP, "v1alpha1", "team-b", "trainedmodels", "cifar10")
+    assert tm["spec"] == {"inferenceService": "tri-b", "model": {
+        "framework": "pytorch", "storageUri": "s3://models-b/torchscript/cifar10", "memory": small.model_memory}}
+    for name in NOTEBOOKS:  # nothing of the guide's defaults in what ran
+        source = "".join(c.source for c in nbformat.read(other_run[name].output, 4).cells if c.cell_type == "code")
+        outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
+        assert "triton-mms" not in outputs and "s3://triton/" not in outputs, name
+        assert "triton-mms" not in source.split("# Parameters")[-1], name
+        assert "16Gi" not in outputs, name
+
+
+# --- safety and messages ------------------------------------------------------------------------
+
+
+def secrets_of(stack) -> dict[str, str]:
+    creds = stack.s3_credentials()
+    token = (stack.root / "pki" / "tokens.csv").read_text().split(",", 1)[0].strip()
+    found = {"s3 access key": creds.access_key, "s3 secret key": creds.secret_key, "apiserver token": token}
+    assert all(len(value) >= 8 for value in found.values())
+    return found
+
+
+def test_no_secret_in_any_executed_notebook_result_or_log(stack, kserve_stack, default_run, other_run) -> None:
+    files = []
+    for runs in (default_run, other_run):
+        out_dir = runs["00_cluster_prep"].output.parent
+        files += [p for p in out_dir.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json")]
+    for local in (stack, kserve_stack):
+        files += [p for p in local.root.rglob("*.log") if p.is_file()]
+    assert len(files) > 20
+    found = {**secrets_of(stack), **{f"kserve stack's {k}": v for k, v in secrets_of(kserve_stack).items()}}
+    for path in files:
+        text = path.read_text(errors="replace")
+        for what, value in found.items():
+            assert value not in text, f"{what} appears in {path}"
+
+
+def test_out_of_order_notebooks_say_which_to_run_first(stack, default_run, tmp_path: Path) -> None:
+    path = notebooks_dir()
+    cases = [("01_minio", {"namespace": "never-made"}, "run 00_cluster_prep first"),
+             ("03_cifar10", {"namespace": "never-made", "identity": "admin"}, "run 02_server first")]
+    for name, params, fix in cases:
+        run = walkthrough.run_notebook(path / f"{name}.ipynb", tmp_path, params)
+        assert not run.ok
+        errors = [o for c in nbformat.read(run.output, 4).cells for o in c.get("outputs", [])
+                  if o.output_type == "error"]
+        assert len(errors) == 1 and errors[0].ename == "SetupError"
+        shown = "\n".join(errors[0].traceback)
+        assert fix in shown and "Traceback" not in shown, shown  # cause and fix, no wall of frames
+
+
+def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_path: Path) -> None:
+    import papermill
+
+    output = tmp_path / "00_interactive.ipynb"
+    papermill.execute_notebook(str(notebooks_dir() / "00_cluster_prep.ipynb"), str(output),
+                               parameters={"interactive": True, "results_path": str(tmp_path / "r.json")},
+                               kernel_name=walkthrough.KERNEL, cwd=str(notebooks_dir()),
+                               progress_bar=False, execution_timeout=300)
+    mimes = {m for c in nbformat.read(output, 4).cells for o in c.get("outputs", []) for m in o.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" in mimes
+    assert json.loads((tmp_path / "r.json").read_text())["namespace_ready"]
+
+
+# --- the committed notebooks --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*NOTEBOOKS, "06_troubleshooting", CLEANUP])
+def test_committed_notebook_is_clean(name: str) -> None:
+    nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", 4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == walkthrough.KERNEL
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and params[0] is code[0]
+    for setting in ("target", "namespace", "server_name", "bucket", "api_group", "results_path", "interactive"):
+        assert re.search(rf"^{setting} = ", params[0].source, re.M), setting
+    for cell in code[1:]:  # the defaults live in the parameters cell only
+        assert not re.search(r"""["'](mms|triton-mms|triton)["']""", cell.source), cell.source
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and "Guide section" in first.source
+    assert re.search(r"[\uac00-\ud7a3]", first.source)  # the guide's Korean heading is quoted
+
+
+# --- teardown: 99_cleanup, then the walkthrough again ----------------------------------------------
+
+
+def config_deployment(kube) -> dict:
+    return client.CoreV1Api(kube).read_namespaced_config_map("config-deployment", "knative-serving").data or {}
+
+
+def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, default_run, tmp_path: Path) -> None:
+    """Runs last on the default stack: 99 removes everything and restores Knative; 00-05 then pass again."""
+    core = client.CoreV1Api(kube)
+    notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations or {}
+    saved = json.loads(notes.get(SAVED_ANNOTATION, "null"))  # what 00 found, when 00 (or a test before) patched
+    if any(c["changed"] for c in results(default_run, "00_cluster_prep")["knative_config_deployment"]):
+        assert saved == {c["key"]: c["before"] for c in results(default_run, "00_cluster_prep")["knative_config_deployment"]}
+    keys = ("registriesSkippingTagResolving", "progressDeadline")
+    expected = saved if saved is not None else {k: config_deployment(kube).get(k) for k in keys}
+    path = notebooks_dir() / f"{CLEANUP}.ipynb"
+    first = walkthrough.run_notebook(path, tmp_path / "first", {})
+    assert first.ok, first.error
+    done = json.loads(first.results.read_text())
+    assert done["leftovers"] == []
+    removed = {step["what"]: step["removed"] for step in done["steps"]}
+    assert removed["TrainedModels"] == ["cifar10", "inception"] and removed["InferenceService"] == ["triton-mms"]
+    assert removed["Profile and namespace"] == ["Profile mms", "namespace mms"]
+    assert removed["bucket objects"] == []  # delete_data=False keeps the files
+    shown = first.shown()  # one table: each step, what it removed, its kubectl equivalent
+    assert re.search(r"^STEP\s+REMOVED\s+KUBECTL EQUIVALENT$", shown, re.M)
+    assert re.search(r"^InferenceService\s+triton-mms\s+kubectl delete inferenceservices.serving.kubeflow.org", shown,
+                     re.M)
+    assert {k: config_deployment(kube).get(k) for k in keys} == expected
+    notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations
+    assert SAVED_ANNOTATION not in (notes or {})  # restored: the saved values are dropped
+    commands = [step["command"] for step in done["steps"]]
+    assert commands[0] == "kubectl delete trainedmodels.serving.kubeflow.org -l inferenceservice=triton-mms -n mms"
+    assert commands[1] == "kubectl delete inferenceservices.serving.kubeflow.org triton-mms -n mms"
+    again = walkthrough.run_notebook(path, tmp_path / "again", {})  # idempotent: nothing left to remove
+    assert again.ok and all(not step["removed"] for step in json.loads(again.results.read_text())["steps"])
+    run_walkthrough(tmp_path / "rerun", {})
+
+
+def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack, kserve_kube, other_run,
+                                                                    tmp_path: Path) -> None:
+    from helpers.clients import storage
+    from helpers.clients.target import select
+    from helpers.steps.operations import cleanup
+
+    with state_dir(kserve_stack):
+        run = walkthrough.run_notebook(notebooks_dir() / f"{CLEANUP}.ipynb", tmp_path,
+                                       {**{k: v for k, v in OTHER.items() if k != "api_group"}, "delete_data": True})
+    assert run.ok, run.error
+    done = json.loads(run.results.read_text())
+    assert done["leftovers"] == [] and done["settings"]["namespace"] == "team-b"
+    removed = {step["what"]: step["removed"] for step in done["steps"]}
+    assert "torchscript/cifar10/1/model.pt" in removed["bucket objects"]
+    assert "bucket models-b (empty)" in removed["bucket objects"]
+    assert removed["Knative config-deployment"]  # the kserve stack's 00 saved and now restored them
+    with state_dir(kserve_stack):
+        s3 = cleanup.minio_client(kserve_kube, select("local"))
+        assert not storage.bucket_exists(s3, "models-b")
+

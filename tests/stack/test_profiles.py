@@ -1,0 +1,51 @@
+"""Version profiles: chosen once per state folder, one API group per running stack."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers.core.errors import SetupError
+from helpers.local.stack import releases as profiles
+from helpers.local.stack.stack import Stack
+
+
+def test_default_is_the_guides_cluster(monkeypatch) -> None:
+    monkeypatch.delenv(profiles.PROFILE_ENV, raising=False)
+    assert profiles.get().name == "kfserving-0.5" and profiles.get().group == "serving.kubeflow.org"
+    monkeypatch.setenv(profiles.PROFILE_ENV, "kserve")
+    assert profiles.get().group == "serving.kserve.io"
+
+
+def test_unknown_profile_names_the_known_ones() -> None:
+    with pytest.raises(SetupError, match="kfserving-0.5, kserve"):
+        profiles.get("kserve-0.3")
+
+
+def test_a_state_folder_keeps_its_profile(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    state = {"processes": {}, "ports": {}, "profile": "kfserving-0.5"}
+    with pytest.raises(SetupError) as refused:
+        stack._choose_profile(state, "kserve")
+    assert "holds a 'kfserving-0.5' stack" in refused.value.cause
+    assert "MMS_STATE_DIR=" in refused.value.fix and "--profile kfserving-0.5" in refused.value.fix
+    assert stack._choose_profile(state, "kfserving-0.5").name == "kfserving-0.5"
+    fresh = {"processes": {}, "ports": {}}
+    assert stack._choose_profile(fresh, "kserve").name == "kserve" and fresh["profile"] == "kserve"
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("fixture, group", [("stack", "serving.kubeflow.org"), ("kserve_stack", "serving.kserve.io")])
+def test_a_running_stack_serves_one_group(request, fixture: str, group: str) -> None:
+    stack = request.getfixturevalue(fixture)
+    out = subprocess.run(["kubectl", f"--kubeconfig={stack.kubeconfig}", "get", "crd", "-o", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    served = {item["spec"]["group"] for item in json.loads(out)["items"]} - {"kubeflow.org"}
+    assert served == {group}
+    # The guide's short names resolve to it, as on that cluster.
+    resources = subprocess.run(["kubectl", f"--kubeconfig={stack.kubeconfig}", "api-resources", "-o", "name"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert f"inferenceservices.{group}" in resources and f"trainedmodels.{group}" in resources
+    assert stack.profile().group == group and stack.env()["MMS_PROFILE"] == stack.profile().name

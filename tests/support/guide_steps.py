@@ -1,0 +1,33 @@
+"""The guide's steps 1-3 (Profile, S3 Secret + service account, ExternalName, the multi-model
+InferenceService) applied to a local stack in one call: what tests and benchmarks set up before
+they add TrainedModels. The notebooks do the same steps one cell at a time (00-02).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from helpers.clients import k8s, manifests
+from helpers.core.wait import poll_until
+from helpers.local.stack.stack import Stack
+
+
+def guide_values(stack: Stack, namespace: str, server_name: str, api_group: str, **overrides: Any) -> dict:
+    """Manifest values for the guide's objects in `namespace`, with the stack's S3 keys."""
+    creds = stack.s3_credentials()
+    return {"namespace": namespace, "owner": "learner@example.com", "api_group": api_group,
+            "secret_name": "mysecret", "service_account": "sa", "s3_endpoint": "minio-service.kubeflow:9000",
+            "access_key": creds.access_key, "secret_key": creds.secret_key, "server_name": server_name,
+            **overrides}
+
+
+def apply_guide_steps(kube: client.ApiClient, values: dict, server: bool = True) -> None:
+    """The Profile (waiting for its namespace's `default` service account), the S3 Secret and service
+    account, the ExternalName Service and, with `server`, the InferenceService."""
+    k8s.apply_all(kube, manifests.render("profile.yaml", **values))
+    poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", values["namespace"]),
+               "namespace", 60)
+    names = ["s3_secret.yaml", "external_service.yaml"] + (["multi_model_triton_server.yaml"] if server else [])
+    for name in names:
+        k8s.apply_all(kube, manifests.render(name, **values))
