@@ -8,12 +8,15 @@ KERNEL := mms-notebooks
 # Exact versions of everything pip installs, generated from pyproject.toml by `make lock`.
 LOCK := constraints.txt
 TRITON_REQ := tritonserver-requirements.txt
+# Test files run in parallel, whole files per worker: most tests wait on a stack, a kernel or a browser.
+TEST_WORKERS ?= 3
 
-.PHONY: help setup demo test lab up down status bench clean lock
+.PHONY: help setup demo test test-unit lint lab up down status bench clean lock
 
 help:
 	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-06; 99_cleanup: python -m helpers.walkthrough --only 99)"
-	@echo "make test    set up and run the whole test suite"
+	@echo "make test    set up, lint and run the whole test suite ($(TEST_WORKERS) workers; TEST_WORKERS=1 for one)"
+	@echo "make test-unit   the tests that start nothing (seconds): the edit loop"
 	@echo "make setup   install Debian packages, build the control plane and Triton's pytorch backend once, create .venv"
 	@echo "make lab     JupyterLab on 127.0.0.1 with the '$(KERNEL)' kernel and the stack's environment"
 	@echo "make up | down | status   the embedded local stack"
@@ -51,8 +54,14 @@ demo: setup
 	$(BIN)/python -m helpers.local up
 	$(BIN)/python -m helpers.walkthrough
 
-test: setup
-	$(BIN)/python -m pytest
+test: setup lint
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+test-unit: $(STAMP) lint
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 lab: setup
 	$(BIN)/python -m helpers.local up

@@ -1,7 +1,6 @@
 """Shared fixtures: one embedded local stack per test session, in a temporary state folder."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -9,6 +8,7 @@ import pytest
 
 from helpers.core import settings
 from helpers.local.stack.stack import Stack
+from support.stacks import pointed_at
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,26 +33,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     MMS_STATE_DIR is set for the whole session so that helpers, notebooks' kernels and
     subprocesses all find this stack and never the user's own.
     """
-    root = Path(tmp_path_factory.mktemp("stack"))
-    previous = os.environ.get("MMS_STATE_DIR")
-    os.environ["MMS_STATE_DIR"] = str(root)
-    local = Stack(root)
-    try:
-        local.up(say=lambda _msg: None)
-        yield local
-    finally:
-        local.down(say=lambda _msg: None)
-        if previous is None:
-            os.environ.pop("MMS_STATE_DIR", None)
-        else:
-            os.environ["MMS_STATE_DIR"] = previous
+    local = Stack(Path(tmp_path_factory.mktemp("stack")))
+    with pointed_at(local):
+        try:
+            local.up(say=lambda _msg: None)
+            yield local
+        finally:
+            local.down(say=lambda _msg: None)
 
 
 @pytest.fixture(scope="session")
 def kserve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A second real stack, on the `kserve` profile (serving.kserve.io only, KServe 0.20's rules).
 
-    Tests that use it point MMS_STATE_DIR at it themselves (see `use_stack`).
+    Tests that run notebooks or commands on it point MMS_STATE_DIR at it with `support.stacks.pointed_at`.
     """
     local = Stack(Path(tmp_path_factory.mktemp("kserve-stack")))
     try:
@@ -76,3 +70,13 @@ def kube(stack: Stack):
     from kubernetes import config as kconfig
 
     return kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
+
+
+STACK_FIXTURES = {"stack", "kserve_stack", "kube", "kserve_kube"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for a stack is a stack test, marked or not (`-m "not stack"` leaves it out)."""
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)

@@ -22,6 +22,7 @@ from helpers.core.config import project_root
 from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
 from helpers.steps.troubleshoot import doctor
 from helpers.tools import walkthrough
+from support.stacks import pointed_at
 
 PITFALLS = {"wrong_prefix": "S3 Secret annotation prefix", "no_region": "S3 region (s3-region)",
             "fixed_after_start": "Secret changed after the pod started",
@@ -297,21 +298,12 @@ def test_06_only_looks_off_the_local_stack() -> None:
 def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> None:
     """KServe 0.20's rules: no multi-model flag to break, and a model over the server's memory is refused
     (MemoryResourceAvailable=False), which the doctor names from the condition."""
-    import os
-
     out = tmp_path_factory.mktemp("doctor-kserve")
-    previous = os.environ.get("MMS_STATE_DIR")
-    os.environ["MMS_STATE_DIR"] = str(kserve_stack.root)
-    try:
+    with pointed_at(kserve_stack):
         params = {"namespace": "team-d", "offline": True}
         runs = walkthrough.run_all(params, out, only=["00", "01"])
         assert all(r.ok for r in runs), [r.error for r in runs]
         run = walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out, params)
-    finally:
-        if previous is None:
-            os.environ.pop("MMS_STATE_DIR")
-        else:
-            os.environ["MMS_STATE_DIR"] = previous
     assert run.ok, run.error
     found = json.loads(run.results.read_text())
     assert found["settings"]["api_group"] == KSERVE_GROUP

@@ -29,6 +29,7 @@ from helpers.steps.models import images
 from helpers.steps.models.standins import CIFAR10_CLASSES
 from helpers.steps.prep.knative import SAVED_ANNOTATION
 from helpers.tools import walkthrough
+from support.stacks import pointed_at
 
 pytestmark = pytest.mark.stack
 
@@ -74,17 +75,6 @@ def cleanup(stack, kube, kserve_stack, kserve_kube) -> Iterator[None]:
                    "the local controller to stop the walkthroughs' servers", timeout=120)
 
 
-@contextlib.contextmanager
-def state_dir(local) -> Iterator[None]:
-    """Point the notebooks' kernels at another stack for a while."""
-    previous = os.environ["MMS_STATE_DIR"]
-    os.environ["MMS_STATE_DIR"] = str(local.root)
-    try:
-        yield
-    finally:
-        os.environ["MMS_STATE_DIR"] = previous
-
-
 @pytest.fixture(scope="module")
 def default_run(stack, cleanup, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
     return run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
@@ -106,7 +96,7 @@ def settings_file(values: dict) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def other_run(kserve_stack, cleanup, default_run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
-    with state_dir(kserve_stack), settings_file(OTHER_FILE):
+    with pointed_at(kserve_stack), settings_file(OTHER_FILE):
         return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), {})  # no parameter: the file's settings
 
 
@@ -488,7 +478,7 @@ def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack
     from helpers.clients.target import select
     from helpers.steps.operations import cleanup
 
-    with state_dir(kserve_stack):
+    with pointed_at(kserve_stack):
         run = walkthrough.run_notebook(notebooks_dir() / f"{CLEANUP}.ipynb", tmp_path,
                                        {**{k: v for k, v in OTHER.items() if k != "api_group"}, "delete_data": True})
     assert run.ok, run.error
@@ -498,7 +488,7 @@ def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack
     assert "torchscript/cifar10/1/model.pt" in removed["bucket objects"]
     assert "bucket models-b (empty)" in removed["bucket objects"]
     assert removed["Knative config-deployment"]  # the kserve stack's 00 saved and now restored them
-    with state_dir(kserve_stack):
+    with pointed_at(kserve_stack):
         s3 = cleanup.minio_client(kserve_kube, select("local"))
         assert not storage.bucket_exists(s3, "models-b")
 

@@ -150,13 +150,6 @@ def test_triton_killed_restart_count_grows_and_previous_shows_the_old_log(stack:
                "the restarted server to answer through the gateway", timeout=120)
 
 
-def test_previous_without_a_restart_is_refused_as_the_kubelet_does(stack: Stack, server: str) -> None:
-    if restarts(stack, "agent"):
-        pytest.skip("the agent has restarted in this session")
-    done = kubectl(stack, "logs", server, "agent", "-n", NS, "--previous", check=False)
-    assert done.returncode != 0 and 'previous terminated container "agent"' in done.stderr
-
-
 def test_the_gateway_routes_by_host_and_answers_404_to_others(stack: Stack, server: str) -> None:
     url = ingress(stack)
     root = poll_until(lambda: requests.get(f"{url}/v2", headers={"Host": HOST, **stack.gateway_headers()}, timeout=5),
@@ -199,10 +192,14 @@ def test_env_exports_the_gateway_and_an_rclone_remote_without_secrets(stack: Sta
 
 
 def test_a_deleted_pod_is_replaced_and_a_deleted_server_takes_its_pod(stack: Stack, kube, server: str) -> None:
+    """The replacement starts with no restarts, so `--previous` is refused there as the kubelet refuses
+    it (whatever the old pod went through); deleting the server then takes its pod and route."""
     kubectl(stack, "delete", "pod", server, "-n", NS, "--wait=false")
     replaced = poll_until(lambda: pod(stack)["metadata"]["name"] != server and pod(stack),
                           "a new pod for the server", timeout=120, interval=0.5)
     assert all(s["restartCount"] == 0 for s in replaced["status"].get("containerStatuses") or [])
+    done = kubectl(stack, "logs", replaced["metadata"]["name"], "agent", "-n", NS, "--previous", check=False)
+    assert done.returncode != 0 and 'previous terminated container "agent"' in done.stderr
     poll_until(lambda: kubectl(stack, "get", "pod", server, "-n", NS, check=False).returncode != 0,
                "the deleted pod to be gone", timeout=60)
     client.CustomObjectsApi(kube).delete_namespaced_custom_object(
