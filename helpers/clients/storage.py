@@ -172,23 +172,6 @@ def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progres
     return keys
 
 
-def download_prefix(client: Minio, bucket: str, prefix: str, dest: Path, progress: bool = False) -> list[Path]:
-    """Download every object under s3://bucket/prefix into `dest`, keeping paths relative to prefix."""
-    objects = list_objects(client, bucket, prefix)
-    if not objects:
-        raise StorageError(f"nothing found under s3://{bucket}/{prefix}", "upload the model there first")
-    base = prefix.strip("/")
-    written = []
-    for key, _size in progress_bar(iterable=objects, desc=f"download s3://{bucket}/{prefix}", disable=not progress):
-        relative = key[len(base):].lstrip("/") if base else key
-        target = Path(dest) / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with s3_errors(client, bucket, key):
-            client.fget_object(bucket, key, str(target))
-        written.append(target)
-    return written
-
-
 def tree(client: Minio, bucket: str, depth: int = 3) -> str:
     """Folders in a bucket as `mc tree` prints them, `depth` levels deep."""
     root: dict = {}

@@ -81,17 +81,6 @@ def _http(url: str, timeout: float = 60.0) -> Iterator[httpclient.InferenceServe
         client.close()
 
 
-@contextlib.contextmanager
-def _grpc(url: str) -> Iterator[grpcclient.InferenceServerClient]:
-    host, ssl = _split_url(url)
-    client = grpcclient.InferenceServerClient(host, ssl=ssl)
-    try:
-        with _errors(url):
-            yield client
-    finally:
-        client.close()
-
-
 class _Reused(threading.local):
     """This thread's clients and model metadata (tritonclient's HTTP client is not thread-safe)."""
 

@@ -218,20 +218,15 @@ def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
     return values, sources
 
 
-def resolve(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] = None,
-            own_namespace: Optional[OwnNamespace] = None, user: Optional[str] = None) -> dict[str, str]:
-    """Every setting in `KEYS`, from the notebook's `params` (None or "" = not given) down to the default.
+def resolve_with_sources(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] = None,
+                         own_namespace: Optional[OwnNamespace] = None,
+                         user: Optional[str] = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Every setting in `KEYS` and where each came from: the notebook's `params` (None or "" = not
+    given), MMS_* variables, the settings file, a per-learner default, the built-in default.
 
     `own_namespace(target)`: the namespace the notebook runs in on that target ("" when none), e.g.
     `lambda t: helpers.clients.target.select(t).own_namespace()`.
     """
-    return _resolve(params, path, own_namespace, user)[0]
-
-
-def resolve_with_sources(params: Optional[Mapping[str, Any]] = None, *, path: Optional[Path] = None,
-                         own_namespace: Optional[OwnNamespace] = None,
-                         user: Optional[str] = None) -> tuple[dict[str, str], dict[str, str]]:
-    """`resolve` and `sources` at once, the settings file read once (`helpers.lesson.notebook.start`)."""
     return _resolve(params, path, own_namespace, user)
 
 

@@ -189,7 +189,7 @@ def clean_namespace(params: dict[str, Any]) -> list[str]:
     """`--cleanup`: 99_cleanup's teardown (`helpers.steps.operations.cleanup`) of what the run made in its namespace, keeping
     the namespace, the Knative settings and the bucket's files; returns `Kind namespace/name` of each deleted.
 
-    The namespace and server come from the same place as the notebooks' (`helpers.core.settings.resolve`:
+    The namespace and server come from the same place as the notebooks' (`helpers.core.settings.resolve_with_sources`:
     the `-p` values, MMS_*, the settings file, the defaults)."""
     from helpers.clients.target import resolve_settings, select
     from helpers.core.constants import api_group

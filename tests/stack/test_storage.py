@@ -23,13 +23,12 @@ def model_folder(tmp_path):
 
 
 @pytest.mark.stack
-def test_upload_list_download_round_trip(s3, tmp_path) -> None:
+def test_upload_list_read_back_round_trip(s3, tmp_path) -> None:
     keys = storage.upload_folder(s3, model_folder(tmp_path), "models-rt", "torchscript/cifar10", progress=False)
     assert keys == ["torchscript/cifar10/1/model.pt", "torchscript/cifar10/config.pbtxt"]
     assert dict(storage.list_objects(s3, "models-rt", "torchscript")) == {
         "torchscript/cifar10/1/model.pt": 2048, "torchscript/cifar10/config.pbtxt": 29}
-    files = storage.download_prefix(s3, "models-rt", "torchscript/cifar10", tmp_path / "back")
-    assert sorted(p.relative_to(tmp_path / "back").as_posix() for p in files) == ["1/model.pt", "config.pbtxt"]
+    assert s3.get_object("models-rt", "torchscript/cifar10/1/model.pt").read() == b"\0" * 2048
     assert "└─ torchscript" in storage.tree(s3, "models-rt")
     # Running it again is cheap and changes nothing.
     assert storage.upload_folder(s3, model_folder(tmp_path), "models-rt", "torchscript/cifar10", progress=False) == keys
@@ -49,8 +48,6 @@ def test_missing_bucket_and_object(s3, tmp_path) -> None:
     with pytest.raises(storage.StorageError, match="bucket 'no-such-bucket' does not exist"):
         storage.list_objects(s3, "no-such-bucket")
     storage.ensure_bucket(s3, "models-missing")
-    with pytest.raises(storage.StorageError, match="nothing found under s3://models-missing/nope"):
-        storage.download_prefix(s3, "models-missing", "nope", tmp_path)
     with pytest.raises(storage.StorageError, match="does not exist"):
         with storage.s3_errors(s3, "models-missing", "nope/model.pt"):
             s3.stat_object("models-missing", "nope/model.pt")

@@ -16,8 +16,7 @@ from helpers.local.stack.stack import Stack
 def guide_values(stack: Stack, namespace: str, server_name: str, api_group: str, **overrides: Any) -> dict:
     """Manifest values for the guide's objects in `namespace`, with the stack's S3 keys."""
     creds = stack.s3_credentials()
-    return {"namespace": namespace, "owner": "learner@example.com", "api_group": api_group,
-            "secret_name": "mysecret", "service_account": "sa", "s3_endpoint": "minio-service.kubeflow:9000",
+    return {**manifests.DEFAULTS, "namespace": namespace, "owner": "learner@example.com", "api_group": api_group,
             "access_key": creds.access_key, "secret_key": creds.secret_key, "server_name": server_name,
             **overrides}
 

@@ -22,8 +22,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 NO_POD = lambda target: ""  # noqa: E731 - outside a cluster: no namespace of its own
 
 
+def resolve(*args, **kwargs) -> dict[str, str]:
+    return settings.resolve_with_sources(*args, **kwargs)[0]
+
+
 def test_built_in_defaults_on_the_local_target_are_the_guides() -> None:
-    found = settings.resolve({}, own_namespace=NO_POD, user="Alice")
+    found = resolve({}, own_namespace=NO_POD, user="Alice")
     assert found == {"target": "local", "namespace": "mms", "server_name": "triton-mms", "bucket": "triton",
                      "api_group": "", "preset": "guide"}
     assert set(settings.sources({}, own_namespace=NO_POD).values()) == {"default"}
@@ -37,7 +41,7 @@ def test_precedence_parameter_then_env_then_file_then_learner_then_default(
     monkeypatch.setenv("MMS_BUCKET", "env-bucket")
     monkeypatch.setenv("MMS_SERVER_NAME", "env-srv")
     params = {"server_name": "param-srv", "namespace": None, "bucket": "", "api_group": None}
-    found = settings.resolve(params, own_namespace=NO_POD, user="bob")
+    found = resolve(params, own_namespace=NO_POD, user="bob")
     where = settings.sources(params, own_namespace=NO_POD, user="bob")
     assert found["server_name"] == "param-srv" and where["server_name"] == "parameter"
     assert found["bucket"] == "env-bucket" and where["bucket"] == "MMS_BUCKET"
@@ -46,7 +50,7 @@ def test_precedence_parameter_then_env_then_file_then_learner_then_default(
     # without the file's namespace, the cluster target takes the per-learner default
     settings.save({"namespace": ""})
     assert "namespace" not in settings.load()
-    assert settings.resolve({}, own_namespace=NO_POD, user="bob")["namespace"] == "mms-bob"
+    assert resolve({}, own_namespace=NO_POD, user="bob")["namespace"] == "mms-bob"
     assert settings.sources({}, own_namespace=NO_POD, user="bob")["namespace"] == "per-learner default"
 
 
@@ -57,9 +61,9 @@ def test_per_learner_namespace_in_a_notebook_pod_and_outside(tmp_path: Path) -> 
     pod = InCluster(tmp_path)
     assert pod.own_namespace() == "kubeflow-user-example-com" and InCluster(tmp_path / "no").own_namespace() == ""
     in_pod = lambda target: pod.own_namespace()  # noqa: E731
-    assert settings.resolve({"target": "cluster"}, own_namespace=in_pod)["namespace"] == "kubeflow-user-example-com"
+    assert resolve({"target": "cluster"}, own_namespace=in_pod)["namespace"] == "kubeflow-user-example-com"
     # the local target never takes a per-learner namespace: the guide's `mms` stays
-    assert settings.resolve({"target": "local"}, own_namespace=in_pod, user="bob")["namespace"] == "mms"
+    assert resolve({"target": "local"}, own_namespace=in_pod, user="bob")["namespace"] == "mms"
     assert settings.learner_name("Jane.Doe@Example.COM") == "mms-jane-doe-example-com"
     assert settings.learner_name("___") == "mms"
     long = settings.learner_name("x" * 100)
@@ -72,14 +76,14 @@ def test_in_a_pod_the_built_in_target_is_cluster(monkeypatch: pytest.MonkeyPatch
     values, where = settings.resolve_with_sources({}, own_namespace=in_pod)
     assert (values["target"], values["namespace"]) == ("cluster", "kubeflow-user-a")
     assert (where["target"], where["namespace"]) == ("default", "per-learner default")
-    assert settings.resolve({"target": "local"}, own_namespace=in_pod)["namespace"] == "mms"
+    assert resolve({"target": "local"}, own_namespace=in_pod)["namespace"] == "mms"
 
 
 def test_env_var_target_reaches_the_namespace_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MMS_TARGET", "cluster")
-    assert settings.resolve({}, own_namespace=NO_POD, user="eve")["namespace"] == "mms-eve"
+    assert resolve({}, own_namespace=NO_POD, user="eve")["namespace"] == "mms-eve"
     monkeypatch.setenv("MMS_NAMESPACE", "team-a")
-    assert settings.resolve({}, own_namespace=NO_POD, user="eve")["namespace"] == "team-a"
+    assert resolve({}, own_namespace=NO_POD, user="eve")["namespace"] == "team-a"
 
 
 @pytest.mark.parametrize("text, expect", [
@@ -95,7 +99,7 @@ def test_a_bad_settings_file_names_itself_and_the_fix(tmp_path: Path, monkeypatc
     path.write_text(text)
     monkeypatch.setenv("MMS_SETTINGS", str(path))
     with pytest.raises(SetupError) as err:
-        settings.resolve({})
+        resolve({})
     assert expect in err.value.cause and str(path) in err.value.cause and err.value.fix
 
 

@@ -57,8 +57,8 @@ class StatusFile:
 
 
 def read_status(path: Path) -> dict[str, dict]:
-    """The status file's entries; {} while the agent has not written it."""
+    """The status file's entries; {} while the agent has not written it (or it cannot be read)."""
     try:
         return json.loads(Path(path).read_text())
-    except FileNotFoundError:
+    except (OSError, ValueError):
         return {}

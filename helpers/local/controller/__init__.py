@@ -24,6 +24,7 @@ from typing import Optional
 from kubernetes import client, watch
 
 from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from helpers.local.agent.status import read_status
 from helpers.local.cluster import identity
 from helpers.local.cluster.authz import Authorizer
 from helpers.local.cluster.fsevents import FolderEvents
@@ -221,7 +222,7 @@ class Controller:
             if project:
                 tms.write_model_config(self.kube, ns, name, [tms.model_entry(tm) for tm in served], where,
                                        self._config_written, trust=via != "full pass")
-            agent = tms.read_agent_status(where)
+            agent = read_status(where.agent_status)
         for tm in items:
             if tm["metadata"].get("deletionTimestamp"):
                 if project:  # it has left models.json above (or never was in it): let the deletion finish

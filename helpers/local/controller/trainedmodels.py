@@ -116,13 +116,6 @@ def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict
         written[key] = text
 
 
-def read_agent_status(where: ServerDir) -> dict:
-    try:
-        return json.loads(where.agent_status.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def agent_event(tm: dict, agent: dict) -> Optional[tuple[str, str, str]]:
     """(type, reason, message) of what the agent did with this TrainedModel's current spec, if final."""
     entry = agent.get(tm["metadata"]["name"]) or {}

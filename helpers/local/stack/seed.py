@@ -16,9 +16,8 @@ No kubelet runs: the Pod stays Pending and only its spec is read.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
 
-from helpers.clients.k8s import Client, apply_all
 from helpers.core.constants import (
     INFERENCESERVICE_CONFIG,
     KNATIVE_CONFIG_DEPLOYMENT,
@@ -262,8 +261,3 @@ def seed_manifests(profile: Profile, s3_access_key: str, s3_secret_key: str, s3_
               "data": inferenceservice_config_data(profile, multi_model_server)}
     return [*namespaces, *minio_manifests(s3_access_key, s3_secret_key, s3_address, profile.minio_layout),
             knative_config_deployment(), config, *role_manifests(profile)]
-
-
-def apply_manifests(api_client: Client, manifests: Iterable[dict]) -> None:
-    """Create or update each manifest (idempotent); CRDs are Established before this returns."""
-    apply_all(api_client, manifests)

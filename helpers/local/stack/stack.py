@@ -471,12 +471,6 @@ class Stack:
         os.chmod(path, 0o600)
         return path
 
-    def require_running(self) -> None:
-        """Raise a SetupError naming the fix unless the stack's own processes all run."""
-        down = [r.name for r in self.status()[:len(ORDER)] if not r.running]
-        if down:
-            raise SetupError(f"the local stack is not running ({', '.join(down)} down)",
-                             "start it with `python -m helpers.local up` (or `make up`)")
 
 
 COMPONENTS: tuple[Component, ...] = (
