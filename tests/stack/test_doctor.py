@@ -295,6 +295,7 @@ def test_06_only_looks_off_the_local_stack() -> None:
 
 
 @pytest.mark.stack
+@pytest.mark.xdist_group("doctor-kserve")  # its own stack: runs beside the kfserving-0.5 tests above
 def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> None:
     """KServe 0.20's rules: no multi-model flag to break, and a model over the server's memory is refused
     (MemoryResourceAvailable=False), which the doctor names from the condition."""

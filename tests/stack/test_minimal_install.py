@@ -31,6 +31,7 @@ import pytest
 from helpers.core.config import project_root
 from helpers.core.resources import notebooks_dir
 from helpers.steps.models import model_sources
+from support.packaging import build_wheel
 
 pytestmark = pytest.mark.stack
 
@@ -48,15 +49,13 @@ def readme_block(marker: str) -> str:
 
 def test_readme_blocks_are_there() -> None:
     install = readme_block("kubeflow-notebook-install")
-    assert 'python -m pip install "$MMS_PACKAGE"' in install and "helpers.tools.notebooks copy" in install
+    assert 'python -m pip install "$MMS_PACKAGE"' in install and "python -m helpers.notebooks copy" in install
     assert "--target cluster" in readme_block("kubeflow-notebook-regression")
 
 
 @pytest.fixture(scope="module")
 def user_env(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A learner's environment: a fresh venv first on PATH, a home of its own, the stack's kubeconfig only."""
-    from tests.test_package import build_wheel
-
     root = tmp_path_factory.mktemp("kubeflow-user")
     home, venv = root / "home", root / "venv"
     home.mkdir()

@@ -1,5 +1,5 @@
-"""The walkthrough, executed: papermill runs 00-05 in order against the session's local stack,
-then 99_cleanup, then 00-05 again.
+"""The walkthrough, executed: papermill runs 00-05 in order against the session's local stack
+(99_cleanup after it: test_cleanup_notebook.py).
 
 One run with the guide's settings on the default (kfserving-0.5) stack, one on a `kserve`-profile
 stack with another namespace, server name and bucket, and the API group found from the cluster;
@@ -27,7 +27,6 @@ from helpers.core.wait import poll_until
 from helpers.local.stack import torch_backend
 from helpers.steps.models import images
 from helpers.steps.models.standins import CIFAR10_CLASSES
-from helpers.steps.prep.knative import SAVED_ANNOTATION
 from helpers.tools import walkthrough
 from support.stacks import pointed_at
 
@@ -57,27 +56,23 @@ def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
     return json.loads(runs[name].results.read_text())
 
 
-@pytest.fixture(scope="module")
-def cleanup(stack, kube, kserve_stack, kserve_kube) -> Iterator[None]:
-    """At the end, delete the servers the walkthroughs made and wait until their processes are gone."""
-    yield
-    for api, group, name, namespace, local in ((kube, "serving.kubeflow.org", "triton-mms", "mms", stack),
-                                               (kserve_kube, KSERVE_GROUP, OTHER["server_name"], OTHER["namespace"],
-                                                kserve_stack)):
-        ag = api_group(group)
-        try:
-            client.CustomObjectsApi(api).delete_namespaced_custom_object(
-                ag.group, ag.isvc_version, namespace, "inferenceservices", name)
-        except client.exceptions.ApiException:
-            pass
-        folder = local.servers_dir / f"{namespace}.{name}"
-        poll_until(lambda: not (folder / "processes.json").exists(),
-                   "the local controller to stop the walkthroughs' servers", timeout=120)
+def delete_server(api, local, group: str, name: str, namespace: str) -> None:
+    """Delete a server a walkthrough made and wait until its processes are gone."""
+    ag = api_group(group)
+    try:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            ag.group, ag.isvc_version, namespace, "inferenceservices", name)
+    except client.exceptions.ApiException:
+        pass
+    folder = local.servers_dir / f"{namespace}.{name}"
+    poll_until(lambda: not (folder / "processes.json").exists(),
+               "the local controller to stop the walkthroughs' servers", timeout=120)
 
 
 @pytest.fixture(scope="module")
-def default_run(stack, cleanup, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
-    return run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
+def default_run(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, walkthrough.Run]]:
+    yield run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
+    delete_server(kube, stack, "serving.kubeflow.org", "triton-mms", "mms")
 
 
 @contextlib.contextmanager
@@ -95,9 +90,11 @@ def settings_file(values: dict) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def other_run(kserve_stack, cleanup, default_run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
+def other_run(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, walkthrough.Run]]:
     with pointed_at(kserve_stack), settings_file(OTHER_FILE):
-        return run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), {})  # no parameter: the file's settings
+        runs = run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), {})  # no parameter: the file's settings
+    yield runs
+    delete_server(kserve_kube, kserve_stack, KSERVE_GROUP, OTHER["server_name"], OTHER["namespace"])
 
 
 # --- the guide's settings ----------------------------------------------------------------------
@@ -315,6 +312,7 @@ def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -
 # --- other settings, the other API group ------------------------------------------------------
 
 
+@pytest.mark.xdist_group("notebooks-kserve")
 def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve_kube) -> None:
     from helpers.core.settings import PRESETS, gib
 
@@ -369,19 +367,25 @@ def secrets_of(stack) -> dict[str, str]:
     return found
 
 
-def test_no_secret_in_any_executed_notebook_result_or_log(stack, kserve_stack, default_run, other_run) -> None:
-    files = []
-    for runs in (default_run, other_run):
-        out_dir = runs["00_cluster_prep"].output.parent
-        files += [p for p in out_dir.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json")]
-    for local in (stack, kserve_stack):
-        files += [p for p in local.root.rglob("*.log") if p.is_file()]
-    assert len(files) > 20
-    found = {**secrets_of(stack), **{f"kserve stack's {k}": v for k, v in secrets_of(kserve_stack).items()}}
+def assert_no_secret(local, runs: dict[str, walkthrough.Run]) -> None:
+    out_dir = runs["00_cluster_prep"].output.parent
+    files = [p for p in out_dir.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json")]
+    files += [p for p in local.root.rglob("*.log") if p.is_file()]
+    assert len(files) > 10
+    found = secrets_of(local)
     for path in files:
         text = path.read_text(errors="replace")
         for what, value in found.items():
             assert value not in text, f"{what} appears in {path}"
+
+
+def test_no_secret_in_any_executed_notebook_result_or_log(stack, default_run) -> None:
+    assert_no_secret(stack, default_run)
+
+
+@pytest.mark.xdist_group("notebooks-kserve")
+def test_no_secret_in_the_other_run(kserve_stack, other_run) -> None:
+    assert_no_secret(kserve_stack, other_run)
 
 
 def test_out_of_order_notebooks_say_which_to_run_first(stack, default_run, tmp_path: Path) -> None:
@@ -432,46 +436,10 @@ def test_committed_notebook_is_clean(name: str) -> None:
     assert re.search(r"[\uac00-\ud7a3]", first.source)  # the guide's Korean heading is quoted
 
 
-# --- teardown: 99_cleanup, then the walkthrough again ----------------------------------------------
+# --- teardown on the kserve stack (the default stack's: test_cleanup_notebook.py) --------------------
 
 
-def config_deployment(kube) -> dict:
-    return client.CoreV1Api(kube).read_namespaced_config_map("config-deployment", "knative-serving").data or {}
-
-
-def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, default_run, tmp_path: Path) -> None:
-    """Runs last on the default stack: 99 removes everything and restores Knative; 00-05 then pass again."""
-    core = client.CoreV1Api(kube)
-    notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations or {}
-    saved = json.loads(notes.get(SAVED_ANNOTATION, "null"))  # what 00 found, when 00 (or a test before) patched
-    if any(c["changed"] for c in results(default_run, "00_cluster_prep")["knative_config_deployment"]):
-        assert saved == {c["key"]: c["before"] for c in results(default_run, "00_cluster_prep")["knative_config_deployment"]}
-    keys = ("registriesSkippingTagResolving", "progressDeadline")
-    expected = saved if saved is not None else {k: config_deployment(kube).get(k) for k in keys}
-    path = notebooks_dir() / f"{CLEANUP}.ipynb"
-    first = walkthrough.run_notebook(path, tmp_path / "first", {})
-    assert first.ok, first.error
-    done = json.loads(first.results.read_text())
-    assert done["leftovers"] == []
-    removed = {step["what"]: step["removed"] for step in done["steps"]}
-    assert removed["TrainedModels"] == ["cifar10", "inception"] and removed["InferenceService"] == ["triton-mms"]
-    assert removed["Profile and namespace"] == ["Profile mms", "namespace mms"]
-    assert removed["bucket objects"] == []  # delete_data=False keeps the files
-    shown = first.shown()  # one table: each step, what it removed, its kubectl equivalent
-    assert re.search(r"^STEP\s+REMOVED\s+KUBECTL EQUIVALENT$", shown, re.M)
-    assert re.search(r"^InferenceService\s+triton-mms\s+kubectl delete inferenceservices.serving.kubeflow.org", shown,
-                     re.M)
-    assert {k: config_deployment(kube).get(k) for k in keys} == expected
-    notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations
-    assert SAVED_ANNOTATION not in (notes or {})  # restored: the saved values are dropped
-    commands = [step["command"] for step in done["steps"]]
-    assert commands[0] == "kubectl delete trainedmodels.serving.kubeflow.org -l inferenceservice=triton-mms -n mms"
-    assert commands[1] == "kubectl delete inferenceservices.serving.kubeflow.org triton-mms -n mms"
-    again = walkthrough.run_notebook(path, tmp_path / "again", {})  # idempotent: nothing left to remove
-    assert again.ok and all(not step["removed"] for step in json.loads(again.results.read_text())["steps"])
-    run_walkthrough(tmp_path / "rerun", {})
-
-
+@pytest.mark.xdist_group("notebooks-kserve")
 def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack, kserve_kube, other_run,
                                                                     tmp_path: Path) -> None:
     from helpers.clients import storage

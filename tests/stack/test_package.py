@@ -19,18 +19,10 @@ from helpers.core.config import project_root
 from helpers.core.errors import SetupError
 from helpers.steps.models import model_sources
 from helpers.tools import notebooks, walkthrough
+from support.packaging import build_wheel
 
 SHIPPED = ["00_cluster_prep.ipynb", "01_minio.ipynb", "02_server.ipynb", "03_cifar10.ipynb", "04_inception.ipynb",
            "05_lifecycle.ipynb", "06_troubleshooting.ipynb", "99_cleanup.ipynb"]
-
-
-def build_wheel(out: Path) -> Path:
-    """`pip wheel . --no-deps` from the checkout, as the README says; the wheel's path."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(project_root()), "--no-deps", "-q", "-w", str(out)],
-                   check=True, capture_output=True, text=True, timeout=300)
-    wheels = list(out.glob("mms_notebooks-*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0]
 
 
 @pytest.fixture(scope="session")
