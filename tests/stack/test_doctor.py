@@ -20,7 +20,8 @@ import pytest
 
 from helpers.core.config import project_root
 from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
-from helpers.steps.troubleshoot import doctor
+from helpers.core.errors import SetupError
+from helpers.steps.troubleshoot import doctor, pitfalls
 from helpers.tools import walkthrough
 from support.stacks import pointed_at
 
@@ -177,19 +178,31 @@ def test_quantities() -> None:
 
 
 # --- on the local stack ------------------------------------------------------------------------
+KSERVE_SECTIONS = (*pitfalls.DEFAULT, "wrong_prefix", "memory")
+
+
+def test_sections_default_to_three_and_bring_what_they_need() -> None:
+    assert pitfalls.chosen() == pitfalls.chosen("") == ("no_region", "fixed_after_start", "config_name")
+    assert pitfalls.chosen("all") == pitfalls.ALL
+    assert pitfalls.chosen("fixed_after_start, memory") == ("no_region", "fixed_after_start", "memory")
+    with pytest.raises(SetupError) as err:
+        pitfalls.chosen("no_region,typo")
+    assert "typo" in err.value.cause and "wrong_prefix" in err.value.fix
+
+
 @pytest.fixture(scope="module")
 def run06(stack, tmp_path_factory: pytest.TempPathFactory) -> walkthrough.Run:
     out = tmp_path_factory.mktemp("doctor-walkthrough")
     runs = walkthrough.run_all({"offline": True}, out, only=["00", "01"])
     assert all(r.ok for r in runs), [r.error for r in runs]
-    return walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out, {})
+    return walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out, {"sections": "all"})
 
 
 @pytest.mark.stack
 def test_06_breaks_shows_names_and_mends_each_pitfall(run06: walkthrough.Run) -> None:
     assert run06.ok, run06.error
     found = json.loads(run06.results.read_text())
-    assert found["broke_things"] is True
+    assert found["broke_things"] is True and found["sections"] == list(pitfalls.ALL)
     assert set(found["pitfalls"]) == set(PITFALLS)
     for name, record in found["pitfalls"].items():
         assert record["check"] == PITFALLS[name]
@@ -297,18 +310,20 @@ def test_06_only_looks_off_the_local_stack() -> None:
 @pytest.mark.stack
 @pytest.mark.xdist_group("doctor-kserve")  # its own stack: runs beside the kfserving-0.5 tests above
 def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """KServe 0.20's rules: no multi-model flag to break, and a model over the server's memory is refused
-    (MemoryResourceAvailable=False), which the doctor names from the condition."""
+    """KServe 0.20's rules: the default sections, plus the two that differ from KFServing: the other
+    group's annotation prefix, and a model over the server's memory refused (MemoryResourceAvailable=False),
+    which the doctor names from the condition."""
     out = tmp_path_factory.mktemp("doctor-kserve")
     with pointed_at(kserve_stack):
         params = {"namespace": "team-d", "offline": True}
         runs = walkthrough.run_all(params, out, only=["00", "01"])
         assert all(r.ok for r in runs), [r.error for r in runs]
-        run = walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out, params)
+        run = walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out,
+                                       {**params, "sections": ",".join(KSERVE_SECTIONS)})
     assert run.ok, run.error
     found = json.loads(run.results.read_text())
     assert found["settings"]["api_group"] == KSERVE_GROUP
-    assert set(found["pitfalls"]) == set(PITFALLS) - {"multi_model_flag"}
+    assert set(found["pitfalls"]) == set(KSERVE_SECTIONS)
     assert all(r["broken_seen"] and r["doctor_named"] and r["restored"] for r in found["pitfalls"].values()), found
     assert found["pitfalls"]["memory"]["broken_seen"].startswith("MemoryResourceAvailable=False")
     assert "MemoryResourceAvailable=False" in found["pitfalls"]["memory"]["doctor_evidence"]

@@ -39,6 +39,14 @@ MODEL = "doctor-cifar"
 PREFIX = "doctor"
 SERVER_MEMORY = "2Gi"  # small enough for any node (the guide's 16Gi is its own pitfall)
 
+# Every section of 06 that breaks something, in the notebook's order. Three run by default: the region
+# users meet most (kserve/kserve#2140), the fix that does not reach a running pod, and the config
+# name trap; `sections="all"` runs every one.
+ALL = ("wrong_prefix", "no_region", "fixed_after_start", "virtual_host", "multi_model_flag", "config_name",
+       "memory", "wrong_shape", "s3_bucket")
+DEFAULT = ("no_region", "fixed_after_start", "config_name")
+NEEDS = {"fixed_after_start": "no_region"}  # section 5 mends what section 4 broke
+
 
 @dataclass
 class Pitfall:
@@ -273,6 +281,24 @@ def seen_line(found: dict) -> str:
         return f"agent: loaded in {found['load_s']:.2f}s"
     return "agent: no verdict yet"
 
+
+
+def chosen(names: Any = None) -> tuple[str, ...]:
+    """The sections to run, in the notebook's order: a comma-separated string or a list of names from
+    `ALL`, "all", or "" / None for `DEFAULT`. A section another one needs comes along with it."""
+    if names in (None, "", "default"):
+        wanted = set(DEFAULT)
+    elif names == "all":
+        wanted = set(ALL)
+    else:
+        items = names.split(",") if isinstance(names, str) else list(names)
+        wanted = {str(n).strip() for n in items if str(n).strip()}
+    unknown = sorted(wanted - set(ALL))
+    if unknown:
+        raise SetupError(f"no pitfall named {', '.join(unknown)}",
+                         f'use "all" or names from: {", ".join(ALL)} (default: {", ".join(DEFAULT)})')
+    wanted |= {NEEDS[n] for n in wanted if n in NEEDS}
+    return tuple(n for n in ALL if n in wanted)
 
 
 def may_break(ctx: Any, allowed: Optional[bool] = None) -> bool:
