@@ -365,8 +365,8 @@ def resolve_address(api: client.ApiClient, address: str, namespace: str = "defau
     if local:
         return local
     if svc.spec.type == "ExternalName" and svc.spec.external_name:
-        target = f"{svc.spec.external_name}:{port}" if port else svc.spec.external_name
-        return resolve_address(api, target, ns, hops - 1)
+        next_address = f"{svc.spec.external_name}:{port}" if port else svc.spec.external_name
+        return resolve_address(api, next_address, ns, hops - 1)
     return address
 
 

@@ -92,11 +92,11 @@ class _Reused(threading.local):
 _reused = _Reused()
 
 
-def _client(target: str, protocol: Protocol, timeout: float) -> Any:
-    key = (target, protocol, timeout)
+def _client(address: str, protocol: Protocol, timeout: float) -> Any:
+    key = (address, protocol, timeout)
     client = _reused.clients.get(key)
     if client is None:
-        host, ssl = _split_url(target)
+        host, ssl = _split_url(address)
         client = (grpcclient.InferenceServerClient(host, ssl=ssl) if protocol == "grpc" else
                   httpclient.InferenceServerClient(host, ssl=ssl, connection_timeout=5.0, network_timeout=timeout))
         _reused.clients[key] = client
@@ -117,14 +117,14 @@ def _headers_key(headers: Headers) -> tuple:
     return tuple(sorted((headers or {}).items()))
 
 
-def _reused_metadata(target: str, model: str, protocol: Protocol, headers: Headers) -> tuple[dict, bool]:
+def _reused_metadata(address: str, model: str, protocol: Protocol, headers: Headers) -> tuple[dict, bool]:
     """The model's metadata and whether it came from the cache."""
-    key = (target, model, protocol, _headers_key(headers))
+    key = (address, model, protocol, _headers_key(headers))
     found = _reused.metadata.get(key)
     if found is not None:
         return found, True
-    client = _client(target, protocol, 60.0)
-    with _errors(target):
+    client = _client(address, protocol, 60.0)
+    with _errors(address):
         if protocol == "grpc":
             found = client.get_model_metadata(model, headers=dict(headers) if headers else None, as_json=True)
             # The gRPC JSON form spells int64 shapes as strings.
@@ -136,7 +136,7 @@ def _reused_metadata(target: str, model: str, protocol: Protocol, headers: Heade
     return found, False
 
 
-def _with_reuse(target: str, model: str, protocol: Protocol, headers: Headers, timeout: float,
+def _with_reuse(address: str, model: str, protocol: Protocol, headers: Headers, timeout: float,
                 send: Any) -> Any:
     """Call `send(client, metadata)` with reused ones; on an error, forget them and try once more.
 
@@ -144,12 +144,12 @@ def _with_reuse(target: str, model: str, protocol: Protocol, headers: Headers, t
     and a reloaded model (Triton refuses the request built from old metadata). A second failure,
     or one with fresh metadata, is raised as it is; a timeout is never retried.
     """
-    key = (target, model, protocol, _headers_key(headers))
+    key = (address, model, protocol, _headers_key(headers))
     for attempt in (1, 2):
-        metadata, cached = _reused_metadata(target, model, protocol, headers)
-        client = _client(target, protocol, timeout)
+        metadata, cached = _reused_metadata(address, model, protocol, headers)
+        client = _client(address, protocol, timeout)
         try:
-            with _errors(target):
+            with _errors(address):
                 return send(client, metadata)
         except InferenceInputError:
             _reused.metadata.pop(key, None)  # checked against cached metadata: check against fresh once
@@ -158,7 +158,7 @@ def _with_reuse(target: str, model: str, protocol: Protocol, headers: Headers, t
                     _reused.metadata[key] = metadata  # fresh, and still valid: keep it
                 raise
         except (TritonUnreachable, TritonTimeout):
-            forget_clients(target)  # the connection is gone or stuck
+            forget_clients(address)  # the connection is gone or stuck
             if attempt == 2 or not cached or isinstance(sys.exc_info()[1], TritonTimeout):
                 raise
         except TritonError:
@@ -399,7 +399,7 @@ def infer(url: str, model: str, inputs: Inputs, outputs: Optional[Sequence[str]]
     """
     if protocol not in ("http", "grpc"):
         raise ValueError(f"protocol must be 'http' or 'grpc', not {protocol!r}")
-    target = _grpc_target(url, grpc_url) if protocol == "grpc" else url
+    address = _grpc_address(url, grpc_url) if protocol == "grpc" else url
 
     def send(client: Any, metadata: dict) -> dict[str, np.ndarray]:
         arrays = check_inputs(model, metadata, inputs)
@@ -415,10 +415,10 @@ def infer(url: str, model: str, inputs: Inputs, outputs: Optional[Sequence[str]]
             result = client.infer(model, request_inputs, outputs=requested, headers=sent)
         return {name: result.as_numpy(name) for name in names}
 
-    return _with_reuse(target, model, protocol, headers, timeout, send)
+    return _with_reuse(address, model, protocol, headers, timeout, send)
 
 
-def _grpc_target(url: str, grpc_url: Optional[str]) -> str:
+def _grpc_address(url: str, grpc_url: Optional[str]) -> str:
     if grpc_url:
         return grpc_url
     if url.strip().startswith(("http://", "https://")):

@@ -118,8 +118,8 @@ def test_urls_with_and_without_scheme():
 def test_grpc_needs_its_own_address_when_given_an_http_url():
     with pytest.raises(ValueError, match="grpc_url"):
         triton.infer("http://127.0.0.1:8000", "cifar10", np.zeros((1, 3, 32, 32), np.float32), protocol="grpc")
-    assert triton._grpc_target("http://127.0.0.1:8000", "127.0.0.1:8001") == "127.0.0.1:8001"
-    assert triton._grpc_target("127.0.0.1:8001", None) == "127.0.0.1:8001"
+    assert triton._grpc_address("http://127.0.0.1:8000", "127.0.0.1:8001") == "127.0.0.1:8001"
+    assert triton._grpc_address("127.0.0.1:8001", None) == "127.0.0.1:8001"
 
 
 def test_unreachable_server_is_named():

@@ -150,17 +150,17 @@ def guide_log(model: str) -> list[str]:
 
 
 # --- reading the log from the server's pod ---------------------------------------------------
-def agent_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
+def agent_lines(api: client.ApiClient, place: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
     """The model agent's log lines (`kubectl logs $SERVER agent -n <namespace>`)."""
-    return target.container_log(api, group, name, namespace, AGENT_CONTAINER).splitlines()
+    return place.container_log(api, group, name, namespace, AGENT_CONTAINER).splitlines()
 
 
-def server_lines(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
+def server_lines(api: client.ApiClient, place: Target, group: ApiGroup, name: str, namespace: str) -> list[str]:
     """Triton's own log lines (`kubectl logs $SERVER kfserving-container`)."""
-    return target.container_log(api, group, name, namespace, group.server_container).splitlines()
+    return place.container_log(api, group, name, namespace, group.server_container).splitlines()
 
 
-def wait_agent_loaded(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str,
+def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, name: str, namespace: str,
                       model: str, timeout: float = 300.0) -> tuple[list[str], dict]:
     """Poll the agent's log until it shows `model` loaded (or failed); return (lines, timeline).
 
@@ -169,7 +169,7 @@ def wait_agent_loaded(api: client.ApiClient, target: Target, group: ApiGroup, na
     """
     deadline = time.monotonic() + timeout
     while True:
-        lines = agent_lines(api, target, group, name, namespace)
+        lines = agent_lines(api, place, group, name, namespace)
         try:
             found = timeline(lines, model)
         except ValueError:

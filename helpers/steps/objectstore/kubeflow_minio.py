@@ -133,13 +133,13 @@ def minio_service(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE) ->
     return MinioService(svc.metadata.name, namespace, int(port))
 
 
-def settings(api: client.ApiClient, target: Target, creds: MinioCredentials, address: str,
+def settings(api: client.ApiClient, place: Target, creds: MinioCredentials, address: str,
              namespace: str = KUBEFLOW_NAMESPACE) -> S3Settings:
     """S3Settings for the keys and the address as this process reaches it; plain http, as in the guide."""
-    return S3Settings(target.service_address(api, address, namespace), creds.access_key, creds.secret_key)
+    return S3Settings(place.service_address(api, address, namespace), creds.access_key, creds.secret_key)
 
 
-def from_secret(api: client.ApiClient, target: Target, group: ApiGroup, namespace: str,
+def from_secret(api: client.ApiClient, place: Target, group: ApiGroup, namespace: str,
                 secret_name: str) -> S3Settings:
     """S3Settings from the Secret 01_minio applied (keys + the group's s3-endpoint annotation)."""
     try:
@@ -161,7 +161,7 @@ def from_secret(api: client.ApiClient, target: Target, group: ApiGroup, namespac
         raise SetupError(f"Secret {namespace}/{secret_name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
                          "run 01_minio again")
     secure = notes.get(group.s3_usehttps, "1") != "0"  # KServe's builder: https unless "0"
-    return S3Settings(target.service_address(api, address, namespace), data["AWS_ACCESS_KEY_ID"],
+    return S3Settings(place.service_address(api, address, namespace), data["AWS_ACCESS_KEY_ID"],
                       data["AWS_SECRET_ACCESS_KEY"], secure=secure, region=notes.get(group.s3_region) or "us-east-1")
 
 

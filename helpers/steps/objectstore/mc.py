@@ -9,11 +9,11 @@ from __future__ import annotations
 from helpers.clients.target import Target
 
 
-def with_rclone(target: Target, mc: str, rclone: str) -> str:
+def with_rclone(place: Target, mc: str, rclone: str) -> str:
     """The guide's `mc` lines; where the target's shell has rclone set up instead (the local stack),
     the rclone lines that run here after them."""
-    if not target.shell_env:
+    if not place.shell_env:
         return mc
     return "\n".join(["# the guide, with the MinIO client:", *(f"# {line}" for line in mc.splitlines()),
-                      "# on the local target, rclone does the same (its remote myminio is the guide's alias):",
-                      target.shell_env, rclone])
+                      "# on the local place, rclone does the same (its remote myminio is the guide's alias):",
+                      place.shell_env, rclone])

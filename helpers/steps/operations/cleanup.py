@@ -91,13 +91,13 @@ def _delete(call: Callable[[], Any]) -> bool:
         raise
 
 
-def minio_client(api: client.ApiClient, target: Target) -> Any:
+def minio_client(api: client.ApiClient, place: Target) -> Any:
     """A minio client with MinIO's own keys (as 01_minio reads them), so it works after the Secret is gone."""
     from helpers.clients import storage
     from helpers.steps.objectstore import kubeflow_minio
 
     creds, service = kubeflow_minio.minio_credentials(api), kubeflow_minio.minio_service(api)
-    return storage.connect(kubeflow_minio.settings(api, target, creds, service.address))
+    return storage.connect(kubeflow_minio.settings(api, place, creds, service.address))
 
 
 def trained_models(api: client.ApiClient, group: ApiGroup, namespace: str, server: str) -> list[str]:

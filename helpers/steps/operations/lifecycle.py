@@ -81,15 +81,15 @@ class Logs:
     """The server pod's two logs from a mark on: what one step added to `kubectl logs $SERVER agent` and
     to Triton's `kubectl logs $SERVER kfserving-container` (`kserve-container`)."""
 
-    def __init__(self, api: client.ApiClient, target: Target, server: "ServerRef") -> None:
-        self.api, self.target, self.server = api, target, server
+    def __init__(self, api: client.ApiClient, place: Target, server: "ServerRef") -> None:
+        self.api, self.place, self.server = api, place, server
         self._agent_mark = self._triton_mark = 0
 
     def agent(self) -> list[str]:
-        return agent_log.agent_lines(self.api, self.target, self.server.group, self.server.name, self.server.namespace)
+        return agent_log.agent_lines(self.api, self.place, self.server.group, self.server.name, self.server.namespace)
 
     def triton(self) -> list[str]:
-        return agent_log.server_lines(self.api, self.target, self.server.group, self.server.name,
+        return agent_log.server_lines(self.api, self.place, self.server.group, self.server.name,
                                       self.server.namespace)
 
     def mark(self) -> None:

@@ -22,9 +22,9 @@ __all__ = ["Endpoint", "server_url", "curl"]
 _SHOWN = {"authorization": f"Bearer ${{{TOKEN_ENV}}}", "cookie": f"${{{COOKIE_ENV}}}"}
 
 
-def server_url(api: client.ApiClient, target: Target, group: ApiGroup, name: str, namespace: str) -> Endpoint:
+def server_url(api: client.ApiClient, place: Target, group: ApiGroup, name: str, namespace: str) -> Endpoint:
     """How this notebook reaches the Ready InferenceService `name`: `(base_url, headers)`."""
-    return target.server_endpoint(api, require_ready(api, group, ISVC, name, namespace, "02_server"))
+    return place.server_endpoint(api, require_ready(api, group, ISVC, name, namespace, "02_server"))
 
 
 def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional[str] = None,
