@@ -1,13 +1,13 @@
 """The local model agent against a real S3 server and a real tritonserver, run as a subprocess.
 
-One module-scoped stack; the tests run in order and build on each other's state, as a learner's
-session does (add, add more, remove, change, break things, restart the agent, restart Triton).
+One module-scoped bench (S3, Triton and the agent started as `support.parts.Parts`); the tests run in
+order and build on each other's state, as a learner's session does (add, add more, remove, change,
+break things, restart the agent, restart Triton).
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -19,15 +19,15 @@ import pytest
 
 from helpers.clients import triton
 from helpers.clients.storage import S3Settings, connect, upload_folder
-from helpers.core.config import project_root
 from helpers.core.wait import poll_until
 from helpers.local.agent.downloader import Downloader, marker_path
 from helpers.local.agent.log import Logger
 from helpers.local.agent.spec import ModelSpec
 from helpers.local.agent.status import read_status
-from helpers.local.stack import process, s3server, tritonserver
+from helpers.local.stack import process, tritonserver
 from helpers.steps.models import agent_log
 from helpers.steps.models.standins import write_cifar10_standin
+from support.parts import Parts
 
 pytestmark = pytest.mark.stack
 
@@ -48,13 +48,17 @@ def _standin(folder: Path, seed: int) -> Path:
 
 
 @dataclass
-class Stack:
-    root: Path
+class AgentBench:
+    """S3, Triton and the agent as separate parts, for tests that restart one of them."""
+
+    parts: Parts
     s3: S3Settings
-    s3_record: process.ProcessRecord
     triton_record: process.ProcessRecord
-    backends: Path
     agent_record: Optional[process.ProcessRecord] = None
+
+    @property
+    def root(self) -> Path:
+        return self.parts.root
 
     @property
     def config_file(self) -> Path:
@@ -77,22 +81,20 @@ class Stack:
         return tritonserver.http_url(self.triton_record)
 
     def start_triton(self) -> None:
-        self.triton_record = tritonserver.start("triton", self.model_dir, self.backends, self.triton_record.ports,
-                                                self.root / "triton.log", timeout=120)
+        """Triton again on its ports, as a restarted container keeps its pod's address."""
+        self.triton_record = self.parts.triton(self.model_dir, on=self.triton_record.ports).record
 
     def start_agent(self) -> float:
         """Start the agent; returns the log offset where this run's lines begin."""
         self.status_file.unlink(missing_ok=True)
         offset = self.agent_log.stat().st_size if self.agent_log.exists() else 0
-        argv = process.python_argv("helpers.local.agent", "--config-dir", str(self.config_file.parent),
-                                   "--model-dir", str(self.model_dir), "--triton-url", self.triton_url,
-                                   "--status-file", str(self.status_file))
         # What KServe's credential builder injects for s3_secret.yaml's annotations.
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+        env = {"AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
                "S3_ENDPOINT": self.s3.endpoint, "AWS_ENDPOINT_URL": f"http://{self.s3.endpoint}",
                "S3_USE_HTTPS": "0", "AWS_REGION": "us-east-1", "S3_USER_VIRTUAL_BUCKET": "false"}
-        self.agent_record = process.start("agent", argv, self.agent_log, self.status_file.exists,
-                                          env=env, cwd=project_root(), timeout=60)
+        self.agent_record = self.parts.agent(config_dir=self.config_file.parent, model_dir=self.model_dir,
+                                             triton_url=self.triton_url, status_file=self.status_file,
+                                             log=self.agent_log, env=env)
         return offset
 
     def write_config(self, models: dict[str, str]) -> None:
@@ -136,82 +138,52 @@ class Stack:
         return triton.infer(self.triton_url, name, data)["OUTPUT__0"]
 
 
-def stop(record: process.ProcessRecord) -> bool:
-    """process.stop, then reap the child: a record alone cannot wait for it, and it would stay a zombie."""
-    stopped = process.stop(record)
-    try:
-        os.waitpid(record.pid, 0)
-    except ChildProcessError:
-        pass
-    return stopped
-
-
 def spec(uri: str) -> ModelSpec:
     return ModelSpec(uri, "pytorch", "100Mi")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = Path(tmp_path_factory.mktemp("agent"))
-    started: list[process.ProcessRecord] = []
-    the_stack: Optional[Stack] = None
-    try:
-        creds = s3server.load_or_create_credentials(root / "credentials" / "s3.json")
-        s3_port = process.free_port()
-        s3_record = s3server.start(root / "s3data", s3_port, creds, root / "s3.log")
-        started.append(s3_record)
-        s3 = S3Settings(f"127.0.0.1:{s3_port}", creds.access_key, creds.secret_key)
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentBench]:
+    with Parts(tmp_path_factory.mktemp("agent")) as parts:
+        s3 = parts.s3().settings
         client = connect(s3)
+        root = parts.root
         upload_folder(client, _standin(root / "src" / "cifar10", seed=0), BUCKET, "torchscript/cifar10", progress=False)
         upload_folder(client, _standin(root / "src" / "cifar10-v2", seed=1), BUCKET, "torchscript/cifar10-v2",
                       progress=False)
         broken = _standin(root / "src" / "broken", seed=0)
         (broken / "1" / "model.pt").write_bytes(b"this is not a TorchScript file")
         upload_folder(client, broken, BUCKET, "torchscript/broken", progress=False)
-
-        backends = tritonserver.prepare_backends(root / "backends")
-        ports = {kind: process.free_port() for kind in ("http", "grpc", "metrics")}
-        (root / "models").mkdir()
-        triton_record = tritonserver.start("triton", root / "models", backends, ports, root / "triton.log",
-                                           timeout=120)
-        started.append(triton_record)
-        the_stack = Stack(root, s3, s3_record, triton_record, backends)
-        the_stack.write_config({})
-        the_stack.start_agent()
-        yield the_stack
-    finally:
-        if the_stack is not None:
-            for record in (the_stack.agent_record, the_stack.triton_record):
-                if record is not None:
-                    stop(record)
-        for record in reversed(started):
-            stop(record)
+        bench = AgentBench(parts, s3, parts.triton(root / "models").record)
+        bench.write_config({})
+        bench.start_agent()
+        yield bench
 
 
-def test_add_cifar10_loads_it(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10})
-    entry = stack.wait_state("cifar10", "Loaded")
+def test_add_cifar10_loads_it(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10})
+    entry = bench.wait_state("cifar10", "Loaded")
     assert entry["sha"] == spec(CIFAR10).sha and entry["message"] == ""
-    assert stack.ready("cifar10")
-    marker = marker_path(stack.model_dir, "cifar10", spec(CIFAR10))
+    assert bench.ready("cifar10")
+    marker = marker_path(bench.model_dir, "cifar10", spec(CIFAR10))
     assert json.loads(marker.read_text()) == spec(CIFAR10).to_json()
-    assert (stack.model_dir / "cifar10" / "1" / "model.pt").is_file()
-    assert stack.infer("cifar10").shape == (1, 10)
-    messages = [e["msg"] for e in stack.events() if e["model"] == "cifar10"]
+    assert (bench.model_dir / "cifar10" / "1" / "model.pt").is_file()
+    assert bench.infer("cifar10").shape == (1, 10)
+    messages = [e["msg"] for e in bench.events() if e["model"] == "cifar10"]
     for expected in ("adding model", "worker is started for", "Downloading model", "Downloading to model dir",
                      "Creating successFile", "Successfully loaded model", "completion event for model"):
         assert expected in messages
-    line = agent_log.timeline(stack.log_lines(), "cifar10")
+    line = agent_log.timeline(bench.log_lines(), "cifar10")
     assert line["downloaded"] is True and 0 <= line["download_s"] <= line["load_s"]
-    assert stack.s3.secret_key not in stack.agent_log.read_text()
+    assert bench.s3.secret_key not in bench.agent_log.read_text()
 
 
-def test_two_more_models_load_in_parallel(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2, "third": CIFAR10})
-    stack.wait_state("second", "Loaded")
-    stack.wait_state("third", "Loaded")
-    assert stack.ready("second") and stack.ready("third") and stack.ready("cifar10")
-    events = stack.events()
+def test_two_more_models_load_in_parallel(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2, "third": CIFAR10})
+    bench.wait_state("second", "Loaded")
+    bench.wait_state("third", "Loaded")
+    assert bench.ready("second") and bench.ready("third") and bench.ready("cifar10")
+    events = bench.events()
     loading = {e["model"]: e["ts"] for e in events if e["msg"] == "loading model" and e["model"] in ("second", "third")}
     loaded = {e["model"]: e["ts"] for e in events if e["msg"] == "Successfully loaded model"
               and e["model"] in ("second", "third")}
@@ -219,107 +191,107 @@ def test_two_more_models_load_in_parallel(stack: Stack) -> None:
     assert max(loading.values()) < min(loaded.values())
 
 
-def test_remove_unloads_and_deletes_the_folder(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2, "third": CIFAR10})
-    stack.wait_state("third", "Loaded", sha=spec(CIFAR10).sha)
-    stack.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2})
-    stack.wait_state("third", "Unloaded")
-    assert not (stack.model_dir / "third").exists()
-    poll_until(lambda: not stack.ready("third"), "third to leave Triton", timeout=15)
-    assert stack.ready("cifar10") and stack.ready("second")
+def test_remove_unloads_and_deletes_the_folder(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2, "third": CIFAR10})
+    bench.wait_state("third", "Loaded", sha=spec(CIFAR10).sha)
+    bench.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2})
+    bench.wait_state("third", "Unloaded")
+    assert not (bench.model_dir / "third").exists()
+    poll_until(lambda: not bench.ready("third"), "third to leave Triton", timeout=15)
+    assert bench.ready("cifar10") and bench.ready("second")
 
 
-def test_spec_change_reloads_the_new_files(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2})
-    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10).sha)
-    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
-    before = stack.infer("cifar10")
-    stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})
-    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
-    folder = stack.model_dir / "cifar10"
+def test_spec_change_reloads_the_new_files(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10, "second": CIFAR10_V2})
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10).sha)
+    bench.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
+    before = bench.infer("cifar10")
+    bench.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    folder = bench.model_dir / "cifar10"
     assert [p.name for p in folder.glob("SUCCESS.*")] == [f"SUCCESS.{spec(CIFAR10_V2).sha}"]
-    after = stack.infer("cifar10")
+    after = bench.infer("cifar10")
     assert not np.allclose(before, after)  # other weights: Triton serves the new files
-    np.testing.assert_allclose(after, stack.infer("second"), rtol=1e-5)
-    assert "unloading model" in [e["msg"] for e in stack.events() if e["model"] == "cifar10"]
+    np.testing.assert_allclose(after, bench.infer("second"), rtol=1e-5)
+    assert "unloading model" in [e["msg"] for e in bench.events() if e["model"] == "cifar10"]
 
 
-def test_missing_bucket_and_prefix_fail_with_a_clear_message(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2,
+def test_missing_bucket_and_prefix_fail_with_a_clear_message(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2,
                         "nobucket": "s3://no-such-bucket/torchscript/cifar10",
                         "noprefix": f"s3://{BUCKET}/torchscript/not-uploaded"})
-    nobucket = stack.wait_state("nobucket", "Failed")
-    noprefix = stack.wait_state("noprefix", "Failed")
-    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
-    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
+    nobucket = bench.wait_state("nobucket", "Failed")
+    noprefix = bench.wait_state("noprefix", "Failed")
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    bench.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
     assert nobucket["message"].startswith("s3://no-such-bucket/torchscript/cifar10: bucket 'no-such-bucket' "
                                           "does not exist"), nobucket
     assert noprefix["message"].startswith(f"s3://{BUCKET}/torchscript/not-uploaded: no objects under"), noprefix
-    assert stack.status()["cifar10"]["state"] == "Loaded" and stack.ready("cifar10") and stack.ready("second")
+    assert bench.status()["cifar10"]["state"] == "Loaded" and bench.ready("cifar10") and bench.ready("second")
     # The learner fixes the bucket: the retrying add picks it up without a config change.
-    client = connect(stack.s3)
-    upload_folder(client, _standin(stack.root / "src" / "late", seed=0), "no-such-bucket", "torchscript/cifar10",
+    client = connect(bench.s3)
+    upload_folder(client, _standin(bench.root / "src" / "late", seed=0), "no-such-bucket", "torchscript/cifar10",
                   progress=False)
-    stack.wait_state("nobucket", "Loaded", timeout=120)
-    stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})  # a remove supersedes the retrying add
-    stack.wait_state("noprefix", "Unloaded")
-    stack.wait_state("nobucket", "Unloaded")
+    bench.wait_state("nobucket", "Loaded", timeout=120)
+    bench.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})  # a remove supersedes the retrying add
+    bench.wait_state("noprefix", "Unloaded")
+    bench.wait_state("nobucket", "Unloaded")
 
 
-def test_corrupt_model_fails_with_tritons_message(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2, "broken": BROKEN})
-    entry = stack.wait_state("broken", "Failed")
+def test_corrupt_model_fails_with_tritons_message(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2, "broken": BROKEN})
+    entry = bench.wait_state("broken", "Failed")
     assert "not a loadable TorchScript file" in entry["message"], entry
-    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
-    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    bench.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
     assert "broken" in entry["message"]
-    assert not stack.ready("broken")
-    assert stack.ready("cifar10") and stack.infer("cifar10").shape == (1, 10)
-    assert stack.status()["second"]["state"] == "Loaded"
-    assert agent_log.timeline(stack.log_lines(), "broken")["failed"]
+    assert not bench.ready("broken")
+    assert bench.ready("cifar10") and bench.infer("cifar10").shape == (1, 10)
+    assert bench.status()["second"]["state"] == "Loaded"
+    assert agent_log.timeline(bench.log_lines(), "broken")["failed"]
 
 
-def test_agent_restart_downloads_nothing_again(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})
-    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
-    stack.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
-    assert stack.agent_record is not None
+def test_agent_restart_downloads_nothing_again(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10_V2, "second": CIFAR10_V2})
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    bench.wait_state("second", "Loaded", sha=spec(CIFAR10_V2).sha)
+    assert bench.agent_record is not None
     t0 = time.monotonic()
-    assert stop(stack.agent_record)
+    assert process.stop(bench.agent_record)
     stopped_in = time.monotonic() - t0
     assert stopped_in < 2.5, f"the agent took {stopped_in:.1f}s to stop on SIGTERM"
-    assert stack.ready("cifar10") and stack.ready("second")  # Triton keeps serving while the agent is away
-    (stack.model_dir / "leftover").mkdir()  # a folder without a marker: cleaned up at start
-    stack.write_config({"cifar10": CIFAR10_V2})  # "second" is deleted while the agent is away
-    offset = stack.start_agent()
-    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
-    stack.wait_state("second", "Unloaded")
-    messages = [(e["model"], e["msg"]) for e in stack.events(offset)]
+    assert bench.ready("cifar10") and bench.ready("second")  # Triton keeps serving while the agent is away
+    (bench.model_dir / "leftover").mkdir()  # a folder without a marker: cleaned up at start
+    bench.write_config({"cifar10": CIFAR10_V2})  # "second" is deleted while the agent is away
+    offset = bench.start_agent()
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    bench.wait_state("second", "Unloaded")
+    messages = [(e["model"], e["msg"]) for e in bench.events(offset)]
     assert ("cifar10", "recovered model") in messages
     assert ("cifar10", "Model successFile exists already for") in messages
     assert not [m for m in messages if m[1] in ("Creating successFile", "Downloading objects")]
-    assert not (stack.model_dir / "leftover").exists() and not (stack.model_dir / "second").exists()
-    assert stack.ready("cifar10")
-    poll_until(lambda: not stack.ready("second"), "second to leave Triton", timeout=15)
+    assert not (bench.model_dir / "leftover").exists() and not (bench.model_dir / "second").exists()
+    assert bench.ready("cifar10")
+    poll_until(lambda: not bench.ready("second"), "second to leave Triton", timeout=15)
 
 
-def test_triton_restart_reloads_from_disk(stack: Stack) -> None:
-    stack.write_config({"cifar10": CIFAR10_V2})
-    stack.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
-    offset = stack.agent_log.stat().st_size
-    stop(stack.triton_record)
-    assert not stack.ready("cifar10")
-    stack.start_triton()
-    poll_until(lambda: stack.ready("cifar10"), "the agent to load cifar10 again", timeout=90)
-    stack.wait_state("cifar10", "Loaded")
-    messages = [e["msg"] for e in stack.events(offset)]
+def test_triton_restart_reloads_from_disk(bench: AgentBench) -> None:
+    bench.write_config({"cifar10": CIFAR10_V2})
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    offset = bench.agent_log.stat().st_size
+    process.stop(bench.triton_record)
+    assert not bench.ready("cifar10")
+    bench.start_triton()
+    poll_until(lambda: bench.ready("cifar10"), "the agent to load cifar10 again", timeout=90)
+    bench.wait_state("cifar10", "Loaded")
+    messages = [e["msg"] for e in bench.events(offset)]
     assert "Triton restarted: reloading models from disk" in messages
     assert "Creating successFile" not in messages and "Downloading objects" not in messages
-    assert stack.infer("cifar10").shape == (1, 10)
+    assert bench.infer("cifar10").shape == (1, 10)
 
 
-def test_downloader_lists_past_1000_objects_and_skips_directory_markers(stack: Stack, tmp_path: Path) -> None:
-    client = connect(stack.s3)
+def test_downloader_lists_past_1000_objects_and_skips_directory_markers(bench: AgentBench, tmp_path: Path) -> None:
+    client = connect(bench.s3)
     client.make_bucket("many")
     client.put_object("many", "model/empty-dir/", io.BytesIO(b""), 0)  # a directory marker, as consoles make
     from concurrent.futures import ThreadPoolExecutor
@@ -331,7 +303,7 @@ def test_downloader_lists_past_1000_objects_and_skips_directory_markers(stack: S
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, range(1105)))
     out = io.StringIO()
-    downloader = Downloader(tmp_path, stack.s3, Logger("test", out), workers=4)
+    downloader = Downloader(tmp_path, bench.s3, Logger("test", out), workers=4)
     many = ModelSpec("s3://many/model", "triton", "")
     t0 = time.monotonic()
     assert downloader.download("many", many) is True

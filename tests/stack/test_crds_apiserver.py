@@ -8,10 +8,6 @@ installed side by side here only to compare them (a stack serves one; see test_p
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -34,10 +30,10 @@ from helpers.core.constants import (
 )
 from helpers.core.errors import SetupError
 from helpers.local.crds import crd_manifests
-from helpers.local.stack import controlplane, process
 from helpers.local.stack.releases import PROFILES
 from helpers.local.stack.releases import get as get_profile
 from helpers.local.stack.seed import seed_manifests
+from support.parts import ControlPlanePart, Parts
 
 KFSERVING = get_profile("kfserving-0.5")
 
@@ -56,56 +52,15 @@ NAMESPACE = "mms"
 ACCESS_KEY, SECRET_KEY, S3_ADDRESS = "mms-test-key", "mms-test-secret", "127.0.0.1:19000"
 
 
-@dataclass
-class Cluster:
-    kubeconfig: Path
-    api: ApiClient
-
-    def kubectl(self, *args: str) -> str:
-        result = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-
-def distinct_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = process.free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """etcd + kube-apiserver + kube-controller-manager, started by helpers.local.stack.controlplane."""
-    try:
-        for env_var, name in (("ETCD", "etcd"), ("KUBE_APISERVER", "kube-apiserver"),
-                              ("KUBE_CONTROLLER_MANAGER", "kube-controller-manager")):
-            controlplane.find_binary(env_var, name)
-    except SetupError as exc:
-        pytest.skip(f"control plane binaries missing: {exc.cause}")
-    if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed")
-    root = tmp_path_factory.mktemp("controlplane")
-    paths = controlplane.Paths(root)
-    token = controlplane.ensure_credentials(paths)
-    etcd_client, etcd_peer, https, manager = distinct_ports(4)
-    started: list[process.ProcessRecord] = []
-    try:
-        started.append(controlplane.start_etcd(paths, etcd_client, etcd_peer, root / "logs" / "etcd.log"))
-        started.append(controlplane.start_apiserver(paths, https, etcd_client, token, root / "logs" / "apiserver.log"))
-        controlplane.write_kubeconfig(paths, https, token)
-        started.append(controlplane.start_controller_manager(paths, manager, root / "logs" / "manager.log"))
-        api = controlplane.api_client(paths.kubeconfig)
-        k8s.apply_all(api, all_crds())
-        k8s.apply_all(api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
-        k8s.apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        yield Cluster(paths.kubeconfig, api)
-    finally:
-        for record in reversed(started):
-            process.stop(record)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlanePart]:
+    """etcd + kube-apiserver + kube-controller-manager with every release's CRDs and the seed objects."""
+    with Parts(tmp_path_factory.mktemp("controlplane")) as parts:
+        cluster = parts.controlplane()
+        k8s.apply_all(cluster.api, all_crds())
+        k8s.apply_all(cluster.api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
+        k8s.apply(cluster.api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        yield cluster
 
 
 def trained_model(group: str, name: str, **model: object) -> dict:
@@ -133,7 +88,7 @@ def create_custom(api: ApiClient, manifest: dict) -> dict:
 
 # --- installing -----------------------------------------------------------------------------------
 
-def test_crds_are_established(cluster: Cluster) -> None:
+def test_crds_are_established(cluster: ControlPlanePart) -> None:
     crds = client.ApiextensionsV1Api(cluster.api).list_custom_resource_definition().items
     wanted = {crd["metadata"]["name"] for crd in all_crds()}
     established = {crd.metadata.name for crd in crds
@@ -141,7 +96,7 @@ def test_crds_are_established(cluster: Cluster) -> None:
     assert wanted <= established
 
 
-def test_seed_reads_like_the_guide(cluster: Cluster) -> None:
+def test_seed_reads_like_the_guide(cluster: ControlPlanePart) -> None:
     env = cluster.kubectl("get", "pods", "-l", "app=minio", "-o", "jsonpath={.items[0].spec.containers[0].env}",
                           "-n", KUBEFLOW_NAMESPACE)
     assert json.loads(env) == [{"name": "MINIO_ACCESS_KEY", "value": ACCESS_KEY},
@@ -159,13 +114,13 @@ def test_seed_reads_like_the_guide(cluster: Cluster) -> None:
 
 # --- k8s.apply ----------------------------------------------------------------------------------------
 
-def test_apply_again_changes_nothing(cluster: Cluster) -> None:
+def test_apply_again_changes_nothing(cluster: ControlPlanePart) -> None:
     first = k8s.apply_all(cluster.api, all_crds() + seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
     again = k8s.apply_all(cluster.api, all_crds() + seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
     assert [o["metadata"]["resourceVersion"] for o in first] == [o["metadata"]["resourceVersion"] for o in again]
 
 
-def test_apply_keeps_the_learners_patches(cluster: Cluster) -> None:
+def test_apply_keeps_the_learners_patches(cluster: ControlPlanePart) -> None:
     cluster.kubectl("patch", "cm", KNATIVE_CONFIG_DEPLOYMENT, "--patch",
                     '{"data":{"registriesSkippingTagResolving":"nvcr.io"}}', "-n", KNATIVE_NAMESPACE)
     k8s.apply_all(cluster.api, seeds(ACCESS_KEY, SECRET_KEY, S3_ADDRESS))
@@ -173,7 +128,7 @@ def test_apply_keeps_the_learners_patches(cluster: Cluster) -> None:
     assert data["registriesSkippingTagResolving"] == "nvcr.io" and "queueSidecarImage" in data
 
 
-def test_apply_updates_what_changed(cluster: Cluster) -> None:
+def test_apply_updates_what_changed(cluster: ControlPlanePart) -> None:
     core = client.CoreV1Api(cluster.api)
     old_pod = core.read_namespaced_pod("minio", KUBEFLOW_NAMESPACE)
     try:
@@ -190,7 +145,7 @@ def test_apply_updates_what_changed(cluster: Cluster) -> None:
         ACCESS_KEY, SECRET_KEY]
 
 
-def test_apply_names_the_invalid_field(cluster: Cluster) -> None:
+def test_apply_names_the_invalid_field(cluster: ControlPlanePart) -> None:
     with pytest.raises(k8s.ManifestRejected) as caught:
         k8s.apply(cluster.api, trained_model(KSERVE_GROUP, "no-uri", storageUri=None))
     assert caught.value.status == 422
@@ -198,7 +153,7 @@ def test_apply_names_the_invalid_field(cluster: Cluster) -> None:
     assert isinstance(caught.value, SetupError) and caught.value.fix
 
 
-def test_apply_unknown_kind_says_what_to_install(cluster: Cluster) -> None:
+def test_apply_unknown_kind_says_what_to_install(cluster: ControlPlanePart) -> None:
     with pytest.raises(SetupError, match="does not serve Widget"):
         k8s.apply(cluster.api, {"apiVersion": "serving.example.com/v1", "kind": "Widget",
                                       "metadata": {"name": "w", "namespace": NAMESPACE}})
@@ -213,7 +168,7 @@ def test_apply_unknown_kind_says_what_to_install(cluster: Cluster) -> None:
     ({"memory": None}, "spec.model.memory"),
     ({"memory": "lots"}, "spec.model.memory"),
 ])
-def test_invalid_trainedmodel_gets_422(cluster: Cluster, group: str, model: dict, field: str) -> None:
+def test_invalid_trainedmodel_gets_422(cluster: ControlPlanePart, group: str, model: dict, field: str) -> None:
     with pytest.raises(ApiException) as caught:
         create_custom(cluster.api, trained_model(group, "invalid", **model))
     assert caught.value.status == 422
@@ -221,7 +176,7 @@ def test_invalid_trainedmodel_gets_422(cluster: Cluster, group: str, model: dict
 
 
 @pytest.mark.parametrize("group", API_GROUPS)
-def test_second_create_gets_409(cluster: Cluster, group: str) -> None:
+def test_second_create_gets_409(cluster: ControlPlanePart, group: str) -> None:
     name = f"cifar10-{group.split('.')[1]}"
     create_custom(cluster.api, trained_model(group, name))
     with pytest.raises(ApiException) as caught:
@@ -229,7 +184,7 @@ def test_second_create_gets_409(cluster: Cluster, group: str) -> None:
     assert caught.value.status == 409
 
 
-def test_second_configmap_create_gets_409(cluster: Cluster) -> None:
+def test_second_configmap_create_gets_409(cluster: ControlPlanePart) -> None:
     body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="twice"), data={"a": "1"})
     core = client.CoreV1Api(cluster.api)
     core.create_namespaced_config_map(NAMESPACE, body)
@@ -238,7 +193,7 @@ def test_second_configmap_create_gets_409(cluster: Cluster) -> None:
     assert caught.value.status == 409
 
 
-def test_profile_needs_an_owner(cluster: Cluster) -> None:
+def test_profile_needs_an_owner(cluster: ControlPlanePart) -> None:
     profile = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": "mms-profile"},
                "spec": {"owner": {"kind": "User", "name": "user@example.com"}}}
     stored = k8s.apply(cluster.api, profile)
@@ -262,7 +217,7 @@ def ready_status(url: str) -> dict:
 
 
 @pytest.mark.parametrize("group", API_GROUPS)
-def test_status_subresource(cluster: Cluster, group: str) -> None:
+def test_status_subresource(cluster: ControlPlanePart, group: str) -> None:
     custom = client.CustomObjectsApi(cluster.api)
     name = f"status-{group.split('.')[1]}"
     created = create_custom(cluster.api, {**inference_service(group, name), **ready_status("http://ignored")})
@@ -281,7 +236,7 @@ def test_status_subresource(cluster: Cluster, group: str) -> None:
 
 
 @pytest.mark.parametrize("group", API_GROUPS)
-def test_kubectl_printer_columns(cluster: Cluster, group: str) -> None:
+def test_kubectl_printer_columns(cluster: ControlPlanePart, group: str) -> None:
     name = f"triton-{group.split('.')[1]}"
     url = f"http://{name}.{NAMESPACE}.example.com"
     create_custom(cluster.api, inference_service(group, name))
@@ -299,7 +254,7 @@ def test_kubectl_printer_columns(cluster: Cluster, group: str) -> None:
     assert header.split() == ["NAME", "URL", "READY", "AGE"]
 
 
-def test_empty_strings_are_strings(cluster: Cluster) -> None:
+def test_empty_strings_are_strings(cluster: ControlPlanePart) -> None:
     # KServe's SDK always sends `name: ""` in the predictor; Go 1.19 builds without the patch in
     # scripts/build-kube.sh answered 422 'must be of type string: "null"' for any "".
     for group in API_GROUPS:
@@ -312,14 +267,14 @@ def test_empty_strings_are_strings(cluster: Cluster) -> None:
     assert k8s.apply(cluster.api, profile)["spec"]["owner"]["name"] == ""
 
 
-def test_kfserving_keeps_unknown_fields_as_its_v1beta1_crds(cluster: Cluster) -> None:
+def test_kfserving_keeps_unknown_fields_as_its_v1beta1_crds(cluster: ControlPlanePart) -> None:
     manifest = inference_service(KFSERVING_GROUP, "fields")
     manifest["spec"]["predictor"]["serviceAcountName"] = "typo"  # kept, and ignored, as on KFServing 0.5.1
     stored = k8s.apply(cluster.api, manifest)
     assert stored["spec"]["predictor"]["serviceAcountName"] == "typo"
 
 
-def test_kserve_prunes_unknown_fields_and_keeps_pod_fields(cluster: Cluster) -> None:
+def test_kserve_prunes_unknown_fields_and_keeps_pod_fields(cluster: ControlPlanePart) -> None:
     manifest = inference_service(KSERVE_GROUP, "fields")
     manifest["spec"]["predictor"]["nodeSelector"] = {"gpu": "true"}  # a PodSpec field: kept
     manifest["spec"]["predictor"]["triton"]["livenessProbe"] = {"initialDelaySeconds": 5}  # a Container field
@@ -335,12 +290,12 @@ def test_kserve_prunes_unknown_fields_and_keeps_pod_fields(cluster: Cluster) -> 
         k8s.apply(cluster.api, bad)
 
 
-def test_memory_may_be_a_number(cluster: Cluster) -> None:
+def test_memory_may_be_a_number(cluster: ControlPlanePart) -> None:
     stored = k8s.apply(cluster.api, trained_model(KSERVE_GROUP, "bytes", memory=1073741824))
     assert stored["spec"]["model"]["memory"] == 1073741824
 
 
-def test_apply_waits_for_the_namespaces_service_account(cluster: Cluster) -> None:
+def test_apply_waits_for_the_namespaces_service_account(cluster: ControlPlanePart) -> None:
     # Right after a namespace is made its `default` service account has no token yet (a 500).
     namespace = "fresh"
     k8s.apply(cluster.api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
@@ -349,7 +304,7 @@ def test_apply_waits_for_the_namespaces_service_account(cluster: Cluster) -> Non
     assert pod["spec"]["serviceAccountName"] == "default"
 
 
-def test_refused_pod_update_keeps_the_old_pod(cluster: Cluster) -> None:
+def test_refused_pod_update_keeps_the_old_pod(cluster: ControlPlanePart) -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "keep", "namespace": NAMESPACE},
            "spec": {"containers": [{"name": "c", "image": "busybox", "env": [{"name": "A", "value": "1"}]}]}}
     k8s.apply(cluster.api, pod)

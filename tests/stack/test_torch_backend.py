@@ -23,6 +23,7 @@ from helpers.core.config import project_root
 from helpers.core.errors import SetupError
 from helpers.local.stack import process, torch_backend, tritonserver
 from helpers.steps.models.standins import write_cifar10_standin
+from support.parts import Parts
 
 pytestmark = pytest.mark.stack
 
@@ -46,21 +47,14 @@ def _require_native() -> torch_backend.TorchBackend:
     return choice
 
 
-def _serve_cifar10(root: Path) -> tuple[process.ProcessRecord, str, Path]:
-    repo = root / "models"
+def _serve_cifar10(parts: Parts) -> tuple[process.ProcessRecord, str, Path]:
+    repo = parts.root / "models"
     folder = write_cifar10_standin(repo / "cifar10")
     config = folder / "config.pbtxt"
     config.write_text(config.read_text() + "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n")
-    backends = tritonserver.prepare_backends(root / "backends")
-    ports = {"http": process.free_port(), "grpc": process.free_port(), "metrics": process.free_port()}
-    record = tritonserver.start(f"triton-{root.name}", repo, backends, ports, root / "triton.log")
-    url = tritonserver.http_url(record)
-    try:
-        triton.load_model(url, "cifar10")
-    except BaseException:
-        process.stop(record)
-        raise
-    return record, url, repo
+    server = parts.triton(repo, name=f"triton-{parts.root.name}")
+    triton.load_model(server.url, "cifar10")
+    return server.record, server.url, repo
 
 
 def _stubs(record: process.ProcessRecord) -> list[psutil.Process]:
@@ -192,16 +186,11 @@ def test_switching_kinds_on_one_folder_leaves_nothing_stale(tmp_path: Path, monk
 @pytest.fixture(scope="module")
 def native(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[process.ProcessRecord, str, Path]]:
     _require_native()
-    saved = os.environ.pop("MMS_TORCH_BACKEND", None)
-    try:
-        record, url, repo = _serve_cifar10(Path(tmp_path_factory.mktemp("native")))
-    finally:
-        if saved is not None:
-            os.environ["MMS_TORCH_BACKEND"] = saved
-    try:
-        yield record, url, repo
-    finally:
-        process.stop(record)
+    with pytest.MonkeyPatch.context() as env, Parts(tmp_path_factory.mktemp("native")) as parts:
+        env.delenv("MMS_TORCH_BACKEND", raising=False)
+        served = _serve_cifar10(parts)
+        env.undo()  # the environment matters only while the backend folder is made
+        yield served
 
 
 def test_native_backend_serves_cifar10_inside_triton(native):
@@ -223,8 +212,8 @@ def test_native_outputs_equal_torch_jit_in_process(native):
 
 
 def test_fallback_serves_cifar10_and_status_names_it(no_build: Path, tmp_path: Path):
-    record, url, repo = _serve_cifar10(tmp_path)
-    try:
+    with Parts(tmp_path) as parts:
+        record, url, repo = _serve_cifar10(parts)
         config = triton.model_config(url, "cifar10")
         assert config["backend"] == "pytorch" and config["runtime"] == "model.py"
         assert triton.served_by(url, "cifar10").startswith("a Python-based pytorch backend")
@@ -232,8 +221,6 @@ def test_fallback_serves_cifar10_and_status_names_it(no_build: Path, tmp_path: P
         image = np.random.default_rng(3).random((1, 3, 32, 32), dtype=np.float32)
         np.testing.assert_allclose(triton.infer(url, "cifar10", {"INPUT__0": image})["OUTPUT__0"],
                                    _expected(repo, image), rtol=1e-5, atol=1e-6)
-    finally:
-        process.stop(record)
     env = {**os.environ, "MMS_STATE_DIR": str(tmp_path / "state")}
     status = subprocess.run([sys.executable, "-m", "helpers.local", "status"], capture_output=True, text=True,
                             env=env, cwd=project_root(), timeout=60)

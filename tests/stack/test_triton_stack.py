@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -23,18 +22,11 @@ from helpers.core.resources import data_path
 from helpers.core.wait import poll_until
 from helpers.local.stack import process, tritonserver
 from helpers.steps.models.standins import CIFAR10_CLASSES, write_cifar10_standin, write_inception_standin
+from support.parts import Parts, TritonPart, ports
 
 pytestmark = pytest.mark.stack
 
 ONE_CPU_INSTANCE = "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n"  # a python stub each, where Python-based
-
-
-@dataclass
-class Server:
-    record: process.ProcessRecord
-    url: str
-    grpc_url: str
-    repo: Path
 
 
 def _one_instance(folder: Path, rename: str = "") -> Path:
@@ -46,12 +38,8 @@ def _one_instance(folder: Path, rename: str = "") -> Path:
     return folder
 
 
-def _ports() -> dict[str, int]:
-    return {"http": process.free_port(), "grpc": process.free_port(), "metrics": process.free_port()}
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonPart]:
     root = Path(tmp_path_factory.mktemp("triton"))
     repo = root / "models"
     _one_instance(write_cifar10_standin(repo / "cifar10"))
@@ -61,18 +49,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (broken / "1" / "model.pt").write_bytes(b"this is not a TorchScript zip archive\n" * 20)
     # The classic trap: the config's name differs from the folder (the TrainedModel's name).
     _one_instance(write_cifar10_standin(repo / "cifar10-renamed"))
-    backends = tritonserver.prepare_backends(root / "backends")
-    ports = _ports()
-    record = tritonserver.start("triton", repo, backends, ports, root / "triton.log")
-    try:
-        yield Server(record, tritonserver.http_url(record), f"127.0.0.1:{ports['grpc']}", repo)
-    finally:
-        triton.forget_clients()  # reused keep-alive connections would make Triton's shutdown wait
-        process.stop(record)
+    with Parts(root) as parts:
+        yield parts.triton(repo)
 
 
 @pytest.fixture(scope="module")
-def loaded(server: Server) -> Server:
+def loaded(server: TritonPart) -> TritonPart:
     triton.load_model(server.url, "cifar10")
     triton.load_model(server.url, "inception")
     return server
@@ -82,20 +64,20 @@ def _labels() -> list[str]:
     return data_path("models", "inception_graphdef", "inception_labels.txt").read_text().splitlines()
 
 
-def test_server_answers_v2_and_is_ready(server: Server):
+def test_server_answers_v2_and_is_ready(server: TritonPart):
     meta = triton.server_metadata(server.url)
     assert meta["name"] == "triton" and meta["version"] == "2.51.0"
     assert {"classification", "model_repository", "binary_tensor_data"} <= set(meta["extensions"])
     assert triton.server_ready(server.url) and triton.server_ready(server.url.split("://")[1])
 
 
-def test_explicit_mode_loads_nothing_by_itself(server: Server):
+def test_explicit_mode_loads_nothing_by_itself(server: TritonPart):
     index = {m["name"]: m for m in triton.repository_index(server.url)}
     assert set(index) == {"cifar10", "inception", "broken", "cifar10-renamed"}
     assert all(m["state"] != "READY" for m in index.values())
 
 
-def test_both_models_load_and_report_the_guides_signatures(loaded: Server):
+def test_both_models_load_and_report_the_guides_signatures(loaded: TritonPart):
     assert triton.model_ready(loaded.url, "cifar10") and triton.model_ready(loaded.url, "inception")
     cifar = triton.model_metadata(loaded.url, "cifar10")
     assert cifar["inputs"] == [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
@@ -106,7 +88,7 @@ def test_both_models_load_and_report_the_guides_signatures(loaded: Server):
     assert config["max_batch_size"] == 128
 
 
-def test_cifar10_answers_alike_over_http_binary_json_and_grpc(loaded: Server):
+def test_cifar10_answers_alike_over_http_binary_json_and_grpc(loaded: TritonPart):
     import torch
 
     image = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
@@ -115,7 +97,7 @@ def test_cifar10_answers_alike_over_http_binary_json_and_grpc(loaded: Server):
         triton.infer(loaded.url, "cifar10", {"INPUT__0": image}, binary=False),
         triton.infer(loaded.url, "cifar10", image, protocol="grpc", grpc_url=loaded.grpc_url),
     ]
-    expected = torch.jit.load(str(loaded.repo / "cifar10" / "1" / "model.pt"))(torch.from_numpy(image)).detach().numpy()
+    expected = torch.jit.load(str(loaded.repository / "cifar10" / "1" / "model.pt"))(torch.from_numpy(image)).detach().numpy()
     for answer in answers:
         assert list(answer) == ["OUTPUT__0"]
         assert answer["OUTPUT__0"].shape == (1, 10) and answer["OUTPUT__0"].dtype == np.float32
@@ -123,12 +105,12 @@ def test_cifar10_answers_alike_over_http_binary_json_and_grpc(loaded: Server):
     assert len(CIFAR10_CLASSES) == 10
 
 
-def test_cifar10_max_batch_size_is_triton_s_to_enforce(loaded: Server):
+def test_cifar10_max_batch_size_is_triton_s_to_enforce(loaded: TritonPart):
     with pytest.raises(triton.TritonError, match="batch-size must be <= 1"):
         triton.infer(loaded.url, "cifar10", np.zeros((2, 3, 32, 32), np.float32))
 
 
-def test_inception_batches_and_returns_probabilities(loaded: Server):
+def test_inception_batches_and_returns_probabilities(loaded: TritonPart):
     images = np.random.default_rng(2).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
     out = triton.infer(loaded.url, "inception", {"input": images})["InceptionV3/Predictions/Softmax"]
     assert out.shape == (2, 1001) and out.dtype == np.float32
@@ -137,7 +119,7 @@ def test_inception_batches_and_returns_probabilities(loaded: Server):
     np.testing.assert_allclose(grpc_out["InceptionV3/Predictions/Softmax"], out, rtol=1e-5)
 
 
-def test_classify_takes_labels_from_the_models_label_file(loaded: Server):
+def test_classify_takes_labels_from_the_models_label_file(loaded: TritonPart):
     images = np.random.default_rng(3).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
     probabilities = triton.infer(loaded.url, "inception", images)["InceptionV3/Predictions/Softmax"]
     top = triton.classify(loaded.url, "inception", images, top_k=3)
@@ -151,7 +133,7 @@ def test_classify_takes_labels_from_the_models_label_file(loaded: Server):
             assert score == pytest.approx(probs[index], rel=1e-4)
 
 
-def test_wrong_shape_and_dtype_are_named_before_sending(loaded: Server):
+def test_wrong_shape_and_dtype_are_named_before_sending(loaded: TritonPart):
     with pytest.raises(triton.InferenceInputError) as caught:
         triton.infer(loaded.url, "cifar10", np.zeros((3, 32, 32), np.float32))
     assert "[-1, 3, 32, 32]" in str(caught.value) and "[3, 32, 32]" in str(caught.value)
@@ -161,7 +143,7 @@ def test_wrong_shape_and_dtype_are_named_before_sending(loaded: Server):
     assert "FP32" in str(caught.value) and "FP64" in str(caught.value)
 
 
-def test_corrupt_model_fails_with_tritons_message_and_the_rest_keep_serving(loaded: Server):
+def test_corrupt_model_fails_with_tritons_message_and_the_rest_keep_serving(loaded: TritonPart):
     with pytest.raises(triton.ModelLoadError) as caught:
         triton.load_model(loaded.url, "broken")
     message = str(caught.value)
@@ -176,7 +158,7 @@ def test_corrupt_model_fails_with_tritons_message_and_the_rest_keep_serving(load
     assert triton.infer(loaded.url, "cifar10", np.zeros((1, 3, 32, 32), np.float32))["OUTPUT__0"].shape == (1, 10)
 
 
-def test_config_name_differing_from_folder_is_named(loaded: Server):
+def test_config_name_differing_from_folder_is_named(loaded: TritonPart):
     with pytest.raises(triton.ModelLoadError) as caught:
         triton.load_model(loaded.url, "cifar10-renamed")
     # Triton answers only "failed to poll from model repository"; its log has the reason.
@@ -198,7 +180,7 @@ def _count_metadata_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return asked
 
 
-def test_infer_reuses_one_client_and_the_metadata(loaded: Server, monkeypatch: pytest.MonkeyPatch):
+def test_infer_reuses_one_client_and_the_metadata(loaded: TritonPart, monkeypatch: pytest.MonkeyPatch):
     triton.forget_clients()
     asked = _count_metadata_requests(monkeypatch)
     x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
@@ -211,14 +193,14 @@ def test_infer_reuses_one_client_and_the_metadata(loaded: Server, monkeypatch: p
         triton.infer(loaded.url, "cifar10", x[0])
 
 
-def test_unknown_model_says_to_load_it(loaded: Server):
+def test_unknown_model_says_to_load_it(loaded: TritonPart):
     with pytest.raises(triton.TritonError) as caught:
         triton.infer(loaded.url, "resnet", np.zeros((1, 3), np.float32))
     assert "resnet" in str(caught.value) and "load the model first" in caught.value.fix
     assert triton.model_ready(loaded.url, "resnet") is False
 
 
-def test_unload_leaves_the_other_model_serving(loaded: Server):
+def test_unload_leaves_the_other_model_serving(loaded: TritonPart):
     triton.unload_model(loaded.url, "cifar10")
     state = {m["name"]: m for m in triton.repository_index(loaded.url)}["cifar10"]
     assert state["state"] == "UNAVAILABLE" and state["reason"] == "unloaded"
@@ -231,10 +213,10 @@ def test_a_busy_port_is_named(tmp_path: Path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        ports = {**_ports(), "grpc": port}
+        chosen = {**ports("http", "metrics"), "grpc": port}
         with pytest.raises(SetupError) as caught:
             tritonserver.start("triton", tmp_path / "models", tritonserver.prepare_backends(tmp_path / "b"),
-                               ports, tmp_path / "triton.log")
+                               chosen, tmp_path / "triton.log")
     assert f"port {port}" in str(caught.value) and "already in use" in str(caught.value)
 
 
@@ -265,19 +247,17 @@ def test_a_reused_client_follows_a_restarted_server_and_a_changed_model(tmp_path
                                                                         monkeypatch: pytest.MonkeyPatch):
     repo = tmp_path / "models"
     _tiny(repo / "tiny", "INPUT0")
-    backends = tritonserver.prepare_backends(tmp_path / "b")
-    ports = _ports()
-    record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
     asked = _count_metadata_requests(monkeypatch)
     x = np.ones(4, np.float32)
-    try:
-        url = tritonserver.http_url(record)
+    with Parts(tmp_path) as parts:
+        server = parts.triton(repo, name="triton-restart")
+        url = server.url
         triton.load_model(url, "tiny")
         assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4
         # Restarted on the same address with the same model: the reused client reconnects and
         # the metadata still holds, so nothing is fetched again.
-        process.stop(record)
-        record = tritonserver.start("triton-restart", repo, backends, ports, tmp_path / "triton.log")
+        process.stop(server.record)
+        parts.triton(repo, name="triton-restart", on=server.record.ports)
         triton.load_model(url, "tiny")
         assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4
         assert asked == ["tiny"]
@@ -290,15 +270,11 @@ def test_a_reused_client_follows_a_restarted_server_and_a_changed_model(tmp_path
         assert asked == ["tiny", "tiny"]
         assert triton.infer(url, "tiny", {"X": x})["OUTPUT0"].tolist() == [2.0] * 4
         assert asked == ["tiny", "tiny"]  # the fresh metadata is reused again
-    finally:
-        triton.forget_clients()
-        process.stop(record)
 
 
 def test_a_killed_server_is_detected(tmp_path: Path):
-    record = tritonserver.start("triton-kill", tmp_path / "models", tritonserver.prepare_backends(tmp_path / "b"),
-                                _ports(), tmp_path / "triton.log")
-    try:
+    with Parts(tmp_path) as parts:
+        record = parts.triton(tmp_path / "models", name="triton-kill").record
         url = tritonserver.http_url(record)
         assert record.alive() and triton.server_ready(url)
         os.kill(record.pid, signal.SIGKILL)
@@ -306,5 +282,3 @@ def test_a_killed_server_is_detected(tmp_path: Path):
         assert triton.server_ready(url) is False
         with pytest.raises(triton.TritonError, match="cannot reach"):
             triton.server_metadata(url)
-    finally:
-        process.stop(record)
