@@ -148,7 +148,7 @@ class Recorder:
             return next((t for t, found in self.config_events if t >= after and names <= found), None)
 
 
-# --- setting up the server (the guide's steps 1-3, as tests/test_controller.py does) ---------------
+# --- setting up the server (the guide's steps 1-3, as tests/stack/test_controller.py does) ---------------
 def start_server(stack: Stack, kube: client.ApiClient) -> tuple[str, float]:
     """Profile, S3 secret + SA, ExternalName, the ISVC; wait Ready. Returns (Triton URL, seconds to Ready)."""
     values = guide_values(stack, NS, SERVER, GROUP.group, owner="bench@example.com")

@@ -106,7 +106,7 @@ def architecture(group: ApiGroup, server_name: str = constants.DEFAULT_SERVER_NA
                 linespacing=1.45)
     for arrow in arrows:
         a, b = by_key[arrow.start], by_key[arrow.end]
-        centre = lambda box: (box.xy[0] + box.xy[2] / 2, box.xy[1] + box.xy[3] / 2)  # noqa: E731
+        centre = lambda box: (box.xy[0] + box.xy[2] / 2, box.xy[1] + box.xy[3] / 2)
         start, end = _edge(a, centre(b)), _edge(b, centre(a))
         ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "-|>", "color": "#0969da", "lw": 1.6})
         mid = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)

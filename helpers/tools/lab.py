@@ -9,7 +9,7 @@ update-check pop-ups are turned off through settings overrides, and nothing is f
 the internet.
 
 The server is a child process of `helpers.local.stack.process` (own session, log file, health wait
-racing its exit); `start_lab` waits until `/api/status` answers 200. `tests/test_browser.py`
+racing its exit); `start_lab` waits until `/api/status` answers 200. `tests/stack/test_browser.py`
 uses `start_lab`/`stop_lab` with `isolate=True`, which also points HOME, TMPDIR and Jupyter's
 config and data folders (so user settings and workspaces) at the work folder, so a test run
 leaves nothing behind; `make lab` keeps the user's own Jupyter settings.

@@ -76,7 +76,7 @@ def test_secrets_stay_in_files_with_mode_0600(stack: Stack) -> None:
 
 def test_cli_status_env_logs(stack: Stack) -> None:
     env = {**os.environ, "MMS_STATE_DIR": str(stack.root)}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "helpers.local", *args], env=env,  # noqa: E731
+    run = lambda *args: subprocess.run([sys.executable, "-m", "helpers.local", *args], env=env,
                                        capture_output=True, text=True, timeout=60)
     status = run("status")
     assert status.returncode == 0, status.stdout + status.stderr

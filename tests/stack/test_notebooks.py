@@ -247,7 +247,7 @@ def test_the_guides_commands_run_in_bash_after_the_walkthrough(stack, kube, defa
     assert [step.guide for step in steps if step.run is not None and step.code != 0] == [], summary
     skipped = [step.guide for step in steps if guide.kubectl_or_curl(step.guide) and step.run is None]
     assert skipped == [c for c in guide.SUBSTITUTIONS if c.startswith("curl -v http://${")]  # the two fallbacks
-    out = lambda command: guide.outputs(steps, command)  # noqa: E731
+    out = lambda command: guide.outputs(steps, command)
     assert "MINIO_ACCESS_KEY" in out("kubectl get pods -l app=minio -o jsonpath={.items[0].spec.containers[0].env} "
                                      "-n kubeflow")[0]
     assert out('kubectl get svc -l app=minio -o name -n kubeflow | cut -d "/" -f 2') == ["minio-service\n"]

@@ -4,7 +4,7 @@
 `plan()` says for each whether it runs verbatim, is substituted (and why) or is skipped (and
 why); `run()` executes the plan in one shell, after the guide's own setting-up and
 `eval "$(python -m helpers.local env)"`, and returns each command's output; `report()` says how
-many ran verbatim and lists the others. Used by tests/test_notebooks.py after the walkthrough.
+many ran verbatim and lists the others. Used by tests/stack/test_notebooks.py after the walkthrough.
 """
 from __future__ import annotations
 

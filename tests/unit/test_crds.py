@@ -1,4 +1,4 @@
-"""The CRD templates and seed objects, checked without a server (tests/test_crds_apiserver.py uses a real one)."""
+"""The CRD templates and seed objects, checked without a server (tests/stack/test_crds_apiserver.py uses a real one)."""
 from __future__ import annotations
 
 import json

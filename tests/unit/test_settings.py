@@ -19,7 +19,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-NO_POD = lambda target: ""  # noqa: E731 - outside a cluster: no namespace of its own
+NO_POD = lambda target: ""
 
 
 def resolve(*args, **kwargs) -> dict[str, str]:
@@ -60,7 +60,7 @@ def test_per_learner_namespace_in_a_notebook_pod_and_outside(tmp_path: Path) -> 
     (tmp_path / "namespace").write_text("kubeflow-user-example-com\n")
     pod = InCluster(tmp_path)
     assert pod.own_namespace() == "kubeflow-user-example-com" and InCluster(tmp_path / "no").own_namespace() == ""
-    in_pod = lambda target: pod.own_namespace()  # noqa: E731
+    in_pod = lambda target: pod.own_namespace()
     assert resolve({"target": "cluster"}, own_namespace=in_pod)["namespace"] == "kubeflow-user-example-com"
     # the local target never takes a per-learner namespace: the guide's `mms` stays
     assert resolve({"target": "local"}, own_namespace=in_pod, user="bob")["namespace"] == "mms"
@@ -72,7 +72,7 @@ def test_per_learner_namespace_in_a_notebook_pod_and_outside(tmp_path: Path) -> 
 
 def test_in_a_pod_the_built_in_target_is_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-    in_pod = lambda target: "kubeflow-user-a"  # noqa: E731
+    in_pod = lambda target: "kubeflow-user-a"
     values, where = settings.resolve_with_sources({}, own_namespace=in_pod)
     assert (values["target"], values["namespace"]) == ("cluster", "kubeflow-user-a")
     assert (where["target"], where["namespace"]) == ("default", "per-learner default")

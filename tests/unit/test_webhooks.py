@@ -1,6 +1,6 @@
 """The admission rules of each profile's release, as pure functions (no server).
 
-The same functions answer the apiserver's AdmissionReviews (tests/test_controller.py shows a
+The same functions answer the apiserver's AdmissionReviews (tests/stack/test_controller.py shows a
 rejection end to end, through `kubectl`'s path); here each rule shows its message.
 """
 from __future__ import annotations

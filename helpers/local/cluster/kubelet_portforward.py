@@ -209,7 +209,7 @@ PORTFORWARD_PROTOCOL = "portforward.k8s.io"
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
 FLAG_FIN = 0x01
 # The zlib dictionary of SPDY/3's header compression (draft 3, 2.6.10.1): these words, each with a
-# 4-byte big-endian length, then the tail as it is. tests/test_portforward.py checks its sha256.
+# 4-byte big-endian length, then the tail as it is. tests/stack/test_portforward.py checks its sha256.
 _DICT_WORDS = (
     "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset", "accept-encoding",
     "accept-language", "accept-ranges", "age", "allow", "authorization", "cache-control", "connection",

@@ -406,7 +406,7 @@ class Stack:
         """The same check `up` waited on when it started the component."""
         check = COMPONENTS_BY_NAME[name].healthy if name in COMPONENTS_BY_NAME else None
         if name == "triton":
-            check = lambda _stack, rec: tritonserver.ready(rec.ports["http"])  # noqa: E731
+            check = lambda _stack, rec: tritonserver.ready(rec.ports["http"])
         try:
             return check(self, record) if check else True
         except (requests.RequestException, ValueError, KeyError):

@@ -267,7 +267,7 @@ def learner_may(api: client.ApiClient, group: ApiGroup, namespace: str, resource
     user = f"system:serviceaccount:{namespace}:{LEARNER_ACCOUNT}"
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
     name = f"{LEARNER_ACCOUNT} may create {resource}.{group.group} -n {namespace}"
-    ask = lambda res: _can_as(api, user, groups, "create", group.group, res, namespace)  # noqa: E731
+    ask = lambda res: _can_as(api, user, groups, "create", group.group, res, namespace)
     who = f"asked as the admin about {user} (SubjectAccessReview)"
     try:
         ask(resource)
@@ -275,7 +275,7 @@ def learner_may(api: client.ApiClient, group: ApiGroup, namespace: str, resource
         if exc.status not in (401, 403):
             return Check(name, None, f"could not ask the apiserver ({exc.status} {exc.reason})",
                          admin_step="trainedmodels", learner_right=True)
-        ask = lambda res: can_i(api, "create", group.group, res, namespace)  # noqa: E731
+        ask = lambda res: can_i(api, "create", group.group, res, namespace)
         who = "asked as this notebook's own identity (SelfSubjectAccessReview)"
     try:
         poll_until(lambda: ask("inferenceservices"), f"{user}'s kubeflow-edit rights", timeout=timeout, interval=0.5)

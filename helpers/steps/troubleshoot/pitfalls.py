@@ -4,7 +4,7 @@ Everything here goes through the Kubernetes API, S3 and the server's endpoint, a
 own commands would (`kubectl apply`, `kubectl delete`, `mc cp`, `curl`), so this module sits in
 the learner-facing layer and imports nothing of the local stack. That is also why "S3 down" is
 shown as S3 saying no (a bucket that is not there): stopping MinIO itself needs the stack's
-controls, which a notebook must not hold; `tests/test_doctor.py` stops the local S3 server and
+controls, which a notebook must not hold; `tests/stack/test_doctor.py` stops the local S3 server and
 checks that the doctor names that too.
 
 The notebook works on its own objects in the learner's namespace: the InferenceService

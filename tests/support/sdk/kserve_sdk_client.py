@@ -1,4 +1,4 @@
-"""Run by KServe's own Python SDK, in its own virtualenv (see tests/test_kserve_sdk.py).
+"""Run by KServe's own Python SDK, in its own virtualenv (see tests/stack/test_kserve_sdk.py).
 
 Usage: python kserve_sdk_client.py KUBECONFIG NAMESPACE STORAGE_URI. Creates a Triton
 InferenceService without storageUri and a TrainedModel the way the SDK's docs do, waits with the
