@@ -35,11 +35,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import _common as common  # noqa: E402
+import _common as common
 
-from helpers.clients import triton  # noqa: E402
-from helpers.local.stack import process, torch_backend, tritonserver  # noqa: E402
-from helpers.steps.models.standins import write_cifar10_standin  # noqa: E402
+from helpers.clients import triton
+from helpers.local.stack import process, torch_backend, tritonserver
+from helpers.steps.models.standins import write_cifar10_standin
 
 CIFAR10 = "cifar10"
 SHAPE = (1, 3, 32, 32)

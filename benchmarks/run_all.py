@@ -17,7 +17,7 @@ from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import _common as common  # noqa: E402
+import _common as common
 
 SCRIPTS = {
     "stack": "bench_stack.py",  # issue 3

@@ -17,8 +17,9 @@ from typing import Iterator
 
 import pytest
 
+from helpers.core.errors import SetupError
 from helpers.steps.models import __main__ as models_cli
-from helpers.steps.models import model_sources
+from helpers.steps.models import model_pack, model_sources
 from helpers.steps.models.model_sources import DownloadError, ModelSource, RemoteFile
 
 MODEL_BYTES = bytes(range(256)) * 400  # 100 kB
@@ -219,8 +220,6 @@ def test_registry_points_at_the_guides_public_sources() -> None:
 
 
 # --- pack / unpack: carrying the real models to offline machines -------------------------------
-from helpers.core.errors import SetupError  # noqa: E402
-from helpers.steps.models import model_pack  # noqa: E402
 
 GRAPH = b"frozen graph bytes " * 500
 
