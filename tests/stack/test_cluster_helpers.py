@@ -33,7 +33,7 @@ def ns(kube) -> str:
 
 
 @pytest.mark.stack
-@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kserve", KSERVE_GROUP)])
+@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kubeflow-1.10", KSERVE_GROUP)])
 def test_preflight_passes_on_the_local_stack(request, profile: str, group: str) -> None:
     kube = request.getfixturevalue("kube" if profile == "kfserving-0.5" else "kserve_kube")
     ns = NAMESPACE
