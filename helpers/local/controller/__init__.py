@@ -76,7 +76,8 @@ class Controller:
         from helpers.local.stack import seaweedfs
         from helpers.local.stack.stack import Stack
 
-        return seaweedfs.grant_namespace(Stack(self.state_root)._load()["ports"]["s3.master"], namespace)
+        ports = {k.split(".", 1)[1]: v for k, v in Stack(self.state_root)._load()["ports"].items() if k.startswith("s3.")}
+        return seaweedfs.grant_namespace(seaweedfs.master_address(ports), namespace)
 
     def request(self, server: str = "", project: bool = False) -> None:
         """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModels:

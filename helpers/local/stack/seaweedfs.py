@@ -64,9 +64,14 @@ def namespace_prefix(namespace: str) -> str:
     return f"private/{namespace}"
 
 
-def shell(master_port: int, command: str, timeout: float = 60) -> str:
-    """One `weed shell` command against the master on 127.0.0.1 (how Kubeflow's postStart talks to it)."""
-    done = subprocess.run([weed_binary(), "shell", f"-master=127.0.0.1:{master_port}"], input=command + "\n",
+def master_address(ports: dict[str, int]) -> str:
+    """The master as `weed shell -master` takes it: `host:port.grpcPort` (the gRPC port is not port+10000 here)."""
+    return f"127.0.0.1:{ports['master']}.{ports['master-grpc']}"
+
+
+def shell(master: str, command: str, timeout: float = 60) -> str:
+    """One `weed shell` command against the master (`master_address`), as Kubeflow's postStart runs it."""
+    done = subprocess.run([weed_binary(), "shell", f"-master={master}"], input=command + "\n",
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise SetupError(f"weed shell `{command.split()[0]}` failed: {done.stderr.strip()[-400:]}",
@@ -74,13 +79,13 @@ def shell(master_port: int, command: str, timeout: float = 60) -> str:
     return done.stdout
 
 
-def configure(master_port: int, user: str, creds: S3Credentials, actions: list[str]) -> None:
+def configure(master: str, user: str, creds: S3Credentials, actions: list[str]) -> None:
     """Create or update identity `user` with one key and `actions` (`s3.configure ... -apply`)."""
-    shell(master_port, f"s3.configure -user {user} -access_key {creds.access_key} -secret_key {creds.secret_key} "
+    shell(master, f"s3.configure -user {user} -access_key {creds.access_key} -secret_key {creds.secret_key} "
                        f"-actions {','.join(actions)} -apply")
 
 
-def grant_namespace(master_port: int, namespace: str) -> S3Credentials:
+def grant_namespace(master: str, namespace: str) -> S3Credentials:
     """A new key for user `namespace`, allowed only its prefixes (sync.py's CreateAccessKey +
     PutUserPolicy); the caller writes it into the namespace's Secret."""
     import secrets
@@ -88,7 +93,7 @@ def grant_namespace(master_port: int, namespace: str) -> S3Credentials:
     # SeaweedFS's IAM CreateAccessKey makes a 21-character upper-case id and a 42-character secret.
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     creds = S3Credentials("".join(secrets.choice(alphabet) for _ in range(21)), secrets.token_urlsafe(31)[:42])
-    configure(master_port, namespace, creds, namespace_actions(namespace))
+    configure(master, namespace, creds, namespace_actions(namespace))
     return creds
 
 
@@ -112,15 +117,15 @@ def start(data_dir: Path, ports: dict[str, int], admin: S3Credentials, log: Path
             f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer-grpc']}",
             f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3-grpc']}",
             # Listeners Kubeflow's pod does not expose (and whose fixed defaults could collide here).
-            "-s3.port.iceberg=0", "-s3.port.lance=0"]
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
     configured = {"done": False}
 
     def ready() -> bool:
         if not status_ok(ports["s3"]):
             return False
         if not configured["done"]:
-            shell(ports["master"], f"s3.bucket.create --name {BUCKET}")
-            configure(ports["master"], ADMIN_USER, admin, ["Admin"])
+            shell(master_address(ports), f"s3.bucket.create --name {BUCKET}")
+            configure(master_address(ports), ADMIN_USER, admin, ["Admin"])
             configured["done"] = True
         return guarded(ports["s3"])
 

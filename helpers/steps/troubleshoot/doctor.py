@@ -448,7 +448,8 @@ def check_gateway(facts: Facts) -> Finding:
         return Finding(name, NA, "no ingress gateway address, or no server URL yet")
     status, body, location = gateway.get("status"), gateway.get("body", ""), gateway.get("location", "")
     what = f"GET {gateway.get('url')}/v2/health/live -> {status}"
-    fix = ("pass a Kubeflow session: MMS_INGRESS_COOKIE=<authservice_session cookie> or MMS_INGRESS_TOKEN; inside "
+    cookie = "authservice_session" if "/dex/" in location else "oauth2_proxy_kubeflow"  # Kubeflow <= 1.8, 1.9+
+    fix = (f"pass a Kubeflow session: MMS_INGRESS_COOKIE=<{cookie} cookie> or MMS_INGRESS_TOKEN; inside "
            "the cluster use the cluster-local address; or an admin adds an AuthorizationPolicy for the path")
     if status in (301, 302, 303, 307, 308):
         return Finding(name, PROBLEM, f"{what} redirect to {location[:80]} (Dex login)", fix, ISSUES + "874")
@@ -642,8 +643,14 @@ def _probe_s3(facts: Facts, api: client.ApiClient, target: Any) -> None:
     secret, meta = _s3_secret(facts)
     if not secret or facts.api_group.s3_endpoint not in (meta.get("annotations") or {}):
         return
-    buckets = {(tm.get("spec") or {}).get("model", {}).get("storageUri", "").removeprefix("s3://").split("/", 1)[0]
-               for tm in facts.trained_models} - {""}
+    buckets = set()
+    for tm in facts.trained_models:
+        where = ((tm.get("spec") or {}).get("model") or {}).get("storageUri", "").removeprefix("s3://")
+        # A model in the learner's folder of a shared bucket (Kubeflow 1.11) is looked for there: such a
+        # key may not ask about the whole bucket.
+        inside = "/" in facts.bucket and where.startswith(facts.bucket.rstrip("/") + "/")
+        buckets.add(facts.bucket if inside else where.split("/", 1)[0])
+    buckets -= {""}
     endpoint = meta["annotations"][facts.api_group.s3_endpoint]
     bucket = facts.bucket
     try:
