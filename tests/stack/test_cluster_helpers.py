@@ -49,21 +49,21 @@ def test_preflight_passes_on_the_local_stack(request, profile: str, group: str) 
 @pytest.mark.stack
 def test_preflight_names_the_multi_model_server_fix(kube) -> None:
     core = client.CoreV1Api(kube)
-    cm = core.read_namespaced_config_map("inferenceservice-config", "kubeflow")
+    cm = core.read_namespaced_config_map("inferenceservice-config", "kfserving-system")
     original = cm.data["predictors"]
     predictors = json.loads(original)
     predictors["triton"]["multiModelServer"] = False  # as KFServing 0.5.1 ships it
-    core.patch_namespaced_config_map("inferenceservice-config", "kubeflow",
+    core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
                                      {"data": {"predictors": json.dumps(predictors)}})
     try:
         check = preflight.check_multi_model_server(kube, api_group(KFSERVING_GROUP))
         assert check.ok is False and "false" in check.message and "0.5.1" in check.message
-        assert "kubectl edit cm inferenceservice-config -n kubeflow" in check.fix
+        assert "kubectl edit cm inferenceservice-config -n kfserving-system" in check.fix
         with pytest.raises(SetupError) as err:
             preflight.require_ok([check])
         assert "kubectl edit cm" in err.value.fix
     finally:
-        core.patch_namespaced_config_map("inferenceservice-config", "kubeflow",
+        core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
                                          {"data": {"predictors": original}})
 
 

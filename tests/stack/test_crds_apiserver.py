@@ -153,7 +153,7 @@ def test_seed_reads_like_the_guide(cluster: Cluster) -> None:
         f"service/{MINIO_SERVICE}"]
     data = client.CoreV1Api(cluster.api).read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data
     assert "registriesSkippingTagResolving" not in data and "progressDeadline" not in data
-    config = client.CoreV1Api(cluster.api).read_namespaced_config_map(INFERENCESERVICE_CONFIG, KUBEFLOW_NAMESPACE)
+    config = client.CoreV1Api(cluster.api).read_namespaced_config_map(INFERENCESERVICE_CONFIG, KFSERVING.config_namespace)
     assert json.loads(config.data["predictors"])["triton"]["multiModelServer"] is True
 
 

@@ -212,7 +212,7 @@ def test_06_leaves_the_namespace_as_it_found_it(run06: walkthrough.Run, stack, k
     assert "doctor-s3" not in [s.metadata.name for s in core.list_namespaced_secret("mms").items]
     assert client.CustomObjectsApi(kube).list_namespaced_custom_object(
         KFSERVING_GROUP, "v1beta1", "mms", "inferenceservices")["items"] == []
-    flag = json.loads(core.read_namespaced_config_map("inferenceservice-config", "kubeflow").data["predictors"])
+    flag = json.loads(core.read_namespaced_config_map("inferenceservice-config", "kfserving-system").data["predictors"])
     assert flag["triton"]["multiModelServer"] is True
     secret = stack.s3_credentials().secret_key
     for path in (run06.output, run06.results):
