@@ -43,7 +43,8 @@ KFSERVING = get_profile("kfserving-0.5")
 
 
 def all_crds() -> list[dict]:
-    return [crd for profile in PROFILES.values() for crd in crd_manifests(profile)]
+    # The three Kubeflow-bundled KServe profiles share their CRDs: each once.
+    return list({crd["metadata"]["name"]: crd for profile in PROFILES.values() for crd in crd_manifests(profile)}.values())
 
 
 def seeds(access_key: str = "mms-test-key", secret_key: str = "mms-test-secret",

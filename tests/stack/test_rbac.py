@@ -140,7 +140,7 @@ def _profile(admin: client.ApiClient, stack: Stack, namespace: str, owner: str) 
                f"the learner identity of {namespace}", timeout=60, interval=0.2)
 
 
-@pytest.fixture(scope="module", params=list(PROFILES))
+@pytest.fixture(scope="module", params=["kfserving-0.5", "kubeflow-1.10"])  # the session's two stacks
 def guarded(request) -> Guarded:
     """Two Profiles made by the admin; the learner of the first one applies the guide's steps 01-02."""
     stack: Stack = request.getfixturevalue("stack" if request.param == "kfserving-0.5" else "kserve_stack")
