@@ -296,7 +296,7 @@ def test_06_only_looks_off_the_local_stack() -> None:
 
 @pytest.mark.stack
 def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """KServe 0.20's rules: no multi-model flag to break, and a model over the server's memory is refused
+    """KServe 0.15's rules (kubeflow-1.10): no multi-model flag to break, and a model over the server's memory is refused
     (MemoryResourceAvailable=False), which the doctor names from the condition."""
     out = tmp_path_factory.mktemp("doctor-kserve")
     with pointed_at(kserve_stack):
