@@ -70,7 +70,7 @@ def test_preflight_names_the_multi_model_server_fix(kube) -> None:
 @pytest.mark.stack
 def test_preflight_on_kserve_has_nothing_to_switch_on(kserve_kube) -> None:
     check = preflight.check_multi_model_server(kserve_kube, api_group(KSERVE_GROUP))
-    assert check.ok is True and "kserve/inferenceservice-config" in check.message and "0.10" in check.message
+    assert check.ok is True and "kubeflow/inferenceservice-config" in check.message and "0.10" in check.message
 
 
 @pytest.mark.stack
