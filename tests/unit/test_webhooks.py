@@ -118,5 +118,9 @@ def test_kserve_defaulter_stores_triton_as_a_model_with_v2_and_nothing_else() ->
     assert kept["protocolVersion"] == "grpc-v2"
     stored = {"model": {"modelFormat": {"name": "triton"}, "protocolVersion": "v2"}}
     assert default_inferenceservice(KSERVE, isvc(**stored), {})["predictor"] == stored  # an update: unchanged
-    assert default_inferenceservice(KSERVE, isvc(triton={}, sklearn={}), {}) == \
-        isvc(triton={}, sklearn={})["spec"]  # two implementations: left for the validator to refuse
+    # The guide's manifest merged over the stored object: triton replaces the stored model, as in KServe.
+    merged = default_inferenceservice(KSERVE, isvc(triton={"args": ["-v"]}, **stored), {})["predictor"]
+    assert merged == {"model": {"modelFormat": {"name": "triton"}, "protocolVersion": "v2", "args": ["-v"]}}
+    two = default_inferenceservice(KSERVE, isvc(triton={}, sklearn={}), {})["predictor"]
+    assert set(two) == {"triton", "model"}  # sklearn comes first in KServe's switch: the validator refuses the rest
+    assert review_inferenceservice(KSERVE, {"metadata": {"name": "x"}, "spec": {"predictor": two}})

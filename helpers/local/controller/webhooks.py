@@ -173,10 +173,15 @@ def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str
     if not isinstance(component, dict):
         return spec
     chosen = implementations(profile.group, component)
+    if profile.triton_as_model:
+        # setPredictorModelDefaults: the first framework field in its switch order becomes `model`,
+        # replacing one already stored (a merge patch of the guide's manifest over the stored object).
+        framework = next((f for f in MODEL_FORMATS if isinstance(component.get(f), dict)), None)
+        if framework or chosen == ["model"]:
+            return _as_model(spec, component, framework or "model")
+        return spec
     if len(chosen) != 1 or chosen[0] == "containers" or not isinstance(component[chosen[0]], dict):
         return spec  # refused by the validator, or a custom container: the defaulter leaves it, as KServe's
-    if profile.triton_as_model:
-        return _as_model(spec, component, chosen[0])
     framework = component[chosen[0]]
     framework["name"] = api_group(profile.group).server_container
     known = predictors.get(chosen[0]) if isinstance(predictors.get(chosen[0]), dict) else {}
@@ -190,9 +195,9 @@ def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str
     return spec
 
 
-# KServe 0.14/0.15's assign<Framework>Runtime: the predictor field -> modelFormat name, and the
-# frameworks given protocolVersion v2 when they set none.
-MODEL_FORMATS = {"sklearn": "sklearn", "xgboost": "xgboost", "tensorflow": "tensorflow", "pytorch": "pytorch",
+# KServe 0.14/0.15's assign<Framework>Runtime, in setPredictorModelDefaults' switch order: the predictor
+# field -> modelFormat name, and the frameworks given protocolVersion v2 when they set none.
+MODEL_FORMATS = {"sklearn": "sklearn", "tensorflow": "tensorflow", "xgboost": "xgboost", "pytorch": "pytorch",
                  "triton": "triton", "onnx": "onnx", "huggingface": "huggingface", "pmml": "pmml",
                  "lightgbm": "lightgbm", "paddle": "paddle"}
 V2_BY_DEFAULT = ("triton", "onnx", "huggingface")
