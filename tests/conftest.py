@@ -44,13 +44,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def kserve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A second real stack, on the `kserve` profile (serving.kserve.io only, KServe 0.20's rules).
+    """A second real stack, on the `kubeflow-1.10` profile (serving.kserve.io only, KServe 0.15.0 as Kubeflow 1.10.1 bundles it).
 
     Tests that run notebooks or commands on it point MMS_STATE_DIR at it with `support.stacks.pointed_at`.
     """
     local = Stack(Path(tmp_path_factory.mktemp("kserve-stack")))
     try:
-        local.up(say=lambda _msg: None, profile="kserve")
+        local.up(say=lambda _msg: None, profile="kubeflow-1.10")
         yield local
     finally:
         local.down(say=lambda _msg: None)

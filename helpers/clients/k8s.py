@@ -427,3 +427,22 @@ def require_namespace(api: client.ApiClient, name: str, notebook: str = "00_clus
     if found is None:
         raise SetupError(f"namespace {name} does not exist", f"run {notebook} first, with the same settings")
     return found
+
+
+def triton_predictor(isvc: Optional[Mapping[str, Any]]) -> Optional[dict]:
+    """The Triton part of an InferenceService's predictor as stored: `predictor.triton` (KFServing,
+    or KServe before its defaulter ran), else `predictor.model` with `modelFormat.name: triton`
+    (what KServe 0.10+ stores, inference_service_defaults.go `assignTritonRuntime`); None if neither."""
+    predictor = ((isvc or {}).get("spec") or {}).get("predictor") or {}
+    if isinstance(predictor.get("triton"), dict):
+        return predictor["triton"]
+    model = predictor.get("model")
+    if isinstance(model, dict) and ((model.get("modelFormat") or {}).get("name") or "").lower() == "triton":
+        return model
+    return None
+
+
+def predictor_path(isvc: Optional[Mapping[str, Any]]) -> str:
+    """Where the Triton predictor is stored, for messages: `spec.predictor.triton` or `spec.predictor.model`."""
+    predictor = ((isvc or {}).get("spec") or {}).get("predictor") or {}
+    return "spec.predictor.model" if "triton" not in predictor and "model" in predictor else "spec.predictor.triton"

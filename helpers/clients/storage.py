@@ -3,6 +3,12 @@
 Explained in notebooks 01_minio (reachability) and 03_cifar10 (upload). Every failure that a
 learner can fix is raised as one `StorageError` naming the cause and the fix, whether the
 server is MinIO (standard S3 error bodies) or the local rclone server (non-standard ones).
+
+Where a bucket is asked for, a *location* may be given instead: `bucket/folder`, a folder of a
+shared bucket (Kubeflow 1.11's SeaweedFS gives each namespace `mlpipeline/private/<ns>` and no
+bucket of its own). Keys are then listed and returned relative to that folder, the bucket itself
+is never made nor removed, and no request needs a right on the whole bucket (HEAD bucket, a list
+without a prefix): such a key has none.
 """
 from __future__ import annotations
 
@@ -101,8 +107,25 @@ def _classify(code: str, message: str, endpoint: str, bucket: str, key: str, whe
                         "check the S3 server's log")
 
 
-def ensure_bucket(client: Minio, bucket: str) -> bool:
-    """Create `bucket` if it is missing. Returns True if it was created."""
+def split_location(location: str) -> tuple[str, str]:
+    """`mlpipeline/private/mms` -> ("mlpipeline", "private/mms"); a bare bucket -> (bucket, "")."""
+    bucket, _, base = location.strip("/").partition("/")
+    return bucket, base.strip("/")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def ensure_bucket(client: Minio, location: str) -> bool:
+    """Create the bucket if it is missing. Returns True if it was created.
+
+    For a folder of a shared bucket (`bucket/folder`) nothing is made: the folder is listed, which
+    fails (with the fix) if the bucket is missing or the key may not read there."""
+    bucket, base = split_location(location)
+    if base:
+        list_objects(client, location)
+        return False
     with s3_errors(client, bucket):
         if client.bucket_exists(bucket):
             return False
@@ -110,35 +133,59 @@ def ensure_bucket(client: Minio, bucket: str) -> bool:
         return True
 
 
-def bucket_exists(client: Minio, bucket: str) -> bool:
-    """True if the bucket exists (credentials and reachability errors still raise)."""
+def bucket_exists(client: Minio, location: str) -> bool:
+    """True if the bucket (or the shared bucket of a `bucket/folder`) exists; credentials and
+    reachability errors still raise."""
+    bucket, base = split_location(location)
+    if base:
+        try:
+            list_objects(client, location)
+        except StorageError as exc:
+            if "does not exist" in exc.cause:
+                return False
+            raise
+        return True
     with s3_errors(client, bucket):
         return client.bucket_exists(bucket)
 
 
-def list_objects(client: Minio, bucket: str, prefix: str = "") -> list[tuple[str, int]]:
-    """(key, size) of every object under `prefix`, directory markers left out."""
+def list_objects(client: Minio, location: str, prefix: str = "") -> list[tuple[str, int]]:
+    """(key, size) of every object under `prefix` of a bucket or `bucket/folder` (keys relative to
+    the folder), directory markers left out. Lists first, as KServe's agent does; only an empty
+    answer asks whether the bucket exists (a key limited to prefixes may not ask: then it does)."""
+    bucket, base = split_location(location)
+    full = _join(base, prefix)
     with s3_errors(client, bucket):
-        if not client.bucket_exists(bucket):
-            raise S3Error(None, "NoSuchBucket", "", "", "", "")  # type: ignore[arg-type]
-        found = client.list_objects(bucket, prefix=prefix.strip("/") + "/" if prefix else "", recursive=True)
-        return [(o.object_name, o.size or 0) for o in found if not o.object_name.endswith("/")]
+        found = [(o.object_name, o.size or 0)
+                 for o in client.list_objects(bucket, prefix=full + "/" if full else "", recursive=True)
+                 if not o.object_name.endswith("/")]
+        if not found:
+            try:
+                exists = client.bucket_exists(bucket)
+            except S3Error as exc:
+                exists = exc.code == "AccessDenied"  # HEAD bucket needs a right on the whole bucket
+            if not exists:
+                raise S3Error(None, "NoSuchBucket", "", "", "", "")  # type: ignore[arg-type]
+    return [(key[len(base):].lstrip("/") if base else key, size) for key, size in found]
 
 
-def delete_prefix(client: Minio, bucket: str, prefix: str) -> list[str]:
+def delete_prefix(client: Minio, location: str, prefix: str) -> list[str]:
     """Delete every object under `prefix` (none when the bucket is missing); return their keys (99_cleanup)."""
-    if not bucket_exists(client, bucket):
+    if not bucket_exists(client, location):
         return []
-    keys = [key for key, _ in list_objects(client, bucket, prefix)]
+    bucket, base = split_location(location)
+    keys = [key for key, _ in list_objects(client, location, prefix)]
     with s3_errors(client, bucket, prefix):
         for key in keys:
-            client.remove_object(bucket, key)
+            client.remove_object(bucket, _join(base, key))
     return keys
 
 
-def remove_bucket_if_empty(client: Minio, bucket: str) -> bool:
-    """Remove `bucket` when it holds no object; True if it was removed (99_cleanup)."""
-    if not bucket_exists(client, bucket) or list_objects(client, bucket):
+def remove_bucket_if_empty(client: Minio, location: str) -> bool:
+    """Remove the bucket when it holds no object; True if it was removed (99_cleanup). A shared
+    bucket (`bucket/folder`) is never removed."""
+    bucket = location
+    if split_location(location)[1] or not bucket_exists(client, bucket) or list_objects(client, bucket):
         return False
     with s3_errors(client, bucket):
         client.remove_bucket(bucket)
@@ -155,25 +202,26 @@ def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progres
     if not folder.is_dir():
         raise StorageError(f"{folder} is not a folder", "give the model's folder (the one holding config.pbtxt)")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    ensure_bucket(client, bucket)
-    existing = dict(list_objects(client, bucket, prefix))
+    location, (bucket, base) = bucket, split_location(bucket)
+    ensure_bucket(client, location)
+    existing = dict(list_objects(client, location, prefix))
     keys = []
     total = sum(p.stat().st_size for p in files)
-    with progress_bar(total=total, unit="B", unit_scale=True, desc=f"upload s3://{bucket}/{prefix}",
+    with progress_bar(total=total, unit="B", unit_scale=True, desc=f"upload s3://{_join(location, prefix)}",
               disable=not progress, mininterval=0.5) as bar:
         for path in files:
             key = f"{prefix.strip('/')}/{path.relative_to(folder).as_posix()}".lstrip("/")
             size = path.stat().st_size
             if existing.get(key) != size:
-                with s3_errors(client, bucket, key):
-                    client.fput_object(bucket, key, str(path))
+                with s3_errors(client, bucket, _join(base, key)):
+                    client.fput_object(bucket, _join(base, key), str(path))
             keys.append(key)
             bar.update(size)
     return keys
 
 
 def tree(client: Minio, bucket: str, depth: int = 3) -> str:
-    """Folders in a bucket as `mc tree` prints them, `depth` levels deep."""
+    """Folders in a bucket (or `bucket/folder`) as `mc tree` prints them, `depth` levels deep."""
     root: dict = {}
     for key, _ in list_objects(client, bucket):
         node = root

@@ -142,10 +142,23 @@ def _addresses(isvc: dict) -> tuple[str, str]:
     return address, urlsplit(status.get("url") or "").hostname or ""
 
 
+def url_path(isvc: dict) -> str:
+    """The path of status.url, kept after the gateway's address: KServe's `pathTemplate` (`/serving/<ns>/<name>`,
+    Kubeflow master's inferenceservice-config) routes by it; "" for the usual host-based URL."""
+    return urlsplit(((isvc.get("status") or {}).get("url") or "")).path.rstrip("/")
+
+
+def session_cookie(refusal: str) -> str:
+    """The session cookie of the guard that refused: a redirect to Dex is oidc-authservice's (Kubeflow
+    <= 1.8, `authservice_session`); a sign-in page or a 401 is oauth2-proxy's (1.9+, `oauth2_proxy_kubeflow`,
+    kubeflow/manifests common/oauth2-proxy/base/oauth2_proxy.cfg at v1.10.0)."""
+    return "authservice_session" if "redirect" in refusal and "/dex/" in refusal else "oauth2_proxy_kubeflow"
+
+
 def _refused(name: str, url: str, refusal: str) -> SetupError:
     return SetupError(f"the ingress gateway at {url} refused the request for {name}: {refusal}",
                       f"sign in to Kubeflow and pass your session: set {COOKIE_ENV} to the value of your browser's "
-                      f"`authservice_session` cookie, or {TOKEN_ENV} to a token that may access the namespace")
+                      f"`{session_cookie(refusal)}` cookie, or {TOKEN_ENV} to a token that may access the namespace")
 
 
 class Target:
@@ -206,8 +219,8 @@ class Target:
         if forward is None:
             return None
         headers = {"Host": host, **self.gateway_credentials(api)}
-        if answers(forward.url, headers):
-            return Endpoint(forward.url, headers)
+        if answers(forward.url + url_path(isvc), headers):
+            return Endpoint(forward.url + url_path(isvc), headers)
         refusal = _gateway_refusal(forward.url, headers)
         if refusal:
             raise _refused(isvc["metadata"]["name"], forward.url, refusal)
@@ -224,8 +237,8 @@ class Target:
         if not (base and host):
             return None
         headers = {"Host": host, **self.gateway_credentials(api)}
-        if answers(base, headers):
-            return Endpoint(base, headers)
+        if answers(base + url_path(isvc), headers):
+            return Endpoint(base + url_path(isvc), headers)
         refusal = _gateway_refusal(base, headers)
         if refusal:
             raise _refused(isvc["metadata"]["name"], base, refusal)
@@ -345,8 +358,8 @@ class InCluster(Target):
         namespace, gateway = INGRESS_GATEWAYS[0]
         base = f"http://{gateway}.{namespace}.svc.cluster.local"
         headers = {"Host": host, **ingress_credentials()}
-        if host and answers(base, headers):
-            return Endpoint(base, headers)
+        if host and answers(base + url_path(isvc), headers):
+            return Endpoint(base + url_path(isvc), headers)
         refusal = _gateway_refusal(base, headers) if host else None
         if refusal:
             raise _refused(isvc["metadata"]["name"], base, refusal)

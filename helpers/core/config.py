@@ -11,7 +11,8 @@ from typing import Optional
 
 ENV_VARS = {
     "MMS_TARGET": "`local` (embedded stack, default) or `cluster` (in-cluster config, else kubeconfig)",
-    "MMS_PROFILE": "the local stack's version profile on its first `up`: kfserving-0.5 (default, the guide's) or kserve",
+    "MMS_PROFILE": "the local stack's version profile on its first `up`: kfserving-0.5 (default, the guide's), "
+                   "kubeflow-1.10.0, kubeflow-1.10 or kubeflow-1.11 (docs/releases.md)",
     "MMS_STATE_DIR": "the local stack's state: data, logs, credentials, kubeconfig (default ~/.local/state/mms-notebooks)",
     "MMS_CACHE_DIR": "downloads and builds kept between stacks: models, Kubernetes binaries (default ~/.cache/mms-notebooks)",
     "MMS_BUILD_DIR": "executed notebooks, results and plots (default build/ in the checkout, else in the current folder)",

@@ -47,6 +47,7 @@ BUILT_IN = {"target": "local", "namespace": DEFAULT_NAMESPACE, "server_name": DE
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_FOLDER = re.compile(r"^(?!.*\.\.)(?!.*//)[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,15 @@ def validate(key: str, value: Any) -> str:
             raise SetupError(f"server_name {text!r} is not a valid InferenceService name",
                              "use lower-case letters, digits and '-', starting with a letter (at most 45)")
         return text
-    if key == "bucket":
-        if not _BUCKET.match(text) or ".." in text:
-            raise SetupError(f"bucket {text!r} is not a valid S3 bucket name",
+    if key == "bucket":  # a bucket, or a folder of one (`mlpipeline/private/<ns>`: Kubeflow 1.11)
+        name, _, folder = text.partition("/")
+        if not _BUCKET.match(name) or ".." in name:
+            raise SetupError(f"bucket {name!r} is not a valid S3 bucket name",
                              "use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")
-        return text
+        if folder and not _FOLDER.match(folder):
+            raise SetupError(f"bucket folder {folder!r} is not a plain S3 path",
+                             "write bucket/folder with letters, digits, '.', '_', '-' and '/' (no '..', no '//')")
+        return text.rstrip("/")
     if key == "preset":
         if text not in PRESETS:
             raise SetupError(f"preset {text!r} is not one of {', '.join(PRESETS)}",

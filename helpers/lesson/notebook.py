@@ -40,6 +40,8 @@ from helpers.core.show import (  # noqa: F401 - notebooks import these from help
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
 SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group", "preset")
+# The notebooks that read or write the models' bucket (and so default to a learner's own folder).
+OWN_FOLDER_NOTEBOOKS = ("01", "03", "04", "05", "06", "99")
 
 
 def _error_lines(exc: SetupError) -> list[str]:
@@ -413,6 +415,14 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
 
         ctx.params["api_group"] = served_api_group(ctx.api)
         where["api_group"] = "served by the cluster"
+    if where.get("bucket") == "default" and name[:2] in OWN_FOLDER_NOTEBOOKS:
+        # Kubeflow 1.11 (SeaweedFS): the namespace's key may use only its folders of bucket mlpipeline.
+        from helpers.steps.objectstore.kubeflow_minio import default_location
+
+        found = default_location(ctx.api, ctx.place, ctx.namespace)
+        if found:
+            ctx.params["bucket"] = found
+            where["bucket"] = "your namespace's own folder: the only place its S3 key may write"
     print(f"{name}: {purpose}" if purpose else name)
     print(f'guide section: "{guide_section}"')
     print(f"target: {ctx.place.describe()}, as {ctx.identity}")

@@ -33,7 +33,7 @@ def ns(kube) -> str:
 
 
 @pytest.mark.stack
-@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kserve", KSERVE_GROUP)])
+@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kubeflow-1.10", KSERVE_GROUP)])
 def test_preflight_passes_on_the_local_stack(request, profile: str, group: str) -> None:
     kube = request.getfixturevalue("kube" if profile == "kfserving-0.5" else "kserve_kube")
     ns = NAMESPACE
@@ -49,28 +49,28 @@ def test_preflight_passes_on_the_local_stack(request, profile: str, group: str) 
 @pytest.mark.stack
 def test_preflight_names_the_multi_model_server_fix(kube) -> None:
     core = client.CoreV1Api(kube)
-    cm = core.read_namespaced_config_map("inferenceservice-config", "kubeflow")
+    cm = core.read_namespaced_config_map("inferenceservice-config", "kfserving-system")
     original = cm.data["predictors"]
     predictors = json.loads(original)
     predictors["triton"]["multiModelServer"] = False  # as KFServing 0.5.1 ships it
-    core.patch_namespaced_config_map("inferenceservice-config", "kubeflow",
+    core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
                                      {"data": {"predictors": json.dumps(predictors)}})
     try:
         check = preflight.check_multi_model_server(kube, api_group(KFSERVING_GROUP))
         assert check.ok is False and "false" in check.message and "0.5.1" in check.message
-        assert "kubectl edit cm inferenceservice-config -n kubeflow" in check.fix
+        assert "kubectl edit cm inferenceservice-config -n kfserving-system" in check.fix
         with pytest.raises(SetupError) as err:
             preflight.require_ok([check])
         assert "kubectl edit cm" in err.value.fix
     finally:
-        core.patch_namespaced_config_map("inferenceservice-config", "kubeflow",
+        core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system",
                                          {"data": {"predictors": original}})
 
 
 @pytest.mark.stack
 def test_preflight_on_kserve_has_nothing_to_switch_on(kserve_kube) -> None:
     check = preflight.check_multi_model_server(kserve_kube, api_group(KSERVE_GROUP))
-    assert check.ok is True and "kserve/inferenceservice-config" in check.message and "0.10" in check.message
+    assert check.ok is True and "kubeflow/inferenceservice-config" in check.message and "0.10" in check.message
 
 
 @pytest.mark.stack

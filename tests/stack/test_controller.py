@@ -336,16 +336,16 @@ def test_server_problems_show_where_a_cluster_shows_them(stack: Stack, kube, ser
 
 def test_multi_model_server_flag_off_is_reported(stack: Stack, kube, server) -> None:
     core = client.CoreV1Api(kube)
-    cm = core.read_namespaced_config_map("inferenceservice-config", "kubeflow")
+    cm = core.read_namespaced_config_map("inferenceservice-config", "kfserving-system")
     original = cm.data["predictors"]
     flipped = json.loads(original)
     flipped["triton"]["multiModelServer"] = False
-    core.patch_namespaced_config_map("inferenceservice-config", "kubeflow", {"data": {"predictors": json.dumps(flipped)}})
+    core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system", {"data": {"predictors": json.dumps(flipped)}})
     try:
         values = guide_values(stack, NS, "flag-off", KFSERVING_GROUP)
         k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
         message = wait_failed(kube, "inferenceservices", "flag-off", "multiModelServer")["message"]
-        assert "kubectl edit cm inferenceservice-config -n kubeflow" in message
+        assert "kubectl edit cm inferenceservice-config -n kfserving-system" in message
     finally:
-        core.patch_namespaced_config_map("inferenceservice-config", "kubeflow", {"data": {"predictors": original}})
+        core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system", {"data": {"predictors": original}})
         custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", "flag-off")

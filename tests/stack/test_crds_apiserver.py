@@ -39,7 +39,8 @@ KFSERVING = get_profile("kfserving-0.5")
 
 
 def all_crds() -> list[dict]:
-    return [crd for profile in PROFILES.values() for crd in crd_manifests(profile)]
+    # The three Kubeflow-bundled KServe profiles share their CRDs: each once.
+    return list({crd["metadata"]["name"]: crd for profile in PROFILES.values() for crd in crd_manifests(profile)}.values())
 
 
 def seeds(access_key: str = "mms-test-key", secret_key: str = "mms-test-secret",
@@ -108,7 +109,7 @@ def test_seed_reads_like_the_guide(cluster: ControlPlanePart) -> None:
         f"service/{MINIO_SERVICE}"]
     data = client.CoreV1Api(cluster.api).read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data
     assert "registriesSkippingTagResolving" not in data and "progressDeadline" not in data
-    config = client.CoreV1Api(cluster.api).read_namespaced_config_map(INFERENCESERVICE_CONFIG, KUBEFLOW_NAMESPACE)
+    config = client.CoreV1Api(cluster.api).read_namespaced_config_map(INFERENCESERVICE_CONFIG, KFSERVING.config_namespace)
     assert json.loads(config.data["predictors"])["triton"]["multiModelServer"] is True
 
 

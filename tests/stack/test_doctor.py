@@ -225,7 +225,7 @@ def test_06_leaves_the_namespace_as_it_found_it(run06: walkthrough.Run, stack, k
     assert "doctor-s3" not in [s.metadata.name for s in core.list_namespaced_secret("mms").items]
     assert client.CustomObjectsApi(kube).list_namespaced_custom_object(
         KFSERVING_GROUP, "v1beta1", "mms", "inferenceservices")["items"] == []
-    flag = json.loads(core.read_namespaced_config_map("inferenceservice-config", "kubeflow").data["predictors"])
+    flag = json.loads(core.read_namespaced_config_map("inferenceservice-config", "kfserving-system").data["predictors"])
     assert flag["triton"]["multiModelServer"] is True
     secret = stack.s3_credentials().secret_key
     for path in (run06.output, run06.results):
@@ -310,7 +310,7 @@ def test_06_only_looks_off_the_local_stack() -> None:
 @pytest.mark.stack
 @pytest.mark.xdist_group("doctor-kserve")  # its own stack: runs beside the kfserving-0.5 tests above
 def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """KServe 0.20's rules: the default sections, plus the two that differ from KFServing: the other
+    """KServe 0.15's rules (kubeflow-1.10): the default sections, plus the two that differ from KFServing: the other
     group's annotation prefix, and a model over the server's memory refused (MemoryResourceAvailable=False),
     which the doctor names from the condition."""
     out = tmp_path_factory.mktemp("doctor-kserve")

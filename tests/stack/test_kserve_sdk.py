@@ -1,4 +1,4 @@
-"""KServe's own Python SDK against a `kserve`-profile stack: a client nobody here wrote.
+"""KServe's own Python SDK against a `kubeflow-1.10`-profile stack (KServe 0.15.0): a client nobody here wrote.
 
 The SDK always sends `triton: {name: ""}` (which a Go 1.19 build of the apiserver refused until
 scripts/build-kube.sh patched it), creates the InferenceService and TrainedModel through KServe's
@@ -68,9 +68,11 @@ def test_kserve_sdk_creates_a_multi_model_server_and_a_trained_model(kserve_stac
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["isvc_ready"] is True and seen["url"] == f"http://sdk-triton.{NS}.example.com"
     # The SDK sends `name: ""` (which a Go 1.19 apiserver refused before the patch); as on a cluster,
-    # KServe's defaulter names the container, and fills resources the SDK left out.
-    assert seen["predictor"]["triton"]["name"] == "kserve-container"
-    assert seen["predictor"]["triton"]["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
+    # KServe 0.15's defaulter stores the Triton predictor as predictor.model and adds nothing else.
+    assert "triton" not in seen["predictor"]
+    model = seen["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "triton"} and model["protocolVersion"] == "v2" and model["name"] == ""
+    assert model["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
 
     custom = client.CustomObjectsApi(kserve_kube)
 

@@ -112,7 +112,7 @@ def dry_run(kube, doc: dict) -> None:
 
 
 @pytest.mark.stack
-@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kserve", KSERVE_GROUP)])
+@pytest.mark.parametrize("profile, group", [("kfserving-0.5", KFSERVING_GROUP), ("kubeflow-1.10", KSERVE_GROUP)])
 def test_apply_every_rendered_manifest_twice(request, profile: str, group: str) -> None:
     """On a stack of each profile, every manifest passes the CRD schemas and the release's admission
     webhooks (server-side dry-run first, then for real); applying again changes nothing."""

@@ -36,7 +36,7 @@ HOST = f"{SERVER}.{NS}.example.com"
 
 # --- without a stack ----------------------------------------------------------------------------
 def test_the_serving_edit_role_grants_trainedmodels_only_from_kserve() -> None:
-    for name, granted in (("kfserving-0.5", False), ("kserve", True)):
+    for name, granted in (("kfserving-0.5", False), ("kubeflow-1.10.0", False), ("kubeflow-1.10", True), ("kubeflow-1.11", True)):
         profile = get_profile(name)
         roles = {r["metadata"]["name"]: r for r in rbac.role_manifests(profile)}
         app = "kfserving" if name == "kfserving-0.5" else "kserve"
@@ -57,7 +57,7 @@ def test_the_serving_edit_role_grants_trainedmodels_only_from_kserve() -> None:
 def test_the_admins_trainedmodels_role_grants_what_kserve_0_15_grants() -> None:
     """manifests/trainedmodel_editor.yaml gives default-editor on Kubeflow 1.3 the verbs KServe's own
     kubeflow-kserve-edit has on trainedmodels from 0.15 on."""
-    roles = {r["metadata"]["name"]: r for r in rbac.role_manifests(get_profile("kserve"))}
+    roles = {r["metadata"]["name"]: r for r in rbac.role_manifests(get_profile("kubeflow-1.10"))}
     kserve = next(r for r in roles["kubeflow-kserve-edit"]["rules"] if "trainedmodels" in r["resources"])
     role, binding = manifests.render("trainedmodel_editor", namespace=NS, api_group="serving.kubeflow.org")
     assert role["rules"] == [{"apiGroups": ["serving.kubeflow.org"], "resources": ["trainedmodels"],
@@ -140,7 +140,7 @@ def _profile(admin: client.ApiClient, stack: Stack, namespace: str, owner: str) 
                f"the learner identity of {namespace}", timeout=60, interval=0.2)
 
 
-@pytest.fixture(scope="module", params=list(PROFILES))
+@pytest.fixture(scope="module", params=["kfserving-0.5", "kubeflow-1.10"])  # the session's two stacks
 def guarded(request) -> Guarded:
     """Two Profiles made by the admin; the learner of the first one applies the guide's steps 01-02."""
     stack: Stack = request.getfixturevalue("stack" if request.param == "kfserving-0.5" else "kserve_stack")
@@ -171,7 +171,7 @@ def test_kubeflow_edit_aggregates_the_releases_serving_rules(guarded: Guarded) -
         role = client.RbacAuthorizationV1Api(guarded.admin).read_cluster_role("kubeflow-edit")
         return [r for r in role.rules or [] if r.api_groups == [guarded.group] and "create" in r.verbs]
     (rule,) = poll_until(aggregated, "kube-controller-manager to aggregate kubeflow-edit", timeout=60)
-    assert tuple(rule.resources) == rbac.SERVING_EDIT_RESOURCES[guarded.group]
+    assert tuple(rule.resources) == rbac.serving_edit_resources(guarded.stack.profile())
 
 
 @pytest.mark.controlplane

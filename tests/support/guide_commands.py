@@ -106,11 +106,13 @@ def commands(text: Optional[str] = None) -> list[str]:
     return found
 
 
-def plan(guide: list[str], both_groups: bool, ingress_url: str, guarded: bool = False) -> list[Step]:
+def plan(guide: list[str], both_groups: bool, ingress_url: str, guarded: bool = False,
+         open_gateway: bool = False) -> list[Step]:
     """Each command as it runs here. Three substitutions depend on the stack, and say so:
     with both API groups installed kubectl resolves `inferenceservice`/`trainedmodel` to KServe's,
-    a gateway not on port 80 is reached through MMS_INGRESS_URL, and a `guarded` gateway (a
-    Kubeflow 1.3+ profile) wants the session in MMS_INGRESS_COOKIE."""
+    a gateway not on port 80 is reached through MMS_INGRESS_URL (or, on an `open_gateway`, the
+    guide's CLUSTER_IP with that port), and a `guarded` gateway (a Kubeflow 1.3+ profile) wants the
+    session in MMS_INGRESS_COOKIE."""
     steps, model = [], ""
     for command in guide:
         model = command.split("=", 1)[1] if command.startswith("MODEL_NAME=") else model
@@ -124,7 +126,9 @@ def plan(guide: list[str], both_groups: bool, ingress_url: str, guarded: bool = 
             reasons.append("both API groups are installed, and kubectl resolves the short name to "
                            "serving.kserve.io: the group is named")
         if "http://${CLUSTER_IP}/" in run and ingress_url != "http://127.0.0.1":
-            run = run.replace("http://${CLUSTER_IP}", "${MMS_INGRESS_URL}")
+            port = ingress_url.rsplit(":", 1)[-1]
+            run = run.replace("http://${CLUSTER_IP}", f"http://${{CLUSTER_IP}}:{port}" if open_gateway
+                              else "${MMS_INGRESS_URL}")
             reasons.append(f"the gateway could not listen on port 80 here (not root, or the port was taken): "
                            f"it is {ingress_url}, which MMS_INGRESS_URL holds")
         if guarded and run.startswith("curl ") and '-H "Host: ${SERVICE_HOSTNAME}"' in run:
@@ -271,8 +275,9 @@ def run_on_stack(stack, kube, requests_dir: Path, workdir: Path) -> list[Step]:
         both = False
     ingress = stack.env().get("MMS_INGRESS_URL", "")
     try:
-        guarded = bool(stack.profile().gateway_auth)
-        return run(plan(commands(), both, ingress, guarded), workdir, shell_env(stack))
+        profile = stack.profile()
+        guarded = bool(profile.gateway_auth) and not profile.kfserving_gateway  # the guide's curl: kfserving-ingressgateway
+        return run(plan(commands(), both, ingress, guarded, profile.kfserving_gateway), workdir, shell_env(stack))
     finally:
         cleanup(stack)
 

@@ -433,6 +433,8 @@ class FakeMinio:
         return bucket == "triton"
 
     def list_objects(self, bucket: str, prefix: str = "", recursive: bool = False):
+        if bucket != "triton":
+            return []  # (a real server answers NoSuchBucket; the lister then asks bucket_exists)
         return [FakeObject(k, len(v)) for k, v in sorted(self.objects.items()) if k.startswith(prefix)]
 
     def fget_object(self, bucket: str, key: str, path: str) -> None:

@@ -20,7 +20,7 @@ from helpers.local.stack.releases import get as get_profile
 from helpers.local.stack.seed import MINIO_ARTIFACT_SECRET, seed_manifests
 
 KFSERVING = get_profile("kfserving-0.5")
-KSERVE = get_profile("kserve")
+KSERVE = get_profile("kubeflow-1.10")
 
 QUANTITY_ANYOF = [{"type": "integer"}, {"type": "string"}]
 # Keys a structural schema node may carry (apiextensions v1, as apiserver 1.20 checks them).
@@ -219,7 +219,7 @@ def test_seed_knative_config_before_the_guides_patches() -> None:
 
 @pytest.mark.parametrize("multi", [True, False])
 def test_seed_kfserving_inferenceservice_config(multi: bool) -> None:
-    data = seeds(multi_model_server=multi)[("ConfigMap", "kubeflow", INFERENCESERVICE_CONFIG)]["data"]
+    data = seeds(multi_model_server=multi)[("ConfigMap", "kfserving-system", INFERENCESERVICE_CONFIG)]["data"]
     assert {"agent", "storageInitializer", "credentials", "ingress", "predictors"} <= set(data)
     predictors = json.loads(data["predictors"])
     assert predictors["triton"]["multiModelServer"] is multi
@@ -230,6 +230,19 @@ def test_seed_kfserving_inferenceservice_config(multi: bool) -> None:
 
 
 def test_seed_kserve_inferenceservice_config_has_no_multi_model_switch() -> None:
-    data = seeds(KSERVE)[("ConfigMap", "kserve", INFERENCESERVICE_CONFIG)]["data"]
-    assert "predictors" not in data
-    assert json.loads(data["agent"])["image"] == "kserve/agent:v0.20.0"
+    data = seeds(KSERVE)[("ConfigMap", "kubeflow", INFERENCESERVICE_CONFIG)]["data"]
+    assert "predictors" not in data and "resource" not in data
+    assert json.loads(data["agent"])["image"] == "kserve/agent:v0.15.0"
+    assert json.loads(data["ingress"])["ingressGateway"] == "kubeflow/kubeflow-gateway"
+
+
+def test_seed_seaweedfs_as_kubeflow_1_11() -> None:
+    """Kubeflow 1.11: no minio pod; minio-service selects the seaweedfs pod, which takes the admin's
+    keys from mlpipeline-minio-artifact with envFrom."""
+    objects = seeds(get_profile("kubeflow-1.11"))
+    assert not [k for k in objects if k[0] == "Pod" and k[2] == "minio"]
+    (pod,) = [v for k, v in objects.items() if k[0] == "Pod" and k[2].startswith("seaweedfs-")]
+    assert pod["metadata"]["labels"]["app"] == "seaweedfs"
+    assert pod["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": MINIO_ARTIFACT_SECRET}}]
+    service = objects[("Service", "kubeflow", MINIO_SERVICE)]
+    assert service["spec"]["selector"] == {"app": "seaweedfs"} and service["spec"]["ports"][0]["targetPort"] == 8333

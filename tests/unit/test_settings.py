@@ -153,3 +153,24 @@ def test_settings_imports_only_the_core_layer() -> None:
 
 def test_every_settings_variable_is_documented() -> None:
     assert {*settings.ENV.values(), settings.SETTINGS_FILE_ENV} <= set(config.ENV_VARS)
+
+
+def test_a_bucket_setting_may_name_a_folder_of_a_shared_bucket() -> None:
+    """Kubeflow 1.11 gives a namespace's key only folders of bucket mlpipeline (helpers.clients.storage)."""
+    from helpers.core.errors import SetupError
+    from helpers.core.settings import validate
+
+    assert validate("bucket", "mlpipeline/private/team-a/") == "mlpipeline/private/team-a"
+    assert validate("bucket", "triton") == "triton"
+    for bad in ("mlpipeline/../x", "mlpipeline//x", "ML/private"):
+        with pytest.raises(SetupError):
+            validate("bucket", bad)
+
+
+def test_path_based_status_urls_keep_their_path() -> None:
+    from helpers.clients.target import session_cookie, url_path
+
+    assert url_path({"status": {"url": "http://example.com/serving/mms/triton-mms"}}) == "/serving/mms/triton-mms"
+    assert url_path({"status": {"url": "http://triton-mms.mms.example.com"}}) == ""
+    assert session_cookie("302 redirect to /dex/auth?client_id=kubeflow-oidc-authservice") == "authservice_session"
+    assert session_cookie("403 <!DOCTYPE html> Sign In") == "oauth2_proxy_kubeflow"

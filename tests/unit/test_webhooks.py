@@ -17,7 +17,7 @@ from helpers.local.controller.webhooks import (
 )
 from helpers.local.stack.releases import get
 
-KFSERVING, KSERVE = get("kfserving-0.5"), get("kserve")
+KFSERVING, KSERVE = get("kfserving-0.5"), get("kubeflow-1.10")
 
 
 def tm(name: str = "cifar10", uri: str = "s3://triton/torchscript/cifar10", memory: str = "1Gi") -> dict:
@@ -30,7 +30,7 @@ def isvc(name: str = "triton-mms", **predictor: object) -> dict:
             "spec": {"predictor": predictor or {"triton": {"runtimeVersion": "20.08-py3"}}}}
 
 
-@pytest.mark.parametrize("profile", [KFSERVING, KSERVE], ids=["kfserving-0.5", "kserve"])
+@pytest.mark.parametrize("profile", [KFSERVING, KSERVE], ids=["kfserving-0.5", "kubeflow-1.10"])
 def test_the_guides_objects_are_admitted(profile) -> None:
     assert review_trainedmodel(profile, tm()) is None
     assert review_trainedmodel(profile, tm(), old=tm()) is None
@@ -53,7 +53,7 @@ def test_trainedmodel_storage_uri_prefixes() -> None:
     assert review_trainedmodel(KFSERVING, tm(uri="minio://triton/x")) is not None
 
 
-@pytest.mark.parametrize("profile", [KFSERVING, KSERVE], ids=["kfserving-0.5", "kserve"])
+@pytest.mark.parametrize("profile", [KFSERVING, KSERVE], ids=["kfserving-0.5", "kubeflow-1.10"])
 def test_trainedmodel_memory_is_immutable(profile) -> None:
     message = review_trainedmodel(profile, tm(memory="2Gi"), old=tm(memory="1Gi"))
     assert message == 'the Trained Model "cifar10" memory field is immutable. The memory was "1Gi" but it is updated to "2Gi"'
@@ -67,7 +67,7 @@ def test_kserve_lets_a_deletion_through() -> None:
     assert review_trainedmodel(KFSERVING, leaving, old=tm()) is not None
 
 
-@pytest.mark.parametrize("profile", [KFSERVING, KSERVE], ids=["kfserving-0.5", "kserve"])
+@pytest.mark.parametrize("profile", [KFSERVING, KSERVE], ids=["kfserving-0.5", "kubeflow-1.10"])
 def test_inferenceservice_rules(profile) -> None:
     assert "a InferenceService name must consist of lower case" in review_inferenceservice(profile, isvc("1triton"))
     both = isvc(triton={}, sklearn={})
@@ -107,10 +107,20 @@ def test_kfserving_defaulter_names_the_container_and_fills_resources_and_version
     assert body["spec"]["predictor"]["triton"] == {"name": "", "resources": {"limits": {"memory": "16Gi"}}}
 
 
-def test_kserve_defaulter_reads_resource_defaults_and_keeps_the_version_unset() -> None:
-    config = {"resource": '{"cpuLimit": "2", "memoryLimit": "4Gi", "cpuRequest": "1", "memoryRequest": "1Gi"}'}
-    triton = default_inferenceservice(KSERVE, isvc(triton={}), config)["predictor"]["triton"]
-    assert triton == {"name": "kserve-container",
-                      "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}}
-    assert default_inferenceservice(KSERVE, isvc(triton={}, sklearn={}), config) == \
-        isvc(triton={}, sklearn={})["spec"]  # two implementations: left for the validator to refuse
+def test_kserve_defaulter_stores_triton_as_a_model_with_v2_and_nothing_else() -> None:
+    """KServe 0.14/0.15 (inference_service_defaults.go assignTritonRuntime; ModelSpec.Default adds nothing)."""
+    given = {"runtimeVersion": "20.08-py3", "args": ["--log-verbose=1"], "resources": {"limits": {"memory": "16Gi"}}}
+    for profile in (get("kubeflow-1.10.0"), KSERVE, get("kubeflow-1.11")):
+        predictor = default_inferenceservice(profile, isvc(triton=dict(given)), {})["predictor"]
+        assert "triton" not in predictor
+        assert predictor["model"] == {"modelFormat": {"name": "triton"}, "protocolVersion": "v2", **given}
+    kept = default_inferenceservice(KSERVE, isvc(triton={"protocolVersion": "grpc-v2"}), {})["predictor"]["model"]
+    assert kept["protocolVersion"] == "grpc-v2"
+    stored = {"model": {"modelFormat": {"name": "triton"}, "protocolVersion": "v2"}}
+    assert default_inferenceservice(KSERVE, isvc(**stored), {})["predictor"] == stored  # an update: unchanged
+    # The guide's manifest merged over the stored object: triton replaces the stored model, as in KServe.
+    merged = default_inferenceservice(KSERVE, isvc(triton={"args": ["-v"]}, **stored), {})["predictor"]
+    assert merged == {"model": {"modelFormat": {"name": "triton"}, "protocolVersion": "v2", "args": ["-v"]}}
+    two = default_inferenceservice(KSERVE, isvc(triton={}, sklearn={}), {})["predictor"]
+    assert set(two) == {"triton", "model"}  # sklearn comes first in KServe's switch: the validator refuses the rest
+    assert review_inferenceservice(KSERVE, {"metadata": {"name": "x"}, "spec": {"predictor": two}})

@@ -2,7 +2,8 @@
 
 S3 settings come from the environment, as KServe's credential builder injects them into the
 agent container, and are read as KServe's agent reads them (see `s3config`): AWS_ENDPOINT_URL,
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (no default: MissingRegion without it),
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, the region under the release's name (`--region-env`:
+AWS_REGION in KFServing 0.5.1, AWS_DEFAULT_REGION in KServe 0.14+; no default: MissingRegion without it),
 S3_USER_VIRTUAL_BUCKET ("false" for path-style addressing; virtual-host otherwise).
 Stops on SIGTERM or SIGINT.
 """
@@ -40,12 +41,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model-dir", type=Path, required=True, help="Triton's model repository")
     parser.add_argument("--triton-url", required=True, help="Triton's HTTP endpoint, e.g. http://127.0.0.1:8000")
     parser.add_argument("--status-file", type=Path, required=True, help="per-model status, JSON")
+    parser.add_argument("--region-env", default=s3config.REGION_ENV,
+                        help="the env variable the release's agent reads the region from (default %(default)s)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    s3 = s3config.from_env(os.environ, _service_resolver())
+    s3 = s3config.from_env(os.environ, _service_resolver(), region_env=args.region_env)
     threading.Thread(target=s3.warm_up, name="s3-warm-up", daemon=True).start()
     settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3)
     run(settings, stop, Logger("modelAgent"))

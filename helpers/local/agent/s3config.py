@@ -6,8 +6,9 @@ KServe's credential builder turns the S3 Secret's annotations into the agent con
 
 - the endpoint is `AWS_ENDPOINT_URL` (`https://` + the s3-endpoint annotation, `http://` when
   s3-usehttps is "0"); without it the agent has no S3 at all;
-- the region is `AWS_REGION`, set only from the s3-region annotation; without it every request
-  fails with `MissingRegion` (kserve/kserve#2140, #2151);
+- the region is `AWS_REGION` (KFServing 0.5.1) or `AWS_DEFAULT_REGION` (KServe 0.14+, whose
+  s3_secret.go and agent utils.go both use that name), set only from the s3-region annotation;
+  without it every request fails with `MissingRegion` (kserve/kserve#2140, #2151);
 - buckets are addressed virtual-host style (`<bucket>.<endpoint host>`) unless
   `S3_USER_VIRTUAL_BUCKET` is "false" (the s3-usevirtualbucket annotation), and a MinIO Service
   name with a bucket in front does not resolve.
@@ -24,6 +25,7 @@ from typing import Callable, Mapping, Optional, Union
 from helpers.clients.storage import S3Settings, StorageError
 
 Resolver = Callable[[str], str]
+REGION_ENV = "AWS_REGION"  # KFServing 0.5.1's name; KServe 0.14+ reads AWS_DEFAULT_REGION
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class AgentS3:
     region: str
     virtual_host: bool
     resolve: Optional[Resolver] = None
+    region_env: str = REGION_ENV
 
     def __repr__(self) -> str:
         return (f"AgentS3(endpoint_url={self.endpoint_url!r}, region={self.region!r}, "
@@ -61,7 +64,7 @@ class AgentS3:
                                "annotate the S3 Secret with <api group>/s3-endpoint, list it under the "
                                "InferenceService's service account, then restart the server")
         if not self.region:
-            raise StorageError("MissingRegion: could not find region configuration (AWS_REGION is not set)",
+            raise StorageError(f"MissingRegion: could not find region configuration ({self.region_env} is not set)",
                                'add the annotation <api group>/s3-region: "us-east-1" to the S3 Secret, then '
                                "restart the server: the agent reads the region only from it")
         address = f"{bucket}.{self.endpoint}" if self.virtual_host else self.endpoint
@@ -83,13 +86,13 @@ class AgentS3:
         return address
 
 
-def from_env(env: Mapping[str, str], resolve: Optional[Resolver] = None) -> AgentS3:
-    """KServe's agent environment variables -> AgentS3."""
+def from_env(env: Mapping[str, str], resolve: Optional[Resolver] = None, region_env: str = REGION_ENV) -> AgentS3:
+    """KServe's agent environment variables -> AgentS3; the region from `region_env` only."""
     return AgentS3(endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip(),
                    access_key=env.get("AWS_ACCESS_KEY_ID", ""), secret_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
-                   region=env.get("AWS_REGION", "").strip(),
+                   region=env.get(region_env, "").strip(),
                    virtual_host=env.get("S3_USER_VIRTUAL_BUCKET", "").strip().lower() != "false",
-                   resolve=resolve)
+                   resolve=resolve, region_env=region_env)
 
 
 def bucket_settings(s3: Union[S3Settings, AgentS3], bucket: str) -> S3Settings:

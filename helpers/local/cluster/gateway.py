@@ -12,7 +12,10 @@ bind it (as root), else on a free port.
 In front of it the controller keeps the Services a cluster has in `istio-system`, type
 LoadBalancer with `status.loadBalancer.ingress[0].ip` 127.0.0.1: `istio-ingressgateway`
 (Kubeflow's Istio) and, where KFServing's API group is installed, `kfserving-ingressgateway`
-(the guide's). Their `http2` port is the port nginx listens on.
+(the guide's). Their `http2` port is the port nginx listens on. On the guide's cluster (Kubeflow
+1.0.x's `istio/kfserving-gateway`, which no authservice EnvoyFilter selects) the
+`kfserving-ingressgateway` answers without a login: nginx then also listens on 127.0.0.2 (that
+Service's load-balancer IP) with the same routes, unguarded (`open_address`).
 
 Binary lookup: $NGINX, else `nginx` on PATH, else /usr/sbin/nginx (Debian's `nginx-light`).
 """
@@ -40,6 +43,8 @@ log = logging.getLogger("gateway")
 ISTIO_NAMESPACE = "istio-system"
 PREFERRED_PORT = 80
 HEALTH_HOST = "gateway-health.invalid"
+# The load-balancer IP of an unguarded kfserving-ingressgateway (loopback, but not istio-ingressgateway's).
+OPEN_ADDRESS = "127.0.0.2"
 # name -> (labels, status port, http2 target port, https target port), as each install defines it:
 # Istio 1.9 (Kubeflow 1.3) and KFServing's own gateway (kfserving/hack, Istio 1.3-1.6).
 GATEWAY_SERVICES = {
@@ -61,12 +66,12 @@ def nginx_binary() -> Optional[str]:
     return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
 
 
-def bindable(port: int) -> bool:
-    """True if this process may listen on 127.0.0.1:`port` now (free, and allowed: port 80 needs root)."""
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """True if this process may listen on `host`:`port` now (free, and allowed: port 80 needs root)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
                 return False
@@ -98,11 +103,13 @@ def _auth_locations(auth_port: int, namespace: str) -> list[str]:
 
 
 def render_config(root: Path, port: int, routes: dict[str, str], access_log: Path,
-                  auth_port: Optional[int] = None, namespaces: Optional[dict[str, str]] = None) -> str:
+                  auth_port: Optional[int] = None, namespaces: Optional[dict[str, str]] = None,
+                  open_address: Optional[str] = None) -> str:
     """nginx.conf: a 404 default server, then one server block per Host -> `127.0.0.1:<port>`.
 
     With `auth_port`, every routed request is first checked by the authorizer there, for the
-    namespace of its Host (`namespaces`)."""
+    namespace of its Host (`namespaces`). With `open_address`, the same routes are served there
+    too, without the check (a gateway no auth filter selects)."""
     temp = root / "tmp"
     lines = [
         "# Written by the local controller (helpers/local/cluster/gateway.py); rewritten as InferenceServices change.",
@@ -118,6 +125,7 @@ def render_config(root: Path, port: int, routes: dict[str, str], access_log: Pat
         "    proxy_http_version 1.1;", "    proxy_read_timeout 600s;", "    proxy_send_timeout 600s;",
         "    server {",
         f"        listen 127.0.0.1:{port} default_server;",
+        *([f"        listen {open_address}:{port} default_server;"] if open_address else []),
         "        return 404;  # an unknown Host: Istio answers 404 too",
         "    }",
     ]
@@ -140,19 +148,33 @@ def render_config(root: Path, port: int, routes: dict[str, str], access_log: Pat
             *(_auth_locations(auth_port, (namespaces or {}).get(hosts[0], "")) if guarded else []),
             "    }",
         ]
+        if open_address:
+            lines += [
+                "    server {  # kfserving-ingressgateway: no auth filter selects it",
+                f"        listen {open_address}:{port};",
+                f"        server_name {' '.join(hosts)};",
+                "        location / {",
+                f"            proxy_pass http://{upstream};",
+                "            proxy_set_header Host $host;",
+                '            proxy_set_header Connection "";',
+                "        }",
+                "    }",
+            ]
     return "\n".join(lines + ["}", ""])
 
 
 class Gateway:
     """nginx as the stack's ingress gateway, plus its LoadBalancer Services."""
 
-    def __init__(self, state_root: Path, logs: Path, auth_port: Optional[int] = None) -> None:
+    def __init__(self, state_root: Path, logs: Path, auth_port: Optional[int] = None,
+                 open_gateway: bool = False) -> None:
         self.root = state_root / "gateway"
         self.logs = logs
         self.binary = nginx_binary()
         self.record: Optional[process.ProcessRecord] = None
         self.routes: Optional[dict[str, str]] = None
         self.auth_port = auth_port  # the authorizer (`authz`) guarding every route, else none
+        self.open_address = OPEN_ADDRESS if open_gateway else None  # kfserving-ingressgateway, unguarded
         self.namespaces: dict[str, str] = {}
 
     @property
@@ -184,10 +206,13 @@ class Gateway:
             log.info("gateway: nginx (pid %s) still runs on port %s: adopting it", previous.pid, self.port)
             return self.port
         last = previous.ports.get("http") if previous else None
-        port = next((p for p in (PREFERRED_PORT, last) if p and bindable(p)), None) or process.free_port()
+        port = next((p for p in (PREFERRED_PORT, last)
+                     if p and bindable(p) and (not self.open_address or bindable(p, self.open_address))),
+                    None) or process.free_port()
         if port != PREFERRED_PORT:
             log.info("gateway: cannot listen on port %s here (not root, or in use): using %s", PREFERRED_PORT, port)
-        self.config.write_text(render_config(self.root, port, {}, self.logs / "gateway-access.log"))
+        self.config.write_text(render_config(self.root, port, {}, self.logs / "gateway-access.log",
+                                             open_address=self.open_address))
         self.routes = {}
         self.record = process.start("gateway", self._argv(), self.logs / "gateway.log",
                                     lambda: answers(port), timeout=30, ports={"http": port})
@@ -214,7 +239,7 @@ class Gateway:
             self.state_file.unlink(missing_ok=True)
             self.start()
         text = render_config(self.root, self.port, routes, self.logs / "gateway-access.log",
-                             self.auth_port, namespaces)
+                             self.auth_port, namespaces, self.open_address)
         if self.config.read_text() != text:
             self.config.write_text(text)
             old_workers = _children(self.record.pid)
@@ -296,10 +321,11 @@ class Gateway:
                     if port.name == "http2":
                         port.port = self.port
                 core.replace_namespaced_service(name, ISTIO_NAMESPACE, svc)
+            ip = self.open_address if name == "kfserving-ingressgateway" and self.open_address else "127.0.0.1"
             lb = svc.status.load_balancer if svc.status else None
-            if not (lb and lb.ingress and lb.ingress[0].ip == "127.0.0.1"):
+            if not (lb and lb.ingress and lb.ingress[0].ip == ip):
                 core.patch_namespaced_service_status(
-                    name, ISTIO_NAMESPACE, {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}})
+                    name, ISTIO_NAMESPACE, {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
 
 
 def _children(pid: int) -> set[int]:

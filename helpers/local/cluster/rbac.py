@@ -5,16 +5,16 @@ Kubeflow defines three empty ClusterRoles that aggregate by label (kubeflow/mani
 `common/kubeflow-roles/base/cluster-roles.yaml`, the same in v1.3.1 and v1.10.2):
 `kubeflow-admin` <- `kubeflow-edit` <- `kubeflow-view`, plus `kubeflow-kubernetes-{admin,edit,view}`
 with the core rules. Each application adds its own roles with the aggregation labels; the
-serving ones differ by release (`SERVING_EDIT_RESOURCES`):
+serving ones differ by release (`serving_edit_resources`):
 
-- Kubeflow 1.3.1 + KFServing 0.5.1 (`apps/kfserving/upstream/overlays/kubeflow/cluster-role.yaml`):
+- Kubeflow 1.0.2 (`kfserving/kfserving-install/base/cluster-role.yaml`) and 1.3.1
+  (`apps/kfserving/upstream/overlays/kubeflow/cluster-role.yaml`) with KFServing 0.5.1:
   `kubeflow-kfserving-edit` grants `serving.kubeflow.org` **inferenceservices only**: no
   trainedmodels, so a learner's `default-editor` cannot create the guide's TrainedModels.
-- KServe 0.20 (`config/overlays/kubeflow/cluster-role.yaml` at v0.20.0): `kubeflow-kserve-edit`
-  grants inferencegraphs, inferenceservices, servingruntimes, trainedmodels, llminferenceservices
-  (and the misspelt `lllminferenceserviceconfigs`, kept as shipped), plus Knative's serving
-  resources. trainedmodels arrived in KServe 0.15.0 (kserve/kserve#4225, commit 0ec3460d3);
-  Kubeflow 1.10's bundle (KServe 0.15.0) has them too.
+- Kubeflow 1.10.0 (KServe 0.14.1, `apps/kserve/kserve/kserve_kubeflow.yaml`): `kubeflow-kserve-edit`
+  grants inferenceservices and servingruntimes, plus Knative's serving resources: still no trainedmodels.
+- Kubeflow 1.10.1 (KServe 0.15.0) and 1.11.0 (KServe 0.15.2, `applications/kserve/...`): inferencegraphs,
+  inferenceservices, servingruntimes, trainedmodels (kserve/kserve#4225).
 
 The kube-controller-manager's `clusterrole-aggregation` controller fills the aggregated roles'
 rules, as on a cluster (`controlplane.CONTROLLERS`).
@@ -29,12 +29,16 @@ WRITE = ("create", "delete", "deletecollection", "patch", "update")
 KUBEFLOW_EDIT, KUBEFLOW_VIEW, KUBEFLOW_ADMIN = "kubeflow-edit", "kubeflow-view", "kubeflow-admin"
 KNATIVE_SERVING = ("services", "services/status", "routes", "routes/status", "configurations",
                    "configurations/status", "revisions", "revisions/status")
-# The serving resources the `kubeflow-<app>-edit` role grants, per API group's release.
-SERVING_EDIT_RESOURCES = {
-    "serving.kubeflow.org": ("inferenceservices",),
-    "serving.kserve.io": ("inferencegraphs", "inferenceservices", "servingruntimes", "trainedmodels",
-                          "llminferenceservices", "lllminferenceserviceconfigs"),
-}
+
+
+
+def serving_edit_resources(profile: Profile) -> tuple[str, ...]:
+    """The serving resources the release's `kubeflow-<app>-edit` (and -view) role names."""
+    if profile.group == "serving.kubeflow.org":
+        return ("inferenceservices",)
+    if profile.edit_trainedmodels:
+        return ("inferencegraphs", "inferenceservices", "servingruntimes", "trainedmodels")
+    return ("inferenceservices", "servingruntimes")
 
 
 def _rule(groups: tuple[str, ...], resources: tuple[str, ...], verbs: tuple[str, ...]) -> dict:
@@ -106,7 +110,7 @@ def serving_roles(profile: Profile) -> list[dict]:
     """The release's `kubeflow-<app>-{admin,edit,view}` roles (`kfserving` in 0.5.1, `kserve` after)."""
     group = profile.group
     app = "kfserving" if group == "serving.kubeflow.org" else "kserve"
-    resources = SERVING_EDIT_RESOURCES[group]
+    resources = serving_edit_resources(profile)
     edit = [_rule((group,), resources, READ + WRITE)]
     view = [_rule((group,), resources, READ)]
     if app == "kserve":

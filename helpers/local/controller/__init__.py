@@ -60,7 +60,7 @@ class Controller:
 
         self.minio = Stack(state_root).s3_credentials()
         self.pods = Pods(self.kube, state_root, state_root / "logs")
-        self.gateway = Gateway(state_root, state_root / "logs")
+        self.gateway = Gateway(state_root, state_root / "logs", open_gateway=self.profile.kfserving_gateway)
         # Kubeflow-style profiles guard the gateway: a session or token, and the namespace's RBAC.
         self.authorizer = Authorizer(api, self.profile, state_root) if self.profile.gateway_auth else None
         self.routes: dict[str, tuple[str, str]] = {}  # host -> (server key, upstream)
@@ -71,6 +71,14 @@ class Controller:
         self._changed: dict[str, bool] = {}  # server key -> also project models.json (else status only)
         self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
         self._config_written: dict[str, str] = {}  # server folder -> models.json last put in its ConfigMap
+
+    def _namespace_key(self, namespace: str):
+        """Kubeflow 1.11's Pipelines sync: a SeaweedFS key of the namespace's own (None elsewhere)."""
+        from helpers.local.stack import seaweedfs
+        from helpers.local.stack.stack import Stack
+
+        ports = {k.split(".", 1)[1]: v for k, v in Stack(self.state_root)._load()["ports"].items() if k.startswith("s3.")}
+        return seaweedfs.grant_namespace(seaweedfs.master_address(ports), namespace)
 
     def request(self, server: str = "", project: bool = False) -> None:
         """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModels:
@@ -87,7 +95,8 @@ class Controller:
         profiles = self.kube.list_profiles()
         for profile in profiles:
             self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile,
-                        self.minio, self.state_root, self.profile)
+                        self.minio, self.state_root, self.profile,
+                        self._namespace_key if self.profile.seaweedfs else None)
         for namespace in identity.forget_learners(self.state_root, {p["metadata"]["name"] for p in profiles}):
             log.info("profile %s is gone: its learner identity is withdrawn", namespace)
         wanted: set[str] = set()

@@ -5,14 +5,17 @@ the same names to ClusterRoles `kubeflow-edit` / `kubeflow-view`, and the owner'
 `namespaceAdmin` to `kubeflow-admin` (annotations `user`, `role: admin`). Then what Kubeflow
 Pipelines' profile controller syncs into every namespace labelled `pipelines.kubeflow.org/enabled`
 (sync.py, Kubeflow 1.3 and 1.10): Secret `mlpipeline-minio-artifact` with MinIO's keys
-(`accesskey`, `secretkey`), which `default-editor` may read where it cannot read `kubeflow`.
+(`accesskey`, `secretkey`), which `default-editor` may read where it cannot read `kubeflow`. On
+Kubeflow 1.11 (SeaweedFS) that Secret holds the namespace's own key instead, made once (an
+existing Secret is kept, as sync.py keeps it) and limited to the namespace's prefixes of bucket
+`mlpipeline` (`seaweedfs.grant_namespace`).
 Last, the learner identity of the namespace is published in the state folder (`identity`).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from kubernetes import client
 
@@ -36,9 +39,11 @@ PIPELINES_SECRET = "mlpipeline-minio-artifact"
 
 
 def reconcile_profile(kube: Kube, profile: dict, minio: Optional[S3Credentials] = None,
-                      state_root: Optional[Path] = None, release: Optional[Profile] = None) -> None:
+                      state_root: Optional[Path] = None, release: Optional[Profile] = None,
+                      namespace_key: Optional[Callable[[str], S3Credentials]] = None) -> None:
     """Make the profile's namespace, service accounts, role bindings and the Pipelines Secret with
-    `minio`'s keys; with `state_root`, publish the namespace's learner identity there."""
+    `minio`'s keys (with `namespace_key`, a new key of the namespace's own when it has no Secret
+    yet); with `state_root`, publish the namespace's learner identity there."""
     name = profile["metadata"]["name"]
     owner = (profile.get("spec") or {}).get("owner") or {}
     ns = kube.read(kube.core.read_namespace, name)
@@ -71,10 +76,18 @@ def reconcile_profile(kube: Kube, profile: dict, minio: Optional[S3Credentials] 
         kube.ensure(kube.rbac.create_namespaced_role_binding, kube.rbac.read_namespaced_role_binding,
                     "namespaceAdmin", binding, name)
     if minio is not None and NAMESPACE_LABELS["pipelines.kubeflow.org/enabled"] == "true":
-        secret = client.V1Secret(metadata=client.V1ObjectMeta(name=PIPELINES_SECRET), type="Opaque",
-                                 string_data={"accesskey": minio.access_key, "secretkey": minio.secret_key})
-        kube.ensure(kube.core.create_namespaced_secret, kube.core.read_namespaced_secret,
-                    PIPELINES_SECRET, secret, name)
+        keys = minio
+        if namespace_key is not None:
+            if kube.read(kube.core.read_namespaced_secret, PIPELINES_SECRET, name) is not None:
+                keys = None  # sync.py: "Using existing secret"
+            else:
+                keys = namespace_key(name)
+                log.info("profile %s: made the namespace's own S3 key (prefixes of bucket mlpipeline)", name)
+        if keys is not None:
+            secret = client.V1Secret(metadata=client.V1ObjectMeta(name=PIPELINES_SECRET), type="Opaque",
+                                     string_data={"accesskey": keys.access_key, "secretkey": keys.secret_key})
+            kube.ensure(kube.core.create_namespaced_secret, kube.core.read_namespaced_secret,
+                        PIPELINES_SECRET, secret, name)
     if state_root is not None and release is not None:
         if identity.publish_learner(state_root, kube.api, name, owner.get("name", ""), release) is None:
             log.info("profile %s: default-editor has no token yet; the learner identity follows", name)

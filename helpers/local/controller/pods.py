@@ -25,6 +25,7 @@ from typing import Optional
 
 from kubernetes.client.exceptions import ApiException
 
+from helpers.clients.k8s import triton_predictor
 from helpers.core.constants import (
     AGENT_CONTAINER,
     CONFIG_DIR,
@@ -201,7 +202,7 @@ class Pods:
         meta, spec = isvc["metadata"], isvc.get("spec") or {}
         ns, name = meta["namespace"], meta["name"]
         predictor = spec.get("predictor") or {}
-        triton = predictor.get("triton") or {}
+        triton = triton_predictor(isvc) or {}
         rev = revision(group, name)
         template = f"{meta['uid']}/{meta.get('generation', 1)}"
         labels = {group.isvc_label: name, "component": "predictor", "app": rev,
@@ -212,9 +213,7 @@ class Pods:
         mounts = [{"name": "model-dir", "mountPath": MODEL_DIR}]
         server = {
             "name": group.server_container, "image": images["triton"],
-            "args": ["tritonserver", f"--model-store={MODEL_DIR}", "--grpc-port=9000",
-                     f"--http-port={TRITON_HTTP_PORT}", "--allow-grpc=true", "--allow-http=true",
-                     "--model-control-mode=explicit", *(triton.get("args") or [])],
+            "args": self._server_args(group, triton),
             "ports": [{"name": "user-port", "containerPort": TRITON_HTTP_PORT, "protocol": "TCP"}],
             "resources": triton.get("resources") or {}, "volumeMounts": mounts,
         }
@@ -242,9 +241,22 @@ class Pods:
         log.info("created pod %s/%s for inferenceservice %s on node %s", ns, pod.metadata.name, name, NODE_NAME)
         return pod
 
+    @staticmethod
+    def _server_args(group: ApiGroup, triton: dict) -> list[str]:
+        """KFServing 0.5.1's Triton predictor puts explicit model control among its own args; KServe
+        takes the kserve-tritonserver runtime's args, then the model's, to which SetTritonDefaults
+        appends `--model-control-mode=explicit` when there is no storageUri."""
+        base = ["tritonserver", f"--model-store={MODEL_DIR}", "--grpc-port=9000", f"--http-port={TRITON_HTTP_PORT}",
+                "--allow-grpc=true", "--allow-http=true"]
+        if group.group == KFSERVING_GROUP:
+            return [*base, "--model-control-mode=explicit", *(triton.get("args") or [])]
+        return [*base, *(triton.get("args") or []), "--model-control-mode=explicit"]
+
     def _images(self, group: ApiGroup, triton: dict) -> dict:
         """Triton's and the agent's images, from inferenceservice-config as KFServing/KServe read them."""
         found = {"triton": "nvcr.io/nvidia/tritonserver", "agent": "kfserving/agent:v0.5.1", "version": "20.08-py3"}
+        if group.group != KFSERVING_GROUP:  # the kserve-tritonserver ClusterServingRuntime (Kubeflow 1.10/1.11)
+            found["version"] = "23.05-py3"
         for ns in ("kfserving-system", "kserve", "kubeflow"):
             cm = self.kube.read(self.kube.core.read_namespaced_config_map, INFERENCESERVICE_CONFIG, ns)
             if cm is None:

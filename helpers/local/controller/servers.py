@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from kubernetes import client
 
-from helpers.clients.k8s import resolve_address
+from helpers.clients.k8s import predictor_path, resolve_address, triton_predictor
 from helpers.clients.storage import S3Settings, StorageError, connect, s3_errors
 from helpers.core.constants import (
     INFERENCESERVICE_CONFIG,
@@ -142,15 +142,13 @@ class Servers:
     # --- checks ------------------------------------------------------------------------
     def check(self, group: ApiGroup, isvc: dict) -> None:
         """Is this a server KServe would run? Raises CheckFailed naming the fix."""
-        spec = isvc.get("spec") or {}
-        predictor = spec.get("predictor") or {}
-        triton = predictor.get("triton")
+        triton = triton_predictor(isvc)
         if triton is None:
             raise CheckFailed("PredictorNotSupported",
                               "the local stack serves Triton predictors only: give spec.predictor.triton")
         if triton.get("storageUri"):
             raise CheckFailed("NotMultiModelServer",
-                              "spec.predictor.triton.storageUri makes this a single-model server; remove it so "
+                              f"{predictor_path(isvc)}.storageUri makes this a single-model server; remove it so "
                               "TrainedModels can be added (see multi_model_triton_server.yaml)")
         self._check_multi_model_flag(group)
 
@@ -214,7 +212,7 @@ class Servers:
             scheme = "http://" if notes[group.s3_usehttps] == "0" else scheme
             entries.append(("S3_USE_HTTPS", notes[group.s3_usehttps], ""))
         entries += [("S3_ENDPOINT", endpoint, ""), ("AWS_ENDPOINT_URL", scheme + endpoint, "")]
-        for annotation, env in ((group.s3_region, "AWS_REGION"), (group.s3_verifyssl, "S3_VERIFY_SSL"),
+        for annotation, env in ((group.s3_region, self.profile.region_env), (group.s3_verifyssl, "S3_VERIFY_SSL"),
                                 (group.s3_usevirtualbucket, "S3_USER_VIRTUAL_BUCKET")):
             if annotation in notes:
                 entries.append((env, notes[annotation], ""))
@@ -332,7 +330,8 @@ class Servers:
         argv = process.python_argv("helpers.local.agent", "--config-dir", str(where.config_file.parent),
                                    "--model-dir", str(where.models),
                                    "--triton-url", f"http://127.0.0.1:{triton.ports['http']}",
-                                   "--status-file", str(where.agent_status))
+                                   "--status-file", str(where.agent_status),
+                                   "--region-env", self.profile.region_env)
         # Only what KServe injects: no S3 settings of this process leak into the agent.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         return process.start(f"agent-{namespace}.{name}", argv, self.logs / f"agent-{server_key(namespace, name)}.log",

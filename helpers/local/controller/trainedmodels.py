@@ -18,6 +18,7 @@ from typing import Optional
 
 from kubernetes.utils import parse_quantity
 
+from helpers.clients.k8s import triton_predictor
 from helpers.core.constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
 from helpers.local.agent.spec import ModelSpec
 from helpers.local.controller.conditions import condition, merge_times, ready_from, strip_times
@@ -31,18 +32,13 @@ FINALIZER = "trainedmodel.finalizer"
 PARENT_LABEL = "inferenceservice"
 
 
-# What KServe's defaulting webhook gives a predictor that sets no memory limit.
-DEFAULT_MEMORY_LIMIT = "2Gi"
-
-
 def isvc_memory_limit(isvc: dict) -> float:
-    """The predictor's memory limit in bytes (TrainedModels must fit in it), defaulted as KServe does."""
-    predictor = (isvc.get("spec") or {}).get("predictor") or {}
-    for holder in (predictor.get("triton") or {}, predictor):
-        limit = ((holder.get("resources") or {}).get("limits") or {}).get("memory")
-        if limit:
-            return float(parse_quantity(limit))
-    return float(parse_quantity(DEFAULT_MEMORY_LIMIT))
+    """The stored predictor container's `limits.memory` in bytes, which TrainedModels must fit in
+    (IsMemoryResourceAvailable, pkg/controller/v1beta1/inferenceservice/utils/utils.go at v0.15.2):
+    KServe 0.10+'s defaulter adds no resources to `predictor.model`, so without a limit it is 0 and
+    every TrainedModel is refused."""
+    limit = (((triton_predictor(isvc) or {}).get("resources") or {}).get("limits") or {}).get("memory")
+    return float(parse_quantity(limit)) if limit else 0.0
 
 
 def is_mms_predictor(isvc: dict) -> bool:

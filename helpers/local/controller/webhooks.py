@@ -11,9 +11,12 @@ pkg/apis/serving/v1beta1/component.go, inference_service_validation.go):
 - TrainedModel: name pattern, storageUri prefix (the agent's protocols), memory immutable;
 - InferenceService: name pattern, exactly one predictor implementation, replicas, concurrency,
   logger mode, the predictor's storageUri scheme;
-- the defaulter (inference_service_defaults.go, predictor_*.go): each framework container is named
-  `kfserving-container` (`kserve-container`), gets cpu/memory requests and limits where it sets
-  none, and on KFServing 0.5 its `runtimeVersion` from `inferenceservice-config`.
+- the defaulter (inference_service_defaults.go, predictor_*.go): on KFServing 0.5.1 each framework
+  container is named `kfserving-container`, gets cpu/memory requests and limits where it sets
+  none, and its `runtimeVersion` from `inferenceservice-config`; on KServe 0.10+
+  (`setPredictorModelDefaults`, `assign<Framework>Runtime`) a framework predictor is stored as
+  `predictor.model` with `modelFormat: {name: <framework>}` (Triton, ONNX and HuggingFace also get
+  `protocolVersion: v2`), and `ModelSpec.Default` adds nothing: no name, no resources.
 """
 from __future__ import annotations
 
@@ -170,6 +173,13 @@ def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str
     if not isinstance(component, dict):
         return spec
     chosen = implementations(profile.group, component)
+    if profile.triton_as_model:
+        # setPredictorModelDefaults: the first framework field in its switch order becomes `model`,
+        # replacing one already stored (a merge patch of the guide's manifest over the stored object).
+        framework = next((f for f in MODEL_FORMATS if isinstance(component.get(f), dict)), None)
+        if framework or chosen == ["model"]:
+            return _as_model(spec, component, framework or "model")
+        return spec
     if len(chosen) != 1 or chosen[0] == "containers" or not isinstance(component[chosen[0]], dict):
         return spec  # refused by the validator, or a custom container: the defaulter leaves it, as KServe's
     framework = component[chosen[0]]
@@ -182,6 +192,28 @@ def default_inferenceservice(profile: Profile, isvc: dict, config: dict[str, str
         held = resources.setdefault(part, {})
         for key, value in values.items():
             held.setdefault(key, value)
+    return spec
+
+
+# KServe 0.14/0.15's assign<Framework>Runtime, in setPredictorModelDefaults' switch order: the predictor
+# field -> modelFormat name, and the frameworks given protocolVersion v2 when they set none.
+MODEL_FORMATS = {"sklearn": "sklearn", "tensorflow": "tensorflow", "xgboost": "xgboost", "pytorch": "pytorch",
+                 "triton": "triton", "onnx": "onnx", "huggingface": "huggingface", "pmml": "pmml",
+                 "lightgbm": "lightgbm", "paddle": "paddle"}
+V2_BY_DEFAULT = ("triton", "onnx", "huggingface")
+
+
+def _as_model(spec: dict, component: dict, chosen: str) -> dict:
+    """KServe's setPredictorModelDefaults: `predictor.<framework>` becomes `predictor.model`."""
+    if chosen == "model":
+        model = component["model"]
+        if (model.get("modelFormat") or {}).get("name") == "triton" and model.get("protocolVersion") is None:
+            model["protocolVersion"] = "v2"
+        return spec
+    framework = component.pop(chosen)
+    if chosen in V2_BY_DEFAULT and framework.get("protocolVersion") is None:
+        framework["protocolVersion"] = "v2"
+    component["model"] = {"modelFormat": {"name": MODEL_FORMATS[chosen]}, **framework}
     return spec
 
 

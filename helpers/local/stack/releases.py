@@ -1,11 +1,12 @@
 """Version profiles: which real cluster the local stack reproduces, so it is never friendlier.
 
-A profile fixes one KServe/KFServing release and one Kubeflow layout: the one API group the
-stack serves (so `kubectl get inferenceservice` resolves as it does there), where
-`inferenceservice-config` lives and whether it has `multiModelServer`, how MinIO's keys are
-published, whether the CRDs prune unknown fields, the admission webhooks' rules, and the
-TrainedModel condition types, Kubeflow's RBAC (`rbac`) and who guards the gateway. Facts come from
-each release's own sources (cited per field).
+A profile is named after what people install (a Kubeflow release, or KFServing's own YAML) and
+fixes one KServe/KFServing release with it: the one API group the stack serves (so `kubectl get
+inferenceservice` resolves as it does there), where `inferenceservice-config` lives and what it
+holds, how the object store and its keys show, whether the CRDs prune unknown fields, the
+admission webhooks' rules and defaulting, the TrainedModel condition types, the agent's env
+names, Kubeflow's RBAC and who guards which gateway. Every behaviour is cited, file and tag,
+in docs/releases.md.
 
 Chosen once per state folder with `python -m helpers.local up --profile NAME` or MMS_PROFILE.
 """
@@ -20,6 +21,13 @@ from helpers.core.errors import SetupError
 
 PROFILE_ENV = "MMS_PROFILE"
 
+# Object stores: "pod-env" (the `minio` pod shows its keys as plain env, `minio-service` labelled
+# app=minio: Kubeflow <= 1.6), "secret" (MinIO's keys in Secret mlpipeline-minio-artifact through
+# valueFrom, a `minio-service` without that label: Kubeflow 1.7-1.10), "seaweedfs" (SeaweedFS behind
+# `minio-service`, admin keys in that Secret through envFrom, and one key per profile namespace
+# limited to prefixes of bucket `mlpipeline`: Kubeflow 1.11).
+OBJECT_STORES = ("pod-env", "secret", "seaweedfs")
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -29,14 +37,12 @@ class Profile:
     summary: str
     group: str
     release: str
-    # Where the controller reads `inferenceservice-config` (Kubeflow's bundle: `kubeflow`).
+    # Where the controller reads `inferenceservice-config`: KFServing's own YAML `kfserving-system`,
+    # Kubeflow's KServe bundle `kubeflow`.
     config_namespace: str
     # 0.5-0.9 have predictors.triton.multiModelServer; 0.10 removed it (no storageUri = multi-model).
     multi_model_key: bool
-    # "pod-env": keys as plain env of the `minio` pod, `minio-service` labelled app=minio
-    # (Kubeflow <= 1.6); "secret": keys in Secret mlpipeline-minio-artifact (valueFrom), and a
-    # `minio-service` without that label (Kubeflow 1.7+).
-    minio_layout: str
+    object_store: str
     # KFServing 0.5.1 ships apiextensions/v1beta1 CRDs without preserveUnknownFields: false, so
     # unknown fields are kept; KServe's v1 CRDs prune them.
     prunes_unknown_fields: bool
@@ -47,36 +53,73 @@ class Profile:
     tm_conditions: tuple[str, ...]
     # KFServing 0.5.1 deletes a TrainedModel whose InferenceService is gone.
     tm_deleted_with_isvc: bool
-    # Who guards the ingress gateway (`helpers/local/cluster/authz.py`): "authservice" (Kubeflow 1.3:
-    # arrikto's oidc-authservice, cookie `authservice_session`, a 302 to Dex without a session),
-    # "oauth2-proxy" (Kubeflow 1.9+: cookie `oauth2_proxy_kubeflow`, its sign-in page), "" (none).
+    # The env name KServe's credential builder gives the s3-region annotation (s3_secret.go), which
+    # the agent reads (pkg/agent/storage/utils.go): AWS_REGION in KFServing 0.5.1, AWS_DEFAULT_REGION
+    # in KServe 0.14+.
+    region_env: str = "AWS_REGION"
+    # KServe >= 0.10's defaulter stores `predictor.triton` as `predictor.model` with modelFormat triton
+    # and protocolVersion v2 (assignTritonRuntime); the controller appends --model-control-mode=explicit
+    # to the container it makes (SetTritonDefaults).
+    triton_as_model: bool = False
+    # Does Kubeflow's `kubeflow-edit` (through kubeflow-<app>-edit) grant trainedmodels?
+    edit_trainedmodels: bool = False
+    # Who guards `istio-ingressgateway` (`helpers/local/cluster/authz.py`): "authservice" (arrikto's
+    # oidc-authservice, cookie `authservice_session`, a 302 to Dex without a session), "oauth2-proxy"
+    # (Kubeflow 1.9+: cookie `oauth2_proxy_kubeflow`, its sign-in page), "" (none).
     gateway_auth: str = ""
+    # Kubeflow 1.0.x's `istio/kfserving-gateway`: a `kfserving-ingressgateway` Service no auth filter
+    # selects (the guide's curl answers without a login).
+    kfserving_gateway: bool = False
+    kubeflow: str = ""
 
     @property
     def describe(self) -> str:
         return f"{self.name}: {self.summary}"
 
+    @property
+    def seaweedfs(self) -> bool:
+        return self.object_store == "seaweedfs"
+
+
+_KSERVE_TM = dict(tm_name_pattern=r"[a-zA-Z0-9_-]+", tm_storage_prefixes=("s3://", "gs://", "https://", "http://"),
+                  tm_conditions=("InferenceServiceReady", "IsMMSPredictor", "MemoryResourceAvailable"),
+                  tm_deleted_with_isvc=True)
+_KUBEFLOW_KSERVE = dict(group=KSERVE_GROUP, config_namespace="kubeflow", multi_model_key=False,
+                        prunes_unknown_fields=True, region_env="AWS_DEFAULT_REGION", triton_as_model=True,
+                        gateway_auth="oauth2-proxy", **_KSERVE_TM)
 
 PROFILES = {
     p.name: p for p in (
         Profile(
             name="kfserving-0.5",
-            summary="Kubeflow 1.3 with KFServing 0.5.1, the guide's cluster",
-            group=KFSERVING_GROUP, release="v0.5.1", config_namespace="kubeflow", multi_model_key=True,
-            minio_layout="pod-env", prunes_unknown_fields=False,
+            summary="the guide's cluster: a Kubeflow 1.0.x layout with KFServing 0.5.1 from its own YAML, "
+                    "MinIO keys as plain env, kfserving-ingressgateway without a login",
+            group=KFSERVING_GROUP, release="v0.5.1", config_namespace="kfserving-system", multi_model_key=True,
+            object_store="pod-env", prunes_unknown_fields=False,
             tm_name_pattern=r"[a-z]([-a-z0-9]*[a-z0-9])?", tm_storage_prefixes=("s3://", "gs://"),
-            tm_conditions=("InferenceServiceReady",), tm_deleted_with_isvc=True, gateway_auth="authservice"),
+            tm_conditions=("InferenceServiceReady",), tm_deleted_with_isvc=True, region_env="AWS_REGION",
+            gateway_auth="authservice", kfserving_gateway=True, kubeflow="1.0.2"),
         Profile(
-            name="kserve",
-            summary="KServe 0.20 (standalone, namespace kserve) next to Kubeflow 1.10's MinIO",
-            group=KSERVE_GROUP, release="v0.20.0", config_namespace="kserve", multi_model_key=False,
-            minio_layout="secret", prunes_unknown_fields=True,
-            tm_name_pattern=r"[a-zA-Z0-9_-]+", tm_storage_prefixes=("s3://", "gs://", "https://", "http://"),
-            tm_conditions=("InferenceServiceReady", "IsMMSPredictor", "MemoryResourceAvailable"),
-            tm_deleted_with_isvc=True, gateway_auth="oauth2-proxy"),
+            name="kubeflow-1.10.0",
+            summary="Kubeflow 1.10.0: KServe 0.14.1, MinIO (mlpipeline-minio-artifact), no trainedmodels "
+                    "in kubeflow-edit",
+            release="v0.14.1", object_store="secret", edit_trainedmodels=False, kubeflow="1.10.0",
+            **_KUBEFLOW_KSERVE),
+        Profile(
+            name="kubeflow-1.10",
+            summary="Kubeflow 1.10.1/1.10.2: KServe 0.15.0, MinIO (mlpipeline-minio-artifact)",
+            release="v0.15.0", object_store="secret", edit_trainedmodels=True, kubeflow="1.10.1",
+            **_KUBEFLOW_KSERVE),
+        Profile(
+            name="kubeflow-1.11",
+            summary="Kubeflow 1.11.0: KServe 0.15.2, SeaweedFS behind minio-service, one key per namespace",
+            release="v0.15.2", object_store="seaweedfs", edit_trainedmodels=True, kubeflow="1.11.0",
+            **_KUBEFLOW_KSERVE),
     )
 }
 DEFAULT_PROFILE = "kfserving-0.5"
+# Names that once meant a profile, and why they no longer do.
+RETIRED = {"kserve": "it modelled KServe 0.20 standalone next to Kubeflow 1.10's MinIO, which no release ships"}
 
 
 def get(name: Optional[str] = None) -> Profile:
@@ -85,5 +128,7 @@ def get(name: Optional[str] = None) -> Profile:
     try:
         return PROFILES[chosen]
     except KeyError:
-        raise SetupError(f"unknown profile {chosen!r}",
-                         f"use one of: {', '.join(PROFILES)} (--profile NAME or {PROFILE_ENV})") from None
+        why = f" ({RETIRED[chosen]})" if chosen in RETIRED else ""
+        raise SetupError(f"unknown profile {chosen!r}{why}",
+                         f"use one of: {', '.join(PROFILES)} (--profile NAME or {PROFILE_ENV}); for a "
+                         f"KServe cluster, the Kubeflow release it came with") from None

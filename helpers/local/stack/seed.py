@@ -1,12 +1,14 @@
 """The Kubeflow-shaped objects the local control plane is seeded with: what the guide reads.
 
-- `kubeflow`: the `minio` Pod and `minio-service`, annotated with the loopback address of the S3
-  server behind it. The profile's MinIO layout decides how the keys show: as plain env values
-  (Kubeflow <= 1.6, the guide's cluster) or through Secret `mlpipeline-minio-artifact` with a
-  Service that has no `app=minio` label (Kubeflow 1.7+);
+- `kubeflow`: the object store's Pod and `minio-service`, annotated with the loopback address of
+  the S3 server behind it. The profile's object store decides how the keys show: as plain env
+  values of the `minio` pod (Kubeflow <= 1.6, the guide's cluster), through Secret
+  `mlpipeline-minio-artifact` with a Service that has no `app=minio` label (Kubeflow 1.7-1.10),
+  or SeaweedFS (Kubeflow 1.11: a `seaweedfs` pod taking that Secret with `envFrom`, and
+  `minio-service` selecting it);
 - `knative-serving`: `config-deployment`, without the two keys the guide's patches add;
-- `inferenceservice-config` where the profile's release keeps it (KFServing 0.5.1 bundled in
-  Kubeflow 1.3: `kubeflow`; standalone KServe: `kserve`), with that release's keys;
+- `inferenceservice-config` where the profile's install keeps it (KFServing 0.5.1's own YAML:
+  `kfserving-system`; Kubeflow's KServe bundle: `kubeflow`), with that release's keys;
 - `istio-system`, where the guide looks for the ingress gateway;
 - Kubeflow's aggregated ClusterRoles with the release's serving roles (`rbac`), which a
   Profile's `default-editor` / `default-viewer` / owner are bound to.
@@ -42,7 +44,6 @@ MINIO_NEW_IMAGE = "gcr.io/ml-pipeline/minio:RELEASE.2019-08-14T20-37-41Z-license
 PIPELINES_LABEL = {"application-crd-id": "kubeflow-pipelines"}
 # Kubeflow 1.3 ships Knative Serving 0.17.4 and KFServing 0.5.1.
 KNATIVE_RELEASE = "v0.17.4"
-KFSERVING_RELEASE = "v0.5.1"
 
 _MINIO_KEY, _MINIO_VALUE = MINIO_LABEL.split("=", 1)
 
@@ -114,7 +115,7 @@ def inferenceservice_config_data(profile: Profile, multi_model_server: bool = Tr
     """
     if not profile.multi_model_key:
         return _kserve_config_data(profile.release)
-    release = KFSERVING_RELEASE
+    release = profile.release
     triton = _predictor("nvcr.io/nvidia/tritonserver", "20.08-py3",
                         ["tensorrt", "tensorflow", "onnx", "pytorch", "caffe2"])
     triton["multiModelServer"] = multi_model_server
@@ -170,23 +171,29 @@ def _sidecars(agent_image: str, storage_initializer_image: str) -> dict[str, str
 
 
 def _kserve_config_data(release: str) -> dict[str, str]:
-    """KServe 0.10+'s `inferenceservice-config`: the keys this walkthrough's objects touch."""
+    """`inferenceservice-config` as Kubeflow's KServe bundle has it (kserve_kubeflow.yaml at v1.10.0,
+    v1.10.1, v1.11.0): the keys this walkthrough's objects touch. No `predictors` (runtimes are
+    ClusterServingRuntimes) and no `resource`."""
     return {
         **_sidecars(f"kserve/agent:{release}", f"kserve/storage-initializer:{release}"),
         "credentials": _json({
             "storageSpecSecretName": "storage-config",
+            "storageSecretNameAnnotation": "serving.kserve.io/storageSecretName",
             "gcs": {"gcsCredentialFileName": "gcloud-application-credentials.json"},
-            "s3": _S3_CREDENTIAL_KEYS,
+            "s3": {**_S3_CREDENTIAL_KEYS, "s3Endpoint": "", "s3UseHttps": "", "s3Region": "", "s3VerifySSL": "",
+                   "s3UseVirtualBucket": "", "s3UseAccelerate": "", "s3UseAnonymousCredential": "", "s3CABundle": ""},
         }),
         "deploy": _json({"defaultDeploymentMode": "Serverless"}),
-        "resource": _json({"cpuLimit": "1", "memoryLimit": "2Gi", "cpuRequest": "1", "memoryRequest": "2Gi"}),
         "ingress": _json({
-            "ingressGateway": "knative-serving/knative-ingress-gateway",
-            "ingressService": "istio-ingressgateway.istio-system.svc.cluster.local",
+            "ingressGateway": "kubeflow/kubeflow-gateway",
             "localGateway": "knative-serving/knative-local-gateway",
             "localGatewayService": "knative-local-gateway.istio-system.svc.cluster.local",
             "ingressDomain": "example.com",
+            "ingressClassName": "istio",
+            "domainTemplate": "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}",
             "urlScheme": "http",
+            "disableIstioVirtualHost": False,
+            "disableIngressCreation": False,
         }),
     }
 
@@ -197,6 +204,8 @@ def minio_manifests(s3_access_key: str, s3_secret_key: str, s3_address: str,
     holding the keys); the Service points at `s3_address` (host:port)."""
     labels = {_MINIO_KEY: _MINIO_VALUE}
     objects: list[dict] = []
+    if layout == "seaweedfs":
+        return seaweedfs_manifests(s3_access_key, s3_secret_key, s3_address)
     if layout == "secret":
         objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                         "metadata": {"name": MINIO_ARTIFACT_SECRET, "namespace": KUBEFLOW_NAMESPACE,
@@ -232,6 +241,45 @@ def minio_manifests(s3_access_key: str, s3_secret_key: str, s3_address: str,
     return objects
 
 
+# Kubeflow 1.11 (applications/pipeline/upstream/third-party/seaweedfs/base/seaweedfs at v1.11.0).
+SEAWEEDFS_POD = "seaweedfs-6d9f8c7b54-q2x7k"
+SEAWEEDFS_IMAGE = "chrislusf/seaweedfs:4.00"
+SEAWEEDFS_LABELS = {"app": "seaweedfs"}
+SEAWEEDFS_S3_PORT = 8333
+
+
+def seaweedfs_manifests(s3_access_key: str, s3_secret_key: str, s3_address: str) -> list[dict]:
+    """Kubeflow 1.11's SeaweedFS: Secret `mlpipeline-minio-artifact` (the admin's keys), the
+    `seaweedfs` Deployment's pod (`envFrom` that Secret; postStart makes bucket `mlpipeline` and the
+    `kubeflow-admin` identity), `minio-service` (labels app=seaweedfs, component=minio-compatibility,
+    port 9000 -> 8333) and the `seaweedfs` Service with its own ports."""
+    pod_labels = {**SEAWEEDFS_LABELS, **PIPELINES_LABEL}
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+         "metadata": {"name": MINIO_ARTIFACT_SECRET, "namespace": KUBEFLOW_NAMESPACE},
+         "stringData": {"accesskey": s3_access_key, "secretkey": s3_secret_key}},
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": SEAWEEDFS_POD, "namespace": KUBEFLOW_NAMESPACE, "labels": pod_labels},
+         "spec": {"nodeName": NODE_NAME, "serviceAccountName": "default", "containers": [{
+             "name": "seaweedfs", "image": SEAWEEDFS_IMAGE,
+             "envFrom": [{"secretRef": {"name": MINIO_ARTIFACT_SECRET}}],
+             "args": ["server", "-dir=/data", "-s3", "-iam", "-filer", "-master.volumePreallocate=false"],
+             "ports": [{"containerPort": p} for p in (SEAWEEDFS_S3_PORT, 8111, 9333, 19333, 8888)]}]}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": MINIO_SERVICE, "namespace": KUBEFLOW_NAMESPACE,
+                      "labels": {**SEAWEEDFS_LABELS, "component": "minio-compatibility"},
+                      "annotations": {LOCAL_ADDRESS_ANNOTATION: s3_address}},
+         "spec": {"ports": [{"name": "http", "port": MINIO_PORT, "protocol": "TCP", "targetPort": SEAWEEDFS_S3_PORT}],
+                  "selector": SEAWEEDFS_LABELS}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "seaweedfs", "namespace": KUBEFLOW_NAMESPACE,
+                      "annotations": {LOCAL_ADDRESS_ANNOTATION: s3_address}},
+         "spec": {"ports": [{"name": "http-s3", "port": SEAWEEDFS_S3_PORT, "protocol": "TCP",
+                             "targetPort": SEAWEEDFS_S3_PORT}],
+                  "selector": SEAWEEDFS_LABELS}},
+    ]
+
+
 def knative_config_deployment() -> dict:
     """Knative Serving 0.17's `config-deployment`, before the guide's two patches."""
     return {
@@ -253,11 +301,11 @@ def seed_manifests(profile: Profile, s3_access_key: str, s3_secret_key: str, s3_
         _namespace(KNATIVE_NAMESPACE, {"serving.knative.dev/release": KNATIVE_RELEASE}),
         _namespace(ISTIO_NAMESPACE),
     ]
-    if profile.config_namespace != KUBEFLOW_NAMESPACE:
+    if profile.config_namespace != KUBEFLOW_NAMESPACE:  # KFServing's own YAML: kfserving-system
         namespaces.append(_namespace(profile.config_namespace,
-                                     {"control-plane": "kserve-controller-manager", "istio-injection": "disabled"}))
+                                     {"control-plane": "kfserving-controller-manager", "istio-injection": "disabled"}))
     config = {"apiVersion": "v1", "kind": "ConfigMap",
               "metadata": {"name": INFERENCESERVICE_CONFIG, "namespace": profile.config_namespace},
               "data": inferenceservice_config_data(profile, multi_model_server)}
-    return [*namespaces, *minio_manifests(s3_access_key, s3_secret_key, s3_address, profile.minio_layout),
+    return [*namespaces, *minio_manifests(s3_access_key, s3_secret_key, s3_address, profile.object_store),
             knative_config_deployment(), config, *role_manifests(profile)]

@@ -24,7 +24,7 @@ from helpers.core.config import env_port, state_dir
 from helpers.core.errors import SetupError
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.cluster import gateway, identity
-from helpers.local.stack import controlplane, process, s3server, tritonserver
+from helpers.local.stack import controlplane, process, s3server, seaweedfs, tritonserver
 from helpers.local.stack import releases as profiles
 from helpers.local.stack.report import read_report
 
@@ -298,6 +298,10 @@ class Stack:
         return new, old is not None and old.ports != new.ports
 
     def _start_s3(self, state: dict, log: Path) -> process.ProcessRecord:
+        if self.profile().seaweedfs:  # Kubeflow 1.11: SeaweedFS behind minio-service
+            ports = seaweedfs.free_ports({**{k.split(".", 1)[1]: v for k, v in state["ports"].items()
+                                             if k.startswith("s3.")}, "s3": self._port(state, "s3", "s3")})
+            return seaweedfs.start(self.root / "data" / "seaweedfs", ports, self.s3_credentials(), log)
         return s3server.start(self.s3_data, self._port(state, "s3", "s3"), self.s3_credentials(), log)
 
     def _start_etcd(self, state: dict, log: Path) -> process.ProcessRecord:

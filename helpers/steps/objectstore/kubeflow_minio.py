@@ -6,6 +6,13 @@ finds `minio-service` (`kubectl get svc -l app=minio`). Notebooks 03/04 read the
 that 01 applied in the learner's namespace instead (`from_secret`): a Kubeflow user may read
 their own namespace, not `kubeflow`, and a missing Secret says "run 01_minio first".
 
+On Kubeflow 1.11 there is no MinIO: SeaweedFS answers behind `minio-service`, its pod takes the
+admin's keys from Secret `mlpipeline-minio-artifact` (`envFrom`), and every profile namespace gets
+a key of its own that may only touch `mlpipeline/{artifacts, private-artifacts/<ns>, private/<ns>,
+shared}/` (Kubeflow Pipelines' sync.py). `own_location` tells such a key apart (it may not even
+ask whether bucket `mlpipeline` exists, but may list its own folder) and names the folder the
+walkthrough then uses instead of a bucket of its own.
+
 Values are never printed: `MinioCredentials` and `S3Settings` hide them in their repr.
 """
 from __future__ import annotations
@@ -66,6 +73,23 @@ def _env_value(api: client.ApiClient, namespace: str, env: Any) -> Optional[str]
 
 
 PIPELINES_SECRET = "mlpipeline-minio-artifact"  # Kubeflow Pipelines copies it into every profile namespace
+SEAWEEDFS_LABEL = "app=seaweedfs"  # Kubeflow 1.11's object store, behind minio-service
+PIPELINES_BUCKET = "mlpipeline"
+
+
+def _from_env_from(api: client.ApiClient, namespace: str, pod: Any) -> Optional[MinioCredentials]:
+    """The keys a pod takes with `envFrom: secretRef` (SeaweedFS: `accesskey`, `secretkey`), else None."""
+    for source in pod.spec.containers[0].env_from or []:
+        ref = source.secret_ref
+        if ref is None:
+            continue
+        secret = client.CoreV1Api(api).read_namespaced_secret(ref.name, namespace)
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        if data.get("accesskey") and data.get("secretkey"):
+            return MinioCredentials(data["accesskey"], data["secretkey"], pod.metadata.name,
+                                    f"Secret {namespace}/{ref.name} (accesskey, secretkey), which pod "
+                                    f"{pod.metadata.name} takes with envFrom")
+    return None
 
 
 def _from_pipelines_secret(api: client.ApiClient, own_namespace: str) -> MinioCredentials:
@@ -95,9 +119,13 @@ def minio_credentials(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE
                     pass
             raise forbidden(exc, "list", "pods", namespace) from None
         raise
-    if not pods:
-        raise SetupError(f"no pod labelled {MINIO_LABEL} in namespace {namespace}",
-                         f"check that Kubeflow's MinIO runs: `kubectl get pods -l {MINIO_LABEL} -n {namespace}`")
+    if not pods:  # Kubeflow 1.11: SeaweedFS, its keys through envFrom
+        for pod in core.list_namespaced_pod(namespace, label_selector=SEAWEEDFS_LABEL).items:
+            found = _from_env_from(api, namespace, pod)
+            if found:
+                return found
+        raise SetupError(f"no pod labelled {MINIO_LABEL} or {SEAWEEDFS_LABEL} in namespace {namespace}",
+                         f"check that Kubeflow's object store runs: `kubectl get pods -l {MINIO_LABEL} -n {namespace}`")
     pod = pods[0]
     env = {e.name: e for e in pod.spec.containers[0].env or []}
     found = {}
@@ -131,6 +159,39 @@ def minio_service(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE) ->
     svc = services[0]
     port = next((p.port for p in svc.spec.ports or [] if p.port), MINIO_PORT)
     return MinioService(svc.metadata.name, namespace, int(port))
+
+
+def own_location(s3: Minio, namespace: str) -> Optional[str]:
+    """`mlpipeline/private/<namespace>` when the key may only use its namespace's folders of the
+    Pipelines bucket (Kubeflow 1.11's per-namespace SeaweedFS key); None for a key that may use
+    whole buckets (MinIO's shared key, an admin's)."""
+    from minio.error import S3Error
+
+    try:
+        s3.bucket_exists(PIPELINES_BUCKET)
+        return None  # it may ask about the whole bucket: not limited to prefixes
+    except S3Error as exc:
+        if exc.code != "AccessDenied":
+            return None
+    except Exception:  # noqa: BLE001 - unreachable, or not S3 as expected: keep the guide's bucket
+        return None
+    folder = f"private/{namespace}"
+    try:
+        list(s3.list_objects(PIPELINES_BUCKET, prefix=folder + "/"))
+    except Exception:  # noqa: BLE001 - not even its own folder: nothing better to offer
+        return None
+    return f"{PIPELINES_BUCKET}/{folder}"
+
+
+def default_location(api: client.ApiClient, place: Target, namespace: str) -> Optional[str]:
+    """The folder a learner's key is limited to, found with the keys 01_minio reads (`own_location`);
+    None where the guide's bucket of its own works, or when it cannot tell."""
+    try:
+        creds = minio_credentials(api, own_namespace=namespace)
+        s3 = connect(settings(api, place, creds, minio_service(api).address), retries=0)
+    except Exception:  # noqa: BLE001 - 01_minio reports these with their fixes
+        return None
+    return own_location(s3, namespace)
 
 
 def settings(api: client.ApiClient, place: Target, creds: MinioCredentials, address: str,

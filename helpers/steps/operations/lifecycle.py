@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from helpers.clients import inference
+from helpers.clients.k8s import triton_predictor
 from helpers.clients.target import Target
 from helpers.core.constants import ApiGroup
 from helpers.core.errors import SetupError
@@ -150,7 +151,7 @@ def wait_index(url: str, headers: dict[str, str], check: Callable[[list[dict]], 
 def memory_limit(isvc: dict) -> str:
     """The predictor's memory limit as written in the InferenceService (e.g. `16Gi`), or "" when none is set."""
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
-    for holder in (predictor.get("triton") or {}, predictor):
+    for holder in (triton_predictor(isvc) or {}, predictor):
         limit = ((holder.get("resources") or {}).get("limits") or {}).get("memory")
         if limit:
             return str(limit)

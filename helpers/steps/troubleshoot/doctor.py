@@ -26,6 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients.inference import conditions
+from helpers.clients.k8s import predictor_path, triton_predictor
 from helpers.clients.manifests import DEFAULTS
 from helpers.clients.storage import bucket_exists, connect
 from helpers.core.constants import (
@@ -41,6 +42,8 @@ from helpers.core.errors import SetupError
 from helpers.steps.models import agent_log
 from helpers.steps.objectstore.kubeflow_minio import from_secret
 
+# The agent's region env, by release: KFServing 0.5.1, then KServe 0.14+ (pkg/credentials/s3/s3_secret.go).
+REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 OK, PROBLEM, NA = "ok", "problem", "n/a"
 ISSUES = "https://github.com/kserve/kserve/issues/"
 SERVICE_ACCOUNT = DEFAULTS["service_account"]  # the guide's; once a server exists its spec names the real one
@@ -287,7 +290,10 @@ def check_stale_env(facts: Facts) -> Finding:
     if not secret or env is None:
         return Finding(name, NA, "no S3 Secret or no server pod to compare")
     notes = meta.get("annotations") or {}
-    wanted = {"AWS_REGION": notes.get(group.s3_region), "S3_USER_VIRTUAL_BUCKET": notes.get(group.s3_usevirtualbucket),
+    # The region's env name is the release's (KFServing 0.5.1 AWS_REGION, KServe 0.14+ AWS_DEFAULT_REGION):
+    # the one the pod's agent env carries, else the group's usual one.
+    region = next((k for k in REGION_ENVS if k in env), REGION_ENVS[0] if group.group == KFSERVING_GROUP else REGION_ENVS[1])
+    wanted = {region: notes.get(group.s3_region), "S3_USER_VIRTUAL_BUCKET": notes.get(group.s3_usevirtualbucket),
               "S3_ENDPOINT": notes.get(group.s3_endpoint)}
     differs = [f"{key}: pod {env.get(key, '<unset>')!r}, Secret {value!r}"
                for key, value in wanted.items() if value is not None and env.get(key) != value]
@@ -345,9 +351,9 @@ def check_multi_model(facts: Facts) -> Finding:
     reason = conditions(facts.isvc).get("Ready", {})
     seen = f"InferenceService Ready=False {reason.get('reason')}: {reason.get('message', '')}" \
         if reason.get("reason") in ("MultiModelServerDisabled", "NotMultiModelServer") else ""
-    triton = (((facts.isvc or {}).get("spec") or {}).get("predictor") or {}).get("triton") or {}
+    triton = triton_predictor(facts.isvc) or {}
     if triton.get("storageUri"):
-        return Finding(name, PROBLEM, "spec.predictor.triton.storageUri is set: a single-model server takes no "
+        return Finding(name, PROBLEM, f"{predictor_path(facts.isvc)}.storageUri is set: a single-model server takes no "
                                       "TrainedModels", "remove storageUri (multi_model_triton_server.yaml)",
                        ISSUES + "1391")
     config = facts.inference_config or {}
@@ -400,7 +406,7 @@ def check_config_name(facts: Facts) -> Finding:
 
 def check_memory(facts: Facts) -> Finding:
     name = "TrainedModel memory within the server's"
-    limits = ((((facts.isvc or {}).get("spec") or {}).get("predictor") or {}).get("triton") or {}).get("resources") or {}
+    limits = (triton_predictor(facts.isvc) or {}).get("resources") or {}
     limit = quantity((limits.get("limits") or {}).get("memory"))
     refused = []
     for tm in facts.trained_models:
@@ -442,7 +448,8 @@ def check_gateway(facts: Facts) -> Finding:
         return Finding(name, NA, "no ingress gateway address, or no server URL yet")
     status, body, location = gateway.get("status"), gateway.get("body", ""), gateway.get("location", "")
     what = f"GET {gateway.get('url')}/v2/health/live -> {status}"
-    fix = ("pass a Kubeflow session: MMS_INGRESS_COOKIE=<authservice_session cookie> or MMS_INGRESS_TOKEN; inside "
+    cookie = "authservice_session" if "/dex/" in location else "oauth2_proxy_kubeflow"  # Kubeflow <= 1.8, 1.9+
+    fix = (f"pass a Kubeflow session: MMS_INGRESS_COOKIE=<{cookie} cookie> or MMS_INGRESS_TOKEN; inside "
            "the cluster use the cluster-local address; or an admin adds an AuthorizationPolicy for the path")
     if status in (301, 302, 303, 307, 308):
         return Finding(name, PROBLEM, f"{what} redirect to {location[:80]} (Dex login)", fix, ISSUES + "874")
@@ -636,8 +643,14 @@ def _probe_s3(facts: Facts, api: client.ApiClient, target: Any) -> None:
     secret, meta = _s3_secret(facts)
     if not secret or facts.api_group.s3_endpoint not in (meta.get("annotations") or {}):
         return
-    buckets = {(tm.get("spec") or {}).get("model", {}).get("storageUri", "").removeprefix("s3://").split("/", 1)[0]
-               for tm in facts.trained_models} - {""}
+    buckets = set()
+    for tm in facts.trained_models:
+        where = ((tm.get("spec") or {}).get("model") or {}).get("storageUri", "").removeprefix("s3://")
+        # A model in the learner's folder of a shared bucket (Kubeflow 1.11) is looked for there: such a
+        # key may not ask about the whole bucket.
+        inside = "/" in facts.bucket and where.startswith(facts.bucket.rstrip("/") + "/")
+        buckets.add(facts.bucket if inside else where.split("/", 1)[0])
+    buckets -= {""}
     endpoint = meta["annotations"][facts.api_group.s3_endpoint]
     bucket = facts.bucket
     try:

@@ -18,7 +18,7 @@ from kserve import (
                     V1beta1TritonSpec,
                     constants,
 )
-from kubernetes.client import V1ObjectMeta
+from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
 
 kubeconfig, namespace, storage_uri = sys.argv[1:4]
 sdk = KServeClient(config_file=kubeconfig)
@@ -26,7 +26,12 @@ isvc = V1beta1InferenceService(
     api_version=constants.KSERVE_V1BETA1, kind=constants.KSERVE_KIND_INFERENCESERVICE,
     metadata=V1ObjectMeta(name="sdk-triton", namespace=namespace),
     spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(
-        service_account_name="sa", triton=V1beta1TritonSpec(runtime_version="20.08-py3"))))
+        service_account_name="sa", triton=V1beta1TritonSpec(
+            runtime_version="20.08-py3",
+            # KServe 0.10+ stores this as predictor.model and adds no resources: without a memory limit
+            # every TrainedModel is refused (MemoryResourceAvailable=False).
+            resources=V1ResourceRequirements(limits={"cpu": "1", "memory": "2Gi"},
+                                             requests={"cpu": "1", "memory": "2Gi"})))))
 sdk.create(isvc)
 sdk.wait_isvc_ready("sdk-triton", namespace=namespace, timeout_seconds=120, polling_interval=1)
 tm = V1alpha1TrainedModel(
