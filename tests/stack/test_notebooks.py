@@ -21,6 +21,7 @@ import pytest
 import requests
 from kubernetes import client
 
+from helpers.clients import k8s
 from helpers.core.constants import KSERVE_GROUP, api_group
 from helpers.core.resources import data_path, notebooks_dir
 from helpers.core.wait import poll_until
@@ -336,7 +337,9 @@ def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve
     # The small preset's server: what the InferenceService asks for, and the limit 05 counts models against.
     isvc = client.CustomObjectsApi(kube).get_namespaced_custom_object(
         KSERVE_GROUP, api_group(KSERVE_GROUP).isvc_version, "team-b", "inferenceservices", "tri-b")
-    resources = isvc["spec"]["predictor"]["triton"]["resources"]
+    stored = isvc["spec"]["predictor"]  # KServe's defaulter stored the guide's `triton` as `model`
+    assert "triton" not in stored and stored["model"]["modelFormat"] == {"name": "triton"}
+    resources = k8s.triton_predictor(isvc)["resources"]
     for kind in ("limits", "requests"):
         assert (resources[kind]["cpu"], resources[kind]["memory"]) == (small.server_cpu, small.server_memory), kind
     # KServe adds up the declared memory: the model that does not fit never reaches models.json
