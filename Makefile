@@ -8,8 +8,8 @@ KERNEL := mms-notebooks
 # Exact versions of everything pip installs, generated from pyproject.toml by `make lock`.
 LOCK := constraints.txt
 TRITON_REQ := tritonserver-requirements.txt
-# Test files run in parallel, a whole file (or a group marked in it) per worker: most tests wait on a
-# stack, a kernel or a browser (tests/conftest.py says how groups are formed and ordered).
+# Test files run in parallel, a whole file per worker (so its module fixtures are made once): most
+# tests wait on a stack, a kernel or a browser. tests/conftest.py starts the slowest files first.
 TEST_WORKERS ?= 3
 
 .PHONY: help setup demo test test-unit lint lab up down status bench clean lock
@@ -56,7 +56,7 @@ demo: setup
 	$(BIN)/python -m helpers.walkthrough
 
 test: setup lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP) lint
 	$(BIN)/python -m pytest tests/unit

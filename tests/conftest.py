@@ -73,30 +73,19 @@ def kube(stack: Stack):
 
 
 STACK_FIXTURES = {"stack", "kserve_stack", "kube", "kserve_kube"}
-# The groups that take longest start first, so no worker is left with one of them at the end
-# (xdist hands out groups in collection order). A hint for scheduling only, never an assertion.
-SLOW_FIRST = ("test_notebooks.py", "test_cleanup_notebook.py", "notebooks-kserve", "test_browser.py", "test_learner.py",
-              "test_doctor.py", "doctor-kserve", "test_minimal_install.py", "test_controller.py", "test_agent.py",
+# The files that take longest start first, so no worker is left with one of them at the end
+# (xdist's --dist loadfile hands out files in collection order). A scheduling hint, never an assertion.
+SLOW_FIRST = ("test_notebooks.py", "test_notebooks_kubeflow_1_10.py", "test_doctor.py", "test_browser.py",
+              "test_learner.py", "test_kubeflow_1_11.py", "test_kubeflow_1_10_0.py", "test_cleanup_notebook.py",
+              "test_doctor_kubeflow_1_10.py", "test_minimal_install.py", "test_controller.py", "test_agent.py",
               "test_benchmarks.py", "test_kserve_sdk.py", "test_rbac.py")
 
 
-def group_of(item: pytest.Item) -> str:
-    marks = [m.args[0] if m.args else m.kwargs.get("name", "") for m in item.iter_markers("xdist_group")]
-    return marks[0] if marks else item.path.name
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that asks for a stack is a stack test, marked or not (`-m "not stack"` leaves it out).
-
-    Under `--dist loadgroup` (make test) a test file is one group, run by one worker in file order
-    with its module fixtures set up once; a test marked `xdist_group("...")` forms a group of its
-    own, which another worker can run at the same time (each worker has its own stacks).
-    """
+    """A test that asks for a stack is a stack test, marked or not (`-m "not stack"` leaves it out);
+    the slowest files first (a stable sort: each file keeps its own order)."""
     for item in items:
         if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(group_of(item), len(rank)))
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

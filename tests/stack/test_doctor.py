@@ -23,7 +23,6 @@ from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
 from helpers.core.errors import SetupError
 from helpers.steps.troubleshoot import doctor, pitfalls
 from helpers.tools import walkthrough
-from support.stacks import pointed_at
 
 PITFALLS = {"wrong_prefix": "S3 Secret annotation prefix", "no_region": "S3 region (s3-region)",
             "fixed_after_start": "Secret changed after the pod started",
@@ -178,9 +177,6 @@ def test_quantities() -> None:
 
 
 # --- on the local stack ------------------------------------------------------------------------
-KSERVE_SECTIONS = (*pitfalls.DEFAULT, "wrong_prefix", "memory")
-
-
 def test_sections_default_to_three_and_bring_what_they_need() -> None:
     assert pitfalls.chosen() == pitfalls.chosen("") == ("no_region", "fixed_after_start", "config_name")
     assert pitfalls.chosen("all") == pitfalls.ALL
@@ -305,29 +301,6 @@ def test_06_only_looks_off_the_local_stack() -> None:
     assert pitfalls.may_break(Ctx(Local())) is True
     assert pitfalls.may_break(Ctx(OutOfCluster())) is False
     assert pitfalls.may_break(Ctx(OutOfCluster()), True) is True
-
-
-@pytest.mark.stack
-@pytest.mark.xdist_group("doctor-kserve")  # its own stack: runs beside the kfserving-0.5 tests above
-def test_06_on_the_kserve_profile(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """KServe 0.15's rules (kubeflow-1.10): the default sections, plus the two that differ from KFServing: the other
-    group's annotation prefix, and a model over the server's memory refused (MemoryResourceAvailable=False),
-    which the doctor names from the condition."""
-    out = tmp_path_factory.mktemp("doctor-kserve")
-    with pointed_at(kserve_stack):
-        params = {"namespace": "team-d", "offline": True}
-        runs = walkthrough.run_all(params, out, only=["00", "01"])
-        assert all(r.ok for r in runs), [r.error for r in runs]
-        run = walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out,
-                                       {**params, "sections": ",".join(KSERVE_SECTIONS)})
-    assert run.ok, run.error
-    found = json.loads(run.results.read_text())
-    assert found["settings"]["api_group"] == KSERVE_GROUP
-    assert set(found["pitfalls"]) == set(KSERVE_SECTIONS)
-    assert all(r["broken_seen"] and r["doctor_named"] and r["restored"] for r in found["pitfalls"].values()), found
-    assert found["pitfalls"]["memory"]["broken_seen"].startswith("MemoryResourceAvailable=False")
-    assert "MemoryResourceAvailable=False" in found["pitfalls"]["memory"]["doctor_evidence"]
-    assert "serving.kubeflow.org/s3-" in found["pitfalls"]["wrong_prefix"]["doctor_evidence"]
 
 
 # --- under a failed notebook cell (notebook.doctor_lines) ---------------------------------------------

@@ -9,9 +9,7 @@ notebooks carry no outputs and have a `parameters` cell.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Iterator, Optional
@@ -21,81 +19,24 @@ import pytest
 import requests
 from kubernetes import client
 
-from helpers.clients import k8s
-from helpers.core.constants import KSERVE_GROUP, api_group
 from helpers.core.resources import data_path, notebooks_dir
-from helpers.core.wait import poll_until
 from helpers.local.stack import torch_backend
 from helpers.steps.models import images
 from helpers.steps.models.standins import CIFAR10_CLASSES
 from helpers.tools import walkthrough
-from support.stacks import pointed_at
+from support.walkthroughs import GUIDE, NOTEBOOKS, assert_no_secret, delete_server, results, run_walkthrough
 
 pytestmark = pytest.mark.stack
 
-NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception", "05_lifecycle"]
-GUIDE = NOTEBOOKS[:5]  # the guide's steps; 05 goes beyond it
 CLEANUP = walkthrough.CLEANUP
-# The other run: the `kserve` profile's stack, other names and the `small` preset, all from a settings file
-# (no parameter), and api_group left empty (found from the cluster).
-OTHER_FILE = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "preset": "small"}
-OTHER = {**OTHER_FILE, "api_group": KSERVE_GROUP}
 INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labels.txt")
                        .read_text().splitlines())
-SETTINGS = ("namespace", "server_name", "bucket", "api_group", "preset")
-
-
-def run_walkthrough(out_dir: Path, parameters: dict) -> dict[str, walkthrough.Run]:
-    runs = {run.notebook: run for run in walkthrough.run_all(parameters, out_dir, only=[n[:2] for n in NOTEBOOKS])}
-    failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in runs.values() if not r.ok]
-    assert not failed, failed
-    assert list(runs) == NOTEBOOKS
-    return runs
-
-
-def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
-    return json.loads(runs[name].results.read_text())
-
-
-def delete_server(api, local, group: str, name: str, namespace: str) -> None:
-    """Delete a server a walkthrough made and wait until its processes are gone."""
-    ag = api_group(group)
-    try:
-        client.CustomObjectsApi(api).delete_namespaced_custom_object(
-            ag.group, ag.isvc_version, namespace, "inferenceservices", name)
-    except client.exceptions.ApiException:
-        pass
-    folder = local.servers_dir / f"{namespace}.{name}"
-    poll_until(lambda: not (folder / "processes.json").exists(),
-               "the local controller to stop the walkthroughs' servers", timeout=120)
 
 
 @pytest.fixture(scope="module")
 def default_run(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, walkthrough.Run]]:
     yield run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
     delete_server(kube, stack, "serving.kubeflow.org", "triton-mms", "mms")
-
-
-@contextlib.contextmanager
-def settings_file(values: dict) -> Iterator[Path]:
-    """A workshop settings file with `values`, which the notebooks' kernels read (MMS_SETTINGS) for a while."""
-    from helpers.core import settings
-
-    previous = os.environ[settings.SETTINGS_FILE_ENV]
-    path = settings.save(values, Path(previous).parent / "workshop-settings.yaml")
-    os.environ[settings.SETTINGS_FILE_ENV] = str(path)
-    try:
-        yield path
-    finally:
-        os.environ[settings.SETTINGS_FILE_ENV] = previous
-
-
-@pytest.fixture(scope="module")
-def other_run(kserve_stack, kserve_kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, walkthrough.Run]]:
-    with pointed_at(kserve_stack), settings_file(OTHER_FILE):
-        runs = run_walkthrough(tmp_path_factory.mktemp("walkthrough-other"), {})  # no parameter: the file's settings
-    yield runs
-    delete_server(kserve_kube, kserve_stack, KSERVE_GROUP, OTHER["server_name"], OTHER["namespace"])
 
 
 # --- the guide's settings ----------------------------------------------------------------------
@@ -315,82 +256,11 @@ def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -
 # --- other settings, the other API group ------------------------------------------------------
 
 
-@pytest.mark.xdist_group("notebooks-kserve")
-def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve_kube) -> None:
-    from helpers.core.settings import PRESETS, gib
-
-    kube = kserve_kube
-    small = PRESETS["small"]
-    for name in NOTEBOOKS:
-        settings = results(other_run, name)["settings"]
-        assert {k: settings[k] for k in SETTINGS} == OTHER, name
-        shown = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
-        assert "namespace=team-b (settings file)" in shown and "preset=small (settings file)" in shown, name
-        assert settings["identity"] == ("admin" if name == "00_cluster_prep" else "learner"), name
-    # KServe 0.20's kubeflow-edit has trainedmodels: the admin's 00 grants nothing more
-    assert results(other_run, "00_cluster_prep")["trainedmodels_role"] == []
-    assert results(other_run, "01_minio")["applied"] == ["Secret team-b/mysecret", "ServiceAccount team-b/sa"]
-    assert results(other_run, "03_cifar10")["outputs"][0]["shape"] == [1, 10]
-    assert results(other_run, "04_inception")["model_ready"]
-    lifecycle = results(other_run, "05_lifecycle")
-    assert lifecycle["reload"]["seen"] and lifecycle["old_version_gone"] and lifecycle["deleted"]["absent_from_index"]
-    # The small preset's server: what the InferenceService asks for, and the limit 05 counts models against.
-    isvc = client.CustomObjectsApi(kube).get_namespaced_custom_object(
-        KSERVE_GROUP, api_group(KSERVE_GROUP).isvc_version, "team-b", "inferenceservices", "tri-b")
-    stored = isvc["spec"]["predictor"]  # KServe's defaulter stored the guide's `triton` as `model`
-    assert "triton" not in stored and stored["model"]["modelFormat"] == {"name": "triton"}
-    resources = k8s.triton_predictor(isvc)["resources"]
-    for kind in ("limits", "requests"):
-        assert (resources[kind]["cpu"], resources[kind]["memory"]) == (small.server_cpu, small.server_memory), kind
-    # KServe adds up the declared memory: the model that does not fit never reaches models.json
-    assert lifecycle["over_memory"] == {"limit": small.server_memory, "asked": "4Gi", "memory_condition": "False",
-                                        "in_models_json": False, "ready": False, "refused": True}
-    declared = lifecycle["declared_memory_gib"]
-    assert (declared["cifar10"], declared["inception"]) == (gib(small.model_memory), gib(small.model_memory))
-    secret = client.CoreV1Api(kube).read_namespaced_secret("mysecret", "team-b")
-    assert "serving.kserve.io/s3-endpoint" in secret.metadata.annotations
-    tm = client.CustomObjectsApi(kube).get_namespaced_custom_object(
-        KSERVE_GROUP, "v1alpha1", "team-b", "trainedmodels", "cifar10")
-    assert tm["spec"] == {"inferenceService": "tri-b", "model": {
-        "framework": "pytorch", "storageUri": "s3://models-b/torchscript/cifar10", "memory": small.model_memory}}
-    for name in NOTEBOOKS:  # nothing of the guide's defaults in what ran
-        source = "".join(c.source for c in nbformat.read(other_run[name].output, 4).cells if c.cell_type == "code")
-        outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
-        assert "triton-mms" not in outputs and "s3://triton/" not in outputs, name
-        assert "triton-mms" not in source.split("# Parameters")[-1], name
-        assert "16Gi" not in outputs, name
-
-
 # --- safety and messages ------------------------------------------------------------------------
-
-
-def secrets_of(stack) -> dict[str, str]:
-    creds = stack.s3_credentials()
-    token = (stack.root / "pki" / "tokens.csv").read_text().split(",", 1)[0].strip()
-    found = {"s3 access key": creds.access_key, "s3 secret key": creds.secret_key, "apiserver token": token}
-    assert all(len(value) >= 8 for value in found.values())
-    return found
-
-
-def assert_no_secret(local, runs: dict[str, walkthrough.Run]) -> None:
-    out_dir = runs["00_cluster_prep"].output.parent
-    files = [p for p in out_dir.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json")]
-    files += [p for p in local.root.rglob("*.log") if p.is_file()]
-    assert len(files) > 10
-    found = secrets_of(local)
-    for path in files:
-        text = path.read_text(errors="replace")
-        for what, value in found.items():
-            assert value not in text, f"{what} appears in {path}"
 
 
 def test_no_secret_in_any_executed_notebook_result_or_log(stack, default_run) -> None:
     assert_no_secret(stack, default_run)
-
-
-@pytest.mark.xdist_group("notebooks-kserve")
-def test_no_secret_in_the_other_run(kserve_stack, other_run) -> None:
-    assert_no_secret(kserve_stack, other_run)
 
 
 def test_out_of_order_notebooks_say_which_to_run_first(stack, default_run, tmp_path: Path) -> None:
@@ -440,28 +310,4 @@ def test_committed_notebook_is_clean(name: str) -> None:
     assert first.cell_type == "markdown" and "Guide section" in first.source
     assert re.search(r"[\uac00-\ud7a3]", first.source)  # the guide's Korean heading is quoted
 
-
-# --- teardown on the kserve stack (the default stack's: test_cleanup_notebook.py) --------------------
-
-
-@pytest.mark.xdist_group("notebooks-kserve")
-def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack, kserve_kube, other_run,
-                                                                    tmp_path: Path) -> None:
-    from helpers.clients import storage
-    from helpers.clients.target import select
-    from helpers.steps.operations import cleanup
-
-    with pointed_at(kserve_stack):
-        run = walkthrough.run_notebook(notebooks_dir() / f"{CLEANUP}.ipynb", tmp_path,
-                                       {**{k: v for k, v in OTHER.items() if k != "api_group"}, "delete_data": True})
-    assert run.ok, run.error
-    done = json.loads(run.results.read_text())
-    assert done["leftovers"] == [] and done["settings"]["namespace"] == "team-b"
-    removed = {step["what"]: step["removed"] for step in done["steps"]}
-    assert "torchscript/cifar10/1/model.pt" in removed["bucket objects"]
-    assert "bucket models-b (empty)" in removed["bucket objects"]
-    assert removed["Knative config-deployment"]  # the kserve stack's 00 saved and now restored them
-    with pointed_at(kserve_stack):
-        s3 = cleanup.minio_client(kserve_kube, select("local"))
-        assert not storage.bucket_exists(s3, "models-b")
 

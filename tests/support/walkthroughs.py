@@ -1,0 +1,74 @@
+"""Running the walkthrough's notebooks from tests, and reading what they left."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from kubernetes import client
+
+from helpers.core import settings
+from helpers.core.constants import api_group
+from helpers.core.wait import poll_until
+from helpers.tools import walkthrough
+
+NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception", "05_lifecycle"]
+GUIDE = NOTEBOOKS[:5]  # the guide's steps; 05 goes beyond it
+
+
+def run_walkthrough(out_dir: Path, parameters: dict) -> dict[str, walkthrough.Run]:
+    runs = {run.notebook: run for run in walkthrough.run_all(parameters, out_dir, only=[n[:2] for n in NOTEBOOKS])}
+    failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in runs.values() if not r.ok]
+    assert not failed, failed
+    assert list(runs) == NOTEBOOKS
+    return runs
+
+
+def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
+    return json.loads(runs[name].results.read_text())
+
+
+def delete_server(api, local, group: str, name: str, namespace: str) -> None:
+    """Delete a server a walkthrough made and wait until its processes are gone."""
+    ag = api_group(group)
+    try:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            ag.group, ag.isvc_version, namespace, "inferenceservices", name)
+    except client.exceptions.ApiException:
+        pass
+    folder = local.servers_dir / f"{namespace}.{name}"
+    poll_until(lambda: not (folder / "processes.json").exists(),
+               "the local controller to stop the walkthroughs' servers", timeout=120)
+
+
+@contextlib.contextmanager
+def settings_file(values: dict) -> Iterator[Path]:
+    """A workshop settings file with `values`, which the notebooks' kernels read (MMS_SETTINGS) for a while."""
+    previous = os.environ[settings.SETTINGS_FILE_ENV]
+    path = settings.save(values, Path(previous).parent / "workshop-settings.yaml")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(settings.SETTINGS_FILE_ENV, str(path))
+        yield path
+
+
+def secrets_of(stack) -> dict[str, str]:
+    creds = stack.s3_credentials()
+    token = (stack.root / "pki" / "tokens.csv").read_text().split(",", 1)[0].strip()
+    found = {"s3 access key": creds.access_key, "s3 secret key": creds.secret_key, "apiserver token": token}
+    assert all(len(value) >= 8 for value in found.values())
+    return found
+
+
+def assert_no_secret(local, runs: dict[str, walkthrough.Run]) -> None:
+    out_dir = runs["00_cluster_prep"].output.parent
+    files = [p for p in out_dir.rglob("*") if p.is_file() and p.suffix in (".ipynb", ".json")]
+    files += [p for p in local.root.rglob("*.log") if p.is_file()]
+    assert len(files) > 10
+    found = secrets_of(local)
+    for path in files:
+        text = path.read_text(errors="replace")
+        for what, value in found.items():
+            assert value not in text, f"{what} appears in {path}"
