@@ -12,7 +12,7 @@ from typing import Any, Optional
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from helpers.clients.k8s import forbidden
+from helpers.clients.k8s import forbidden, not_found
 from helpers.clients.k8s import table as k8s_table
 from helpers.core.constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
 from helpers.core.errors import SetupError
@@ -42,7 +42,7 @@ def get(api: client.ApiClient, group: ApiGroup, plural: str, name: str, namespac
         return client.CustomObjectsApi(api).get_namespaced_custom_object(
             group.group, _version(group, plural), namespace, plural, name)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return None
         raise
 
@@ -186,7 +186,7 @@ def delete(api: client.ApiClient, group: ApiGroup, plural: str, name: str, names
             group.group, _version(group, plural), namespace, plural, name)
         return True
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return False
         raise
 
@@ -204,7 +204,7 @@ def model_config(api: client.ApiClient, server: str, namespace: str) -> list[dic
     try:
         found = client.CoreV1Api(api).read_namespaced_config_map(model_config_map_name(server), namespace)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return []
         if exc.status in (401, 403):
             raise forbidden(exc, "get", "configmaps", namespace) from None

@@ -67,6 +67,11 @@ def dynamic_client(client: Client) -> DynamicClient:
     return DynamicClient(client, cache_file=f"{_discovery_dir.name}/{name}.json")
 
 
+def not_found(exc: BaseException) -> bool:
+    """True when the API server answered 404: the object (or its namespace, or its kind) is not there."""
+    return isinstance(exc, ApiException) and exc.status == 404
+
+
 def api_message(exc: ApiException) -> str:
     """The apiserver's own sentence from an error (its Status `message`), else the HTTP reason."""
     try:
@@ -187,7 +192,7 @@ def _replace_pod(dyn: DynamicClient, resource: Resource, body: dict, namespace: 
         try:
             return dyn.get(resource, name=name, namespace=namespace).metadata.uid != old["metadata"]["uid"]
         except ApiException as exc:
-            if exc.status == 404:
+            if not_found(exc):
                 return True
             raise
 
@@ -388,7 +393,7 @@ def _namespace(core: client.CoreV1Api, name: str) -> Optional[client.V1Namespace
     try:
         return core.read_namespace(name)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return None
         if exc.status not in (401, 403):
             raise

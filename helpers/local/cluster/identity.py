@@ -30,6 +30,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from helpers.clients.k8s import not_found
 from helpers.core.config import identity_dir, identity_kubeconfig
 from helpers.core.errors import SetupError
 from helpers.local.stack.releases import Profile
@@ -88,14 +89,14 @@ def learner_token(core: client.CoreV1Api, namespace: str) -> Optional[str]:
     try:
         sa = core.read_namespaced_service_account(LEARNER_SERVICE_ACCOUNT, namespace)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return None
         raise
     for ref in sa.secrets or []:
         try:
             secret = core.read_namespaced_secret(ref.name, namespace)
         except ApiException as exc:
-            if exc.status == 404:
+            if not_found(exc):
                 continue
             raise
         if secret.type == "kubernetes.io/service-account-token" and (secret.data or {}).get("token"):

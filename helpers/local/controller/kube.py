@@ -9,6 +9,7 @@ from typing import Any, Optional
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from helpers.clients.k8s import not_found
 from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
 
 log = logging.getLogger("controller")
@@ -59,7 +60,7 @@ class Kube:
         try:
             return self.custom.list_cluster_custom_object(group, version, plural)["items"]
         except ApiException as exc:
-            if exc.status == 404:
+            if not_found(exc):
                 return []
             raise
 
@@ -74,7 +75,7 @@ class Kube:
             else:
                 self.custom.patch_cluster_custom_object_status(group, version, plural, meta["name"], body)
         except ApiException as exc:
-            if exc.status != 404:  # deleted meanwhile
+            if not not_found(exc):  # deleted meanwhile
                 raise
 
     def _patch(self, group: str, version: str, plural: str, obj: dict, body: dict) -> None:
@@ -82,7 +83,7 @@ class Kube:
         try:
             self.custom.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], body)
         except ApiException as exc:
-            if exc.status != 404:
+            if not not_found(exc):
                 raise
 
     def adopt(self, group: str, version: str, plural: str, obj: dict, finalizer: str,
@@ -114,7 +115,7 @@ class Kube:
         try:
             self.custom.delete_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"])
         except ApiException as exc:
-            if exc.status != 404:
+            if not not_found(exc):
                 raise
 
     def event(self, obj: dict, kind: str, reason: str, message: str) -> None:
@@ -132,7 +133,7 @@ class Kube:
         try:
             old = self.core.read_namespaced_event(name, meta["namespace"])
         except ApiException as exc:
-            if exc.status != 404:
+            if not not_found(exc):
                 raise
             old = None
         if old is not None:
@@ -148,7 +149,7 @@ class Kube:
         try:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:
-            if exc.status == 404:  # the namespace is going away: nothing to remember
+            if not_found(exc):  # the namespace is going away: nothing to remember
                 return
             if exc.status != 409:  # 409: recorded already, by a race with ourselves
                 raise
@@ -162,7 +163,7 @@ class Kube:
         try:
             return fn(*args)
         except ApiException as exc:
-            if exc.status == 404:
+            if not_found(exc):
                 return None
             raise
 

@@ -25,7 +25,7 @@ from typing import Optional
 
 from kubernetes.client.exceptions import ApiException
 
-from helpers.clients.k8s import triton_predictor
+from helpers.clients.k8s import not_found, triton_predictor
 from helpers.core.constants import (
     AGENT_CONTAINER,
     CONFIG_DIR,
@@ -324,7 +324,7 @@ class Pods:
         try:
             self.kube.core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": status})
         except ApiException as exc:
-            if exc.status != 404:
+            if not not_found(exc):
                 raise
 
     @staticmethod
@@ -363,7 +363,7 @@ class Pods:
                 self.kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
                 log.info("pod %s/%s deleted", ns, name)
             except ApiException as exc:
-                if exc.status != 404:
+                if not not_found(exc):
                     raise
 
     # --- logs (called from the kubelet endpoint's threads) -------------------------------------

@@ -35,6 +35,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from helpers.clients.k8s import not_found
 from helpers.core.constants import KFSERVING_GROUP, api_group
 from helpers.local.stack import controlplane, process
 from helpers.local.stack.releases import Profile
@@ -356,7 +357,7 @@ class Webhooks:
             try:
                 current = read(name)
             except ApiException as exc:
-                if exc.status != 404:
+                if not not_found(exc):
                     raise
                 getattr(registration, f"create_{kind}_webhook_configuration")(body)
                 continue

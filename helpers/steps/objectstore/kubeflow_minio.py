@@ -25,7 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from minio import Minio
 
-from helpers.clients.k8s import forbidden
+from helpers.clients.k8s import forbidden, not_found
 from helpers.clients.storage import S3Settings, connect
 from helpers.clients.target import Target
 from helpers.core.constants import KUBEFLOW_NAMESPACE, MINIO_LABEL, MINIO_PORT, MINIO_SERVICE, ApiGroup
@@ -206,7 +206,7 @@ def from_secret(api: client.ApiClient, place: Target, group: ApiGroup, namespace
     try:
         secret = client.CoreV1Api(api).read_namespaced_secret(secret_name, namespace)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             raise SetupError(f"the S3 Secret {secret_name!r} is not in namespace {namespace}",
                              "run 01_minio first (with the same namespace and API group)") from None
         if exc.status in (401, 403):
@@ -244,7 +244,7 @@ def check_prepared(ctx: Any, secret_name: Optional[str] = None) -> str:
     try:
         sa = client.CoreV1Api(ctx.api).read_namespaced_service_account(account, ctx.namespace)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             raise SetupError(f"service account {account!r} is not in namespace {ctx.namespace}",
                              "run 01_minio first (with the same namespace)") from None
         raise

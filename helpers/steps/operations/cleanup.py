@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import inference, manifests
+from helpers.clients.k8s import not_found
 from helpers.clients.target import Target
 from helpers.core.constants import (
     KUBEFLOW_NAMESPACE,
@@ -73,7 +74,7 @@ def _gone(read: Callable[[], Any]) -> bool:
     try:
         read()
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return True
         raise
     return False
@@ -86,7 +87,7 @@ def _delete(call: Callable[[], Any]) -> bool:
         call()
         return True
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return False
         raise
 
@@ -106,7 +107,7 @@ def trained_models(api: client.ApiClient, group: ApiGroup, namespace: str, serve
         items = client.CustomObjectsApi(api).list_namespaced_custom_object(
             group.group, group.tm_version, namespace, inference.TM)["items"]
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return []
         raise
     return sorted(tm["metadata"]["name"] for tm in items if (tm.get("spec") or {}).get("inferenceService") == server)
@@ -163,7 +164,7 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     try:
         found = core.read_namespaced_service(MINIO_SERVICE, namespace)
     except ApiException as exc:
-        if exc.status != 404:
+        if not not_found(exc):
             raise
         found = None
     if found is not None and found.spec and found.spec.type == "ExternalName":

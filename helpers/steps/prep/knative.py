@@ -11,7 +11,7 @@ from typing import Any, Optional
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from helpers.clients.k8s import forbidden
+from helpers.clients.k8s import forbidden, not_found
 from helpers.core.constants import KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE
 from helpers.core.errors import SetupError
 
@@ -39,7 +39,7 @@ def _read(core: client.CoreV1Api) -> Optional[client.V1ConfigMap]:
     try:
         return core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return None
         if exc.status in (401, 403):
             raise forbidden(exc, "get", "configmaps", KNATIVE_NAMESPACE) from None

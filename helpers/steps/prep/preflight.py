@@ -19,6 +19,7 @@ from typing import Any, Optional
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from helpers.clients.k8s import not_found
 from helpers.core.constants import (
     API_GROUPS,
     INFERENCESERVICE_CONFIG,
@@ -67,7 +68,7 @@ def _served(api: client.ApiClient, group: str, version: str) -> set[str]:
     try:
         found = client.CustomObjectsApi(api).get_api_resources(group, version)
     except ApiException as exc:
-        if exc.status == 404:
+        if not_found(exc):
             return set()
         raise
     return {r.name for r in found.resources}
@@ -116,7 +117,7 @@ def find_inferenceservice_config(api: client.ApiClient) -> tuple[Optional[client
         except ApiException as exc:
             if exc.status == 403:
                 denied.append(namespace)
-            elif exc.status != 404:
+            elif not not_found(exc):
                 raise
     return None, denied
 

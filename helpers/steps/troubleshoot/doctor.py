@@ -26,7 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients.inference import conditions
-from helpers.clients.k8s import predictor_path, triton_predictor
+from helpers.clients.k8s import not_found, predictor_path, triton_predictor
 from helpers.clients.manifests import DEFAULTS
 from helpers.clients.storage import bucket_exists, connect
 from helpers.core.constants import (
@@ -533,7 +533,7 @@ def _read(facts: Facts, what: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ApiException as exc:
-        if exc.status != 404:
+        if not not_found(exc):
             facts.unreadable[what] = f"could not read {what} ({exc.status} {exc.reason})"
         return None
     except (SetupError, requests.RequestException, OSError) as exc:

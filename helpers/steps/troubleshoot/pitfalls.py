@@ -26,6 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import inference, manifests, storage
+from helpers.clients.k8s import not_found
 from helpers.core.constants import INFERENCESERVICE_CONFIG
 from helpers.core.errors import SetupError
 from helpers.core.wait import poll_until
@@ -266,7 +267,7 @@ class Lab:
             try:
                 delete(name, self.ns)
             except ApiException as exc:
-                if exc.status != 404:
+                if not not_found(exc):
                     raise
         s3 = self.ctx.s3
         for key, _ in storage.list_objects(s3, self.ctx.bucket, f"{PREFIX}/"):
