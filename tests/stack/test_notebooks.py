@@ -24,7 +24,7 @@ from helpers.local.stack import torch_backend
 from helpers.steps.models import images
 from helpers.steps.models.standins import CIFAR10_CLASSES
 from helpers.tools import walkthrough
-from support.walkthroughs import GUIDE, NOTEBOOKS, assert_no_secret, delete_server, results, run_walkthrough
+from support.walkthroughs import GUIDE, NOTEBOOKS, assert_no_secret, delete_server, doctor, results, run_walkthrough
 
 pytestmark = pytest.mark.stack
 
@@ -144,6 +144,11 @@ def test_05_lifecycle(default_run) -> None:
     assert '"model_stats": [' in shown and '"inference_stats": {' in shown
     assert "status.conditions of TrainedModel cifar10-too-big" in shown and '"type": "Ready"' in shown
     assert re.search(r"^NAME\s+.*READY", shown, re.M) and "cifar10-too-big" in shown
+
+
+def test_the_doctor_is_quiet_on_the_healthy_server(stack, default_run) -> None:
+    code, findings = doctor(stack, "mms", "triton-mms", "triton")
+    assert code == 0, [f for f in findings if f["result"] == "problem"]
 
 
 def assert_plots(found: dict, count: int) -> None:

@@ -19,7 +19,7 @@ from helpers.core.constants import KSERVE_GROUP, api_group
 from helpers.core.resources import notebooks_dir
 from helpers.tools import walkthrough
 from support.stacks import pointed_at
-from support.walkthroughs import NOTEBOOKS, assert_no_secret, delete_server, results, run_walkthrough, settings_file
+from support.walkthroughs import NOTEBOOKS, assert_no_secret, delete_server, doctor, results, run_walkthrough, settings_file
 
 pytestmark = pytest.mark.stack
 
@@ -82,6 +82,11 @@ def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve
         assert "triton-mms" not in outputs and "s3://triton/" not in outputs, name
         assert "triton-mms" not in source.split("# Parameters")[-1], name
         assert "16Gi" not in outputs, name
+
+
+def test_the_doctor_is_quiet_on_the_healthy_server(kserve_stack, other_run) -> None:
+    code, findings = doctor(kserve_stack, OTHER["namespace"], OTHER["server_name"], OTHER["bucket"])
+    assert code == 0, [f for f in findings if f["result"] == "problem"]
 
 
 def test_no_secret_in_the_other_run(kserve_stack, other_run) -> None:

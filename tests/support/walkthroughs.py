@@ -4,27 +4,40 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 from kubernetes import client
 
 from helpers.core import settings
+from helpers.core.config import project_root
 from helpers.core.constants import api_group
 from helpers.core.wait import poll_until
+from helpers.local.stack.stack import Stack
 from helpers.tools import walkthrough
 
 NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception", "05_lifecycle"]
 GUIDE = NOTEBOOKS[:5]  # the guide's steps; 05 goes beyond it
 
 
-def run_walkthrough(out_dir: Path, parameters: dict) -> dict[str, walkthrough.Run]:
-    runs = {run.notebook: run for run in walkthrough.run_all(parameters, out_dir, only=[n[:2] for n in NOTEBOOKS])}
+def run_walkthrough(out_dir: Path, parameters: dict, notebooks: Sequence[str] = tuple(NOTEBOOKS)) -> dict[str, walkthrough.Run]:
+    """Run `notebooks` (00-05 by default) in order with papermill; every one must pass."""
+    runs = {run.notebook: run for run in walkthrough.run_all(parameters, out_dir, only=[n[:2] for n in notebooks])}
     failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in runs.values() if not r.ok]
     assert not failed, failed
-    assert list(runs) == NOTEBOOKS
+    assert list(runs) == list(notebooks)
     return runs
+
+
+def doctor(stack: Stack, namespace: str, server: str, bucket: str) -> tuple[int, list[dict]]:
+    """`python -m helpers.doctor --json` on a learner's namespace, as the admin: (exit code, findings)."""
+    done = subprocess.run([sys.executable, "-m", "helpers.doctor", "--namespace", namespace, "--server", server,
+                           "--bucket", bucket, "--json"], capture_output=True, text=True, timeout=240,
+                          cwd=project_root(), env={**os.environ, **stack.env()})
+    return done.returncode, json.loads(done.stdout or "[]")
 
 
 def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
