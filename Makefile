@@ -18,7 +18,7 @@ help:
 	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-06; 99_cleanup: python -m helpers.walkthrough --only 99)"
 	@echo "make test    set up, lint and run the whole test suite ($(TEST_WORKERS) workers; TEST_WORKERS=1 for one)"
 	@echo "make test-unit   the tests that start nothing (seconds): the edit loop"
-	@echo "make setup   install Debian packages, build the control plane and Triton's pytorch backend once, create .venv"
+	@echo "make setup   install Debian packages, build the control plane and Triton's pytorch and tensorflow backends once, create .venv"
 	@echo "make lab     JupyterLab on 127.0.0.1 with the '$(KERNEL)' kernel and the stack's environment"
 	@echo "make up | down | status   the embedded local stack"
 	@echo "make bench   print the benchmark figures"
@@ -31,6 +31,9 @@ setup: $(STAMP)
 	@# Optional: without it TorchScript is served by the Python-based backend (`make status` says which).
 	@TORCH_PYTHON=$(BIN)/python bash scripts/build-triton-pytorch.sh \
 	  || echo "setup: going on without Triton's pytorch backend; TorchScript uses the Python-based one"
+	@# Optional too: without it TensorFlow GraphDef is served by the Python-based backend.
+	@TF_PYTHON=$(BIN)/python bash scripts/build-triton-tensorflow.sh \
+	  || echo "setup: going on without Triton's tensorflow backend; GraphDef uses the Python-based one"
 
 $(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ)
 	@bash scripts/setup-system.sh

@@ -15,9 +15,11 @@ set -euo pipefail
 # sysvinit); that would take the port the gateway wants, so a fresh install stops and disables it.
 # cmake g++ rapidjson-dev: build Triton's own pytorch backend (scripts/build-triton-pytorch.sh); it is
 # optional, so when they cannot be installed a note says so and TorchScript uses the Python-based backend.
+# patch: the same for Triton's own tensorflow backend (scripts/build-triton-tensorflow.sh applies the
+# project's patch); without it GraphDef uses the Python-based backend.
 packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk
           nginx-light)
-optional=(cmake g++ rapidjson-dev)
+optional=(cmake g++ rapidjson-dev patch)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=() missing_optional=()
