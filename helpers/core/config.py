@@ -40,13 +40,17 @@ ENV_VARS = {
     "TRITONSERVER": "an existing tritonserver binary (default: the one in the nvidia-pytriton wheel)",
     "MMS_TORCH_BACKEND": "which backend serves TorchScript locally: auto (default: Triton's own when built), native, python",
     "MMS_TORCH_THREADS": "math threads per TorchScript model instance on the local Triton (default 1)",
-    "MMS_TF_THREADS": "math threads per TensorFlow GraphDef model instance of the local Python-based backend (default 1)",
+    "MMS_TF_THREADS": "TensorFlow math threads on the local Triton (default 1): per GraphDef model instance with the "
+                      "Python-based backend, for the whole server with Triton's own (TF_NUM_INTRAOP_THREADS)",
+    "MMS_TF_BACKEND": "which backend serves TensorFlow GraphDef locally: auto (default: Triton's own when built), native, python",
+    "TRITON_TENSORFLOW_LIB": "an existing libtriton_tensorflow.so for tritonserver 2.51 and this tensorflow (skips the build)",
+    "TF_PYTHON": "build-triton-tensorflow.sh: the Python whose tensorflow it builds against (default .venv/bin/python)",
     "TRITON_PYTORCH_LIB": "an existing libtriton_pytorch.so for tritonserver 2.51 (skips the build)",
-    "TRITON_BACKEND_SRC": "build-triton-pytorch.sh: a folder with the four r24.10 sources (tarballs or trees)",
-    "MMS_TRITON_THIRD_PARTY": ("build-triton-pytorch.sh: the checked r24.10 tarballs "
+    "TRITON_BACKEND_SRC": "build-triton-pytorch.sh and -tensorflow.sh: a folder with the four r24.10 sources (tarballs or trees)",
+    "MMS_TRITON_THIRD_PARTY": ("build-triton-pytorch.sh and -tensorflow.sh: the checked r24.10 tarballs "
                                "(default ../shared/third_party/triton-r24.10)"),
     "TORCH_PYTHON": "build-triton-pytorch.sh: the Python whose torch it builds against (default .venv/bin/python)",
-    "MMS_BUILD_JOBS": "build-triton-pytorch.sh: parallel compile jobs (default 1)",
+    "MMS_BUILD_JOBS": "build-triton-pytorch.sh and -tensorflow.sh: parallel compile jobs (default 1)",
     "MMS_SETTINGS": "the workshop settings file every notebook reads (default ~/.config/mms-notebooks/settings.yaml; "
                     "`helpers.core.settings`): a notebook parameter or MMS_* variable wins over it",
     "XDG_CONFIG_HOME": "where the default settings file lives: $XDG_CONFIG_HOME/mms-notebooks/settings.yaml (default ~/.config)",

@@ -11,6 +11,7 @@ from helpers.local.stack.process import log_tail
 from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
 from helpers.local.stack.s3server import rclone_binary
 from helpers.local.stack.stack import ORDER, Stack
+from helpers.local.stack.tf_backend import status_line as tf_status_line
 from helpers.local.stack.torch_backend import status_line
 
 
@@ -27,6 +28,7 @@ def _status(stack: Stack) -> int:
         if row.detail:
             print(f"{'':<34} {row.detail}")
     print(status_line(stack.backends_dir))
+    print(tf_status_line(stack.backends_dir))
     own = rows[:len(ORDER)]
     return 0 if all(r.healthy for r in own) else 1
 

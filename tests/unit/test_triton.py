@@ -178,6 +178,7 @@ def test_tritonserver_binary_from_env(monkeypatch, tmp_path):
 
 def test_prepare_backends_is_idempotent_and_recopies_changes(tmp_path, monkeypatch):
     monkeypatch.setenv("MMS_TORCH_BACKEND", "python")  # the native layout: tests/stack/test_torch_backend.py
+    monkeypatch.setenv("MMS_TF_BACKEND", "python")  # the native layout: tests/stack/test_tf_backend.py
     dest = tritonserver.prepare_backends(tmp_path / "backends")
     expected = ["python/libtriton_python.so", "python/triton_python_backend_stub",
                 "python/triton_python_backend_utils.py", "pytorch/model.py", "tensorflow/model.py"]

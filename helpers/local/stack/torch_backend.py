@@ -24,7 +24,7 @@ from typing import Optional
 
 from helpers.core.config import cache_dir, project_root
 from helpers.core.errors import SetupError
-from helpers.local.stack.wheel import pytriton_dir
+from helpers.local.stack import wheel
 
 NATIVE, PYTHON = "native", "python"
 LIBRARY = "libtriton_pytorch.so"
@@ -71,12 +71,7 @@ def build_folder() -> Path:
 
 def _wheel_libtritonserver() -> Optional[Path]:
     """The wheel's libtritonserver.so, which auditwheel renamed to `libtritonserver-<hash>.so`."""
-    try:
-        libs = pytriton_dir().parent.parent / "nvidia_pytriton.libs"
-    except SetupError:
-        return None
-    found = sorted(libs.glob("libtritonserver-*.so*")) if libs.is_dir() else []
-    return found[0] if found else None
+    return wheel.libtritonserver()
 
 
 def _why_not_built() -> tuple[Optional[Path], str]:

@@ -4,8 +4,8 @@ Stands in for KServe's Triton pod. It runs in explicit model-control mode, as th
 InferenceService does, so models come and go only through the repository API (the agent's
 load/unload). TorchScript models load through Triton's own pytorch backend when
 `make setup` could build it, else through a Python-based one; `torch_backend.choose()` decides and
-says why. The GraphDef model loads through a Python-based tensorflow backend. Either way the
-guide's model folders serve unchanged on a CPU (`helpers/local/backends/*/model.py`).
+says why. GraphDef models alike, through Triton's own tensorflow backend or a Python-based one
+(`tf_backend.choose()`). Either way the guide's model folders serve unchanged on a CPU.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Mapping
 import requests
 
 from helpers.core.errors import SetupError
-from helpers.local.stack import process, torch_backend
+from helpers.local.stack import process, tf_backend, torch_backend
 from helpers.local.stack.wheel import pytriton_dir
 
 _BACKENDS_SRC = Path(__file__).resolve().parent.parent / "backends"
@@ -59,7 +59,9 @@ def prepare_backends(dest: Path) -> Path:
     """Assemble Triton's backend folder in `dest` (idempotent; recopies what changed) and return it.
 
     `python/` gets the python backend and the stub built for this interpreter's X.Y (taken from
-    `python_backend_stubs/`); `tensorflow/` gets the Python-based backend; `pytorch/` gets what
+    `python_backend_stubs/`); `tensorflow/` gets what `tf_backend.choose()` picks (Triton's
+    `libtriton_tensorflow.so` with links to the tensorflow wheel's two libraries and to
+    `libtritonserver.so` beside it, or the Python-based `model.py`); `pytorch/` gets what
     `torch_backend.choose()` picks: Triton's `libtriton_pytorch.so` (with a `libtritonserver.so`
     link beside it to the wheel's renamed library, which it finds through its `$ORIGIN` RUNPATH),
     or the Python-based `model.py`. The other kind's files are removed, so switching either way
@@ -78,9 +80,33 @@ def prepare_backends(dest: Path) -> Path:
             raise SetupError(f"the python backend file {src} is missing", "run `make setup` again")
         _copy_if_changed(src, dest / "python" / name)
     _copy_if_changed(stub, dest / "python" / "triton_python_backend_stub", executable=True)
-    _copy_if_changed(_BACKENDS_SRC / "tensorflow" / "model.py", dest / "tensorflow" / "model.py")
+    _prepare_tensorflow(dest / "tensorflow", tf_backend.choose())
     _prepare_pytorch(dest / "pytorch", torch_backend.choose())
     return dest
+
+
+def _link(link: Path, target: Path) -> None:
+    """`link` -> `target`, replaced atomically if it points elsewhere (a running Triton never sees none)."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+def _prepare_tensorflow(folder: Path, choice: tf_backend.TensorFlowBackend) -> None:
+    if choice.native:
+        assert choice.library and choice.tf_dir and choice.libtritonserver
+        (folder / "model.py").unlink(missing_ok=True)
+        _copy_if_changed(choice.library, folder / tf_backend.LIBRARY)
+        for name in tf_backend.TF_LIBRARIES:
+            _link(folder / name, choice.tf_dir / name)
+        _link(folder / tf_backend.LIBTRITONSERVER, choice.libtritonserver)
+    else:
+        for name in tf_backend.NATIVE_FILES:
+            (folder / name).unlink(missing_ok=True)
+        _copy_if_changed(_BACKENDS_SRC / "tensorflow" / "model.py", folder / "model.py")
 
 
 def _prepare_pytorch(folder: Path, choice: torch_backend.TorchBackend) -> None:
@@ -131,6 +157,7 @@ def triton_env(base: Mapping[str, str] | None = None, backends: Path | None = No
     bindir = str(Path(sys.executable).parent)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libdirs, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join(p for p in (bindir, env.get("PATH", "")) if p)
+    tf_backend.server_env(env, backends)  # the native tensorflow backend's threads and log level
     return env
 
 
