@@ -297,6 +297,11 @@ def _load_fix(model: str, message: str) -> str:
         # Triton's pytorch backend words it as libtorch does; the Python-based one says so itself.
         return (f"the version folder's model.pt of {model!r} is not a loadable TorchScript file: save the "
                 "model with torch.jit.save (torch.save of a module or a state_dict is not TorchScript)")
+    if "is not a frozen TensorFlow GraphDef" in message or ("as binary proto" in message and ".graphdef" in message):
+        # Triton's tensorflow backend words it as TensorFlow does; the Python-based one says so itself.
+        return (f"the version folder's model.graphdef of {model!r} is not a frozen TensorFlow GraphDef: write "
+                "graph.as_graph_def().SerializeToString() of a graph whose variables are constants "
+                "(tf.compat.v1.graph_util.convert_variables_to_constants)")
     if "directory name must equal model name" in message or "unexpected directory name" in message:
         return (f"the config.pbtxt `name` must equal the folder (the TrainedModel's name, {model!r}), "
                 "or be left out")
