@@ -42,3 +42,18 @@ def test_bench_torch_backend_quick_prints_both_columns() -> None:
     line = re.search(r"^cifar10 first load \(s\)\s+((?:native|python) .*)$", run.stdout, re.MULTILINE)
     assert line and all(f"{kind} " in line.group(1) for kind in kinds), run.stdout
     assert re.search(r"^bench_torch_backend wall time\s+\d", run.stdout, re.MULTILINE), run.stdout
+
+
+def test_bench_tf_backend_quick_prints_both_columns() -> None:
+    from helpers.local.stack import tf_backend
+
+    script = project_root() / "benchmarks" / "bench_tf_backend.py"
+    run = subprocess.run([sys.executable, str(script), "--quick", "--models", "1", "-n", "10"], cwd=project_root(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    kinds = ["native", "python"] if tf_backend.choose().native else ["python"]
+    for label in ("inception first load (s)", "inception reload (s)", "PSS with inception (MiB)",
+                  "HTTP binary p99 (ms)"):
+        line = re.search(rf"^{re.escape(label)}\s+((?:native|python) .*)$", run.stdout, re.MULTILINE)
+        assert line and all(f"{kind} " in line.group(1) for kind in kinds), run.stdout
+    assert re.search(r"^bench_tf_backend wall time\s+\d", run.stdout, re.MULTILINE), run.stdout
