@@ -103,7 +103,10 @@ def _why_not_built() -> tuple[Optional[Path], str]:
     for name in (BUILD_SCRIPT, PATCH):
         if not (project_root() / name).is_file():
             return None, f"{name} is not in this installation"
-    folder = build_folder()
+    try:
+        folder = build_folder()
+    except importlib.metadata.PackageNotFoundError:
+        return None, "the installed tensorflow has no package metadata, and its version names the build"
     if (folder / LIBRARY).is_file():
         return folder / LIBRARY, ""
     failed = folder / "FAILED"
