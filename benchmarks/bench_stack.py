@@ -9,7 +9,8 @@ Prints, in one run:
    then load time of the guide's two layouts, unmodified configs: the TorchScript cifar10
    stand-in (`pytorch_libtorch`: Triton's own pytorch backend when `make setup` built it, else
    the Python-based one; `bench_torch_backend.py` compares the two) and the GraphDef inception
-   stand-in (`tensorflow_graphdef`, Python-based tensorflow backend);
+   stand-in (`tensorflow_graphdef`: Triton's own tensorflow backend when built, else the
+   Python-based one; `bench_tf_backend.py` compares the two);
 3. resident memory of tritonserver plus its python-backend stub children, before and after
    each load (psutil; RSS sums count shared libraries once per process, PSS splits them);
 4. p50/p99 latency of one cifar10-shaped request [1,3,32,32]: the TorchScript module called
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
 from helpers.clients import triton
-from helpers.local.stack import process, torch_backend, tritonserver
+from helpers.local.stack import process, tf_backend, torch_backend, tritonserver
 from helpers.local.stack.releases import PROFILES
 from helpers.local.stack.stack import Stack
 from helpers.steps.models.standins import write_cifar10_standin, write_inception_standin
@@ -206,7 +207,9 @@ def bare_triton(n: int, warmup: int, reload: bool, inception: bool) -> None:
             served = "pytorch, native" if torch_backend.in_folder(root / "backends") == "native" else "python pytorch"
             models = [(CIFAR10, f"TorchScript (pytorch_libtorch -> {served})")]
             if inception:
-                models.append((INCEPTION, "GraphDef (tensorflow_graphdef -> python tensorflow)"))
+                tf_served = "tensorflow, native" if tf_backend.in_folder(root / "backends") == "native" \
+                    else "python tensorflow"
+                models.append((INCEPTION, f"GraphDef (tensorflow_graphdef -> {tf_served})"))
             load_and_measure(server, models, reload)
             measure_latency(server, n, warmup)
         finally:

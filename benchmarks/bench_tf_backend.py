@@ -12,7 +12,7 @@ bare tritonserver in explicit model control:
 3. memory (RSS and PSS) with 1 and 10 GraphDef models (copies of the stand-in, one CPU instance
    each), and how long loading them took;
 4. (not with --quick or --skip-stack) the inception TrainedModel on a whole local stack and the
-   walkthrough's wall time: `bench_controlplane.py --quick --inception` and
+   walkthrough's wall time: `bench_controlplane.py --quick --inception -n 2` and
    `bench_walkthrough.py --quick` run once per backend (MMS_TF_BACKEND), their figures quoted.
 
 Figures are printed, never asserted. Without a built library only the python column is filled,
@@ -47,7 +47,7 @@ SHAPE = (1, INCEPTION_SIZE, INCEPTION_SIZE, 3)
 KINDS = (tf_backend.NATIVE, tf_backend.PYTHON)
 ONE_INSTANCE = "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n"
 STACK_FIGURES = {  # script and its arguments -> (start of a line it prints, row label here: its first number)
-    ("bench_controlplane.py", "--quick", "--inception"): [
+    ("bench_controlplane.py", "--quick", "--inception", "-n", "2"): [
         ("inception apply -> served", "inception apply -> served (s)"),
         ("inception event -> loaded", "inception event -> loaded (s)")],
     ("bench_walkthrough.py", "--quick"): [
@@ -178,9 +178,9 @@ def stack_figures(kind: str, col: Column) -> None:
         start = time.monotonic()
         done = subprocess.run([sys.executable, str(HERE / script), *argv_tail[1:]], cwd=HERE.parent,
                               env={**os.environ, tf_backend.BACKEND_ENV: kind}, capture_output=True, text=True)
-        if done.returncode != 0:
-            col.note += f" {script} failed (exit {done.returncode})."
-            continue
+        if done.returncode != 0:  # the figures it printed before failing still count
+            last = (done.stderr.strip().splitlines() or ["no output on stderr"])[-1]
+            col.note += f" {col.kind}: {script} failed (exit {done.returncode}: {last[:150]})."
         for label, row in wanted:
             line = next((ln for ln in done.stdout.splitlines() if ln.startswith(label)), "")
             number = re.search(r"(\d+(?:\.\d+)?)", line[len(label):])
