@@ -36,11 +36,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import _common as common  # noqa: E402
+import _common as common
 
-from helpers.clients import triton  # noqa: E402
-from helpers.local.stack import process, tf_backend, tritonserver  # noqa: E402
-from helpers.steps.models.standins import INCEPTION_INPUT, INCEPTION_OUTPUT, INCEPTION_SIZE, write_inception_standin  # noqa: E402
+from helpers.clients import triton
+from helpers.local.stack import process, tf_backend, tritonserver
+from helpers.steps.models.standins import INCEPTION_INPUT, INCEPTION_OUTPUT, INCEPTION_SIZE, write_inception_standin
 
 INCEPTION = "inception"
 SHAPE = (1, INCEPTION_SIZE, INCEPTION_SIZE, 3)

@@ -31,6 +31,7 @@ from helpers.steps.models.standins import (
     write_cifar10_standin,
     write_inception_standin,
 )
+from support.parts import Parts, TritonPart
 
 pytestmark = pytest.mark.stack
 
@@ -75,15 +76,12 @@ def _expected(repo: Path, batch: np.ndarray, model: str = "inception") -> np.nda
         return session.run(f"{INCEPTION_OUTPUT}:0", {f"{INCEPTION_INPUT}:0": batch})
 
 
-def _start(root: Path, repo: Path, env: dict[str, str] | None = None) -> tuple[process.ProcessRecord, str]:
-    """A bare tritonserver on `root/backends` as the choice now stands (`env`: settings for this start only)."""
+def _start(parts: Parts, repo: Path, env: dict[str, str] | None = None) -> TritonPart:
+    """A bare tritonserver on `parts.root/backends` as the choice now stands (`env`: settings for this start only)."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in (env or {}).items():
             patch.setenv(name, value)
-        backends = tritonserver.prepare_backends(root / "backends")
-        ports = {"http": process.free_port(), "grpc": process.free_port(), "metrics": process.free_port()}
-        record = tritonserver.start(f"triton-{root.name}", repo, backends, ports, root / "triton.log")
-    return record, tritonserver.http_url(record)
+        return parts.triton(repo, name=f"triton-{parts.root.name}")
 
 
 def _stubs(record: process.ProcessRecord) -> list[psutil.Process]:
@@ -240,16 +238,13 @@ def native(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[process.P
     repo = root / "models"
     write_inception_standin(repo / "inception")
     write_cifar10_standin(repo / "cifar10")
-    saved = {name: os.environ.pop(name, None) for name in (tf_backend.BACKEND_ENV, "MMS_TORCH_BACKEND")}
-    try:
-        record, url = _start(root, repo)
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
-    try:
-        triton.load_model(url, "inception")
-        yield record, url, repo
-    finally:
-        process.stop(record)
+    with Parts(root) as parts, pytest.MonkeyPatch.context() as env:
+        env.delenv(tf_backend.BACKEND_ENV, raising=False)
+        env.delenv("MMS_TORCH_BACKEND", raising=False)
+        server = parts.triton(repo, name="triton-native")
+        env.undo()
+        triton.load_model(server.url, "inception")
+        yield server.record, server.url, repo
 
 
 def test_native_backend_serves_inception_inside_triton(native):
@@ -324,31 +319,27 @@ def test_tensorflows_math_threads_follow_mms_tf_threads(tmp_path: Path):
     _one_instance(write_inception_standin(repo / "inception"))
     counts = {}
     for threads in ("1", "3"):
-        record, url = _start(tmp_path / f"threads-{threads}", repo, {"MMS_TF_THREADS": threads})
-        try:
-            triton.load_model(url, "inception")
-            triton.infer(url, "inception", {INCEPTION_INPUT: _images(1, seed=15)[0]})
-            counts[threads] = _unnamed_threads(record.pid)
-        finally:
-            process.stop(record)
+        with Parts(tmp_path / f"threads-{threads}") as parts:
+            server = _start(parts, repo, {"MMS_TF_THREADS": threads})
+            triton.load_model(server.url, "inception")
+            triton.infer(server.url, "inception", {INCEPTION_INPUT: _images(1, seed=15)[0]})
+            counts[threads] = _unnamed_threads(server.record.pid)
     assert counts["3"] - counts["1"] == 2, counts
 
 
 def test_fallback_serves_inception_and_status_names_it(no_build: Path, tmp_path: Path):
     repo = tmp_path / "models"
     _one_instance(write_inception_standin(repo / "inception"))
-    record, url = _start(tmp_path, repo)
-    try:
-        triton.load_model(url, "inception")
-        config = triton.model_config(url, "inception")
+    with Parts(tmp_path / "fallback") as parts:
+        server = _start(parts, repo)
+        triton.load_model(server.url, "inception")
+        config = triton.model_config(server.url, "inception")
         assert config["backend"] == "tensorflow" and config["runtime"] == "model.py"
-        assert triton.served_by(url, "inception").startswith("a Python-based tensorflow backend")
-        assert _stubs(record), "the Python-based backend runs the model in a python stub process"
+        assert triton.served_by(server.url, "inception").startswith("a Python-based tensorflow backend")
+        assert _stubs(server.record), "the Python-based backend runs the model in a python stub process"
         image = _images(1, seed=16)[0]
-        np.testing.assert_allclose(triton.infer(url, "inception", {INCEPTION_INPUT: image})[INCEPTION_OUTPUT],
+        np.testing.assert_allclose(triton.infer(server.url, "inception", {INCEPTION_INPUT: image})[INCEPTION_OUTPUT],
                                    _expected(repo, image), rtol=1e-6, atol=1e-7)
-    finally:
-        process.stop(record)
     env = {**os.environ, "MMS_STATE_DIR": str(tmp_path / "state")}
     status = subprocess.run([sys.executable, "-m", "helpers.local", "status"], capture_output=True, text=True,
                             env=env, cwd=project_root(), timeout=60)
@@ -376,18 +367,17 @@ def test_one_state_folder_switches_between_the_two(tmp_path: Path, monkeypatch: 
 
     served = []
     for kind in ("native", "python", "native"):
-        record, url = _start(state.backends_dir.parent, repo, {tf_backend.BACKEND_ENV: kind})
-        try:
-            triton.load_model(url, "inception")
-            served.append(triton.served_by(url, "inception").split(" (")[0])
-            assert bool(_stubs(record)) == (kind == "python")
-            np.testing.assert_allclose(triton.infer(url, "inception", {INCEPTION_INPUT: image})[INCEPTION_OUTPUT],
+        with Parts(state.backends_dir.parent) as parts:  # Triton's folder in the state folder
+            server = _start(parts, repo, {tf_backend.BACKEND_ENV: kind})
+            assert server.backends == state.backends_dir
+            triton.load_model(server.url, "inception")
+            served.append(triton.served_by(server.url, "inception").split(" (")[0])
+            assert bool(_stubs(server.record)) == (kind == "python")
+            np.testing.assert_allclose(triton.infer(server.url, "inception", {INCEPTION_INPUT: image})[INCEPTION_OUTPUT],
                                        expected, rtol=1e-6, atol=1e-7)
             if kind == "python":  # the default (auto: native) differs from what this Triton was given
                 assert "still uses the python one" in status(), status()
             else:
                 assert "is served by Triton's own tensorflow backend" in status()
-        finally:
-            process.stop(record)
     assert served == ["Triton's own tensorflow backend", "a Python-based tensorflow backend",
                       "Triton's own tensorflow backend"]
