@@ -3,7 +3,8 @@
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (in the API group
 of the stack's version profile) and makes the world match; watches only wake the loop early. It
 also serves the release's admission webhooks, the node's kubelet endpoint (container logs) and
-the ingress gateway, guarded by its authorizer (`authz`) on Kubeflow-style profiles. One short
+the ingress gateway's routes (nginx itself is a supervised part of the stack), guarded by its
+authorizer (`authz`) on Kubeflow-style profiles; `parts_report` publishes how each is. One short
 function wires it.
 
 Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
@@ -34,6 +35,7 @@ from .kube import Kube
 from .pods import Pods
 from .profiles import reconcile_profile
 from .servers import AgentEnv, CheckFailed, Servers, describe, server_key, status_url
+from . import parts_report
 from . import trainedmodels as tms
 from .webhooks import Webhooks
 
@@ -303,6 +305,8 @@ class Controller:
             self.gateway.auth_port = self.authorizer.start()
         self.pods.run_seed_pods()
         self.gateway.start()
+        parts_report.publish_forever(self.state_root, stop, lambda: parts_report.collect(
+            self.state_root, kubelet.port, self.gateway.auth_port, self.gateway.health))
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
@@ -334,7 +338,7 @@ class Controller:
         for key in self.servers.running():
             self.servers.stop(key)
         self.webhooks.stop()
-        self.gateway.stop()
+        self.gateway.stop()  # lets go of nginx, which the stack runs: it keeps serving
         if self.authorizer:
             self.authorizer.stop()
         kubelet.stop()
