@@ -79,3 +79,61 @@ def test_a_model_replaced_while_the_index_was_read_is_not_reloaded(tmp_path: Pat
     server.replace_during_index = False
     puller._loaded.add("m")
     assert puller.check_server() == []
+
+
+# --- a removed model's worker ends (issue 26's soak: a thread and two descriptors per model ever seen) ---
+class Plain:
+    def __init__(self) -> None:
+        self.released = 0
+
+    def load(self, name: str) -> None:
+        pass
+
+    def unload(self, name: str) -> None:
+        pass
+
+    def index(self) -> dict[str, str]:
+        return {}
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_a_removed_models_worker_ends_and_a_new_one_serves_the_name_again(tmp_path: Path) -> None:
+    from helpers.local.agent.spec import Op
+    from helpers.wait import poll_until
+
+    server = Plain()
+    status = StatusFile(tmp_path / "status.json")
+    puller = Puller(Downloads(tmp_path / "models"), server, status, Logger("test", io.StringIO()))
+    puller.enqueue(Op("add", "m", V1))
+    poll_until(lambda: (status.get("m") or {}).get("state") == "Loaded", "m loaded", timeout=5, interval=0.01)
+    first = puller._workers["m"].thread
+    puller.enqueue(Op("remove", "m"))
+    poll_until(lambda: "m" not in puller._workers and not first.is_alive(), "m's worker to end", timeout=5,
+               interval=0.01)
+    assert server.released == 1 and status.get("m")["state"] == "Unloaded"
+    puller.enqueue(Op("add", "m", V1))
+    poll_until(lambda: (status.get("m") or {}).get("state") == "Loaded", "m loaded again", timeout=5, interval=0.01)
+    assert puller._workers["m"].thread is not first
+    puller.stop()
+
+
+def test_release_closes_the_threads_event_loop() -> None:
+    import gevent
+    from gevent._hub_local import get_hub_if_exists
+
+    from helpers.local.agent.triton import TritonServer
+
+    seen: list = []
+
+    def worker() -> None:
+        gevent.get_hub()  # what tritonclient's HTTP client makes in each thread that uses it
+        seen.append(get_hub_if_exists() is not None)
+        TritonServer("http://127.0.0.1:1").release()
+        seen.append(get_hub_if_exists())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert seen == [True, None]

@@ -130,9 +130,9 @@ class Puller:
                 worker.thread = threading.Thread(target=self._work, args=(op.name, worker),
                                                  name=f"model-{op.name}", daemon=True)
                 worker.thread.start()
-        with worker.cond:
-            worker.ops.append(op)
-            worker.cond.notify_all()
+            with worker.cond:  # under the lock too: a worker ends only when it has no op (`_retire`)
+                worker.ops.append(op)
+                worker.cond.notify_all()
 
     def idle(self) -> bool:
         """True when no model has an operation queued or running."""
@@ -160,6 +160,22 @@ class Puller:
                 worker.running = None
                 in_flight = worker.in_flight()
             self.complete_log.info("completion event for model", modelName=name, inFlight=in_flight)
+            if op.kind == "remove" and self._retire(name, worker):
+                return
+
+    def _retire(self, name: str, worker: _Worker) -> bool:
+        """End a removed model's worker when nothing more is queued for it, as KServe's puller closes a
+        removed model's channel: a thread (and its Triton client) per model ever seen would add up."""
+        with self._lock:
+            with worker.cond:
+                if worker.ops or self._workers.get(name) is not worker:
+                    return False
+                del self._workers[name]
+        release = getattr(self.server, "release", None)
+        if release is not None:
+            release()  # this thread's clients and event loop
+        self.log.info("worker is stopped for", model=name)
+        return True
 
     def _run(self, op: Op, worker: _Worker) -> None:
         attempt = 0

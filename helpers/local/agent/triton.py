@@ -47,6 +47,18 @@ class TritonServer:
         with _sorted_errors(self.url):
             triton.unload_model(self.url, name, wait=True, timeout=self.unload_timeout)
 
+    def release(self) -> None:
+        """Close what the calling thread holds open to Triton, before it ends (a retired model worker):
+        its reused clients and the gevent loop (an eventfd and an epoll) tritonclient's HTTP client made."""
+        triton.forget_clients()
+        try:
+            from gevent._hub_local import get_hub_if_exists
+        except ImportError:
+            return
+        hub = get_hub_if_exists()
+        if hub is not None:
+            hub.destroy(destroy_loop=True)
+
     def index(self) -> dict[str, str]:
         with _sorted_errors(self.url):
             return model_states(triton.repository_index(self.url))
