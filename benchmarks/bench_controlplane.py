@@ -417,6 +417,9 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="N=10, one cifar10 run, no inception")
+    parser.add_argument("--smoke", action="store_true", help="N=2, one cifar10 run, no inception (the test's run)")
+    parser.add_argument("--stack-dir", type=Path, default=None,
+                        help="run on the stack of this state folder (started if needed, left running)")
     parser.add_argument("-n", "--models", type=int, default=None,
                         help="TrainedModels applied at once (default 100; quick 10)")
     parser.add_argument("--repeats", type=int, default=None, help="cifar10 apply -> served runs (default 3; quick 1)")
@@ -428,16 +431,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     kind = args.many_kind
     if kind == "auto":
         kind = "torchscript" if torch_backend.choose().native else "tiny"
-    n = args.models or (10 if args.quick else 100)
+    n = args.models or (2 if args.smoke else 10 if args.quick else 100)
+    args.quick = args.quick or args.smoke
     repeats = args.repeats or (1 if args.quick else 3)
 
     print("bench_controlplane: the control plane (issue 4)" + (" [quick]" if args.quick else ""))
     common.print_machine()
     started = time.monotonic()
     with common.scratch_env("mms-bench-cp-", keep=args.keep) as root:
-        with common.running_stack(root) as (stack, up_s):
+        with common.stack_for(root, args.stack_dir) as (stack, up_s):
             common.heading("Stack and server")
-            common.figure("stack cold start", f"{up_s:.2f} s")
+            common.figure("stack cold start", "n/a (a running stack)" if up_s is None else f"{up_s:.2f} s")
             kube = kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
             with Recorder(kube) as rec:
                 url, isvc_s = start_server(stack, kube)
