@@ -39,8 +39,10 @@ def test_leftovers_of_a_dead_leader_are_killed_and_a_live_leader_is_left_alone(t
 
 
 def _host(tmp_path: Path) -> process.ProcessRecord:
-    return process.start("host", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "host.log",
+    host = process.start("host", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "host.log",
                          lambda: True)
+    poll_until(host.alive, "the host to run its program (after fork, before exec it is not)", timeout=10)
+    return host
 
 
 def test_parts_are_healthy_only_with_their_host_running_a_fresh_report_and_an_open_port(tmp_path: Path) -> None:
@@ -146,3 +148,7 @@ def test_up_repairs_a_killed_gateway_when_no_supervisor_runs(stack: Stack) -> No
     assert stack.supervisor_record().alive() and stack.records()["gateway"].pid != gateway.pid
     assert _gateway_answers(stack)
     poll_until(lambda: _all_healthy(stack), "every part healthy", timeout=60)
+    # The new supervisor adopted the running parts: only their parent learns how they end. Hand the
+    # session's stack back as it was, every part a child of its supervisor (tests read exit reasons).
+    stack.down(say=lambda _m: None)
+    stack.up(say=lambda _m: None)
