@@ -121,9 +121,14 @@ class Stack:
         return profiles.get(self._load().get("profile"))
 
     def _choose_profile(self, state: dict, wanted: Optional[str]) -> profiles.Profile:
-        """The profile for `up`: a state folder keeps its first one; another is refused, never mixed."""
-        chosen = profiles.get(wanted)
+        """The profile for `up`: a state folder keeps its first one; another is refused, never mixed.
+
+        Nothing asked (no `--profile`, no MMS_PROFILE): the folder's own, so a plain `up` repairs a
+        stack of any profile."""
         held = state.get("profile")
+        if wanted is None and not os.environ.get(profiles.PROFILE_ENV) and held in profiles.PROFILES:
+            return profiles.get(held)
+        chosen = profiles.get(wanted)
         if held is None:
             # A state folder from before profiles served both groups; its objects are kfserving-0.5's.
             held = profiles.DEFAULT_PROFILE if self.kubeconfig.exists() else chosen.name
