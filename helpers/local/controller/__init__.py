@@ -301,8 +301,9 @@ class Controller:
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
                                 self.pods.container_log, self.pods.port_address).start()
         self.pods.ensure_node(kubelet.port)
-        if self.authorizer:
-            self.gateway.auth_port = self.authorizer.start()
+        if self.authorizer:  # on its last port: nginx's config still names it after a controller restart
+            self.gateway.auth_port = self.authorizer.start(self._last_port("authz.port"))
+            (self.state_root / "authz.port").write_text(f"{self.gateway.auth_port}\n")
         self.pods.run_seed_pods()
         self.gateway.start()
         parts_report.publish_forever(self.state_root, stop, lambda: parts_report.collect(
@@ -342,6 +343,12 @@ class Controller:
         if self.authorizer:
             self.authorizer.stop()
         kubelet.stop()
+
+    def _last_port(self, file: str) -> int:
+        """The port saved in `file` of the state folder if it is free now, else 0 (a free one)."""
+        saved = self.state_root / file
+        last = int(saved.read_text()) if saved.exists() else 0
+        return last if last and process.port_free(last) else 0
 
     def _kubelet_port(self) -> int:
         """The kubelet endpoint's port: the last one if it is free, else a free one (kept in the state folder)."""
