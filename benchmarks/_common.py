@@ -9,6 +9,7 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -268,12 +269,19 @@ def running_stack(root: Path, profile: Optional[str] = None) -> Iterator[tuple[S
     """A fresh local stack in `root/state` (of `profile`, else the default) for the block: (the stack,
     seconds `up` took); always stopped."""
     stack = Stack(root / "state")
+    # SIGTERM (`kill PID`) would end Python without running `finally`: leave through it, stopping the stack.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         start = time.monotonic()
         stack.up(say=lambda _m: None, profile=profile)
         yield stack, time.monotonic() - start
     finally:
         stack.down(say=lambda _m: None)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(*_args: object) -> None:
+    raise SystemExit(128 + signal.SIGTERM)
 
 
 @contextlib.contextmanager
