@@ -6,9 +6,10 @@ profile's API group (Profile, S3 Secret + service account, ExternalName, the mul
 InferenceService, the cifar10 TrainedModel answering through the ingress gateway). Then a client
 sends cifar10 requests through the gateway (nginx, with the admin's session where the profile's
 gateway asks for one) every 50 ms, and each part is killed in turn (SIGKILL to its process group;
-nobody runs `up`) right after a new TrainedModel was applied: S3, etcd, kube-apiserver,
-kube-controller-manager, the gateway's nginx, the controller, the supervisor, the server's Triton
-and its agent. For each kill:
+nobody runs `up`) right after a new TrainedModel was applied: the server's Triton and its agent
+(while the controller that started them is their parent, so their exit status is known), S3,
+etcd, kube-apiserver, kube-controller-manager, the gateway's nginx, the controller, and last the
+supervisor. The three times below are polled side by side. For each kill:
 
 - BACK: kill -> a new process answers its health check (restarted by the supervisor, or by the
   controller for Triton and the agent); for the apiserver, until it serves TrainedModels again;
@@ -50,7 +51,9 @@ from helpers.local.profiles import PROFILES, Profile  # noqa: E402
 from helpers.local.stack import ORDER, Stack  # noqa: E402
 from helpers.wait import WaitTimeout, poll_until  # noqa: E402
 
-PARTS = (*ORDER, recovery.SUPERVISOR, *recovery.SERVER_ROLES)
+# Triton and the agent first, while the controller that started them is still their parent (only a
+# parent learns how a child ended); the supervisor last, as its replacement adopts every part.
+PARTS = (*recovery.SERVER_ROLES, *ORDER, recovery.SUPERVISOR)
 SMOKE_PARTS = ("gateway", "agent")
 
 
@@ -213,22 +216,16 @@ def kill_one(server: _server.Server, profile: Profile, part: str, tiny: _server.
     t0 = time.monotonic()
     os.killpg(old["pid"], signal.SIGKILL)  # its process group: what a kubelet's container kill reaches
 
-    def timed(label: str, check: Callable[[], object], wait: float) -> Optional[float]:
-        try:
-            poll_until(check, f"{profile.name} {part}: {label}", timeout=wait, interval=0.05)
-            return time.monotonic() - t0
-        except WaitTimeout as exc:
-            out.notes.append(str(exc))
-            return None
-
     stays_down = not expected.comes_back
-    out.back = timed("back", healthy_again(server, part, old["pid"]), 5.0 if stays_down else timeout)
+    times = first_true(t0, {
+        "back": (healthy_again(server, part, old["pid"]), 10.0 if stays_down else timeout),
+        "applied": (lambda: server.ready("trainedmodels", name, server.new_client())
+                    and server.served(server.triton_url(), name), timeout),
+        "serving": (lambda: settled(server, [*models, name], {**models, name: tiny}),
+                    timeout if expected.models_come_back else 20.0)}, out.notes)
+    out.back, out.applied, out.serving = times["back"], times["applied"], times["serving"]
     if stays_down and out.back is None:
         out.notes = [f"stays down, as designed: {expected.why}"]
-    out.applied = timed("applied TrainedModel served", lambda: server.ready("trainedmodels", name, server.new_client())
-                        and server.served(server.triton_url(), name), timeout)
-    models_back = timeout if expected.models_come_back else 10.0
-    out.serving = timed("serving", lambda: settled(server, [*models, name], {**models, name: tiny}), models_back)
     end = time.monotonic()
     out.requests, out.failed, out.longest = traffic.since(t0, end)
     after_models = server.ready_models(server.triton_url())
@@ -250,6 +247,30 @@ def kill_one(server: _server.Server, profile: Profile, part: str, tiny: _server.
           f"serving {_s(out.serving)}, gateway {out.failed}/{out.requests} failed, lost {out.lost or 'nothing'}"
           + "".join(f"\n    {note}" for note in out.notes), flush=True)
     return out
+
+
+def first_true(t0: float, checks: dict[str, tuple[Callable[[], object], float]], notes: list[str],
+               interval: float = 0.05) -> dict[str, Optional[float]]:
+    """Seconds from `t0` until each check first holds, all polled side by side (one waiting does not delay
+    another's time); None for one that did not hold within its own limit (a note says what it last raised)."""
+    found: dict[str, Optional[float]] = {}
+    errors: dict[str, str] = {}
+    while len(found) < len(checks):
+        for label, (check, limit) in checks.items():
+            if label in found:
+                continue
+            try:
+                if check():
+                    found[label] = time.monotonic() - t0
+                    continue
+            except Exception as exc:  # noqa: BLE001 - a part still away: not yet
+                errors[label] = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() - t0 > limit:
+                found[label] = None
+                notes.append(f"{label}: not within {limit:.0f} s" + (f" (last error: {errors[label]})"
+                                                                       if label in errors else ""))
+        time.sleep(interval)
+    return found
 
 
 def _s(value: Optional[float]) -> str:
