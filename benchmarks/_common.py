@@ -9,6 +9,7 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -264,15 +265,47 @@ def scratch_env(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def running_stack(root: Path) -> Iterator[tuple[Stack, float]]:
-    """A fresh local stack in `root/state` for the block: (the stack, seconds `up` took); always stopped."""
+def running_stack(root: Path, profile: Optional[str] = None) -> Iterator[tuple[Stack, float]]:
+    """A fresh local stack in `root/state` (of `profile`, else the default) for the block: (the stack,
+    seconds `up` took); always stopped."""
     stack = Stack(root / "state")
+    # SIGTERM (`kill PID`) would end Python without running `finally`: leave through it, stopping the stack.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         start = time.monotonic()
-        stack.up(say=lambda _m: None)
+        stack.up(say=lambda _m: None, profile=profile)
         yield stack, time.monotonic() - start
     finally:
         stack.down(say=lambda _m: None)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(*_args: object) -> None:
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stack_for(root: Path, stack_dir: Optional[Path] = None, profile: Optional[str] = None
+              ) -> Iterator[tuple[Stack, Optional[float]]]:
+    """The stack a benchmark runs on: a fresh one in `root/state` (stopped at the end), or, with
+    `stack_dir`, the stack there (started if it is not running, and left running): what
+    `tests/stack/test_benchmarks.py` passes so the benchmarks share one stack. Yields (stack, seconds
+    `up` took, or None for a shared stack, whose start is not the benchmark's)."""
+    if stack_dir is None:
+        with running_stack(root, profile) as (stack, up_s):
+            yield stack, up_s
+        return
+    saved = os.environ.get("MMS_STATE_DIR")
+    os.environ["MMS_STATE_DIR"] = str(stack_dir)
+    try:
+        stack = Stack(Path(stack_dir))
+        stack.up(say=lambda _m: None, profile=profile)
+        yield stack, None
+    finally:
+        if saved is None:
+            os.environ.pop("MMS_STATE_DIR", None)
+        else:
+            os.environ["MMS_STATE_DIR"] = saved
 
 
 def quiet_stderr() -> contextlib.AbstractContextManager[None]:

@@ -1,18 +1,26 @@
-"""The soak (issue 13): N create/delete cycles of TrainedModels against one server; what is left over.
+"""The soak (issues 13, 26): N create/delete cycles of TrainedModels against one server; what is left over.
 
-On a fresh local stack (temporary state folder, stopped at the end) the guide's steps 1-3 are
-applied (as bench_controlplane does), then N cycles (default 1000) of: apply a TrainedModel
-(the tiny numpy `backend: "python"` model, names rotating over four), wait until it is Ready,
-infer once, delete it, wait until Triton no longer serves it and its folder is gone. Two
-warm-up cycles come first. Before and after the N cycles the stack is measured:
+On a fresh local stack (temporary state folder, stopped at the end; or the running stack of
+`--stack-dir`) the guide's steps 1-3 are applied, then N cycles (default 1000) of: apply a
+TrainedModel, wait until it is Ready, until Triton serves it, infer once through the ingress
+gateway, delete it, wait until Triton no longer serves it and its folder is gone. Each cycle's
+TrainedModel has a name of its own (`soak-0001`, ...), as a workshop's learners make new ones, so
+what the stack keeps per model name (a thread, a client) shows as a leak. The model is the
+cifar10 TorchScript stand-in when Triton's own pytorch backend serves it (no stub process), else
+a tiny numpy `backend: "python"` one. A cycle that fails (a timeout, an error) is counted and
+cleaned up, and the soak goes on: it runs to the end and says what failed.
 
-- models Triton holds READY, entries in Triton's repository index, files and folders in the
-  server's model repository (all should be back to 0);
-- processes of the stack (the supervisor and all its descendants: components, Triton, stubs,
-  agent), their open file descriptors and inet sockets;
-- resident memory of Triton (with its stubs), the agent, the controller, the apiserver, etcd.
+Two warm-up cycles come first. At the start (after them) and at the end, the leaks:
 
-Usage: python benchmarks/bench_soak.py [--quick] [-n CYCLES] [--keep]
+- models: READY in Triton, entries in Triton's repository index, TrainedModels left, entries in
+  the server's `models.json`;
+- files: files and folders in the server's model repository, and all files of the server's folder;
+- processes of the stack (the supervisor and all its descendants: components, nginx, Triton,
+  stubs, agent), their open file descriptors and inet sockets;
+- resident memory of Triton (with its stubs), the agent, the controller, the apiserver, etcd, S3
+  and nginx.
+
+Usage: python benchmarks/bench_soak.py [--quick | --smoke] [-n CYCLES] [--keep] [--stack-dir DIR]
 """
 from __future__ import annotations
 
@@ -25,27 +33,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import psutil
+from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
-import bench_controlplane as cp
-from kubernetes import client
-from kubernetes import config as kconfig
+import _server
 
 from helpers.clients import triton
+from helpers.core.constants import MODEL_CONFIG_FILE, model_config_map_name
 from helpers.core.wait import poll_until
 from helpers.local.stack.stack import Stack
 
-NAMES = [f"soak-{i}" for i in range(4)]
+
+def name_of(cycle_number: int, warmup: bool = False) -> str:
+    return f"soak-warmup-{cycle_number}" if warmup else f"soak-{cycle_number:04d}"
 
 
 @dataclass
 class Snapshot:
     triton_ready: int
     triton_index: int
+    trained_models: int
+    models_json: int
     repo_entries: int
+    server_files: int
     processes: int
     fds: int
     sockets: int
@@ -53,8 +65,7 @@ class Snapshot:
 
 
 def _stack_processes(stack: Stack) -> list[psutil.Process]:
-    sup = stack.supervisor_record()
-    root = psutil.Process(sup.pid)
+    root = psutil.Process(stack.supervisor_record().pid)
     return [root] + root.children(recursive=True)
 
 
@@ -64,9 +75,13 @@ def _rss(pid: Optional[int], tree: bool = False) -> float:
     return common.mib(common.tree_memory(pid, with_pss=False).rss if tree else psutil.Process(pid).memory_info().rss)
 
 
-def snapshot(stack: Stack, url: str) -> Snapshot:
+def server_dir(stack: Stack) -> Path:
+    return stack.servers_dir / f"{_server.NS}.{_server.SERVER}"
+
+
+def snapshot(server: _server.Server, url: str) -> Snapshot:
+    stack = server.stack
     index = triton.repository_index(url)
-    repo = stack.servers_dir / f"{cp.NS}.{cp.SERVER}" / "models"
     procs = _stack_processes(stack)
     fds = sockets = 0
     for proc in procs:
@@ -76,81 +91,124 @@ def snapshot(stack: Stack, url: str) -> Snapshot:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     records = stack.records()
-    servers = json.loads((stack.servers_dir / f"{cp.NS}.{cp.SERVER}" / "processes.json").read_text())
-    rss = {"triton + stubs": _rss(servers["triton"]["pid"], tree=True), "agent": _rss(servers["agent"]["pid"]),
-           "controller": _rss(records["controller"].pid), "kube-apiserver": _rss(records["kube-apiserver"].pid),
-           "etcd": _rss(records["etcd"].pid), "s3": _rss(records["s3"].pid, tree=True)}
-    return Snapshot(sum(m["state"] == "READY" for m in index), len(index), len(list(repo.iterdir())),
-                    len(procs), fds, sockets, rss)
+    roles = json.loads((server_dir(stack) / "processes.json").read_text())
+    rss = {"triton + stubs": _rss(roles["triton"]["pid"], tree=True), "agent": _rss(roles["agent"]["pid"])}
+    for name in ("controller", "kube-apiserver", "etcd", "s3", "gateway"):
+        rss[name] = _rss(records[name].pid, tree=name in ("s3", "gateway")) if name in records else 0.0
+    cm = client.CoreV1Api(server.kube).read_namespaced_config_map(model_config_map_name(_server.SERVER), _server.NS)
+    entries = json.loads((cm.data or {}).get(MODEL_CONFIG_FILE, "[]"))
+    folder = server_dir(stack)
+    return Snapshot(sum(m["state"] == "READY" for m in index), len(index), len(server.trained_models()),
+                    len(entries), len(list((folder / "models").iterdir())),
+                    sum(1 for p in folder.rglob("*") if p.is_file()), len(procs), fds, sockets, rss)
 
 
-def cycle(stack: Stack, kube: client.ApiClient, rec: cp.Recorder, url: str, name: str, custom) -> float:
-    """One create -> Ready -> infer -> delete -> gone; returns its seconds."""
+def cycle(server: _server.Server, url: str, name: str, model: _server.Model, timeout: float) -> float:
+    """One create -> Ready -> served -> infer through the gateway -> delete -> gone; returns its seconds."""
     start = time.monotonic()
-    obj = cp.trained_model(name, f"s3://{cp.BUCKET}/{cp.TINY_PREFIX}/tiny-000", "triton", "16Mi")
-    uid = custom.create_namespaced_custom_object(cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels",
-                                                 obj)["metadata"]["uid"]
-    poll_until(lambda: rec.ready_at.get(uid), f"TrainedModel {name} Ready", timeout=300, interval=0.02)
+    server.apply(name, model)
+    poll_until(lambda: server.ready("trainedmodels", name), f"TrainedModel {name} Ready", timeout, 0.02)
     # Ready says the model was handed to the server (as in KServe); Triton says when it is loaded.
-    poll_until(lambda: cp._serving(url, name), f"{name} served", timeout=300, interval=0.02)
-    out = triton.infer(url, name, np.ones(4, dtype=np.float32))["OUTPUT0"]
-    assert out.tolist() == [2.0] * 4, out
-    custom.delete_namespaced_custom_object(cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels", name)
-    folder = stack.servers_dir / f"{cp.NS}.{cp.SERVER}" / "models" / name
-    poll_until(lambda: not folder.exists() and not cp._serving(url, name), f"{name} gone", timeout=300, interval=0.02)
+    poll_until(lambda: server.served(url, name), f"{name} served", timeout, 0.02)
+    if not server.infer_through_gateway(name, model):
+        raise RuntimeError(f"{name}: the gateway's answer was not the model's")
+    server.delete(name)
+    gone = server_dir(server.stack) / "models" / name
+    poll_until(lambda: not gone.exists() and not server.served(url, name) and not server.exists(name),
+               f"{name} gone", timeout, 0.02)
     return time.monotonic() - start
+
+
+def clean_up(server: _server.Server, url: str, name: str, timeout: float) -> None:
+    """After a failed cycle: the TrainedModel deleted and gone, whatever state it was left in."""
+    try:
+        server.delete(name)
+        poll_until(lambda: not server.exists(name) and not server.served(url, name), f"{name} cleaned up",
+                   timeout, 0.1)
+    except Exception as exc:  # noqa: BLE001 - reported; the next cycle uses another name
+        print(f"  cleaning up {name} failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20 cycles")
+    parser.add_argument("--smoke", action="store_true", help="3 cycles, one warm-up (the test's run)")
     parser.add_argument("-n", "--cycles", type=int, default=None, help="create/delete cycles (default 1000; quick 20)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds for each step of a cycle")
+    parser.add_argument("--model", choices=("auto", "torchscript", "tiny"), default="auto",
+                        help="auto: TorchScript when Triton's own pytorch backend serves it, else the tiny numpy one")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs)")
+    parser.add_argument("--stack-dir", type=Path, default=None,
+                        help="run on the stack of this state folder (started if needed, left running)")
     args = parser.parse_args(argv)
-    n = args.cycles or (20 if args.quick else 1000)
+    n = args.cycles or (3 if args.smoke else 20 if args.quick else 1000)
+    warmups = 1 if args.smoke else 2
 
-    print("bench_soak: create/delete cycles against one server (issue 13)" + (" [quick]" if args.quick else ""))
+    mode = " [smoke]" if args.smoke else " [quick]" if args.quick else ""
+    print(f"bench_soak: {n} create/delete cycles against one server (issues 13, 26){mode}")
     common.print_machine()
     started = time.monotonic()
+    failures: list[str] = []
+    times: list[float] = []
     with common.scratch_env("mms-bench-soak-", keep=args.keep) as root:
-        with common.running_stack(root) as (stack, _up_s):
-            kube = kconfig.new_client_from_config(config_file=str(stack.kubeconfig))
-            custom = client.CustomObjectsApi(kube)
-            with cp.Recorder(kube) as rec:
-                url, _ = cp.start_server(stack, kube)
-                cp.upload_tiny(stack, 1)
-                for i in range(2):  # warm-up: first stub start, first client connections
-                    cycle(stack, kube, rec, url, NAMES[i], custom)
-                before = snapshot(stack, url)
-                times = []
-                for i in range(n):
-                    times.append(cycle(stack, kube, rec, url, NAMES[i % len(NAMES)], custom))
-                    if (i + 1) % 100 == 0:
-                        print(f"  {i + 1}/{n} cycles, last {times[-1]:.2f} s", flush=True)
-                after = snapshot(stack, url)
-                triton.forget_clients()
+        with common.stack_for(root, args.stack_dir) as (stack, _up_s):
+            server = _server.Server(stack)
+            server.start()
+            model = server.upload(args.model)
+            url = server.triton_url()
+            print(f"model: {model.uri} ({model.framework}); server {url}; gateway {server.gateway()[0]}", flush=True)
+            for i in range(warmups):  # first stub start, first client connections
+                cycle(server, url, name_of(i, warmup=True), model, args.timeout)
+            before = snapshot(server, url)
+            for i in range(n):
+                name = name_of(i + 1)
+                try:
+                    times.append(cycle(server, url, name, model, args.timeout))
+                except Exception as exc:  # noqa: BLE001 - counted, cleaned up, and the soak goes on
+                    failures.append(f"cycle {i + 1} ({name}): {type(exc).__name__}: {exc}")
+                    print(f"  {failures[-1]}", flush=True)
+                    clean_up(server, url, name, args.timeout)
+                    url = server.triton_url()
+                if (i + 1) % 100 == 0:
+                    print(f"  {i + 1}/{n} cycles, last {times[-1] if times else 0:.2f} s, "
+                          f"{len(failures)} failed, {time.strftime('%H:%M:%S')}", flush=True)
+            poll_until(lambda: not server.trained_models(), "every TrainedModel gone", args.timeout, 0.1)
+            after = snapshot(server, url)
+            triton.forget_clients()
 
-    common.heading(f"Soak: {n} TrainedModel create -> Ready -> infer -> delete -> gone cycles, one server")
+    common.heading(f"Soak: {n} TrainedModel create -> Ready -> served -> infer (gateway) -> delete -> gone cycles")
     rows = [("models READY in Triton", before.triton_ready, after.triton_ready),
             ("entries in Triton's repository index", before.triton_index, after.triton_index),
+            ("TrainedModels left", before.trained_models, after.trained_models),
+            ("entries in models.json (ConfigMap)", before.models_json, after.models_json),
             ("files/folders in the model repository", before.repo_entries, after.repo_entries),
+            ("files in the server's folder", before.server_files, after.server_files),
             ("processes (supervisor and descendants)", before.processes, after.processes),
             ("open file descriptors (same processes)", before.fds, after.fds),
             ("inet sockets (same processes)", before.sockets, after.sockets)]
     rows += [(f"RSS MiB {role}", round(before.rss[role], 1), round(after.rss[role], 1)) for role in before.rss]
-    common.table(["MEASURE", "BEFORE", "AFTER"], [(m, b, a) for m, b, a in rows],
-                 note="BEFORE: after two warm-up cycles. Stubs come and go with their model, so 'triton + stubs' "
+    common.table(["MEASURE", "START", "END"], [(m, b, a) for m, b, a in rows],
+                 note="START: after the warm-up cycles. Stubs come and go with their model, so 'triton + stubs' "
                       "counts only\nwhat is loaded at that moment (nothing, at both ends).")
-    common.figure("soak cycles", str(n))
-    common.figure("soak cycle time p50 / p99", f"{statistics.median(times):.2f} s / "
-                                               f"{sorted(times)[min(len(times) - 1, int(len(times) * 0.99))]:.2f} s")
-    common.figure("soak leaked models (Triton READY, repository)", f"{after.triton_ready} / {after.repo_entries}")
-    common.figure("soak process / socket / fd delta", f"{after.processes - before.processes:+d} / "
-                                                      f"{after.sockets - before.sockets:+d} / {after.fds - before.fds:+d}")
-    for role in ("triton + stubs", "agent", "controller"):
-        common.figure(f"soak RSS {role} before -> after", f"{before.rss[role]:.0f} -> {after.rss[role]:.0f} MiB")
+    common.figure("soak cycles", f"{n} ({len(failures)} failed)")
+    for line in failures[:20]:
+        print(f"  failed: {line}")
+    if times:
+        common.figure("soak cycle time p50 / p99", f"{statistics.median(times):.2f} s / "
+                                                   f"{sorted(times)[min(len(times) - 1, int(len(times) * 0.99))]:.2f} s")
+    common.figure("soak leaked models (Triton READY, index, TrainedModels, models.json)",
+                  f"{after.triton_ready} / {after.triton_index} / {after.trained_models} / {after.models_json}",
+                  width=72)
+    common.figure("soak leaked files (repository entries, server folder)",
+                  f"{after.repo_entries - before.repo_entries:+d} / {after.server_files - before.server_files:+d}",
+                  width=72)
+    common.figure("soak process / fd / socket delta", f"{after.processes - before.processes:+d} / "
+                                                      f"{after.fds - before.fds:+d} / {after.sockets - before.sockets:+d}",
+                  width=72)
+    for role in before.rss:
+        common.figure(f"soak RSS {role} start -> end", f"{before.rss[role]:.1f} -> {after.rss[role]:.1f} MiB", width=72)
     common.figure("bench_soak wall time", f"{time.monotonic() - started:.1f} s")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def measure_latency(server: Triton, n: int, warmup: int) -> None:
         rows.append((label, stats.n, stats.p50, stats.p99, stats.mean, diff))
     common.table(["PATH", "N", "P50 MS", "P99 MS", "MEAN MS", "MAX|DIFF|"], rows,
                  note="MAX|DIFF|: largest difference of the logits from the in-process result (same model, "
-                      "same input).\nhelpers.triton.infer reuses one client and the model's metadata per URL and model "
+                      "same input).\nhelpers.clients.triton.infer reuses one client and the model's metadata per URL and model "
                       "(inputs still checked).")
     for label, _n, p50, p99, _mean, _d in rows:
         common.figure(f"latency {label}", f"p50 {p50:.3f} ms  p99 {p99:.3f} ms")

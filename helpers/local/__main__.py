@@ -19,17 +19,21 @@ def _status(stack: Stack) -> int:
     rows = stack.status()
     print(f"state folder: {stack.root}")
     print(f"profile:      {stack.profile().describe} (API group {stack.profile().group})")
-    print(f"{'COMPONENT':<34} {'STATE':<10} {'PID':>7} {'RESTARTS':>8}  ADDRESS")
-    for row in rows:
+    # A part inside another process is indented under it: its PID is its host's, it restarts with it.
+    names = [f"  {row.name} (in {row.inside})" if row.inside else row.name for row in rows]
+    width = max([34] + [len(name) + 1 for name in names])
+    print(f"{'COMPONENT':<{width}} {'STATE':<10} {'PID':>7} {'RESTARTS':>8}  ADDRESS")
+    for name, row in zip(names, rows):
         state = "healthy" if row.healthy else "running" if row.running else "DOWN" if row.pid else "stopped"
-        print(f"{row.name:<34} {state:<10} {row.pid or '-':>7} {row.restarts:>8}  {row.address}")
+        restarts = "-" if row.inside else row.restarts
+        print(f"{name:<{width}} {state:<10} {row.pid or '-':>7} {restarts:>8}  {row.address}")
         if row.last_exit:
-            print(f"{'':<34} last exit: {row.last_exit}")
+            print(f"{'':<{width}} last exit: {row.last_exit}")
         if row.detail:
-            print(f"{'':<34} {row.detail}")
+            print(f"{'':<{width}} {row.detail}")
     print(status_line(stack.backends_dir))
     print(tf_status_line(stack.backends_dir))
-    own = rows[:len(ORDER)]
+    own = [r for r in rows[:len(ORDER)] if r.pid or r.running or not r.detail.startswith("not installed")]
     return 0 if all(r.healthy for r in own) else 1
 
 

@@ -17,7 +17,8 @@ from kubernetes import client
 from helpers.clients import storage
 from helpers.core.errors import SetupError
 from helpers.core.wait import poll_until
-from helpers.local.stack import process
+from helpers.local.cluster import gateway
+from helpers.local.stack import leftovers, process
 from helpers.local.stack.process import free_port
 from helpers.local.stack.stack import ORDER, Component, Stack
 
@@ -102,10 +103,14 @@ def test_data_and_manifests_survive_down_and_up(stack: Stack, kube) -> None:
     body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="survivor"), data={"k": "v"})
     core.create_namespaced_config_map("default", body)
     creds = stack.s3_credentials()
+    nginx = stack.records()["gateway"]
 
     stopped = stack.down(say=lambda _m: None)
     assert stopped[0] == "supervisor" and set(ORDER) <= set(stopped)  # nothing restarts while stopping
     assert not any(rec.alive() for rec in stack.records().values())
+    # nginx too, with its workers: its port is free for the next stack (issue 26)
+    assert not nginx.alive() and not leftovers.session_members(nginx.pid)
+    assert gateway.bindable(nginx.ports["http"]) or nginx.ports["http"] == gateway.PREFERRED_PORT
     stack.up(say=lambda _m: None)
 
     assert stack.s3_credentials() == creds

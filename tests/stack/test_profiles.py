@@ -52,6 +52,16 @@ def test_a_state_folder_keeps_its_profile(tmp_path: Path) -> None:
     assert stack._choose_profile(fresh, "kubeflow-1.10").name == "kubeflow-1.10" and fresh["profile"] == "kubeflow-1.10"
 
 
+def test_up_without_a_profile_keeps_the_folders_own(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(profiles.PROFILE_ENV, raising=False)
+    stack = Stack(tmp_path)
+    state = {"processes": {}, "ports": {}, "profile": "kserve"}
+    assert stack._choose_profile(state, None).name == "kserve"  # a plain `up` repairs a kserve stack
+    monkeypatch.setenv(profiles.PROFILE_ENV, "kfserving-0.5")
+    with pytest.raises(SetupError):  # asked for another one: refused as before
+        stack._choose_profile(state, None)
+
+
 @pytest.mark.stack
 @pytest.mark.parametrize("fixture, group", [("stack", "serving.kubeflow.org"), ("kserve_stack", "serving.kserve.io")])
 def test_a_running_stack_serves_one_group(request, fixture: str, group: str) -> None:

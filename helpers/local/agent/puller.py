@@ -93,6 +93,7 @@ class Puller:
         self.check_interval = check_interval
         self.desired: dict[str, ModelSpec] = {}
         self._loaded: set[str] = set()  # models this agent loaded and has not started to unload
+        self._changes: dict[str, int] = {}  # model -> how often it was loaded or unloaded (see check_server)
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
         self._stop = downloader.stop
@@ -129,9 +130,9 @@ class Puller:
                 worker.thread = threading.Thread(target=self._work, args=(op.name, worker),
                                                  name=f"model-{op.name}", daemon=True)
                 worker.thread.start()
-        with worker.cond:
-            worker.ops.append(op)
-            worker.cond.notify_all()
+            with worker.cond:  # under the lock too: a worker ends only when it has no op (`_retire`)
+                worker.ops.append(op)
+                worker.cond.notify_all()
 
     def idle(self) -> bool:
         """True when no model has an operation queued or running."""
@@ -159,6 +160,22 @@ class Puller:
                 worker.running = None
                 in_flight = worker.in_flight()
             self.complete_log.info("completion event for model", modelName=name, inFlight=in_flight)
+            if op.kind == "remove" and self._retire(name, worker):
+                return
+
+    def _retire(self, name: str, worker: _Worker) -> bool:
+        """End a removed model's worker when nothing more is queued for it, as KServe's puller closes a
+        removed model's channel: a thread (and its Triton client) per model ever seen would add up."""
+        with self._lock:
+            with worker.cond:
+                if worker.ops or self._workers.get(name) is not worker:
+                    return False
+                del self._workers[name]
+        release = getattr(self.server, "release", None)
+        if release is not None:
+            release()  # this thread's clients and event loop
+        self.log.info("worker is stopped for", model=name)
+        return True
 
     def _run(self, op: Op, worker: _Worker) -> None:
         attempt = 0
@@ -225,12 +242,14 @@ class Puller:
             raise _Retry(f"Triton did not answer the load request for {name}: {exc}") from None
         with self._lock:
             self._loaded.add(name)
+            self._changes[name] = self._changes.get(name, 0) + 1
         self.log.info("Successfully loaded model", modelName=name)
         self.status.set(name, "Loaded", "", spec.sha)
 
     def _unload(self, name: str) -> None:
         with self._lock:
             self._loaded.discard(name)
+            self._changes[name] = self._changes.get(name, 0) + 1
         self.log.info("unloading model", modelName=name)
         try:
             self.server.unload(name)
@@ -251,7 +270,7 @@ class Puller:
     def check_server(self) -> list[str]:
         """Reload every model on disk if Triton lost them (restarted); return the names reloaded."""
         with self._lock:
-            loaded_before = set(self._loaded)
+            loaded_before = {name: self._changes.get(name, 0) for name in self._loaded}
         try:
             index = self.server.index()
         except ServerUnreachable as exc:
@@ -260,8 +279,11 @@ class Puller:
             self._server_down = True
             return []
         with self._lock:
-            # Only models loaded before the index was read and not unloaded since count as lost.
-            lost = sorted(n for n in loaded_before & self._loaded if index.get(n) != "READY")
+            # Only models loaded before the index was read and neither unloaded nor loaded since count as
+            # lost: a model replaced meanwhile (unloaded, then loaded again) is in both sets, and the index
+            # may have been read between its unload and its load.
+            lost = sorted(n for n, changes in loaded_before.items()
+                          if n in self._loaded and self._changes.get(n, 0) == changes and index.get(n) != "READY")
             was_down, self._server_down = self._server_down, False
             desired = dict(self.desired)
             busy = {name for name, worker in self._workers.items() if worker.in_flight()}

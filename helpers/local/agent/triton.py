@@ -47,6 +47,33 @@ class TritonServer:
         with _sorted_errors(self.url):
             triton.unload_model(self.url, name, wait=True, timeout=self.unload_timeout)
 
+    def release(self) -> None:
+        """Close what the calling thread holds open to Triton, before it ends (a retired model worker):
+        its reused clients and the gevent loop (an eventfd and an epoll) tritonclient's HTTP client made."""
+        triton.forget_clients()
+        try:
+            from gevent._hub_local import get_hub_if_exists
+        except ImportError:
+            return
+        hub = get_hub_if_exists()
+        if hub is not None:
+            hub.destroy(destroy_loop=True)
+
     def index(self) -> dict[str, str]:
         with _sorted_errors(self.url):
-            return {m["name"]: m["state"] for m in triton.repository_index(self.url)}
+            return model_states(triton.repository_index(self.url))
+
+
+def model_states(index: list[dict]) -> dict[str, str]:
+    """{model: state} from Triton's repository index, READY if any version of the model is READY.
+
+    The index has one row per version Triton has seen: after a model moved from version 1 to 2 (a
+    new `storageUri`, 05_lifecycle), version 1 stays listed as UNAVAILABLE ("unloaded") beside 2
+    READY, in version order. Read row by row, the last row would decide, and a model serving
+    version 1 again (a rerun) would look lost: the agent then "reloaded" it every check, and a
+    request in between got "has no available versions"."""
+    states: dict[str, str] = {}
+    for row in index:
+        if states.get(row["name"]) != "READY":
+            states[row["name"]] = row.get("state", "")
+    return states

@@ -1,7 +1,8 @@
 """The local ingress gateway: Debian's nginx, routing by `Host` as Istio's ingress gateway does.
 
-The local controller owns it as a child process (as it owns Triton): a config in the state
-folder (`gateway/nginx.conf`) with one `server` block per InferenceService host (from its
+The supervisor runs nginx as one part of the stack (`gateway_process`: started, health-checked and
+restarted like S3 or etcd); the local controller writes its config in the state folder
+(`gateway/nginx.conf`) with one `server` block per InferenceService host (from its
 `status.url`), proxied to that server's Triton, and a `default_server` that answers 404 to any
 other Host, as Istio does. On Kubeflow-style profiles each route first asks the authorizer
 (`authz`, nginx's `auth_request`): no session gets the release's login answer, an identity
@@ -176,6 +177,7 @@ class Gateway:
         self.auth_port = auth_port  # the authorizer (`authz`) guarding every route, else none
         self.open_address = OPEN_ADDRESS if open_gateway else None  # kfserving-ingressgateway, unguarded
         self.namespaces: dict[str, str] = {}
+        self.error = ""  # the last reload's failure, until one succeeds
 
     @property
     def config(self) -> Path:
@@ -193,33 +195,40 @@ class Gateway:
         return [self.binary or "nginx", "-p", str(self.root), "-c", str(self.config), "-e", "stderr", *extra]
 
     def start(self) -> Optional[int]:
-        """Start nginx (or adopt the one a previous controller left running); returns its port."""
+        """Attach to the nginx the supervisor runs for this stack (`gateway_process`); returns its port.
+
+        The routes are written on the controller's next pass; an nginx that is down now is attached
+        to when the supervisor has started it again (`sync`)."""
         if self.binary is None:
             log.warning("nginx is not installed: no ingress gateway (install nginx-light: `make setup`)")
             return None
-        self.root.mkdir(parents=True, exist_ok=True)
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.root / "tmp" / kind).mkdir(parents=True, exist_ok=True)
-        previous = self._load()
-        if previous and previous.alive():
-            self.record = previous
-            log.info("gateway: nginx (pid %s) still runs on port %s: adopting it", previous.pid, self.port)
-            return self.port
-        last = previous.ports.get("http") if previous else None
-        port = next((p for p in (PREFERRED_PORT, last)
-                     if p and bindable(p) and (not self.open_address or bindable(p, self.open_address))),
-                    None) or process.free_port()
-        if port != PREFERRED_PORT:
-            log.info("gateway: cannot listen on port %s here (not root, or in use): using %s", PREFERRED_PORT, port)
-        self.config.write_text(render_config(self.root, port, {}, self.logs / "gateway-access.log",
-                                             open_address=self.open_address))
-        self.routes = {}
-        self.record = process.start("gateway", self._argv(), self.logs / "gateway.log",
-                                    lambda: answers(port), timeout=30, ports={"http": port})
-        self.record = _as_retitled(self.record)
-        self.state_file.write_text(json.dumps(self.record.to_json(), indent=2))
-        log.info("gateway: nginx (pid %s) listens on http://127.0.0.1:%s", self.record.pid, port)
-        return port
+        self.sync()
+        return self.port
+
+    def sync(self) -> bool:
+        """Follow the nginx the stack runs now: after a restart (a new PID or port) the config is
+        rendered and compared again on the next `route`. Returns whether a live nginx is attached."""
+        now = self._load()
+        if now is None or not now.alive():
+            if self.record is not None and not self.record.alive():
+                log.warning("gateway: nginx (pid %s) is not running: the supervisor restarts it", self.record.pid)
+                self.record = None
+            return self.record is not None
+        if self.record is None or (now.pid, now.ports) != (self.record.pid, self.record.ports):
+            log.info("gateway: nginx (pid %s) listens on port %s: writing its routes", now.pid, now.ports.get("http"))
+            self.record, self.routes = now, None
+        return True
+
+    def health(self) -> tuple[bool, str]:
+        """The "gateway routes" part: (ok, what it says), as `status` shows it."""
+        if self.binary is None:
+            return True, "nginx is not installed: no gateway to route"
+        if self.record is None or not self.record.alive():
+            return False, "waiting for nginx to run again (the supervisor restarts it)"
+        if self.error:
+            return False, self.error
+        hosts = len(self.routes or {})
+        return True, f"nginx pid {self.record.pid}: {hosts} host(s) routed"
 
     def _load(self) -> Optional[process.ProcessRecord]:
         if not self.state_file.exists():
@@ -230,25 +239,24 @@ class Gateway:
         """Make nginx route exactly `routes` (Host -> `127.0.0.1:<port>`), each Host guarded for its
         namespace in `namespaces` when the gateway has an authorizer; reload only when they changed."""
         namespaces = namespaces or {}
-        if self.record is None or (routes == self.routes and namespaces == self.namespaces):
+        if self.binary is None or not self.sync():
+            return  # no nginx now: the supervisor restarts it, and the next pass routes it
+        if routes == self.routes and namespaces == self.namespaces:
             return
         self.namespaces = dict(namespaces)
-        if not self.record.alive():
-            log.warning("gateway: nginx (pid %s) is not running: restarting it", self.record.pid)
-            self.record = None
-            self.state_file.unlink(missing_ok=True)
-            self.start()
         text = render_config(self.root, self.port, routes, self.logs / "gateway-access.log",
                              self.auth_port, namespaces, self.open_address)
-        if self.config.read_text() != text:
+        if not self.config.exists() or self.config.read_text() != text:
             self.config.write_text(text)
             old_workers = _children(self.record.pid)
             result = subprocess.run(self._argv("-s", "reload"), capture_output=True, text=True)
             if result.returncode != 0:
-                log.warning("gateway: nginx -s reload failed: %s", result.stderr.strip())
+                self.error = f"nginx -s reload failed: {result.stderr.strip()}"
+                log.warning("gateway: %s", self.error)
                 return
+            self.error = ""
             log.info("gateway: routes %s", ", ".join(f"{h} -> {u}" for h, u in sorted(routes.items())) or "(none)")
-            self._wait_for(set(routes) - set(self.routes), old_workers)
+            self._wait_for(set(routes) - set(self.routes or {}), old_workers)
         self.routes = dict(routes)
 
     def _wait_for(self, hosts: set[str], old_workers: set[int], timeout: float = 3.0) -> None:
@@ -281,9 +289,7 @@ class Gateway:
                 log.warning("gateway: %s is not routed %.0f s after the reload", host, timeout)
 
     def stop(self) -> None:
-        if self.record and process.stop(self.record):
-            log.info("gateway: stopped nginx (pid %s)", self.record.pid)
-        self.state_file.unlink(missing_ok=True)
+        """Let go of nginx: the stack stops it (`down`), so it keeps serving while the controller restarts."""
         self.record = None
 
     # --- the Services in istio-system -----------------------------------------------------------

@@ -3,7 +3,8 @@
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (in the API group
 of the stack's version profile) and makes the world match; watches only wake the loop early. It
 also serves the release's admission webhooks, the node's kubelet endpoint (container logs) and
-the ingress gateway, guarded by its authorizer (`authz`) on Kubeflow-style profiles. One short
+the ingress gateway's routes (nginx itself is a supervised part of the stack), guarded by its
+authorizer (`authz`) on Kubeflow-style profiles; `parts_report` publishes how each is. One short
 function wires it.
 
 Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
@@ -30,6 +31,7 @@ from helpers.local.cluster.authz import Authorizer
 from helpers.local.cluster.fsevents import FolderEvents
 from helpers.local.cluster.gateway import Gateway
 from helpers.local.cluster.kubelet import KubeletServer
+from helpers.local.controller import parts_report
 from helpers.local.controller import trainedmodels as tms
 from helpers.local.controller.kube import Kube
 from helpers.local.controller.kubeflow_profiles import reconcile_profile
@@ -311,10 +313,13 @@ class Controller:
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
                                 self.pods.container_log, self.pods.port_address).start()
         self.pods.ensure_node(kubelet.port)
-        if self.authorizer:
-            self.gateway.auth_port = self.authorizer.start()
+        if self.authorizer:  # on its last port: nginx's config still names it after a controller restart
+            self.gateway.auth_port = self.authorizer.start(self._last_port("authz.port"))
+            (self.state_root / "authz.port").write_text(f"{self.gateway.auth_port}\n")
         self.pods.run_seed_pods()
         self.gateway.start()
+        parts_report.publish_forever(self.state_root, stop, lambda: parts_report.collect(
+            self.state_root, kubelet.port, self.gateway.auth_port, self.gateway.health))
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
@@ -346,10 +351,16 @@ class Controller:
         for key in self.servers.running():
             self.servers.stop(key)
         self.webhooks.stop()
-        self.gateway.stop()
+        self.gateway.stop()  # lets go of nginx, which the stack runs: it keeps serving
         if self.authorizer:
             self.authorizer.stop()
         kubelet.stop()
+
+    def _last_port(self, file: str) -> int:
+        """The port saved in `file` of the state folder if it is free now, else 0 (a free one)."""
+        saved = self.state_root / file
+        last = int(saved.read_text()) if saved.exists() else 0
+        return last if last and process.port_free(last) else 0
 
     def _kubelet_port(self) -> int:
         """The kubelet endpoint's port: the last one if it is free, else a free one (kept in the state folder)."""

@@ -1,4 +1,4 @@
-"""The embedded local stack, composed: S3 server, etcd, kube-apiserver, controller manager, controller.
+"""The embedded local stack, composed: S3 server, etcd, kube-apiserver, controller manager, gateway, controller.
 
 A supervisor process (`helpers.local.stack.supervisor`) starts the components in that order, as its
 children, and restarts any that dies with a CrashLoop back-off, as a kubelet restarts
@@ -6,7 +6,9 @@ containers; the controller does the same for each server's Triton and agent. `up
 supervisor (or asks a running one to start what is down, at once) and waits for its report;
 a failed start rolls back what it started. `down` stops the supervisor first, so nothing is
 restarted while stopping, then, in reverse order, only the processes the stack started, by
-PID, and keeps the data. Adding a component is one entry in COMPONENTS.
+PID, and keeps the data. Adding a component is one entry in COMPONENTS. Parts that run inside the
+controller (kubelet endpoint, admission webhooks, gateway authorizer, gateway routes) are listed
+by `status` too, with their health (`parts`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from helpers.core.config import env_port, state_dir
 from helpers.core.errors import SetupError
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.cluster import gateway, identity
-from helpers.local.stack import controlplane, process, s3server, seaweedfs, tritonserver
+from helpers.local.stack import controlplane, gateway_process, leftovers, parts, process, s3server, seaweedfs, tritonserver
 from helpers.local.stack import releases as profiles
 from helpers.local.stack.report import read_report
 
@@ -38,6 +40,7 @@ class Component:
     start: Callable[["Stack", dict, Path], process.ProcessRecord]
     healthy: Callable[["Stack", process.ProcessRecord], bool]
     port_setting: str = ""  # the environment variable that fixes its main port
+    installed: Callable[[], bool] = lambda: True  # False: its program is missing, the stack runs without it
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ComponentStatus:
     detail: str = ""
     restarts: int = 0
     last_exit: str = ""
+    inside: str = ""  # the process it lives in, for a part that is not a process of its own
 
 
 class Stack:
@@ -119,9 +123,14 @@ class Stack:
         return profiles.get(self._load().get("profile"))
 
     def _choose_profile(self, state: dict, wanted: Optional[str]) -> profiles.Profile:
-        """The profile for `up`: a state folder keeps its first one; another is refused, never mixed."""
-        chosen = profiles.get(wanted)
+        """The profile for `up`: a state folder keeps its first one; another is refused, never mixed.
+
+        Nothing asked (no `--profile`, no MMS_PROFILE): the folder's own, so a plain `up` repairs a
+        stack of any profile."""
         held = state.get("profile")
+        if wanted is None and not os.environ.get(profiles.PROFILE_ENV) and held in profiles.PROFILES:
+            return profiles.get(held)
+        chosen = profiles.get(wanted)
         if held is None:
             # A state folder from before profiles served both groups; its objects are kfserving-0.5's.
             held = profiles.DEFAULT_PROFILE if self.kubeconfig.exists() else chosen.name
@@ -239,11 +248,15 @@ class Stack:
         try:
             for component in COMPONENTS:
                 name = component.name
+                if not component.installed():
+                    continue
                 if name == "controller" and started:
                     self._seed(say)  # the controller needs the CRDs; S3's address may have changed
                 record = self.records().get(name)
                 if record and record.alive() and self._settled(component, record):
                     continue
+                if record:
+                    leftovers.clean(record.pid, name)  # e.g. nginx's worker, still holding the port
                 say(f"starting {name} ...")
                 new = component.start(self, state, self.logs / f"{name}.log")
                 if record:  # it died (`down` forgets its records): a restart, as the supervisor counts them
@@ -292,6 +305,8 @@ class Stack:
         """
         state = self._load()
         old = self.records().get(name)
+        if old:
+            leftovers.clean(old.pid, name)
         new = COMPONENTS_BY_NAME[name].start(self, state, self.logs / f"{name}.log")
         new.restarts, new.last_exit = (old.restarts + 1 if old else 1), reason
         self._remember(state, new)
@@ -319,6 +334,10 @@ class Stack:
 
     def _start_controller_manager(self, state: dict, log: Path) -> process.ProcessRecord:
         return controlplane.start_controller_manager(self.cp, self._port(state, "kube-controller-manager", "https"), log)
+
+    def _start_gateway(self, state: dict, log: Path) -> process.ProcessRecord:
+        return gateway_process.start(self.root, log, state["ports"].get("gateway.http"),
+                                     restarting="gateway" in state["processes"])
 
     def _seed(self, say: Callable[[str], None]) -> None:
         """Install the CRDs and the Kubeflow-shaped objects the guide reads (idempotent)."""
@@ -356,12 +375,18 @@ class Stack:
             if record and process.stop(record):
                 stopped.append(name)
                 say(f"stopped {name} (pid {record.pid})")
+            if record and leftovers.clean(record.pid, name):
+                say(f"stopped what {name} (pid {record.pid}) had left running")
             if name == "controller":
                 # The controller stops its servers; this catches any it could not (it was killed).
                 for server, rec in self.server_records().items():
                     if process.stop(rec):
                         stopped.append(server)
                         say(f"stopped {server} (pid {rec.pid})")
+        earlier = gateway_process.published(self.root)  # an nginx a controller started before it was supervised
+        if earlier and "gateway" not in records and process.stop(earlier):
+            stopped.append("gateway")
+            say(f"stopped gateway (pid {earlier.pid})")
         state = self._load()
         state["processes"] = {}
         self._save(state)
@@ -372,7 +397,8 @@ class Stack:
     def status(self) -> list[ComponentStatus]:
         """What runs, where, whether it answers its health check, and how often it was restarted.
 
-        Rows: the components in ORDER, then the supervisor, then each server's Triton and agent.
+        Rows: the components in ORDER, then the supervisor, then the parts inside the controller, then each
+        server's Triton and agent.
         """
         rows = []
         records = self.records()
@@ -381,6 +407,10 @@ class Stack:
         supervised = bool(sup and sup.alive())
         for name in ORDER:
             record = records.get(name)
+            if record is None and not COMPONENTS_BY_NAME[name].installed():
+                rows.append(ComponentStatus(name, False, False, None, "", "not installed: the stack runs without it "
+                                            "(`make setup` installs it)"))
+                continue
             running = bool(record and record.alive())
             address = ", ".join(f"127.0.0.1:{p}" for p in record.ports.values()) if record else ""
             healthy = running and self._healthy(name, record)
@@ -396,6 +426,9 @@ class Stack:
             rows.append(ComponentStatus("supervisor", supervised, supervised, sup.pid, "", "" if supervised else
                                         "not running: nothing restarts a component that dies; "
                                         "`python -m helpers.local up` starts it again"))
+        for part in parts.read(self.root, records.get("controller")):
+            rows.append(ComponentStatus(part.name, part.running, part.healthy, part.pid, part.address, part.detail,
+                                        inside=part.inside))
         for name, record in self.server_records().items():
             running = record.alive()
             http = record.ports.get("http")
@@ -484,6 +517,8 @@ COMPONENTS: tuple[Component, ...] = (
         st.cp, r.ports["https"], controlplane.ensure_credentials(st.cp)), "MMS_APISERVER_PORT"),
     Component("kube-controller-manager", Stack._start_controller_manager,
               lambda st, r: controlplane.controller_manager_healthy(st.cp, r.ports["https"])),
+    Component("gateway", Stack._start_gateway, lambda st, r: gateway_process.healthy(r),
+              installed=gateway_process.installed),
     Component("controller", Stack._start_controller, lambda st, r: True),
 )
 COMPONENTS_BY_NAME = {c.name: c for c in COMPONENTS}

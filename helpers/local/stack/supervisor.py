@@ -12,6 +12,9 @@ restart. The process layer already starts, health-checks and stops each componen
 loop below adds only "notice the death, wait, start again", so `down` still stops exactly the
 PIDs the stack recorded.
 
+What a dead component left running in its session (nginx's worker, which would keep port 80 and
+serve the old config) is killed at once, as a kubelet ends a dead container's processes.
+
 Signals: SIGTERM/SIGINT end the supervisor and leave the components running (`down` stops them
 next); SIGUSR1 (sent by `up`) starts whatever is down at once, skipping the back-off.
 Its report, `<state>/supervisor.json`, carries `up`'s progress lines, the outcome of each start
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Optional
 
 from helpers.core.errors import SetupError
-from helpers.local.stack import process
+from helpers.local.stack import leftovers, process
 from helpers.local.stack.report import Report
 from helpers.local.stack.stack import ORDER, Stack
 
@@ -87,6 +90,7 @@ class Supervisor:
                 self.not_before[name] = now + delay
                 log.warning("%s (pid %s) ended: %s; restarting it in %.1fs (restart %d)",
                             name, record.pid, reason, delay, record.restarts + 1)
+                leftovers.clean(record.pid, name)  # a container's processes end with it (nginx's workers)
                 self._publish_backoff()
             if now < self.not_before[name]:
                 continue

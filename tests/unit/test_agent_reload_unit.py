@@ -1,0 +1,139 @@
+"""The agent reloads a model only when Triton really lost it (issue 23: 05_lifecycle's race).
+
+Two ways a served model looked lost: Triton's repository index keeps a row per version it has
+seen (version 1 UNAVAILABLE beside version 2 READY after a new `storageUri`), and the index may
+be read between a replace's unload and its load. Either made the agent "reload" a model that
+Triton served, and a request in between got "has no available versions". No processes here.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from helpers.local.agent.downloader import marker_path
+from helpers.local.agent.log import Logger
+from helpers.local.agent.puller import Backoff, Puller
+from helpers.local.agent.spec import ModelSpec
+from helpers.local.agent.status import StatusFile
+from helpers.local.agent.triton import model_states
+
+V1 = ModelSpec("s3://triton/lifecycle/v1", "pytorch", "100Mi")
+
+
+def test_a_model_is_ready_when_any_version_is_ready_whatever_the_order_of_the_rows() -> None:
+    unloaded = {"name": "m", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}
+    ready = {"name": "m", "version": "2", "state": "READY"}
+    assert model_states([unloaded, ready]) == {"m": "READY"}
+    assert model_states([{**ready, "version": "1"}, {**unloaded, "version": "2"}]) == {"m": "READY"}
+    assert model_states([{"name": "m", "version": "1", "state": "LOADING"}, {"name": "n", "version": "1"}]) == \
+        {"m": "LOADING", "n": ""}
+
+
+class Downloads:
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir, self.stop = model_dir, threading.Event()
+
+    def download(self, name: str, spec: ModelSpec) -> bool:
+        marker = marker_path(self.model_dir, name, spec)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(spec.canonical())
+        return True
+
+
+class ReplacedWhileIndexing:
+    """A server whose index is read while the model is replaced: the answer says "not ready"."""
+
+    def __init__(self) -> None:
+        self.puller: Puller = None  # type: ignore[assignment]
+        self.loads = 0
+        self.replace_during_index = False
+
+    def load(self, name: str) -> None:
+        self.loads += 1
+
+    def unload(self, name: str) -> None:
+        pass
+
+    def index(self) -> dict[str, str]:
+        if not self.replace_during_index:
+            return {"m": "READY"}
+        self.puller._unload("m")  # the replace's unload: the index is read now ...
+        answer = {"m": "UNAVAILABLE"}
+        self.puller._load("m", V1)  # ... and the load has finished before the check reads the answer
+        return answer
+
+
+def test_a_model_replaced_while_the_index_was_read_is_not_reloaded(tmp_path: Path) -> None:
+    server = ReplacedWhileIndexing()
+    puller = Puller(Downloads(tmp_path / "models"), server, StatusFile(tmp_path / "status.json"),
+                    Logger("test", io.StringIO()), Backoff(0.05, 0.2))
+    server.puller = puller
+    puller.desired["m"] = V1
+    puller.downloader.download("m", V1)
+    puller._load("m", V1)
+    assert puller.check_server() == []
+    server.replace_during_index = True
+    assert puller.check_server() == []  # neither lost nor reloaded: it changed while the index was read
+    assert server.loads == 2  # the first load and the replace's, no third
+    server.replace_during_index = False
+    puller._loaded.add("m")
+    assert puller.check_server() == []
+
+
+# --- a removed model's worker ends (issue 26's soak: a thread and two descriptors per model ever seen) ---
+class Plain:
+    def __init__(self) -> None:
+        self.released = 0
+
+    def load(self, name: str) -> None:
+        pass
+
+    def unload(self, name: str) -> None:
+        pass
+
+    def index(self) -> dict[str, str]:
+        return {}
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_a_removed_models_worker_ends_and_a_new_one_serves_the_name_again(tmp_path: Path) -> None:
+    from helpers.core.wait import poll_until
+    from helpers.local.agent.spec import Op
+
+    server = Plain()
+    status = StatusFile(tmp_path / "status.json")
+    puller = Puller(Downloads(tmp_path / "models"), server, status, Logger("test", io.StringIO()))
+    puller.enqueue(Op("add", "m", V1))
+    poll_until(lambda: (status.get("m") or {}).get("state") == "Loaded", "m loaded", timeout=5, interval=0.01)
+    first = puller._workers["m"].thread
+    puller.enqueue(Op("remove", "m"))
+    poll_until(lambda: "m" not in puller._workers and not first.is_alive(), "m's worker to end", timeout=5,
+               interval=0.01)
+    assert server.released == 1 and status.get("m")["state"] == "Unloaded"
+    puller.enqueue(Op("add", "m", V1))
+    poll_until(lambda: (status.get("m") or {}).get("state") == "Loaded", "m loaded again", timeout=5, interval=0.01)
+    assert puller._workers["m"].thread is not first
+    puller.stop()
+
+
+def test_release_closes_the_threads_event_loop() -> None:
+    import gevent
+    from gevent._hub_local import get_hub_if_exists
+
+    from helpers.local.agent.triton import TritonServer
+
+    seen: list = []
+
+    def worker() -> None:
+        gevent.get_hub()  # what tritonclient's HTTP client makes in each thread that uses it
+        seen.append(get_hub_if_exists() is not None)
+        TritonServer("http://127.0.0.1:1").release()
+        seen.append(get_hub_if_exists())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert seen == [True, None]
