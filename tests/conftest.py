@@ -58,7 +58,7 @@ def kserve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def kserve_kube(kserve_stack: Stack):
-    """A `kubernetes` ApiClient for the kserve-profile stack."""
+    """A `kubernetes` ApiClient for the kubeflow-1.10 stack."""
     from kubernetes import config as kconfig
 
     return kconfig.new_client_from_config(config_file=str(kserve_stack.kubeconfig))

@@ -50,7 +50,7 @@ def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve
         shown = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
         assert "namespace=team-b (settings file)" in shown and "preset=small (settings file)" in shown, name
         assert settings["identity"] == ("admin" if name == "00_cluster_prep" else "learner"), name
-    # KServe 0.20's kubeflow-edit has trainedmodels: the admin's 00 grants nothing more
+    # KServe 0.15's kubeflow-edit (Kubeflow 1.10.1+) has trainedmodels: the admin's 00 grants nothing more
     assert results(other_run, "00_cluster_prep")["trainedmodels_role"] == []
     assert results(other_run, "01_minio")["applied"] == ["Secret team-b/mysecret", "ServiceAccount team-b/sa"]
     assert results(other_run, "03_cifar10")["outputs"][0]["shape"] == [1, 10]
@@ -108,7 +108,7 @@ def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack
     removed = {step["what"]: step["removed"] for step in done["steps"]}
     assert "torchscript/cifar10/1/model.pt" in removed["bucket objects"]
     assert "bucket models-b (empty)" in removed["bucket objects"]
-    assert removed["Knative config-deployment"]  # the kserve stack's 00 saved and now restored them
+    assert removed["Knative config-deployment"]  # the kubeflow-1.10 stack's 00 saved and now restored them
     with pointed_at(kserve_stack):
         s3 = cleanup.minio_client(kserve_kube, select("local"))
         assert not storage.bucket_exists(s3, "models-b")

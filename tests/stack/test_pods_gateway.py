@@ -20,6 +20,7 @@ from kubernetes import client
 from helpers.clients import k8s
 from helpers.core.constants import KFSERVING_GROUP
 from helpers.core.wait import poll_until
+from helpers.local.cluster.gateway import OPEN_ADDRESS
 from helpers.local.stack.controlplane import NODE_NAME
 from helpers.local.stack.stack import Stack
 from support.guide_steps import apply_guide_steps, guide_values
@@ -157,10 +158,12 @@ def test_the_gateway_routes_by_host_and_answers_404_to_others(stack: Stack, serv
     assert root.status_code == 200 and root.json()["name"] == "triton"
     assert requests.get(f"{url}/v2", headers={"Host": "nobody.example.com", **stack.gateway_headers()},
                         timeout=5).status_code == 404
-    for name in ("istio-ingressgateway", "kfserving-ingressgateway"):
+    # The guide's cluster has KFServing's own gateway beside Istio's, unguarded, on an address of its own.
+    open_ip = OPEN_ADDRESS if stack.profile().kfserving_gateway else "127.0.0.1"
+    for name, ip in (("istio-ingressgateway", "127.0.0.1"), ("kfserving-ingressgateway", open_ip)):
         svc = json.loads(kubectl(stack, "-n", "istio-system", "get", "service", name, "-o", "json").stdout)
         assert svc["spec"]["type"] == "LoadBalancer"
-        assert svc["status"]["loadBalancer"]["ingress"][0]["ip"] == "127.0.0.1"
+        assert svc["status"]["loadBalancer"]["ingress"][0]["ip"] == ip
         http2 = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "http2")
         assert url == ("http://127.0.0.1" if http2 == 80 else f"http://127.0.0.1:{http2}")
 
