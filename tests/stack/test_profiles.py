@@ -55,8 +55,8 @@ def test_a_state_folder_keeps_its_profile(tmp_path: Path) -> None:
 def test_up_without_a_profile_keeps_the_folders_own(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv(profiles.PROFILE_ENV, raising=False)
     stack = Stack(tmp_path)
-    state = {"processes": {}, "ports": {}, "profile": "kserve"}
-    assert stack._choose_profile(state, None).name == "kserve"  # a plain `up` repairs a kserve stack
+    state = {"processes": {}, "ports": {}, "profile": "kubeflow-1.10"}
+    assert stack._choose_profile(state, None).name == "kubeflow-1.10"  # a plain `up` repairs a kubeflow-1.10 stack
     monkeypatch.setenv(profiles.PROFILE_ENV, "kfserving-0.5")
     with pytest.raises(SetupError):  # asked for another one: refused as before
         stack._choose_profile(state, None)
