@@ -2,9 +2,8 @@
 that cannot rot). Nothing about the figures' values is asserted: a renamed helper (`upload_tiny`)
 or a label that no longer says what it measures fails here instead of in `make bench`.
 
-`bench_stack.py --quick` measures a cold start, so it starts its own throw-away stack and
-tritonserver (temporary state folder, free ports, all stopped at the end); `bench_torch_backend`
-runs bare tritonservers. The others run on the session's stack (`--stack-dir`), in their own
+The benchmarks that start their own servers are in test_benchmarks_cold.py (so that under xdist
+they run beside these). The ones here run on the session's stack (`--stack-dir`), in their own
 namespace (`bench`, and `bench-walk` for the notebooks), and leave it running and healthy:
 the chaos smoke kills only the gateway's nginx and the agent, and waits until they are back.
 """
@@ -20,35 +19,6 @@ from helpers.core.config import project_root
 from helpers.local.stack.stack import ORDER, Stack
 
 pytestmark = pytest.mark.stack
-
-FIGURES = ("stack cold start total", "tritonserver version (GET /v2)", "load time cifar10", "load time inception",
-           "memory cifar10 (RSS / PSS added)", "memory inception (RSS / PSS added)",
-           "latency in-process (torch.jit, 1 thread)", "latency HTTP binary (tritonclient)",
-           "latency gRPC (tritonclient)", "latency HTTP JSON (tritonclient)", "bench_stack wall time")
-
-
-def test_bench_stack_quick_prints_every_figure() -> None:
-    script = project_root() / "benchmarks" / "bench_stack.py"
-    run = subprocess.run([sys.executable, str(script), "--quick", "-n", "20"], cwd=project_root(),
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    missing = [label for label in FIGURES
-               if not re.search(rf"^{re.escape(label)}\s+\S*\d", run.stdout, re.MULTILINE)]
-    assert not missing, f"figure lines missing: {missing}\n{run.stdout}"
-
-
-def test_bench_torch_backend_quick_prints_both_columns() -> None:
-    from helpers.local.stack import torch_backend
-
-    script = project_root() / "benchmarks" / "bench_torch_backend.py"
-    run = subprocess.run([sys.executable, str(script), "--quick", "--models", "1", "-n", "10"], cwd=project_root(),
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    kinds = ["native", "python"] if torch_backend.choose().native else ["python"]
-    line = re.search(r"^cifar10 first load \(s\)\s+((?:native|python) .*)$", run.stdout, re.MULTILINE)
-    assert line and all(f"{kind} " in line.group(1) for kind in kinds), run.stdout
-    assert re.search(r"^bench_torch_backend wall time\s+\d", run.stdout, re.MULTILINE), run.stdout
-
 
 def _run(script: str, *args: str, timeout: int = 600) -> str:
     run = subprocess.run([sys.executable, str(project_root() / "benchmarks" / script), *args], cwd=project_root(),
@@ -105,18 +75,3 @@ def test_bench_soak_smoke_prints_the_leaks_at_start_and_end(stack: Stack) -> Non
               "soak process / fd / socket delta", "soak RSS agent start -> end", "bench_soak wall time"]
     assert not _missing(out, labels), f"{_missing(out, labels)}\n{out}"
     assert re.search(r"^MEASURE\s+START\s+END", out, re.MULTILINE), out
-
-
-def test_bench_tf_backend_quick_prints_both_columns() -> None:
-    from helpers.local.stack import tf_backend
-
-    script = project_root() / "benchmarks" / "bench_tf_backend.py"
-    run = subprocess.run([sys.executable, str(script), "--quick", "--models", "1", "-n", "10"], cwd=project_root(),
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    kinds = ["native", "python"] if tf_backend.choose().native else ["python"]
-    for label in ("inception first load (s)", "inception reload (s)", "PSS with inception (MiB)",
-                  "HTTP binary p99 (ms)"):
-        line = re.search(rf"^{re.escape(label)}\s+((?:native|python) .*)$", run.stdout, re.MULTILINE)
-        assert line and all(f"{kind} " in line.group(1) for kind in kinds), run.stdout
-    assert re.search(r"^bench_tf_backend wall time\s+\d", run.stdout, re.MULTILINE), run.stdout
