@@ -58,6 +58,7 @@ class Snapshot:
     models_json: int
     repo_entries: int
     server_files: int
+    server_bytes: int
     processes: int
     fds: int
     sockets: int
@@ -98,9 +99,10 @@ def snapshot(server: _server.Server, url: str) -> Snapshot:
     cm = client.CoreV1Api(server.kube).read_namespaced_config_map(model_config_map_name(_server.SERVER), _server.NS)
     entries = json.loads((cm.data or {}).get(MODEL_CONFIG_FILE, "[]"))
     folder = server_dir(stack)
+    files = [p for p in folder.rglob("*") if p.is_file()]
     return Snapshot(sum(m["state"] == "READY" for m in index), len(index), len(server.trained_models()),
-                    len(entries), len(list((folder / "models").iterdir())),
-                    sum(1 for p in folder.rglob("*") if p.is_file()), len(procs), fds, sockets, rss)
+                    len(entries), len(list((folder / "models").iterdir())), len(files),
+                    sum(p.stat().st_size for p in files), len(procs), fds, sockets, rss)
 
 
 def cycle(server: _server.Server, url: str, name: str, model: _server.Model, timeout: float) -> float:
@@ -169,9 +171,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     print(f"  {failures[-1]}", flush=True)
                     clean_up(server, url, name, args.timeout)
                     url = server.triton_url()
-                if (i + 1) % 100 == 0:
-                    print(f"  {i + 1}/{n} cycles, last {times[-1] if times else 0:.2f} s, "
-                          f"{len(failures)} failed, {time.strftime('%H:%M:%S')}", flush=True)
+                if (i + 1) % 100 == 0:  # the trend, not only both ends: a leak grows cycle after cycle
+                    now = snapshot(server, url)
+                    print(f"  {i + 1}/{n} cycles, last {times[-1] if times else 0:.2f} s, {len(failures)} failed, "
+                          f"{time.strftime('%H:%M:%S')}; fds {now.fds}, sockets {now.sockets}, processes "
+                          f"{now.processes}, server folder {now.server_bytes} B, RSS MiB "
+                          + ", ".join(f"{role} {mib:.1f}" for role, mib in now.rss.items()), flush=True)
             poll_until(lambda: not server.trained_models(), "every TrainedModel gone", args.timeout, 0.1)
             after = snapshot(server, url)
             triton.forget_clients()
@@ -183,6 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             ("entries in models.json (ConfigMap)", before.models_json, after.models_json),
             ("files/folders in the model repository", before.repo_entries, after.repo_entries),
             ("files in the server's folder", before.server_files, after.server_files),
+            ("bytes in the server's folder", before.server_bytes, after.server_bytes),
             ("processes (supervisor and descendants)", before.processes, after.processes),
             ("open file descriptors (same processes)", before.fds, after.fds),
             ("inet sockets (same processes)", before.sockets, after.sockets)]
@@ -199,9 +205,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.figure("soak leaked models (Triton READY, index, TrainedModels, models.json)",
                   f"{after.triton_ready} / {after.triton_index} / {after.trained_models} / {after.models_json}",
                   width=72)
-    common.figure("soak leaked files (repository entries, server folder)",
-                  f"{after.repo_entries - before.repo_entries:+d} / {after.server_files - before.server_files:+d}",
-                  width=72)
+    common.figure("soak leaked files (repository entries, server folder files / bytes)",
+                  f"{after.repo_entries - before.repo_entries:+d} / {after.server_files - before.server_files:+d} / "
+                  f"{after.server_bytes - before.server_bytes:+d}", width=72)
     common.figure("soak process / fd / socket delta", f"{after.processes - before.processes:+d} / "
                                                       f"{after.fds - before.fds:+d} / {after.sockets - before.sockets:+d}",
                   width=72)

@@ -182,6 +182,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                   inception=any(name[:2] == "04" and run.ok for name, run in cold.items()))
             else:
                 print("\nnotebook vs raw inference: skipped (00-03 did not all pass in the cold run)")
+            if args.stack_dir:  # a shared stack: leave no server running (99_cleanup's teardown)
+                print(f"cleaned up: {', '.join(walkthrough.clean_namespace({**names, **extra})) or 'nothing'}")
     print()
     common.figure("bench_walkthrough wall time", f"{time.monotonic() - started:.1f} s")
     failed = [name for _label, runs in columns for name, run in runs.items() if not run.ok]

@@ -137,3 +137,18 @@ def test_release_closes_the_threads_event_loop() -> None:
     thread.start()
     thread.join(10)
     assert seen == [True, None]
+
+
+def test_the_status_file_keeps_only_the_last_removals(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from helpers.local.agent import status
+
+    monkeypatch.setattr(status, "KEEP_UNLOADED", 3)
+    file = StatusFile(tmp_path / "status.json")
+    file.set("served", "Loaded", "", "sha")
+    for i in range(10):
+        file.set(f"m{i}", "Loaded", "", "sha")
+        file.set(f"m{i}", "Unloaded")
+    kept = json.loads((tmp_path / "status.json").read_text())
+    assert sorted(kept) == ["m7", "m8", "m9", "served"]  # a served model is never forgotten

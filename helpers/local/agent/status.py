@@ -3,6 +3,9 @@
 KServe's agent only logs failures; here the local controller reads this file to write each
 TrainedModel's status, so a failure carries S3's or Triton's own message. Format:
 `{"<modelName>": {"state": ..., "message": ..., "sha": <spec sha>, "time": <unix ts>}}`.
+A removed model's "Unloaded" entry stays for the last KEEP_UNLOADED removals only: the file is
+rewritten whole on every change, and one entry per model name ever served would grow without end
+(the soak: 166 kB after 1000 names).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Literal, Optional
 
 State = Literal["Downloading", "Loading", "Loaded", "Failed", "Unloaded"]
 STATES: tuple[State, ...] = ("Downloading", "Loading", "Loaded", "Failed", "Unloaded")
+KEEP_UNLOADED = 100
 
 
 class StatusFile:
@@ -38,7 +42,15 @@ class StatusFile:
             if old.get("state") == state and old.get("message") == message and old.get("sha") == sha:
                 return
             self._entries[name] = {"state": state, "message": message, "sha": sha, "time": time.time()}
+            if state == "Unloaded":
+                self._forget_oldest_unloaded()
             self._write_locked()
+
+    def _forget_oldest_unloaded(self) -> None:
+        unloaded = sorted((entry["time"], name) for name, entry in self._entries.items()
+                          if entry["state"] == "Unloaded")
+        for _time, name in unloaded[:max(0, len(unloaded) - KEEP_UNLOADED)]:
+            del self._entries[name]
 
     def get(self, name: str) -> Optional[dict]:
         with self._lock:
