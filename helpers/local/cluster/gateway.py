@@ -36,6 +36,7 @@ import requests
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from helpers.clients.k8s import not_found
 from helpers.core.constants import KFSERVING_GROUP
 from helpers.core.errors import SetupError
 from helpers.local.stack import process
@@ -304,7 +305,7 @@ class Gateway:
             client.ApiextensionsV1Api(api).read_custom_resource_definition(f"inferenceservices.{KFSERVING_GROUP}")
             names.append("kfserving-ingressgateway")
         except ApiException as exc:
-            if exc.status != 404:
+            if not not_found(exc):
                 raise
         for name in names:
             labels, status_port, http_target, https_target = GATEWAY_SERVICES[name]
@@ -314,7 +315,7 @@ class Gateway:
             try:
                 svc = core.read_namespaced_service(name, ISTIO_NAMESPACE)
             except ApiException as exc:
-                if exc.status != 404:
+                if not not_found(exc):
                     raise
                 svc = core.create_namespaced_service(ISTIO_NAMESPACE, {
                     "apiVersion": "v1", "kind": "Service",
