@@ -15,21 +15,15 @@ from kubernetes import client
 from helpers.core.resources import notebooks_dir
 from helpers.steps.prep.knative import SAVED_ANNOTATION
 from helpers.tools import walkthrough
+from support.walkthroughs import GUIDE, results, run_walkthrough
 
 pytestmark = pytest.mark.stack
 CLEANUP = walkthrough.CLEANUP
 
 
-def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
-    return json.loads(runs[name].results.read_text())
-
-
 @pytest.fixture(scope="module")
 def walked(stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
-    runs = {r.notebook: r for r in walkthrough.run_all({}, tmp_path_factory.mktemp("walked"),
-                                                       only=["00", "01", "02", "03", "04"])}
-    assert all(r.ok for r in runs.values()), {name: r.error for name, r in runs.items() if not r.ok}
-    return runs
+    return run_walkthrough(tmp_path_factory.mktemp("walked"), {}, GUIDE)
 
 
 def config_deployment(kube) -> dict:
@@ -67,5 +61,4 @@ def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, w
     assert commands[1] == "kubectl delete inferenceservices.serving.kubeflow.org triton-mms -n mms"
     again = walkthrough.run_notebook(path, tmp_path / "again", {})  # idempotent: nothing left to remove
     assert again.ok and all(not step["removed"] for step in json.loads(again.results.read_text())["steps"])
-    again = {run.notebook: run for run in walkthrough.run_all({}, tmp_path / "rerun", only=["00", "01", "02"])}
-    assert all(run.ok for run in again.values()), {name: run.error for name, run in again.items() if not run.ok}
+    run_walkthrough(tmp_path / "rerun", {}, GUIDE[:3])
