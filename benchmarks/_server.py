@@ -54,6 +54,21 @@ class TritonPythonModel:
 '''
 
 
+def write_model(folder: Path, kind: str) -> Path:
+    """A model folder for the benchmarks' TrainedModels: `torchscript`, the cifar10 stand-in with one CPU
+    instance and no `name` (the TrainedModel names it), or `tiny`, the numpy model above."""
+    if kind == "torchscript":
+        write_cifar10_standin(folder)
+        config = folder / "config.pbtxt"
+        text = re.sub(r'(?m)^name:.*\n', "", config.read_text())
+        config.write_text(text + "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n")
+    else:
+        (folder / "1").mkdir(parents=True)
+        (folder / "config.pbtxt").write_text(TINY_CONFIG)
+        (folder / "1" / "model.py").write_text(TINY_MODEL)
+    return folder
+
+
 @dataclass(frozen=True)
 class Model:
     """What a cycle applies: where its files are, its framework, and one request with the answer expected."""
@@ -114,16 +129,7 @@ class Server:
             kind = "torchscript" if torch_backend.choose().native else "tiny"
         prefix = f"soak/{kind}"
         with tempfile.TemporaryDirectory(prefix="mms-bench-model-") as tmp:
-            folder = Path(tmp) / kind
-            if kind == "torchscript":
-                write_cifar10_standin(folder)
-                config = folder / "config.pbtxt"
-                text = re.sub(r'(?m)^name:.*\n', "", config.read_text())  # the TrainedModel names it
-                config.write_text(text + "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n")
-            else:
-                (folder / "1").mkdir(parents=True)
-                (folder / "config.pbtxt").write_text(TINY_CONFIG)
-                (folder / "1" / "model.py").write_text(TINY_MODEL)
+            folder = write_model(Path(tmp) / kind, kind)
             storage.upload_folder(self.s3(), folder, BUCKET, prefix, progress=False)
         if kind == "torchscript":
             return Model(f"s3://{BUCKET}/{prefix}", "pytorch", "64Mi", "INPUT__0", "OUTPUT__0", (1, 3, 32, 32))
@@ -154,7 +160,7 @@ class Server:
             self.custom.delete_namespaced_custom_object(self.group.group, self.group.tm_version, NS, "trainedmodels",
                                                         name, _request_timeout=(3, 10))
         except client.exceptions.ApiException as exc:
-            if exc.status == 404:
+            if k8s.not_found(exc):
                 return False
             raise
         return True
@@ -164,7 +170,7 @@ class Server:
             self.custom.get_namespaced_custom_object(self.group.group, self.group.tm_version, NS, "trainedmodels",
                                                      name, _request_timeout=(3, 10))
         except client.exceptions.ApiException as exc:
-            if exc.status == 404:
+            if k8s.not_found(exc):
                 return False
             raise
         return True

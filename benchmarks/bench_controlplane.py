@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support: the guide's steps
 import _common as common
+import _server
 from kubernetes import client, watch
 from kubernetes import config as kconfig
 
@@ -61,29 +61,6 @@ from support.guide_steps import apply_guide_steps, guide_values
 NS, SERVER, BUCKET = "bench", "triton-bench", "bench-models"
 GROUP = api_group(KFSERVING_GROUP)  # the guide's API group
 TINY_PREFIX = "tiny"
-
-TINY_CONFIG = """\
-# A tiny python-backend model for the N-models benchmark: numpy only, one CPU instance (one stub).
-backend: "python"
-max_batch_size: 0
-input [{ name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ] }]
-output [{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] }]
-instance_group [{ count: 1, kind: KIND_CPU }]
-"""
-TINY_MODEL = '''\
-"""Doubles its input: a model whose python-backend stub stays light (numpy, no torch)."""
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", (x * 2).astype(np.float32))]))
-        return responses
-'''
 
 
 # --- watching the apiserver ---------------------------------------------------------------------
@@ -314,17 +291,7 @@ def upload_many(stack: Stack, n: int, kind: str) -> list[str]:
     s3 = s3_client(stack)
     names = [f"{'ts' if kind == 'torchscript' else 'tiny'}-{i:03d}" for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="mms-bench-tiny-") as tmp:
-        folder = Path(tmp) / "tiny"
-        if kind == "torchscript":
-            write_cifar10_standin(folder)
-            config = folder / "config.pbtxt"
-            # No name (the folder, i.e. the TrainedModel, names it) and one instance, like the tiny model.
-            text = re.sub(r'(?m)^name:.*\n', "", config.read_text())
-            config.write_text(text + "\ninstance_group [{ count: 1, kind: KIND_CPU }]\n")
-        else:
-            (folder / "1").mkdir(parents=True)
-            (folder / "config.pbtxt").write_text(TINY_CONFIG)
-            (folder / "1" / "model.py").write_text(TINY_MODEL)
+        folder = _server.write_model(Path(tmp) / "tiny", kind)
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda name: storage.upload_folder(s3, folder, BUCKET, f"{TINY_PREFIX}/{name}",
                                                              progress=False), names))
