@@ -165,15 +165,12 @@ class Puller:
 
     def _retire(self, name: str, worker: _Worker) -> bool:
         """End a removed model's worker when nothing more is queued for it, as KServe's puller closes a
-        removed model's channel: a thread (and its Triton client) per model ever seen would add up."""
+        removed model's channel: a thread per model ever seen would add up."""
         with self._lock:
             with worker.cond:
                 if worker.ops or self._workers.get(name) is not worker:
                     return False
                 del self._workers[name]
-        release = getattr(self.server, "release", None)
-        if release is not None:
-            release()  # this thread's clients and event loop
         self.log.info("worker is stopped for", model=name)
         return True
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-from typing import Iterator
+import queue
+import threading
+from typing import Any, Callable, Iterator
 
 from helpers.clients import triton
 from helpers.core.wait import WaitTimeout
@@ -31,35 +33,35 @@ def _sorted_errors(url: str) -> Iterator[None]:
 
 
 class TritonServer:
-    """A ModelServer over Triton's HTTP endpoint (e.g. `http://127.0.0.1:8000`)."""
+    """A ModelServer over Triton's HTTP endpoint (e.g. `http://127.0.0.1:8000`).
 
-    def __init__(self, url: str, load_timeout: float = 600.0, unload_timeout: float = 15.0) -> None:
+    Loads and unloads run on a fixed pool of `threads` threads, whichever model's worker asks:
+    tritonclient's HTTP client makes a gevent loop (an eventfd, an epoll and their memory) in each
+    thread that uses it, so calls made from one thread per model ever served kept one loop per
+    model name (the soak: two descriptors and ~6 kB a name). Triton serves 8 repository requests
+    at a time (its HTTP threads), so 16 threads hold back no load."""
+
+    def __init__(self, url: str, load_timeout: float = 600.0, unload_timeout: float = 15.0,
+                 threads: int = 16) -> None:
         self.url = url
         self.load_timeout = load_timeout
         self.unload_timeout = unload_timeout
+        self._pool = _Pool(threads, "triton-api")
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._pool.call(fn, *args, **kwargs)
 
     def load(self, name: str) -> None:
         with _sorted_errors(self.url):
-            triton.load_model(self.url, name, timeout=self.load_timeout)
+            self._call(triton.load_model, self.url, name, timeout=self.load_timeout)
 
     def unload(self, name: str) -> None:
         """Returns once Triton has finished unloading (it answers as soon as the unload starts)."""
         with _sorted_errors(self.url):
-            triton.unload_model(self.url, name, wait=True, timeout=self.unload_timeout)
-
-    def release(self) -> None:
-        """Close what the calling thread holds open to Triton, before it ends (a retired model worker):
-        its reused clients and the gevent loop (an eventfd and an epoll) tritonclient's HTTP client made."""
-        triton.forget_clients()
-        try:
-            from gevent._hub_local import get_hub_if_exists
-        except ImportError:
-            return
-        hub = get_hub_if_exists()
-        if hub is not None:
-            hub.destroy(destroy_loop=True)
+            self._call(triton.unload_model, self.url, name, wait=True, timeout=self.unload_timeout)
 
     def index(self) -> dict[str, str]:
+        """Called from the puller's one check thread (one loop for the agent's life)."""
         with _sorted_errors(self.url):
             return model_states(triton.repository_index(self.url))
 
@@ -77,3 +79,38 @@ def model_states(index: list[dict]) -> dict[str, str]:
         if states.get(row["name"]) != "READY":
             states[row["name"]] = row.get("state", "")
     return states
+
+
+class _Pool:
+    """`threads` daemon threads (started at the first call) that run calls for whoever asks and hand back
+    the result or the exception. Daemon threads, unlike `concurrent.futures`' (joined at exit): a load
+    that hangs must not hold the agent's exit."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._jobs: "queue.Queue[tuple]" = queue.Queue()
+        self._threads, self._name = threads, name
+        self._started = False
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if not self._started:
+                for i in range(self._threads):
+                    threading.Thread(target=self._run, name=f"{self._name}-{i}", daemon=True).start()
+                self._started = True
+        done, box = threading.Event(), {}
+        self._jobs.put((fn, args, kwargs, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def _run(self) -> None:
+        while True:
+            fn, args, kwargs, box, done = self._jobs.get()
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
+                box["error"] = exc
+            finally:
+                done.set()
