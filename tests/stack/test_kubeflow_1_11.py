@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +16,7 @@ from kubernetes import config as kconfig
 
 from helpers.clients import storage
 from helpers.core.constants import KSERVE_GROUP
+from helpers.core.wait import poll_until
 from helpers.local.stack import seaweedfs
 from helpers.local.stack.stack import Stack
 from support import releases
@@ -85,3 +88,19 @@ def test_a_bucket_outside_the_learners_prefix_is_refused(runs: dict, stack111: S
 def test_the_doctor_is_quiet_on_the_healthy_server(runs: dict, stack111: Stack) -> None:
     code, findings = releases.doctor(stack111, NS, "triton-mms", f"mlpipeline/private/{NS}")
     assert code == 0, [f for f in findings if f["result"] == "problem"]
+
+
+def test_seaweedfs_killed_comes_back_with_its_objects_and_keys(runs: dict, stack111: Stack,
+                                                               admin: client.ApiClient) -> None:
+    """The supervisor restarts `weed` over its kept data: the postStart runs again (the bucket exists,
+    which it must tolerate), and the learner's key and models are still there."""
+    before = stack111.records()["s3"]
+    os.killpg(before.pid, signal.SIGKILL)
+
+    def back() -> bool:
+        row = {s.name: s for s in stack111.status()}["s3"]
+        return row.healthy and row.pid != before.pid and row.restarts == before.restarts + 1
+
+    poll_until(back, "SeaweedFS to be restarted by the supervisor", timeout=120)
+    listed = storage.list_objects(namespace_key(admin, stack111, NS), f"mlpipeline/private/{NS}/torchscript/cifar10")
+    assert any(name.endswith("model.pt") for name, _size in listed), listed

@@ -79,6 +79,16 @@ def shell(master: str, command: str, timeout: float = 60) -> str:
     return done.stdout
 
 
+def ensure_bucket(master: str, bucket: str = BUCKET) -> None:
+    """Make `bucket`; one that exists is fine (the postStart's `|| true`: it runs again on every
+    restart, over the kept data)."""
+    try:
+        shell(master, f"s3.bucket.create --name {bucket}")
+    except SetupError as exc:
+        if "already exists" not in exc.cause:
+            raise
+
+
 def configure(master: str, user: str, creds: S3Credentials, actions: list[str]) -> None:
     """Create or update identity `user` with one key and `actions` (`s3.configure ... -apply`)."""
     shell(master, f"s3.configure -user {user} -access_key {creds.access_key} -secret_key {creds.secret_key} "
@@ -124,7 +134,7 @@ def start(data_dir: Path, ports: dict[str, int], admin: S3Credentials, log: Path
         if not status_ok(ports["s3"]):
             return False
         if not configured["done"]:
-            shell(master_address(ports), f"s3.bucket.create --name {BUCKET}")
+            ensure_bucket(master_address(ports))
             configure(master_address(ports), ADMIN_USER, admin, ["Admin"])
             configured["done"] = True
         return guarded(ports["s3"])
