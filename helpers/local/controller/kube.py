@@ -56,13 +56,26 @@ class Kube:
         self._events: set[str] = set()  # Events this process knows are recorded: no API call to repeat one
 
     def list_custom(self, group: str, version: str, plural: str) -> list[dict]:
-        """All objects of a custom resource; [] when its CRD is not installed."""
+        """All objects of a custom resource; [] when its CRD is not installed.
+
+        A 404 while the CRD exists is an apiserver that restarted and does not serve the resource
+        yet: that raises (the pass is skipped), since an empty list would stop every server.
+        """
         try:
             return self.custom.list_cluster_custom_object(group, version, plural)["items"]
         except ApiException as exc:
-            if not_found(exc):
+            if not_found(exc) and not self.crd_installed(f"{plural}.{group}"):
                 return []
             raise
+
+    def crd_installed(self, name: str) -> bool:
+        try:
+            client.ApiextensionsV1Api(self.api).read_custom_resource_definition(name)
+        except ApiException as exc:
+            if not_found(exc):
+                return False
+            raise
+        return True
 
     def patch_status(self, group: str, version: str, plural: str, obj: dict, status: dict) -> None:
         """Replace `.status` of a custom object through the status subresource."""
