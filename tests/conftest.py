@@ -90,3 +90,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.stack)
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Whole files per worker, slowest first, the second profile's stack on one worker (support.scheduling)."""
+    from support.scheduling import StackAffinityScheduling
+
+    return StackAffinityScheduling(config, log)

@@ -9,10 +9,11 @@ learner's `default-editor` identity); the trainedmodels Role is absent; Knative'
 2. 02 as the learner before 01 fails (no S3 Secret yet), and the doctor's findings are
    printed under the error (`notebook._install_error_display`);
 3. 00 as the admin applies them, the trainedmodels Role among them (the stack is `kfserving-0.5`,
-   Kubeflow 1.3, whose kubeflow-edit lacks trainedmodels);
-4. 01-04 as the learner (the default identity of 01-05) pass.
+   Kubeflow 1.3, whose kubeflow-edit lacks trainedmodels).
 
-The InferenceService and the Profile are deleted at the end, and the server's processes awaited.
+01-05 as the learner after the admin's 00 are test_notebooks.py's walkthrough; they are not run again here.
+
+The Profile is deleted at the end (02 failed before it made a server).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import manifests
 from helpers.core.config import identity_kubeconfig, project_root
-from helpers.core.constants import KFSERVING_GROUP, PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
+from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION
 from helpers.core.resources import notebooks_dir
 from helpers.core.wait import poll_until
 from helpers.lesson import notebook
@@ -75,7 +76,6 @@ class Journey:
     too_early: walkthrough.Run         # 02 before 01
     as_admin: walkthrough.Run
     grant_after_admin: tuple[bool, bool]
-    rest: list[walkthrough.Run]        # 01-04 as the learner
 
 
 # --- the default identity ------------------------------------------------------------------------
@@ -129,16 +129,9 @@ def journey(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
         as_admin = walkthrough.run_notebook(folder / "00_cluster_prep.ipynb", out / "admin",
                                             {**SETTINGS, "identity": "admin", "profile_owner": OWNER})
         grant_after_admin = grant(kube)
-        rest = walkthrough.run_all({**SETTINGS, "offline": True}, out / "rest", only=["01", "02", "03", "04"])
         yield Journey(as_learner, before, after_learner, grant_after_learner, too_early, as_admin,
-                      grant_after_admin, rest)
+                      grant_after_admin)
     finally:
-        try:
-            custom.delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", SERVER)
-        except ApiException:
-            pass
-        processes = stack.servers_dir / f"{NS}.{SERVER}" / "processes.json"
-        poll_until(lambda: not processes.exists(), "the local controller to stop the learner's server", timeout=120)
         custom.delete_cluster_custom_object(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL, NS)
         poll_until(lambda: not identity_kubeconfig("learner", NS, stack.root).exists(),
                    f"{NS}'s learner identity to be withdrawn", timeout=120)
@@ -202,18 +195,3 @@ def test_00_as_the_admin_applies_them(journey: Journey) -> None:
     assert found["learner_trainedmodels"] is True
     assert journey.grant_after_admin == (True, True)
     assert "kubectl auth can-i create trainedmodels.serving.kubeflow.org" in run.shown()
-
-
-@pytest.mark.stack
-def test_then_01_to_04_pass_as_the_learner(journey: Journey, stack) -> None:
-    failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in journey.rest if not r.ok]
-    assert failed == [] and [r.notebook for r in journey.rest] == ["01_minio", "02_server", "03_cifar10",
-                                                                   "04_inception"]
-    for run in journey.rest:
-        assert results(run)["settings"]["identity"] == "learner", run.notebook
-    assert "mlpipeline-minio-artifact" in journey.rest[0].output.read_text()  # where the learner read the keys
-    # the server through the ingress gateway, as the guide reaches it, with the learner's own session
-    assert results(journey.rest[1])["url"] == stack.env()["MMS_INGRESS_URL"]
-    cifar10, inception = results(journey.rest[2]), results(journey.rest[3])
-    assert cifar10["trainedmodel_ready"] and cifar10["model_ready"]
-    assert inception["model_ready"]

@@ -66,13 +66,15 @@ def test_00_as_the_admin_then_01_to_05_as_the_learner(default_run, kube) -> None
 
 def test_01_minio(default_run) -> None:
     found = results(default_run, "01_minio")
+    assert "mlpipeline-minio-artifact" in default_run["01_minio"].output.read_text()  # where the learner read the keys
     assert found["bucket_reachable"] and found["minio_service"] == "minio-service"
     assert found["applied"] == ["Secret mms/mysecret", "ServiceAccount mms/sa"]
     assert found["applied_external"] == ["Service mms/minio-service"]
 
 
-def test_02_server(default_run) -> None:
+def test_02_server(default_run, stack) -> None:
     found = results(default_run, "02_server")
+    assert found["url"] == stack.env()["MMS_INGRESS_URL"]  # the ingress gateway, with the learner's own session
     assert found["server_ready"] and found["server_live"]
     assert found["server_metadata"]["name"] == "triton"
     assert "model_repository" in found["server_metadata"]["extensions"]

@@ -1,0 +1,239 @@
+"""helpers.steps.troubleshoot.doctor on facts recorded as a cluster shows them, for what the local stack
+cannot produce (Kubernetes 1.22 without KFServing 0.5's CRDs, a Pod left Pending, Istio's 403 and
+Dex's redirect, KServe's MemoryResourceAvailable=False, a webhook's rejection), and what a failed
+notebook cell prints under its error. 06 itself, on the local stack: tests/stack/test_doctor.py.
+"""
+from __future__ import annotations
+
+import pytest
+
+from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
+from helpers.core.errors import SetupError
+from helpers.steps.troubleshoot import doctor, pitfalls
+
+
+def healthy(group: str = KFSERVING_GROUP) -> doctor.Facts:
+    """A working namespace as the API shows it (shapes copied from the local stack's objects)."""
+    notes = {f"{group}/s3-endpoint": "minio-service.kubeflow:9000", f"{group}/s3-usehttps": "0",
+             f"{group}/s3-region": "us-east-1", f"{group}/s3-usevirtualbucket": "false"}
+    return doctor.Facts(
+        namespace="mms", server="triton-mms", group=group, k8s_version="v1.20.2",
+        served={group: ["inferenceservices", "trainedmodels"]},
+        isvc={"metadata": {"name": "triton-mms"},
+              "spec": {"predictor": {"serviceAccountName": "sa", "triton": {
+                  "resources": {"limits": {"memory": "16Gi"}, "requests": {"memory": "16Gi"}}}}},
+              "status": {"url": "http://triton-mms.mms.example.com",
+                         "conditions": [{"type": "Ready", "status": "True"}]}},
+        service_account={"metadata": {"name": "sa"}, "secrets": [{"name": "mysecret"}]},
+        secrets={"mysecret": {"name": "mysecret", "annotations": notes, "creationTimestamp": "2026-12-01T07:00:00Z",
+                              "managedFields": [{"time": "2026-12-01T07:00:00Z"}]}},
+        services={"minio-service": {"type": "ExternalName", "externalName": "minio-service.kubeflow.svc.cluster.local"}},
+        pod={"metadata": {"name": "triton-mms-predictor-0", "creationTimestamp": "2026-12-01T07:01:00Z"},
+             "spec": {"containers": [{"name": "kfserving-container"}, {"name": "agent", "env": [
+                 {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "mysecret", "key": "k"}}},
+                 {"name": "S3_ENDPOINT", "value": "minio-service.kubeflow:9000"},
+                 {"name": "AWS_REGION", "value": "us-east-1"}, {"name": "S3_USER_VIRTUAL_BUCKET", "value": "false"}]}]},
+             "status": {"phase": "Running", "startTime": "2026-12-01T07:01:00Z"}},
+        trained_models=[{"metadata": {"name": "cifar10"}, "spec": {"inferenceService": "triton-mms", "model": {
+            "framework": "pytorch", "storageUri": "s3://triton/torchscript/cifar10", "memory": "1Gi"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}],
+        inference_config={"namespace": "kubeflow", "predictors": {"triton": {"multiModelServer": True}}},
+        gateway={"url": "http://127.0.0.1", "status": 200, "body": "", "location": ""},
+        repository=[{"name": "cifar10", "state": "READY"}],
+        s3={"endpoint": "minio-service.kubeflow:9000", "bucket": "triton", "ok": True},
+        unreadable={"webhook_probe": "accepted"})
+
+
+def finding(facts: doctor.Facts, check: str) -> doctor.Finding:
+    found = {f.check: f for f in doctor.run_checks(facts)}
+    return found[check]
+
+
+def test_a_healthy_namespace_has_no_problem() -> None:
+    findings = doctor.run_checks(healthy())
+    assert doctor.problems(findings) == []
+    assert len(findings) == len(doctor.CHECKS) == 15
+    assert {f.result for f in findings} <= {doctor.OK, doctor.NA}
+
+
+def test_kfserving_05_crds_on_kubernetes_122() -> None:
+    facts = healthy()
+    facts.k8s_version, facts.served = "v1.22.4", {}
+    found = finding(facts, "InferenceService CRDs served")
+    assert found.result == doctor.PROBLEM
+    assert "removed in 1.22" in found.evidence and "serving.kserve.io" in found.fix
+    facts.k8s_version = "v1.21.9"  # not served on an older cluster: KFServing is simply not installed
+    assert "removed in 1.22" not in finding(facts, "InferenceService CRDs served").evidence
+
+
+def test_the_other_group_served_names_it() -> None:
+    facts = healthy()
+    facts.served = {KSERVE_GROUP: ["inferenceservices"]}
+    assert "set api_group='serving.kserve.io'" in finding(facts, "InferenceService CRDs served").fix
+
+
+def test_a_pod_left_pending_by_16gi_requests() -> None:
+    facts = healthy()
+    facts.pod["status"] = {"phase": "Pending"}
+    facts.pod_events = [{"type": "Warning", "reason": "FailedScheduling",
+                         "message": "0/3 nodes are available: 3 Insufficient memory."}]
+    found = finding(facts, "server pod scheduled (16Gi requests)")
+    assert found.result == doctor.PROBLEM and "Insufficient memory" in found.evidence and "16Gi" in found.fix
+
+
+@pytest.mark.parametrize("gateway, words", [
+    ({"url": "http://10.0.0.1", "status": 403, "body": "RBAC: access denied"}, "RBAC: access denied"),
+    ({"url": "http://10.0.0.1", "status": 302, "location": "/dex/auth?client_id=kubeflow-oidc-authservice"}, "Dex"),
+])
+def test_istio_403_and_dex_redirect(gateway: dict, words: str) -> None:
+    facts = healthy()
+    facts.gateway = gateway
+    found = finding(facts, "ingress gateway lets the request through")
+    assert found.result == doctor.PROBLEM and words in found.evidence and "MMS_INGRESS_COOKIE" in found.fix
+
+
+def test_s3_down() -> None:
+    facts = healthy()
+    facts.s3 = {"endpoint": "minio-service.kubeflow:9000", "bucket": "triton", "ok": False,
+                "error": "cannot reach S3 at 127.0.0.1:9000: connection refused"}
+    facts.agent_lines = ['{"level":"error","ts":1,"msg":"Failed to download model","modelName":"cifar10",'
+                         '"error":"dial tcp 10.0.0.5:9000: connect: connection refused"}']
+    found = finding(facts, "S3 reachable, bucket there")
+    assert found.result == doctor.PROBLEM and "connection refused" in found.evidence and "minio" in found.fix
+
+
+def test_kserve_refuses_a_model_over_the_servers_memory() -> None:
+    facts = healthy(KSERVE_GROUP)
+    facts.trained_models[0]["status"]["conditions"].append(
+        {"type": "MemoryResourceAvailable", "status": "False",
+         "message": "Inference Service \"triton-mms\" memory resources are not available"})
+    found = finding(facts, "TrainedModel memory within the server's")
+    assert found.result == doctor.PROBLEM and "MemoryResourceAvailable=False" in found.evidence
+
+
+def test_webhook_rejection() -> None:
+    facts = healthy()
+    facts.unreadable["webhook_probe"] = ('400: admission webhook "trainedmodel.kfserving-webhook-server.validator" '
+                                         "denied the request: the TrainedModel name is invalid")
+    found = finding(facts, "TrainedModel webhook (name, storageUri)")
+    assert found.result == doctor.PROBLEM and "denied the request" in found.evidence
+
+
+def test_service_account_without_the_secret() -> None:
+    facts = healthy()
+    facts.service_account["secrets"] = []
+    assert finding(facts, "service account lists the S3 Secret").result == doctor.PROBLEM
+    facts.service_account = None
+    assert "does not exist" in finding(facts, "service account lists the S3 Secret").evidence
+
+
+def test_no_external_name_service_for_a_short_endpoint() -> None:
+    facts = healthy()
+    facts.services = {}
+    facts.secrets["mysecret"]["annotations"][f"{KFSERVING_GROUP}/s3-endpoint"] = "minio-service:9000"
+    assert finding(facts, "ExternalName Service minio-service").result == doctor.PROBLEM
+
+
+def test_a_learner_who_may_not_read_the_flag_gets_na() -> None:
+    facts = healthy()
+    facts.inference_config = {"denied": ["kubeflow"]}
+    found = finding(facts, "multi-model flag (multiModelServer)")
+    assert found.result == doctor.NA and "not allowed" in found.evidence
+
+
+def test_the_table_shows_evidence_fix_and_issue() -> None:
+    facts = healthy()
+    del facts.secrets["mysecret"]["annotations"][f"{KFSERVING_GROUP}/s3-region"]
+    text = doctor.table(doctor.run_checks(facts))
+    assert "PROBLEM" in text and "fix: add the annotation serving.kubeflow.org/s3-region" in text
+    assert "https://github.com/kserve/kserve/issues/2140" in text
+
+
+def test_quantities() -> None:
+    assert doctor.quantity("16Gi") == 16 * 2**30 and doctor.quantity("512Mi") == 512 * 2**20
+    assert doctor.quantity("1G") == 10**9 and doctor.quantity("lots") is None
+
+
+# --- where 06 may break things ----------------------------------------------------------------
+def test_sections_default_to_three_and_bring_what_they_need() -> None:
+    assert pitfalls.chosen() == pitfalls.chosen("") == ("no_region", "fixed_after_start", "config_name")
+    assert pitfalls.chosen("all") == pitfalls.ALL
+    assert pitfalls.chosen("fixed_after_start, memory") == ("no_region", "fixed_after_start", "memory")
+    with pytest.raises(SetupError) as err:
+        pitfalls.chosen("no_region,typo")
+    assert "typo" in err.value.cause and "wrong_prefix" in err.value.fix
+
+
+def test_06_only_looks_off_the_local_stack() -> None:
+    from helpers.clients.target import Local, OutOfCluster
+    from helpers.steps.troubleshoot import pitfalls
+
+    class Ctx:
+        def __init__(self, place) -> None:
+            self.place = place
+
+    assert pitfalls.may_break(Ctx(Local())) is True
+    assert pitfalls.may_break(Ctx(OutOfCluster())) is False
+    assert pitfalls.may_break(Ctx(OutOfCluster()), True) is True
+
+
+# --- under a failed notebook cell (notebook.doctor_lines) ---------------------------------------------
+class _Ctx:
+    """What doctor_lines reads of a Context: its settings (and what diagnose reads, here refused)."""
+
+    namespace, server_name = "mms", "triton-mms"
+
+    @property
+    def api(self):
+        raise RuntimeError("no API here")
+
+
+def test_under_a_failed_cell_only_the_problems_with_their_fixes(monkeypatch) -> None:
+    from helpers.lesson import notebook
+
+    seen = {}
+
+    def diagnose(ctx, error=None, server=None, show=True):
+        seen.update(error=error, show=show)
+        return [doctor.Finding("InferenceService CRDs served", doctor.OK, "served"),
+                doctor.Finding("service account lists the S3 Secret", doctor.PROBLEM, "no sa", "apply s3_secret.yaml",
+                               doctor.ISSUES + "1519")]
+
+    monkeypatch.setattr(doctor, "diagnose", diagnose)
+    error = RuntimeError("the cell's error")
+    assert notebook.doctor_lines(_Ctx(), error) == [
+        "the doctor's findings in namespace mms, server triton-mms (the known pitfalls it sees):",
+        "- service account lists the S3 Secret: no sa",
+        f"  fix: apply s3_secret.yaml  [{doctor.ISSUES}1519]"]
+    assert seen == {"error": error, "show": False}
+    monkeypatch.setattr(doctor, "diagnose", lambda ctx, **_: [doctor.Finding("x", doctor.NA, "n/a")])
+    assert notebook.doctor_lines(_Ctx(), error) == [
+        "the doctor found none of the known pitfalls in namespace mms, server triton-mms"]
+
+
+def test_under_a_failed_cell_the_doctor_never_raises_and_is_bounded(monkeypatch) -> None:
+    import threading
+
+    from helpers.lesson import notebook
+
+    (line,) = notebook.doctor_lines(_Ctx(), RuntimeError("x"))  # the real doctor, with no API to read
+    assert line == "(the doctor could not look at namespace mms, server triton-mms: RuntimeError: no API here)"
+    release = threading.Event()
+    monkeypatch.setattr(doctor, "diagnose", lambda ctx, **_: release.wait(60) and [])
+    try:
+        (line,) = notebook.doctor_lines(_Ctx(), RuntimeError("x"), seconds=1)
+    finally:
+        release.set()
+    assert line.startswith("(the doctor did not finish within 1s looking at namespace mms, server triton-mms")
+
+
+def test_under_a_cell_failed_by_a_bad_setting_the_doctor_stays_quiet() -> None:
+    from helpers.core.errors import SetupError
+    from helpers.lesson import notebook
+
+    class BadSetting(_Ctx):
+        @property
+        def namespace(self):
+            raise SetupError("namespace 'Not_Valid' is not a valid Kubernetes name", "fix it")
+
+    assert notebook.doctor_lines(BadSetting(), SetupError("namespace 'Not_Valid' ...")) == []
