@@ -52,7 +52,7 @@ def finding(facts: doctor.Facts, check: str) -> doctor.Finding:
 def test_a_healthy_namespace_has_no_problem() -> None:
     findings = doctor.run_checks(healthy())
     assert doctor.problems(findings) == []
-    assert len(findings) == len(doctor.CHECKS) == 15
+    assert len(findings) == len(doctor.CHECKS) == 16
     assert {f.result for f in findings} <= {doctor.OK, doctor.NA}
 
 
@@ -237,3 +237,25 @@ def test_under_a_cell_failed_by_a_bad_setting_the_doctor_stays_quiet() -> None:
             raise SetupError("namespace 'Not_Valid' is not a valid Kubernetes name", "fix it")
 
     assert notebook.doctor_lines(BadSetting(), SetupError("namespace 'Not_Valid' ...")) == []
+
+
+def test_a_ready_model_that_a_restarted_triton_lost() -> None:
+    """Every release's agent loads on models.json changes only: after Triton restarts, a Ready
+    TrainedModel stays unloaded until its pod is replaced."""
+    facts = healthy()
+    facts.repository = []
+    facts.pod["status"]["containerStatuses"] = [
+        {"name": "kfserving-container", "restartCount": 1, "lastState": {"terminated": {"reason": "OOMKilled"}}},
+        {"name": "agent", "restartCount": 0}]
+    found = finding(facts, "Ready TrainedModels served by Triton")
+    assert found.result == doctor.PROBLEM
+    assert found.evidence == ("Ready but not served: cifar10 (not in the index); "
+                              "container kfserving-container restarted 1x (last: OOMKilled)")
+    assert "kubectl delete pod -n mms -l serving.kubeflow.org/inferenceservice=triton-mms" in found.fix
+
+
+def test_a_model_the_agent_failed_on_is_left_to_the_checks_that_say_why() -> None:
+    facts = healthy()
+    facts.repository = [{"name": "cifar10", "state": "UNAVAILABLE"}]
+    facts.agent_lines = ['{"level":"error","ts":1,"msg":"failed to load model","modelName":"cifar10","error":"no region"}']
+    assert finding(facts, "Ready TrainedModels served by Triton").result == doctor.OK

@@ -404,6 +404,40 @@ def check_config_name(facts: Facts) -> Finding:
                              "for its name")
 
 
+def _restarts(facts: Facts) -> str:
+    """What the server Pod's container statuses say of restarts: "" when none."""
+    said = []
+    for status in ((facts.pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if status.get("restartCount"):
+            last = ((status.get("lastState") or {}).get("terminated") or {}).get("reason", "")
+            said.append(f"container {status.get('name')} restarted {status['restartCount']}x"
+                        + (f" (last: {last})" if last else ""))
+    return "; ".join(said)
+
+
+def check_served(facts: Facts) -> Finding:
+    """A TrainedModel Ready whose model Triton does not hold: typically Triton restarted (OOMKilled,
+    a crash) and the agent, which loads a model only when models.json changes or its pod starts,
+    never loads it again (KFServing 0.5.1 and KServe 0.14-0.15 `pkg/agent`: no health watch)."""
+    name = "Ready TrainedModels served by Triton"
+    if facts.repository is None:
+        return Finding(name, NA, "Triton's repository index was not reachable")
+    states = {m.get("name"): m.get("state") or "" for m in facts.repository}
+    ready = [tm["metadata"]["name"] for tm in facts.trained_models
+             if conditions(tm).get("Ready", {}).get("status") == "True"]
+    failed = {(r.get("modelName") or r.get("model")) for r in _agent_json(facts.agent_lines) if r.get("error")}
+    lost = [n for n in ready if states.get(n) != "READY" and n not in failed]  # an agent error: other checks say why
+    if not lost:
+        return Finding(name, OK, f"{len(ready)} Ready TrainedModel(s), each READY in Triton")
+    seen = ", ".join(f"{n} ({states.get(n) or 'not in the index'})" for n in lost)
+    restarts = _restarts(facts)
+    return Finding(name, PROBLEM, f"Ready but not served: {seen}" + (f"; {restarts}" if restarts else ""),
+                   "the agent loads a model when models.json changes or its pod starts, and does not reload what a "
+                   f"restarted Triton lost: `kubectl delete pod -n {facts.namespace} -l "
+                   f"{facts.api_group.isvc_label}={facts.server}` (the new pod's agent loads every model), or delete "
+                   "and re-apply the TrainedModel")
+
+
 def check_memory(facts: Facts) -> Finding:
     name = "TrainedModel memory within the server's"
     limits = (triton_predictor(facts.isvc) or {}).get("resources") or {}
@@ -508,7 +542,7 @@ def check_s3(facts: Facts) -> Finding:
 CHECKS: list[Callable[[Facts], Finding]] = [
     check_crds, check_service_account, check_annotation_prefix, check_region, check_virtual_host, check_stale_env,
     check_external_name, check_multi_model, check_pending, check_memory, check_config_name, check_webhook,
-    check_gateway, check_shape, check_s3]
+    check_served, check_gateway, check_shape, check_s3]
 
 
 def run_checks(facts: Facts) -> list[Finding]:
