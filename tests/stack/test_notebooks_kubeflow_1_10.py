@@ -1,6 +1,7 @@
 """The walkthrough 00-05 on a `kubeflow-1.10` stack (KServe 0.15.0 as Kubeflow bundles it), with other
 settings read from a workshop settings file: another namespace, server name and bucket, the `small`
-preset, and the API group found from the cluster; then 99_cleanup deleting the data when asked.
+preset, and the API group found from the cluster; then 06_troubleshooting beside that server (the
+default sections and the two that differ from KFSERVING), and 99_cleanup deleting the data when asked.
 
 A file of its own, so that under xdist it runs beside test_notebooks.py on another worker.
 """
@@ -15,8 +16,10 @@ import pytest
 from kubernetes import client
 
 from helpers.clients import k8s
+from helpers.core.config import project_root
 from helpers.core.constants import KSERVE_GROUP, api_group
 from helpers.core.resources import notebooks_dir
+from helpers.steps.troubleshoot import pitfalls
 from helpers.tools import walkthrough
 from support.stacks import pointed_at
 from support.walkthroughs import NOTEBOOKS, assert_no_secret, delete_server, doctor, results, run_walkthrough, settings_file
@@ -29,6 +32,7 @@ CLEANUP = walkthrough.CLEANUP
 OTHER_FILE = {"namespace": "team-b", "server_name": "tri-b", "bucket": "models-b", "preset": "small"}
 OTHER = {**OTHER_FILE, "api_group": KSERVE_GROUP}
 SETTINGS = ("namespace", "server_name", "bucket", "api_group", "preset")
+KSERVE_SECTIONS = (*pitfalls.DEFAULT, "wrong_prefix", "memory")
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +97,33 @@ def test_no_secret_in_the_other_run(kserve_stack, other_run) -> None:
     assert_no_secret(kserve_stack, other_run)
 
 
+@pytest.fixture(scope="module")
+def run06(kserve_stack, other_run, tmp_path_factory: pytest.TempPathFactory) -> walkthrough.Run:
+    """06 in the walkthrough's namespace, on a server of its own beside the walkthrough's (which its first
+    doctor table looks at)."""
+    with pointed_at(kserve_stack), settings_file(OTHER_FILE):
+        return walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb",
+                                        tmp_path_factory.mktemp("doctor-kserve"), {"sections": ",".join(KSERVE_SECTIONS)})
+
+
+def test_06_on_the_kserve_profile(run06: walkthrough.Run) -> None:
+    """KServe 0.15's rules (kubeflow-1.10): the default sections, plus the two that differ from KFServing: the other
+    group's annotation prefix, and a model over the server's memory refused (MemoryResourceAvailable=False),
+    which the doctor names from the condition."""
+    assert run06.ok, run06.error
+    found = json.loads(run06.results.read_text())
+    assert found["settings"]["api_group"] == KSERVE_GROUP
+    assert set(found["pitfalls"]) == set(KSERVE_SECTIONS)
+    assert all(r["broken_seen"] and r["doctor_named"] and r["restored"] for r in found["pitfalls"].values()), found
+    assert found["pitfalls"]["memory"]["broken_seen"].startswith("MemoryResourceAvailable=False")
+    assert "MemoryResourceAvailable=False" in found["pitfalls"]["memory"]["doctor_evidence"]
+    assert "serving.kubeflow.org/s3-" in found["pitfalls"]["wrong_prefix"]["doctor_evidence"]
+    assert not [f for f in found["doctor_on_server"] if f["result"] == "problem"]  # the walkthrough's server
+
+
 def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack, kserve_kube, other_run,
-                                                                    tmp_path: Path) -> None:
+                                                                    run06: walkthrough.Run, tmp_path: Path) -> None:
+    """After 06 (a fixture of this test, so it has run): 99 deletes the walkthrough's objects and data."""
     from helpers.clients import storage
     from helpers.clients.target import select
     from helpers.steps.operations import cleanup

@@ -11,7 +11,7 @@ import json
 import re
 import time
 from datetime import datetime
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from kubernetes import client
 
@@ -161,11 +161,13 @@ def server_lines(api: client.ApiClient, place: Target, group: ApiGroup, name: st
 
 
 def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, name: str, namespace: str,
-                      model: str, timeout: float = 300.0) -> tuple[list[str], dict]:
+                      model: str, timeout: float = 300.0,
+                      stop: Optional[Callable[[], bool]] = None) -> tuple[list[str], dict]:
     """Poll the agent's log until it shows `model` loaded (or failed); return (lines, timeline).
 
     The timeline is `helpers.steps.models.agent_log.timeline`: seconds from the config event to download
-    done and load done. After `timeout` the last timeline is returned as it is (steps None).
+    done and load done. After `timeout`, or once `stop()` says the agent will never see the model (a
+    TrainedModel the controller refused), the last timeline is returned as it is (steps None).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -175,7 +177,7 @@ def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, nam
         except ValueError:
             found = {"model": model, "start": None, "download_s": None, "load_s": None,
                      "downloaded": None, "failed": None}
-        if found["load_s"] is not None or found["failed"] or time.monotonic() >= deadline:
+        if found["load_s"] is not None or found["failed"] or time.monotonic() >= deadline or (stop and stop()):
             return lines, found
         time.sleep(0.5)
 

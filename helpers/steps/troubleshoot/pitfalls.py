@@ -175,8 +175,13 @@ class Lab:
         self.remove_model(name)
         manifests.apply(self.api, [self.model_manifest(name, uri, memory)])
         _, found = agent_log.wait_agent_loaded(self.api, self.ctx.place, self.group, SERVER, self.ns, name,
-                                               timeout=timeout)
+                                               timeout=timeout, stop=lambda: self.refused_for_memory(name))
         return found
+
+    def refused_for_memory(self, name: str) -> bool:
+        """KServe's MemoryResourceAvailable=False: the controller keeps the model out of models.json."""
+        found = inference.conditions(self.trained_model(name)).get("MemoryResourceAvailable") or {}
+        return found.get("status") == "False"
 
     def remove_model(self, name: str) -> None:
         if inference.delete(self.api, self.group, inference.TM, name, self.ns):
