@@ -14,6 +14,7 @@ once. `forget_clients()` closes them (an open keep-alive connection makes Triton
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import sys
@@ -111,6 +112,11 @@ def forget_clients(url: Optional[str] = None) -> None:
             client.close()
     for key in [k for k in _reused.metadata if url is None or k[0] == url]:
         del _reused.metadata[key]
+
+
+# A gRPC client left to the garbage collector is closed after the grpc module is torn down at exit,
+# which prints an AttributeError traceback; close the main thread's clients first.
+atexit.register(forget_clients)
 
 
 def _headers_key(headers: Headers) -> tuple:

@@ -84,8 +84,9 @@ class AgentBench:
         """Triton again on its ports, as a restarted container keeps its pod's address."""
         self.triton_record = self.parts.triton(self.model_dir, on=self.triton_record.ports).record
 
-    def start_agent(self) -> float:
-        """Start the agent; returns the log offset where this run's lines begin."""
+    def start_agent(self, *options: str) -> float:
+        """Start the agent (with `options`, e.g. --reload-lost-models); returns the log offset where this run's
+        lines begin."""
         self.status_file.unlink(missing_ok=True)
         offset = self.agent_log.stat().st_size if self.agent_log.exists() else 0
         # What KServe's credential builder injects for s3_secret.yaml's annotations.
@@ -94,7 +95,7 @@ class AgentBench:
                "S3_USE_HTTPS": "0", "AWS_REGION": "us-east-1", "S3_USER_VIRTUAL_BUCKET": "false"}
         self.agent_record = self.parts.agent(config_dir=self.config_file.parent, model_dir=self.model_dir,
                                              triton_url=self.triton_url, status_file=self.status_file,
-                                             log=self.agent_log, env=env)
+                                             log=self.agent_log, env=env, options=options)
         return offset
 
     def write_config(self, models: dict[str, str]) -> None:
@@ -275,7 +276,26 @@ def test_agent_restart_downloads_nothing_again(bench: AgentBench) -> None:
     poll_until(lambda: not bench.ready("second"), "second to leave Triton", timeout=15)
 
 
-def test_triton_restart_reloads_from_disk(bench: AgentBench) -> None:
+def test_triton_restart_leaves_the_models_unloaded_as_every_releases_agent(bench: AgentBench) -> None:
+    """No release's agent watches Triton: what a restarted Triton lost stays unloaded until the pod is
+    replaced or the spec changes."""
+    bench.write_config({"cifar10": CIFAR10_V2})
+    bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
+    offset = bench.agent_log.stat().st_size
+    process.stop(bench.triton_record)
+    bench.start_triton()
+    deadline = time.monotonic() + 5.0  # more than three of the reloading agent's 1.5 s checks
+    while time.monotonic() < deadline:
+        assert not bench.ready("cifar10")
+        time.sleep(0.5)
+    assert bench.status()["cifar10"]["state"] == "Loaded"  # as far as the agent knows
+    assert "Triton restarted: reloading models from disk" not in [e["msg"] for e in bench.events(offset)]
+
+
+def test_triton_restart_reloads_from_disk_with_the_switch(bench: AgentBench) -> None:
+    """`--reload-lost-models` (MMS_AGENT_RELOADS=1): the local agent loads them again, without downloading."""
+    process.stop(bench.agent_record)
+    bench.start_agent("--reload-lost-models")
     bench.write_config({"cifar10": CIFAR10_V2})
     bench.wait_state("cifar10", "Loaded", sha=spec(CIFAR10_V2).sha)
     offset = bench.agent_log.stat().st_size

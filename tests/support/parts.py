@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import pytest
 from kubernetes.client import ApiClient
@@ -117,10 +117,11 @@ class Parts:
         return TritonPart(self.adopt(record), Path(repository), backends)
 
     def agent(self, *, config_dir: Path, model_dir: Path, triton_url: str, status_file: Path, log: Path,
-              env: Mapping[str, str]) -> process.ProcessRecord:
+              env: Mapping[str, str], options: Sequence[str] = ()) -> process.ProcessRecord:
         """The local model agent (`python -m helpers.local.agent`), ready once it wrote its status file."""
         argv = process.python_argv("helpers.local.agent", "--config-dir", str(config_dir), "--model-dir",
-                                   str(model_dir), "--triton-url", triton_url, "--status-file", str(status_file))
+                                   str(model_dir), "--triton-url", triton_url, "--status-file", str(status_file),
+                                   *options)
         return self.adopt(process.start("agent", argv, log, status_file.exists, env={**os.environ, **env},
                                         cwd=project_root(), timeout=60))
 

@@ -1,6 +1,7 @@
 """The local model agent: KServe's agent contract, one role per module.
 
-watcher (models.json -> operations), puller (operations in order per model, Triton restarts),
+watcher (models.json -> operations), puller (operations in order per model; with `reload_lost`,
+which no release's agent has, also what a restarted Triton lost),
 downloader (S3 -> model folder + `SUCCESS.<sha>` marker), syncer (state from markers at start),
 status (the file the local controller turns into TrainedModel status), log (KServe-shaped JSON
 lines). `run` wires them; `python -m helpers.local.agent` runs it.
@@ -36,6 +37,10 @@ class Settings:
     s3: Union[S3Settings, AgentS3]
     resync_interval: float = 10.0  # the safety net: inotify wakes the watcher at once
     check_interval: float = 1.5
+    # Load again what a restarted Triton lost. No release's agent does (KFServing 0.5.1 and KServe
+    # 0.14-0.15 `pkg/agent`: loads happen on models.json events and at the pod's start only); the
+    # switch is for benchmarks and `MMS_AGENT_RELOADS=1`.
+    reload_lost: bool = False
     backoff: Backoff = Backoff(first=1.0, cap=30.0)
     download_workers: int = 4
 
@@ -58,13 +63,16 @@ def run(settings: Settings, stop: threading.Event, log: Optional[Logger] = None)
     status.write()
     downloader = Downloader(settings.model_dir, settings.s3, log, settings.download_workers, stop)
     puller = Puller(downloader, TritonServer(settings.triton_url), status, log,
-                    settings.backoff, settings.check_interval)
+                    settings.backoff, settings.check_interval, settings.reload_lost)
     watcher = Watcher(settings.config_dir, puller.enqueue, log, settings.resync_interval)
     puller.start()
     for name in sorted(n for n, decision in decisions.items() if decision == "unload"):
         puller.enqueue(Op("remove", name))  # removed while the agent was away; Triton may still serve it
     watcher.start()
-    stop.wait()
+    # Wake now and then: SIGTERM may land in another thread, and Python runs its handler (which sets
+    # `stop`) only when the main thread wakes; a plain `stop.wait()` then slept through it until SIGKILL.
+    while not stop.wait(0.5):
+        pass
     log.named("modelAgent").info("Stopping agent")
     watcher.stop()
     puller.stop()

@@ -43,6 +43,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--status-file", type=Path, required=True, help="per-model status, JSON")
     parser.add_argument("--region-env", default=s3config.REGION_ENV,
                         help="the env variable the release's agent reads the region from (default %(default)s)")
+    parser.add_argument("--reload-lost-models", action="store_true",
+                        help="load again what a restarted Triton lost (no release's agent does; for benchmarks)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -50,7 +52,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     s3 = s3config.from_env(os.environ, _service_resolver(), region_env=args.region_env)
     threading.Thread(target=s3.warm_up, name="s3-warm-up", daemon=True).start()
-    settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3)
+    settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3,
+                        reload_lost=args.reload_lost_models)
     run(settings, stop, Logger("modelAgent"))
     return 0
 

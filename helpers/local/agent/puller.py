@@ -81,7 +81,7 @@ class Puller:
     """Executes model operations against the downloader and the model server, reporting status."""
 
     def __init__(self, downloader: Downloader, server: ModelServer, status: StatusFile, log: Logger,
-                 backoff: Backoff = Backoff(), check_interval: float = 1.5) -> None:
+                 backoff: Backoff = Backoff(), check_interval: float = 1.5, reload_lost: bool = True) -> None:
         self.downloader = downloader
         self.server = server
         self.status = status
@@ -91,6 +91,7 @@ class Puller:
         self.agent_log = log.named("modelAgent")
         self.backoff = backoff
         self.check_interval = check_interval
+        self.reload_lost = reload_lost  # False: as every release's agent, no watch on Triton at all
         self.desired: dict[str, ModelSpec] = {}
         self._loaded: set[str] = set()  # models this agent loaded and has not started to unload
         self._changes: dict[str, int] = {}  # model -> how often it was loaded or unloaded (see check_server)
@@ -102,7 +103,8 @@ class Puller:
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._checker.start()
+        if self.reload_lost:
+            self._checker.start()
 
     def stop(self) -> None:
         """Ask every worker to stop; they are daemon threads, so a stuck request cannot hold exit."""

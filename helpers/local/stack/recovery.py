@@ -9,10 +9,11 @@ failure).
 - The supervisor itself plays the kubelet: nothing restarts it; `python -m helpers.local up`
   starts it again, and everything else keeps running and serving meanwhile.
 - The models Triton held after Triton restarts: whether the agent loads them again is the agent's
-  behaviour, per release. KFServing 0.5.1's agent loads a model once and never again (its Triton
-  container restarted, the model stays unloaded until its spec changes or the agent restarts). A
-  profile whose agent behaves like that says so with `agent_reloads_after_server_restart = False`;
-  the local agent of a profile without that field reloads them from disk.
+  behaviour, per release. No release's agent does (KFServing 0.5.1, KServe 0.14.1-0.15.2: loads on
+  models.json events and at the pod's start only), so the models stay unloaded, their TrainedModels
+  Ready, until the pod is replaced (`kubectl delete pod`) or their spec changes; the doctor names
+  it ("Ready TrainedModels served by Triton"). `MMS_AGENT_RELOADS=1` makes the local agent reload
+  them from disk (`Profile.agent_reloads`).
 """
 from __future__ import annotations
 
@@ -34,17 +35,13 @@ class Expected:
     why: str = ""
 
 
-def agent_reloads(profile: Profile) -> bool:
-    return bool(getattr(profile, "agent_reloads_after_server_restart", True))
-
-
 def after_kill(profile: Profile, part: str) -> Expected:
     if part == SUPERVISOR:
         return Expected(part, False, True, "nothing restarts the supervisor (it plays the kubelet); "
                                            "`python -m helpers.local up` starts it again, and every part keeps "
                                            "running and serving meanwhile")
-    if part == "triton" and not agent_reloads(profile):
+    if part == "triton" and not profile.agent_reloads:
         return Expected(part, True, False, f"{profile.release}'s agent never loads a model again after Triton "
-                                           "restarts: the models stay unloaded until their TrainedModel changes "
-                                           "or the agent restarts")
+                                           "restarts: the models stay unloaded (their TrainedModels Ready) until "
+                                           "the pod is replaced or their spec changes")
     return Expected(part, True, True)

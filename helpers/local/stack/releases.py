@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from helpers.core.config import env_flag
 from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
 from helpers.core.errors import SetupError
 
@@ -27,6 +28,9 @@ PROFILE_ENV = "MMS_PROFILE"
 # `minio-service`, admin keys in that Secret through envFrom, and one key per profile namespace
 # limited to prefixes of bucket `mlpipeline`: Kubeflow 1.11).
 OBJECT_STORES = ("pod-env", "secret", "seaweedfs")
+
+
+AGENT_RELOADS_ENV = "MMS_AGENT_RELOADS"  # "1": the local agent reloads what a restarted Triton lost
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,15 @@ class Profile:
     # selects (the guide's curl answers without a login).
     kfserving_gateway: bool = False
     kubeflow: str = ""
+    # Does the release's agent load again what a restarted Triton lost? None does: KFServing 0.5.1's
+    # and KServe 0.14.1-0.15.2's `pkg/agent` load on models.json events and at the pod's start only
+    # (no watch on the server). `MMS_AGENT_RELOADS=1` turns the local agent's reload on anyway.
+    agent_reloads_after_server_restart: bool = False
+
+    @property
+    def agent_reloads(self) -> bool:
+        """What the local agent does here: the release's behaviour, unless MMS_AGENT_RELOADS=1 asks for more."""
+        return self.agent_reloads_after_server_restart or env_flag(AGENT_RELOADS_ENV)
 
     @property
     def describe(self) -> str:
