@@ -39,9 +39,11 @@ $(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ)
 	@bash scripts/setup-system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -c $(LOCK) -e '.[local,lab,dev]'
+	@# --no-compile: pip would byte-compile every file of torch and TensorFlow (~45 s on 2 cores);
+	@# Python compiles the modules a run imports, once, when it first imports them.
+	$(BIN)/pip install -q --disable-pip-version-check --no-compile -c $(LOCK) -e '.[local,lab,dev]'
 	@# Only its tritonserver binary is used; its own pins conflict with the rest, hence --no-deps.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r $(TRITON_REQ)
+	$(BIN)/pip install -q --disable-pip-version-check --no-compile --no-deps -r $(TRITON_REQ)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
 	@touch $(STAMP)
 
