@@ -43,6 +43,8 @@ ENV_VARS = {
     "MMS_TORCH_THREADS": "math threads per TorchScript model instance on the local Triton (default 1)",
     "MMS_TF_THREADS": "TensorFlow math threads on the local Triton (default 1): per GraphDef model instance with the "
                       "Python-based backend, for the whole server with Triton's own (TF_NUM_INTRAOP_THREADS)",
+    "MMS_AGENT_RELOADS": "1: the local agent loads again what a restarted Triton lost (no release's agent does; for "
+                         "benchmarks); read when the controller starts a server",
     "MMS_TF_BACKEND": "which backend serves TensorFlow GraphDef locally: auto (default: Triton's own when built), native, python",
     "TRITON_TENSORFLOW_LIB": "an existing libtriton_tensorflow.so for tritonserver 2.51 and this tensorflow (skips the build)",
     "TF_PYTHON": "build-triton-tensorflow.sh: the Python whose tensorflow it builds against (default .venv/bin/python)",
