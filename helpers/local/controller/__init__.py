@@ -2,10 +2,10 @@
 
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (in the API group
 of the stack's version profile) and makes the world match; watches only wake the loop early. It
-also serves the release's admission webhooks, the node's kubelet endpoint (container logs) and
-the ingress gateway's routes (nginx itself is a supervised part of the stack), guarded by its
-authorizer (`authz`) on Kubeflow-style profiles; `parts_report` publishes how each is. One short
-function wires it.
+also serves the release's admission webhooks, the node's kubelet endpoint (container logs), the
+metrics API (`kubectl top`, from the processes' /proc) and the ingress gateway's routes (nginx
+itself is a supervised part of the stack), guarded by its authorizer (`authz`) on Kubeflow-style
+profiles; `parts_report` publishes how each is. One short function wires it.
 
 Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
 runs the full pass; a TrainedModel event for a server that is up runs only that server's part
@@ -24,9 +24,10 @@ from typing import Optional
 
 from kubernetes import client, watch
 
+from helpers.clients import k8s
 from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
 from helpers.local.agent.status import read_status
-from helpers.local.cluster import identity
+from helpers.local.cluster import identity, metrics
 from helpers.local.cluster.authz import Authorizer
 from helpers.local.cluster.fsevents import FolderEvents
 from helpers.local.cluster.gateway import Gateway
@@ -313,13 +314,14 @@ class Controller:
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
                                 self.pods.container_log, self.pods.port_address).start()
         self.pods.ensure_node(kubelet.port)
+        metrics_api = self._metrics_api()
         if self.authorizer:  # on its last port: nginx's config still names it after a controller restart
             self.gateway.auth_port = self.authorizer.start(self._last_port("authz.port"))
             (self.state_root / "authz.port").write_text(f"{self.gateway.auth_port}\n")
         self.pods.run_seed_pods()
         self.gateway.start()
         parts_report.publish_forever(self.state_root, stop, lambda: parts_report.collect(
-            self.state_root, kubelet.port, self.gateway.auth_port, self.gateway.health))
+            self.state_root, kubelet.port, self.gateway.auth_port, self.gateway.health, metrics_api.port))
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
@@ -355,6 +357,23 @@ class Controller:
         if self.authorizer:
             self.authorizer.stop()
         kubelet.stop()
+        metrics_api.stop()
+
+    def _metrics_api(self) -> metrics.MetricsServer:
+        """The metrics API on its last port, and the Service and APIService that route the apiserver to it."""
+        pki = self.state_root / "pki" / "metrics"
+        controlplane.self_signed_cert(pki / "tls.crt", pki / "tls.key", metrics.SERVICE)
+        sampler = metrics.Sampler(self._pod_processes, controlplane.NODE_NAME)
+        server = metrics.MetricsServer(self._last_port("metrics.port"), pki / "tls.crt", pki / "tls.key", sampler).start()
+        (self.state_root / "metrics.port").write_text(f"{server.port}\n")
+        self._guard("the metrics API's APIService", k8s.apply_all, self.kube.api, metrics.api_manifests(server.port))
+        return server
+
+    def _pod_processes(self) -> list[metrics.PodProcesses]:
+        from helpers.local.stack.stack import Stack  # the S3 server is the seed's object store pod
+
+        s3 = Stack(self.state_root).records().get("s3")
+        return self.pods.processes(s3.pid if s3 and s3.alive() else None)
 
     def _last_port(self, file: str) -> int:
         """The port saved in `file` of the state folder if it is free now, else 0 (a free one)."""
