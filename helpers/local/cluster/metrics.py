@@ -236,6 +236,9 @@ RESOURCES = {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": API_
 GROUP_INFO = {"kind": "APIGroup", "apiVersion": "v1", "name": GROUP,
               "versions": [{"groupVersion": API_VERSION, "version": VERSION}],
               "preferredVersion": {"groupVersion": API_VERSION, "version": VERSION}}
+# The aggregator merges each backend's OpenAPI into its own; a 404 it logs as an error and retries.
+OPENAPI = {"swagger": "2.0", "info": {"title": "mms-local metrics API", "version": VERSION}, "paths": {},
+           "definitions": {}}
 
 
 class ApiError(Exception):
@@ -275,6 +278,8 @@ class Sampler:
     def answer(self, path: str, query: str) -> dict:
         """The JSON for a GET of `path` under the metrics API; raises ApiError."""
         parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts == ["openapi", "v2"]:
+            return OPENAPI
         if parts == ["apis", GROUP]:
             return GROUP_INFO
         if parts[:3] != ["apis", GROUP, VERSION]:
