@@ -74,6 +74,8 @@ class Controller:
         self._changed: dict[str, bool] = {}  # server key -> also project models.json (else status only)
         self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
         self._config_written: dict[str, str] = {}  # server folder -> models.json last put in its ConfigMap
+        self._metrics_port = 0  # where the metrics API serves, once it does
+        self._metrics_routed = 0  # the port the APIService was last pointed at by this process
 
     def _namespace_key(self, namespace: str):
         """Kubeflow 1.11's Pipelines sync: a SeaweedFS key of the namespace's own (None elsewhere)."""
@@ -119,6 +121,7 @@ class Controller:
                 log.info("inferenceservice %s is gone: stopping its server", key)
                 self.servers.stop(key, remove=True)
         self._guard("pods", self.pods.cleanup, wanted, self.servers.stop)
+        self._guard("the metrics API's APIService", self._route_metrics_api)
         self._guard("gateway", self._route, wanted)
 
     def _route(self, wanted: set[str]) -> None:
@@ -366,8 +369,15 @@ class Controller:
         sampler = metrics.Sampler(self._pod_processes, controlplane.NODE_NAME)
         server = metrics.MetricsServer(self._last_port("metrics.port"), pki / "tls.crt", pki / "tls.key", sampler).start()
         (self.state_root / "metrics.port").write_text(f"{server.port}\n")
-        self._guard("the metrics API's APIService", k8s.apply_all, self.kube.api, metrics.api_manifests(server.port))
+        self._metrics_port = server.port
+        self._guard("the metrics API's APIService", self._route_metrics_api)
         return server
+
+    def _route_metrics_api(self) -> None:
+        """Point the Service and APIService at the metrics API: once a start (each pass until it succeeds)."""
+        if self._metrics_port and self._metrics_routed != self._metrics_port:
+            k8s.apply_all(self.kube.api, metrics.api_manifests(self._metrics_port))
+            self._metrics_routed = self._metrics_port
 
     def _pod_processes(self) -> list[metrics.PodProcesses]:
         from helpers.local.stack.stack import Stack  # the S3 server is the seed's object store pod
