@@ -2,10 +2,10 @@
 
 Level-triggered: every pass lists Profiles, InferenceServices and TrainedModels (in the API group
 of the stack's version profile) and makes the world match; watches only wake the loop early. It
-also serves the release's admission webhooks, the node's kubelet endpoint (container logs) and
-the ingress gateway's routes (nginx itself is a supervised part of the stack), guarded by its
-authorizer (`authz`) on Kubeflow-style profiles; `parts_report` publishes how each is. One short
-function wires it.
+also serves the release's admission webhooks, the node's kubelet endpoint (container logs), the
+metrics API (`kubectl top`, from the processes' /proc) and the ingress gateway's routes (nginx
+itself is a supervised part of the stack), guarded by its authorizer (`authz`) on Kubeflow-style
+profiles; `parts_report` publishes how each is. One short function wires it.
 
 Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
 runs the full pass; a TrainedModel event for a server that is up runs only that server's part
@@ -24,9 +24,10 @@ from typing import Optional
 
 from kubernetes import client, watch
 
+from helpers.clients import k8s
 from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
 from helpers.local.agent.status import read_status
-from helpers.local.cluster import identity
+from helpers.local.cluster import identity, metrics
 from helpers.local.cluster.authz import Authorizer
 from helpers.local.cluster.fsevents import FolderEvents
 from helpers.local.cluster.gateway import Gateway
@@ -73,6 +74,8 @@ class Controller:
         self._changed: dict[str, bool] = {}  # server key -> also project models.json (else status only)
         self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
         self._config_written: dict[str, str] = {}  # server folder -> models.json last put in its ConfigMap
+        self._metrics_port = 0  # where the metrics API serves, once it does
+        self._metrics_routed = 0  # the port the APIService was last pointed at by this process
 
     def _namespace_key(self, namespace: str):
         """Kubeflow 1.11's Pipelines sync: a SeaweedFS key of the namespace's own (None elsewhere)."""
@@ -118,6 +121,7 @@ class Controller:
                 log.info("inferenceservice %s is gone: stopping its server", key)
                 self.servers.stop(key, remove=True)
         self._guard("pods", self.pods.cleanup, wanted, self.servers.stop)
+        self._guard("the metrics API's APIService", self._route_metrics_api)
         self._guard("gateway", self._route, wanted)
 
     def _route(self, wanted: set[str]) -> None:
@@ -313,13 +317,14 @@ class Controller:
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
                                 self.pods.container_log, self.pods.port_address).start()
         self.pods.ensure_node(kubelet.port)
+        metrics_api = self._metrics_api()
         if self.authorizer:  # on its last port: nginx's config still names it after a controller restart
             self.gateway.auth_port = self.authorizer.start(self._last_port("authz.port"))
             (self.state_root / "authz.port").write_text(f"{self.gateway.auth_port}\n")
         self.pods.run_seed_pods()
         self.gateway.start()
         parts_report.publish_forever(self.state_root, stop, lambda: parts_report.collect(
-            self.state_root, kubelet.port, self.gateway.auth_port, self.gateway.health))
+            self.state_root, kubelet.port, self.gateway.auth_port, self.gateway.health, metrics_api.port))
         self.watch_forever(stop)
         self.reconcile_all()
         ready_file.write_text("ready\n")
@@ -355,6 +360,30 @@ class Controller:
         if self.authorizer:
             self.authorizer.stop()
         kubelet.stop()
+        metrics_api.stop()
+
+    def _metrics_api(self) -> metrics.MetricsServer:
+        """The metrics API on its last port, and the Service and APIService that route the apiserver to it."""
+        pki = self.state_root / "pki" / "metrics"
+        controlplane.self_signed_cert(pki / "tls.crt", pki / "tls.key", metrics.SERVICE)
+        sampler = metrics.Sampler(self._pod_processes, controlplane.NODE_NAME)
+        server = metrics.MetricsServer(self._last_port("metrics.port"), pki / "tls.crt", pki / "tls.key", sampler).start()
+        (self.state_root / "metrics.port").write_text(f"{server.port}\n")
+        self._metrics_port = server.port
+        self._guard("the metrics API's APIService", self._route_metrics_api)
+        return server
+
+    def _route_metrics_api(self) -> None:
+        """Point the Service and APIService at the metrics API: once a start (each pass until it succeeds)."""
+        if self._metrics_port and self._metrics_routed != self._metrics_port:
+            k8s.apply_all(self.kube.api, metrics.api_manifests(self._metrics_port))
+            self._metrics_routed = self._metrics_port
+
+    def _pod_processes(self) -> list[metrics.PodProcesses]:
+        from helpers.local.stack.stack import Stack  # the S3 server is the seed's object store pod
+
+        s3 = Stack(self.state_root).records().get("s3")
+        return self.pods.processes(s3.pid if s3 and s3.alive() else None)
 
     def _last_port(self, file: str) -> int:
         """The port saved in `file` of the state folder if it is free now, else 0 (a free one)."""

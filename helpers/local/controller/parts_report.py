@@ -1,9 +1,10 @@
 """The controller's own parts, published for `status` every few seconds (`helpers.local.stack.parts`).
 
 Each part is a thread of this process: the kubelet endpoint (`kubelet`), the admission webhooks
-(`webhooks`), the gateway's authorizer (`gateway-authz`, on profiles whose gateway asks for a
-login) and the gateway routes (nginx's config, reloaded by the reconcile loop). A thread is found
-by its name, so the servers need no hook of their own.
+(`webhooks`), the metrics API (`metrics-api`, with its `metrics-sampler`), the gateway's
+authorizer (`gateway-authz`, on profiles whose gateway asks for a login) and the gateway routes
+(nginx's config, reloaded by the reconcile loop). A thread is found by its name, so the servers
+need no hook of their own.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _port(file: Path) -> int:
 
 
 def collect(state_root: Path, kubelet_port: int, auth_port: Optional[int],
-            gateway_health: Callable[[], tuple[bool, str]]) -> list[parts.Part]:
+            gateway_health: Callable[[], tuple[bool, str]], metrics_port: int = 0) -> list[parts.Part]:
     """The parts as this process sees them now."""
     found = [
         parts.Part("kubelet endpoint", kubelet_port, "https", _thread_runs("kubelet"),
@@ -38,6 +39,10 @@ def collect(state_root: Path, kubelet_port: int, auth_port: Optional[int],
         parts.Part("admission webhooks", _port(state_root / "webhook.port"), "https", _thread_runs("webhooks"),
                    "" if _thread_runs("webhooks") else "its thread has stopped"),
     ]
+    if metrics_port:
+        threads = _thread_runs("metrics-api") and _thread_runs("metrics-sampler")
+        found.append(parts.Part("metrics API", metrics_port, "https", threads,
+                                "" if threads else "its server or sampler thread has stopped"))
     if auth_port:
         found.append(parts.Part("gateway authorizer", auth_port, "http", _thread_runs("gateway-authz"),
                                 "" if _thread_runs("gateway-authz") else "its thread has stopped"))

@@ -32,6 +32,7 @@ from helpers.core.constants import (
     INFERENCESERVICE_CONFIG,
     KFSERVING_GROUP,
     KSERVE_GROUP,
+    KUBEFLOW_NAMESPACE,
     LOCAL_ADDRESS_ANNOTATION,
     MODEL_DIR,
     TRITON_HTTP_PORT,
@@ -41,9 +42,11 @@ from helpers.core.constants import (
 )
 from helpers.local.cluster.kubelet import ContainerLog, LogError
 from helpers.local.cluster.kubelet_portforward import PortForwardError
+from helpers.local.cluster.metrics import PodProcesses
 from helpers.local.controller.kube import Kube, owner_reference
 from helpers.local.stack import process
 from helpers.local.stack.controlplane import KUBE_VERSION, NODE_NAME
+from helpers.local.stack.seed import MINIO_POD, SEAWEEDFS_POD
 
 log = logging.getLogger("controller")
 
@@ -387,6 +390,34 @@ class Pods:
                                 lambda: _pid_alive(pid))
         raise LogError(404, f'pod "{pod}" not found on node {NODE_NAME}')
 
+    # --- metrics (called from the metrics API's sampler thread) ---------------------------------
+    def processes(self, s3_pid: Optional[int] = None) -> list[PodProcesses]:
+        """This node's Running Pods with the PID of each container's process: a server's Triton and
+        agent; the seed's object store pod (`minio`, SeaweedFS) with `s3_pid`, the stack's S3 server."""
+        servers = {}
+        for path in (self.state_root / "servers").glob("*/pod.json"):
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            servers[(path.parent.name.split(".", 1)[0], state.get("pod"))] = state
+        found = []
+        for pod in self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items:
+            ns, name = pod.metadata.namespace, pod.metadata.name
+            if pod.metadata.deletion_timestamp or not pod.status or pod.status.phase != "Running":
+                continue
+            containers: tuple[tuple[str, int], ...] = ()
+            state = servers.get((ns, name))
+            if state:
+                names = {"triton": api_group(state.get("group") or KSERVE_GROUP).server_container,
+                         "agent": AGENT_CONTAINER}
+                containers = tuple((names[role], runs[-1]["pid"]) for role in ROLES
+                                   if (runs := state["containers"].get(role)) and "finishedAt" not in runs[-1])
+            elif s3_pid and ns == KUBEFLOW_NAMESPACE and name in (MINIO_POD, SEAWEEDFS_POD) \
+                    and not pod.metadata.owner_references:
+                containers = ((pod.spec.containers[0].name, s3_pid),)
+            found.append(PodProcesses(ns, name, pod.metadata.labels or {}, containers))
+        return found
 
     # --- port-forward (called from the kubelet endpoint's threads) -----------------------------
     def port_address(self, namespace: str, pod: str, port: int) -> str:

@@ -1,7 +1,8 @@
 """The parts that live inside another process (the controller's threads), named where a user looks.
 
-The controller serves the node's kubelet endpoint, the release's admission webhooks, the gateway's
-authorizer (on profiles whose gateway asks for a login) and keeps nginx's routes; each is a thread
+The controller serves the node's kubelet endpoint, the release's admission webhooks, the metrics
+API (`kubectl top`), the gateway's authorizer (on profiles whose gateway asks for a login) and keeps
+nginx's routes; each is a thread
 of the controller, not a process the supervisor could restart. The controller publishes them every
 few seconds in `<state>/controller-parts.json` (its PID, the time, and per part: its address and
 whether its thread runs); `status` reads that file and also probes each address itself, so a part

@@ -11,7 +11,9 @@
   `kfserving-system`; Kubeflow's KServe bundle: `kubeflow`), with that release's keys;
 - `istio-system`, where the guide looks for the ingress gateway;
 - Kubeflow's aggregated ClusterRoles with the release's serving roles (`rbac`), which a
-  Profile's `default-editor` / `default-viewer` / owner are bound to.
+  Profile's `default-editor` / `default-viewer` / owner are bound to;
+- metrics-server's `system:aggregated-metrics-reader` (the controller serves the metrics API and
+  points its APIService at it: `helpers.local.cluster.metrics`).
 
 No kubelet runs: the Pod stays Pending and only its spec is read.
 """
@@ -30,6 +32,7 @@ from helpers.core.constants import (
     MINIO_PORT,
     MINIO_SERVICE,
 )
+from helpers.local.cluster.metrics import metrics_reader_role
 from helpers.local.cluster.rbac import role_manifests
 from helpers.local.stack.controlplane import NODE_NAME
 from helpers.local.stack.releases import Profile
@@ -308,4 +311,4 @@ def seed_manifests(profile: Profile, s3_access_key: str, s3_secret_key: str, s3_
               "metadata": {"name": INFERENCESERVICE_CONFIG, "namespace": profile.config_namespace},
               "data": inferenceservice_config_data(profile, multi_model_server)}
     return [*namespaces, *minio_manifests(s3_access_key, s3_secret_key, s3_address, profile.object_store),
-            knative_config_deployment(), config, *role_manifests(profile)]
+            knative_config_deployment(), config, *role_manifests(profile), metrics_reader_role()]
