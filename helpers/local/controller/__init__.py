@@ -26,6 +26,7 @@ from kubernetes import client, watch
 
 from helpers.clients import k8s
 from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.agent.status import read_status
 from helpers.local.cluster import identity, metrics
 from helpers.local.cluster.authz import Authorizer
@@ -327,6 +328,7 @@ class Controller:
             self.state_root, kubelet.port, self.gateway.auth_port, self.gateway.health, metrics_api.port))
         self.watch_forever(stop)
         self.reconcile_all()
+        self._wait_metrics_available()
         ready_file.write_text("ready\n")
         stop_wake = threading.Thread(target=lambda: (stop.wait(), self.wake.set(), self.status_events.interrupt()),
                                      daemon=True)
@@ -378,6 +380,18 @@ class Controller:
         if self._metrics_port and self._metrics_routed != self._metrics_port:
             k8s.apply_all(self.kube.api, metrics.api_manifests(self._metrics_port))
             self._metrics_routed = self._metrics_port
+
+    def _wait_metrics_available(self, timeout: float = 30.0) -> None:
+        """Until the apiserver serves the metrics API's discovery: before that, discovery (`kubectl
+        api-resources`, any client listing the groups) fails with "unable to retrieve the complete list of
+        server APIs", for a moment even after the APIService says Available."""
+        def served() -> bool:  # through the aggregator's proxy, as `kubectl top node` asks
+            self.kube.custom.list_cluster_custom_object(metrics.GROUP, metrics.VERSION, "nodes", _request_timeout=5)
+            return True
+        try:
+            poll_until(served, "the apiserver to serve the metrics API", timeout=timeout, interval=0.2)
+        except WaitTimeout as exc:
+            log.warning("%s; `kubectl top` and discovery may fail until it is", exc)
 
     def _pod_processes(self) -> list[metrics.PodProcesses]:
         from helpers.local.stack.stack import Stack  # the S3 server is the seed's object store pod
