@@ -23,7 +23,7 @@ CLEANUP = walkthrough.CLEANUP
 
 @pytest.fixture(scope="module")
 def walked(stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, walkthrough.Run]:
-    return run_walkthrough(tmp_path_factory.mktemp("walked"), {}, GUIDE)
+    return run_walkthrough(tmp_path_factory.mktemp("walked"), {}, GUIDE[:4])  # 00-03: a server with a model
 
 
 def config_deployment(kube) -> dict:
@@ -31,7 +31,7 @@ def config_deployment(kube) -> dict:
 
 
 def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, walked: dict, tmp_path: Path) -> None:
-    """After 00-04: 99 removes everything and restores Knative; 00-02 then pass again (a new Profile,
+    """After 00-03: 99 removes everything and restores Knative; 00-02 then pass again (a new Profile,
     Secret and server)."""
     core = client.CoreV1Api(kube)
     notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations or {}
@@ -46,7 +46,8 @@ def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, w
     done = json.loads(first.results.read_text())
     assert done["leftovers"] == []
     removed = {step["what"]: step["removed"] for step in done["steps"]}
-    assert removed["TrainedModels"] == ["cifar10", "inception"] and removed["InferenceService"] == ["triton-mms"]
+    # cifar10 from 00-03; inception too where test_notebooks' walkthrough ran on this worker's stack first
+    assert "cifar10" in removed["TrainedModels"] and removed["InferenceService"] == ["triton-mms"]
     assert removed["Profile and namespace"] == ["Profile mms", "namespace mms"]
     assert removed["bucket objects"] == []  # delete_data=False keeps the files
     shown = first.shown()  # one table: each step, what it removed, its kubectl equivalent
