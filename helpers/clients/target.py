@@ -49,6 +49,10 @@ TOKEN_ENV, COOKIE_ENV = "MMS_INGRESS_TOKEN", "MMS_INGRESS_COOKIE"
 SECRET_HEADERS = ("authorization", "cookie")
 
 
+class NoServerPod(SetupError):
+    """The server has no pod this moment (not made yet, or being replaced)."""
+
+
 class Endpoint:
     """Where to send HTTP requests for a server: `base_url`, plus headers (`Host` through an
     ingress, and the session a Kubeflow gateway asks for).
@@ -204,7 +208,7 @@ class Target:
         pods = [pod for pod in core.list_namespaced_pod(namespace, label_selector=selector).items
                 if not pod.metadata.deletion_timestamp]
         if not pods:
-            raise SetupError(f"no pod labelled {selector} in {namespace}",
+            raise NoServerPod(f"no pod labelled {selector} in {namespace}",
                              f"`kubectl get pods -n {namespace}`: is the InferenceService running (02_server)?")
         return core.read_namespaced_pod_log(pods[0].metadata.name, namespace, container=container)
 

@@ -71,8 +71,9 @@ def user_env(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
     env.update({
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "HOME": str(home), "VIRTUAL_ENV": str(venv),
         "KUBECONFIG": str(stack.kubeconfig), "MMS_PACKAGE": str(wheel), "NAMESPACE": NAMESPACE,
-        # the project's exact versions, so pip resolves quickly from its cache
-        "PIP_CONSTRAINT": str(project_root() / "constraints.txt"),
+        # the project's exact versions, so pip resolves quickly from its cache; no byte-compiling of every
+        # installed file (this venv's processes compile what they import, once)
+        "PIP_CONSTRAINT": str(project_root() / "constraints.txt"), "PIP_NO_COMPILE": "1",
         "MMS_CACHE_DIR": str(model_sources.config.cache_dir()), "MMS_OFFLINE": "1",
         "MMS_STATE_DIR": str(root / "no-local-stack"), "PYTHONUNBUFFERED": "1",
     })

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Optional
 
 from kubernetes import client
 
-from helpers.clients.target import Target
+from helpers.clients.target import NoServerPod, Target
 from helpers.core.constants import AGENT_CONTAINER, ApiGroup
 
 # Later agents name no logger: the source file of the call says which role spoke.
@@ -170,8 +170,17 @@ def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, nam
     TrainedModel the controller refused), the last timeline is returned as it is (steps None).
     """
     deadline = time.monotonic() + timeout
+    lines: list[str] = []
     while True:
-        lines = agent_lines(api, place, group, name, namespace)
+        try:
+            lines = agent_lines(api, place, group, name, namespace)
+        except NoServerPod:
+            # No pod this moment: one being replaced (a new InferenceService's, or one the garbage
+            # collector took); its successor's log is read on the next poll, until the deadline.
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+            continue
         try:
             found = timeline(lines, model)
         except ValueError:
