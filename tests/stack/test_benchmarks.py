@@ -10,22 +10,14 @@ the chaos smoke kills only the gateway's nginx and the agent, and waits until th
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from helpers.core.config import project_root
 from helpers.local.stack.stack import ORDER, Stack
+from support.benchmarks import run_benchmark
 
 pytestmark = pytest.mark.stack
-
-def _run(script: str, *args: str, timeout: int = 600) -> str:
-    run = subprocess.run([sys.executable, str(project_root() / "benchmarks" / script), *args], cwd=project_root(),
-                         capture_output=True, text=True, timeout=timeout)
-    assert run.returncode == 0, f"{script} exit {run.returncode}\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
-    return run.stdout
-
 
 def _missing(stdout: str, labels: list[str]) -> list[str]:
     """Labels with no figure line: the label at a line's start, a number after it."""
@@ -43,7 +35,7 @@ def test_run_all_knows_every_benchmark_script() -> None:
 
 
 def test_bench_controlplane_smoke_prints_every_figure(stack: Stack) -> None:
-    out = _run("bench_controlplane.py", "--smoke", "--stack-dir", str(stack.root))
+    out = run_benchmark("bench_controlplane.py", "--smoke", "--stack-dir", str(stack.root))
     labels = ["InferenceService apply -> Ready", "cifar10 apply -> served (median)", "cifar10 Triton load (median)",
               "cifar10 apply -> served minus Triton load (median)", "cifar10 agent sees (median)",
               "cifar10 apply -> Ready (median)", "cifar10 event -> loaded (median)", "2 TrainedModels apply -> all Ready",
@@ -52,7 +44,7 @@ def test_bench_controlplane_smoke_prints_every_figure(stack: Stack) -> None:
 
 
 def test_bench_walkthrough_smoke_prints_wall_times_and_ratios(stack: Stack) -> None:
-    out = _run("bench_walkthrough.py", "--smoke", "--stack-dir", str(stack.root), "--namespace", "bench-walk",
+    out = run_benchmark("bench_walkthrough.py", "--smoke", "--stack-dir", str(stack.root), "--namespace", "bench-walk",
                "--server-name", "triton-walk", "--bucket", "bench-walk")
     labels = ["walkthrough cold (00-03)", "notebook/raw cifar10 binary", "notebook/raw cifar10 JSON",
               "bench_walkthrough wall time"]
@@ -61,7 +53,7 @@ def test_bench_walkthrough_smoke_prints_wall_times_and_ratios(stack: Stack) -> N
 
 
 def test_bench_chaos_smoke_brings_back_what_it_kills(stack: Stack) -> None:
-    out = _run("bench_chaos.py", "--smoke", "--stack-dir", str(stack.root))
+    out = run_benchmark("bench_chaos.py", "--smoke", "--stack-dir", str(stack.root))
     profile = stack.profile().name
     labels = [f"chaos {profile} gateway: back / applied / serving", f"chaos {profile} agent: back / applied / serving",
               "bench_chaos wall time"]
@@ -70,7 +62,7 @@ def test_bench_chaos_smoke_brings_back_what_it_kills(stack: Stack) -> None:
 
 
 def test_bench_soak_smoke_prints_the_leaks_at_start_and_end(stack: Stack) -> None:
-    out = _run("bench_soak.py", "--smoke", "--stack-dir", str(stack.root))
+    out = run_benchmark("bench_soak.py", "--smoke", "--stack-dir", str(stack.root))
     labels = ["soak cycles", "soak cycle time p50 / p99", "soak leaked models", "soak leaked files",
               "soak process / fd / socket delta", "soak RSS agent start -> end", "bench_soak wall time"]
     assert not _missing(out, labels), f"{_missing(out, labels)}\n{out}"

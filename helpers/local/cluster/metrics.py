@@ -107,13 +107,20 @@ def read_processes(proc: Path = Path("/proc"), page_size: int = 0) -> dict[int, 
     return found
 
 
-def tree_usage(processes: Mapping[int, ProcStat], root: int) -> Optional[tuple[int, int]]:
-    """(CPU ticks, RSS bytes) of `root` and all its descendants; None if `root` is not running."""
-    if root not in processes:
-        return None
+def children_of(processes: Mapping[int, ProcStat]) -> dict[int, list[int]]:
+    """Each PID's child PIDs: made once per sample, read for every container's tree."""
     children: dict[int, list[int]] = {}
     for pid, stat in processes.items():
         children.setdefault(stat.ppid, []).append(pid)
+    return children
+
+
+def tree_usage(processes: Mapping[int, ProcStat], root: int,
+               children: Optional[Mapping[int, list[int]]] = None) -> Optional[tuple[int, int]]:
+    """(CPU ticks, RSS bytes) of `root` and all its descendants; None if `root` is not running."""
+    if root not in processes:
+        return None
+    children = children_of(processes) if children is None else children
     ticks = rss = 0
     todo, seen = [root], set()
     while todo:
@@ -168,10 +175,11 @@ def take_sample(pods: list[PodProcesses], proc: Path = Path("/proc"), now: Optio
                 page_size: int = 0) -> Sample:
     """One reading of the node and of every container's process tree."""
     processes = read_processes(proc, page_size)
+    children = children_of(processes)
     usage = {}
     for pod in pods:
         for container, pid in pod.containers:
-            found = tree_usage(processes, pid)
+            found = tree_usage(processes, pid, children)
             if found is not None:
                 usage[(pod.namespace, pod.name, container, pid)] = found
     return Sample(time.time() if now is None else now, node_busy_ticks((proc / "stat").read_text()),

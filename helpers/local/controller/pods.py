@@ -21,7 +21,7 @@ import secrets
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from kubernetes.client.exceptions import ApiException
 
@@ -147,6 +147,20 @@ class Pods:
     def _load(self, key: str) -> dict:
         path = self._state_file(key)
         return json.loads(path.read_text()) if path.exists() else {}
+
+    def _server_states(self, namespace: str = "*") -> Iterator[tuple[str, dict]]:
+        """(server key, pod state) of each server pod this node keeps (in `namespace`)."""
+        for path in sorted((self.state_root / "servers").glob(f"{namespace}.*/pod.json")):
+            try:
+                yield path.parent.name, json.loads(path.read_text())
+            except (OSError, ValueError):  # its server stopped meanwhile
+                continue
+
+    @staticmethod
+    def _container_roles(state: dict) -> dict[str, str]:
+        """A server pod's container names -> the process each stands for, in the containers' order."""
+        server = api_group(state.get("group") or KSERVE_GROUP).server_container
+        return {server: "triton", AGENT_CONTAINER: "agent"}
 
     def _save(self, key: str, state: dict) -> None:
         path = self._state_file(key)
@@ -372,14 +386,10 @@ class Pods:
     # --- logs (called from the kubelet endpoint's threads) -------------------------------------
     def container_log(self, namespace: str, pod: str, container: str, previous: bool) -> ContainerLog:
         """Which log file and run the kubelet serves for `kubectl logs POD CONTAINER [--previous]`."""
-        for path in sorted((self.state_root / "servers").glob(f"{namespace}.*/pod.json")):
-            state = json.loads(path.read_text())
+        for key, state in self._server_states(namespace):
             if state.get("pod") != pod:
                 continue
-            key = path.parent.name
-            server = api_group(state.get("group") or KSERVE_GROUP).server_container
-            roles = {server: "triton", AGENT_CONTAINER: "agent"}
-            role = roles.get(container)
+            role = self._container_roles(state).get(container)
             if role is None:
                 raise LogError(400, f"container {container} is not valid for pod {pod}")
             runs = state["containers"].get(role) or []
@@ -394,13 +404,7 @@ class Pods:
     def processes(self, s3_pid: Optional[int] = None) -> list[PodProcesses]:
         """This node's Running Pods with the PID of each container's process: a server's Triton and
         agent; the seed's object store pod (`minio`, SeaweedFS) with `s3_pid`, the stack's S3 server."""
-        servers = {}
-        for path in (self.state_root / "servers").glob("*/pod.json"):
-            try:
-                state = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            servers[(path.parent.name.split(".", 1)[0], state.get("pod"))] = state
+        servers = {(key.split(".", 1)[0], state.get("pod")): state for key, state in self._server_states()}
         found = []
         for pod in self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items:
             ns, name = pod.metadata.namespace, pod.metadata.name
@@ -409,9 +413,7 @@ class Pods:
             containers: tuple[tuple[str, int], ...] = ()
             state = servers.get((ns, name))
             if state:
-                names = {"triton": api_group(state.get("group") or KSERVE_GROUP).server_container,
-                         "agent": AGENT_CONTAINER}
-                containers = tuple((names[role], runs[-1]["pid"]) for role in ROLES
+                containers = tuple((name, runs[-1]["pid"]) for name, role in self._container_roles(state).items()
                                    if (runs := state["containers"].get(role)) and "finishedAt" not in runs[-1])
             elif s3_pid and ns == KUBEFLOW_NAMESPACE and name in (MINIO_POD, SEAWEEDFS_POD) \
                     and not pod.metadata.owner_references:

@@ -170,7 +170,6 @@ def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, nam
     TrainedModel the controller refused), the last timeline is returned as it is (steps None).
     """
     deadline = time.monotonic() + timeout
-    lines: list[str] = []
     while True:
         try:
             lines = agent_lines(api, place, group, name, namespace)
