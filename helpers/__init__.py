@@ -37,7 +37,7 @@ ALIASES = {
     "lifecycle": "steps.operations.lifecycle", "cleanup": "steps.operations.cleanup",
     "doctor": "steps.troubleshoot.doctor", "pitfalls": "steps.troubleshoot.pitfalls",
     **{m: f"lesson.{m}" for m in ("notebook", "widgets", "plots", "diagram")},
-    **{m: f"tools.{m}" for m in ("lab", "walkthrough", "notebooks")},
+    **{m: f"tools.{m}" for m in ("lab", "walkthrough", "notebooks", "translations")},
     "models": "steps.models",  # `python -m helpers.models fetch|pack|unpack`
 }
 

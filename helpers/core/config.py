@@ -63,6 +63,7 @@ ENV_VARS = {
     "MMS_BUCKET": "the MinIO bucket that holds the models (default: the settings file, else triton)",
     "MMS_API_GROUP": "serving.kubeflow.org or serving.kserve.io (default: the settings file, else the one the cluster serves)",
     "MMS_PRESET": "resources the server and models ask for: guide (16Gi server, default) or small (1 cpu, 2Gi: shared clusters)",
+    "MMS_LANGUAGE": "the language of the notebooks' messages, plots and doctor: en (default) or ko (한국어)",
     "KUBECONFIG": "on the cluster target, the kubeconfig to use when not running inside the cluster",
     "KUBERNETES_SERVICE_HOST": "set by Kubernetes in every pod: the cluster target uses the in-cluster config "
                                "and is the default target there",

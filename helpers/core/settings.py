@@ -15,9 +15,10 @@ the first of, highest first:
 
 On the `local` target there is no per-learner default: the namespace stays `mms` unless 1-3 say
 otherwise. The `preset` chooses the resources the InferenceService and TrainedModels ask for:
-`guide` (the guide's 16Gi server) or `small`, for many learners sharing one cluster.
+`guide` (the guide's 16Gi server) or `small`, for many learners sharing one cluster. The
+`language` (`en` or `ko`) is the one notebooks, helper messages and plots speak (helpers.core.i18n).
 
-Core layer: imports only the standard library, PyYAML and helpers.core.config/constants/errors.
+Core layer: imports only the standard library, PyYAML and helpers.core.config/constants/errors/i18n.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
-from helpers.core import config
+from helpers.core import config, i18n
 from helpers.core.constants import API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME
 from helpers.core.errors import SetupError
 
@@ -39,10 +40,10 @@ SETTINGS_FILE_ENV = "MMS_SETTINGS"
 
 # setting -> the environment variable that sets it.
 ENV = {"target": "MMS_TARGET", "namespace": "MMS_NAMESPACE", "server_name": "MMS_SERVER_NAME",
-       "bucket": "MMS_BUCKET", "api_group": "MMS_API_GROUP", "preset": "MMS_PRESET"}
+       "bucket": "MMS_BUCKET", "api_group": "MMS_API_GROUP", "preset": "MMS_PRESET", "language": i18n.ENV}
 KEYS = tuple(ENV)
 BUILT_IN = {"target": "local", "namespace": DEFAULT_NAMESPACE, "server_name": DEFAULT_SERVER_NAME,
-            "bucket": DEFAULT_BUCKET, "api_group": "", "preset": "guide"}
+            "bucket": DEFAULT_BUCKET, "api_group": "", "preset": "guide", "language": i18n.SOURCE_LANGUAGE}
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -105,6 +106,11 @@ def validate(key: str, value: Any) -> str:
             return config.target(text or None)
         except ValueError as exc:
             raise SetupError(str(exc), "set target to 'local' or 'cluster'") from None
+    if key == "language":
+        try:
+            return i18n.check(text or i18n.SOURCE_LANGUAGE)
+        except ValueError as exc:
+            raise SetupError(str(exc), "set language to 'en' (English) or 'ko' (한국어)") from None
     if key == "api_group":
         if text and text not in API_GROUPS:
             raise SetupError(f"api_group {text!r} is not one of {', '.join(API_GROUPS)}",

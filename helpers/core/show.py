@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from helpers.core.i18n import _
 from helpers.core.progress import _ipython
 
 
@@ -67,13 +68,7 @@ def _wrap_command(command: str, width: int) -> list[str]:
     return lines + [current]
 
 
-def show_equivalent(command: str, width: int = 96) -> None:
-    """Print the guide's kubectl/curl/mc equivalent of the step just done, marked as such.
-
-    Lines are shown as shell input (`$ ...`); comment lines (`# ...`) and continuation lines
-    stay as written, and a command longer than `width` is continued over several lines.
-    Commands name secrets through shell variables, never by value.
-    """
+def _shell_block(command: str, width: int) -> list[str]:
     lines, continued = [], False
     for line in command.strip("\n").splitlines():
         stripped = line.strip()
@@ -83,7 +78,39 @@ def show_equivalent(command: str, width: int = 96) -> None:
             first, *rest = _wrap_command(stripped, width - 2)
             lines += [f"$ {first}", *rest]
         continued = stripped.endswith("\\")
-    display_code("# the guide's equivalent, in a shell:\n" + "\n".join(lines), "bash")
+    return lines
+
+
+def show_shell(command: str, label: str, width: int = 96) -> None:
+    """Print shell commands under a one-line `# label`, as they paste and run.
+
+    Lines are shown as shell input (`$ ...`); comment lines (`# ...`) and continuation lines
+    stay as written, and a command longer than `width` is continued over several lines.
+    Commands name secrets through shell variables, never by value.
+    """
+    display_code("\n".join([f"# {label}", *_shell_block(command, width)]), "bash")
+
+
+def show_guide(command: str, width: int = 96) -> None:
+    """The guide's own commands for the step just done, exactly as the guide writes them."""
+    show_shell(command, _("the guide's commands, as the guide writes them:"), width)
+
+
+def show_adapted(command: str, why: str, width: int = 96) -> None:
+    """The guide's commands for this step with something changed; `why` says what and why, in one line."""
+    show_shell(command, _("the guide's commands, adapted ({why}):").format(why=why), width)
+
+
+def show_not_in_guide(command: str, why: str = "", width: int = 96) -> None:
+    """Commands for what the cell did that the guide has no step for (`why`: what they are for)."""
+    label = _("not in the guide: {why}").format(why=why) if why else _("not in the guide:")
+    show_shell(command, label, width)
+
+
+def show_equivalent(command: str, width: int = 96) -> None:
+    """Older notebooks' name for a shell equivalent of the step just done (new ones say which of
+    `show_guide`, `show_adapted` or `show_not_in_guide` it is)."""
+    show_shell(command, _("a shell equivalent:"), width)
 
 
 def abridge(value: Any, limit: int = 6) -> Any:
@@ -116,13 +143,14 @@ def show_json(value: Any, title: str = "", limit: int = 6) -> None:
 
 def show_lines(lines: list[str], title: str) -> None:
     """Show log lines exactly as `kubectl logs` prints them, under a one-line title."""
-    display_code("\n".join([f"# {title}", *(lines or ["(no lines yet)"])]), "text")
+    display_code("\n".join([f"# {title}", *(lines or [_("(no lines yet)")])]), "text")
 
 
 def hand_to_admin(what: str, text: str, command: str = "") -> None:
     """Show what only an admin may apply (YAML or commands), marked as not applied by this notebook."""
-    lines = [f"# for your cluster's admin: {what}. You may not apply it, and nothing of it was applied.",
-             text.rstrip(), *([f"# then: {command}"] if command else [])]
+    lines = ["# " + _("for your cluster's admin: {what}. You may not apply it, and nothing of it was applied.").format(
+                 what=what),
+             text.rstrip(), *(["# " + _("then: {command}").format(command=command)] if command else [])]
     display_code("\n".join(lines), "yaml")
 
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 
 from helpers.clients.inference import ServerRef
 from helpers.clients.target import IDENTITIES, Endpoint, Local, Target, resolve_settings, select
-from helpers.core import config
+from helpers.core import config, i18n
 from helpers.core import settings as workshop
 from helpers.core.constants import ApiGroup
 from helpers.core.constants import api_group as lookup_group
@@ -33,13 +33,17 @@ from helpers.core.show import (  # noqa: F401 - notebooks import these from help
     display_code,
     hand_to_admin,
     mask,
+    show_adapted,
     show_equivalent,
+    show_guide,
     show_json,
     show_lines,
+    show_not_in_guide,
+    show_shell,
 )
 
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
-SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group", "preset")
+SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group", "preset", "language")
 # The notebooks that read or write the models' bucket (and so default to a learner's own folder).
 OWN_FOLDER_NOTEBOOKS = ("01", "03", "04", "05", "06", "99")
 
@@ -379,8 +383,8 @@ def _parameters(cell: Mapping[str, Any]) -> dict[str, Any]:
 def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Optional[Mapping[str, Any]] = None,
           target: Optional[str] = None, identity: str = "", namespace: Optional[str] = None,
           server_name: Optional[str] = None, bucket: Optional[str] = None, api_group: Optional[str] = None,
-          preset: Optional[str] = None, results_path: Optional[str] = None, interactive: Optional[bool] = None,
-          check: bool = True, **parameters: Any) -> Context:
+          preset: Optional[str] = None, language: Optional[str] = None, results_path: Optional[str] = None,
+          interactive: Optional[bool] = None, check: bool = True, **parameters: Any) -> Context:
     """The opening cell of every notebook: say what runs where, check the stack, return the Context.
 
     `settings=locals()` takes the parameters cell's values (target, namespace, ... and extras
@@ -393,7 +397,8 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
         given = _parameters(settings)
         return start(name, guide_section, purpose, check=check, **{
             "target": target, "identity": identity, "namespace": namespace, "server_name": server_name,
-            "bucket": bucket, "api_group": api_group, "preset": preset, "results_path": results_path,
+            "bucket": bucket, "api_group": api_group, "preset": preset, "language": language,
+            "results_path": results_path,
             "interactive": interactive, **parameters, **given})
     known_section, known_purpose = NOTEBOOKS.get(name, ("", ""))
     guide_section, purpose = guide_section or known_section, purpose or known_purpose
@@ -403,7 +408,9 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
     set_headless(not interactive)
     # Every value checked here, before anything changes (a bad file or variable names itself and the fix).
     chosen, where = resolve_settings({"target": target, "namespace": namespace, "server_name": server_name,
-                                      "bucket": bucket, "api_group": api_group, "preset": preset})
+                                      "bucket": bucket, "api_group": api_group, "preset": preset,
+                                      "language": language})
+    i18n.set_language(chosen["language"])  # before anything is said: every message below is in it
     params = {**chosen, "identity": identity or default_identity(name, chosen["target"]), **parameters}
     ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
                   bool(interactive))

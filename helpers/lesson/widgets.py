@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from helpers.clients.target import IDENTITIES
-from helpers.core import settings
+from helpers.core import i18n, settings
 from helpers.core.constants import API_GROUPS
 from helpers.core.errors import SetupError
 
@@ -26,6 +26,7 @@ FIELDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "server_name": ("server name", None),
     "bucket": ("bucket", None),
     "preset": ("preset", tuple(settings.PRESETS)),
+    "language": ("language", tuple(i18n.LANGUAGES)),
 }
 
 HELP = ("Changing a value here changes what the cells below use: re-run them after a change. "

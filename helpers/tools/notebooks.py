@@ -1,5 +1,10 @@
 """Put the walkthrough's notebooks where a learner's Jupyter opens them: `python -m helpers.notebooks copy [DIR]`.
 
+`--lang ko` writes them in Korean (한국어: `python -m helpers.notebooks copy --lang ko`): the same
+code, the markdown from the Korean catalogue, and `language = "ko"` in the parameters cell, so
+helper messages, doctor findings and plots are in Korean too (helpers.tools.translations). The
+default is the `language` setting (`MMS_LANGUAGE`, the settings file), else English.
+
 DIR defaults to `./mms-notebooks` (in a Kubeflow Notebook, the terminal starts in the home
 folder, which is the file browser's root). A learner's copy is never overwritten silently:
 
@@ -20,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from helpers.core import i18n, settings
 from helpers.core.resources import notebooks_dir
+from helpers.tools import translations
 
 DEFAULT_DIR = Path("mms-notebooks")
 
@@ -39,8 +46,8 @@ def shipped() -> list[Path]:
     return sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
 
 
-def copy(dest: Path, force: bool = False) -> list[Copied]:
-    """Copy the shipped notebooks into `dest` (created), keeping a learner's edited copies (see module doc)."""
+def copy(dest: Path, force: bool = False, lang: str = i18n.SOURCE_LANGUAGE) -> list[Copied]:
+    """Copy the shipped notebooks in `lang` into `dest` (created), keeping a learner's edited copies (module doc)."""
     dest = Path(dest).expanduser()
     if dest.exists() and not dest.is_dir():
         from helpers.core.errors import SetupError
@@ -49,19 +56,19 @@ def copy(dest: Path, force: bool = False) -> list[Copied]:
     dest.mkdir(parents=True, exist_ok=True)
     done = []
     for source in shipped():
-        target = dest / source.name
+        target, text = dest / source.name, translations.render_text(source, lang)
         if not target.exists():
-            shutil.copyfile(source, target)
+            target.write_text(text)
             done.append(Copied(source.name, "copied", target))
-        elif target.read_bytes() == source.read_bytes():
+        elif target.read_text() == text:
             done.append(Copied(source.name, "unchanged", target))
         elif force:
             shutil.copyfile(target, target.with_name(target.name + ".bak"))
-            shutil.copyfile(source, target)
+            target.write_text(text)
             done.append(Copied(source.name, "replaced", target))
         else:
             fresh = target.with_name(f"{source.stem}.new.ipynb")
-            shutil.copyfile(source, fresh)
+            fresh.write_text(text)
             done.append(Copied(source.name, "new-version", fresh))
     return done
 
@@ -84,6 +91,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cmd = sub.add_parser("copy", help="copy the notebooks into DIR (default ./mms-notebooks)")
     cmd.add_argument("dir", nargs="?", type=Path, default=DEFAULT_DIR)
     cmd.add_argument("--force", action="store_true", help="overwrite edited copies (each kept as NAME.ipynb.bak)")
+    cmd.add_argument("--lang", choices=tuple(i18n.LANGUAGES), default=None,
+                     help="en or ko (한국어); default: the language setting (MMS_LANGUAGE, settings file), else en")
     sub.add_parser("where", help="print the folder of the shipped notebooks")
     args = parser.parse_args(argv)
     if args.command == "where":
@@ -92,7 +101,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not shipped():
         print(f"no notebooks in {notebooks_dir()}: the install is incomplete; reinstall the package", file=sys.stderr)
         return 1
-    print(report(copy(args.dir, args.force), args.dir))
+    lang = args.lang or settings.resolve_with_sources({})[0]["language"]
+    print(report(copy(args.dir, args.force, lang), args.dir))
     return 0
 
 

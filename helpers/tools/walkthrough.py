@@ -11,6 +11,9 @@ namespace (TrainedModels, the InferenceService, the S3 Secret, ServiceAccount an
 Service) is kept by default (`--keep`), so it can be inspected; `--cleanup` deletes it
 afterwards. The namespace, its Profile and the Knative settings from 00 are always kept.
 
+`--lang ko` (or MMS_LANGUAGE=ko, or `language: ko` in the settings file) runs the Korean notebooks:
+rendered from the shipped ones into the build folder first (helpers.tools.translations).
+
 The walkthrough is 00-06; `99_cleanup`, which deletes all that 00-05 made (the Profile and the
 Knative values too), runs only when asked: `--only 99`.
 """
@@ -29,7 +32,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from helpers.core.config import build_dir
+from helpers.core.i18n import SOURCE_LANGUAGE
 from helpers.core.resources import is_checkout, notebooks_dir
+from helpers.core.settings import resolve_with_sources
+from helpers.tools import translations
 
 KERNEL = "mms-notebooks"
 CLEANUP = "99_cleanup"
@@ -213,6 +219,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--target", choices=("local", "cluster"), help="the notebooks' target (as -p target ...)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="run the notebooks of this folder (e.g. the copies `helpers.tools.notebooks copy` made)")
+    parser.add_argument("--lang", choices=("en", "ko"), default=None,
+                        help="the notebooks' language (default: the language setting, MMS_LANGUAGE, else en)")
     parser.add_argument("--kernel", default=None, help="Jupyter kernel (default: mms-notebooks if installed, else python3)")
     parser.add_argument("--junit", type=Path, default=None, help="write a JUnit XML report here")
     keep = parser.add_mutually_exclusive_group()
@@ -234,6 +242,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.target:
         params["target"] = args.target
     out_dir = args.out or build_dir() / "notebooks"
+    lang = args.lang or resolve_with_sources({})[0]["language"]
+    if lang != SOURCE_LANGUAGE:
+        params["language"] = lang
+        if args.dir is None:
+            args.dir = out_dir / f"source-{lang}"
+            translations.render_all(args.dir, lang)
     planned = [p.stem for p in notebooks(args.dir, cleanup=bool(args.only))
                if not args.only or any(p.stem.startswith(prefix) for prefix in args.only)]
     if not planned:

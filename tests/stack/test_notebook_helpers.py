@@ -19,7 +19,7 @@ from helpers.steps.models import images, predict
 from helpers.steps.models.standins import CIFAR10_CLASSES
 
 SETTINGS = {"target": "local", "identity": "admin", "namespace": "team-a", "server_name": "tri", "bucket": "models-bkt",
-            "api_group": "serving.kserve.io", "preset": "small"}
+            "api_group": "serving.kserve.io", "preset": "small", "language": "en"}
 # A notebook's parameters cell as it is committed: every setting left to MMS_*, the settings file or the default.
 BLANK_CELL = {"target": None, "identity": "admin", "namespace": "", "server_name": "", "bucket": "", "api_group": "",
               "preset": "", "results_path": None, "interactive": None}
@@ -68,7 +68,8 @@ def test_start_reads_the_settings_file_and_says_where_each_setting_came_from(
     monkeypatch.setenv("MMS_API_GROUP", "serving.kserve.io")  # else start asks the cluster
     ctx = blank_start(tmp_path, server_name="param-srv")
     assert ctx.settings() == {"target": "local", "identity": "admin", "namespace": "team-f", "server_name": "param-srv",
-                              "bucket": "env-bkt", "api_group": "serving.kserve.io", "preset": "small"}
+                              "bucket": "env-bkt", "api_group": "serving.kserve.io", "preset": "small",
+                              "language": "en"}
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("settings: "))
     assert line == ("settings: target=local (default), namespace=team-f (settings file), server_name=param-srv "
                     "(parameter), bucket=env-bkt (MMS_BUCKET), api_group=serving.kserve.io (MMS_API_GROUP), "
@@ -152,7 +153,7 @@ def test_widgets_save_for_every_notebook_and_the_next_one_reads_it(
     widgets.set(namespace="team-c", preset="small", identity="learner")
     widgets.save_button.click()
     assert settings.load() == {"target": "local", "namespace": "team-c", "server_name": "tri", "bucket": "models-bkt",
-                               "api_group": "serving.kserve.io", "preset": "small"}  # identity is not a shared setting
+                               "api_group": "serving.kserve.io", "preset": "small", "language": "en"}  # identity is not a shared setting
     assert f"saved to <code>{path}</code>" in widgets.saved.value
     following = blank_start(tmp_path)  # the next notebook, its parameters cell untouched
     assert (following.namespace, following.server_name, following.preset.name) == ("team-c", "tri", "small")
@@ -198,11 +199,18 @@ def test_mask_never_shows_any_character() -> None:
     assert notebook.mask("") == "<empty>"
 
 
-def test_show_equivalent_marks_commands(capsys: pytest.CaptureFixture) -> None:
-    notebook.show_equivalent("# comment\nkubectl apply -f x.yaml\nwget -O f \\\n     https://example.com/f")
+def test_shown_commands_say_truthfully_where_they_come_from(capsys: pytest.CaptureFixture) -> None:
+    from helpers.core.show import show_adapted, show_guide, show_not_in_guide
+
+    show_guide("# comment\nkubectl apply -f x.yaml\nwget -O f \\\n     https://example.com/f")
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("# the guide's equivalent")
+    assert out[0] == "# the guide's commands, as the guide writes them:"
     assert out[1:] == ["# comment", "$ kubectl apply -f x.yaml", "$ wget -O f \\", "       https://example.com/f"]
+    show_adapted("kubectl get pods -n mms", "-n added: your namespace")
+    show_not_in_guide("kubectl get pods -n mms", "see the server's containers")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "# the guide's commands, adapted (-n added: your namespace):"
+    assert out[2] == "# not in the guide: see the server's containers"
 
 
 def test_long_commands_wrap_between_options_never_inside_one(capsys: pytest.CaptureFixture) -> None:

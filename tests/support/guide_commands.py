@@ -197,7 +197,7 @@ DOWNLOADS = re.compile(r"^(\./gsutil |wget |TMP=\$\(mktemp|\(cd \$TMP|mv \$TMP)"
 
 
 def notebook_commands(executed: list[Path]) -> list[str]:
-    """The shell lines (`$ ...`, continuations joined) the executed notebooks print as equivalents."""
+    """The shell lines (`$ ...`, continuations joined) the executed notebooks show as commands to paste."""
     import nbformat
 
     found = []
@@ -205,7 +205,7 @@ def notebook_commands(executed: list[Path]) -> list[str]:
         for cell in nbformat.read(path, as_version=4).cells:
             for output in cell.get("outputs", []):
                 text = output.get("text") or (output.get("data") or {}).get("text/plain") or ""
-                if not text.startswith("# the guide's equivalent, in a shell:"):
+                if not (text.startswith("# ") and "\n$ " in text):  # a block of core.show.show_shell
                     continue
                 command = ""
                 for line in text.splitlines():

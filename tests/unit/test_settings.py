@@ -29,7 +29,7 @@ def resolve(*args, **kwargs) -> dict[str, str]:
 def test_built_in_defaults_on_the_local_target_are_the_guides() -> None:
     found = resolve({}, own_namespace=NO_POD, user="Alice")
     assert found == {"target": "local", "namespace": "mms", "server_name": "triton-mms", "bucket": "triton",
-                     "api_group": "", "preset": "guide"}
+                     "api_group": "", "preset": "guide", "language": "en"}
     assert set(settings.sources({}, own_namespace=NO_POD).values()) == {"default"}
 
 
