@@ -73,7 +73,7 @@ def test_start_reads_the_settings_file_and_says_where_each_setting_came_from(
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("settings: "))
     assert line == ("settings: target=local (default), namespace=team-f (settings file), server_name=param-srv "
                     "(parameter), bucket=env-bkt (MMS_BUCKET), api_group=serving.kserve.io (MMS_API_GROUP), "
-                    "preset=small (settings file)")
+                    "preset=small (settings file), language=en (default)")
     # the preset reaches the manifests: the small server and model memory
     values = manifests.values_for(ctx, model_name="cifar10")
     server = manifests.render("multi_model_triton_server", **values)[0]["spec"]["predictor"]["triton"]["resources"]
