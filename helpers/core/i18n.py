@@ -1,8 +1,8 @@
 """The learner's language, English or Korean, and the catalogues that translate what helpers say.
 
 Messages are written in English in the code, marked with `_()` (gettext's convention), and looked
-up in the Korean catalogues `helpers/locale/ko/LC_MESSAGES/*.po`: one `.po` file per folder of
-`helpers` (`core.po`, `steps.troubleshoot.po`, ...), all read together. Babel reads them as they
+up in the Korean catalogues `helpers/locale/ko/LC_MESSAGES/*.po`: one `.po` file per module
+(`core.settings.po`, `steps.troubleshoot.doctor.po`, ...), all read together. Babel reads them as they
 are, so there is no compiled `.mo` to keep in step. A message missing from the catalogue is
 shown in English; `python -m helpers.tools.translations check` lists those.
 

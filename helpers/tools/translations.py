@@ -7,8 +7,9 @@ Two kinds of catalogue, both gettext `.po` files read and written with Babel:
   its translation; code cells are never translated, so the code of every language is the same.
   The rendered notebook's parameters cell says `language = "<lang>"`, so its helper messages,
   doctor findings and plots speak it too.
-- `helpers/locale/<lang>/LC_MESSAGES/<folder>.po`: the messages the code marks with `_()`
-  (`helpers.core.i18n`), one file per folder of `helpers`.
+- `helpers/locale/<lang>/LC_MESSAGES/<module>.po`: the messages the code marks with `_()`
+  (`helpers.core.i18n`), one file per module (`steps.troubleshoot.doctor.po`), so the catalogue of
+  a module changes with it and nowhere else.
 
 `update` brings every catalogue in step with the English source (new entries empty, changed
 ones kept as fuzzy with the old English beside them, gone ones dropped); `check` lists what is
@@ -76,13 +77,9 @@ def notebook_template(path: Path) -> Catalog:
 
 
 def source_folders() -> dict[str, list[Path]]:
-    """Catalogue name -> the helpers modules it covers: one per folder (`steps.models`, `core`, ...)."""
+    """Catalogue name -> the helpers module it covers (`steps.models.images`, `core.settings`, ...)."""
     root = i18n.locale_dir().parent
-    found: dict[str, list[Path]] = {}
-    for path in sorted(root.rglob("*.py")):
-        name = ".".join(path.parent.relative_to(root).parts) or "helpers"
-        found.setdefault(name, []).append(path)
-    return found
+    return {".".join(path.relative_to(root).with_suffix("").parts): [path] for path in sorted(root.rglob("*.py"))}
 
 
 def helpers_template(paths: list[Path]) -> Catalog:
