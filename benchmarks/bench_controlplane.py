@@ -354,7 +354,13 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
         sampler.sample()
     ready_times = sorted(rec.ready_at[u] - t0 for u in uids)
     in_config = rec.config_has(set(names), t0)
-    agent = agent_loads(stack, set(names), t0)
+    # Triton answers READY a moment before the agent's load call returns and it logs the load: wait
+    # for its lines, else a count read now misses the last loads ("83 loads for 100 models").
+    try:
+        agent = poll_until(lambda: (lambda found: found if found.all_once is not None else None)(
+            agent_loads(stack, set(names), t0)), f"the agent to log {n} loads", 60, 0.25)
+    except TimeoutError:
+        agent = agent_loads(stack, set(names), t0)
     final = common.tree_memory(pid)
     if kind == "torchscript":
         sample_ok = triton.infer(url, names[-1], np.ones((1, 3, 32, 32), dtype=np.float32))["OUTPUT__0"].shape

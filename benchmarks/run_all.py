@@ -4,7 +4,7 @@ Each script runs in its own Python process, one after the other (so torch and Te
 loaded by one do not weigh on the next), on its own throw-away local stack. A summary of what
 ran, how long it took and whether it finished comes last. Figures are printed, never asserted.
 
-Usage: python benchmarks/run_all.py [--quick] [--only stack controlplane walkthrough torch tf chaos soak]
+Usage: python benchmarks/run_all.py [--quick] [--only stack controlplane scale walkthrough torch tf chaos soak]
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import _common as common
 SCRIPTS = {
     "stack": "bench_stack.py",  # issue 3
     "controlplane": "bench_controlplane.py",  # issue 4
+    "scale": "bench_scale.py",  # issue 24 (10, 100, 1000 TrainedModels)
     "walkthrough": "bench_walkthrough.py",  # issue 5
     "torch": "bench_torch_backend.py",  # issue 14
     "tf": "bench_tf_backend.py",  # issue 25

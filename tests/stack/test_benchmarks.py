@@ -43,6 +43,15 @@ def test_bench_controlplane_smoke_prints_every_figure(stack: Stack) -> None:
     assert not _missing(out, labels), f"{_missing(out, labels)}\n{out}"
 
 
+def test_bench_scale_smoke_prints_every_column_and_the_limit(stack: Stack) -> None:
+    out = run_benchmark("bench_scale.py", "--smoke", "--stack-dir", str(stack.root))
+    labels = ["models.json bytes per TrainedModel", "largest N whose models.json fits 1 MiB",
+              "3 TrainedModels: apply -> all served", "bench_scale wall time"]
+    assert not _missing(out, labels), f"{_missing(out, labels)}\n{out}"
+    row = re.search(r"^ ?3 +[\d.]+ +(\S+) ", out, re.MULTILINE)
+    assert row and row.group(1) == "1", out  # one load per model: the count waits for the agent's lines
+
+
 def test_bench_walkthrough_smoke_prints_wall_times_and_ratios(stack: Stack) -> None:
     out = run_benchmark("bench_walkthrough.py", "--smoke", "--stack-dir", str(stack.root), "--namespace", "bench-walk",
                "--server-name", "triton-walk", "--bucket", "bench-walk")

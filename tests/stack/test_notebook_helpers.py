@@ -153,7 +153,8 @@ def test_widgets_save_for_every_notebook_and_the_next_one_reads_it(
     widgets.set(namespace="team-c", preset="small", identity="learner")
     widgets.save_button.click()
     assert settings.load() == {"target": "local", "namespace": "team-c", "server_name": "tri", "bucket": "models-bkt",
-                               "api_group": "serving.kserve.io", "preset": "small", "language": "en"}  # identity is not a shared setting
+                               "api_group": "serving.kserve.io", "preset": "small",
+                               "language": "en"}  # identity is not a shared setting
     assert f"saved to <code>{path}</code>" in widgets.saved.value
     following = blank_start(tmp_path)  # the next notebook, its parameters cell untouched
     assert (following.namespace, following.server_name, following.preset.name) == ("team-c", "tri", "small")
