@@ -470,5 +470,6 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
 def settings_line(values: Mapping[str, str], sources: Mapping[str, str]) -> str:
     """`settings: namespace=team-a (settings file), bucket=triton (default), ...`: each value and where it
     came from (parameter, MMS_* variable, settings file, per-learner default, default)."""
-    return _("settings: {values}").format(values=", ".join(f"{k}={v} ({sources.get(k) or _('parameter')})"
+    given = _("parameter")
+    return _("settings: {values}").format(values=", ".join(f"{k}={v} ({sources.get(k) or given})"
                                                          for k, v in values.items() if k != "identity"))

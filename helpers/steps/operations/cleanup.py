@@ -62,7 +62,7 @@ class Step:
     def outcome(self, limit: int = 6) -> list[str]:
         """What the step removed, one entry a line (past `limit`, a line says how many more), else why nothing."""
         if not self.removed:
-            return [f"({self.note or _('nothing to remove')})"]
+            return ["({})".format(self.note or _("nothing to remove"))]
         more = len(self.removed) - limit
         return self.removed[:limit] + ([_("… {count} more").format(count=more)] if more > 0 else [])
 
@@ -220,7 +220,8 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     if restore_knative:
         changes = knative.restore_config_deployment(api)
         for change in changes:
-            s.removed.append(f"{change.key}: {change.before} -> {change.after or _('(unset)')}")
+            after = change.after or _("(unset)")
+            s.removed.append(f"{change.key}: {change.before} -> {after}")
         if changes:
             s.command = knative.restore_command(changes)
         else:
