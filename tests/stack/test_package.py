@@ -40,6 +40,9 @@ def test_the_wheel_holds_manifests_data_and_notebooks(wheel: Path) -> None:
         missing = sorted(rel for rel in in_tree if f"helpers/_files/{rel}" not in names)
         assert missing == [], f"not in the wheel: {missing}"
     assert "helpers/core/resources.py" in names and "helpers/tools/notebooks.py" in names
+    catalogues = {p.relative_to(project_root()).as_posix() for p in (project_root() / "helpers" / "locale").rglob("*.po")}
+    assert catalogues and sorted(catalogues - names) == []  # helper messages in every language
+    assert {"helpers/_files/notebooks/START_HERE.md", "helpers/_files/notebooks/START_HERE.ko.md"} <= names
 
 
 def test_the_unpacked_wheel_renders_manifests_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
