@@ -406,8 +406,9 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
     `settings=locals()` takes the parameters cell's values (target, namespace, ... and extras
     such as `top_k`, kept in `ctx.params`); keywords do the same one by one. A setting left None
     or "" comes from its MMS_* variable, the settings file, a per-learner default or the guide's
-    (`helpers.core.settings.resolve_with_sources`). `guide_section` (the guide's Korean heading) and `purpose`
-    default to the notebook's entry in `NOTEBOOKS`.
+    (`helpers.core.settings.resolve_with_sources`). `guide_section` (the guide's Korean heading) defaults
+    to the notebook's entry in `NOTEBOOKS`, `purpose` to its entry in `purposes()`, in the chosen language.
+    Everything it prints is in that language, but setting names, values and paths.
     """
     if settings is not None:
         given = _parameters(settings)
