@@ -27,6 +27,7 @@ from helpers.core import settings as workshop
 from helpers.core.constants import ApiGroup
 from helpers.core.constants import api_group as lookup_group
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.progress import _ipython, in_jupyter, set_headless
 from helpers.core.show import (  # noqa: F401 - notebooks import these from helpers.notebook
     abridge,
@@ -52,7 +53,7 @@ def _error_lines(exc: SetupError) -> list[str]:
     red, bold, reset = "\x1b[31m", "\x1b[1m", "\x1b[0m"
     lines = [f"{red}{bold}{type(exc).__name__}{reset}{red}: {exc.cause}{reset}"]
     if exc.fix:
-        lines.append(f"{bold}fix:{reset} {exc.fix}")
+        lines.append(_("{bold}fix:{reset} {fix}").format(bold=bold, reset=reset, fix=exc.fix))
     return lines
 
 
@@ -77,7 +78,7 @@ def doctor_lines(ctx: "Context", error: BaseException, seconds: float = DOCTOR_S
     import threading
 
     try:
-        where = f"namespace {ctx.namespace}, server {ctx.server_name}"
+        where = _("namespace {namespace}, server {server}").format(namespace=ctx.namespace, server=ctx.server_name)
     except SetupError:
         return []  # a setting is the error: there is nowhere sensible for the doctor to look
     found: dict[str, Any] = {}
@@ -94,19 +95,20 @@ def doctor_lines(ctx: "Context", error: BaseException, seconds: float = DOCTOR_S
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        return [f"(the doctor did not finish within {seconds:.0f}s looking at {where}; run "
-                "`python -m helpers.doctor` in a terminal)"]
+        return [_("(the doctor did not finish within {seconds}s looking at {where}; run "
+                  "`python -m helpers.doctor` in a terminal)").format(seconds=f"{seconds:.0f}", where=where)]
     if "failed" in found:
         detail = (str(found["failed"]).splitlines() or [""])[0][:200]
-        return [f"(the doctor could not look at {where}: {type(found['failed']).__name__}: {detail})"]
+        return [_("(the doctor could not look at {where}: {error}: {detail})").format(
+            where=where, error=type(found["failed"]).__name__, detail=detail)]
     from helpers.steps.troubleshoot.doctor import problems
 
     bad = problems(found["findings"])
     if not bad:
-        return [f"the doctor found none of the known pitfalls in {where}"]
-    lines = [f"the doctor's findings in {where} (the known pitfalls it sees):"]
+        return [_("the doctor found none of the known pitfalls in {where}").format(where=where)]
+    lines = [_("the doctor's findings in {where} (the known pitfalls it sees):").format(where=where)]
     for finding in bad:
-        lines += [f"- {finding.check}: {finding.evidence}", f"  fix: {finding.fix}"
+        lines += [f"- {finding.check}: {finding.evidence}", "  " + _("fix: {fix}").format(fix=finding.fix)
                   + (f"  [{finding.issue}]" if finding.issue else "")]
     return lines
 
@@ -131,7 +133,7 @@ def _install_error_display() -> None:
             if lines:
                 print("\n".join(lines), flush=True)
         except Exception as exc:  # noqa: BLE001 - never let the doctor replace the notebook's own error
-            print(f"(the doctor could not run: {type(exc).__name__})", flush=True)
+            print(_("(the doctor could not run: {error})").format(error=type(exc).__name__), flush=True)
         return stb
 
     shell.set_custom_exc((SetupError, WaitTimeout), handler)
@@ -144,9 +146,10 @@ def validate_setting(key: str, value: Any) -> str:
     if key == "identity":
         text = str(value or "").strip()
         if text not in IDENTITIES:
-            raise SetupError(f"identity {text!r} is not one of {', '.join(IDENTITIES)}",
-                             "admin: the cluster admin's credentials (00_cluster_prep); learner: what a Kubeflow "
-                             "Notebook's service account may do (01 onwards)")
+            raise SetupError(_("identity {value} is not one of {choices}").format(value=repr(text),
+                                                                                  choices=", ".join(IDENTITIES)),
+                             _("admin: the cluster admin's credentials (00_cluster_prep); learner: what a Kubeflow "
+                               "Notebook's service account may do (01 onwards)"))
         return text
     return workshop.validate(key, value)
 
@@ -228,7 +231,7 @@ class Context:
         """Write a request body to `<requests_dir>/<model>.json` (what `curl -d @<model>.json` sends); say where."""
         path = self.requests_dir / f"{model}.json"
         path.write_text(json.dumps(body))
-        print(f"request body written to {path} ({path.stat().st_size:,} bytes)")
+        print(_("request body written to {path} ({size} bytes)").format(path=path, size=f"{path.stat().st_size:,}"))
         return path
 
     def param(self, key: str, default: Any = None) -> Any:
@@ -295,7 +298,7 @@ class Context:
         tmp = self.results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.results, indent=2, default=str, ensure_ascii=False) + "\n")
         tmp.replace(self.results_path)
-        print(f"results written to {self.results_path}")
+        print(_("results written to {path}").format(path=self.results_path))
 
 
 # --- the opening -----------------------------------------------------------------------------
@@ -317,7 +320,8 @@ def check_stack(ctx: Context) -> str:
     try:
         version = client.VersionApi(api).get_code(_request_timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not reachable"
-        raise SetupError(f"the Kubernetes API at {api.configuration.host} does not answer ({type(exc).__name__})",
+        raise SetupError(_("the Kubernetes API at {host} does not answer ({error})").format(
+                         host=api.configuration.host, error=type(exc).__name__),
                          ctx.place.unreachable_fix()) from None
     return f"Kubernetes {version.git_version} at {api.configuration.host}"
 
@@ -326,24 +330,36 @@ def _default_results(name: str) -> Path:
     return config.build_dir() / "results" / f"{name}.json"
 
 
-# Each notebook: the guide's section heading it mirrors, and what it does (one sentence).
+# Each notebook: the guide's section heading it mirrors (Korean, quoted as the guide writes it).
 NOTEBOOKS = {
-    "00_cluster_prep": ("Multi Model Serving을 위한 세팅",
-                        "check the cluster, make the namespace through a Profile, patch Knative's config-deployment"),
-    "01_minio": ("minio 설정", "read MinIO's keys, apply the S3 Secret and service account, reach the bucket"),
-    "02_server": ("InferenceService 생성하기",
-                  "create the multi-model Triton InferenceService, wait for READY, read GET /v2"),
-    "03_cifar10": ("Cifar10 model", "upload the TorchScript CIFAR-10 model, add it as a TrainedModel, "
-                                    "follow the agent, infer"),
-    "04_inception": ("Inception model", "add TensorFlow's Inception v3 as a second TrainedModel "
-                                        "and classify photos with class names"),
-    "05_lifecycle": ("Trained Model 생성 및 Multi Model Serving 테스트",
-                     "update, version, over-size and delete a TrainedModel in the running server"),
-    "99_cleanup": ("Multi Model Serving을 위한 세팅", "delete what 00-05 made, in reverse, and put back the Knative settings"),
-    "06_troubleshooting": ("Trained Model 생성 및 Multi Model Serving 테스트",
-                           "break a server of our own in each known way, see the symptom, let the doctor name it, "
-                           "mend it"),
+    "00_cluster_prep": "Multi Model Serving을 위한 세팅",
+    "01_minio": "minio 설정",
+    "02_server": "InferenceService 생성하기",
+    "03_cifar10": "Cifar10 model",
+    "04_inception": "Inception model",
+    "05_lifecycle": "Trained Model 생성 및 Multi Model Serving 테스트",
+    "06_troubleshooting": "Trained Model 생성 및 Multi Model Serving 테스트",
+    "99_cleanup": "Multi Model Serving을 위한 세팅",
 }
+
+
+def purposes() -> dict[str, str]:
+    """What each notebook of NOTEBOOKS does, one sentence in the learner's language (`start` prints it)."""
+    return {
+        "00_cluster_prep": _("check the cluster, make the namespace through a Profile, patch Knative's "
+                             "config-deployment"),
+        "01_minio": _("read MinIO's keys, apply the S3 Secret and service account, reach the bucket"),
+        "02_server": _("create the multi-model Triton InferenceService, wait for READY, read GET /v2"),
+        "03_cifar10": _("upload the TorchScript CIFAR-10 model, add it as a TrainedModel, follow the agent, infer"),
+        "04_inception": _("add TensorFlow's Inception v3 as a second TrainedModel and classify photos with class "
+                          "names"),
+        "05_lifecycle": _("update, version, over-size and delete a TrainedModel in the running server"),
+        "06_troubleshooting": _("break a server of our own in each known way, see the symptom, let the doctor "
+                                "name it, mend it"),
+        "99_cleanup": _("delete what 00-05 made, in reverse, and put back the Knative settings"),
+    }
+
+
 # The notebooks of NOTEBOOKS written for an admin (once per cluster); the others are a learner's, with
 # the rights of a Kubeflow Notebook (01-05).
 ADMIN_NOTEBOOKS = frozenset({"00_cluster_prep", "06_troubleshooting", "99_cleanup"})
@@ -390,8 +406,9 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
     `settings=locals()` takes the parameters cell's values (target, namespace, ... and extras
     such as `top_k`, kept in `ctx.params`); keywords do the same one by one. A setting left None
     or "" comes from its MMS_* variable, the settings file, a per-learner default or the guide's
-    (`helpers.core.settings.resolve_with_sources`). `guide_section` (the guide's Korean heading) and `purpose`
-    default to the notebook's entry in `NOTEBOOKS`.
+    (`helpers.core.settings.resolve_with_sources`). `guide_section` (the guide's Korean heading) defaults
+    to the notebook's entry in `NOTEBOOKS`, `purpose` to its entry in `purposes()`, in the chosen language.
+    Everything it prints is in that language, but setting names, values and paths.
     """
     if settings is not None:
         given = _parameters(settings)
@@ -400,8 +417,6 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
             "bucket": bucket, "api_group": api_group, "preset": preset, "language": language,
             "results_path": results_path,
             "interactive": interactive, **parameters, **given})
-    known_section, known_purpose = NOTEBOOKS.get(name, ("", ""))
-    guide_section, purpose = guide_section or known_section, purpose or known_purpose
     _install_error_display()
     if interactive is None:
         interactive = in_jupyter() and not config.env_flag("MMS_HEADLESS")
@@ -411,6 +426,8 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
                                       "bucket": bucket, "api_group": api_group, "preset": preset,
                                       "language": language})
     i18n.set_language(chosen["language"])  # before anything is said: every message below is in it
+    guide_section = guide_section or NOTEBOOKS.get(name, "")
+    purpose = purpose or purposes().get(name, "")
     params = {**chosen, "identity": identity or default_identity(name, chosen["target"]), **parameters}
     ctx = Context(name, guide_section, params, Path(results_path) if results_path else _default_results(name),
                   bool(interactive))
@@ -421,7 +438,7 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
         from helpers.steps.prep.preflight import served_api_group
 
         ctx.params["api_group"] = served_api_group(ctx.api)
-        where["api_group"] = "served by the cluster"
+        where["api_group"] = _("served by the cluster")
     if check and where.get("bucket") == "default" and name[:2] in OWN_FOLDER_NOTEBOOKS:
         # Kubeflow 1.11 (SeaweedFS): the namespace's key may use only its folders of bucket mlpipeline.
         from helpers.steps.objectstore.kubeflow_minio import default_location
@@ -429,12 +446,12 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
         found = default_location(ctx.api, ctx.place, ctx.namespace)
         if found:
             ctx.params["bucket"] = found
-            where["bucket"] = "your namespace's own folder: the only place its S3 key may write"
+            where["bucket"] = _("your namespace's own folder: the only place its S3 key may write")
     print(f"{name}: {purpose}" if purpose else name)
-    print(f'guide section: "{guide_section}"')
-    print(f"target: {ctx.place.describe()}, as {ctx.identity}")
+    print(_('guide section: "{section}"').format(section=guide_section))
+    print(_("target: {where}, as {identity}").format(where=ctx.place.describe(), identity=ctx.identity))
     print(settings_line(ctx.settings(), where))
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()))
+    print(_("versions: {versions}").format(versions=", ".join(f"{k} {v}" for k, v in package_versions().items())))
     if interactive:
         from IPython.display import display
 
@@ -444,9 +461,9 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
         display(ctx.widgets)
     if check:
         reached = check_stack(ctx)
-        print(f"check: {reached} ✓")
+        print(_("check: {what} ✓").format(what=reached))
         ctx.results["api_reachable"] = True
-    print(f"results will be written to {ctx.results_path}")
+    print(_("results will be written to {path}").format(path=ctx.results_path))
     sys.stdout.flush()
     return ctx
 
@@ -454,5 +471,6 @@ def start(name: str, guide_section: str = "", purpose: str = "", *, settings: Op
 def settings_line(values: Mapping[str, str], sources: Mapping[str, str]) -> str:
     """`settings: namespace=team-a (settings file), bucket=triton (default), ...`: each value and where it
     came from (parameter, MMS_* variable, settings file, per-learner default, default)."""
-    return "settings: " + ", ".join(f"{k}={v} ({sources.get(k, 'parameter')})"
-                                    for k, v in values.items() if k != "identity")
+    given = _("parameter")
+    return _("settings: {values}").format(values=", ".join(f"{k}={v} ({sources.get(k) or given})"
+                                                         for k, v in values.items() if k != "identity"))

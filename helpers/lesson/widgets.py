@@ -16,22 +16,27 @@ from helpers.clients.target import IDENTITIES
 from helpers.core import i18n, settings
 from helpers.core.constants import API_GROUPS
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 
-# Setting name -> (label, choices or None for free text). The order is the display order.
-FIELDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "target": ("target", ("local", "cluster")),
-    "identity": ("identity", IDENTITIES),
-    "api_group": ("API group", API_GROUPS),
-    "namespace": ("namespace", None),
-    "server_name": ("server name", None),
-    "bucket": ("bucket", None),
-    "preset": ("preset", tuple(settings.PRESETS)),
-    "language": ("language", tuple(i18n.LANGUAGES)),
+# Setting name -> choices, or None for free text. The order is the display order; each widget is
+# labelled with the setting's own name (what the settings file, MMS_* and the parameters cell call it).
+FIELDS: dict[str, tuple[str, ...] | None] = {
+    "target": ("local", "cluster"),
+    "identity": IDENTITIES,
+    "api_group": API_GROUPS,
+    "namespace": None,
+    "server_name": None,
+    "bucket": None,
+    "preset": tuple(settings.PRESETS),
+    "language": tuple(i18n.LANGUAGES),
 }
 
-HELP = ("Changing a value here changes what the cells below use: re-run them after a change. "
-        "<b>Save for every notebook</b> writes them to the settings file the next notebooks read "
-        "(a notebook's own parameter or an MMS_* variable still wins).")
+
+def help_text() -> str:
+    """The line under the widgets, in the learner's language (HTML)."""
+    return _("Changing a value here changes what the cells below use: re-run them after a change. "
+             "<b>Save for every notebook</b> writes them to the settings file the next notebooks read "
+             "(a notebook's own parameter or an MMS_* variable still wins).")
 
 
 class SettingsWidgets:
@@ -43,7 +48,8 @@ class SettingsWidgets:
         style = {"description_width": "110px"}
         layout = w.Layout(width="420px")
         self.widgets: dict[str, Any] = {}
-        for key, (label, choices) in FIELDS.items():
+        for key, choices in FIELDS.items():
+            label = key
             value = str(values.get(key) or "")
             if choices:
                 options = list(choices) if value in choices or not value else [value, *choices]
@@ -52,12 +58,13 @@ class SettingsWidgets:
             else:
                 self.widgets[key] = w.Text(value=value, description=label, style=style, layout=layout,
                                            continuous_update=True)
-        self.save_button = w.Button(description="Save for every notebook", icon="save",
-                                    tooltip="write these settings to the settings file every notebook reads")
+        self.save_button = w.Button(description=_("Save for every notebook"), icon="save",
+                                    tooltip=_("write these settings to the settings file every notebook reads"))
         self.saved = w.HTML("")
         self.save_button.on_click(lambda _button: self.save())
-        note = w.HTML(f"<small>{HELP}</small>")
-        self.box = w.VBox([w.HTML("<b>Settings</b>"), *self.widgets.values(), w.HBox([self.save_button, self.saved]),
+        note = w.HTML(f"<small>{help_text()}</small>")
+        title = w.HTML("<b>{}</b>".format(html.escape(_("Settings"))))
+        self.box = w.VBox([title, *self.widgets.values(), w.HBox([self.save_button, self.saved]),
                            note])
 
     def values(self) -> dict[str, str]:
@@ -76,10 +83,12 @@ class SettingsWidgets:
         try:
             path = settings.save(shown)
         except SetupError as exc:
-            self.saved.value = (f"<span style='color:#b00020'>not saved: {html.escape(exc.cause)}</span>"
-                                f"<br><b>fix:</b> {html.escape(exc.fix)}")
+            self.saved.value = ("<span style='color:#b00020'>{}</span><br><b>{}</b> {}".format(
+                _("not saved: {cause}").format(cause=html.escape(exc.cause)), html.escape(_("fix:")),
+                html.escape(exc.fix)))
             return None
-        self.saved.value = f"saved to <code>{html.escape(str(path))}</code>: the next notebooks read it"
+        self.saved.value = _("saved to {path}: the next notebooks read it").format(
+            path=f"<code>{html.escape(str(path))}</code>")
         return path
 
     def _ipython_display_(self) -> None:

@@ -50,10 +50,13 @@ def test_99_cleanup_leaves_nothing_and_the_walkthrough_runs_again(stack, kube, w
     assert "cifar10" in removed["TrainedModels"] and removed["InferenceService"] == ["triton-mms"]
     assert removed["Profile and namespace"] == ["Profile mms", "namespace mms"]
     assert removed["bucket objects"] == []  # delete_data=False keeps the files
-    shown = first.shown()  # one table: each step, what it removed, its kubectl equivalent
-    assert re.search(r"^STEP\s+REMOVED\s+KUBECTL EQUIVALENT$", shown, re.M)
-    assert re.search(r"^InferenceService\s+triton-mms\s+kubectl delete inferenceservices.serving.kubeflow.org", shown,
-                     re.M)
+    shown = first.shown()  # one table: each step, what it removed; then the commands, labelled "not in the guide"
+    assert re.search(r"^STEP\s+REMOVED$", shown, re.M)
+    assert re.search(r"^InferenceService\s+triton-mms$", shown, re.M)
+    block = shown[shown.index("# not in the guide: the guide has no teardown"):]
+    assert "# InferenceService\n$ kubectl delete inferenceservices.serving.kubeflow.org triton-mms -n mms" in block
+    assert "a shell equivalent" not in shown and "KUBECTL EQUIVALENT" not in shown
+    assert re.search(r"^left: nothing of the walkthrough's objects$", shown, re.M)
     assert {k: config_deployment(kube).get(k) for k in keys} == expected
     notes = core.read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations
     assert SAVED_ANNOTATION not in (notes or {})  # restored: the saved values are dropped

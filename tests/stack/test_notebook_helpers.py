@@ -152,12 +152,37 @@ def test_widgets_save_for_every_notebook_and_the_next_one_reads_it(
     assert widgets.widgets["preset"].options == ("guide", "small") and widgets.widgets["preset"].value == "guide"
     widgets.set(namespace="team-c", preset="small", identity="learner")
     widgets.save_button.click()
+    # identity is not a shared setting
     assert settings.load() == {"target": "local", "namespace": "team-c", "server_name": "tri", "bucket": "models-bkt",
-                               "api_group": "serving.kserve.io", "preset": "small",
-                               "language": "en"}  # identity is not a shared setting
+                               "api_group": "serving.kserve.io", "preset": "small", "language": "en"}
     assert f"saved to <code>{path}</code>" in widgets.saved.value
     following = blank_start(tmp_path)  # the next notebook, its parameters cell untouched
     assert (following.namespace, following.server_name, following.preset.name) == ("team-c", "tri", "small")
+
+
+def test_in_korean_the_opening_and_the_widgets_speak_korean(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """language=ko: the opening's words, the settings widgets' labels and the error display's heading are
+    Korean; setting names, values and paths stay as they are."""
+    from helpers.core import i18n
+
+    monkeypatch.setenv("MMS_SETTINGS", str(tmp_path / "settings.yaml"))
+    try:
+        ctx = make_ctx(tmp_path, language="ko")
+        out = capsys.readouterr().out
+        assert '가이드 절: "테스트"' in out and "대상: local" in out and "버전: python" in out
+        assert next(x for x in out.splitlines() if x.startswith("설정: ")).startswith("설정: target=local")
+        assert ctx.settings()["language"] == "ko"
+        widgets = settings_widgets(SETTINGS)
+        assert widgets.save_button.description == "모든 노트북에 저장"
+        assert sorted(w.description for w in widgets.widgets.values()) == sorted(SETTINGS)  # the settings' own names
+        widgets.set(namespace="Bad_NS")
+        widgets.save_button.click()
+        assert "저장하지 않았습니다: " in widgets.saved.value and "<b>해결 방법:</b>" in widgets.saved.value
+        lines = notebook._error_lines(SetupError("bucket x does not exist", "create it"))
+        assert lines[1].endswith("해결 방법:\x1b[0m create it")
+    finally:
+        i18n.set_language(None)
 
 
 def test_widgets_save_nothing_for_a_bad_value_and_say_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

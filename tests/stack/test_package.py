@@ -23,6 +23,7 @@ from support.packaging import build_wheel
 
 SHIPPED = ["00_cluster_prep.ipynb", "01_minio.ipynb", "02_server.ipynb", "03_cifar10.ipynb", "04_inception.ipynb",
            "05_lifecycle.ipynb", "06_troubleshooting.ipynb", "99_cleanup.ipynb"]
+COPIED = [*SHIPPED, "START_HERE.md"]  # the notebooks and the start page in the chosen language
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,9 @@ def test_the_wheel_holds_manifests_data_and_notebooks(wheel: Path) -> None:
         missing = sorted(rel for rel in in_tree if f"helpers/_files/{rel}" not in names)
         assert missing == [], f"not in the wheel: {missing}"
     assert "helpers/core/resources.py" in names and "helpers/tools/notebooks.py" in names
+    catalogues = {p.relative_to(project_root()).as_posix() for p in (project_root() / "helpers" / "locale").rglob("*.po")}
+    assert catalogues and sorted(catalogues - names) == []  # helper messages in every language
+    assert {"helpers/_files/notebooks/START_HERE.md", "helpers/_files/notebooks/START_HERE.ko.md"} <= names
 
 
 def test_the_unpacked_wheel_renders_manifests_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
@@ -74,10 +78,11 @@ def test_copy_never_overwrites_an_edited_notebook_without_force(tmp_path: Path, 
     dest = tmp_path / "mms-notebooks"
     assert notebooks.main(["copy", str(dest)]) == 0
     first = capsys.readouterr().out
-    assert sorted(p.name for p in dest.iterdir()) == SHIPPED
-    assert first.count(" copied") == len(SHIPPED) and "open 00_cluster_prep.ipynb" in first
+    assert sorted(p.name for p in dest.iterdir()) == sorted(COPIED)
+    assert first.count(" copied") == len(COPIED) and "open 00_cluster_prep.ipynb" in first and "START_HERE.md" in first
+    assert (dest / "START_HERE.md").read_bytes() == (resources.notebooks_dir() / "START_HERE.md").read_bytes()
 
-    assert [c.action for c in notebooks.copy(dest)] == ["unchanged"] * len(SHIPPED)
+    assert [c.action for c in notebooks.copy(dest)] == ["unchanged"] * len(COPIED)
 
     edited = dest / "02_server.ipynb"
     edited.write_text(edited.read_text().replace("triton-mms", "my-server"))
@@ -92,6 +97,20 @@ def test_copy_never_overwrites_an_edited_notebook_without_force(tmp_path: Path, 
     assert done["02_server.ipynb"] == "replaced" and done["00_cluster_prep.ipynb"] == "unchanged"
     assert (dest / "02_server.ipynb.bak").read_bytes() == mine
     assert edited.read_bytes() == (resources.notebooks_dir() / "02_server.ipynb").read_bytes()
+
+
+def test_a_korean_copy_brings_the_korean_start_page(tmp_path: Path, capsys) -> None:
+    dest = tmp_path / "ko"
+    assert notebooks.main(["copy", str(dest), "--lang", "ko"]) == 0
+    korean = (resources.notebooks_dir() / "START_HERE.ko.md").read_text(encoding="utf-8")
+    assert (dest / "START_HERE.md").read_text(encoding="utf-8") == korean
+    assert "Multi Model Serving을 위한 세팅" in korean and "00_cluster_prep" in korean
+    assert notebooks.start_page("en").name == "START_HERE.md" and notebooks.start_page("ko").name == "START_HERE.ko.md"
+    capsys.readouterr()
+    assert notebooks.main(["copy", str(dest), "--lang", "en"]) == 0  # the English page next to the learner's
+    assert (dest / "START_HERE.new.md").read_text(encoding="utf-8") == notebooks.start_page("en").read_text(
+        encoding="utf-8")
+    assert (dest / "START_HERE.md").read_text(encoding="utf-8") == korean
 
 
 def test_copy_refuses_a_file_as_its_folder(tmp_path: Path) -> None:

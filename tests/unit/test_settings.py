@@ -131,7 +131,7 @@ def test_presets_fill_the_manifests_resources() -> None:
         settings.preset("medium")
 
 
-def test_presets_say_what_they_ask_for_and_the_readme_capacity_is_theirs() -> None:
+def test_presets_say_what_they_ask_for_and_the_instructors_capacity_is_theirs() -> None:
     assert settings.preset("guide").summary() == ("preset guide: the server asks for 1 cpu and 16Gi, each model for "
                                                   "1Gi (the guide's own values)")
     small, guide = settings.preset("small"), settings.preset("guide")
@@ -139,10 +139,10 @@ def test_presets_say_what_they_ask_for_and_the_readme_capacity_is_theirs() -> No
     assert guide.capacity(30) == {"cpu": 37.5, "memory_gi": 487.5}
     # both models, and 05's third, fit the small server: KServe would refuse one that does not
     assert 3 * settings.gib(small.model_memory) <= settings.gib(small.server_memory)
-    readme = (config.project_root() / "README.md").read_text()
+    checklist = (config.project_root() / "docs" / "workshop.md").read_text()  # the instructor's checklist
     for preset in (small, guide):
         need = preset.capacity(30)
-        assert f"{preset.name}` needs about {need['cpu']:g} cpu and {need['memory_gi']:g}Gi" in readme
+        assert f"{preset.name}` needs about {need['cpu']:g} cpu and {need['memory_gi']:g}Gi" in checklist
 
 
 def test_settings_imports_only_the_core_layer() -> None:

@@ -102,9 +102,11 @@ def test_a_korean_copy_keeps_a_learners_edited_notebook(tmp_path: Path, monkeypa
     monkeypatch.setattr(copies, "shipped", lambda: [path])
     monkeypatch.setattr(translations, "shipped_notebooks", lambda: [path])
     dest = tmp_path / "mine"
-    assert [c.action for c in copies.copy(dest, lang="ko")] == ["copied"]
+    assert [(c.name, c.action) for c in copies.copy(dest, lang="ko")] == [(path.name, "copied"),
+                                                                        ("START_HERE.md", "copied")]
     assert "MinIO에 올리기" in (dest / path.name).read_text()
-    assert [c.action for c in copies.copy(dest, lang="ko")] == ["unchanged"]
+    assert (dest / "START_HERE.md").read_text() == copies.start_page("ko").read_text()
+    assert [c.action for c in copies.copy(dest, lang="ko")] == ["unchanged", "unchanged"]
     (dest / path.name).write_text((dest / path.name).read_text().replace("올리기", "올리기!"))
-    assert [c.action for c in copies.copy(dest, lang="ko")] == ["new-version"]
+    assert [c.action for c in copies.copy(dest, lang="ko")] == ["new-version", "unchanged"]
     assert "올리기!" in (dest / path.name).read_text()

@@ -4,16 +4,19 @@ Explained in 99_cleanup. `teardown` deletes, each only if it is there (so runnin
 fine): the server's TrainedModels (03, 04, 05), the InferenceService (02), the S3 Secret and
 ServiceAccount and the ExternalName Service (01), the bucket's model files (03-05, only with
 `delete_data`), the Profile and so the namespace (00), and puts back the Knative
-`config-deployment` values 00 found. Each step has its kubectl equivalent, with group-qualified
-resource names (`trainedmodels.serving.kubeflow.org`): a cluster may serve both API groups.
-`table` shows each step beside what it removed; `python -m helpers.walkthrough --cleanup` runs the
-namespace's part of it (`deleted` names what went).
+`config-deployment` values 00 found. Each step has the shell command that does the same, with
+group-qualified resource names (`trainedmodels.serving.kubeflow.org`): a cluster may serve both API
+groups. The guide has no teardown, so `show_commands` labels them "not in the guide". `table` shows
+each step beside what it removed, `summary` what is left; `python -m helpers.walkthrough --cleanup`
+runs the namespace's part of it (`deleted` names what went). What the learner reads (`title`,
+`note`, the table) is in their language; `what` and `command` stay English keys for the results JSON.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from itertools import zip_longest
 from typing import Any, Callable
+from unicodedata import east_asian_width
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -30,6 +33,8 @@ from helpers.core.constants import (
     ApiGroup,
 )
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
+from helpers.core.show import show_not_in_guide
 from helpers.core.wait import poll_until
 from helpers.steps.operations.lifecycle import PREFIX as LIFECYCLE_PREFIX  # 05_lifecycle's two versions
 from helpers.steps.prep import knative
@@ -37,10 +42,13 @@ from helpers.steps.prep import knative
 
 @dataclass
 class Step:
-    """One thing to take down: what it is, the kubectl equivalent, and what happened.
+    """One thing to take down: what it is, the shell command that does the same, and what happened.
 
-    `kind` is the Kubernetes kind of every name in `removed` when they are objects of one kind in
-    the namespace (TrainedModel, Secret, ...); "" when the entries say what they are themselves.
+    `what` is the step's English name (the results JSON's key), `title` the same in the learner's
+    language. `kind` is the Kubernetes kind of every name in `removed` when they are objects of one
+    kind in the namespace (TrainedModel, Secret, ...); "" when the entries say what they are
+    themselves. `kept` is True when something was kept on purpose; `note` says why (or why nothing
+    was there to remove).
     """
 
     what: str
@@ -48,13 +56,19 @@ class Step:
     removed: list[str] = field(default_factory=list)
     note: str = ""
     kind: str = ""
+    title: str = ""
+    kept: bool = False
 
     def outcome(self, limit: int = 6) -> list[str]:
         """What the step removed, one entry a line (past `limit`, a line says how many more), else why nothing."""
         if not self.removed:
-            return [f"({self.note or 'nothing to remove'})"]
+            return ["({})".format(self.note or _("nothing to remove"))]
         more = len(self.removed) - limit
-        return self.removed[:limit] + ([f"… {more} more"] if more > 0 else [])
+        return self.removed[:limit] + ([_("… {count} more").format(count=more)] if more > 0 else [])
+
+    def keep(self, why: str) -> None:
+        """Mark the step as kept on purpose, `why` in one line."""
+        self.note, self.kept = why, True
 
     def as_dict(self) -> dict[str, Any]:
         """The step for a results JSON."""
@@ -124,20 +138,20 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     only with `delete_data=True` (and `s3`).
     """
     if namespace == KUBEFLOW_NAMESPACE:
-        raise SetupError(f"namespace {namespace!r} is Kubeflow's own, not a learner's",
-                         "set namespace to the one 00_cluster_prep made")
+        raise SetupError(_("namespace {namespace} is Kubeflow's own, not a learner's").format(namespace=repr(namespace)),
+                         _("set namespace to the one 00_cluster_prep made"))
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     steps: list[Step] = []
 
-    def step(what: str, command: str, kind: str = "") -> Step:
-        steps.append(Step(what, command, kind=kind))
+    def step(what: str, title: str, command: str, kind: str = "") -> Step:
+        steps.append(Step(what, command, kind=kind, title=title))
         return steps[-1]
 
     # 05, 04, 03: the TrainedModels (the finalizer takes each out of models.json first)
     models = trained_models(api, group, namespace, server)
     # the controller labels each TrainedModel with its server (KServe's ParentInferenceServiceLabel)
-    s = step("TrainedModels", f"kubectl delete {group.tm_resource} -l inferenceservice={server} -n {namespace}",
-             "TrainedModel")
+    s = step("TrainedModels", _("TrainedModels"),
+             f"kubectl delete {group.tm_resource} -l inferenceservice={server} -n {namespace}", "TrainedModel")
     for name in models:
         if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.tm_version, namespace,
                                                                   inference.TM, name)):
@@ -145,7 +159,8 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
     poll_until(lambda: not trained_models(api, group, namespace, server), "the TrainedModels to be deleted",
                timeout=timeout, interval=0.5)
     # 02: the InferenceService
-    s = step("InferenceService", f"kubectl delete {group.isvc_resource} {server} -n {namespace}", "InferenceService")
+    s = step("InferenceService", _("InferenceService"), f"kubectl delete {group.isvc_resource} {server} -n {namespace}",
+             "InferenceService")
     if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.isvc_version, namespace,
                                                               inference.ISVC, server)):
         s.removed.append(server)
@@ -154,13 +169,14 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
             f"InferenceService {server} to be deleted", timeout=timeout, interval=0.5)
     # 01: the Secret and ServiceAccount, the ExternalName Service
     secret, account = manifests.DEFAULTS["secret_name"], manifests.DEFAULTS["service_account"]
-    s = step("Secret (S3 keys)", f"kubectl delete secret {secret} -n {namespace}", "Secret")
+    s = step("Secret (S3 keys)", _("Secret (S3 keys)"), f"kubectl delete secret {secret} -n {namespace}", "Secret")
     if _delete(lambda: core.delete_namespaced_secret(secret, namespace, _preload_content=False)):
         s.removed.append(secret)
-    s = step("ServiceAccount", f"kubectl delete serviceaccount {account} -n {namespace}", "ServiceAccount")
+    s = step("ServiceAccount", _("ServiceAccount"), f"kubectl delete serviceaccount {account} -n {namespace}", "ServiceAccount")
     if _delete(lambda: core.delete_namespaced_service_account(account, namespace, _preload_content=False)):
         s.removed.append(account)
-    s = step("Service (ExternalName to MinIO)", f"kubectl delete service {MINIO_SERVICE} -n {namespace}", "Service")
+    s = step("Service (ExternalName to MinIO)", _("Service (ExternalName to MinIO)"),
+             f"kubectl delete service {MINIO_SERVICE} -n {namespace}", "Service")
     try:
         found = core.read_namespaced_service(MINIO_SERVICE, namespace)
     except ApiException as exc:
@@ -171,12 +187,14 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
         if _delete(lambda: core.delete_namespaced_service(MINIO_SERVICE, namespace, _preload_content=False)):
             s.removed.append(MINIO_SERVICE)
     elif found is not None:
-        s.note = f"kept: type {found.spec.type if found.spec else '?'}, not the ExternalName 01_minio made"
+        s.keep(_("kept: type {type}, not the ExternalName 01_minio made").format(
+            type=found.spec.type if found.spec else "?"))
     # 03-05: the model files
     prefixes = model_prefixes(bucket) if bucket else []
     purge = "\n".join(f"rclone purge myminio:{bucket}/{p}   # mc: ./mc rm -r --force myminio/{bucket}/{p}"
                       for p in prefixes)
-    s = step("bucket objects", purge if delete_data else "# bucket objects kept (delete_data=False)")
+    s = step("bucket objects", _("bucket objects"),
+             purge if delete_data else "# " + _("bucket objects kept (delete_data=False)"))
     if delete_data and s3 is not None and bucket:
         from helpers.clients import storage
 
@@ -185,30 +203,31 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
         if storage.remove_bucket_if_empty(s3, bucket):
             s.removed.append(f"bucket {bucket} (empty)")
     else:
-        s.note = "kept: pass delete_data=True to delete them"
+        s.keep(_("kept: pass delete_data=True to delete them"))
     # 00: the Profile (its controller deletes the namespace), the Knative values
-    s = step("Profile and namespace", f"kubectl delete profiles.{PROFILE_GROUP} {namespace}")
+    s = step("Profile and namespace", _("Profile and namespace"), f"kubectl delete profiles.{PROFILE_GROUP} {namespace}")
     if not delete_profile:
-        s.note = "kept: delete_profile=False"
+        s.keep(_("kept: delete_profile=False"))
     elif namespace == keep_namespace:
-        s.note = "kept: it is the namespace this notebook runs in"
+        s.keep(_("kept: it is the namespace this notebook runs in"))
     elif _delete(lambda: custom.delete_cluster_custom_object(PROFILE_GROUP, PROFILE_VERSION, PROFILE_PLURAL,
                                                              namespace)):
         s.removed.append(f"Profile {namespace}")
         poll_until(lambda: _gone(lambda: core.read_namespace(namespace)), f"namespace {namespace} to be deleted",
                    timeout=timeout, interval=1.0)
         s.removed.append(f"namespace {namespace}")
-    s = step("Knative config-deployment", "# nothing to set back")
+    s = step("Knative config-deployment", _("Knative config-deployment"), "# " + _("nothing to set back"))
     if restore_knative:
         changes = knative.restore_config_deployment(api)
         for change in changes:
-            s.removed.append(f"{change.key}: {change.before} -> {change.after or '(unset)'}")
+            after = change.after or _("(unset)")
+            s.removed.append(f"{change.key}: {change.before} -> {after}")
         if changes:
             s.command = knative.restore_command(changes)
         else:
-            s.note = "nothing saved: 00 changed nothing, or it was restored already"
+            s.note = _("nothing saved: 00 changed nothing, or it was restored already")
     else:
-        s.note = "kept: restore_knative=False"
+        s.keep(_("kept: restore_knative=False"))
     return steps
 
 
@@ -231,14 +250,40 @@ def leftovers(api: client.ApiClient, group: ApiGroup, namespace: str, server: st
     return found + [what for what, read in checks.items() if not _gone(read)]
 
 
+def _width(text: str) -> int:
+    """Columns `text` takes in a terminal (a Korean character takes two)."""
+    return sum(2 if east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
 def table(steps: list[Step]) -> str:
-    """The steps as a table: what each removed (or why nothing) beside its kubectl equivalent."""
-    rows = [("STEP", "REMOVED", "KUBECTL EQUIVALENT")]
+    """The steps as a table: each step, what it removed (or, in brackets, why nothing), one entry a line."""
+    rows = [(_("STEP"), _("REMOVED"))]
     for s in steps:
-        lines = zip_longest([s.what], s.outcome(), s.command.splitlines(), fillvalue="")
-        rows += list(lines)
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    return "\n".join(f"{a:<{widths[0]}}   {b:<{widths[1]}}   {c}".rstrip() for a, b, c in rows)
+        rows += list(zip_longest([s.title or s.what], s.outcome(), fillvalue=""))
+    width = max(_width(row[0]) for row in rows)
+    return "\n".join(f"{_pad(a, width)}   {b}".rstrip() for a, b in rows)
+
+
+def commands(steps: list[Step]) -> str:
+    """The shell commands that do what the steps did, each under a comment naming its step."""
+    return "\n".join(f"# {s.title or s.what}\n{s.command}" for s in steps)
+
+
+def show_commands(steps: list[Step]) -> None:
+    """Show `commands(steps)`, labelled as what they are: the guide has no teardown."""
+    show_not_in_guide(commands(steps), _("the guide has no teardown; these commands do what the steps above did"))
+
+
+def summary(left: list[str], steps: list[Step]) -> str:
+    """Two lines after the check: what of the walkthrough is still there, and what was kept on purpose."""
+    kept = [s.title or s.what for s in steps if s.kept]
+    return "\n".join([
+        _("left: {objects}").format(objects=", ".join(left)) if left else _("left: nothing of the walkthrough's objects"),
+        _("kept on purpose: {steps}").format(steps=", ".join(kept)) if kept else _("kept on purpose: nothing")])
 
 
 def deleted(steps: list[Step], namespace: str) -> list[str]:
