@@ -617,7 +617,7 @@ def run_checks(facts: Facts) -> list[Finding]:
     return findings
 
 
-def facts_for_record(facts: Facts, lines: int = 40) -> dict:
+def facts_for_record(facts: Facts, lines: int = 12) -> dict:
     """The facts as a JSON-able dict, kept small enough to store (06's recordings): the last `lines`
     log lines, the Pod without its volumes and status details the checks do not read."""
     found = asdict(facts)
@@ -636,6 +636,13 @@ def facts_for_record(facts: Facts, lines: int = 40) -> dict:
         found["isvc"]["metadata"] = {"name": facts.server, "namespace": facts.namespace}
     for tm in found.get("trained_models") or []:
         tm["metadata"] = {"name": tm["metadata"]["name"]}
+    found["tm_events"] = {name: events[-3:] for name, events in found["tm_events"].items()}
+    found["isvc_events"] = found["isvc_events"][-3:]
+    if found.get("service_account"):
+        found["service_account"] = {"secrets": found["service_account"].get("secrets")}
+    config = found.get("inference_config") or {}
+    if isinstance(config.get("predictors"), dict):
+        config["predictors"] = {"triton": config["predictors"].get("triton")}
     return found
 
 

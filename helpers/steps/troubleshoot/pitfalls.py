@@ -54,7 +54,7 @@ SECRET = "doctor-s3"
 MODEL = "doctor-cifar"
 PREFIX = "doctor"
 SERVER_MEMORY = "2Gi"  # small enough for any node (the guide's 16Gi is its own pitfall)
-RECORDED = Path(__file__).with_name("recorded.json")
+RECORDED = Path(doctor.__file__).with_name("recorded.json")  # this module may run as helpers.pitfalls
 
 # Every pitfall of 06, in the notebook's order. Three run by default: the region users meet most
 # (kserve/kserve#2140), the fix that does not reach a running pod, and the config name trap;
@@ -406,7 +406,7 @@ class Lab:
     def _log_symptom(self, needle: str, container: str = "agent", name: str = MODEL) -> str:
         """Show `kubectl logs ... | grep <needle> | tail -1` and the line it prints; returns it."""
         selector = f"{self.group.isvc_label}={SERVER}"
-        self._shell(_labels()["see"], f"kubectl logs -n {self.ns} -l {selector} -c {container} --tail=-1 "
+        self._shell("see", f"kubectl logs -n {self.ns} -l {selector} -c {container} --tail=-1 "
                                       f"| grep {_quote(needle)} | tail -1")
         reader = agent_log.agent_lines if container == "agent" else agent_log.server_lines
         lines = [line for line in reader(self.api, self.ctx.place, self.group, SERVER, self.ns) if needle in line]
@@ -414,17 +414,17 @@ class Lab:
         return lines[-1] if lines else ""
 
     def _events_symptom(self, name: str = MODEL) -> list[str]:
-        self._shell(_labels()["see"], f"kubectl get events -n {self.ns} --field-selector involvedObject.name={name} "
+        self._shell("see", f"kubectl get events -n {self.ns} --field-selector involvedObject.name={name} "
                                       "--sort-by=.lastTimestamp -o custom-columns=TYPE:.type,REASON:.reason,"
-                                      "MESSAGE:.message | tail -2")
-        events = self.model_events(name)[-2:]
+                                      "MESSAGE:.message | tail -1")
+        events = self.model_events(name)[-1:]
         lines = [f"{e['type']:<8}{e['reason']:<22}{e['message']}" for e in events]
         self._lines(lines)
         return lines
 
     def _agent_env_symptom(self) -> list[str]:
         selector = f"{self.group.isvc_label}={SERVER}"
-        self._shell(_labels()["see"], f"kubectl get pods -n {self.ns} -l {selector} -o jsonpath="
+        self._shell("see", f"kubectl get pods -n {self.ns} -l {selector} -o jsonpath="
                                       "'{range .items[0].spec.containers[?(@.name==\"agent\")].env[*]}"
                                       "{.name}={.value}{\"\\n\"}{end}'")
         pods = self.core.list_namespaced_pod(self.ns, label_selector=selector).items
@@ -453,9 +453,11 @@ class Lab:
         predictors.setdefault("triton", {})["multiModelServer"] = on
         patch = {"data": {"predictors": json.dumps(predictors, indent=1)}}
         self.core.patch_namespaced_config_map(INFERENCESERVICE_CONFIG, cm.metadata.namespace, patch)
-        compact = {"data": {"predictors": json.dumps(predictors, separators=(",", ":"))}}
-        return (f"kubectl patch configmap {INFERENCESERVICE_CONFIG} -n {cm.metadata.namespace} --type merge "
-                f"-p {_quote(json.dumps(compact, separators=(',', ':')))}")
+        edit = ("import json,sys; cm=json.load(sys.stdin); p=json.loads(cm['data']['predictors']); "
+                f"p['triton']['multiModelServer']={on}; cm['data']['predictors']=json.dumps(p, indent=1); "
+                "json.dump(cm, sys.stdout)")
+        return (f"kubectl get configmap {INFERENCESERVICE_CONFIG} -n {cm.metadata.namespace} -o json "
+                f"| python3 -c {_quote(edit)} | kubectl replace -f -")
 
     def infer_raw(self, shape: list[int], name: str = MODEL) -> tuple[int, str, str]:
         """POST /v2/models/<name>/infer with a JSON body of zeros of `shape`, as the guide's curl:
@@ -473,7 +475,8 @@ class Lab:
         answer = requests.post(f"{endpoint.base_url}/v2/models/{name}/infer", headers=endpoint.headers,
                                data=path.read_bytes(), timeout=30)
         command = curl(endpoint, f"/v2/models/{name}/infer", method="POST", data_file=str(path), guide=False)
-        return answer.status_code, answer.text, command.replace("curl ", "curl -s ", 1)
+        command = command.replace("curl ", "curl -s ", 1).replace(f"@./{path.name}", f"@{path}")
+        return answer.status_code, answer.text, command
 
     # --- the four steps ------------------------------------------------------------------------
     def start(self, name: str) -> Optional[Pitfall]:
@@ -491,7 +494,7 @@ class Lab:
         if p is None:
             return
         self._current = p
-        good, label = self.good_annotations(), _labels()["break"]
+        good, label = self.good_annotations(), "break"
         if p.name == "wrong_prefix":
             self._shell(label, self._annotate(self.annotations_for_other_group()) + "\n"
                         + self._recreate_shown() + "\n" + self._apply_model())
@@ -547,7 +550,7 @@ class Lab:
         elif p.name == "virtual_host":
             line = self._log_symptom("no such host")
         elif p.name == "multi_model_flag":
-            self._shell(_labels()["see"], f"kubectl get inferenceservice {SERVER} -n {self.ns} -o jsonpath="
+            self._shell("see", f"kubectl get inferenceservice {SERVER} -n {self.ns} -o jsonpath="
                                           "'{range .status.conditions[?(@.type==\"Ready\")]}"
                                           "{.status} {.reason}: {.message}{\"\\n\"}{end}'")
             status, reason, message = self.server_condition()
@@ -558,7 +561,7 @@ class Lab:
             line = self._log_symptom("failed to poll from model repository", name="doctor-named")
             self._log_symptom("Poll failed for model directory", container=self.group.server_container)
         elif p.name == "memory":
-            self._shell(_labels()["see"], "kubectl get trainedmodel doctor-big -n " + self.ns + " -o jsonpath="
+            self._shell("see", "kubectl get trainedmodel doctor-big -n " + self.ns + " -o jsonpath="
                                           "'{range .status.conditions[*]}{.type}={.status} {.message}{\"\\n\"}{end}'")
             conds = inference.conditions(self.trained_model("doctor-big"))
             self._lines([f"{t}={c.get('status')} {c.get('message', '')}".rstrip() for t, c in conds.items()])
@@ -586,8 +589,9 @@ class Lab:
         error_text = error_text or (getattr(self, "_shape_error", "") if p.name == "wrong_shape" else "")
         command = f"python -m helpers.doctor --namespace {self.ns} --server {SERVER} --problems"
         if error_text:
-            command += f" --error {_quote(error_text.strip()[:300])}"
-        self._shell(_labels()["doctor"], command)
+            short = re.match(r".*?got \[[^\]]*\]", error_text.strip())  # Triton's sentence that says it all
+            command += f" --error {_quote(short.group(0) if short else error_text.strip()[:300])}"
+        self._shell("doctor", command)
         facts = doctor.gather(self.api, self.ctx.place, self.ns, SERVER, self.group.group, bucket=self.ctx.bucket,
                               error=error)
         if error_text:
@@ -606,7 +610,7 @@ class Lab:
         if p is None:
             return
         self._current = p
-        label = _labels()["mend"]
+        label = "mend"
         if p.name == "no_region":
             self._say("later")
             return
@@ -721,7 +725,14 @@ def write_recording(results: Path, out: Path = RECORDED) -> Path:
     if not blocks:
         raise SetupError(f"{results} has no transcript", 'run 06 on the local stack with pitfalls="all" first')
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    out.write_text(json.dumps({"when": when, "pitfalls": blocks}, indent=1, ensure_ascii=False) + "\n")
+    text = re.sub(r"(?<![\w.])/[^\s'\"]*/06_troubleshooting/", "06_troubleshooting/", json.dumps(blocks))
+    blocks = json.loads(text)  # the run's own build folder says nothing to a reader
+    # one line a block: small, and a diff shows which block changed
+    lines = [json.dumps({"when": when, "pitfalls": {}})[:-2]]
+    for name, shown in blocks.items():
+        inner = ",\n".join(json.dumps(b, ensure_ascii=False, separators=(",", ":")) for b in shown)
+        lines.append(f"{json.dumps(name)}: [\n{inner}\n]")
+    out.write_text(lines[0] + "\n" + ",\n".join(lines[1:]) + "}}\n")
     return out
 
 
