@@ -149,6 +149,8 @@ def may_break(ctx: Any, allowed: Optional[bool] = None) -> bool:
     (on a shared cluster the multi-model flag is everyone's, and a learner lacks the rights)."""
     from helpers.clients.target import Local
 
+    if isinstance(allowed, str):  # papermill -p break_things False passes text
+        allowed = {"": None, "none": None}.get(allowed.strip().lower(), allowed.strip().lower() in ("1", "true", "yes"))
     return isinstance(ctx.place, Local) if allowed is None else bool(allowed)
 
 
@@ -417,6 +419,17 @@ class Lab:
         self._shell("see", f"kubectl get events -n {self.ns} --field-selector involvedObject.name={name} "
                                       "--sort-by=.lastTimestamp -o custom-columns=TYPE:.type,REASON:.reason,"
                                       "MESSAGE:.message | tail -1")
+        # The controller writes a failure's Event a moment after the agent logs it: wait for one about this
+        # TrainedModel (not an older one of the same name), so the newest line is about it.
+        uid = ((self.trained_model(name) or {}).get("metadata") or {}).get("uid")
+        if uid:
+            try:
+                poll_until(lambda: any(e.involved_object.uid == uid and e.type == "Warning" for e in
+                                       self.core.list_namespaced_event(
+                                           self.ns, field_selector=f"involvedObject.name={name}").items),
+                           f"an Event about TrainedModel {name}", timeout=15, interval=0.3)
+            except Exception:  # noqa: BLE001 - show what there is
+                pass
         events = self.model_events(name)[-1:]
         lines = [f"{e['type']:<8}{e['reason']:<22}{e['message']}" for e in events]
         self._lines(lines)
