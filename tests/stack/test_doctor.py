@@ -75,9 +75,9 @@ def test_06_shows_each_step_as_a_command_and_the_doctor_as_problem_rows(run06: w
 
 
 @pytest.mark.stack
-def test_the_shown_commands_break_and_mend_as_printed(stack, run06: walkthrough.Run, tmp_path: Path) -> None:
-    """The no_region pitfall by hand, with the commands 06 printed (after `helpers.local env`): the agent logs
-    MissingRegion, the doctor's --problems names it, the mend loads the model again."""
+def test_the_shown_commands_break_as_printed(stack, run06: walkthrough.Run, tmp_path: Path) -> None:
+    """The no_region pitfall by hand, with the commands 06 printed (after `helpers.local env`) and the manifests
+    it wrote: the agent logs MissingRegion, and the doctor's --problems names it with PROBLEM rows only."""
     assert run06.ok, run06.error
     env = {**os.environ}
     for line in subprocess.run([sys.executable, "-m", "helpers.local", "env"], capture_output=True, text=True,
