@@ -1,13 +1,15 @@
 """helpers.steps.troubleshoot.doctor names each known pitfall; 06_troubleshooting breaks, shows and mends them.
 
-On the session's local stack: papermill runs 00, 01 and 06 (06 breaks its own server in nine ways
-and runs the doctor after each), the command line on a namespace with nothing in it, and the
-stack's S3 server stopped. The checks on recorded facts: tests/unit/test_doctor_facts.py.
+On the session's local stack: papermill runs 00, 01 and 06 (06 breaks its own server in nine ways,
+each with the commands shown, and runs the doctor after each), the command line on a namespace with
+nothing in it, and the stack's S3 server stopped. The checks on recorded facts, and 06's recording
+for cluster learners: tests/unit/test_doctor_facts.py.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +21,10 @@ from helpers.core.constants import KFSERVING_GROUP
 from helpers.steps.troubleshoot import pitfalls
 from helpers.tools import walkthrough
 
-PITFALLS = {"wrong_prefix": "S3 Secret annotation prefix", "no_region": "S3 region (s3-region)",
-            "fixed_after_start": "Secret changed after the pod started",
-            "virtual_host": "virtual-host bucket DNS (s3-usevirtualbucket)",
-            "multi_model_flag": "multi-model flag (multiModelServer)",
-            "config_name": "config.pbtxt name = TrainedModel name",
-            "memory": "TrainedModel memory within the server's", "wrong_shape": "request tensor shape",
-            "s3_bucket": "S3 reachable, bucket there"}
+# the doctor's check (Finding.id) that names each pitfall
+PITFALLS = {"wrong_prefix": "annotation_prefix", "no_region": "region", "fixed_after_start": "stale_env",
+            "virtual_host": "virtual_host", "multi_model_flag": "multi_model", "config_name": "config_name",
+            "memory": "memory", "wrong_shape": "shape", "s3_bucket": "s3"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def run06(stack, tmp_path_factory: pytest.TempPathFactory) -> walkthrough.Run:
     out = tmp_path_factory.mktemp("doctor-walkthrough")
     runs = walkthrough.run_all({"offline": True}, out, only=["00", "01"])
     assert all(r.ok for r in runs), [r.error for r in runs]
-    return walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out, {"sections": "all"})
+    return walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb", out, {"pitfalls": "all"})
 
 
 @pytest.mark.stack
@@ -52,6 +51,72 @@ def test_06_breaks_shows_names_and_mends_each_pitfall(run06: walkthrough.Run) ->
     assert "no such host" in seen["virtual_host"] and "no S3 endpoint" in seen["wrong_prefix"]
     assert "MultiModelServerDisabled" in seen["multi_model_flag"] and seen["wrong_shape"].startswith("HTTP 400")
     assert "AWS_REGION" in found["pitfalls"]["fixed_after_start"]["doctor_evidence"]
+
+
+@pytest.mark.stack
+def test_06_shows_each_step_as_a_command_and_the_doctor_as_problem_rows(run06: walkthrough.Run) -> None:
+    """Each pitfall: the break, the look and the mend as commands (labelled not in the guide), the raw
+    symptom, the doctor's PROBLEM rows only (never an `ok` row), the newest Event (not a stale one)."""
+    import nbformat
+
+    assert run06.ok, run06.error
+    text = "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")
+                     for c in nbformat.read(run06.output, 4).cells if c.cell_type == "code" for o in c.outputs)
+    assert text.count("# not in the guide: break it, as you could by hand") == len(pitfalls.ALL)
+    assert text.count("$ python -m helpers.doctor --namespace mms --server triton-doctor --problems") == len(pitfalls.ALL)
+    assert text.count("# not in the guide: mend it") == len(pitfalls.ALL) - 1  # no_region: the next section mends it
+    assert "$ kubectl annotate secret doctor-s3 -n mms serving.kubeflow.org/s3-region-" in text
+    assert "$ kubectl delete trainedmodel doctor-named -n mms" in text
+    assert "kind: InferenceService" in text and "kind: TrainedModel" in text and "kind: Secret" in text
+    doctor_rows = [line for line in text.splitlines() if re.match(r"^\S.*  (ok|n/a) {5}", line)]
+    assert doctor_rows == [], doctor_rows[:3]
+    events = text.split("--sort-by=.lastTimestamp")[1].split("# not in the guide")[0]
+    assert "Warning ModelLoadFailed" in events and "ModelLoaded " not in events
+
+
+@pytest.mark.stack
+def test_the_shown_commands_break_as_printed(stack, run06: walkthrough.Run, tmp_path: Path) -> None:
+    """The no_region pitfall by hand, with the commands 06 printed (after `helpers.local env`) and the manifests
+    it wrote: the agent logs MissingRegion, and the doctor's --problems names it with PROBLEM rows only."""
+    assert run06.ok, run06.error
+    env = {**os.environ}
+    for line in subprocess.run([sys.executable, "-m", "helpers.local", "env"], capture_output=True, text=True,
+                               cwd=project_root(), check=True).stdout.splitlines():
+        if line.startswith("export ") and "$(" not in line:
+            key, value = line[7:].split("#")[0].strip().split("=", 1)
+            env[key] = value.replace('"$PATH"', os.environ["PATH"]).strip('"')
+
+    def sh(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240,
+                              cwd=project_root(), env=env)
+
+    folder = run06.output.parent / "06_troubleshooting"
+    setup = sh("kubectl get secret mysecret -n mms -o json | python3 -c 'import json,sys; s=json.load(sys.stdin); "
+               "s[\"metadata\"]={\"name\":\"doctor-s3\",\"namespace\":\"mms\",\"annotations\":"
+               "s[\"metadata\"][\"annotations\"]}; json.dump(s, sys.stdout)' | kubectl apply -f - && "
+               "kubectl create serviceaccount doctor-sa -n mms && "
+               "kubectl patch serviceaccount doctor-sa -n mms -p '{\"secrets\":[{\"name\":\"doctor-s3\"}]}'")
+    assert setup.returncode == 0, setup.stderr
+    try:
+        region = f"{KFSERVING_GROUP}/s3-region"
+        broken = sh(f"kubectl annotate secret doctor-s3 -n mms {region}-\n"
+                    f"kubectl apply -f {folder}/triton-doctor.yaml\n"
+                    f"kubectl wait inferenceservice/triton-doctor -n mms --for=condition=Ready --timeout=180s\n"
+                    f"kubectl apply -f {folder}/doctor-cifar.yaml")
+        assert broken.returncode == 0, broken.stderr
+        # (the model files are gone with 06's cleanup: the region fails before any download is tried)
+        from helpers.core.wait import poll_until
+
+        logs = f"kubectl logs -n mms -l {KFSERVING_GROUP}/inferenceservice=triton-doctor -c agent --tail=-1"
+        poll_until(lambda: "MissingRegion" in sh(f"{logs} | grep MissingRegion | tail -1").stdout,
+                   "the agent to log MissingRegion", timeout=60)
+        found = sh("python -m helpers.doctor --namespace mms --server triton-doctor --problems")
+        assert found.returncode == 1 and "S3 region (s3-region)" in found.stdout and "PROBLEM" in found.stdout
+        assert " ok " not in found.stdout
+    finally:
+        sh("kubectl delete inferenceservice triton-doctor -n mms --ignore-not-found && "
+           "kubectl delete secret doctor-s3 -n mms --ignore-not-found && "
+           "kubectl delete serviceaccount doctor-sa -n mms --ignore-not-found")
 
 
 @pytest.mark.stack

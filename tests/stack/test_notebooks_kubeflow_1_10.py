@@ -103,7 +103,7 @@ def run06(kserve_stack, other_run, tmp_path_factory: pytest.TempPathFactory) -> 
     doctor table looks at)."""
     with pointed_at(kserve_stack), settings_file(OTHER_FILE):
         return walkthrough.run_notebook(project_root() / "notebooks" / "06_troubleshooting.ipynb",
-                                        tmp_path_factory.mktemp("doctor-kserve"), {"sections": ",".join(KSERVE_SECTIONS)})
+                                        tmp_path_factory.mktemp("doctor-kserve"), {"pitfalls": ",".join(KSERVE_SECTIONS)})
 
 
 def test_06_on_the_kserve_profile(run06: walkthrough.Run) -> None:

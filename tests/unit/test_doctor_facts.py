@@ -77,8 +77,66 @@ def test_a_pod_left_pending_by_16gi_requests() -> None:
     facts.pod["status"] = {"phase": "Pending"}
     facts.pod_events = [{"type": "Warning", "reason": "FailedScheduling",
                          "message": "0/3 nodes are available: 3 Insufficient memory."}]
-    found = finding(facts, "server pod scheduled (16Gi requests)")
+    found = finding(facts, "server pod scheduled")
     assert found.result == doctor.PROBLEM and "Insufficient memory" in found.evidence and "16Gi" in found.fix
+    assert "memory 16Gi" in found.evidence  # what this server asks, read from its spec
+
+
+def test_the_pod_check_names_the_servers_own_requests() -> None:
+    """Not the guide's 16Gi on a 2Gi server (06's own): the label is neutral, the evidence reads the spec."""
+    facts = healthy()
+    facts.isvc["spec"]["predictor"]["triton"]["resources"] = {"limits": {"memory": "2Gi"}, "requests": {"memory": "2Gi"}}
+    found = finding(facts, "server pod scheduled")
+    assert found.result == doctor.OK and "memory 2Gi" in found.evidence and "16Gi" not in found.check + found.evidence
+
+
+def test_every_problem_has_a_fix() -> None:
+    """Each way a check can say PROBLEM, on facts that make it say so, carries a fix (06 once showed an empty one:
+    a server with no pod yet)."""
+    cases = []
+    facts = healthy()
+    facts.pod = None
+    cases.append(facts)
+    facts = healthy()
+    facts.s3 = None
+    facts.agent_lines = ['{"level":"error","ts":1,"msg":"Failed","modelName":"cifar10","error":"NoSuchBucket"}']
+    cases.append(facts)
+    facts = healthy()
+    facts.secrets = {}
+    facts.agent_lines = ['{"level":"error","ts":1,"msg":"Failed","modelName":"cifar10","error":"MissingRegion: x"}',
+                         '{"level":"error","ts":2,"msg":"Failed","modelName":"cifar10","error":"no such host"}']
+    cases.append(facts)
+    facts = healthy()
+    facts.isvc["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "MultiModelServerDisabled"}]
+    cases.append(facts)
+    facts = healthy()
+    facts.gateway = {"url": "http://10.0.0.1", "status": 404}
+    cases.append(facts)
+    for recorded in pitfalls.recorded()["pitfalls"].values():
+        cases += [doctor.Facts(**b["facts"]) for b in recorded if b["kind"] == "doctor"]
+    seen = set()
+    for facts in cases:
+        for found in doctor.problems(doctor.run_checks(facts)):
+            assert found.fix.strip(), found
+            seen.add(found.id)
+    assert {"pending", "s3", "region", "virtual_host", "multi_model", "gateway"} <= seen
+
+
+def test_findings_keep_their_id_in_every_language() -> None:
+    from helpers.core import i18n
+
+    facts = healthy()
+    del facts.secrets["mysecret"]["annotations"][f"{KFSERVING_GROUP}/s3-region"]
+    try:
+        i18n.set_language("ko")
+        korean = doctor.run_checks(facts)
+    finally:
+        i18n.set_language("en")
+    english = doctor.run_checks(facts)
+    assert [f.id for f in korean] == [f.id for f in english] == [c.__name__[6:] for c in doctor.CHECKS]
+    region = next(f for f in korean if f.id == "region")
+    assert region.result == doctor.PROBLEM and "리전" in region.check and "serving.kubeflow.org/s3-region" in region.fix
+    assert "근거 / 해결 방법" not in doctor.table(english)
 
 
 @pytest.mark.parametrize("gateway, words", [
@@ -157,8 +215,10 @@ def test_quantities() -> None:
 # --- where 06 may break things ----------------------------------------------------------------
 def test_sections_default_to_three_and_bring_what_they_need() -> None:
     assert pitfalls.chosen() == pitfalls.chosen("") == ("no_region", "fixed_after_start", "config_name")
+    assert pitfalls.chosen("default") == pitfalls.DEFAULT
     assert pitfalls.chosen("all") == pitfalls.ALL
     assert pitfalls.chosen("fixed_after_start, memory") == ("no_region", "fixed_after_start", "memory")
+    assert pitfalls.chosen("no_region") == ("no_region", "fixed_after_start")  # what it breaks, the next one mends
     with pytest.raises(SetupError) as err:
         pitfalls.chosen("no_region,typo")
     assert "typo" in err.value.cause and "wrong_prefix" in err.value.fix
@@ -175,6 +235,47 @@ def test_06_only_looks_off_the_local_stack() -> None:
     assert pitfalls.may_break(Ctx(Local())) is True
     assert pitfalls.may_break(Ctx(OutOfCluster())) is False
     assert pitfalls.may_break(Ctx(OutOfCluster()), True) is True
+    assert pitfalls.may_break(Ctx(Local()), "False") is False  # papermill -p passes text
+    assert pitfalls.may_break(Ctx(Local()), "None") is True
+
+
+def test_the_recording_shows_each_pitfall_four_steps_and_the_doctor_names_it() -> None:
+    """recorded.json (what a cluster learner is shown): every pitfall, each with the break, the look, the
+    doctor and (but no_region, which the next section mends) the mend; the doctor's findings recomputed
+    from the recorded facts name the pitfall, in English and in Korean; no build path, no secret."""
+    from helpers.core import i18n
+
+    found = pitfalls.recorded()
+    assert set(found["pitfalls"]) == set(pitfalls.ALL)
+    for name, blocks in found["pitfalls"].items():
+        labels = [b["label"] for b in blocks if b["kind"] == "shell"]
+        assert labels[0] == "break" and "doctor" in labels, name
+        assert "see" in labels or name == "wrong_shape", name  # there the curl's own answer is the symptom
+        assert any(b["kind"] == "lines" and b["lines"] for b in blocks), name  # a raw symptom was shown
+        assert name == "no_region" or labels[-1] == "mend", name
+        facts = [doctor.Facts(**b["facts"]) for b in blocks if b["kind"] == "doctor"]
+        assert len(facts) == 1, name
+        for lang in ("en", "ko"):
+            try:
+                i18n.set_language(lang)
+                named = [f for f in doctor.problems(doctor.run_checks(facts[0])) if f.id == pitfalls.CHECK[name]]
+            finally:
+                i18n.set_language("en")
+            assert named, (name, lang)
+    text = pitfalls.RECORDED.read_text()
+    assert "/work/" not in text and "build/" not in text and "minio123" not in text
+    events = [line for b in found["pitfalls"]["no_region"] if b["kind"] == "lines" for line in b["lines"]]
+    assert any(line.startswith("Warning") and "MissingRegion" in line for line in events)
+    assert not any("ModelLoaded" in line for line in events)  # the newest Event, not a stale one
+
+
+def test_replay_prints_the_recording_labelled_as_recorded(capsys) -> None:
+    pitfalls.replay("no_region", pitfalls.recorded())
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("recorded on the local stack")
+    assert "kubectl annotate secret doctor-s3" in out and "PROBLEM" in out and "S3 region (s3-region)" in out
+    pitfalls.replay("no_region", {})
+    assert "no recording" in capsys.readouterr().out
 
 
 # --- under a failed notebook cell (notebook.doctor_lines) ---------------------------------------------

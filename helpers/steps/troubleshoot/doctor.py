@@ -39,6 +39,7 @@ from helpers.core.constants import (
     api_group,
 )
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.steps.models import agent_log
 from helpers.steps.objectstore.kubeflow_minio import from_secret
 
@@ -64,6 +65,7 @@ class Finding:
     evidence: str
     fix: str = ""
     issue: str = ""
+    id: str = ""  # the check's name in the code (`region` for check_region): the same in every language
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -132,10 +134,11 @@ def _agent_line(facts: Facts, needle: str) -> str:
         if needle in text:
             model = record.get("modelName") or record.get("model") or ""
             error = str(record.get("error", "")).split("; fix:")[0]  # the local agent appends its hint
-            return f"agent log: {record.get('msg', '')}{f' ({model})' if model else ''}: {error}".rstrip(": ")
+            line = f"{record.get('msg', '')}{f' ({model})' if model else ''}: {error}".rstrip(": ")
+            return _("agent log: {line}").format(line=line)
     for line in reversed(facts.agent_lines):
         if needle in line and not line.strip().startswith("{"):
-            return f"agent log: {line.strip()[:200]}"
+            return _("agent log: {line}").format(line=line.strip()[:200])
     return ""
 
 
@@ -171,68 +174,84 @@ def _agent_env(facts: Facts) -> Optional[dict]:
 
 # --- the checks ------------------------------------------------------------------------------
 def check_crds(facts: Facts) -> Finding:
-    name = "InferenceService CRDs served"
+    name = _("InferenceService CRDs served")
     served = [g for g in API_GROUPS if "inferenceservices" in facts.served.get(g, [])]
     minor = re.match(r"v?1\.(\d+)", facts.k8s_version or "")
     version = f"Kubernetes {facts.k8s_version or '?'}"
     if facts.group in served:
-        return Finding(name, OK, f"{version} serves {facts.group}/v1beta1 inferenceservices")
+        return Finding(name, OK, _("{version} serves {group}/v1beta1 inferenceservices").format(
+            version=version, group=facts.group))
     issue = "https://github.com/kubeflow/kubeflow/issues/6098"
     if facts.group == KFSERVING_GROUP and minor and int(minor.group(1)) >= 22:
-        return Finding(name, PROBLEM, f"{version} does not serve {facts.group}: KFServing 0.5's CRDs are "
-                                      "apiextensions.k8s.io/v1beta1, which Kubernetes removed in 1.22",
-                       "on Kubernetes >= 1.22 install KServe (0.7+, serving.kserve.io, apiextensions v1 CRDs) and "
-                       "set api_group='serving.kserve.io'; or use a cluster of 1.21 or older for KFServing 0.5",
+        return Finding(name, PROBLEM, _("{version} does not serve {group}: KFServing 0.5's CRDs are "
+                                        "apiextensions.k8s.io/v1beta1, which Kubernetes removed in 1.22").format(
+                                            version=version, group=facts.group),
+                       _("on Kubernetes >= 1.22 install KServe (0.7+, serving.kserve.io, apiextensions v1 CRDs) and "
+                         "set api_group='serving.kserve.io'; or use a cluster of 1.21 or older for KFServing 0.5"),
                        issue)
     other = [g for g in served if g != facts.group]
-    fix = (f"this cluster serves {other[0]}: set api_group={other[0]!r}" if other else
-           "install KServe (or KFServing); `kubectl get crd | grep serving` shows what is there")
-    return Finding(name, PROBLEM, f"{version} does not serve {facts.group}/v1beta1 inferenceservices", fix,
-                   ISSUES + "1843")
+    fix = (_("this cluster serves {group}: set api_group={quoted}").format(group=other[0], quoted=repr(other[0]))
+           if other else
+           _("install KServe (or KFServing); `kubectl get crd | grep serving` shows what is there"))
+    return Finding(name, PROBLEM, _("{version} does not serve {group}/v1beta1 inferenceservices").format(
+        version=version, group=facts.group), fix, ISSUES + "1843")
 
 
 def check_annotation_prefix(facts: Facts) -> Finding:
-    name = "S3 Secret annotation prefix"
+    name = _("S3 Secret annotation prefix")
     group = facts.api_group
     account = _server_account(facts)
     secret, meta = _s3_secret(facts)
     if not secret:
-        return Finding(name, NA, f"no Secret of service account {account!r} has an s3-endpoint annotation "
-                                 "(see 'service account lists the Secret')")
+        return Finding(name, NA, _("no Secret of service account {account} has an s3-endpoint annotation "
+                                   "(see the service account's check)").format(account=repr(account)))
     notes = meta.get("annotations") or {}
     if group.s3_endpoint in notes:
-        return Finding(name, OK, f"Secret {secret} is annotated {group.s3_endpoint}")
+        return Finding(name, OK, _("Secret {secret} is annotated {annotation}").format(
+            secret=secret, annotation=group.s3_endpoint))
     wrong = next(g for g in API_GROUPS if f"{g}/s3-endpoint" in notes)
     warning = [e for e in _events_text(facts.isvc_events) if wrong in e]
-    evidence = f"Secret {secret} is annotated {wrong}/s3-*, but the server is {group.group}: the credential " \
-               "builder ignores it, so the agent has no S3 endpoint"
+    evidence = _("Secret {secret} is annotated {wrong}/s3-*, but the server is {group}: the credential builder "
+                 "ignores it, so the agent has no S3 endpoint").format(secret=secret, wrong=wrong, group=group.group)
     seen = _agent_line(facts, "no S3 endpoint") or (warning[0] if warning else "")
     return Finding(name, PROBLEM, evidence + (f"; {seen}" if seen else ""),
-                   f"annotate the Secret {group.group}/s3-endpoint (and s3-usehttps, s3-region, s3-usevirtualbucket): "
-                   f"01_minio with api_group={group.group!r}; then re-create the server so its pod takes the env",
+                   _("annotate the Secret {group}/s3-endpoint (and s3-usehttps, s3-region, s3-usevirtualbucket): "
+                     "01_minio with api_group={quoted}; then re-create the server so its pod takes the env").format(
+                         group=group.group, quoted=repr(group.group)),
                    ISSUES + "1843")
 
 
+def _region_fix(group: str) -> str:
+    return _('add the annotation {group}/s3-region: "us-east-1" (any value suits MinIO) to the S3 Secret, then '
+             "re-create the server").format(group=group)
+
+
+def _recreate_fix() -> str:
+    return _("re-create the server (see the check 'Secret changed after the pod started')")
+
+
+def _no_secret() -> str:
+    return _("no usable S3 Secret (see the checks above)")
+
+
 def check_region(facts: Facts) -> Finding:
-    name = "S3 region (s3-region)"
+    name = _("S3 region (s3-region)")
     group = facts.api_group
     secret, meta = _s3_secret(facts)
     seen = _agent_line(facts, "MissingRegion")
     if not secret or group.s3_endpoint not in (meta.get("annotations") or {}):
-        return Finding(name, PROBLEM if seen else NA, seen or "no usable S3 Secret (see the checks above)",
-                       _REGION_FIX.format(group=group.group) if seen else "", ISSUES + "2140" if seen else "")
+        if seen:
+            return Finding(name, PROBLEM, seen, _region_fix(group.group), ISSUES + "2140")
+        return Finding(name, NA, _no_secret())
     if group.s3_region not in meta["annotations"]:
-        return Finding(name, PROBLEM, f"Secret {secret} has no {group.s3_region}: the agent takes its region only "
-                                      "from it" + (f"; {seen}" if seen else ""),
-                       _REGION_FIX.format(group=group.group), ISSUES + "2140")
+        return Finding(name, PROBLEM, _("Secret {secret} has no {annotation}: the agent takes its region only "
+                                        "from it").format(secret=secret, annotation=group.s3_region)
+                       + (f"; {seen}" if seen else ""),
+                       _region_fix(group.group), ISSUES + "2140")
     if seen and not _pod_newer_than_secret(facts, meta):
-        return Finding(name, PROBLEM, f"{seen}; the Secret has the annotation now, the pod's env predates it",
-                       "re-create the server (see 'Secret changed after the pod started')", ISSUES + "2140")
+        return Finding(name, PROBLEM, _("{seen}; the Secret has the annotation now, the pod's env predates it").format(
+            seen=seen), _recreate_fix(), ISSUES + "2140")
     return Finding(name, OK, f"Secret {secret}: {group.s3_region}={meta['annotations'][group.s3_region]}")
-
-
-_REGION_FIX = ('add the annotation {group}/s3-region: "us-east-1" (any value suits MinIO) to the S3 Secret, then '
-               "re-create the server")
 
 
 def _endpoint_is_service(endpoint: str) -> bool:
@@ -240,30 +259,36 @@ def _endpoint_is_service(endpoint: str) -> bool:
     return not re.fullmatch(r"[0-9.]+", host) and (host.count(".") <= 1 or ".svc" in host)
 
 
+def _vhost_fix(group: str) -> str:
+    return _('add the annotation {group}/s3-usevirtualbucket: "false" to the S3 Secret, then re-create the '
+             "server").format(group=group)
+
+
 def check_virtual_host(facts: Facts) -> Finding:
-    name = "virtual-host bucket DNS (s3-usevirtualbucket)"
+    name = _("virtual-host bucket DNS (s3-usevirtualbucket)")
     group = facts.api_group
     secret, meta = _s3_secret(facts)
     seen = _agent_line(facts, "no such host")
     notes = meta.get("annotations") or {}
     if not secret or group.s3_endpoint not in notes:
-        return Finding(name, PROBLEM if seen else NA, seen or "no usable S3 Secret (see the checks above)",
-                       _VHOST_FIX.format(group=group.group) if seen else "", ISSUES + "3120" if seen else "")
+        if seen:
+            return Finding(name, PROBLEM, seen, _vhost_fix(group.group), ISSUES + "3120")
+        return Finding(name, NA, _no_secret())
     endpoint = notes[group.s3_endpoint]
     if str(notes.get(group.s3_usevirtualbucket, "")).lower() == "false":
         if seen and not _pod_newer_than_secret(facts, meta):
-            return Finding(name, PROBLEM, f"{seen}; the Secret says false now, the pod's env predates it",
-                           "re-create the server (see 'Secret changed after the pod started')", ISSUES + "3120")
-        return Finding(name, OK, f"Secret {secret}: {group.s3_usevirtualbucket}=false (path-style requests)")
+            return Finding(name, PROBLEM, _("{seen}; the Secret says false now, the pod's env predates it").format(
+                seen=seen), _recreate_fix(), ISSUES + "3120")
+        return Finding(name, OK, _("Secret {secret}: {annotation}=false (path-style requests)").format(
+            secret=secret, annotation=group.s3_usevirtualbucket))
     if _endpoint_is_service(endpoint) or seen:
-        return Finding(name, PROBLEM, f"Secret {secret} has no {group.s3_usevirtualbucket}: \"false\", so the agent "
-                                      f"asks for <bucket>.{endpoint}, which cluster DNS does not know"
-                                      + (f"; {seen}" if seen else ""),
-                       _VHOST_FIX.format(group=group.group), ISSUES + "3120")
-    return Finding(name, OK, f"endpoint {endpoint} is not a Service name: virtual-host requests may resolve")
-
-
-_VHOST_FIX = 'add the annotation {group}/s3-usevirtualbucket: "false" to the S3 Secret, then re-create the server'
+        return Finding(name, PROBLEM, _('Secret {secret} has no {annotation}: "false", so the agent asks for '
+                                        "<bucket>.{endpoint}, which cluster DNS does not know").format(
+                                            secret=secret, annotation=group.s3_usevirtualbucket, endpoint=endpoint)
+                       + (f"; {seen}" if seen else ""),
+                       _vhost_fix(group.group), ISSUES + "3120")
+    return Finding(name, OK, _("endpoint {endpoint} is not a Service name: virtual-host requests may resolve").format(
+        endpoint=endpoint))
 
 
 def _secret_changed_at(meta: dict) -> Optional[float]:
@@ -283,125 +308,138 @@ def _pod_newer_than_secret(facts: Facts, meta: dict) -> bool:
 
 
 def check_stale_env(facts: Facts) -> Finding:
-    name = "Secret changed after the pod started"
+    name = _("Secret changed after the pod started")
     group = facts.api_group
     secret, meta = _s3_secret(facts)
     env = _agent_env(facts)
     if not secret or env is None:
-        return Finding(name, NA, "no S3 Secret or no server pod to compare")
+        return Finding(name, NA, _("no S3 Secret or no server pod to compare"))
     notes = meta.get("annotations") or {}
     # The region's env name is the release's (KFServing 0.5.1 AWS_REGION, KServe 0.14+ AWS_DEFAULT_REGION):
     # the one the pod's agent env carries, else the group's usual one.
     region = next((k for k in REGION_ENVS if k in env), REGION_ENVS[0] if group.group == KFSERVING_GROUP else REGION_ENVS[1])
     wanted = {region: notes.get(group.s3_region), "S3_USER_VIRTUAL_BUCKET": notes.get(group.s3_usevirtualbucket),
               "S3_ENDPOINT": notes.get(group.s3_endpoint)}
-    differs = [f"{key}: pod {env.get(key, '<unset>')!r}, Secret {value!r}"
+    differs = [_("{key}: pod {pod}, Secret {secret}").format(key=key, pod=repr(env.get(key, "<unset>")),
+                                                             secret=repr(value))
                for key, value in wanted.items() if value is not None and env.get(key) != value]
     changed, started = _secret_changed_at(meta), _pod_started_at(facts)
     when = ""
     if changed and started:
-        when = f" (Secret last written {datetime.fromtimestamp(changed, timezone.utc):%H:%M:%S}Z, pod started " \
-               f"{datetime.fromtimestamp(started, timezone.utc):%H:%M:%S}Z)"
+        when = " " + _("(Secret last written {changed}Z, pod started {started}Z)").format(
+            changed=f"{datetime.fromtimestamp(changed, timezone.utc):%H:%M:%S}",
+            started=f"{datetime.fromtimestamp(started, timezone.utc):%H:%M:%S}")
     if differs:
-        return Finding(name, PROBLEM, "the agent's env differs from the Secret's annotations: " + "; ".join(differs) + when,
-                       "the credential builder writes the env when the pod is made: delete the server's pod (or "
-                       "re-create the InferenceService) so a new pod takes the Secret as it is now",
+        return Finding(name, PROBLEM, _("the agent's env differs from the Secret's annotations: {differences}").format(
+                           differences="; ".join(differs)) + when,
+                       _("the credential builder writes the env when the pod is made: delete the server's pod (or "
+                         "re-create the InferenceService) so a new pod takes the Secret as it is now"),
                        ISSUES + "1764")
-    return Finding(name, OK, "the agent's env matches the Secret's annotations" + when)
+    return Finding(name, OK, _("the agent's env matches the Secret's annotations") + when)
 
 
 def check_service_account(facts: Facts) -> Finding:
-    name = "service account lists the S3 Secret"
+    name = _("service account lists the S3 Secret")
     account = _server_account(facts)
     if "service_account" in facts.unreadable:
         return Finding(name, NA, facts.unreadable["service_account"])
     if facts.service_account is None:
-        return Finding(name, PROBLEM, f"service account {account!r} does not exist in {facts.namespace}",
-                       "apply s3_secret.yaml (01_minio), or fix spec.predictor.serviceAccountName", ISSUES + "1519")
+        return Finding(name, PROBLEM, _("service account {account} does not exist in {namespace}").format(
+                           account=repr(account), namespace=facts.namespace),
+                       _("apply s3_secret.yaml (01_minio), or fix spec.predictor.serviceAccountName"), ISSUES + "1519")
     refs = [r.get("name") for r in facts.service_account.get("secrets") or []]
-    secret, _ = _s3_secret(facts)
+    secret, _meta = _s3_secret(facts)
     if secret:
-        return Finding(name, OK, f"service account {account} lists {secret}")
+        return Finding(name, OK, _("service account {account} lists {secret}").format(account=account, secret=secret))
     missing = [r for r in refs if r not in facts.secrets]
-    evidence = (f"service account {account} lists {refs or 'no secrets'}"
-                + (f"; missing: {missing}" if missing else "") + ", none with an s3-endpoint annotation")
-    return Finding(name, PROBLEM, evidence, "add the S3 Secret under the service account's `secrets:` "
-                                            "(s3_secret.yaml does both), then re-create the server", ISSUES + "1519")
+    evidence = (_("service account {account} lists {secrets}").format(account=account, secrets=refs or "[]")
+                + (_("; missing: {missing}").format(missing=missing) if missing else "")
+                + _(", none with an s3-endpoint annotation"))
+    return Finding(name, PROBLEM, evidence, _("add the S3 Secret under the service account's `secrets:` "
+                                              "(s3_secret.yaml does both), then re-create the server"), ISSUES + "1519")
 
 
 def check_external_name(facts: Facts) -> Finding:
-    name = f"ExternalName Service {MINIO_SERVICE}"
+    name = _("ExternalName Service {service}").format(service=MINIO_SERVICE)
     secret, meta = _s3_secret(facts)
     endpoint = (meta.get("annotations") or {}).get(facts.api_group.s3_endpoint, "")
     host = endpoint.rsplit(":", 1)[0]
     if host and "." in host:
-        return Finding(name, OK, f"the Secret's endpoint {endpoint} names its namespace: no Service in "
-                                 f"{facts.namespace} needed")
+        return Finding(name, OK, _("the Secret's endpoint {endpoint} names its namespace: no Service in "
+                                   "{namespace} needed").format(endpoint=endpoint, namespace=facts.namespace))
     svc = facts.services.get(MINIO_SERVICE)
     if svc is None:
-        return Finding(name, PROBLEM, f"no Service {MINIO_SERVICE} in {facts.namespace}"
-                                      + (f", and the Secret's endpoint {endpoint} is a short name" if host else ""),
-                       "apply external_service.yaml (01_minio): an ExternalName Service pointing at "
-                       "minio-service.kubeflow.svc.cluster.local")
+        return Finding(name, PROBLEM, _("no Service {service} in {namespace}").format(
+                           service=MINIO_SERVICE, namespace=facts.namespace)
+                       + (_(", and the Secret's endpoint {endpoint} is a short name").format(endpoint=endpoint)
+                          if host else ""),
+                       _("apply external_service.yaml (01_minio): an ExternalName Service pointing at "
+                         "minio-service.kubeflow.svc.cluster.local"))
     return Finding(name, OK, f"Service {MINIO_SERVICE}: type {svc.get('type')} {svc.get('externalName') or ''}".rstrip())
 
 
+def _flag_fix() -> str:
+    return _("an admin sets predictors.triton.multiModelServer to true in {config} (KFServing 0.5.1 ships false; "
+             "00_cluster_prep prints the command), then the InferenceService is re-created").format(
+                 config=INFERENCESERVICE_CONFIG)
+
+
 def check_multi_model(facts: Facts) -> Finding:
-    name = "multi-model flag (multiModelServer)"
+    name = _("multi-model flag (multiModelServer)")
     reason = conditions(facts.isvc).get("Ready", {})
     seen = f"InferenceService Ready=False {reason.get('reason')}: {reason.get('message', '')}" \
         if reason.get("reason") in ("MultiModelServerDisabled", "NotMultiModelServer") else ""
     triton = triton_predictor(facts.isvc) or {}
     if triton.get("storageUri"):
-        return Finding(name, PROBLEM, f"{predictor_path(facts.isvc)}.storageUri is set: a single-model server takes no "
-                                      "TrainedModels", "remove storageUri (multi_model_triton_server.yaml)",
-                       ISSUES + "1391")
+        return Finding(name, PROBLEM, _("{path}.storageUri is set: a single-model server takes no "
+                                        "TrainedModels").format(path=predictor_path(facts.isvc)),
+                       _("remove storageUri (multi_model_triton_server.yaml)"), ISSUES + "1391")
     config = facts.inference_config or {}
     if "predictors" not in config:
         if seen:
-            return Finding(name, PROBLEM, seen, _FLAG_FIX, ISSUES + "1391")
-        why = (f"not allowed to read {INFERENCESERVICE_CONFIG} in {', '.join(config['denied'])}"
-               if config.get("denied") else f"{INFERENCESERVICE_CONFIG} not found")
+            return Finding(name, PROBLEM, seen, _flag_fix(), ISSUES + "1391")
+        why = (_("not allowed to read {config} in {namespaces}").format(config=INFERENCESERVICE_CONFIG,
+                                                                        namespaces=", ".join(config["denied"]))
+               if config.get("denied") else _("{config} not found").format(config=INFERENCESERVICE_CONFIG))
         return Finding(name, NA, why)
     where = f"ConfigMap {config.get('namespace')}/{INFERENCESERVICE_CONFIG}"
     predictors = config["predictors"]
     if predictors is None:
-        return Finding(name, OK, f"{where} has no predictors: KServe 0.10+ needs no switch")
+        return Finding(name, OK, _("{where} has no predictors: KServe 0.10+ needs no switch").format(where=where))
     flag = (predictors.get("triton") or {}).get("multiModelServer")
     if flag is True:
-        return Finding(name, PROBLEM if seen else OK,
-                       seen + "; the flag is true now: re-create the server" if seen else
-                       f"{where}: predictors.triton.multiModelServer is true",
-                       "re-create the InferenceService" if seen else "")
+        if seen:
+            return Finding(name, PROBLEM, _("{seen}; the flag is true now: re-create the server").format(seen=seen),
+                           _("re-create the InferenceService"), ISSUES + "1391")
+        return Finding(name, OK, f"{where}: predictors.triton.multiModelServer is true")
     return Finding(name, PROBLEM, f"{where}: predictors.triton.multiModelServer is {json.dumps(flag)}"
-                                  + (f"; {seen}" if seen else ""), _FLAG_FIX, ISSUES + "1391")
-
-
-_FLAG_FIX = (f"an admin sets predictors.triton.multiModelServer to true in {INFERENCESERVICE_CONFIG} (KFServing 0.5.1 "
-             "ships false; 00_cluster_prep prints the command), then the InferenceService is re-created")
+                                  + (f"; {seen}" if seen else ""), _flag_fix(), ISSUES + "1391")
 
 
 def check_config_name(facts: Facts) -> Finding:
-    name = "config.pbtxt name = TrainedModel name"
+    name = _("config.pbtxt name = TrainedModel name")
     current = {tm["metadata"]["name"] for tm in facts.trained_models}
     loaded = {m.get("name") for m in facts.repository or [] if m.get("state") == "READY"}
     refused = []
     for line in facts.server_lines:
         match = re.search(r"model directory '([^']+)': (.*directory name must equal model name)", line)
         if match and match.group(1) in current - loaded:
-            refused.append(f"Triton log: Poll failed for model directory '{match.group(1)}': {match.group(2)}")
-    seen = [f"agent log: {r.get('error', '')}".split("; fix:")[0] for r in _agent_json(facts.agent_lines)
+            refused.append(_("Triton log: {line}").format(
+                line=f"Poll failed for model directory '{match.group(1)}': {match.group(2)}"))
+    seen = [_("agent log: {line}").format(line=str(r.get("error", "")).split("; fix:")[0])
+            for r in _agent_json(facts.agent_lines)
             if "failed to poll from model repository" in str(r.get("error", ""))
             and (r.get("modelName") or r.get("model")) in current - loaded]
     if refused or seen:
         return Finding(name, PROBLEM, "; ".join(refused[-1:] + seen[-1:])[:400],
-                       "the agent writes the model to a folder named after the TrainedModel and Triton wants "
-                       "config.pbtxt's `name` to equal that folder: fix `name:` (or delete the line) and upload it "
-                       "again, or name the TrainedModel as the config does; then delete and re-apply the TrainedModel")
+                       _("the agent writes the model to a folder named after the TrainedModel and Triton wants "
+                         "config.pbtxt's `name` to equal that folder: fix `name:` (or delete the line) and upload it "
+                         "again, or name the TrainedModel as the config does; then delete and re-apply the "
+                         "TrainedModel"))
     if facts.repository is None:
-        return Finding(name, NA, "Triton's repository index was not reachable")
-    return Finding(name, OK, f"{len(loaded)} model(s) READY in Triton's index, no TrainedModel's folder refused "
-                             "for its name")
+        return Finding(name, NA, _("Triton's repository index was not reachable"))
+    return Finding(name, OK, _("{count} model(s) READY in Triton's index, no TrainedModel's folder refused "
+                               "for its name").format(count=len(loaded)))
 
 
 def _restarts(facts: Facts) -> str:
@@ -410,7 +448,8 @@ def _restarts(facts: Facts) -> str:
     for status in ((facts.pod or {}).get("status") or {}).get("containerStatuses") or []:
         if status.get("restartCount"):
             last = ((status.get("lastState") or {}).get("terminated") or {}).get("reason", "")
-            said.append(f"container {status.get('name')} restarted {status['restartCount']}x"
+            said.append(_("container {name} restarted {count}x").format(name=status.get("name"),
+                                                                       count=status["restartCount"])
                         + (f" (last: {last})" if last else ""))
     return "; ".join(said)
 
@@ -419,27 +458,28 @@ def check_served(facts: Facts) -> Finding:
     """A TrainedModel Ready whose model Triton does not hold: typically Triton restarted (OOMKilled,
     a crash) and the agent, which loads a model only when models.json changes or its pod starts,
     never loads it again (KFServing 0.5.1 and KServe 0.14-0.15 `pkg/agent`: no health watch)."""
-    name = "Ready TrainedModels served by Triton"
+    name = _("Ready TrainedModels served by Triton")
     if facts.repository is None:
-        return Finding(name, NA, "Triton's repository index was not reachable")
+        return Finding(name, NA, _("Triton's repository index was not reachable"))
     states = {m.get("name"): m.get("state") or "" for m in facts.repository}
     ready = [tm["metadata"]["name"] for tm in facts.trained_models
              if conditions(tm).get("Ready", {}).get("status") == "True"]
     failed = {(r.get("modelName") or r.get("model")) for r in _agent_json(facts.agent_lines) if r.get("error")}
     lost = [n for n in ready if states.get(n) != "READY" and n not in failed]  # an agent error: other checks say why
     if not lost:
-        return Finding(name, OK, f"{len(ready)} Ready TrainedModel(s), each READY in Triton")
-    seen = ", ".join(f"{n} ({states.get(n) or 'not in the index'})" for n in lost)
+        return Finding(name, OK, _("{count} Ready TrainedModel(s), each READY in Triton").format(count=len(ready)))
+    seen = ", ".join(f"{n} ({states.get(n) or _('not in the index')})" for n in lost)
     restarts = _restarts(facts)
-    return Finding(name, PROBLEM, f"Ready but not served: {seen}" + (f"; {restarts}" if restarts else ""),
-                   "the agent loads a model when models.json changes or its pod starts, and does not reload what a "
-                   f"restarted Triton lost: `kubectl delete pod -n {facts.namespace} -l "
-                   f"{facts.api_group.isvc_label}={facts.server}` (the new pod's agent loads every model), or delete "
-                   "and re-apply the TrainedModel")
+    return Finding(name, PROBLEM, _("Ready but not served: {models}").format(models=seen)
+                   + (f"; {restarts}" if restarts else ""),
+                   _("the agent loads a model when models.json changes or its pod starts, and does not reload what a "
+                     "restarted Triton lost: `{command}` (the new pod's agent loads every model), or delete and "
+                     "re-apply the TrainedModel").format(
+                         command=f"kubectl delete pod -n {facts.namespace} -l {facts.api_group.isvc_label}={facts.server}"))
 
 
 def check_memory(facts: Facts) -> Finding:
-    name = "TrainedModel memory within the server's"
+    name = _("TrainedModel memory within the server's")
     limits = (triton_predictor(facts.isvc) or {}).get("resources") or {}
     limit = quantity((limits.get("limits") or {}).get("memory"))
     refused = []
@@ -448,95 +488,113 @@ def check_memory(facts: Facts) -> Finding:
         if cond and cond.get("status") == "False":
             refused.append(f"{tm['metadata']['name']}: MemoryResourceAvailable=False {cond.get('message', '')}".strip())
     total = sum(quantity(((tm.get("spec") or {}).get("model") or {}).get("memory")) or 0 for tm in facts.trained_models)
-    fix = ("give the TrainedModel a smaller spec.model.memory (it is immutable: delete and re-create it) or raise the "
-           "server's memory limit; KFServing 0.5 does not check this, KServe refuses the model")
+    fix = _("give the TrainedModel a smaller spec.model.memory (it is immutable: delete and re-create it) or raise the "
+            "server's memory limit; KFServing 0.5 does not check this, KServe refuses the model")
     if refused:
         return Finding(name, PROBLEM, "; ".join(refused), fix, "https://github.com/kserve/kserve/pull/1446")
     if limit is None:
-        return Finding(name, NA, "the server has no memory limit to compare with")
+        return Finding(name, NA, _("the server has no memory limit to compare with"))
     if total > limit:
-        return Finding(name, PROBLEM, f"TrainedModels ask for {total / 2**30:.2f}Gi in all, the server's limit is "
-                                      f"{limit / 2**30:.2f}Gi", fix, "https://github.com/kserve/kserve/pull/1446")
-    return Finding(name, OK, f"{len(facts.trained_models)} TrainedModel(s) ask {total / 2**30:.2f}Gi of "
-                             f"{limit / 2**30:.2f}Gi")
+        return Finding(name, PROBLEM, _("TrainedModels ask for {total}Gi in all, the server's limit is {limit}Gi").format(
+                           total=f"{total / 2**30:.2f}", limit=f"{limit / 2**30:.2f}"),
+                       fix, "https://github.com/kserve/kserve/pull/1446")
+    return Finding(name, OK, _("{count} TrainedModel(s) ask {total}Gi of {limit}Gi").format(
+        count=len(facts.trained_models), total=f"{total / 2**30:.2f}", limit=f"{limit / 2**30:.2f}"))
 
 
 def check_pending(facts: Facts) -> Finding:
-    name = "server pod scheduled (16Gi requests)"
+    name = _("server pod scheduled")
+    triton = triton_predictor(facts.isvc) or {}
+    asked = (triton.get("resources") or {}).get("requests") or {}
+    asks = ", ".join(f"{key} {asked[key]}" for key in ("memory", "cpu") if asked.get(key)) or "-"
     if facts.pod is None:
-        return Finding(name, NA if facts.isvc is None else PROBLEM,
-                       "no server pod" + (" yet: see the InferenceService's conditions" if facts.isvc else ""))
+        if facts.isvc is None:
+            return Finding(name, NA, _("no server pod"))
+        return Finding(name, PROBLEM, _("no server pod yet"),
+                       _("`kubectl describe inferenceservice {server} -n {namespace}`: its conditions and Events say "
+                         "why no pod was made").format(server=facts.server, namespace=facts.namespace))
     phase = (facts.pod.get("status") or {}).get("phase")
     failed = [e for e in facts.pod_events if e.get("reason") == "FailedScheduling"]
     if phase == "Pending" and failed:
-        return Finding(name, PROBLEM, f"pod {facts.pod['metadata']['name']} Pending; {_events_text(failed)[-1]}",
-                       "the guide asks 16Gi and 1 CPU for Triton: lower spec.predictor.triton.resources (e.g. 2Gi) to "
-                       "what a node has free, or add a node that big", ISSUES + "1601")
-    return Finding(name, OK, f"pod {facts.pod['metadata']['name']} is {phase}")
+        return Finding(name, PROBLEM, _("pod {pod} Pending (it requests {asks}); {event}").format(
+                           pod=facts.pod["metadata"]["name"], asks=asks, event=_events_text(failed)[-1]),
+                       _("lower spec.predictor.triton.resources.requests ({asks}; the guide asks 16Gi and 1 CPU) to "
+                         "what a node has free, or add a node that big").format(asks=asks), ISSUES + "1601")
+    return Finding(name, OK, _("pod {pod} is {phase} (it requests {asks})").format(
+        pod=facts.pod["metadata"]["name"], phase=phase, asks=asks))
 
 
 def check_gateway(facts: Facts) -> Finding:
-    name = "ingress gateway lets the request through"
+    name = _("ingress gateway lets the request through")
     gateway = facts.gateway
     if not gateway:
-        return Finding(name, NA, "no ingress gateway address, or no server URL yet")
+        return Finding(name, NA, _("no ingress gateway address, or no server URL yet"))
     status, body, location = gateway.get("status"), gateway.get("body", ""), gateway.get("location", "")
     what = f"GET {gateway.get('url')}/v2/health/live -> {status}"
     cookie = "authservice_session" if "/dex/" in location else "oauth2_proxy_kubeflow"  # Kubeflow <= 1.8, 1.9+
-    fix = (f"pass a Kubeflow session: MMS_INGRESS_COOKIE=<{cookie} cookie> or MMS_INGRESS_TOKEN; inside "
-           "the cluster use the cluster-local address; or an admin adds an AuthorizationPolicy for the path")
+    fix = _("pass a Kubeflow session: MMS_INGRESS_COOKIE=<{cookie} cookie> or MMS_INGRESS_TOKEN; inside the cluster "
+            "use the cluster-local address; or an admin adds an AuthorizationPolicy for the path").format(cookie=cookie)
     if status in (301, 302, 303, 307, 308):
-        return Finding(name, PROBLEM, f"{what} redirect to {location[:80]} (Dex login)", fix, ISSUES + "874")
+        return Finding(name, PROBLEM, _("{request} redirect to {location} (Dex login)").format(
+            request=what, location=location[:80]), fix, ISSUES + "874")
     if status in (401, 403):
         return Finding(name, PROBLEM, f"{what} {body[:60]}", fix, ISSUES + "1558")
     if status == 404:
-        return Finding(name, PROBLEM, f"{what}: the gateway knows no route for that Host",
-                       "is the InferenceService Ready? `kubectl get isvc` shows its URL; send its host as Host")
+        return Finding(name, PROBLEM, _("{request}: the gateway knows no route for that Host").format(request=what),
+                       _("is the InferenceService Ready? `kubectl get isvc` shows its URL; send its host as Host"))
     if isinstance(status, int) and status < 300:
         return Finding(name, OK, what)
     return Finding(name, PROBLEM, f"{what} {gateway.get('error', '')}".strip(),
-                   "check MMS_INGRESS_URL (or the port-forward) and the gateway's Service")
+                   _("check MMS_INGRESS_URL (or the port-forward) and the gateway's Service"))
 
 
 def check_webhook(facts: Facts) -> Finding:
-    name = "TrainedModel webhook (name, storageUri)"
+    name = _("TrainedModel webhook (name, storageUri)")
     probe = facts.unreadable.get("webhook_probe")
     if probe is None:
-        return Finding(name, NA, "not probed")
+        return Finding(name, NA, _("not probed"))
     if probe == "accepted":
-        return Finding(name, OK, "a dry-run TrainedModel with a valid name and s3:// storageUri was admitted")
+        return Finding(name, OK, _("a dry-run TrainedModel with a valid name and s3:// storageUri was admitted"))
     return Finding(name, PROBLEM, probe[:300],
-                   "KFServing 0.5 wants a DNS-1035 name ([a-z]([-a-z0-9]*[a-z0-9])?) and an s3:// or gs:// "
-                   "storageUri; `memory` cannot change after creation: read the webhook's message",
+                   _("KFServing 0.5 wants a DNS-1035 name ([a-z]([-a-z0-9]*[a-z0-9])?) and an s3:// or gs:// "
+                     "storageUri; `memory` cannot change after creation: read the webhook's message"),
                    ISSUES + "1392")
 
 
 def check_shape(facts: Facts) -> Finding:
-    name = "request tensor shape"
+    name = _("request tensor shape")
     match = _SHAPE_MESSAGE.search(facts.error or "")
     if not match:
-        return Finding(name, NA, "no failed request to look at (pass the error to diagnose)")
+        return Finding(name, NA, _("no failed request to look at (pass the error to diagnose)"))
     tensor, model, expected, got = match.groups()
-    return Finding(name, PROBLEM, f"Triton 400: input {tensor!r} of {model!r} expected [{expected}], got [{got}]",
-                   f"send [{expected}] ('-1' is the batch: any size up to max_batch_size); "
-                   f"`curl .../v2/models/{model}` shows the input's shape")
+    return Finding(name, PROBLEM, _("Triton 400: input {tensor} of {model} expected [{expected}], got [{got}]").format(
+                       tensor=repr(tensor), model=repr(model), expected=expected, got=got),
+                   _("send [{expected}] ('-1' is the batch: any size up to max_batch_size); `{command}` shows the "
+                     "input's shape").format(expected=expected, command=f"curl .../v2/models/{model}"))
+
+
+def _s3_fix() -> str:
+    return _("is MinIO running? `kubectl get pods -n kubeflow -l app=minio`; the agent retries when the model is "
+             "applied again")
 
 
 def check_s3(facts: Facts) -> Finding:
-    name = "S3 reachable, bucket there"
+    name = _("S3 reachable, bucket there")
     s3 = facts.s3
     seen = _agent_line(facts, "connection refused") or _agent_line(facts, "NoSuchBucket")
     if not s3:
-        return Finding(name, PROBLEM if seen else NA, seen or "no usable S3 Secret to try")
+        if seen:
+            return Finding(name, PROBLEM, seen, _s3_fix(), ISSUES + "1370")
+        return Finding(name, NA, _("no usable S3 Secret to try"))
     if s3.get("ok"):
-        return Finding(name, OK, f"bucket {s3['bucket']} at {s3['endpoint']}")
+        return Finding(name, OK, _("bucket {bucket} at {endpoint}").format(bucket=s3["bucket"], endpoint=s3["endpoint"]))
     error = s3.get("error", "")
     if "does not exist" in error or "NoSuchBucket" in error:
-        return Finding(name, PROBLEM, f"bucket {s3['bucket']} does not exist at {s3['endpoint']}",
-                       "create it and upload the models (01_minio, 03, 04), or fix the TrainedModels' storageUri")
+        return Finding(name, PROBLEM, _("bucket {bucket} does not exist at {endpoint}").format(
+                           bucket=s3["bucket"], endpoint=s3["endpoint"]),
+                       _("create it and upload the models (01_minio, 03, 04), or fix the TrainedModels' storageUri"))
     return Finding(name, PROBLEM, f"{s3['endpoint']}: {error[:200]}" + (f"; {seen}" if seen else ""),
-                   "is MinIO running? `kubectl get pods -n kubeflow -l app=minio`; the agent retries when the model "
-                   "is applied again", ISSUES + "1370")
+                   _s3_fix(), ISSUES + "1370")
 
 
 CHECKS: list[Callable[[Facts], Finding]] = [
@@ -549,11 +607,43 @@ def run_checks(facts: Facts) -> list[Finding]:
     """Every check on the facts (a check that trips over odd facts says so as n/a)."""
     findings = []
     for check in CHECKS:
+        key = check.__name__.removeprefix("check_")
         try:
-            findings.append(check(facts))
+            found = check(facts)
         except Exception as exc:  # noqa: BLE001 - one odd object must not hide the other checks
-            findings.append(Finding(check.__name__.removeprefix("check_"), NA, f"could not check: {exc!r}"[:200]))
+            found = Finding(key, NA, _("could not check: {error}").format(error=repr(exc))[:200])
+        found.id = key
+        findings.append(found)
     return findings
+
+
+def facts_for_record(facts: Facts, lines: int = 12) -> dict:
+    """The facts as a JSON-able dict, kept small enough to store (06's recordings): the last `lines`
+    log lines, the Pod without its volumes and status details the checks do not read."""
+    found = asdict(facts)
+    found["agent_lines"] = found["agent_lines"][-lines:]
+    pod = found.get("pod")
+    if pod:
+        spec, status = pod.get("spec") or {}, pod.get("status") or {}
+        pod["metadata"] = {k: (pod.get("metadata") or {}).get(k) for k in ("name", "creationTimestamp")}
+        pod["spec"] = {"containers": [{"name": c.get("name"), "env": c.get("env"), "resources": c.get("resources")}
+                                      for c in spec.get("containers") or []]}
+        pod["status"] = {k: status.get(k) for k in ("phase", "startTime", "containerStatuses")}
+    for meta in found.get("secrets", {}).values():
+        meta["managedFields"] = [{"time": f.get("time")} for f in meta.get("managedFields") or []]
+    if found.get("isvc"):
+        found["isvc"] = {k: found["isvc"].get(k) for k in ("apiVersion", "kind", "spec", "status")}
+        found["isvc"]["metadata"] = {"name": facts.server, "namespace": facts.namespace}
+    for tm in found.get("trained_models") or []:
+        tm["metadata"] = {"name": tm["metadata"]["name"]}
+    found["tm_events"] = {name: events[-3:] for name, events in found["tm_events"].items()}
+    found["isvc_events"] = found["isvc_events"][-3:]
+    if found.get("service_account"):
+        found["service_account"] = {"secrets": found["service_account"].get("secrets")}
+    config = found.get("inference_config") or {}
+    if isinstance(config.get("predictors"), dict):
+        config["predictors"] = {"triton": config["predictors"].get("triton")}
+    return found
 
 
 # --- reading the cluster ---------------------------------------------------------------------
@@ -568,10 +658,11 @@ def _read(facts: Facts, what: str, fn: Callable[[], Any]) -> Any:
         return fn()
     except ApiException as exc:
         if not not_found(exc):
-            facts.unreadable[what] = f"could not read {what} ({exc.status} {exc.reason})"
+            facts.unreadable[what] = _("could not read {what} ({status} {reason})").format(
+                what=what, status=exc.status, reason=exc.reason)
         return None
     except (SetupError, requests.RequestException, OSError) as exc:
-        facts.unreadable[what] = f"could not read {what}: {str(exc).splitlines()[0][:160]}"
+        facts.unreadable[what] = _("could not read {what}: {error}").format(what=what, error=str(exc).splitlines()[0][:160])
         return None
 
 
@@ -703,13 +794,25 @@ def _probe_s3(facts: Facts, api: client.ApiClient, target: Any) -> None:
 def table(findings: list[Finding], width: int = 120) -> str:
     """The findings as a plain-text table: check, result, evidence, fix."""
     marks = {OK: "ok", PROBLEM: "PROBLEM", NA: "n/a"}
-    name_w = max(len(f.check) for f in findings)
-    lines = [f"{'check':<{name_w}}  {'result':<7}  evidence / fix", "-" * min(width, name_w + 60)]
+    check, result, evidence, fix = _("check"), _("result"), _("evidence / fix"), _("fix:")
+    name_w = max([_width(f.check) for f in findings] + [_width(check)])
+    lines = [f"{_pad(check, name_w)}  {_pad(result, 7)}  {evidence}", "-" * min(width, name_w + 60)]
     for f in findings:
-        lines.append(f"{f.check:<{name_w}}  {marks[f.result]:<7}  {f.evidence}")
+        lines.append(f"{_pad(f.check, name_w)}  {marks[f.result]:<7}  {f.evidence}")
         if f.result == PROBLEM:
-            lines.append(f"{'':<{name_w}}  {'':<7}  fix: {f.fix}" + (f"  [{f.issue}]" if f.issue else ""))
+            lines.append(f"{'':<{name_w}}  {'':<7}  {fix} {f.fix}" + (f"  [{f.issue}]" if f.issue else ""))
     return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    """Columns `text` takes in a terminal (a Hangul syllable takes two)."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _width(text))
 
 
 def problems(findings: list[Finding]) -> list[Finding]:
@@ -717,13 +820,21 @@ def problems(findings: list[Finding]) -> list[Finding]:
 
 
 def diagnose(ctx: Any, error: Optional[BaseException] = None, server: Optional[str] = None,
-             show: bool = True) -> list[Finding]:
+             show: bool = True, only_problems: bool = False) -> list[Finding]:
     """For a notebook: check the notebook's namespace and server (and `error`, if a request failed);
-    print the table; return the findings."""
-    facts = gather(ctx.api, ctx.place, ctx.namespace, server or ctx.server_name, ctx.group.group,
-                   bucket=ctx.bucket, error=error)
+    print the table (with `only_problems`: the command that prints the same from a terminal, then
+    the PROBLEM rows only); return every finding."""
+    server = server or ctx.server_name
+    facts = gather(ctx.api, ctx.place, ctx.namespace, server, ctx.group.group, bucket=ctx.bucket, error=error)
     findings = run_checks(facts)
-    if show:
+    if show and only_problems:
+        from helpers.core.show import show_not_in_guide
+
+        show_not_in_guide(f"python -m helpers.doctor --namespace {ctx.namespace} --server {server} --problems",
+                          _("the same look from a terminal (`--json` for every row)"))
+        bad = problems(findings)
+        print(table(bad) if bad else _("no PROBLEM rows: the doctor sees none of the known pitfalls"))
+    elif show:
         print(table(findings))
     return findings
 
@@ -741,18 +852,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--api-group", default="", choices=("",) + API_GROUPS)
     parser.add_argument("--bucket", default="")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument("--problems", action="store_true", help="print only the PROBLEM rows")
+    parser.add_argument("--error", default="", help="the error a request got (e.g. Triton's answer), to read it too")
     args = parser.parse_args(argv)
     try:
-        chosen, _ = resolve_settings({"target": args.target, "namespace": args.namespace, "server_name": args.server,
+        chosen, _where = resolve_settings({"target": args.target, "namespace": args.namespace, "server_name": args.server,
                                       "bucket": args.bucket, "api_group": args.api_group})
+        from helpers.core import i18n
+
+        i18n.set_language(chosen.get("language"))
         place = select(chosen["target"])
         api = place.api_client(args.identity, chosen["namespace"])
     except SetupError as exc:
         print(exc, file=sys.stderr)
         return 2
-    findings = run_checks(gather(api, place, chosen["namespace"], chosen["server_name"], chosen["api_group"] or None,
-                                 bucket=chosen["bucket"]))
-    print(json.dumps([f.as_dict() for f in findings], indent=1) if args.json else table(findings))
+    facts = gather(api, place, chosen["namespace"], chosen["server_name"], chosen["api_group"] or None,
+                   bucket=chosen["bucket"])
+    facts.error = args.error or facts.error
+    findings = run_checks(facts)
+    shown = problems(findings) if args.problems else findings
+    if args.json:
+        print(json.dumps([f.as_dict() for f in shown], indent=1, ensure_ascii=False))
+    else:
+        print(table(shown) if shown else _("no PROBLEM rows: the doctor sees none of the known pitfalls"))
     return 1 if problems(findings) else 0
 
 
