@@ -259,18 +259,22 @@ def triton_lines(lines: list[str], model: str) -> list[str]:
 
 
 def show_log_commands(group: ApiGroup, server_name: str, namespace: str, containers: tuple[str, ...] = (AGENT_CONTAINER,),
-                      namespace_first: bool = False) -> None:
+                      namespace_first: bool = False, only: str = "") -> None:
     """The guide's `SERVER=$(k get pod ...)` and `kubectl logs $SERVER <container>` lines, as they run here.
 
     The guide writes `k` (its author's alias for kubectl) and reads Triton's log without `-n` (its
     shell was in namespace mms): both are adapted, and the label says so. `namespace_first` writes
-    `kubectl -n <ns> logs ...`, as the guide does for cifar10's agent (`kubectl logs ... -n <ns>` for inception's).
+    `kubectl -n <ns> logs ...`, as the guide does for cifar10's agent (`kubectl logs ... -n <ns>` for inception's);
+    `only`: a model whose lines alone are kept (`| grep '"<model>"'`, 05).
     """
     lines = [f"SERVER=$(kubectl get pod -l {group.isvc_label}={server_name} -o name -n {namespace})"]
+    grep = f" | grep '\"{only}\"'" if only else ""
     for container in containers:
-        lines.append(f"kubectl -n {namespace} logs $SERVER {container}" if namespace_first
-                     else f"kubectl logs $SERVER {container} -n {namespace}")
+        lines.append((f"kubectl -n {namespace} logs $SERVER {container}" if namespace_first
+                      else f"kubectl logs $SERVER {container} -n {namespace}") + grep)
     why = [_("`kubectl` where the guide writes its alias `k`")]
+    if only:
+        why.append(_("`grep` keeps the lines about {model}").format(model=only))
     if any(c != AGENT_CONTAINER for c in containers):
         why.append(_("`-n` on Triton's log: the guide's shell was in namespace mms"))
     if (namespace, server_name, group.group) != (DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP):

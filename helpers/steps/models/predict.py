@@ -56,8 +56,15 @@ def table(names: Sequence[str], top: Sequence[Sequence[tuple[str, float]]], stan
     """One line a photo: its top classes with scores. A stand-in model's table opens with a line that
     says its classes mean nothing, before any of them."""
     width = max((len(n) for n in names), default=0)
-    lines = [_("STAND-IN MODEL: made-up weights, so the classes below mean nothing; they only show that "
-               "requests and responses work.")] if standin else []
+    lines = [_("STAND-IN MODEL: made-up weights, so the scores and classes below mean nothing; they only show "
+               "that requests and responses work.")] if standin else []
     lines += [f"{name:<{width}}  " + " | ".join(f"{label} {score:.1%}" for label, score in row)
               for name, row in zip(names, top)]
     return "\n".join(lines)
+
+
+def standin_warning(standin: bool) -> None:
+    """Print, before any prediction is shown, that a stand-in model's answers mean nothing (nothing for a real model)."""
+    if standin:
+        print(_("STAND-IN MODEL: made-up weights, so the scores and classes below mean nothing; they only show "
+                "that requests and responses work."))

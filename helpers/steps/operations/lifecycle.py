@@ -293,9 +293,13 @@ def delete_and_wait(api: client.ApiClient, group: ApiGroup, name: str, namespace
     return True
 
 
-def start_clean(api: client.ApiClient, group: ApiGroup, namespace: str, names: Sequence[str]) -> list[str]:
-    """Delete what an earlier run of this notebook left (so a second run starts from the same place)."""
-    return [name for name in names if delete_and_wait(api, group, name, namespace)]
+def start_clean(api: client.ApiClient, group: ApiGroup, namespace: str, names: Sequence[str],
+                say: Callable[[str], None] = print) -> list[str]:
+    """Delete what an earlier run of this notebook left (so a second run starts from the same place); say what."""
+    removed = [name for name in names if delete_and_wait(api, group, name, namespace)]
+    say(_("removed what an earlier run left: {names}").format(names=", ".join(removed)) if removed
+        else _("nothing left from an earlier run"))
+    return removed
 
 
 # --- the commands a learner types for each step (03, 04, 05), labelled as the guide has them ------------
@@ -358,12 +362,36 @@ def show_upload(place: "Target", local: Path, bucket: str) -> None:
     show_not_in_guide(command, _("two versions of cifar10's files, as the guide's `mc cp` uploads a model"))
 
 
-def show_apply_files(folder: Path, files: Sequence[Path], group: ApiGroup, namespace: str, why: str) -> None:
-    """`cd` to where the notebook wrote its YAML files, then `kubectl apply -f` each (05)."""
-    lines = [f"cd {folder}  # " + _("where this notebook wrote the files")]
-    lines += [f"kubectl apply -f {Path(f).name}" for f in files]
-    lines.append(f"kubectl get {group.tm_resource} -n {namespace}")
+def show_apply_edit(folder: Path, path: Path, group: ApiGroup, namespace: str, change: str) -> None:
+    """`cd` to where 05 wrote an edited TrainedModel file, `kubectl apply -f` it, `kubectl get` the list.
+
+    `change`: what differs from the guide's trained_model1.yaml: "name" (name and storageUri),
+    "storage" (storageUri: the v2 folder) or "memory" (name and a memory the server cannot hold)."""
+    why = {"name": _("the guide's trained_model1.yaml with another name and storageUri, written by this notebook"),
+           "storage": _("the same file with storageUri changed to the v2 folder, written by this notebook"),
+           "memory": _("the guide's trained_model1.yaml with another name and more memory than the server has, "
+                       "written by this notebook")}[change]
+    lines = [f"cd {folder}  # " + _("where this notebook wrote {file}").format(file=Path(path).name),
+             f"kubectl apply -f {Path(path).name}", f"kubectl get {group.tm_resource} -n {namespace}"]
     show_adapted("\n".join(lines), why)
+
+
+def describe_limit(limit: str, name: str, asked: str) -> str:
+    """One line: the server's memory limit, and what the TrainedModel `name` asks for."""
+    return _("the server's memory limit: {limit}; {name} asks for {asked}").format(
+        limit=limit or _("(none set)"), name=name, asked=asked)
+
+
+def describe_decision(memory_condition: Optional[str], in_config: bool) -> str:
+    """One line: the controller's MemoryResourceAvailable, and whether the model reached models.json."""
+    return _("MemoryResourceAvailable: {condition}; in models.json: {in_config}").format(
+        condition=memory_condition or _("not set by this release"), in_config=in_config)
+
+
+def wait_gone(url: str, headers: dict[str, str], names: Sequence[str], timeout: float = 120.0) -> list[dict]:
+    """Poll Triton's repository index until none of `names` is in it (the agent removed their folders)."""
+    return wait_index(url, headers, lambda index: not set(names) & {row["name"] for row in index},
+                      _("{names} to leave Triton's repository index").format(names=", ".join(names)), timeout)
 
 
 def show_conditions(group: ApiGroup, name: str, namespace: str) -> None:
