@@ -95,6 +95,7 @@ def architecture(group: ApiGroup, server_name: str = constants.DEFAULT_SERVER_NA
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
+    plots.use_fonts()
     boxes, arrows = parts(group, server_name, namespace, bucket)
     by_key = {box.key: box for box in boxes}
     fig, ax = plt.subplots(figsize=(15, 7.6))
@@ -140,13 +141,16 @@ def handoff_labels(timelines: Sequence[Mapping], applied: Optional[Mapping[str, 
         model, start = t.get("model", "?"), t.get("start")
         download, load = t.get("download_s"), t.get("load_s")
         seen = start - applied[model] if start is not None and model in applied else None
-        labels["seen"].append(f"{model}: {_('≈ {seconds}').format(seconds=_seconds(seen)) if seen is not None else '—'}")
+        about = _("≈ {seconds}").format(seconds=_seconds(seen)) if seen is not None else "—"
+        labels["seen"].append(f"{model}: {about}")
         if download is not None and t.get("downloaded") is False:
-            labels["download"].append(f"{model}: {_('files there already')}")
+            there = _("files there already")
+            labels["download"].append(f"{model}: {there}")
         else:
             labels["download"].append(f"{model}: {_seconds(download)}")
         if t.get("failed"):
-            labels["load"].append(f"{model}: {_('FAILED: {error}').format(error=t['failed'])}")
+            failed = _("FAILED: {error}").format(error=t["failed"])
+            labels["load"].append(f"{model}: {failed}")
         else:
             labels["load"].append(f"{model}: {_seconds(load - (download or 0.0) if load is not None else None)}")
         labels["served"].append(f"{model}: {_seconds(load)}")
@@ -165,6 +169,7 @@ def handoff(timelines: Sequence[Mapping], group: ApiGroup, server_name: str, buc
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
+    plots.use_fonts()
     c = constants
     rows = [t for t in timelines if t]
     times = handoff_labels(rows, applied)

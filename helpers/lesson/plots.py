@@ -23,6 +23,21 @@ def standin_note() -> str:
 
 
 LABEL_WIDTH = 24  # characters per line of a class label
+# Fonts with Hangul, the first one installed drawing what the default font cannot (matplotlib falls
+# back glyph by glyph): Korean labels, never empty boxes.
+CJK_FONTS = ("Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "NanumBarunGothic", "Malgun Gothic",
+             "AppleGothic", "UnDotum", "Noto Sans CJK JP")
+
+
+def use_fonts() -> None:
+    """Let every plot draw the learner's language: installed CJK fonts go after the default ones."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    extra = [name for name in CJK_FONTS if name in installed]
+    for key in ("font.sans-serif", "font.monospace"):
+        matplotlib.rcParams[key] = [f for f in matplotlib.rcParams[key] if f not in extra] + extra
 
 
 def plots_dir(folder: Optional[Path] = None) -> Path:
@@ -63,6 +78,7 @@ def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[s
     """
     import matplotlib.pyplot as plt
 
+    use_fonts()
     names = list(images)
     if len(names) != len(top):
         raise ValueError(f"{len(names)} images but {len(top)} prediction lists")
@@ -133,6 +149,7 @@ def memory_per_model(declared: Mapping[str, float], limit_gib: float, filename: 
     """
     import matplotlib.pyplot as plt
 
+    use_fonts()
     title = title or _("Memory the TrainedModels declare, against the server's limit")
     order = [m for m in declared if m not in refused] + [m for m in declared if m in refused]
     fig, ax = plt.subplots(figsize=(9.5, 1.4 + 0.55 * len(order)), layout="constrained")

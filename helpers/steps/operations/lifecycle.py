@@ -234,8 +234,8 @@ def abridged_statistics(model_stats: Sequence[dict]) -> dict:
 
 def statistics_table(rows: Sequence[dict]) -> str:
     """The statistics as a fixed-width table."""
-    head = (f"{_('MODEL'):<20} {_('VERSION'):>7} {_('REQUESTS'):>9} {_('EXECUTIONS'):>10} {_('MEAN MS'):>8} "
-            f"{_('MEMORY (TRITON)'):>16}")
+    names = [_("MODEL"), _("VERSION"), _("REQUESTS"), _("EXECUTIONS"), _("MEAN MS"), _("MEMORY (TRITON)")]
+    head = f"{names[0]:<20} {names[1]:>7} {names[2]:>9} {names[3]:>10} {names[4]:>8} {names[5]:>16}"
     lines = [head]
     for r in rows:
         memory = f"{r['memory_bytes'] / 2**20:.1f} MiB" if r["memory_bytes"] else _("not reported")
