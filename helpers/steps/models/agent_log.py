@@ -280,3 +280,23 @@ def show_log_commands(group: ApiGroup, server_name: str, namespace: str, contain
     if (namespace, server_name, group.group) != (DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP):
         why.append(_("your namespace, server and API group"))
     show_adapted("\n".join(lines), "; ".join(why))
+
+
+def show_agent_lines(lines: list[str], model: str, step: str = "added") -> None:
+    """The agent's own lines about `model` (already cut to one step), under a title in the learner's language.
+
+    `step`: "added" (03, 04, 05's new model), "reload" or "deleted" (05)."""
+    from helpers.core.show import show_lines
+
+    title = {"added": _("kubectl logs $SERVER agent: the lines about {model}"),
+             "reload": _("kubectl logs $SERVER agent: the reload of {model}"),
+             "deleted": _("kubectl logs $SERVER agent: {model} deleted")}[step]
+    show_lines(lines, title.format(model=model))
+
+
+def show_triton_lines(lines: list[str], model: str, group: ApiGroup) -> None:
+    """Triton's own lines about `model`, under a title in the learner's language."""
+    from helpers.core.show import show_lines
+
+    show_lines(lines, _("kubectl logs $SERVER {container}: Triton's lines about {model}").format(
+        container=group.server_container, model=model))

@@ -444,3 +444,53 @@ def summary(names: dict[str, Any]) -> dict[str, Any]:
                     "absent_from_index": model not in index_names and too_big not in index_names},
         "declared_memory_gib": n["declared"],
     }
+
+
+def show_config(entries: Sequence[dict], server_name: str, when: str) -> None:
+    """`models.json` of the server's model-config ConfigMap, as the controller wrote it; `when`: "before",
+    "after" (an apply or a delete) or "both" (04: both models)."""
+    from helpers.core.show import show_json
+
+    title = {"before": _("models.json of ConfigMap {name}, before"),
+             "after": _("models.json of ConfigMap {name}, after"),
+             "both": _("models.json of ConfigMap {name}: both models")}[when]
+    show_json(list(entries), title.format(name=model_config_map_name(server_name)))
+
+
+def show_entry(entries: Sequence[dict], model: str) -> None:
+    """The `models.json` entry of one model."""
+    from helpers.core.show import show_json
+
+    show_json(entry(entries, model), _("models.json now: the entry of {model}").format(model=model))
+
+
+def show_repository(index: Sequence[dict], what: str, model: str = "") -> None:
+    """Triton's repository index (`POST /v2/repository/index`); `what`: "all", "after" or "rows" (of `model`)."""
+    from helpers.core.show import show_json
+
+    title = {"all": _("POST /v2/repository/index: every model folder Triton sees"),
+             "after": _("POST /v2/repository/index, after"),
+             "rows": _("POST /v2/repository/index: the rows of {model}")}[what]
+    show_json(list(index), title.format(model=model))
+
+
+def say_ready(model: str, ready: bool, served: str = "") -> None:
+    """One line: whether Triton answers 200 for `model`'s readiness, and which backend serves it."""
+    print(_("{model} ready in Triton: {ready}").format(model=model, ready=ready))
+    if served:
+        print(_("served by {backend}").format(backend=served))
+
+
+def show_request_body(request: dict, model: str, path: Path) -> None:
+    """The v2 JSON body this notebook wrote for curl, long lists abridged."""
+    from helpers.core.show import show_json
+
+    show_json(request, _("POST /v2/models/{model}/infer: the body of {file}").format(model=model, file=Path(path).name))
+
+
+def show_response(response: dict, classification: bool = False) -> None:
+    """Triton's JSON response (with `classification`: the extension's `score:index:label` strings)."""
+    from helpers.core.show import show_json
+
+    show_json(response, _("Triton's response: the classification extension's score:index:label") if classification
+              else _("Triton's response"), limit=10)
