@@ -133,15 +133,19 @@ def _seconds(value: Optional[float]) -> str:
 
 def handoff_labels(timelines: Sequence[Mapping], applied: Optional[Mapping[str, float]] = None) -> dict[str, str]:
     """The measured times written on each arrow of `handoff`, one line a model: `seen` (apply to the
-    agent's config event), `download` (config event to the `SUCCESS.<sha>` marker), `load` (marker to
-    "Successfully loaded"), `served` (config event to loaded)."""
+    agent's config event; a model applied again unchanged has none, and says so), `download` (config
+    event to the `SUCCESS.<sha>` marker), `load` (marker to "Successfully loaded"), `served` (config
+    event to loaded)."""
     applied = applied or {}
     labels: dict[str, list[str]] = {"seen": [], "download": [], "load": [], "served": []}
     for t in timelines:
         model, start = t.get("model", "?"), t.get("start")
         download, load = t.get("download_s"), t.get("load_s")
         seen = start - applied[model] if start is not None and model in applied else None
-        about = _("≈ {seconds}").format(seconds=_seconds(seen)) if seen is not None else "—"
+        if seen is not None and seen < 0:  # applied again unchanged: the agent's last event is older
+            about = _("no change, loaded before")
+        else:
+            about = _("≈ {seconds}").format(seconds=_seconds(seen)) if seen is not None else "—"
         labels["seen"].append(f"{model}: {about}")
         if download is not None and t.get("downloaded") is False:
             there = _("files there already")

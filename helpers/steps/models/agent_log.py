@@ -246,7 +246,8 @@ def raw_lines(lines: list[str], model: str, limit: int = 12) -> list[str]:
     if not adds:
         return []
     first = next((i for i in range(adds[-1], -1, -1) if events[i]["msg"].startswith("Processing event")), adds[-1])
-    about = [e["line"] for e in events[first:] if e["model"] in (model, None)]
+    last = max(i for i, e in enumerate(events) if e["model"] == model)  # later config events concern other models
+    about = [e["line"] for e in events[first:last + 1] if e["model"] in (model, None)]
     if len(about) <= limit:
         return about
     return about[:limit] + [_("… ({count} more lines: `kubectl logs $SERVER agent` shows them all)").format(
