@@ -110,8 +110,8 @@ def architecture(group: ApiGroup, server_name: str = constants.DEFAULT_SERVER_NA
         x, y, w, h = box.xy
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02", facecolor=box.color,
                                     edgecolor="#24292f"))
-        ax.text(x + 0.12, y + h - 0.18, box.title, fontsize=10, fontweight="bold", va="top", family="monospace")
-        ax.text(x + 0.12, y + h - 0.55, "\n".join(box.lines), fontsize=8.5, va="top", family="monospace",
+        ax.text(x + 0.12, y + h - 0.18, box.title, fontsize=10, fontweight="bold", va="top", family=plots.family("monospace"))
+        ax.text(x + 0.12, y + h - 0.55, "\n".join(box.lines), fontsize=8.5, va="top", family=plots.family("monospace"),
                 linespacing=1.45)
     for arrow in arrows:
         a, b = by_key[arrow.start], by_key[arrow.end]
@@ -204,7 +204,7 @@ def handoff(timelines: Sequence[Mapping], group: ApiGroup, server_name: str, buc
         ax.add_patch(FancyBboxPatch((x, 0.2), width, height, boxstyle="round,pad=0.03", facecolor=colour,
                                     edgecolor="#24292f"))
         ax.text(x + width / 2, 0.2 + height - 0.15, title, ha="center", va="top", fontsize=10.5, fontweight="bold")
-        ax.text(x + width / 2, 0.2 + height - 0.5, detail, ha="center", va="top", fontsize=7.5, family="monospace")
+        ax.text(x + width / 2, 0.2 + height - 0.5, detail, ha="center", va="top", fontsize=7.5, family=plots.family("monospace"))
         if i < len(arrows):
             start, end = x + width + 0.03, x + width + gap - 0.03
             ax.annotate("", xy=(end, 0.8), xytext=(start, 0.8),

@@ -29,15 +29,25 @@ CJK_FONTS = ("Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "NanumBarunGothi
              "AppleGothic", "UnDotum", "Noto Sans CJK JP")
 
 
-def use_fonts() -> None:
-    """Let every plot draw the learner's language: installed CJK fonts go after the default ones."""
-    import matplotlib
+def _cjk_fonts() -> list[str]:
     from matplotlib import font_manager
 
     installed = {font.name for font in font_manager.fontManager.ttflist}
-    extra = [name for name in CJK_FONTS if name in installed]
-    for key in ("font.sans-serif", "font.monospace"):
-        matplotlib.rcParams[key] = [f for f in matplotlib.rcParams[key] if f not in extra] + extra
+    return [name for name in CJK_FONTS if name in installed]
+
+
+def family(generic: str = "sans-serif") -> list[str]:
+    """A font family list for a text: the generic family, then the installed CJK fonts. matplotlib takes
+    each glyph from the first family that has it, and a generic family stands for one font only, so
+    Hangul needs the CJK font named in the list."""
+    return [generic, *_cjk_fonts()]
+
+
+def use_fonts() -> None:
+    """Let every plot draw the learner's language: Korean glyphs from an installed CJK font."""
+    import matplotlib
+
+    matplotlib.rcParams["font.family"] = family()
 
 
 def plots_dir(folder: Optional[Path] = None) -> Path:
