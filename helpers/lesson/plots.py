@@ -78,11 +78,12 @@ def _wrap(label: str) -> str:
 
 def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[str, float]]], title: str,
                 standin: bool, filename: str, score_name: str = "",
-                folder: Optional[Path] = None, columns: int = 2) -> Path:
+                folder: Optional[Path] = None, columns: int = 2, triton_labels: bool = False) -> Path:
     """Each photo beside a bar chart of its top-k classes (best on top); returns the PNG's path.
 
-    `top[i]` is a list of (class name, score) for the i-th image, best first; `score_name` labels the
-    axis (default: probability). A `standin` model's scores are not drawn at all: its weights are
+    `title`: the model's name, to which the plot adds what it shows (top-k classes, `triton_labels`:
+    named by Triton). `top[i]` is a list of (class name, score) for the i-th image, best first;
+    `score_name` labels the axis (default: probability). A `standin` model's scores are not drawn at all: its weights are
     made up, so bars would pass nonsense off as a confident answer. The photos are shown under a red
     banner that says so.
     """
@@ -129,7 +130,8 @@ def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[s
                         f"{value:.1%}" if probability else f"{value:.2f}",
                         va="center", ha="left" if x >= 0 else "right", fontsize=8)
         ax_bar.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(title, fontsize=13)
+    heading = _("{model}: top-{k} classes").format(model=title, k=k)
+    fig.suptitle(heading + (" " + _("(labels from Triton)") if triton_labels else ""), fontsize=13)
     return _finish(fig, folder, filename)
 
 
@@ -144,7 +146,7 @@ def _standin_photos(images: Mapping[str, np.ndarray], title: str, filename: str,
         ax.imshow(images[name])
         ax.set_title(name, fontsize=11)
         ax.axis("off")
-    fig.suptitle(_("{title} (stand-in model)").format(title=title), fontsize=13)
+    fig.suptitle(_("{model}: the photos sent (stand-in model)").format(model=title), fontsize=13)
     fig.text(0.5, -0.02, standin_note(), ha="center", va="top", color="#cf222e", fontsize=11, weight="bold")
     return _finish(fig, folder, filename)
 

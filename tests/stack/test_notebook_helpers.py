@@ -305,7 +305,8 @@ def test_prediction_plot_shows_photos_labels_scores_and_the_stand_in_banner(
     assert path == tmp_path / f"p{standin}.png" and min(_png_size(path)) > 100
     fig = figures[-1]
     banner = [t for t in fig.texts if t.get_text() == plots.standin_note()]
-    assert bool(banner) == standin and fig.get_suptitle() == ("title (stand-in model)" if standin else "title")
+    assert bool(banner) == standin
+    assert fig.get_suptitle() == ("title: the photos sent (stand-in model)" if standin else "title: top-3 classes")
     photo_axes = [ax for ax in fig.axes if ax.get_images()]
     bar_axes = [ax for ax in fig.axes if ax.patches]
     assert [ax.get_title() for ax in photo_axes] == ["cat", "coffee", "rocket"]
