@@ -1,8 +1,9 @@
-"""Plots a learner looks at: photos with their top-k classes, and the agent's timeline.
+"""Plots a learner looks at: photos with their top-k classes, and the memory the models declare.
 
-Explained in 03_cifar10 (both) and 04_inception. Each plot is shown inline in Jupyter and
+Explained in 03_cifar10, 04_inception and 05_lifecycle (the agent's hand-off is drawn by
+`helpers.lesson.diagram.handoff`). Each plot is shown inline in Jupyter and
 saved as a PNG (under `build/plots`, or the folder given), and the function returns the path.
-Labels are wrapped, never cut off; a stand-in model's plot says so in red.
+Labels are wrapped, never cut off; a stand-in model's plot shows no classes and says why in red.
 """
 from __future__ import annotations
 
@@ -13,9 +14,40 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from helpers.core import config
+from helpers.core.i18n import _
 
-STANDIN_NOTE = "STAND-IN MODEL: made-up weights, so these predictions mean nothing"
+
+def standin_note() -> str:
+    """The banner of a stand-in model's plot, in the learner's language."""
+    return _("stand-in model: made-up weights, so its predictions mean nothing")
+
+
 LABEL_WIDTH = 24  # characters per line of a class label
+# Fonts with Hangul, the first one installed drawing what the default font cannot (matplotlib falls
+# back glyph by glyph): Korean labels, never empty boxes.
+CJK_FONTS = ("Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "NanumBarunGothic", "Malgun Gothic",
+             "AppleGothic", "UnDotum", "Noto Sans CJK JP")
+
+
+def _cjk_fonts() -> list[str]:
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return [name for name in CJK_FONTS if name in installed]
+
+
+def family(generic: str = "sans-serif") -> list[str]:
+    """A font family list for a text: the generic family, then the installed CJK fonts. matplotlib takes
+    each glyph from the first family that has it, and a generic family stands for one font only, so
+    Hangul needs the CJK font named in the list."""
+    return [generic, *_cjk_fonts()]
+
+
+def use_fonts() -> None:
+    """Let every plot draw the learner's language: Korean glyphs from an installed CJK font."""
+    import matplotlib
+
+    matplotlib.rcParams["font.family"] = family()
 
 
 def plots_dir(folder: Optional[Path] = None) -> Path:
@@ -45,25 +77,33 @@ def _wrap(label: str) -> str:
 
 
 def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[str, float]]], title: str,
-                standin: bool, filename: str, score_name: str = "probability",
-                folder: Optional[Path] = None, columns: int = 2) -> Path:
+                standin: bool, filename: str, score_name: str = "",
+                folder: Optional[Path] = None, columns: int = 2, triton_labels: bool = False) -> Path:
     """Each photo beside a bar chart of its top-k classes (best on top); returns the PNG's path.
 
-    `top[i]` is a list of (class name, score) for the i-th image, best first.
+    `title`: the model's name, to which the plot adds what it shows (top-k classes, `triton_labels`:
+    named by Triton). `top[i]` is a list of (class name, score) for the i-th image, best first;
+    `score_name` labels the axis (default: probability). A `standin` model's scores are not drawn at all: its weights are
+    made up, so bars would pass nonsense off as a confident answer. The photos are shown under a red
+    banner that says so.
     """
     import matplotlib.pyplot as plt
 
+    use_fonts()
     names = list(images)
     if len(names) != len(top):
         raise ValueError(f"{len(names)} images but {len(top)} prediction lists")
+    if standin:
+        return _standin_photos(images, title, filename, folder)
+    probability = not score_name
+    score_name = score_name or _("probability")
     k = max((len(t) for t in top), default=1)
     rows = (len(names) + columns - 1) // columns
     height = max(2.2, 0.42 * k + 1.0)
-    fig = plt.figure(figsize=(6.4 * columns, height * rows + (0.9 if standin else 0.5)),
-                     layout="constrained")
+    fig = plt.figure(figsize=(6.4 * columns, height * rows + 0.5), layout="constrained")
     grid = fig.add_gridspec(rows, columns * 2, width_ratios=[1, 1.6] * columns)
-    scores = [s for t in top for _, s in t]
-    limit = max(1.0, max(scores, default=1.0)) if score_name == "probability" else None
+    scores = [s for t in top for _label, s in t]
+    limit = max(1.0, max(scores, default=1.0)) if probability else None
     for i, name in enumerate(names):
         r, c = divmod(i, columns)
         ax_img = fig.add_subplot(grid[r, 2 * c])
@@ -71,8 +111,8 @@ def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[s
         ax_img.set_title(name, fontsize=11)
         ax_img.axis("off")
         ax_bar = fig.add_subplot(grid[r, 2 * c + 1])
-        labels = [_wrap(label) for label, _ in top[i]][::-1]
-        values = [score for _, score in top[i]][::-1]
+        labels = [_wrap(label) for label, _score in top[i]][::-1]
+        values = [score for _label, score in top[i]][::-1]
         colours = ["#9ecae1"] * (len(values) - 1) + ["#3182bd"] if values else []
         bars = ax_bar.barh(range(len(values)), values, color=colours)
         ax_bar.set_yticks(range(len(values)), labels, fontsize=9)
@@ -87,65 +127,33 @@ def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[s
         for bar, value in zip(bars, values):
             x = bar.get_width()
             ax_bar.text(x + (0.01 * (limit or span)) * (1 if x >= 0 else -1), bar.get_y() + bar.get_height() / 2,
-                        f"{value:.2f}" if score_name != "probability" else f"{value:.1%}",
+                        f"{value:.1%}" if probability else f"{value:.2f}",
                         va="center", ha="left" if x >= 0 else "right", fontsize=8)
         ax_bar.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(f"{title}  (stand-in model)" if standin else title, fontsize=13)
-    if standin:
-        fig.text(0.5, -0.01, STANDIN_NOTE, ha="center", va="top", color="#cf222e", fontsize=11, weight="bold")
+    heading = _("{model}: top-{k} classes").format(model=title, k=k)
+    fig.suptitle(heading + (" " + _("(labels from Triton)") if triton_labels else ""), fontsize=13)
     return _finish(fig, folder, filename)
 
 
-def agent_timeline(timelines: Sequence[Mapping], filename: str, folder: Optional[Path] = None,
-                   title: str = "Model agent: from config change to model served") -> Path:
-    """One row per model: download (config event at 0 s to files on disk), then load into Triton.
-
-    `timelines` are `helpers.steps.models.agent_log.timeline` results; the numbers are written beside each bar.
-    """
+def _standin_photos(images: Mapping[str, np.ndarray], title: str, filename: str, folder: Optional[Path]) -> Path:
+    """The photos a stand-in model was sent, under a red banner: no classes, no scores."""
     import matplotlib.pyplot as plt
 
-    rows = [t for t in timelines if t]
-    fig, ax = plt.subplots(figsize=(9.5, 1.3 + 0.75 * len(rows)), layout="constrained")
-    longest = max([t.get("load_s") or t.get("download_s") or 0.0 for t in rows] + [0.1])
-    for y, t in enumerate(rows):
-        download, load = t.get("download_s"), t.get("load_s")
-        parts = []
-        if download is not None:
-            ax.barh(y, max(download, longest * 0.008), left=0, color="#9ecae1", height=0.5, zorder=3,
-                    label="download from S3" if y == 0 else None)  # a sliver stays visible, on top
-            parts.append(f"download {download:.2f}s" if t.get("downloaded", True) else "files on disk already")
-        if load is not None:
-            start = download or 0.0
-            ax.barh(y, load - start, left=start, color="#3182bd", height=0.5,
-                    label="load into Triton" if y == 0 else None)
-            parts.append(f"load {load - start:.2f}s")
-            parts.append(f"served at {load:.2f}s")
-        end = load if load is not None else download or 0.0
-        if t.get("failed"):
-            parts.append(f"FAILED: {t['failed']}")
-        elif load is None:
-            parts.append("not loaded (yet)")
-        ax.text(end + longest * 0.015, y, _wrap_long(" | ".join(parts), 60), va="center", fontsize=9,
-                color="#cf222e" if t.get("failed") else "black")
-    ax.set_yticks(range(len(rows)), [t.get("model", "?") for t in rows], fontsize=10)
-    ax.tick_params(axis="y", length=0, pad=8)
-    ax.set_ylim(len(rows) - 0.4, -0.6)  # the first model on top
-    ax.set_xlim(0, longest * 1.6)
-    ax.set_xlabel("seconds since the agent saw the config change (the TrainedModel was applied)", fontsize=9)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title(title, fontsize=12)
-    if rows:
-        fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    names = list(images)
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 3.9), layout="constrained",
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.imshow(images[name])
+        ax.set_title(name, fontsize=11)
+        ax.axis("off")
+    fig.suptitle(_("{model}: the photos sent (stand-in model)").format(model=title), fontsize=13)
+    fig.text(0.5, -0.02, standin_note(), ha="center", va="top", color="#cf222e", fontsize=11, weight="bold")
     return _finish(fig, folder, filename)
-
-
-def _wrap_long(text: str, width: int) -> str:
-    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def memory_per_model(declared: Mapping[str, float], limit_gib: float, filename: str,
                      folder: Optional[Path] = None, refused: Sequence[str] = (),
-                     title: str = "Memory the TrainedModels declare, against the server's limit") -> Path:
+                     title: str = "") -> Path:
     """One row per model: its declared memory (GiB), starting where the models before it end; the
     server's memory limit as a line. What KServe's MemoryResourceAvailable adds up (05_lifecycle).
 
@@ -153,6 +161,8 @@ def memory_per_model(declared: Mapping[str, float], limit_gib: float, filename: 
     """
     import matplotlib.pyplot as plt
 
+    use_fonts()
+    title = title or _("Memory the TrainedModels declare, against the server's limit")
     order = [m for m in declared if m not in refused] + [m for m in declared if m in refused]
     fig, ax = plt.subplots(figsize=(9.5, 1.4 + 0.55 * len(order)), layout="constrained")
     left = 0.0
@@ -160,17 +170,18 @@ def memory_per_model(declared: Mapping[str, float], limit_gib: float, filename: 
         size, hatch = declared[model], model in refused
         ax.barh(y, size, left=left, height=0.55, color="white" if hatch else "#3182bd",
                 edgecolor="#cf222e" if hatch else "#3182bd", hatch="//" if hatch else None, linewidth=1.2)
-        note = f"{size:g} GiB, total {left + size:g} GiB" + ("  (refused)" if hatch else "")
+        note = _("{size} GiB, total {total} GiB").format(size=f"{size:g}", total=f"{left + size:g}")
+        note += "  " + _("(refused)") if hatch else ""
         ax.text(left + size, y, f"  {note}", va="center", fontsize=9, color="#cf222e" if hatch else "black")
         left += size
     ax.axvline(limit_gib, color="#cf222e", linestyle="--", linewidth=1.5)
-    ax.text(limit_gib, -0.75, f"server's memory limit {limit_gib:g} GiB", color="#cf222e", fontsize=9,
+    ax.text(limit_gib, -0.75, _("server's memory limit {limit} GiB").format(limit=f"{limit_gib:g}"), color="#cf222e", fontsize=9,
             ha="center", va="bottom")
     ax.set_yticks(range(len(order)), order, fontsize=10)
     ax.tick_params(axis="y", length=0, pad=8)
     ax.set_ylim(len(order) - 0.4, -1.0)  # the first model on top, room for the limit's label
     ax.set_xlim(0, max(left, limit_gib) * 1.35)
-    ax.set_xlabel("GiB (spec.model.memory of each TrainedModel of this server, in creation order)", fontsize=9)
+    ax.set_xlabel(_("GiB (spec.model.memory of each TrainedModel of this server, in creation order)"), fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(title, fontsize=12)
     return _finish(fig, folder, filename)

@@ -321,19 +321,25 @@ def _png_size(path: Path) -> tuple[int, int]:
 @pytest.mark.parametrize("standin", [True, False])
 def test_prediction_plot_shows_photos_labels_scores_and_the_stand_in_banner(
         tmp_path: Path, standin: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real model's plot: each photo beside its top classes, best on top. A stand-in's: the photos
+    under a red banner, and no class or score at all (its made-up answers are never drawn as classes)."""
     figures = _drawn(monkeypatch)
     photos = images.sample_images(["cat", "coffee", "rocket"])
     top = [[("German short-haired pointer, a long label", 0.6), ("tabby", 0.3), ("lynx", 0.1)]] * 3
     path = plots.predictions(photos, top, "title", standin, f"p{standin}.png", folder=tmp_path)
     assert path == tmp_path / f"p{standin}.png" and min(_png_size(path)) > 100
     fig = figures[-1]
-    banner = [t for t in fig.texts if t.get_text() == plots.STANDIN_NOTE]
-    assert bool(banner) == standin and fig.get_suptitle() == ("title  (stand-in model)" if standin else "title")
-    if standin:
-        assert banner[0].get_color() == "#cf222e"
+    banner = [t for t in fig.texts if t.get_text() == plots.standin_note()]
+    assert bool(banner) == standin
+    assert fig.get_suptitle() == ("title: the photos sent (stand-in model)" if standin else "title: top-3 classes")
     photo_axes = [ax for ax in fig.axes if ax.get_images()]
     bar_axes = [ax for ax in fig.axes if ax.patches]
     assert [ax.get_title() for ax in photo_axes] == ["cat", "coffee", "rocket"]
+    if standin:
+        assert banner[0].get_color() == "#cf222e"
+        assert bar_axes == [] and not any("tabby" in t.get_text() or "%" in t.get_text()
+                                          for ax in fig.axes for t in ax.texts + ax.get_yticklabels())
+        return
     for ax in bar_axes:
         assert ax.get_xlabel() == "probability"
         labels = [t.get_text() for t in ax.get_yticklabels()]
@@ -347,20 +353,30 @@ def test_prediction_plot_shows_photos_labels_scores_and_the_stand_in_banner(
     assert "-1.00" in [t.get_text() for ax in figures[-1].axes for t in ax.texts]
 
 
-def test_timeline_plot_shows_each_model_its_steps_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_handoff_diagram_labels_each_arrow_with_each_models_measured_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import diagram
+    from helpers.core.constants import api_group
+
     figures = _drawn(monkeypatch)
-    rows = [{"model": "cifar10", "download_s": 0.2, "load_s": 1.1, "downloaded": True, "failed": None},
-            {"model": "inception", "download_s": 0.5, "load_s": None, "downloaded": True, "failed": "bad config"}]
-    path = plots.agent_timeline(rows, "t.png", folder=tmp_path)
-    assert min(_png_size(path)) > 100
+    rows = [{"model": "cifar10", "start": 100.0, "download_s": 0.2, "load_s": 1.1, "downloaded": True, "failed": None},
+            {"model": "inception", "start": 200.0, "download_s": 0.5, "load_s": None, "downloaded": False,
+             "failed": "bad config"}]
+    labels = diagram.handoff_labels(rows, {"cifar10": 99.75})
+    assert labels == {"seen": "cifar10: ≈ 0.25 s\ninception: —",
+                      "download": "cifar10: 0.20 s\ninception: files there already",
+                      "load": "cifar10: 0.90 s\ninception: FAILED: bad config",
+                      "served": "cifar10: 1.10 s\ninception: —"}
+    path = diagram.handoff(rows, api_group("serving.kubeflow.org"), "triton-mms", "triton", {"cifar10": 99.75},
+                           "h.png", folder=tmp_path)
+    assert path == tmp_path / "h.png" and min(_png_size(path)) > 100
     ax = figures[-1].axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["cifar10", "inception"]
-    assert ax.get_xlabel().startswith("seconds since the agent saw the config change")
-    notes = [t.get_text() for t in ax.texts]
-    assert notes[0] == "download 0.20s | load 0.90s | served at 1.10s"
-    assert "FAILED: bad config" in notes[1]
-    legend = [t.get_text() for legend in figures[-1].legends for t in legend.get_texts()]
-    assert legend == ["download from S3", "load into Triton"]
+    texts = [t.get_text() for t in ax.texts]
+    for box in ("controller", "ConfigMap", "agent", "S3 (MinIO)", "Triton"):
+        assert box in texts
+    assert "modelconfig-triton-mms-0\nmodels.json" in texts and "server pod, container\nkfserving-container" in texts
+    assert any(labels["download"] in t for t in texts) and any(labels["load"] in t for t in texts)
+    assert "cifar10: 1.10 s, inception: —" in ax.get_title()
 
 
 def test_every_environment_variable_is_documented_in_the_readme() -> None:

@@ -193,7 +193,7 @@ def report(steps: list[Step]) -> str:
 
 
 # Lines the notebooks print that fetch models from the internet (not kubectl/curl/mc): not run here.
-DOWNLOADS = re.compile(r"^(\./gsutil |wget |TMP=\$\(mktemp|\(cd \$TMP|mv \$TMP)")
+DOWNLOADS = re.compile(r"^(\./gsutil |wget |TMP=\$\(mktemp|\(cd \$TMP|mv \$TMP|\(cd /tmp && tar |mv /tmp/inception)")
 
 
 def notebook_commands(executed: list[Path]) -> list[str]:

@@ -16,7 +16,9 @@ from typing import Callable, Iterable, Optional
 from kubernetes import client
 
 from helpers.clients.target import NoServerPod, Target
-from helpers.core.constants import AGENT_CONTAINER, ApiGroup
+from helpers.core.constants import AGENT_CONTAINER, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP, ApiGroup
+from helpers.core.i18n import _
+from helpers.core.show import show_adapted
 
 # Later agents name no logger: the source file of the call says which role spoke.
 _CALLER_LOGGERS = {"watcher": "Watcher", "puller": "modelProcessor", "downloader": "Downloader",
@@ -208,7 +210,7 @@ def agent_events(lines: list[str], model: str, limit: int = 14) -> str:
     events = parse(lines)
     adds = [i for i, e in enumerate(events) if e["model"] == model and e["msg"].startswith("adding model")]
     if not adds:
-        return f"(no 'adding model {model}' event in the agent log yet)"
+        return _("(no 'adding model {model}' event in the agent log yet)").format(model=model)
     first = adds[-1]
     for i in range(first, -1, -1):
         if events[i]["msg"].startswith("Processing event"):
@@ -244,12 +246,58 @@ def raw_lines(lines: list[str], model: str, limit: int = 12) -> list[str]:
     if not adds:
         return []
     first = next((i for i in range(adds[-1], -1, -1) if events[i]["msg"].startswith("Processing event")), adds[-1])
-    about = [e["line"] for e in events[first:] if e["model"] in (model, None)]
+    last = max(i for i, e in enumerate(events) if e["model"] == model)  # later config events concern other models
+    about = [e["line"] for e in events[first:last + 1] if e["model"] in (model, None)]
     if len(about) <= limit:
         return about
-    return about[:limit] + [f"… ({len(about) - limit} more lines: `kubectl logs $SERVER agent` shows them all)"]
+    return about[:limit] + [_("… ({count} more lines: `kubectl logs $SERVER agent` shows them all)").format(
+        count=len(about) - limit)]
 
 
 def triton_lines(lines: list[str], model: str) -> list[str]:
     """Triton's own log lines that name `model` (loading, version, `successfully loaded`, unloads)."""
     return [line for line in lines if re.search(rf"['\s:]{re.escape(model)}['\s:]", line)]
+
+
+def show_log_commands(group: ApiGroup, server_name: str, namespace: str, containers: tuple[str, ...] = (AGENT_CONTAINER,),
+                      namespace_first: bool = False, only: str = "") -> None:
+    """The guide's `SERVER=$(k get pod ...)` and `kubectl logs $SERVER <container>` lines, as they run here.
+
+    The guide writes `k` (its author's alias for kubectl) and reads Triton's log without `-n` (its
+    shell was in namespace mms): both are adapted, and the label says so. `namespace_first` writes
+    `kubectl -n <ns> logs ...`, as the guide does for cifar10's agent (`kubectl logs ... -n <ns>` for inception's);
+    `only`: a model whose lines alone are kept (`| grep '"<model>"'`, 05).
+    """
+    lines = [f"SERVER=$(kubectl get pod -l {group.isvc_label}={server_name} -o name -n {namespace})"]
+    grep = f" | grep '\"{only}\"'" if only else ""
+    for container in containers:
+        lines.append((f"kubectl -n {namespace} logs $SERVER {container}" if namespace_first
+                      else f"kubectl logs $SERVER {container} -n {namespace}") + grep)
+    why = [_("`kubectl` where the guide writes its alias `k`")]
+    if only:
+        why.append(_("`grep` keeps the lines about {model}").format(model=only))
+    if any(c != AGENT_CONTAINER for c in containers):
+        why.append(_("`-n` on Triton's log: the guide's shell was in namespace mms"))
+    if (namespace, server_name, group.group) != (DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP):
+        why.append(_("your namespace, server and API group"))
+    show_adapted("\n".join(lines), "; ".join(why))
+
+
+def show_agent_lines(lines: list[str], model: str, step: str = "added") -> None:
+    """The agent's own lines about `model` (already cut to one step), under a title in the learner's language.
+
+    `step`: "added" (03, 04, 05's new model), "reload" or "deleted" (05)."""
+    from helpers.core.show import show_lines
+
+    title = {"added": _("kubectl logs $SERVER agent: the lines about {model}"),
+             "reload": _("kubectl logs $SERVER agent: the reload of {model}"),
+             "deleted": _("kubectl logs $SERVER agent: {model} deleted")}[step]
+    show_lines(lines, title.format(model=model))
+
+
+def show_triton_lines(lines: list[str], model: str, group: ApiGroup) -> None:
+    """Triton's own lines about `model`, under a title in the learner's language."""
+    from helpers.core.show import show_lines
+
+    show_lines(lines, _("kubectl logs $SERVER {container}: Triton's lines about {model}").format(
+        container=group.server_container, model=model))

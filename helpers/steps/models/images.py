@@ -17,6 +17,8 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from helpers.core.i18n import _
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -75,18 +77,40 @@ def sample_images(names: Optional[Iterable[str]] = None) -> dict[str, np.ndarray
     chosen = list(names or DEFAULT_SAMPLES)
     unknown = [n for n in chosen if n not in SAMPLES]
     if unknown:
-        raise ValueError(f"no sample image {', '.join(unknown)}: choose from {', '.join(SAMPLES)}")
+        raise ValueError(_("no sample image {names}: choose from {choices}").format(
+            names=", ".join(unknown), choices=", ".join(SAMPLES)))
     return {name: _rgb(SAMPLES[name].load()) for name in chosen}
+
+
+def _shows() -> dict[str, str]:
+    """What each photo shows, in the learner's language (`Sample.shows` in English)."""
+    return {"cat": _("Chelsea the cat (skimage.data.chelsea)"),
+            "horse": _("a horse's silhouette, black on white (skimage.data.horse)"),
+            "shuttle": _("a Space Shuttle model, a winged orbiter (a crop of skimage.data.astronaut)"),
+            "coffee": _("a cup of coffee (skimage.data.coffee)"),
+            "motorcycle": _("a motorcycle in a garage (skimage.data.stereo_motorcycle)"),
+            "rocket": _("a rocket on its launch pad (skimage.data.rocket)"),
+            "astronaut": _("astronaut Eileen Collins (skimage.data.astronaut)")}
 
 
 def describe(names: Iterable[str], model: str = "cifar10") -> str:
     """One line per photo: what it shows and the class `model` ("cifar10" or "inception") should name."""
-    lines = []
+    lines, shows = [], _shows()
     for name in names:
         sample = SAMPLES[name]
-        expected = (sample.cifar10 or "none of the ten classes") if model == "cifar10" else sample.imagenet
-        lines.append(f"{name:<11} {sample.shows}; expected: {expected}")
+        expected = (sample.cifar10 or _("none of the ten classes")) if model == "cifar10" else sample.imagenet
+        lines.append(_("{name} {shows}; expected: {expected}").format(
+            name=f"{name:<11}", shows=shows.get(name, sample.shows), expected=expected))
     return "\n".join(lines)
+
+
+def preprocessing_source(model: str = "cifar10") -> str:
+    """The source of the functions that turn a photo into `model`'s input tensor, in call order
+    (shown in 03_cifar10: crop to a square, resize, scale, lay out the channels)."""
+    import inspect
+
+    last = cifar10_batch if model == "cifar10" else inception_batch
+    return "\n\n".join(inspect.getsource(f).rstrip() for f in (center_square, resize, last))
 
 
 def center_square(image: np.ndarray) -> np.ndarray:
@@ -108,7 +132,8 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 def cifar10_batch(images: Iterable[np.ndarray]) -> np.ndarray:
     """N x 3 x 32 x 32 FP32, each channel (x - 0.5) / 0.5: the input of the guide's cifar10 model."""
     batch = np.stack([resize(image, 32) for image in images])  # N, 32, 32, 3 in [0, 1]
-    return ((batch - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)
+    batch = (batch - 0.5) / 0.5  # each channel to [-1, 1]: Normalize(mean=0.5, std=0.5)
+    return batch.transpose(0, 3, 1, 2).astype(np.float32)  # channels first (CHW): N, 3, 32, 32
 
 
 def inception_batch(images: Iterable[np.ndarray]) -> np.ndarray:

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.steps.models import model_sources
 
 MANIFEST = "MANIFEST.json"
@@ -51,7 +52,8 @@ def _sources(names: Optional[Iterable[str]]) -> list[model_sources.ModelSource]:
     chosen = list(names) if names else list(model_sources.SOURCES)
     unknown = [n for n in chosen if n not in model_sources.SOURCES]
     if unknown:
-        raise SetupError(f"no model source {', '.join(unknown)}", f"use one of: {', '.join(model_sources.SOURCES)}")
+        raise SetupError(_("no model source {names}").format(names=", ".join(unknown)),
+                         _("use one of: {names}").format(names=", ".join(model_sources.SOURCES)))
     return [model_sources.SOURCES[n] for n in chosen]
 
 
@@ -73,9 +75,10 @@ def _check_cached(source: model_sources.ModelSource, folder: Path, files: dict[s
     known = {item.dest: item.sha256 for item in source.files if item.sha256 and item.member is None}
     for rel, want in {**recorded, **known}.items():
         if want and rel in files and files[rel]["sha256"] != want:
-            raise SetupError(f"{folder / rel} has sha256 {files[rel]['sha256']}, not the {want} it was "
-                             "downloaded with: the cache is damaged",
-                             f"delete {folder} and run `python -m helpers.models fetch {source.name}` again")
+            raise SetupError(_("{path} has sha256 {found}, not the {expected} it was downloaded with: the cache is "
+                               "damaged").format(path=folder / rel, found=files[rel]["sha256"], expected=want),
+                             _("delete {folder} and run `python -m helpers.models fetch {name}` again").format(
+                                 folder=folder, name=source.name))
     return "downloaded" if marker.is_file() else "placed in the cache by hand"
 
 
@@ -101,8 +104,9 @@ def pack(archive: Path, names: Optional[Iterable[str]] = None, cache: Optional[P
         models[source.name] = {"folder": source.folder, "origin": origin, "guide_uri": source.guide_uri,
                                "files": files}
     if not models:
-        raise SetupError(f"no real model in {cache} to pack ({', '.join(missing)} missing; stand-ins are never packed)",
-                         "on a machine with internet run `python -m helpers.models fetch` first")
+        raise SetupError(_("no real model in {cache} to pack ({missing} missing; stand-ins are never packed)").format(
+                             cache=cache, missing=", ".join(missing)),
+                         _("on a machine with internet run `python -m helpers.models fetch` first"))
     manifest["models"] = models
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(archive.name + ".part")
@@ -119,26 +123,31 @@ def pack(archive: Path, names: Optional[Iterable[str]] = None, cache: Optional[P
     digest = model_sources.sha256_of(archive)
     for name, entry in models.items():
         count = len(entry["files"])  # type: ignore[arg-type]
-        say(f"packed {name}: {count} files from {cache / str(entry['folder'])} ({entry['origin']})")
+        say(_("packed {name}: {count} files from {folder} ({origin})").format(
+            name=name, count=count, folder=cache / str(entry["folder"]), origin=entry["origin"]))
     if missing:
-        say(f"not in the cache, not packed: {', '.join(missing)}")
-    say(f"wrote {archive} ({archive.stat().st_size:,} bytes), sha256 {digest}")
+        say(_("not in the cache, not packed: {names}").format(names=", ".join(missing)))
+    say(_("wrote {archive} ({size} bytes), sha256 {digest}").format(archive=archive, size=f"{archive.stat().st_size:,}",
+                                                                    digest=digest))
     return manifest
 
 
 def _manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, object]:
     first = tar.next()
     if first is None or first.name != MANIFEST or not first.isfile():
-        raise ArchiveError(f"{archive} does not start with {MANIFEST}: it is not a model archive of this project",
-                           "make one with `python -m helpers.models pack FILE`")
+        raise ArchiveError(_("{archive} does not start with {manifest}: it is not a model archive of this project").format(
+                               archive=archive, manifest=MANIFEST),
+                           _("make one with `python -m helpers.models pack FILE`"))
     handle = tar.extractfile(first)
     try:
         manifest = json.loads(handle.read() if handle else b"")
     except ValueError:
-        raise ArchiveError(f"{archive}: its {MANIFEST} is not valid JSON", "pack the archive again") from None
+        raise ArchiveError(_("{archive}: its {manifest} is not valid JSON").format(archive=archive, manifest=MANIFEST),
+                           _("pack the archive again")) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("models"), dict):
-        raise ArchiveError(f"{archive}: {MANIFEST} is not of format {FORMAT}",
-                           "pack the archive again with this version of the project")
+        raise ArchiveError(_("{archive}: {manifest} is not of format {format}").format(
+                               archive=archive, manifest=MANIFEST, format=FORMAT),
+                           _("pack the archive again with this version of the project"))
     return manifest
 
 
@@ -148,22 +157,26 @@ def _expected(manifest: dict[str, object], archive: Path) -> dict[str, tuple[str
     for name, entry in manifest["models"].items():  # type: ignore[union-attr]
         source = model_sources.SOURCES.get(name)
         if source is None or not isinstance(entry, dict) or entry.get("folder") != source.folder:
-            raise ArchiveError(f"{archive}: model {name!r} is not one of this project's "
-                               f"({', '.join(model_sources.SOURCES)}) or names another folder",
-                               "pack the archive again with this version of the project")
+            raise ArchiveError(_("{archive}: model {name} is not one of this project's ({names}) or names another "
+                                 "folder").format(archive=archive, name=repr(name), names=", ".join(model_sources.SOURCES)),
+                               _("pack the archive again with this version of the project"))
         files = entry.get("files") or {}
         absent = [rel for rel in source.required if rel not in files]
         if absent:
-            raise ArchiveError(f"{archive}: model {name} lacks {', '.join(absent)}", "pack it again from a complete cache")
+            raise ArchiveError(_("{archive}: model {name} lacks {files}").format(archive=archive, name=name,
+                                                                                 files=", ".join(absent)),
+                               _("pack it again from a complete cache"))
         known = {item.dest: item.sha256 for item in source.files if item.sha256 and item.member is None}
         for rel, meta in files.items():
             parts = PurePosixPath(rel).parts
             if not parts or rel.startswith("/") or ".." in parts or "\\" in rel:
-                raise ArchiveError(f"{archive}: path {rel!r} of model {name} leaves its folder",
-                                   "do not use this archive: pack it again from a trusted cache")
+                raise ArchiveError(_("{archive}: path {path} of model {name} leaves its folder").format(
+                                       archive=archive, path=repr(rel), name=name),
+                                   _("do not use this archive: pack it again from a trusted cache"))
             if known.get(rel) and meta.get("sha256") != known[rel]:
-                raise ArchiveError(f"{archive}: {name}/{rel} is listed with sha256 {meta.get('sha256')}, "
-                                   f"not the published {known[rel]}", "pack it again from a verified download")
+                raise ArchiveError(_("{archive}: {path} is listed with sha256 {found}, not the published {expected}").format(
+                                       archive=archive, path=f"{name}/{rel}", found=meta.get("sha256"), expected=known[rel]),
+                                   _("pack it again from a verified download"))
             expected[f"{PREFIX}/{source.folder}/{rel}"] = (name, rel, int(meta.get("size", -1)), str(meta.get("sha256")))
     return expected
 
@@ -173,8 +186,8 @@ def _extract_checked(archive: Path, staging: Path) -> dict[str, object]:
     try:
         tar = tarfile.open(archive)
     except (OSError, tarfile.TarError) as exc:
-        raise ArchiveError(f"cannot read {archive} as a tar archive ({exc})",
-                           "copy the archive again: it is damaged or not complete") from None
+        raise ArchiveError(_("cannot read {archive} as a tar archive ({error})").format(archive=archive, error=exc),
+                           _("copy the archive again: it is damaged or not complete")) from None
     seen: set[str] = set()
     with tar:
         manifest = _manifest(tar, archive)
@@ -185,9 +198,10 @@ def _extract_checked(archive: Path, staging: Path) -> dict[str, object]:
                     continue
                 want = expected.get(member.name)
                 if want is None or not member.isfile() or member.name in seen:
-                    what = "a link" if member.issym() or member.islnk() else "not in its manifest"
-                    raise ArchiveError(f"{archive}: member {member.name!r} is {what}",
-                                       "do not use this archive: pack it again from a trusted cache")
+                    what = _("a link") if member.issym() or member.islnk() else _("not in its manifest")
+                    raise ArchiveError(_("{archive}: member {member} is {what}").format(
+                                           archive=archive, member=repr(member.name), what=what),
+                                       _("do not use this archive: pack it again from a trusted cache"))
                 seen.add(member.name)
                 name, rel, size, sha = want
                 target = staging / model_sources.SOURCES[name].folder / rel
@@ -199,16 +213,19 @@ def _extract_checked(archive: Path, staging: Path) -> dict[str, object]:
                         digest.update(block)
                         out.write(block)
                 if digest.hexdigest() != sha or target.stat().st_size != size:
-                    raise ArchiveError(f"{archive}: {name}/{rel} has sha256 {digest.hexdigest()}, not the {sha} "
-                                       "its manifest lists: the archive is damaged or was changed",
-                                       "copy the archive again, or pack it again from a verified cache")
+                    raise ArchiveError(_("{archive}: {path} has sha256 {found}, not the {expected} its manifest lists: "
+                                         "the archive is damaged or was changed").format(
+                                           archive=archive, path=f"{name}/{rel}", found=digest.hexdigest(), expected=sha),
+                                       _("copy the archive again, or pack it again from a verified cache"))
         except (OSError, EOFError, tarfile.TarError) as exc:
-            raise ArchiveError(f"{archive} is cut off or damaged ({type(exc).__name__}: {exc})",
-                               "copy the archive again") from None
+            raise ArchiveError(_("{archive} is cut off or damaged ({error})").format(
+                                   archive=archive, error=f"{type(exc).__name__}: {exc}"),
+                               _("copy the archive again")) from None
     absent = sorted(set(expected) - seen)
     if absent:
-        raise ArchiveError(f"{archive}: {len(absent)} file(s) its manifest lists are not in it, e.g. {absent[0]}",
-                           "copy the archive again, or pack it again")
+        raise ArchiveError(_("{archive}: {count} file(s) its manifest lists are not in it, e.g. {example}").format(
+                               archive=archive, count=len(absent), example=absent[0]),
+                           _("copy the archive again, or pack it again"))
     return manifest
 
 
@@ -225,8 +242,9 @@ def _plan(name: str, entry: dict[str, object], cache: Path, replace: bool) -> st
     if all(wanted.get(rel) == meta for rel, meta in existing.items()):
         return "completed"  # a partial folder holding only the archive's own files
     if not replace:
-        raise SetupError(f"{folder} already holds {name} with other files than the archive's; it is left as it is",
-                         f"keep it, or unpack with --replace to put the archive's {name} there instead")
+        raise SetupError(_("{folder} already holds {name} with other files than the archive's; it is left as it is").format(
+                             folder=folder, name=name),
+                         _("keep it, or unpack with --replace to put the archive's {name} there instead").format(name=name))
     return "replaced"
 
 
@@ -255,16 +273,18 @@ def unpack(archive: Path, cache: Optional[Path] = None, replace: bool = False, s
     archive = Path(archive)
     cache = Path(cache) if cache else model_sources.cache_root()
     if not archive.is_file():
-        raise SetupError(f"no file {archive}", "give the path of an archive made by `python -m helpers.models pack`")
+        raise SetupError(_("no file {archive}").format(archive=archive),
+                         _("give the path of an archive made by `python -m helpers.models pack`"))
     digest = model_sources.sha256_of(archive)
     if sha256 and digest != sha256.strip().lower():
-        raise ArchiveError(f"{archive} has sha256 {digest}, not the {sha256} you expected",
-                           "copy the archive again from the instructor's copy")
+        raise ArchiveError(_("{archive} has sha256 {digest}, not the {expected} you expected").format(
+                               archive=archive, digest=digest, expected=sha256),
+                           _("copy the archive again from the instructor's copy"))
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))  # same file system: moves are renames
     try:
         manifest = _extract_checked(archive, staging)
-        say(f"{archive}: sha256 {digest}; every file matches its manifest")
+        say(_("{archive}: sha256 {digest}; every file matches its manifest").format(archive=archive, digest=digest))
         models: dict[str, dict[str, object]] = manifest["models"]  # type: ignore[assignment]
         plan = {name: _plan(name, entry, cache, replace) for name, entry in models.items()}  # all checked first
         done = [_install(name, entry, plan[name], staging / model_sources.SOURCES[name].folder, cache)
@@ -272,5 +292,6 @@ def unpack(archive: Path, cache: Optional[Path] = None, replace: bool = False, s
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for item in done:
-        say(f"{item.name}: {item.action} in {item.folder} ({item.files} files); the notebooks now use it")
+        say(_("{name}: {action} in {folder} ({count} files); the notebooks now use it").format(
+            name=item.name, action=item.action, folder=item.folder, count=item.files))
     return done

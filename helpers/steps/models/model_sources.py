@@ -25,13 +25,17 @@ import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import requests
 
 from helpers.core import config, resources
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.steps.models import standins
+
+if TYPE_CHECKING:
+    from helpers.clients.target import Target
 
 TIMEOUT = (3.0, 30.0)  # connect, read: offline machines fail in well under a second
 GCS = "https://storage.googleapis.com"
@@ -109,7 +113,7 @@ def sha256_of(path: Path) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "NameResolution" in text or "Failed to resolve" in text or "Name or service not known" in text:
-        return "no network (the host name does not resolve)"
+        return _("no network (the host name does not resolve)")
     return text[:160]
 
 
@@ -130,8 +134,8 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, timeout: tuple[
     try:
         answer = requests.get(url, stream=True, timeout=timeout, headers=headers)
     except requests.RequestException as exc:
-        raise DownloadError(f"cannot download {url}: {_short(exc)}",
-                            "check the network, or place the files in the cache folder yourself") from None
+        raise DownloadError(_("cannot download {url}: {reason}").format(url=url, reason=_short(exc)),
+                            _("check the network, or place the files in the cache folder yourself")) from None
     with answer:
         if answer.status_code == 416 and have:  # the .part is complete already
             mode, start, total = "ab", have, have
@@ -142,10 +146,10 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, timeout: tuple[
             mode, start = "wb", 0
             total = int(answer.headers.get("Content-Length", 0))
         else:
-            raise DownloadError(f"cannot download {url}: HTTP {answer.status_code}",
-                                "check the URL, or place the files in the cache folder yourself")
+            raise DownloadError(_("cannot download {url}: HTTP {status}").format(url=url, status=answer.status_code),
+                                _("check the URL, or place the files in the cache folder yourself"))
         with open(part, mode) as out, tqdm(total=total or None, initial=start, unit="B", unit_scale=True,
-                                           desc=f"download {dest.name}", disable=not progress,
+                                           desc=_("download {name}").format(name=dest.name), disable=not progress,
                                            mininterval=0.5) as bar:
             if answer.status_code != 416:
                 try:
@@ -153,14 +157,15 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, timeout: tuple[
                         out.write(block)
                         bar.update(len(block))
                 except requests.RequestException as exc:
-                    raise DownloadError(f"download of {url} was cut off: {_short(exc)}",
-                                        "run it again: it resumes where it stopped") from None
+                    raise DownloadError(_("download of {url} was cut off: {reason}").format(url=url, reason=_short(exc)),
+                                        _("run it again: it resumes where it stopped")) from None
     if sha256:
         found = sha256_of(part)
         if found != sha256:
             part.unlink()
-            raise DownloadError(f"{url} has sha256 {found}, not the expected {sha256}",
-                                "the file changed or is damaged: try again, or place a good copy in the cache")
+            raise DownloadError(_("{url} has sha256 {found}, not the expected {expected}").format(
+                url=url, found=found, expected=sha256),
+                _("the file changed or is damaged: try again, or place a good copy in the cache"))
     part.replace(dest)
     return dest
 
@@ -203,7 +208,8 @@ def _download_into(source: ModelSource, cache: Path, progress: bool) -> Path:
                 with tarfile.open(stored) as archive:
                     member = archive.extractfile(item.member)
                     if member is None:
-                        raise DownloadError(f"{item.url} has no file {item.member}", "report the changed archive")
+                        raise DownloadError(_("{url} has no file {member}").format(url=item.url, member=item.member),
+                                            _("report the changed archive"))
                     with member, open(target, "wb") as out:
                         shutil.copyfileobj(member, out)
             else:
@@ -241,8 +247,8 @@ def _build_standin(source: ModelSource, folder: Path) -> None:
                           cwd=str(config.project_root()))
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-        raise SetupError(f"building the {source.name} stand-in failed:\n{tail}",
-                         "the stand-in needs torch (cifar10) or tensorflow-cpu (inception): `make setup` installs them")
+        raise SetupError(_("building the {model} stand-in failed:").format(model=source.name) + "\n" + tail,
+                         _("the stand-in needs torch (cifar10) or tensorflow-cpu (inception): `make setup` installs them"))
 
 
 # What each stand-in builder imports, and how a user without root gets it (CPU builds).
@@ -259,10 +265,12 @@ def require_builder(source: ModelSource, cache: Path) -> None:
     if not module or importlib.util.find_spec(module) is not None:
         return
     raise SetupError(
-        f"{source.name}: no model files in {cache / source.folder}, no download, and building the offline "
-        f"stand-in needs {module}, which this Python ({sys.executable}) does not have",
-        f"either install it: `{command}` (then restart the kernel), or place the real model's files "
-        f"({', '.join(source.required)}, from {source.guide_uri}) in {cache / source.folder}/")
+        _("{model}: no model files in {folder}, no download, and building the offline stand-in needs {module}, "
+          "which this Python ({python}) does not have").format(model=source.name, folder=cache / source.folder,
+                                                               module=module, python=sys.executable),
+        _("either install it: `{command}` (then restart the kernel), or place the real model's files ({files}, "
+          "from {uri}) in {folder}/").format(command=command, files=", ".join(source.required), uri=source.guide_uri,
+                                             folder=cache / source.folder))
 
 
 def _standin(source: ModelSource, cache: Path) -> Path:
@@ -292,10 +300,10 @@ def _standin_message(source: ModelSource, path: Path, folder: Path, width: int =
         return textwrap.fill(text, width, initial_indent=first, subsequent_indent="  ",
                              break_long_words=False, break_on_hyphens=False)
 
-    head = f"{source.name}: using a STAND-IN model ({source.standin_builder}) in"
-    body = ("It has the real model's files, tensor names, types and shapes, so serving works exactly "
-            "the same, but its weights are made up: its predictions mean nothing. For the real model, "
-            f"download {source.guide_uri} and place its files in")
+    head = _("{model}: using a STAND-IN model ({builder}) in").format(model=source.name, builder=source.standin_builder)
+    body = _("It has the real model's files, tensor names, types and shapes, so serving works exactly the same, "
+             "but its weights are made up: its predictions mean nothing. For the real model, download {uri} "
+             "and place its files in").format(uri=source.guide_uri)
     return "\n".join([wrap(head, first=""), f"  {path}.", wrap(body),
                       f"  {folder}/ ({', '.join(source.required)})."])
 
@@ -315,19 +323,19 @@ def fetch_source(source: ModelSource, offline: Optional[bool] = None, cache: Opt
     marker = marker_path(cache, source.folder)
     if _complete(folder, source):
         if not marker.exists():
-            say(f"{source.name}: using the files placed in {folder}")
+            say(_("{model}: using the files placed in {folder}").format(model=source.name, folder=folder))
             return ModelFolder(folder, False, f"files placed in the cache ({folder})")
         if _verified(folder, source, marker):
-            say(f"{source.name}: using the cached download in {folder}")
+            say(_("{model}: using the cached download in {folder}").format(model=source.name, folder=folder))
             return ModelFolder(folder, False, f"cache ({source.files[0].url})")
-        say(f"{source.name}: the cached download does not match its checksum: downloading again")
+        say(_("{model}: the cached download does not match its checksum: downloading again").format(model=source.name))
         for item in source.files:
             (folder / item.dest).unlink(missing_ok=True)
         marker.unlink()
     if offline is not True:
         try:
             path = _download_into(source, cache, progress)
-            say(f"{source.name}: downloaded from {source.files[0].url} into {path}")
+            say(_("{model}: downloaded from {url} into {path}").format(model=source.name, url=source.files[0].url, path=path))
             return ModelFolder(path, False, source.files[0].url)
         except (DownloadError, OSError, tarfile.TarError) as exc:
             if offline is False:
@@ -343,7 +351,8 @@ def fetch(name: str, offline: Optional[bool] = None, progress: bool = True,
           say: Callable[[str], None] = print) -> ModelFolder:
     """The model folder for `name` ("cifar10" or "inception"): cache, download, or stand-in."""
     if name not in SOURCES:
-        raise SetupError(f"no model source {name!r}", f"use one of: {', '.join(SOURCES)}")
+        raise SetupError(_("no model source {name}").format(name=repr(name)),
+                         _("use one of: {names}").format(names=", ".join(SOURCES)))
     return fetch_source(SOURCES[name], offline, None, progress, say)
 
 
@@ -351,3 +360,46 @@ def folder_listing(folder: Path) -> list[tuple[str, int]]:
     """(relative path, size) of every file in a model folder, for display and results."""
     folder = Path(folder)
     return [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+# The guide's commands that fetch each model, verbatim ("예제로 사용할 model 다운로드").
+GUIDE_DOWNLOAD = {
+    "cifar10": "./gsutil cp -r gs://kfserving-examples/models/torchscript/cifar10 ../models",
+    "inception": "mkdir -p ./models/inception_graphdef/1\n"
+                 "wget -O /tmp/inception_v3_2016_08_28_frozen.pb.tar.gz \\\n"
+                 "     https://storage.googleapis.com/download.tensorflow.org/models/"
+                 "inception_v3_2016_08_28_frozen.pb.tar.gz\n"
+                 "(cd /tmp && tar xzf inception_v3_2016_08_28_frozen.pb.tar.gz)\n"
+                 "mv /tmp/inception_v3_2016_08_28_frozen.pb ./models/inception_graphdef/1/model.graphdef",
+}
+# The guide's upload of each model to MinIO (its bucket `triton` in place of {bucket}), then `mc tree`.
+GUIDE_UPLOAD = {
+    "cifar10": "./mc cp -r models/cifar10 myminio/{bucket}/torchscript\n./mc tree myminio/",
+    "inception": "./mc cp -r models/inception_graphdef myminio/{bucket}/models\n./mc tree myminio/",
+}
+UPLOAD_PREFIX = {"cifar10": "torchscript/cifar10", "inception": "models/inception_graphdef"}
+
+
+def show_download(name: str) -> None:
+    """The guide's download of model `name`, verbatim (this notebook fetched it over HTTPS, or built a stand-in)."""
+    from helpers.core.show import show_guide
+
+    show_guide(GUIDE_DOWNLOAD[name])
+
+
+def show_upload(place: "Target", name: str, folder: Path, bucket: str) -> None:
+    """The guide's `mc cp` of model `name` to MinIO; on the local stack, where mc is not set up, rclone's
+    lines that do the same (its remote is called `myminio` too)."""
+    from helpers.core.constants import DEFAULT_BUCKET
+    from helpers.core.show import show_adapted, show_guide
+    from helpers.steps.objectstore import mc
+
+    guide = GUIDE_UPLOAD[name].format(bucket=bucket)
+    if place.shell_env:
+        prefix = UPLOAD_PREFIX[name]
+        rclone = f"rclone copy {folder} myminio:{bucket}/{prefix}\nrclone tree myminio:{bucket}"
+        show_adapted(mc.with_rclone(place, guide, rclone), _("rclone, as the local stack has no mc"))
+    elif bucket == DEFAULT_BUCKET:
+        show_guide(guide)
+    else:
+        show_adapted(guide, _("your bucket {bucket}").format(bucket=bucket))

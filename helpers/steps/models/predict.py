@@ -10,6 +10,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tritonclient.utils import np_to_triton_dtype
 
+from helpers.core.i18n import _
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Probabilities from logits, along the last axis (numerically stable)."""
@@ -29,7 +31,7 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int = 3) -> list[tuple[s
 
 def from_classification(rows: Sequence[Sequence[tuple[float, int, str]]]) -> list[list[tuple[str, float]]]:
     """`triton.classify` rows (score, index, label) as (label, score), the label else `class <index>`."""
-    return [[(label or f"class {index}", float(score)) for score, index, label in row] for row in rows]
+    return [[(label or _("class {index}").format(index=index), float(score)) for score, index, label in row] for row in rows]
 
 
 def describe_outputs(outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -51,8 +53,18 @@ def response_outputs(response: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def table(names: Sequence[str], top: Sequence[Sequence[tuple[str, float]]], standin: bool) -> str:
-    """One line a photo: its top classes with scores; a stand-in model's lines say so."""
-    note = "   (stand-in weights: these classes mean nothing)" if standin else ""
+    """One line a photo: its top classes with scores. A stand-in model's table opens with a line that
+    says its classes mean nothing, before any of them."""
     width = max((len(n) for n in names), default=0)
-    return "\n".join(f"{name:<{width}}  " + " | ".join(f"{label} {score:.1%}" for label, score in row) + note
-                     for name, row in zip(names, top))
+    lines = [_("STAND-IN MODEL: made-up weights, so the scores and classes below mean nothing; they only show "
+               "that requests and responses work.")] if standin else []
+    lines += [f"{name:<{width}}  " + " | ".join(f"{label} {score:.1%}" for label, score in row)
+              for name, row in zip(names, top)]
+    return "\n".join(lines)
+
+
+def standin_warning(standin: bool) -> None:
+    """Print, before any prediction is shown, that a stand-in model's answers mean nothing (nothing for a real model)."""
+    if standin:
+        print(_("STAND-IN MODEL: made-up weights, so the scores and classes below mean nothing; they only show "
+                "that requests and responses work."))

@@ -19,13 +19,17 @@ from kubernetes.utils import parse_quantity
 from helpers.clients import inference
 from helpers.clients.k8s import triton_predictor
 from helpers.clients.target import Target
-from helpers.core.constants import ApiGroup
+from helpers.core.constants import DEFAULT_NAMESPACE, ApiGroup, model_config_map_name
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
+from helpers.core.show import show_adapted, show_not_in_guide
 from helpers.core.wait import poll_until
 from helpers.steps.models import agent_log
+from helpers.steps.serving.endpoint import curl
 
 if TYPE_CHECKING:
     from helpers.clients.inference import ServerRef
+    from helpers.clients.target import Endpoint
 
 PREFIX = "lifecycle"  # where 05 uploads its two versions: s3://<bucket>/lifecycle/v1, .../v2
 
@@ -53,7 +57,8 @@ def versioned_copy(folder: Path, dest: Path, version: int) -> Path:
     (dest / "config.pbtxt").write_text(re.sub(r'(?m)^name:\s*"[^"]*"\s*\n', "", config))
     versions = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
     if not versions:
-        raise SetupError(f"{folder} has no version folder (1/, 2/, ...)", "fetch the model again (03_cifar10)")
+        raise SetupError(_("{folder} has no version folder (1/, 2/, ...)").format(folder=folder),
+                         _("fetch the model again (03_cifar10)"))
     shutil.copytree(versions[-1], dest / str(version))
     return dest
 
@@ -112,14 +117,17 @@ class Logs:
             return in_order([s.msg for s in found], until)
 
         try:
-            poll_until(done, f"the agent to log {' -> '.join(until)} for {model}", timeout=timeout, interval=0.5)
+            poll_until(done, _("the agent to log {steps} for {model}").format(steps=" -> ".join(until), model=model),
+                       timeout=timeout, interval=0.5)
         except TimeoutError:
-            seen = "; ".join(s.msg for s in found) or "nothing"
+            seen = "; ".join(s.msg for s in found) or _("nothing")
             namespace = self.server.namespace
-            raise SetupError(f"the agent did not log {' -> '.join(until)} for {model} within {timeout:.0f}s "
-                             f"(it logged: {seen})",
-                             f"`kubectl logs $SERVER agent -n {namespace}` and `kubectl describe "
-                             f"{self.server.group.tm_resource} {model} -n {namespace}` say why") from None
+            raise SetupError(_("the agent did not log {steps} for {model} within {seconds}s (it logged: {seen})").format(
+                                 steps=" -> ".join(until), model=model, seconds=f"{timeout:.0f}", seen=seen),
+                             _("`{logs}` and `{describe}` say why").format(
+                                 logs=f"kubectl logs $SERVER agent -n {namespace}",
+                                 describe=f"kubectl describe {self.server.group.tm_resource} {model} -n {namespace}"),
+                             ) from None
         return found
 
 
@@ -179,7 +187,8 @@ def wait_decided(api: client.ApiClient, group: ApiGroup, name: str, namespace: s
         conds = inference.conditions(found)
         return inference.is_ready(found) or "MemoryResourceAvailable" in conds
 
-    poll_until(decided, f"the controller to decide on TrainedModel {name}", timeout=timeout, interval=0.5)
+    poll_until(decided, _("the controller to decide on TrainedModel {name}").format(name=name), timeout=timeout,
+               interval=0.5)
     return found
 
 
@@ -218,17 +227,18 @@ def abridged_statistics(model_stats: Sequence[dict]) -> dict:
         left = [k for k in stat if k not in STATS_SHOWN]
         left += [f"inference_stats.{k}" for k in inference if k not in INFERENCE_STATS_SHOWN]
         if left:
-            kept["…"] = "abridged here: " + ", ".join(left)
+            kept["…"] = _("abridged here: {keys}").format(keys=", ".join(left))
         out.append(kept)
     return {"model_stats": out}
 
 
 def statistics_table(rows: Sequence[dict]) -> str:
     """The statistics as a fixed-width table."""
-    head = f"{'MODEL':<20} {'VERSION':>7} {'REQUESTS':>9} {'EXECUTIONS':>10} {'MEAN MS':>8} {'MEMORY (TRITON)':>16}"
+    names = [_("MODEL"), _("VERSION"), _("REQUESTS"), _("EXECUTIONS"), _("MEAN MS"), _("MEMORY (TRITON)")]
+    head = f"{names[0]:<20} {names[1]:>7} {names[2]:>9} {names[3]:>10} {names[4]:>8} {names[5]:>16}"
     lines = [head]
     for r in rows:
-        memory = f"{r['memory_bytes'] / 2**20:.1f} MiB" if r["memory_bytes"] else "not reported"
+        memory = f"{r['memory_bytes'] / 2**20:.1f} MiB" if r["memory_bytes"] else _("not reported")
         mean = f"{r['mean_ms']:.3f}" if r["mean_ms"] is not None else "-"
         lines.append(f"{r['model']:<20} {r['version']:>7} {r['inference_count']:>9} {r['execution_count']:>10} "
                      f"{mean:>8} {memory:>16}")
@@ -279,10 +289,208 @@ def delete_and_wait(api: client.ApiClient, group: ApiGroup, name: str, namespace
     if not inference.delete(api, group, inference.TM, name, namespace):
         return False
     poll_until(lambda: inference.get(api, group, inference.TM, name, namespace) is None,
-               f"TrainedModel {namespace}/{name} to be deleted", timeout=timeout, interval=0.5)
+               _("TrainedModel {name} to be deleted").format(name=f"{namespace}/{name}"), timeout=timeout, interval=0.5)
     return True
 
 
-def start_clean(api: client.ApiClient, group: ApiGroup, namespace: str, names: Sequence[str]) -> list[str]:
-    """Delete what an earlier run of this notebook left (so a second run starts from the same place)."""
-    return [name for name in names if delete_and_wait(api, group, name, namespace)]
+def start_clean(api: client.ApiClient, group: ApiGroup, namespace: str, names: Sequence[str],
+                say: Callable[[str], None] = print) -> list[str]:
+    """Delete what an earlier run of this notebook left (so a second run starts from the same place); say what."""
+    removed = [name for name in names if delete_and_wait(api, group, name, namespace)]
+    say(_("removed what an earlier run left: {names}").format(names=", ".join(removed)) if removed
+        else _("nothing left from an earlier run"))
+    return removed
+
+
+# --- the commands a learner types for each step (03, 04, 05), labelled as the guide has them ------------
+def _group_why(group: ApiGroup, namespace: str) -> list[str]:
+    why = [_("`{resource}`: kubectl's full name for it, as both API groups may be installed").format(
+        resource=group.tm_resource)]
+    if namespace != DEFAULT_NAMESPACE:
+        why.append(_("your namespace"))
+    return why
+
+
+def show_apply(group: ApiGroup, namespace: str, filename: str, guide_file: str = "") -> None:
+    """`kubectl apply -f <file>` and `kubectl get trainedmodel`, as the guide does after each TrainedModel.
+
+    `guide_file`: the guide's own file name when `filename` is another (05 edits trained_model1.yaml)."""
+    command = f"kubectl apply -f {filename}\nkubectl get {group.tm_resource} -n {namespace}"
+    why = _group_why(group, namespace)
+    if guide_file and guide_file != filename:
+        why.insert(0, _("{file} with another name and storageUri").format(file=guide_file))
+    show_adapted(command, "; ".join(why))
+
+
+def show_models_json(server_name: str, namespace: str) -> None:
+    """How to read the hand-off object: `models.json` of the server's model-config ConfigMap."""
+    show_not_in_guide(f"kubectl get cm {model_config_map_name(server_name)} -n {namespace} "
+                      "-o jsonpath='{.data.models\\.json}'",
+                      _("what the controller hands the agent: models.json of the ConfigMap"))
+
+
+def show_ready(endpoint: "Endpoint", model: str) -> None:
+    """The guide's readiness check for `model` (200: loaded)."""
+    show_adapted(curl(endpoint, f"/v2/models/{model}/ready"), _("`-v` added, to print the status code: 200 means loaded"))
+
+
+def show_infer(endpoint: "Endpoint", model: str, request_file: Path) -> None:
+    """The guide's prediction request, with the body this notebook wrote."""
+    show_adapted(curl(endpoint, f"/v2/models/{model}/infer", "POST", str(request_file)),
+                 _("a JSON Content-Type, and `cd` to the folder where this notebook wrote the request"))
+
+
+def show_request(endpoint: "Endpoint", path: str, why: str, method: str = "GET") -> None:
+    """A request to Triton the guide never makes (index, versions, statistics), through the guide's ingress."""
+    show_not_in_guide(curl(endpoint, path, method), why)
+
+
+def write_manifest(docs: Sequence[dict], folder: Path, name: str) -> Path:
+    """`docs` as `<folder>/<name>.yaml`, the file a learner applies with `kubectl apply -f` (05's edits)."""
+    import yaml
+
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump_all(list(docs), sort_keys=False))
+    return path
+
+
+def show_upload(place: "Target", local: Path, bucket: str) -> None:
+    """How 05's two versions go to S3: `mc cp` where mc is set up, rclone on the local stack."""
+    mc = "\n".join(f"./mc cp -r {local}/v{v} myminio/{bucket}/{PREFIX}/" for v in (1, 2))
+    rclone = "\n".join(f"rclone copy {local}/v{v} myminio:{bucket}/{PREFIX}/v{v}" for v in (1, 2))
+    command = "\n".join([place.shell_env, rclone]) if place.shell_env else mc
+    show_not_in_guide(command, _("two versions of cifar10's files, as the guide's `mc cp` uploads a model"))
+
+
+def show_apply_edit(folder: Path, path: Path, group: ApiGroup, namespace: str, change: str) -> None:
+    """`cd` to where 05 wrote an edited TrainedModel file, `kubectl apply -f` it, `kubectl get` the list.
+
+    `change`: what differs from the guide's trained_model1.yaml: "name" (name and storageUri),
+    "storage" (storageUri: the v2 folder) or "memory" (name and a memory the server cannot hold)."""
+    why = {"name": _("the guide's trained_model1.yaml with another name and storageUri, written by this notebook"),
+           "storage": _("the same file with storageUri changed to the v2 folder, written by this notebook"),
+           "memory": _("the guide's trained_model1.yaml with another name and more memory than the server has, "
+                       "written by this notebook")}[change]
+    lines = [f"cd {folder}  # " + _("where this notebook wrote {file}").format(file=Path(path).name),
+             f"kubectl apply -f {Path(path).name}", f"kubectl get {group.tm_resource} -n {namespace}"]
+    show_adapted("\n".join(lines), why)
+
+
+def describe_limit(limit: str, name: str, asked: str) -> str:
+    """One line: the server's memory limit, and what the TrainedModel `name` asks for."""
+    return _("the server's memory limit: {limit}; {name} asks for {asked}").format(
+        limit=limit or _("(none set)"), name=name, asked=asked)
+
+
+def describe_decision(memory_condition: Optional[str], in_config: bool) -> str:
+    """One line: the controller's MemoryResourceAvailable, and whether the model reached models.json."""
+    return _("MemoryResourceAvailable: {condition}; in models.json: {in_config}").format(
+        condition=memory_condition or _("not set by this release"), in_config=in_config)
+
+
+def wait_gone(url: str, headers: dict[str, str], names: Sequence[str], timeout: float = 120.0) -> list[dict]:
+    """Poll Triton's repository index until none of `names` is in it (the agent removed their folders)."""
+    return wait_index(url, headers, lambda index: not set(names) & {row["name"] for row in index},
+                      _("{names} to leave Triton's repository index").format(names=", ".join(names)), timeout)
+
+
+def show_conditions(group: ApiGroup, name: str, namespace: str) -> None:
+    """How to read a TrainedModel's status conditions."""
+    show_not_in_guide(f"kubectl get {group.tm_resource} {name} -n {namespace} -o jsonpath='{{.status.conditions}}'",
+                      _("the conditions the controller wrote"))
+
+
+def show_delete(group: ApiGroup, name: str, namespace: str) -> None:
+    """`kubectl delete trainedmodel <name>`: the guide never deletes a model."""
+    show_not_in_guide(f"kubectl delete {group.tm_resource} {name} -n {namespace}",
+                      _("deleting a TrainedModel"))
+
+
+def show_index(endpoint: "Endpoint") -> None:
+    """`POST /v2/repository/index`: every model folder Triton sees (the guide never asks)."""
+    show_not_in_guide(curl(endpoint, "/v2/repository/index", "POST"),
+                      _("Triton's repository index: every model folder and its state"))
+
+
+def show_versions(endpoint: "Endpoint", model: str) -> None:
+    """Readiness of versions 2 and 1 of `model` (the guide asks only for a model's default version)."""
+    show_not_in_guide(curl(endpoint, f"/v2/models/{model}/versions/2/ready") + "\n"
+                      + curl(endpoint, f"/v2/models/{model}/versions/1/ready"),
+                      _("one version's readiness: 200 for version 2, 400 for version 1, no longer served"))
+
+
+def show_statistics(endpoint: "Endpoint", model: str) -> None:
+    """`GET /v2/models/<model>/stats`: Triton's statistics extension."""
+    show_not_in_guide(curl(endpoint, f"/v2/models/{model}/stats"), _("Triton's statistics of one model"))
+
+
+def summary(names: dict[str, Any]) -> dict[str, Any]:
+    """What 05_lifecycle verified, for its results JSON, read from the notebook's own variables (`locals()`):
+    the same names the cells above made, so the closing cell stays one line."""
+    n = names
+    model, too_big = n["MODEL"], n["TOO_BIG"]
+    index_names = [row["name"] for row in n["index_after"]]
+    return {
+        "added": {"before": model_names(n["before"]), "after": model_names(n["after"]), "agent": as_dicts(n["added"])},
+        "reload": {"agent": as_dicts(n["reload"]), "triton_log": n["triton_reload"],
+                   "seen": in_order([step.msg for step in n["reload"]], ["unloading model", "Successfully loaded model"])},
+        "versions": {"v2_ready": n["v2_ready"], "v1_ready": n["v1_ready"], "index": n["index_v2"]},
+        "old_version_gone": n["v2_ready"] and not n["v1_ready"], "statistics": n["stats"],
+        "over_memory": {"limit": n["limit"], "asked": n["asked"], "memory_condition": n["memory_condition"],
+                        "in_models_json": n["in_config"], "ready": inference.is_ready(n["decided"]),
+                        "refused": not n["in_config"]},
+        "deleted": {"agent": as_dicts(n["removed"]), "index": index_names,
+                    "models_json": model_names(n["models_after"]),
+                    "absent_from_index": model not in index_names and too_big not in index_names},
+        "declared_memory_gib": n["declared"],
+    }
+
+
+def show_config(entries: Sequence[dict], server_name: str, when: str) -> None:
+    """`models.json` of the server's model-config ConfigMap, as the controller wrote it; `when`: "before",
+    "after" (an apply or a delete) or "both" (04: both models)."""
+    from helpers.core.show import show_json
+
+    title = {"before": _("models.json of ConfigMap {name}, before"),
+             "after": _("models.json of ConfigMap {name}, after"),
+             "both": _("models.json of ConfigMap {name}: both models")}[when]
+    show_json(list(entries), title.format(name=model_config_map_name(server_name)))
+
+
+def show_entry(entries: Sequence[dict], model: str) -> None:
+    """The `models.json` entry of one model."""
+    from helpers.core.show import show_json
+
+    show_json(entry(entries, model), _("models.json now: the entry of {model}").format(model=model))
+
+
+def show_repository(index: Sequence[dict], what: str, model: str = "") -> None:
+    """Triton's repository index (`POST /v2/repository/index`); `what`: "all", "after" or "rows" (of `model`)."""
+    from helpers.core.show import show_json
+
+    title = {"all": _("POST /v2/repository/index: every model folder Triton sees"),
+             "after": _("POST /v2/repository/index, after"),
+             "rows": _("POST /v2/repository/index: the rows of {model}")}[what]
+    show_json(list(index), title.format(model=model))
+
+
+def say_ready(model: str, ready: bool, served: str = "") -> None:
+    """One line: whether Triton answers 200 for `model`'s readiness, and which backend serves it."""
+    print(_("{model} ready in Triton: {ready}").format(model=model, ready=ready))
+    if served:
+        print(_("served by {backend}").format(backend=served))
+
+
+def show_request_body(request: dict, model: str, path: Path) -> None:
+    """The v2 JSON body this notebook wrote for curl, long lists abridged."""
+    from helpers.core.show import show_json
+
+    show_json(request, _("POST /v2/models/{model}/infer: the body of {file}").format(model=model, file=Path(path).name))
+
+
+def show_response(response: dict, classification: bool = False) -> None:
+    """Triton's JSON response (with `classification`: the extension's `score:index:label` strings)."""
+    from helpers.core.show import show_json
+
+    show_json(response, _("Triton's response: the classification extension's score:index:label") if classification
+              else _("Triton's response"), limit=10)
