@@ -310,3 +310,26 @@ def check_prepared(ctx: Any, secret_name: Optional[str] = None) -> str:
                          _("run 01_minio again: it applies both"))
     return _("service account {account} with S3 Secret {secret} (endpoint {endpoint}) is there").format(
         account=f"{ctx.namespace}/{account}", secret=secret_name, endpoint=settings_.endpoint)
+
+
+def describe_service(service: MinioService) -> str:
+    """Where MinIO's Service is, and how it was found, in one or two lines."""
+    line = _("Service {name} in {namespace}, port {port}: other namespaces reach it as {address}").format(
+        name=service.name, namespace=service.namespace, port=service.port, address=service.address)
+    if service.found == "assumed":
+        line += "\n" + _("(not allowed to list Services in {namespace}: these are Kubeflow's own name and port, the "
+                         "ones the guide's command prints)").format(namespace=service.namespace)
+    return line
+
+
+def describe_alias(namespace: str, service: MinioService, external_name: str, reached: str) -> str:
+    return "\n".join([
+        _("in {namespace}, {name}:{port} now leads to {target}").format(
+            namespace=namespace, name=service.name, port=service.port, target=external_name),
+        _("this notebook reaches it at {address}").format(address=reached)])
+
+
+def describe_bucket(bucket: str, created: bool) -> str:
+    if "/" in bucket:
+        return (_("folder {bucket}: created") if created else _("folder {bucket}: already there")).format(bucket=bucket)
+    return (_("bucket {bucket}: created") if created else _("bucket {bucket}: already there")).format(bucket=bucket)

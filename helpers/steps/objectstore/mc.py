@@ -31,3 +31,13 @@ def setup_commands(place: Target, address: str) -> tuple[str, str]:
     if place.shell_env:
         why = _("{why}; on the local stack rclone runs instead of mc").format(why=why)
     return with_rclone(place, mc, "rclone listremotes --long"), why
+
+
+def bucket_commands(place: Target, bucket: str) -> tuple[str, str]:
+    """The guide's `mc mb` and `mc tree` for `bucket` (rclone's lines after them on the local stack), and
+    why they differ from the guide's (no reason needed where they are its own)."""
+    text = with_rclone(place, f"./mc mb myminio/{bucket}\n./mc tree myminio/",
+                       f"rclone mkdir myminio:{bucket}\nrclone tree myminio:")
+    if place.shell_env:
+        return text, _("on the local stack rclone runs instead of mc")
+    return text, _("the bucket (or folder) of your settings")

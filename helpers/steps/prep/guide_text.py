@@ -72,12 +72,12 @@ def reason(key: str) -> str:
         "gateway": _("Kubeflow's gateway istio-ingressgateway instead of kfserving-ingressgateway (KFServing 0.5's "
                      "own install), and the resource named with its API group"),
         "ingress": _("the gateway's address as this target reaches it; the comment lines say what changed"),
+        "knative": _("the values of manifests/knative_config_deployment_patch.yaml, not the guide's"),
         "preflight": _("what the checks asked the API server"),
         "namespace": _("the namespace the profile controller made"),
         "role": _("a Role for default-editor where Kubeflow's role lacks trainedmodels (before KServe 0.15)"),
         "pod": _("what the cluster made: the server's pod, its containers and the agent's env names"),
         "expose": _("the node port and the pod's IP read into variables, and the Service deleted again"),
         "port_forward": _("through the API server, so it works wherever kubectl does"),
-        "bucket": _("the bucket of your settings"),
     }
     return reasons[key]

@@ -395,3 +395,22 @@ def require_ok(checks: list[Check]) -> list[str]:
                          " / ".join(c.fix for c in bad if c.fix))
     steps = {c.admin_step for c in checks if c.admin_step}
     return sorted(step for step in steps if needed(checks, step) and not may(checks, step))
+
+
+def describe_admin_steps(steps: list[str]) -> str:
+    """The line under the checks: which admin steps this identity may not do itself."""
+    if not steps:
+        return _("admin steps you may not do yourself: none")
+    return _("admin steps you may not do yourself: {steps}").format(steps=", ".join(admin_step_name(s) for s in steps))
+
+
+def describe_namespace(ns: Any) -> str:
+    return _("namespace {name} is {phase}").format(name=ns.metadata.name, phase=ns.status.phase)
+
+
+def role_commands(group: ApiGroup, namespace: str) -> str:
+    """The question the Role cell asks, and the apply that follows where the answer is no."""
+    return "\n".join([f"kubectl auth can-i create trainedmodels.{group.group} -n {namespace} "
+                      f"--as system:serviceaccount:{namespace}:{LEARNER_ACCOUNT}",
+                      "# " + _("where the answer is no:"),
+                      "kubectl apply -f trainedmodel_editor.yaml"])
