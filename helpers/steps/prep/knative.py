@@ -116,9 +116,9 @@ def restore_command(changes: list[Change]) -> str:
 def describe_changes(changes: list[Change]) -> str:
     """`key: before -> after (changed|unchanged)` lines."""
     width = max((len(c.key) for c in changes), default=0)
-    unset = _("(unset)")
+    unset, changed, unchanged = _("(unset)"), _("changed"), _("already set, unchanged")
     return "\n".join(f"{c.key:<{width}}  {c.before or unset} -> {c.after or unset}  "
-                     f"({_('changed') if c.changed else _('already set, unchanged')})" for c in changes)
+                      f"({changed if c.changed else unchanged})" for c in changes)
 
 
 def knative_patch_commands(patches: list[dict]) -> str:

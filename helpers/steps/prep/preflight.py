@@ -336,24 +336,26 @@ def _mark(ok: Optional[bool]) -> str:
 def render(checks: list[Check]) -> str:
     """The checks as a plain-text table, with the fix under each failed one."""
     width = max(len(c.name) for c in checks)
-    lines = [f"{_('CHECK'):<{width}}  {_('RESULT'):<7}  {_('DETAIL')}"]
+    head, result, detail, fix = _("CHECK"), _("RESULT"), _("DETAIL"), _("fix:")
+    lines = [f"{head:<{width}}  {result:<7}  {detail}"]
     for c in checks:
         lines.append(f"{c.name:<{width}}  {_mark(c.ok):<7}  {c.message}")
         if c.ok is not True and c.fix:
-            lines.append(f"{'':<{width}}  {'':<7}  {_('fix:')} {c.fix}")
+            lines.append(f"{'':<{width}}  {'':<7}  {fix} {c.fix}")
     return "\n".join(lines)
 
 
 def _html(checks: list[Check]) -> str:
     colour = {True: "#1a7f37", False: "#cf222e", None: "#9a6700"}
-    rows = []
+    rows, fix_word = [], _("fix:")
     for c in checks:
-        fix = f"<br><small><b>{_('fix:')}</b> {html.escape(c.fix)}</small>" if c.ok is not True and c.fix else ""
+        fix = f"<br><small><b>{fix_word}</b> {html.escape(c.fix)}</small>" if c.ok is not True and c.fix else ""
         rows.append(f"<tr><td style='text-align:left'>{html.escape(c.name)}</td>"
                     f"<td style='color:{colour[c.ok]};font-weight:bold'>{_mark(c.ok)}</td>"
                     f"<td style='text-align:left'>{html.escape(c.message)}{fix}</td></tr>")
-    return (f"<table><thead><tr><th style='text-align:left'>{_('check')}</th><th>{_('result')}</th>"
-            f"<th style='text-align:left'>{_('detail')}</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    head, result, detail = _("check"), _("result"), _("detail")
+    return (f"<table><thead><tr><th style='text-align:left'>{head}</th><th>{result}</th>"
+            f"<th style='text-align:left'>{detail}</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def show(checks: list[Check]) -> None:

@@ -72,7 +72,7 @@ def pods_table(api: client.ApiClient, namespace: str) -> str:
             phase = "Terminating"
         rows.append((pod.metadata.name, ready, phase, restarts, _age(pod.metadata.creation_timestamp)))
     if len(rows) == 1:
-        return _("No resources found in {namespace} namespace.").format(namespace=namespace)
+        return f"No resources found in {namespace} namespace."  # kubectl's words
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("   ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
 
