@@ -49,7 +49,8 @@ def test_00_cluster_prep(default_run) -> None:
     assert {c["key"]: c["after"] for c in found["knative_config_deployment"]} == {
         "registriesSkippingTagResolving": "nvcr.io", "progressDeadline": "600s"}
     assert found["settings"] == {"target": "local", "identity": "admin", "namespace": "mms", "server_name": "triton-mms",
-                                 "bucket": "triton", "api_group": "serving.kubeflow.org", "preset": "guide"}
+                                 "bucket": "triton", "api_group": "serving.kubeflow.org", "preset": "guide",
+                                 "language": "en"}
     assert_plots(found, 1)
     assert Path(found["plots"][0]).name == "00_architecture.png"
 

@@ -149,6 +149,7 @@ class Exposed:
     node_port: Optional[int]
     pod_ip: str
     pod_port: int
+    error: str = ""  # why the Service could not be made here (e.g. 403: no right to create Services)
 
 
 def expose(api: client.ApiClient, pod: Any, namespace: str, name: str = EXPOSED_SERVICE) -> Exposed:
@@ -163,14 +164,18 @@ def expose(api: client.ApiClient, pod: Any, namespace: str, name: str = EXPOSED_
             client.V1ServicePort(name=p.name, port=p.container_port, target_port=p.container_port,
                                  protocol=p.protocol or "TCP") for p in ports]))
     core = client.CoreV1Api(api)
+    pod_ip = (pod.status.pod_ip if pod.status else "") or ""
     try:
-        core.delete_namespaced_service(name, namespace, _preload_content=False)  # one left from an earlier run
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-    made = core.create_namespaced_service(namespace, body)
+        try:
+            core.delete_namespaced_service(name, namespace, _preload_content=False)  # one left from an earlier run
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        made = core.create_namespaced_service(namespace, body)
+    except ApiException as exc:  # a fallback shown, not needed: say why it could not be made, do not stop
+        return Exposed(name, None, pod_ip, ports[0].container_port, f"{exc.status} {exc.reason}")
     node_port = next((p.node_port for p in made.spec.ports or [] if p.node_port), None)
-    return Exposed(name, node_port, (pod.status.pod_ip if pod.status else "") or "", ports[0].container_port)
+    return Exposed(name, node_port, pod_ip, ports[0].container_port)
 
 
 def unexpose(api: client.ApiClient, namespace: str, name: str = EXPOSED_SERVICE) -> None:
@@ -219,11 +224,35 @@ def port_forward_commands(group: ApiGroup, name: str, namespace: str, local_port
 
 def describe_exposed(exposed: Exposed) -> str:
     """What `expose` made and what answers where, in a few lines."""
+    if exposed.error:
+        return "\n".join([
+            _("could not expose the pod here ({error}); the lines below are the guide's way").format(
+                error=exposed.error),
+            _("the pod's own address: {ip}:{port}").format(ip=exposed.pod_ip or "-", port=exposed.pod_port)])
     return "\n".join([
         _("Service {service} (NodePort): node port {node_port} -> the pod's port {port}").format(
             service=exposed.service, node_port=exposed.node_port, port=exposed.pod_port),
         _("the pod's own address: {ip}:{port}").format(ip=exposed.pod_ip or "-", port=exposed.pod_port),
         _("deleted again: the ingress answered, so the fallback is not needed")])
+
+
+def forward_get_v2(api: client.ApiClient, namespace: str, pod: str) -> str:
+    """Open a port-forward to the pod's port 8080 (as `kubectl port-forward` does), ask `GET /v2` through it,
+    close it; what happened, in one line (a failure is said, not raised: this is the third fallback)."""
+    from helpers.clients import portforward, triton
+
+    try:
+        forward = portforward.forward_pod(api, namespace, pod, SERVER_PORT)
+    except SetupError as exc:
+        return _("no port-forward here: {error}").format(error=exc.cause)
+    try:
+        meta = triton.server_metadata(forward.url, {})
+    except Exception as exc:  # noqa: BLE001 - e.g. no right to create pods/portforward: the tunnel closes
+        return _("port-forward {address}: GET /v2 failed ({error})").format(
+            address=forward.address, error=forward.last_error or type(exc).__name__)
+    finally:
+        forward.stop()
+    return describe_forward(forward.address, meta)
 
 
 def describe_forward(address: str, meta: dict) -> str:
