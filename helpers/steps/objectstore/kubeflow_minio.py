@@ -49,7 +49,7 @@ class MinioCredentials:
     # "env-from" (SeaweedFS), "pipelines-secret" (the learner's own namespace).
     how: str = ""
     secret: str = ""  # the Secret read, as namespace/name ("" for values in the pod's env)
-    keys: tuple[str, str] = ("accesskey", "secretkey")  # the Secret's keys that hold them
+    keys: tuple[str, str] = ("accesskey", "secretkey")  # the Secret's keys (or the pod's env names) that hold them
 
     def __repr__(self) -> str:
         return f"MinioCredentials(pod={self.pod!r}, source={self.source!r}, values=<hidden>)"
@@ -158,7 +158,8 @@ def minio_credentials(api: client.ApiClient, namespace: str = KUBEFLOW_NAMESPACE
                                 pod=f"{namespace}/{pod.metadata.name}", access=found["access"][0],
                                 secret=found["secret"][0]),
                             "pod-env-ref" if refs else "pod-env", refs[0][0] if refs else "",
-                            tuple(key for _ref, key in refs) if len(refs) == 2 else ("accesskey", "secretkey"))
+                            tuple(key for _ref, key in refs) if len(refs) == 2 else
+                            (found["access"][0], found["secret"][0]))
 
 
 def credentials_commands(creds: MinioCredentials) -> tuple[str, str]:
@@ -166,8 +167,13 @@ def credentials_commands(creds: MinioCredentials) -> tuple[str, str]:
     guide's ("" when they are the guide's own). Keys read from a Secret go into the shell variables
     MINIO_ACCESS_KEY and MINIO_SECRET_KEY, never onto the screen."""
     guide = f"kubectl get pods -l {MINIO_LABEL} -o jsonpath={{.items[0].spec.containers[0].env}} -n {KUBEFLOW_NAMESPACE}"
-    if creds.how == "pod-env":
-        return guide, ""
+    if creds.how == "pod-env":  # the guide's line, then the same values into variables for mc (section 5)
+        lines = [guide] + [
+            f"{var}=$(kubectl get pods -l {MINIO_LABEL} -n {KUBEFLOW_NAMESPACE} -o jsonpath="
+            f"'{{.items[0].spec.containers[0].env[?(@.name==\"{name}\")].value}}')"
+            for var, name in (("MINIO_ACCESS_KEY", creds.keys[0]), ("MINIO_SECRET_KEY", creds.keys[1]))]
+        return "\n".join(lines), _("the same keys also into the shell variables MINIO_ACCESS_KEY and "
+                                    "MINIO_SECRET_KEY, for mc")
     namespace, _slash, name = creds.secret.partition("/")
     lines = [f"MINIO_ACCESS_KEY=$(kubectl get secret {name} -n {namespace} -o jsonpath='{{.data.{creds.keys[0]}}}' "
              "| base64 -d)",
