@@ -416,3 +416,10 @@ def role_commands(group: ApiGroup, namespace: str) -> str:
                       f"--as system:serviceaccount:{namespace}:{LEARNER_ACCOUNT}",
                       "# " + _("where the answer is no:"),
                       "kubectl apply -f trainedmodel_editor.yaml"])
+
+
+def handoff_name(step: str) -> str:
+    """What 00_cluster_prep hands the admin for admin step `step`, as the hand-off block names it."""
+    names = {"profile": _("the Profile (cluster-wide)"), "knative": _("the two Knative patches"),
+             "trainedmodels": _("a Role on TrainedModels for default-editor")}
+    return names.get(step, step)
