@@ -133,8 +133,11 @@ def test_knative_patches_are_idempotent(kube) -> None:
     again = knative.patch_config_deployment(kube, patches)
     assert [c.changed for c in again] == [False, False]
     assert "already set, unchanged" in knative.describe_changes(again)
-    assert "kubectl patch cm config-deployment --patch '{\"data\": {\"progressDeadline\": \"600s\"}}' -n knative-serving" \
-        in knative.knative_patch_commands(patches)
+    # the guide's own lines, character for character (its JSON spacing differs between the two)
+    assert knative.knative_patch_commands(patches).splitlines() == [
+        "kubectl patch cm config-deployment --patch '{\"data\":{\"registriesSkippingTagResolving\":\"nvcr.io\"}}' "
+        "-n knative-serving",
+        "kubectl patch cm config-deployment --patch '{\"data\":{\"progressDeadline\": \"600s\"}}' -n knative-serving"]
     # the values found before the first change are saved once, come back, and the saved copy goes
     notes = client.CoreV1Api(kube).read_namespaced_config_map("config-deployment", "knative-serving").metadata.annotations
     saved = json.loads((notes or {}).get(knative.SAVED_ANNOTATION, "null"))

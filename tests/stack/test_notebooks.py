@@ -49,7 +49,8 @@ def test_00_cluster_prep(default_run) -> None:
     assert {c["key"]: c["after"] for c in found["knative_config_deployment"]} == {
         "registriesSkippingTagResolving": "nvcr.io", "progressDeadline": "600s"}
     assert found["settings"] == {"target": "local", "identity": "admin", "namespace": "mms", "server_name": "triton-mms",
-                                 "bucket": "triton", "api_group": "serving.kubeflow.org", "preset": "guide"}
+                                 "bucket": "triton", "api_group": "serving.kubeflow.org", "preset": "guide",
+                                 "language": "en"}
     assert_plots(found, 1)
     assert Path(found["plots"][0]).name == "00_architecture.png"
 
@@ -311,19 +312,17 @@ def test_committed_notebook_is_clean(name: str) -> None:
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and params[0] is code[0]
-    # The lesson shape (issue 22, item 4): a few lines pointing to the settings file, and the bookkeeping in
-    # one hidden closing cell; notebooks not yet in that shape declare every setting.
-    lesson = "every setting is listed in README" in params[0].source
-    settings = ("language", "target") if lesson else ("target", "namespace", "server_name", "bucket", "api_group",
-                                                      "results_path", "interactive")
-    for setting in settings:
+    # A few lines: the language and the target; every other setting comes from the settings file
+    # (papermill may still pass any of them: notebook.start reads every local).
+    for setting in ("language", "target"):
         assert re.search(rf"^{setting} = ", params[0].source, re.M), setting
-    if lesson:
-        assert len(params[0].source.splitlines()) <= 8, params[0].source
-        last = code[-1]
-        assert "ctx.save(" in last.source and last.metadata.get("jupyter", {}).get("source_hidden") is True
-        assert "bookkeeping" in last.metadata.get("tags", [])  # markdown ("Next") may follow it
-        assert [c for c in code if "ctx.save(" in c.source] == [last]
+    # The lesson shape (issue 22, item 4): a few lines pointing to the settings file, and the bookkeeping
+    # in one hidden closing cell.
+    assert len(params[0].source.splitlines()) <= 8, params[0].source
+    last = code[-1]
+    assert "ctx.save(" in last.source and last.metadata.get("jupyter", {}).get("source_hidden") is True
+    assert "bookkeeping" in last.metadata.get("tags", [])  # markdown ("Next") may follow it
+    assert [c for c in code if "ctx.save(" in c.source] == [last]
     for cell in code[1:]:  # the defaults live in the parameters cell only
         assert not re.search(r"""["'](mms|triton-mms|triton)["']""", cell.source), cell.source
     first = nb.cells[0]

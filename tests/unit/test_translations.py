@@ -110,3 +110,11 @@ def test_a_korean_copy_keeps_a_learners_edited_notebook(tmp_path: Path, monkeypa
     (dest / path.name).write_text((dest / path.name).read_text().replace("올리기", "올리기!"))
     assert [c.action for c in copies.copy(dest, lang="ko")] == ["new-version", "unchanged"]
     assert "올리기!" in (dest / path.name).read_text()
+
+
+def test_every_notebook_cell_and_helper_message_has_its_korean() -> None:
+    """Nothing a learner reads falls back to English: `python -m helpers.tools.translations check --lang ko`."""
+    missing = [f"{g.catalogue.name}: {g.kind}: {g.message.strip().splitlines()[0][:80]}"
+               for g in translations.gaps("ko")]
+    assert missing == [], "run `python -m helpers.tools.translations update --lang ko`, translate:\n" + "\n".join(
+        missing)

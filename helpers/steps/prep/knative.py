@@ -5,6 +5,7 @@ Explained in 00_cluster_prep.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -14,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from helpers.clients.k8s import forbidden, not_found
 from helpers.core.constants import KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ def patch_config_deployment(api: client.ApiClient, patches: list[dict]) -> list[
     core = client.CoreV1Api(api)
     found = _read(core)
     if found is None:
-        raise SetupError(f"ConfigMap {KNATIVE_NAMESPACE}/{KNATIVE_CONFIG_DEPLOYMENT} not found",
-                         "is Knative Serving installed? KFServing's serverless mode needs it")
+        raise SetupError(_("ConfigMap {namespace}/{name} not found").format(
+                             namespace=KNATIVE_NAMESPACE, name=KNATIVE_CONFIG_DEPLOYMENT),
+                         _("is Knative Serving installed? KFServing's serverless mode needs it"))
     before = found.data or {}
     wanted = {k: str(v) for patch in patches for k, v in (patch.get("data") or {}).items()}
     todo = {k: v for k, v in wanted.items() if before.get(k) != v}
@@ -93,10 +96,11 @@ def restore_config_deployment(api: client.ApiClient) -> list[Change]:
     try:
         values = json.loads(saved)
     except ValueError:
-        raise SetupError(f"the annotation {SAVED_ANNOTATION} on {KNATIVE_NAMESPACE}/{KNATIVE_CONFIG_DEPLOYMENT} "
-                         "is not the JSON 00_cluster_prep wrote",
-                         "set the keys back by hand (`kubectl edit cm config-deployment -n knative-serving`) "
-                         "and remove the annotation") from None
+        raise SetupError(_("the annotation {annotation} on {namespace}/{name} is not the JSON 00_cluster_prep "
+                           "wrote").format(annotation=SAVED_ANNOTATION, namespace=KNATIVE_NAMESPACE,
+                                           name=KNATIVE_CONFIG_DEPLOYMENT),
+                         _("set the keys back by hand (`kubectl edit cm config-deployment -n knative-serving`) "
+                           "and remove the annotation")) from None
     before = found.data or {}
     _patch(core, {"data": values, "metadata": {"annotations": {SAVED_ANNOTATION: None}}})
     after = core.read_namespaced_config_map(KNATIVE_CONFIG_DEPLOYMENT, KNATIVE_NAMESPACE).data or {}
@@ -112,11 +116,24 @@ def restore_command(changes: list[Change]) -> str:
 def describe_changes(changes: list[Change]) -> str:
     """`key: before -> after (changed|unchanged)` lines."""
     width = max((len(c.key) for c in changes), default=0)
-    return "\n".join(f"{c.key:<{width}}  {c.before or '(unset)'} -> {c.after or '(unset)'}  "
-                     f"({'changed' if c.changed else 'already set, unchanged'})" for c in changes)
+    unset, changed, unchanged = _("(unset)"), _("changed"), _("already set, unchanged")
+    return "\n".join(f"{c.key:<{width}}  {c.before or unset} -> {c.after or unset}  "
+                      f"({changed if c.changed else unchanged})" for c in changes)
 
 
 def knative_patch_commands(patches: list[dict]) -> str:
-    """The guide's `kubectl patch cm config-deployment ...` line for each patch."""
-    return "\n".join(f"kubectl patch cm {KNATIVE_CONFIG_DEPLOYMENT} --patch '{json.dumps({'data': p.get('data') or {}})}'"
-                     f" -n {KNATIVE_NAMESPACE}" for p in patches)
+    """The `kubectl patch cm config-deployment ...` line for each patch: the guide's own line, character
+    for character, where the guide patches the same data (its JSON spacing varies), else one like it."""
+    from helpers.steps.prep.guide_text import guide_commands
+
+    guide = {}
+    for line in guide_commands():
+        found = re.match(rf"^kubectl patch cm {KNATIVE_CONFIG_DEPLOYMENT} --patch '(.*)' -n {KNATIVE_NAMESPACE}$", line)
+        if found:
+            guide[json.dumps(json.loads(found.group(1)), sort_keys=True)] = line
+    lines = []
+    for p in patches:
+        body = {"data": p.get("data") or {}}
+        lines.append(guide.get(json.dumps(body, sort_keys=True)) or
+                     f"kubectl patch cm {KNATIVE_CONFIG_DEPLOYMENT} --patch '{json.dumps(body)}' -n {KNATIVE_NAMESPACE}")
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ from helpers.core.constants import (
     PROFILE_VERSION,
     ApiGroup,
 )
+from helpers.core.i18n import _
 from helpers.steps.objectstore.kubeflow_minio import PIPELINES_SECRET
 
 # Where `inferenceservice-config` lives: Kubeflow's bundle, standalone KFServing 0.5/0.6, KServe.
@@ -58,9 +59,11 @@ def check_api(api: client.ApiClient) -> Check:
     try:
         version = client.VersionApi(api).get_code(_request_timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-        return Check("API reachable", False, f"{api.configuration.host} does not answer ({type(exc).__name__})",
-                     "local: `python -m helpers.local up`; cluster: `kubectl cluster-info` shows what is wrong")
-    return Check("API reachable", True, f"Kubernetes {version.git_version} at {api.configuration.host}")
+        return Check(_("API reachable"), False, _("{host} does not answer ({error})").format(
+                         host=api.configuration.host, error=type(exc).__name__),
+                     _("local: `python -m helpers.local up`; cluster: `kubectl cluster-info` shows what is wrong"))
+    return Check(_("API reachable"), True, _("Kubernetes {version} at {host}").format(
+        version=version.git_version, host=api.configuration.host))
 
 
 def _served(api: client.ApiClient, group: str, version: str) -> set[str]:
@@ -81,9 +84,9 @@ def served_api_group(api: client.ApiClient) -> str:
     for group in API_GROUPS:
         if "inferenceservices" in _served(api, group, "v1beta1"):
             return group
-    raise SetupError("this cluster serves no InferenceService CRD (neither serving.kubeflow.org nor "
-                     "serving.kserve.io)", "install KServe (or KFServing), then run this notebook again; "
-                     "`kubectl get crd | grep serving` shows what is there")
+    raise SetupError(_("this cluster serves no InferenceService CRD (neither serving.kubeflow.org nor "
+                       "serving.kserve.io)"), _("install KServe (or KFServing), then run this notebook again; "
+                                                "`kubectl get crd | grep serving` shows what is there"))
 
 
 def check_crds(api: client.ApiClient, group: ApiGroup) -> list[Check]:
@@ -95,16 +98,19 @@ def check_crds(api: client.ApiClient, group: ApiGroup) -> list[Check]:
         served = plural in _served(api, api_group, version)
         name = f"CRD {kind} ({api_group}/{version})"
         if served:
-            checks.append(Check(name, True, f"{plural}.{api_group} is served"))
+            checks.append(Check(name, True, _("{resource} is served").format(resource=f"{plural}.{api_group}")))
         else:
             other = "serving.kserve.io" if api_group == KFSERVING_GROUP else KFSERVING_GROUP
             other_served = api_group != PROFILE_GROUP and plural in _served(api, other, version)
-            fix = (f"this cluster serves {other} instead: set api_group={other!r} (or leave it empty)"
+            fix = (_("this cluster serves {other} instead: set api_group={choice} (or leave it empty)").format(
+                       other=other, choice=repr(other))
                    if other_served else
-                   f"install {owner}; or, if this cluster runs the other API group, set api_group={other!r}"
+                   _("install {owner}; or, if this cluster runs the other API group, set api_group={choice}").format(
+                       owner=owner, choice=repr(other))
                    if api_group != PROFILE_GROUP else
-                   "install Kubeflow's profile controller, or create the namespace yourself and skip the Profile")
-            checks.append(Check(name, False, f"{plural}.{api_group} is not served by this cluster", fix))
+                   _("install Kubeflow's profile controller, or create the namespace yourself and skip the Profile"))
+            checks.append(Check(name, False, _("{resource} is not served by this cluster").format(
+                resource=f"{plural}.{api_group}"), fix))
     return checks
 
 
@@ -128,28 +134,31 @@ def check_multi_model_server(api: client.ApiClient, group: ApiGroup) -> Check:
     cm, denied = find_inferenceservice_config(api)
     if cm is None:
         if denied:
-            return Check(name, None, f"not allowed to read {INFERENCESERVICE_CONFIG} in {', '.join(denied)}",
-                         "ask the cluster's admin whether Triton's multi-model serving is on "
-                         "(KFServing 0.5-0.9: predictors.triton.multiModelServer true)")
-        return Check(name, False, f"ConfigMap {INFERENCESERVICE_CONFIG} is in none of {', '.join(CONFIG_NAMESPACES)}",
-                     f"install {group.group} (its controller reads this ConfigMap)")
+            return Check(name, None, _("not allowed to read {name} in {namespaces}").format(
+                             name=INFERENCESERVICE_CONFIG, namespaces=", ".join(denied)),
+                         _("ask the cluster's admin whether Triton's multi-model serving is on "
+                           "(KFServing 0.5-0.9: predictors.triton.multiModelServer true)"))
+        return Check(name, False, _("ConfigMap {name} is in none of {namespaces}").format(
+                         name=INFERENCESERVICE_CONFIG, namespaces=", ".join(CONFIG_NAMESPACES)),
+                     _("install {group} (its controller reads this ConfigMap)").format(group=group.group))
     namespace = cm.metadata.namespace
     where = f"ConfigMap {namespace}/{INFERENCESERVICE_CONFIG}"
     raw = (cm.data or {}).get("predictors")
     if raw is None:
-        return Check(name, True, f"{where} has no `predictors`: KServe 0.10+ serves any predictor without a "
-                                 "storageUri as a multi-model server, nothing to switch on")
+        return Check(name, True, _("{where} has no `predictors`: KServe 0.10+ serves any predictor without a "
+                                   "storageUri as a multi-model server, nothing to switch on").format(where=where))
     try:
         triton = json.loads(raw).get("triton") or {}
     except ValueError:
-        return Check(name, False, f"{where}: `predictors` is not valid JSON",
+        return Check(name, False, _("{where}: `predictors` is not valid JSON").format(where=where),
                      f"`kubectl edit cm {INFERENCESERVICE_CONFIG} -n {namespace}`")
     if triton.get("multiModelServer") is True:
-        return Check(name, True, f"{where}: predictors.triton.multiModelServer is true")
-    return Check(name, False, f"{where}: predictors.triton.multiModelServer is {json.dumps(triton.get('multiModelServer'))}"
-                 " (KFServing 0.5.1 ships false; 0.6-0.9 have the same switch)",
-                 f"`kubectl edit cm {INFERENCESERVICE_CONFIG} -n {namespace}`: set it to true in predictors.triton, "
-                 "before the InferenceService is created")
+        return Check(name, True, _("{where}: predictors.triton.multiModelServer is true").format(where=where))
+    return Check(name, False, _("{where}: predictors.triton.multiModelServer is {value} (KFServing 0.5.1 ships false; "
+                                "0.6-0.9 have the same switch)").format(
+                     where=where, value=json.dumps(triton.get("multiModelServer"))),
+                 _("`kubectl edit cm {name} -n {namespace}`: set it to true in predictors.triton, before the "
+                   "InferenceService is created").format(name=INFERENCESERVICE_CONFIG, namespace=namespace))
 
 
 def can_i(api: client.ApiClient, verb: str, group: str, resource: str, namespace: Optional[str]) -> bool:
@@ -201,30 +210,36 @@ def check_permissions(api: client.ApiClient, group: ApiGroup, namespace: str) ->
     for verb, api_group, resource, ns, notebook, step in permissions_needed(group, namespace):
         plural = f"{resource}.{api_group}" if api_group else resource
         scope = f" -n {ns}" if ns else ""
-        name = f"can {verb} {plural}{scope}"
+        name = _("can {verb} {resource}").format(verb=verb, resource=f"{plural}{scope}")
         try:
             allowed = can_i(api, verb, api_group, resource, ns)
         except ApiException as exc:
-            checks.append(Check(name, None, f"could not ask the apiserver ({exc.status} {exc.reason})"))
+            checks.append(Check(name, None, _("could not ask the apiserver ({status} {reason})").format(
+                status=exc.status, reason=exc.reason)))
             continue
         right = resource == "trainedmodels"
         if not allowed and (resource, ns) == ("pods", KUBEFLOW_NAMESPACE) and _pipelines_copy(api, namespace):
-            checks.append(Check(name, True, f"not allowed, but {notebook} reads MinIO's keys from Kubeflow "
-                                            f"Pipelines' copy in {namespace} instead (Secret {PIPELINES_SECRET})"))
+            checks.append(Check(name, True, _("not allowed, but {notebook} reads MinIO's keys from Kubeflow "
+                                              "Pipelines' copy in {namespace} instead (Secret {secret})").format(
+                notebook=notebook, namespace=namespace, secret=PIPELINES_SECRET)))
             continue
         if allowed:
-            checks.append(Check(name, True, f"allowed (needed by {notebook})", admin_step=step, learner_right=right))
+            checks.append(Check(name, True, _("allowed (needed by {notebook})").format(notebook=notebook),
+                                admin_step=step, learner_right=right))
         elif right:
-            checks.append(Check(name, False, f"not allowed (needed by {notebook}): {_NO_TRAINEDMODELS}",
-                                "Kubeflow's default-editor role has them only from KServe 0.15: an admin applies "
-                                "manifests/trainedmodel_editor.yaml (00_cluster_prep as the admin does; as a learner "
-                                "it prints it for your admin)", step, True))
+            checks.append(Check(name, False, _("not allowed (needed by {notebook}): {why}").format(
+                                    notebook=notebook, why=_no_trainedmodels()),
+                                _("Kubeflow's default-editor role has them only from KServe 0.15: an admin applies "
+                                  "manifests/trainedmodel_editor.yaml (00_cluster_prep as the admin does; as a learner "
+                                  "it prints it for your admin)"), step, True))
         elif step:
-            checks.append(Check(name, False, f"not allowed: an admin's step ({ADMIN_STEPS[step]})",
-                                "00_cluster_prep skips it and prints what to hand your admin", step))
+            checks.append(Check(name, False, _("not allowed: an admin's step ({step})").format(
+                                    step=admin_step_name(step)),
+                                _("00_cluster_prep skips it and prints what to hand your admin"), step))
         else:
-            fix = f"ask the cluster's admin for a role that allows it (`kubectl auth can-i {verb} {plural}{scope}`)"
-            checks.append(Check(name, False, f"not allowed (needed by {notebook})", fix))
+            fix = _("ask the cluster's admin for a role that allows it (`{command}`)").format(
+                command=f"kubectl auth can-i {verb} {plural}{scope}")
+            checks.append(Check(name, False, _("not allowed (needed by {notebook})").format(notebook=notebook), fix))
     return checks
 
 
@@ -237,7 +252,16 @@ def _pipelines_copy(api: client.ApiClient, namespace: str) -> bool:
         return False
 
 
-_NO_TRAINEDMODELS = "Kubeflow's kubeflow-edit role grants trainedmodels only from KServe 0.15 (kserve#4225)"
+def _no_trainedmodels() -> str:
+    return _("Kubeflow's kubeflow-edit role grants trainedmodels only from KServe 0.15 (kserve#4225)")
+
+
+def admin_step_name(step: str) -> str:
+    """What admin step `step` is, in the learner's language (`ADMIN_STEPS` holds the English)."""
+    names = {"profile": _("the namespace, through a Profile"),
+             "knative": _("the two Knative config-deployment patches"),
+             "trainedmodels": _("a Role that lets the namespace's default-editor manage TrainedModels")}
+    return names.get(step, ADMIN_STEPS.get(step, step))
 
 
 def may(checks: list[Check], step: str) -> bool:
@@ -267,32 +291,33 @@ def learner_may(api: client.ApiClient, group: ApiGroup, namespace: str, resource
 
     user = f"system:serviceaccount:{namespace}:{LEARNER_ACCOUNT}"
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
-    name = f"{LEARNER_ACCOUNT} may create {resource}.{group.group} -n {namespace}"
+    name = _("{account} may create {resource} -n {namespace}").format(
+        account=LEARNER_ACCOUNT, resource=f"{resource}.{group.group}", namespace=namespace)
     ask = lambda res: _can_as(api, user, groups, "create", group.group, res, namespace)
-    who = f"asked as the admin about {user} (SubjectAccessReview)"
+    who = _("asked as the admin about {user} (SubjectAccessReview)").format(user=user)
     try:
         ask(resource)
     except ApiException as exc:
         if exc.status not in (401, 403):
-            return Check(name, None, f"could not ask the apiserver ({exc.status} {exc.reason})",
-                         admin_step="trainedmodels", learner_right=True)
+            return Check(name, None, _("could not ask the apiserver ({status} {reason})").format(
+                             status=exc.status, reason=exc.reason), admin_step="trainedmodels", learner_right=True)
         ask = lambda res: can_i(api, "create", group.group, res, namespace)
-        who = "asked as this notebook's own identity (SelfSubjectAccessReview)"
+        who = _("asked as this notebook's own identity (SelfSubjectAccessReview)")
     try:
         poll_until(lambda: ask("inferenceservices"), f"{user}'s kubeflow-edit rights", timeout=timeout, interval=0.5)
     except WaitTimeout as exc:
-        return Check(name, False, f"{exc} ({who})", f"`kubectl get profile {namespace} -o yaml` and `kubectl get "
-                     f"rolebindings -n {namespace}`: Kubeflow's profile controller binds default-editor to "
-                     "kubeflow-edit", "trainedmodels", True)
+        return Check(name, False, f"{exc} ({who})", _("`kubectl get profile {namespace} -o yaml` and `kubectl get "
+                     "rolebindings -n {namespace}`: Kubeflow's profile controller binds default-editor to "
+                     "kubeflow-edit").format(namespace=namespace), "trainedmodels", True)
     try:
         allowed = poll_until(lambda: ask(resource), f"{user} to be allowed {resource}", timeout=timeout,
                              interval=0.5) if until_allowed else ask(resource)
     except WaitTimeout as exc:
         allowed, who = False, f"{who}; {exc}"
     if allowed:
-        return Check(name, True, f"allowed ({who})", admin_step="trainedmodels", learner_right=True)
-    return Check(name, False, f"not allowed: {_NO_TRAINEDMODELS} ({who})",
-                 "an admin applies manifests/trainedmodel_editor.yaml", "trainedmodels", True)
+        return Check(name, True, _("allowed ({who})").format(who=who), admin_step="trainedmodels", learner_right=True)
+    return Check(name, False, _("not allowed: {why} ({who})").format(why=_no_trainedmodels(), who=who),
+                 _("an admin applies manifests/trainedmodel_editor.yaml"), "trainedmodels", True)
 
 
 def run(api: client.ApiClient, group: ApiGroup, namespace: str) -> list[Check]:
@@ -305,30 +330,32 @@ def run(api: client.ApiClient, group: ApiGroup, namespace: str) -> list[Check]:
 
 
 def _mark(ok: Optional[bool]) -> str:
-    return "ok" if ok else "??" if ok is None else "MISSING"
+    return _("ok") if ok else "??" if ok is None else _("MISSING")
 
 
 def render(checks: list[Check]) -> str:
     """The checks as a plain-text table, with the fix under each failed one."""
     width = max(len(c.name) for c in checks)
-    lines = [f"{'CHECK':<{width}}  {'RESULT':<7}  DETAIL"]
+    head, result, detail, fix = _("CHECK"), _("RESULT"), _("DETAIL"), _("fix:")
+    lines = [f"{head:<{width}}  {result:<7}  {detail}"]
     for c in checks:
         lines.append(f"{c.name:<{width}}  {_mark(c.ok):<7}  {c.message}")
         if c.ok is not True and c.fix:
-            lines.append(f"{'':<{width}}  {'':<7}  fix: {c.fix}")
+            lines.append(f"{'':<{width}}  {'':<7}  {fix} {c.fix}")
     return "\n".join(lines)
 
 
 def _html(checks: list[Check]) -> str:
     colour = {True: "#1a7f37", False: "#cf222e", None: "#9a6700"}
-    rows = []
+    rows, fix_word = [], _("fix:")
     for c in checks:
-        fix = f"<br><small><b>fix:</b> {html.escape(c.fix)}</small>" if c.ok is not True and c.fix else ""
+        fix = f"<br><small><b>{fix_word}</b> {html.escape(c.fix)}</small>" if c.ok is not True and c.fix else ""
         rows.append(f"<tr><td style='text-align:left'>{html.escape(c.name)}</td>"
                     f"<td style='color:{colour[c.ok]};font-weight:bold'>{_mark(c.ok)}</td>"
                     f"<td style='text-align:left'>{html.escape(c.message)}{fix}</td></tr>")
-    return ("<table><thead><tr><th style='text-align:left'>check</th><th>result</th>"
-            "<th style='text-align:left'>detail</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    head, result, detail = _("check"), _("result"), _("detail")
+    return (f"<table><thead><tr><th style='text-align:left'>{head}</th><th>{result}</th>"
+            f"<th style='text-align:left'>{detail}</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def show(checks: list[Check]) -> None:
@@ -365,7 +392,34 @@ def require_ok(checks: list[Check]) -> list[str]:
 
     bad = [c for c in failed(checks) if not c.admin_step]
     if bad:
-        raise SetupError("preflight found " + "; ".join(f"{c.name}: {c.message}" for c in bad),
+        raise SetupError(_("preflight found {problems}").format(
+                             problems="; ".join(f"{c.name}: {c.message}" for c in bad)),
                          " / ".join(c.fix for c in bad if c.fix))
     steps = {c.admin_step for c in checks if c.admin_step}
     return sorted(step for step in steps if needed(checks, step) and not may(checks, step))
+
+
+def describe_admin_steps(steps: list[str]) -> str:
+    """The line under the checks: which admin steps this identity may not do itself."""
+    if not steps:
+        return _("admin steps you may not do yourself: none")
+    return _("admin steps you may not do yourself: {steps}").format(steps=", ".join(admin_step_name(s) for s in steps))
+
+
+def describe_namespace(ns: Any) -> str:
+    return _("namespace {name} is {phase}").format(name=ns.metadata.name, phase=ns.status.phase)
+
+
+def role_commands(group: ApiGroup, namespace: str) -> str:
+    """The question the Role cell asks, and the apply that follows where the answer is no."""
+    return "\n".join([f"kubectl auth can-i create trainedmodels.{group.group} -n {namespace} "
+                      f"--as system:serviceaccount:{namespace}:{LEARNER_ACCOUNT}",
+                      "# " + _("where the answer is no:"),
+                      "kubectl apply -f trainedmodel_editor.yaml"])
+
+
+def handoff_name(step: str) -> str:
+    """What 00_cluster_prep hands the admin for admin step `step`, as the hand-off block names it."""
+    names = {"profile": _("the Profile (cluster-wide)"), "knative": _("the two Knative patches"),
+             "trainedmodels": _("a Role on TrainedModels for default-editor")}
+    return names.get(step, step)

@@ -16,6 +16,7 @@ from kubernetes import client
 from helpers.clients.inference import ISVC, require_ready
 from helpers.clients.target import COOKIE_ENV, TOKEN_ENV, Endpoint, Target
 from helpers.core.constants import ApiGroup
+from helpers.core.i18n import _
 
 __all__ = ["Endpoint", "server_url", "curl"]
 # How curl shows a credential: the variable that holds it, never its value.
@@ -44,10 +45,11 @@ def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional
     if data_file:
         # `curl -d` alone sends `application/x-www-form-urlencoded`, and Triton 2.51 crashes
         # (Signal 11) parsing a large body of that type (inception's 5.7 MB): say it is JSON.
-        lines.append("# -H Content-Type: JSON, not the form type curl -d sends (Triton 2.51 crashes on a large form body)")
+        lines.append("# " + _("-H Content-Type: JSON, not the form type curl -d sends (Triton 2.51 crashes on a "
+                              "large form body)"))
     if data_file and os.path.isabs(data_file):
         folder, name = os.path.split(data_file)
-        lines.append(f"cd {folder}  # where this notebook wrote {name}")
+        lines.append(f"cd {folder}  # " + _("where this notebook wrote {name}").format(name=name))
         data_file = "./${MODEL_NAME}.json" if model and guide and name == f"{model.group(1)}.json" else f"./{name}"
 
     def command(base: str, headers: dict[str, str], verbose: bool) -> str:
@@ -68,11 +70,11 @@ def curl(endpoint: Endpoint, path: str, method: str = "GET", data_file: Optional
     theirs = command("http://${CLUSTER_IP}", {"Host": "${SERVICE_HOSTNAME}", **session}, True)
     through_ingress = bool(endpoint.headers.get("Host"))
     if through_ingress and urlsplit(endpoint.base_url).port in (None, 80):
-        return "\n".join(lines + ["# the guide's command, through the ingress gateway:", theirs])
+        return "\n".join(lines + ["# " + _("the guide's command, through the ingress gateway:"), theirs])
     if through_ingress:
         mine = command("${MMS_INGRESS_URL}", {"Host": "${SERVICE_HOSTNAME}", **session}, True)
-        note = f"# here the gateway listens on {endpoint.base_url}, which MMS_INGRESS_URL holds:"
+        note = "# " + _("here the gateway listens on {url}, which MMS_INGRESS_URL holds:").format(url=endpoint.base_url)
     else:
         mine = command(endpoint.base_url, endpoint.headers, False)
-        note = "# the same request on this target:"
-    return "\n".join(lines + ["# the guide, through the ingress:", theirs, note, mine])
+        note = "# " + _("the same request on this target:")
+    return "\n".join(lines + ["# " + _("the guide, through the ingress:"), theirs, note, mine])
