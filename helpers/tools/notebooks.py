@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from helpers.core import i18n, settings
+from helpers.core.i18n import _
 from helpers.core.resources import notebooks_dir
 from helpers.tools import translations
 
@@ -52,7 +53,8 @@ def copy(dest: Path, force: bool = False, lang: str = i18n.SOURCE_LANGUAGE) -> l
     if dest.exists() and not dest.is_dir():
         from helpers.core.errors import SetupError
 
-        raise SetupError(f"{dest} exists and is not a folder", "pass another folder: python -m helpers.notebooks copy DIR")
+        raise SetupError(_("{dest} exists and is not a folder").format(dest=dest),
+                         _("pass another folder: python -m helpers.notebooks copy DIR"))
     dest.mkdir(parents=True, exist_ok=True)
     done = []
     for source in shipped():
@@ -75,12 +77,12 @@ def copy(dest: Path, force: bool = False, lang: str = i18n.SOURCE_LANGUAGE) -> l
 
 def report(done: list[Copied], dest: Path) -> str:
     """What a learner reads after `copy`: one line per notebook, then what to open."""
-    says = {"copied": "copied", "unchanged": "already there, unchanged",
-            "new-version": "yours differs and is kept; the shipped version is",
-            "replaced": "replaced (your old copy: .bak)"}
+    says = {"copied": _("copied"), "unchanged": _("already there, unchanged"),
+            "new-version": _("yours differs and is kept; the shipped version is"),
+            "replaced": _("replaced (your old copy: .bak)")}
     lines = [f"{c.name:<22} {says[c.action]}{' ' + c.path.name if c.action == 'new-version' else ''}" for c in done]
-    lines.append(f"notebooks in {Path(dest).expanduser().resolve()}: open 00_cluster_prep.ipynb first "
-                 "(in a Kubeflow Notebook, target='cluster' is the default there)")
+    lines.append(_("notebooks in {folder}: open 00_cluster_prep.ipynb first (in a Kubeflow Notebook, target='cluster' "
+                   "is the default there)").format(folder=Path(dest).expanduser().resolve()))
     return "\n".join(lines)
 
 
@@ -99,7 +101,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(notebooks_dir())
         return 0
     if not shipped():
-        print(f"no notebooks in {notebooks_dir()}: the install is incomplete; reinstall the package", file=sys.stderr)
+        print(_("no notebooks in {folder}: the install is incomplete; reinstall the package").format(folder=notebooks_dir()),
+              file=sys.stderr)
         return 1
     lang = args.lang or settings.resolve_with_sources({})[0]["language"]
     print(report(copy(args.dir, args.force, lang), args.dir))
