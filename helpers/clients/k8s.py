@@ -221,7 +221,7 @@ def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout
     def rejected_names() -> Optional[str]:
         names = conditions().get("NamesAccepted")
         if names and names.get("status") == "False":
-            return _("its names were not accepted: {get}").format(get=names.get('message', ''))
+            return _("its names were not accepted: {message}").format(message=names.get('message', ''))
         return None
 
     try:

@@ -396,7 +396,8 @@ class OutOfCluster(Target):
                              _("run inside Kubeflow Notebooks, set KUBECONFIG, or use target='local'")) from None
 
     def describe(self) -> str:
-        return _("cluster, from outside it (kubeconfig {get})").format(get=os.environ.get('KUBECONFIG') or '~/.kube/config')
+        return _("cluster, from outside it (kubeconfig {kubeconfig})").format(
+            kubeconfig=os.environ.get("KUBECONFIG") or "~/.kube/config")
 
     def unreachable_fix(self) -> str:
         return _("check your kubeconfig (`kubectl cluster-info`), or run inside Kubeflow Notebooks")
