@@ -77,6 +77,8 @@ class Step:
     reason: str = ""
     output: str = ""
     code: Optional[int] = None
+    notebook: str = ""  # for a line a notebook printed: which, and its block's label
+    label: str = ""
 
     @property
     def kind(self) -> str:
@@ -196,31 +198,100 @@ def report(steps: list[Step]) -> str:
 DOWNLOADS = re.compile(r"^(\./gsutil |wget |TMP=\$\(mktemp|\(cd \$TMP|mv \$TMP)")
 
 
-def notebook_commands(executed: list[Path]) -> list[str]:
-    """The shell lines (`$ ...`, continuations joined) the executed notebooks show as commands to paste."""
+@dataclass
+class Block:
+    """One shell block a notebook printed (core.show.show_shell): its `# label` line and its commands."""
+
+    notebook: str
+    label: str
+    commands: list[str]
+
+
+def shown_blocks(path: Path) -> list[Block]:
+    """The labelled shell blocks of one executed notebook, in order: an output whose first line is
+    `# <label>` and that has `$ ` lines. Continued lines (`\\`) are joined; comment lines are left out."""
     import nbformat
 
     found = []
-    for path in executed:
-        for cell in nbformat.read(path, as_version=4).cells:
-            for output in cell.get("outputs", []):
-                text = output.get("text") or (output.get("data") or {}).get("text/plain") or ""
-                if not (text.startswith("# ") and "\n$ " in text):  # a block of core.show.show_shell
-                    continue
-                command = ""
-                for line in text.splitlines():
-                    if command and command.endswith("\\"):
-                        command = command[:-1].rstrip() + " " + line.strip()
-                    elif line.startswith("$ "):
-                        if command:
-                            found.append(command)
-                        command = line[2:]
-                    elif command:
-                        found.append(command)
-                        command = ""
-                if command:
-                    found.append(command)
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text") or (output.get("data") or {}).get("text/plain") or ""
+            if not (text.startswith("# ") and "\n$ " in text):
+                continue
+            label, *lines = text.splitlines()
+            commands, command = [], ""
+            for line in lines:
+                if command and command.endswith("\\"):
+                    command = command[:-1].rstrip() + " " + line.strip()
+                elif line.startswith("$ "):
+                    if command:
+                        commands.append(command)
+                    command = line[2:]
+                elif command:
+                    commands.append(command)
+                    command = ""
+            if command:
+                commands.append(command)
+            found.append(Block(path.stem, label[2:], commands))
     return found
+
+
+def notebook_commands(executed: list[Path]) -> list[str]:
+    """The shell lines (`$ ...`, continuations joined) the executed notebooks show as commands to paste."""
+    return [command for path in executed for block in shown_blocks(path) for command in block.commands]
+
+
+class Shell:
+    """One bash a reader keeps open beside the notebooks: variables (`SERVER`, `MODEL_NAME`) and `cd`
+    carry from one pasted line to the next, and from one notebook to the next.
+
+    `run` pastes one line and returns (exit code, output). The cluster answers some lines only after a
+    while (a TrainedModel applied a moment ago is Ready seconds later, as for a reader who pastes
+    it), so a failing line is pasted again until `patience` seconds have passed; the last answer counts.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=workdir, env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.count = 0
+
+    def paste(self, line: str, timeout: float = 300) -> tuple[int, str]:
+        import select
+        import time
+
+        self.count += 1
+        mark = f"{_MARK} {self.count} rc="
+        assert self.process.stdin and self.process.stdout
+        # A group, not a subshell: an assignment or `cd` stays; stdin is not the script's.
+        self.process.stdin.write(f"{{\n{line}\n}} </dev/null 2>&1\nprintf '\\n{mark}%s\\n' $?\n")
+        self.process.stdin.flush()
+        lines, deadline = [], time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.process.stdout], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                raise TimeoutError(f"`{line}` did not finish in {timeout:.0f}s; its output so far: {''.join(lines)[-500:]}")
+            got = self.process.stdout.readline()
+            if not got:
+                raise RuntimeError(f"bash exited while running `{line}`: {''.join(lines)[-500:]}")
+            if got.startswith(mark):
+                return int(got[len(mark):]), "".join(lines)[:-1]  # less the newline printf adds
+            lines.append(got)
+
+    def run(self, line: str, patience: float = 0) -> tuple[int, str]:
+        import time
+
+        deadline = time.monotonic() + patience
+        while True:
+            code, output = self.paste(line)
+            if code == 0 or time.monotonic() >= deadline:
+                return code, output
+            time.sleep(2)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
 
 
 def write_files(stack, workdir: Path, requests_dir: Path) -> None:
