@@ -262,8 +262,10 @@ def served_by(url: str, model: str, headers: Headers = None) -> str:
     backend = config.get("backend") or config.get("platform") or "?"
     runtime = config.get("runtime") or ""
     if runtime.endswith(".py"):
-        return f"a Python-based {backend} backend ({runtime}, run by a python stub process beside Triton)"
-    return f"Triton's own {backend} backend ({runtime or f'libtriton_{backend}.so'}, inside Triton's process)"
+        return _("a Python-based {backend} backend ({runtime}, run by a python stub process beside Triton)").format(
+            backend=backend, runtime=runtime)
+    return _("Triton's own {backend} backend ({runtime}, inside Triton's process)").format(
+        backend=backend, runtime=runtime or f"libtriton_{backend}.so")
 
 
 def repository_index(url: str, headers: Headers = None) -> list[dict]:

@@ -170,7 +170,7 @@ def summary(runs: list[Run], out_dir: Path) -> str:
     lines.append(_("plots:              {folder}").format(folder=out_dir / "plots"))
     lines.append(_("kernel logs:        {path}").format(path=out_dir / "kernels.log"))
     if is_checkout():
-        lines.append("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack")
+        lines.append(_("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack"))
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import nbformat
 import pytest
@@ -24,6 +24,7 @@ from helpers.local.stack import tf_backend, torch_backend
 from helpers.steps.models import images
 from helpers.steps.models.standins import CIFAR10_CLASSES
 from helpers.tools import walkthrough
+from support.guide_commands import Reader
 from support.walkthroughs import GUIDE, NOTEBOOKS, assert_no_secret, delete_server, doctor, results, run_walkthrough
 
 pytestmark = pytest.mark.stack
@@ -33,46 +34,9 @@ INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labe
                        .read_text().splitlines())
 
 
-class Reader:
-    """A reader beside the walkthrough: one bash open in their folder (the guide's YAML files saved there,
-    where 03 and 04 write the request bodies), and after each notebook every shell block it printed
-    pasted into it, line by line, in order, before the next notebook runs."""
-
-    def __init__(self, stack, folder: Path) -> None:
-        from support import guide_commands as guide
-
-        self.guide, self.stack, self.folder = guide, stack, folder
-        folder.mkdir(parents=True, exist_ok=True)
-        guide.write_files(stack, folder, folder)
-        self.shell = guide.Shell(folder, guide.shell_env(stack))
-        for command, why in guide.PREAMBLE:
-            code, output = self.shell.run(command)
-            assert code == 0, (command, why, output)
-        self.steps: list = []
-        self.ingress = stack.env()["MMS_INGRESS_URL"]
-
-    def as_run(self, line: str) -> Optional[str]:
-        if self.guide.DOWNLOADS.match(line):
-            return None  # a model download: no internet here
-        # Port 80 may be another stack's gateway (parallel runs): the line below it reaches this one.
-        return line.replace("http://${CLUSTER_IP}/", "${MMS_INGRESS_URL}/") if self.ingress != "http://127.0.0.1" else line
-
-    def paste_blocks(self, run: walkthrough.Run) -> None:
-        for block in self.guide.shown_blocks(run.output):
-            for line in block.commands:
-                step = self.guide.Step(line, self.as_run(line), "a model download", notebook=run.notebook,
-                                       label=block.label)
-                if step.run is not None:
-                    step.code, step.output = self.shell.run(step.run, patience=60)
-                self.steps.append(step)
-
-    def close(self) -> None:
-        self.shell.close()
-        self.guide.cleanup(self.stack)  # what the guide's `kubectl expose pod` made
-
-
 @pytest.fixture(scope="module")
 def walkthrough_and_reader(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, Reader]]:
+    """The walkthrough 00-05, and a reader who pastes every shell block each notebook printed right after it."""
     out = tmp_path_factory.mktemp("walkthrough")
     reader = Reader(stack, out / "requests")
     try:

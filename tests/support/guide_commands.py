@@ -5,6 +5,10 @@
 why); `run()` executes the plan in one shell, after the guide's own setting-up and
 `eval "$(python -m helpers.local env)"`, and returns each command's output; `report()` says how
 many ran verbatim and lists the others. Used by tests/stack/test_notebooks.py after the walkthrough.
+
+The notebooks' own shell blocks: `shown_blocks()` reads each labelled block an executed notebook
+printed (core.show.show_shell: a `# <label>` line, then `$ ` lines), and a `Reader` pastes them, line by
+line, into one bash (`Shell`) right after each notebook (test_notebooks.py: 00-05; test_doctor.py: 06).
 """
 from __future__ import annotations
 
@@ -351,6 +355,42 @@ def run_on_stack(stack, kube, requests_dir: Path, workdir: Path) -> list[Step]:
         return run(plan(commands(), both, ingress, guarded, profile.kfserving_gateway), workdir, shell_env(stack))
     finally:
         cleanup(stack)
+
+
+class Reader:
+    """A reader beside the walkthrough: one bash open in their folder (the guide's YAML files saved there,
+    where 03 and 04 write the request bodies), and after each notebook every shell block it printed
+    pasted into it, line by line, in order, before the next notebook runs."""
+
+    def __init__(self, stack, folder: Path) -> None:
+        self.stack, self.folder = stack, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        write_files(stack, folder, folder)
+        self.shell = Shell(folder, shell_env(stack))
+        for command, why in PREAMBLE:
+            code, output = self.shell.run(command)
+            assert code == 0, (command, why, output)
+        self.steps: list[Step] = []
+        self.ingress = stack.env()["MMS_INGRESS_URL"]
+
+    def as_run(self, line: str) -> Optional[str]:
+        if DOWNLOADS.match(line):
+            return None  # a model download: no internet here
+        # Port 80 may be another stack's gateway (parallel runs): the line below it reaches this one.
+        return line.replace("http://${CLUSTER_IP}/", "${MMS_INGRESS_URL}/") if self.ingress != "http://127.0.0.1" else line
+
+    def paste_blocks(self, run) -> None:
+        """After the notebook of `run` (a helpers.tools.walkthrough.Run): each line of each block it printed."""
+        for block in shown_blocks(run.output):
+            for line in block.commands:
+                step = Step(line, self.as_run(line), "a model download", notebook=run.notebook, label=block.label)
+                if step.run is not None:
+                    step.code, step.output = self.shell.run(step.run, patience=60)
+                self.steps.append(step)
+
+    def close(self) -> None:
+        self.shell.close()
+        cleanup(self.stack)  # what the guide's `kubectl expose pod` made
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ class TensorFlowBackend:
 
     def describe(self) -> str:
         if self.native:
-            return f"Triton's own tensorflow backend ({self.library})"
-        return f"the Python-based tensorflow backend (model.py in a python stub process): {self.reason}"
+            return _("Triton's own tensorflow backend ({library})").format(library=self.library)
+        return _("the Python-based tensorflow backend (model.py in a python stub process): {reason}").format(
+                   reason=self.reason)
 
 
 def tf_dir() -> Optional[Path]:
@@ -175,9 +176,9 @@ def status_line(backends: Path) -> str:
         choice = choose()
     except SetupError as exc:
         return f"TensorFlow GraphDef: {exc}"
-    line = f"TensorFlow GraphDef (tensorflow_graphdef) is served by {choice.describe()}"
+    line = _("TensorFlow GraphDef (tensorflow_graphdef) is served by {backend}").format(backend=choice.describe())
     prepared = in_folder(backends)
     if prepared and prepared != choice.kind:
-        line += (f"\n  a Triton started before this change still uses the {prepared} one"
-                 " (`python -m helpers.local down`, then `up`, switches it)")
+        line += "\n  " + _("a Triton started before this change still uses the {prepared} one "
+                           "(`python -m helpers.local down`, then `up`, switches it)").format(prepared=prepared)
     return line

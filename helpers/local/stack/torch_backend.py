@@ -47,8 +47,8 @@ class TorchBackend:
 
     def describe(self) -> str:
         if self.native:
-            return f"Triton's own pytorch backend ({self.library})"
-        return f"the Python-based pytorch backend (model.py in a python stub process): {self.reason}"
+            return _("Triton's own pytorch backend ({library})").format(library=self.library)
+        return _("the Python-based pytorch backend (model.py in a python stub process): {reason}").format(reason=self.reason)
 
 
 def torch_dir() -> Optional[Path]:
@@ -137,9 +137,9 @@ def status_line(backends: Path) -> str:
         choice = choose()
     except SetupError as exc:
         return f"TorchScript: {exc}"
-    line = f"TorchScript (pytorch_libtorch) is served by {choice.describe()}"
+    line = _("TorchScript (pytorch_libtorch) is served by {backend}").format(backend=choice.describe())
     prepared = in_folder(backends)
     if prepared and prepared != choice.kind:
-        line += (f"\n  a Triton started before this change still uses the {prepared} one"
-                 " (`python -m helpers.local down`, then `up`, switches it)")
+        line += "\n  " + _("a Triton started before this change still uses the {prepared} one "
+                           "(`python -m helpers.local down`, then `up`, switches it)").format(prepared=prepared)
     return line
