@@ -176,8 +176,8 @@ def require_ready(api: client.ApiClient, group: ApiGroup, plural: str, name: str
     obj = get(api, group, plural, name, namespace)
     what = f"{KINDS[plural]} {namespace}/{name} ({group.group})"
     if obj is None:
-        raise SetupError(_("{what} does not exist").format(what=what), _("run {notebook} first, with the same settings").format(
-                                                       notebook=notebook))
+        raise SetupError(_("{what} does not exist").format(what=what),
+                         _("run {notebook} first, with the same settings").format(notebook=notebook))
     if not is_ready(obj):
         raise SetupError(_("{what} is not Ready: {conditions}").format(
                              what=what, conditions=describe_conditions(obj)),

@@ -54,8 +54,7 @@ def path(name: str) -> Path:
     found = manifest_dir() / f"{name.removesuffix('.yaml')}.yaml"
     if not found.is_file():
         raise SetupError(_("no manifest {name!r} in {manifest_dir}").format(name=name, manifest_dir=manifest_dir()),
-                         _("use one of: {names}").format(
-                                                                          names=', '.join(names())))
+                         _("use one of: {names}").format(names=', '.join(names())))
     return found
 
 

@@ -38,8 +38,7 @@ def find_binary(env_var: str, name: str) -> str:
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise SetupError(_("{env_var}={explicit} is not an executable file").format(env_var=env_var, explicit=explicit),
-                             _("point {env_var} at {name}, or unset it").format(
-                                                                                    env_var=env_var, name=name))
+                             _("point {env_var} at {name}, or unset it").format(env_var=env_var, name=name))
         return explicit
     cached = cache_dir() / "kube" / KUBE_VERSION / name
     if cached.exists():
