@@ -255,27 +255,40 @@ class Shell:
     """
 
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        import queue
+        import threading
+
         self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=workdir, env=env, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: queue.Queue = queue.Queue()
         self.count = 0
 
+        def read() -> None:  # a thread: readline on a pipe blocks, and select() cannot see Python's buffer
+            assert self.process.stdout
+            for got in self.process.stdout:
+                self.lines.put(got)
+            self.lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+
     def paste(self, line: str, timeout: float = 300) -> tuple[int, str]:
-        import select
+        import queue
         import time
 
         self.count += 1
         mark = f"{_MARK} {self.count} rc="
-        assert self.process.stdin and self.process.stdout
+        assert self.process.stdin
         # A group, not a subshell: an assignment or `cd` stays; stdin is not the script's.
         self.process.stdin.write(f"{{\n{line}\n}} </dev/null 2>&1\nprintf '\\n{mark}%s\\n' $?\n")
         self.process.stdin.flush()
         lines, deadline = [], time.monotonic() + timeout
         while True:
-            ready, _, _ = select.select([self.process.stdout], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                raise TimeoutError(f"`{line}` did not finish in {timeout:.0f}s; its output so far: {''.join(lines)[-500:]}")
-            got = self.process.stdout.readline()
-            if not got:
+            try:
+                got = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise TimeoutError(f"`{line}` did not finish in {timeout:.0f}s; its output so far: "
+                                   f"{''.join(lines)[-500:]}") from None
+            if got is None:
                 raise RuntimeError(f"bash exited while running `{line}`: {''.join(lines)[-500:]}")
             if got.startswith(mark):
                 return int(got[len(mark):]), "".join(lines)[:-1]  # less the newline printf adds
