@@ -200,6 +200,8 @@ def report(steps: list[Step]) -> str:
 
 # Lines the notebooks print that fetch models from the internet (not kubectl/curl/mc): not run here.
 DOWNLOADS = re.compile(r"^(\./gsutil |wget |TMP=\$\(mktemp|\(cd \$TMP|mv \$TMP)")
+# Lines that run until stopped (a reader gives them a terminal of their own).
+FOREGROUND = re.compile(r"^kubectl (-n \S+ )?port-forward ")
 
 
 @dataclass
@@ -259,7 +261,8 @@ class Shell:
         import threading
 
         self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=workdir, env=env, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # close() ends what it left running too
         self.lines: queue.Queue = queue.Queue()
         self.count = 0
 
@@ -305,10 +308,18 @@ class Shell:
             time.sleep(2)
 
     def close(self) -> None:
+        """Exit the shell, and stop what it left running (a `kubectl port-forward ... &`)."""
+        import os
+        import signal
+
         if self.process.poll() is None:
             assert self.process.stdin
             self.process.stdin.close()
             self.process.wait(timeout=30)
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def write_files(stack, workdir: Path, requests_dir: Path) -> None:
@@ -389,6 +400,9 @@ class Reader:
     def as_run(self, line: str) -> Optional[str]:
         if DOWNLOADS.match(line):
             return None  # a model download: no internet here
+        if FOREGROUND.match(line) and not line.rstrip().endswith("&"):
+            # It runs until stopped: a reader gives it a terminal of its own; here it runs in the background.
+            line = f"{{\n{line}\n}} >/dev/null 2>&1 &\nsleep 3"
         # Port 80 may be another stack's gateway (parallel runs): the line below it reaches this one.
         return line.replace("http://${CLUSTER_IP}/", "${MMS_INGRESS_URL}/") if self.ingress != "http://127.0.0.1" else line
 
