@@ -99,13 +99,18 @@ def role_with(resource: str, namespace: Optional[str]) -> str:
 
 def forbidden(exc: ApiException, verb: str, resource: str, namespace: Optional[str] = None) -> SetupError:
     """A 403 (or 401) as a SetupError: what was refused, and which role has it."""
-    scope = f" in namespace {namespace}" if namespace else ""
     if exc.status == 401:
-        return SetupError(_("the API server did not accept your credentials ({verb} {resource}{scope}: 401)").format(
-                              verb=verb, resource=resource, scope=scope),
-                          _("renew the kubeconfig's token, or restart the local stack"))
-    return SetupError(_("you may not {verb} {resource}{scope} (403: {api_message})").format(
-                          verb=verb, resource=resource, scope=scope, api_message=api_message(exc)),
+        cause = (_("the API server did not accept your credentials ({verb} {resource} in namespace {namespace}: "
+                   "401)").format(verb=verb, resource=resource, namespace=namespace) if namespace else
+                 _("the API server did not accept your credentials ({verb} {resource}: 401)").format(
+                     verb=verb, resource=resource))
+        return SetupError(cause, _("renew the kubeconfig's token, or restart the local stack"))
+    refused = api_message(exc)
+    cause = (_("you may not {verb} {resource} in namespace {namespace} (403: {api_message})").format(
+                 verb=verb, resource=resource, namespace=namespace, api_message=refused) if namespace else
+             _("you may not {verb} {resource} (403: {api_message})").format(
+                 verb=verb, resource=resource, api_message=refused))
+    return SetupError(cause,
                       _("{role}; ask your cluster's admin (00_cluster_prep prints what to hand them)").format(
                           role=role_with(resource, namespace)))
 
@@ -203,7 +208,7 @@ def _replace_pod(dyn: DynamicClient, resource: Resource, body: dict, namespace: 
                 return True
             raise
 
-    poll_until(gone, f"{describe(body)} to be deleted before it is created again", timeout=60)
+    poll_until(gone, _("{what} to be deleted before it is created again").format(what=describe(body)), timeout=60)
     try:
         return _create(dyn, resource, body, namespace)
     except ApiException:
@@ -226,7 +231,8 @@ def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout
 
     try:
         poll_until(lambda: conditions().get("Established", {}).get("status") == "True",
-                   f"CustomResourceDefinition {name} to be Established", timeout=timeout, give_up=rejected_names)
+                   _("CustomResourceDefinition {name} to be Established").format(name=name), timeout=timeout,
+                   give_up=rejected_names)
     except WaitTimeout as exc:
         raise SetupError(str(exc), _("`kubectl get crd {name} -o yaml` shows its conditions").format(name=name)) from None
     return dyn.get(resource, name=name)
@@ -428,7 +434,7 @@ def wait_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> c
         return found if found and found.status and found.status.phase == "Active" else None
 
     try:
-        return poll_until(active, f"namespace {name} to be Active", timeout=timeout, interval=0.5)
+        return poll_until(active, _("namespace {name} to be Active").format(name=name), timeout=timeout, interval=0.5)
     except WaitTimeout as exc:
         raise SetupError(str(exc), _("`kubectl get profile {name} -o yaml` shows the profile controller's conditions; on the "
                                      "local target `python -m helpers.local logs controller`").format(name=name)) from None

@@ -71,7 +71,7 @@ def _endpoint(client: Minio) -> str:
 @contextlib.contextmanager
 def s3_errors(client: Minio, bucket: str = "", key: str = "") -> Iterator[None]:
     """Turn S3 and connection failures into a StorageError with the cause and the fix."""
-    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}" if bucket else "the S3 server"
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}" if bucket else _("the S3 server")
     endpoint = _endpoint(client)
     try:
         yield

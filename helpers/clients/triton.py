@@ -345,7 +345,7 @@ def unload_model(url: str, model: str, headers: Headers = None, wait: bool = Tru
             states = [m["state"] for m in repository_index(url, headers) if m["name"] == model]
             return all(state not in ("READY", "UNLOADING", "LOADING") for state in states)
 
-        poll_until(finished, f"Triton to finish unloading {model!r}", timeout=timeout)
+        poll_until(finished, _("Triton to finish unloading {model!r}").format(model=model), timeout=timeout)
 
 
 def _shape_text(shape: Sequence[int]) -> str:

@@ -188,7 +188,7 @@ def stop_lab(lab: Lab, timeout: float = 20.0) -> bool:
         return False
     try:
         lab.api("/api/shutdown", "POST")
-        poll_until(lambda: not lab.record.alive(), "JupyterLab to shut down", timeout=timeout)
+        poll_until(lambda: not lab.record.alive(), _("JupyterLab to shut down"), timeout=timeout)
         return True
     except Exception:  # noqa: BLE001 - no answer or too slow: stop it by PID
         return process.stop(lab.record)
