@@ -16,6 +16,7 @@ from helpers.clients.k8s import forbidden, not_found
 from helpers.clients.k8s import table as k8s_table
 from helpers.core.constants import MODEL_CONFIG_FILE, ApiGroup, model_config_map_name
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.wait import WaitTimeout, poll_until
 
 
@@ -66,7 +67,7 @@ def describe_conditions(obj: Optional[dict]) -> str:
     """`Ready=False (Reason): message; ...`, or a note that there are none yet."""
     conds = conditions(obj)
     if not conds:
-        return "no status conditions yet (is the controller running?)"
+        return _("no status conditions yet (is the controller running?)")
     parts = []
     for kind, cond in conds.items():
         text = f"{kind}={cond.get('status')}"
@@ -91,10 +92,10 @@ def _blocking_message(obj: Optional[dict]) -> str:
 
 def _state(obj: Optional[dict]) -> str:
     if obj is None:
-        return "not created yet"
+        return _("not created yet")
     ready = conditions(obj).get("Ready")
     if not ready:
-        return "no status yet"
+        return _("no status yet")
     text = f"Ready={ready.get('status')}"
     if ready.get("reason"):
         text += f" ({ready['reason']})"
@@ -116,7 +117,8 @@ def wait_ready(api: client.ApiClient, group: ApiGroup, plural: str, name: str, n
     began = time.monotonic()
     seen: dict[str, Any] = {"obj": None, "false_since": None}
 
-    with tqdm(total=int(timeout), desc=f"waiting for {kind} {name}", unit="s", disable=not progress,
+    waiting = _("waiting for {kind} {name}").format(kind=kind, name=name)
+    with tqdm(total=int(timeout), desc=waiting, unit="s", disable=not progress,
               bar_format="{desc}: {elapsed} elapsed{postfix}", mininterval=0.5) as bar:
         def ready() -> Optional[dict]:
             try:
@@ -156,14 +158,16 @@ def _not_ready(group: ApiGroup, plural: str, name: str, namespace: str, obj: Opt
                waited: float) -> SetupError:
     what = f"{KINDS[plural]} {namespace}/{name}"
     if obj is None:
-        return SetupError(f"{what} does not exist after {waited:.0f}s",
-                          f"create it first (`kubectl get {plural} -n {namespace}` lists what is there)")
+        return SetupError(_("{what} does not exist after {waited:.0f}s").format(what=what, waited=waited),
+                          _("create it first (`kubectl get {plural} -n {namespace}` lists what is there)").format(
+                              plural=plural, namespace=namespace))
     fix = _blocking_message(obj) or f"`kubectl describe {plural} {name} -n {namespace}` shows its events"
     if plural == TM and conditions(obj).get("InferenceServiceReady", {}).get("status") == "False":
         server = (obj.get("spec") or {}).get("inferenceService", "")
         fix = (f"its InferenceService {server!r} is not Ready: `kubectl describe {group.isvc_resource} {server} "
                f"-n {namespace}` says why (02_server makes it)")
-    return SetupError(f"{what} is not Ready after {waited:.0f}s: {describe_conditions(obj)}", fix)
+    return SetupError(_("{what} is not Ready after {waited:.0f}s: {conditions}").format(
+                          what=what, waited=waited, conditions=describe_conditions(obj)), fix)
 
 
 def require_ready(api: client.ApiClient, group: ApiGroup, plural: str, name: str, namespace: str,
@@ -172,9 +176,11 @@ def require_ready(api: client.ApiClient, group: ApiGroup, plural: str, name: str
     obj = get(api, group, plural, name, namespace)
     what = f"{KINDS[plural]} {namespace}/{name} ({group.group})"
     if obj is None:
-        raise SetupError(f"{what} does not exist", f"run {notebook} first, with the same settings")
+        raise SetupError(_("{what} does not exist").format(what=what),
+                         _("run {notebook} first, with the same settings").format(notebook=notebook))
     if not is_ready(obj):
-        raise SetupError(f"{what} is not Ready: {describe_conditions(obj)}",
+        raise SetupError(_("{what} is not Ready: {conditions}").format(
+                             what=what, conditions=describe_conditions(obj)),
                          _blocking_message(obj) or f"run {notebook} again and read its output")
     return obj
 

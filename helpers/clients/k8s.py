@@ -31,6 +31,7 @@ from kubernetes.dynamic.resource import Resource
 
 from helpers.core.constants import LOCAL_ADDRESS_ANNOTATION
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.wait import WaitTimeout, poll_until
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -86,24 +87,32 @@ SYSTEM_NAMESPACES = ("kubeflow", "knative-serving", "istio-system", "kfserving-s
 def role_with(resource: str, namespace: Optional[str]) -> str:
     """Which role of a Kubeflow cluster grants access to `resource` (plural[.group]) in `namespace`."""
     if namespace is None:
-        return f"{resource} are cluster-wide: only a cluster admin (cluster-admin) has them"
+        return _("{resource} are cluster-wide: only a cluster admin (cluster-admin) has them").format(resource=resource)
     if namespace in SYSTEM_NAMESPACES:
-        return f"{namespace} is a system namespace: a cluster admin's role, not a learner's"
+        return _("{namespace} is a system namespace: a cluster admin's role, not a learner's").format(namespace=namespace)
     if resource.startswith("trainedmodels"):
-        return ("in a profile namespace kubeflow-edit (the Notebook's default-editor) grants trainedmodels only "
-                "from KServe 0.15: before that an admin must bind a role that has them")
-    return f"kubeflow-edit in {namespace}: the Profile's default-editor service account (a Notebook's) has it"
+        return _("in a profile namespace kubeflow-edit (the Notebook's default-editor) grants trainedmodels only from "
+                  "KServe 0.15: before that an admin must bind a role that has them")
+    return _("kubeflow-edit in {namespace}: the Profile's default-editor service account (a Notebook's) has it").format(
+               namespace=namespace)
 
 
 def forbidden(exc: ApiException, verb: str, resource: str, namespace: Optional[str] = None) -> SetupError:
     """A 403 (or 401) as a SetupError: what was refused, and which role has it."""
-    scope = f" in namespace {namespace}" if namespace else ""
     if exc.status == 401:
-        return SetupError(f"the API server did not accept your credentials ({verb} {resource}{scope}: 401)",
-                          "renew the kubeconfig's token, or restart the local stack")
-    return SetupError(f"you may not {verb} {resource}{scope} (403: {api_message(exc)})",
-                      f"{role_with(resource, namespace)}; ask your cluster's admin (00_cluster_prep prints "
-                      "what to hand them)")
+        cause = (_("the API server did not accept your credentials ({verb} {resource} in namespace {namespace}: "
+                   "401)").format(verb=verb, resource=resource, namespace=namespace) if namespace else
+                 _("the API server did not accept your credentials ({verb} {resource}: 401)").format(
+                     verb=verb, resource=resource))
+        return SetupError(cause, _("renew the kubeconfig's token, or restart the local stack"))
+    refused = api_message(exc)
+    cause = (_("you may not {verb} {resource} in namespace {namespace} (403: {api_message})").format(
+                 verb=verb, resource=resource, namespace=namespace, api_message=refused) if namespace else
+             _("you may not {verb} {resource} (403: {api_message})").format(
+                 verb=verb, resource=resource, api_message=refused))
+    return SetupError(cause,
+                      _("{role}; ask your cluster's admin (00_cluster_prep prints what to hand them)").format(
+                          role=role_with(resource, namespace)))
 
 
 def describe(manifest: Mapping[str, Any]) -> str:
@@ -118,29 +127,32 @@ def _rejected(exc: ApiException, manifest: Mapping[str, Any], resource: Resource
     what = describe(manifest)
     namespace = manifest.get("metadata", {}).get("namespace")
     if exc.status == 422:
-        fix = "correct the manifest: the message names the field and what is wrong with it"
+        fix = _("correct the manifest: the message names the field and what is wrong with it")
     elif exc.status == 403:
         qualified = f"{resource.name}.{resource.group}" if resource.group else resource.name
-        fix = f"you may not {verb} {qualified}: {role_with(qualified, namespace)}; ask your cluster's admin"
+        fix = _("you may not {verb} {resource}: {role}; ask your cluster's admin").format(
+            verb=verb, resource=qualified, role=role_with(qualified, namespace))
     elif exc.status == 401:
-        fix = "the apiserver refused your credentials: renew the kubeconfig's token (or restart the local stack)"
+        fix = _("the apiserver refused your credentials: renew the kubeconfig's token (or restart the local stack)")
     else:
-        fix = "read the apiserver's message above"
-    return ManifestRejected(f"the apiserver rejected {what} ({exc.status} {exc.reason}): {message}",
+        fix = _("read the apiserver's message above")
+    return ManifestRejected(_("the apiserver rejected {what} ({status} {reason}): {message}").format(
+                                what=what, status=exc.status, reason=exc.reason, message=message),
                             fix, exc.status, message)
 
 
 def _resource(dyn: DynamicClient, manifest: Mapping[str, Any]) -> Resource:
     api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
     if not api_version or not kind:
-        raise SetupError(f"manifest {describe(manifest)} has no apiVersion or kind", "add both to the manifest")
+        raise SetupError(_("manifest {manifest} has no apiVersion or kind").format(manifest=describe(manifest)),
+                         _("add both to the manifest"))
     try:
         return dyn.resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError:
         raise SetupError(
-            f"the cluster does not serve {kind} in {api_version}",
-            "install what defines it (the KServe/KFServing or Kubeflow CRDs), or check the apiVersion: "
-            "KFServing 0.5/0.6 uses serving.kubeflow.org, KServe serving.kserve.io",
+            _("the cluster does not serve {kind} in {api_version}").format(kind=kind, api_version=api_version),
+            _("install what defines it (the KServe/KFServing or Kubeflow CRDs), or check the apiVersion: KFServing 0.5/0.6 "
+              "uses serving.kubeflow.org, KServe serving.kserve.io"),
         ) from None
 
 
@@ -196,7 +208,7 @@ def _replace_pod(dyn: DynamicClient, resource: Resource, body: dict, namespace: 
                 return True
             raise
 
-    poll_until(gone, f"{describe(body)} to be deleted before it is created again", timeout=60)
+    poll_until(gone, _("{what} to be deleted before it is created again").format(what=describe(body)), timeout=60)
     try:
         return _create(dyn, resource, body, namespace)
     except ApiException:
@@ -214,14 +226,15 @@ def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout
     def rejected_names() -> Optional[str]:
         names = conditions().get("NamesAccepted")
         if names and names.get("status") == "False":
-            return f"its names were not accepted: {names.get('message', '')}"
+            return _("its names were not accepted: {message}").format(message=names.get('message', ''))
         return None
 
     try:
         poll_until(lambda: conditions().get("Established", {}).get("status") == "True",
-                   f"CustomResourceDefinition {name} to be Established", timeout=timeout, give_up=rejected_names)
+                   _("CustomResourceDefinition {name} to be Established").format(name=name), timeout=timeout,
+                   give_up=rejected_names)
     except WaitTimeout as exc:
-        raise SetupError(str(exc), f"`kubectl get crd {name} -o yaml` shows its conditions") from None
+        raise SetupError(str(exc), _("`kubectl get crd {name} -o yaml` shows its conditions").format(name=name)) from None
     return dyn.get(resource, name=name)
 
 
@@ -238,7 +251,8 @@ def apply(client: Client, manifest: Mapping[str, Any], namespace: Optional[str] 
     body.setdefault("metadata", {})
     name = body["metadata"].get("name")
     if not name:
-        raise SetupError(f"a {body.get('kind')} manifest has no metadata.name", "name the object in its manifest")
+        raise SetupError(_("a {kind} manifest has no metadata.name").format(kind=body.get('kind')),
+                         _("name the object in its manifest"))
     ns: Optional[str] = None
     if resource.namespaced:
         ns = body["metadata"].get("namespace") or namespace or "default"
@@ -420,17 +434,18 @@ def wait_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> c
         return found if found and found.status and found.status.phase == "Active" else None
 
     try:
-        return poll_until(active, f"namespace {name} to be Active", timeout=timeout, interval=0.5)
+        return poll_until(active, _("namespace {name} to be Active").format(name=name), timeout=timeout, interval=0.5)
     except WaitTimeout as exc:
-        raise SetupError(str(exc), f"`kubectl get profile {name} -o yaml` shows the profile controller's "
-                                   "conditions; on the local target `python -m helpers.local logs controller`") from None
+        raise SetupError(str(exc), _("`kubectl get profile {name} -o yaml` shows the profile controller's conditions; on the "
+                                     "local target `python -m helpers.local logs controller`").format(name=name)) from None
 
 
 def require_namespace(api: client.ApiClient, name: str, notebook: str = "00_cluster_prep") -> client.V1Namespace:
     """The namespace if it exists; else SetupError saying which notebook makes it (01_minio onwards)."""
     found = _namespace(client.CoreV1Api(api), name)
     if found is None:
-        raise SetupError(f"namespace {name} does not exist", f"run {notebook} first, with the same settings")
+        raise SetupError(_("namespace {name} does not exist").format(name=name),
+                         _("run {notebook} first, with the same settings").format(notebook=notebook))
     return found
 
 

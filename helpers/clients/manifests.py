@@ -22,6 +22,7 @@ from helpers.clients import k8s
 from helpers.core import resources
 from helpers.core.constants import KUBEFLOW_NAMESPACE, MINIO_PORT, MINIO_SERVICE
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.settings import PRESETS, preset
 from helpers.core.show import display_code
 
@@ -52,7 +53,8 @@ def names() -> list[str]:
 def path(name: str) -> Path:
     found = manifest_dir() / f"{name.removesuffix('.yaml')}.yaml"
     if not found.is_file():
-        raise SetupError(f"no manifest {name!r} in {manifest_dir()}", f"use one of: {', '.join(names())}")
+        raise SetupError(_("no manifest {name!r} in {manifest_dir}").format(name=name, manifest_dir=manifest_dir()),
+                         _("use one of: {names}").format(names=', '.join(names())))
     return found
 
 
@@ -83,8 +85,8 @@ def render(name: str, **values: Any) -> list[dict]:
     merged = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
     missing = sorted(needed - merged.keys())
     if missing:
-        raise SetupError(f"manifest {name} needs a value for {', '.join(missing)}",
-                         f"pass {', '.join(f'{m}=...' for m in missing)} to render()")
+        raise SetupError(_("manifest {name} needs a value for {missing}").format(name=name, missing=', '.join(missing)),
+                         _("pass {arguments} to render()").format(arguments=', '.join(f'{m}=...' for m in missing)))
     tokens = {key: f"MMSVALUE{i}X" for i, key in enumerate(sorted(needed))}
     filled = string.Template(text).substitute({key: tokens[key] for key in needed})
     back = {token: str(merged[key]) for key, token in tokens.items()}
@@ -123,10 +125,13 @@ def show(docs: Iterable[Mapping[str, Any]], name: Optional[str] = None) -> None:
     """Display the rendered YAML (secrets masked) and how to apply it with kubectl."""
     docs = list(docs)
     text = to_yaml(docs)
-    where = f"manifests/{name}.yaml, rendered" if name else "rendered"
-    note = f"# {where}: save it as a file or pipe it to `kubectl apply -f -`"
+    if name:
+        note = "# " + _("manifests/{name}.yaml, rendered: save it as a file or pipe it to `kubectl apply -f -`").format(
+            name=name)
+    else:
+        note = "# " + _("rendered: save it as a file or pipe it to `kubectl apply -f -`")
     if any(d.get("kind") == "Secret" for d in docs):
-        note += f"\n# (secret values are shown as {MASK}; the applied object holds the real ones)"
+        note += "\n# " + _("(secret values are shown as {mask}; the applied object holds the real ones)").format(mask=MASK)
     display_code(f"{note}\n{text}", "yaml")
 
 

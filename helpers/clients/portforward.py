@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward as _portforward
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 
 _ACTIVE: dict[tuple[str, str, int], "PortForward"] = {}
 _ACTIVE_LOCK = threading.Lock()
@@ -65,8 +66,9 @@ class PortForward:
             listener.bind(("127.0.0.1", self.local_port))
         except OSError as exc:
             listener.close()
-            raise SetupError(f"cannot listen on 127.0.0.1:{self.local_port}: {exc.strerror}",
-                             "choose another local port, or 0 for a free one") from None
+            raise SetupError(_("cannot listen on 127.0.0.1:{local_port}: {strerror}").format(
+                                 local_port=self.local_port, strerror=exc.strerror),
+                             _("choose another local port, or 0 for a free one")) from None
         listener.listen(16)
         self._listener, self.local_port = listener, listener.getsockname()[1]
         if not self.command:
@@ -91,8 +93,10 @@ class PortForward:
         try:
             client.CoreV1Api(self.api).read_namespaced_pod(self.pod, self.namespace)
         except ApiException as exc:
-            raise SetupError(f"cannot port-forward to pod {self.namespace}/{self.pod}: {exc.status} {exc.reason}",
-                             f"check it exists: `kubectl get pod {self.pod} -n {self.namespace}`") from None
+            raise SetupError(_("cannot port-forward to pod {namespace}/{pod}: {status} {reason}").format(
+                                 namespace=self.namespace, pod=self.pod, status=exc.status, reason=exc.reason),
+                             _("check it exists: `kubectl get pod {pod} -n {namespace}`").format(
+                                 pod=self.pod, namespace=self.namespace)) from None
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -163,8 +167,9 @@ def announce(forward: PortForward, what: str) -> None:
     """Print, once per forward, what it reaches and the kubectl command that does the same."""
     if not forward._announced:
         forward._announced = True
-        print(f"{what}: port-forward {forward.address} -> pod {forward.namespace}/{forward.pod}:{forward.port}, "
-              f"started here, stops with the kernel; in a shell:\n  {forward.command}")
+        print(_("{what}: port-forward {address} -> pod {namespace}/{pod}:{port}, started here, stops with the kernel; "
+                "in a shell:").format(what=what, address=forward.address, namespace=forward.namespace, pod=forward.pod,
+                                      port=forward.port) + f"\n  {forward.command}")
 
 
 def service_pod(api: client.ApiClient, namespace: str, service: str, port: Union[int, str, None] = None
@@ -179,29 +184,35 @@ def service_pod(api: client.ApiClient, namespace: str, service: str, port: Union
     try:
         svc = core.read_namespaced_service(service, namespace)
     except ApiException as exc:
-        raise SetupError(f"no Service {namespace}/{service} ({exc.status})",
-                         f"`kubectl get svc -n {namespace}`") from None
+        raise SetupError(_("no Service {namespace}/{service} ({status})").format(
+                             namespace=namespace, service=service, status=exc.status),
+                         _("`kubectl get svc -n {namespace}`").format(namespace=namespace)) from None
     ports = svc.spec.ports or []
     chosen = next((p for p in ports if port is None or port in (p.port, p.name)), None)
     if chosen is None:
-        raise SetupError(f"Service {namespace}/{service} has no port {port}",
-                         f"`kubectl get svc {service} -n {namespace}` lists its ports")
+        raise SetupError(_("Service {namespace}/{service} has no port {port}").format(
+                             namespace=namespace, service=service, port=port),
+                         _("`kubectl get svc {service} -n {namespace}` lists its ports").format(
+                             service=service, namespace=namespace))
     selector = svc.spec.selector or {}
     if not selector:
-        raise SetupError(f"Service {namespace}/{service} selects no pods, so there is nothing to port-forward to",
-                         "give its address instead (see the environment variables in the README)")
+        raise SetupError(_("Service {namespace}/{service} selects no pods, so there is nothing to port-forward to").format(
+                             namespace=namespace, service=service),
+                         _("give its address instead (see the environment variables in the README)"))
     labels = ",".join(f"{k}={v}" for k, v in selector.items())
     pods = [p for p in core.list_namespaced_pod(namespace, label_selector=labels).items
             if not p.metadata.deletion_timestamp and (p.status is None or p.status.phase in (None, "Running", "Pending"))]
     if not pods:
-        raise SetupError(f"no running pod behind Service {namespace}/{service} ({labels})",
-                         f"`kubectl get pods -n {namespace} -l {labels}`")
+        raise SetupError(_("no running pod behind Service {namespace}/{service} ({labels})").format(
+                             namespace=namespace, service=service, labels=labels),
+                         _("`kubectl get pods -n {namespace} -l {labels}`").format(namespace=namespace, labels=labels))
     pod = sorted(pods, key=lambda p: (p.status is None or p.status.phase != "Running", p.metadata.name))[0]
     target = chosen.target_port if chosen.target_port is not None else chosen.port
     if isinstance(target, str) and not target.isdigit():  # a named port: look it up in the pod
         named = [cp.container_port for c in pod.spec.containers for cp in c.ports or [] if cp.name == target]
         if not named:
-            raise SetupError(f"pod {pod.metadata.name} has no port named {target}", "check the Service's targetPort")
+            raise SetupError(_("pod {name} has no port named {target}").format(name=pod.metadata.name, target=target),
+                             _("check the Service's targetPort"))
         target = named[0]
     return pod.metadata.name, int(target), int(chosen.port)
 
@@ -220,10 +231,10 @@ def forward_address(api: client.ApiClient, address: str, namespace: str = "defau
     """A running forward for a cluster address (`svc.ns:port`, an ExternalName followed to its Service)."""
     from helpers.clients.k8s import _split_service_host
 
-    host, _, port = address.removeprefix("http://").removeprefix("https://").rstrip("/").rpartition(":")
+    host, _colon, port = address.removeprefix("http://").removeprefix("https://").rstrip("/").rpartition(":")
     if not host or not port.isdigit():
         host, port = address, "80"
-    for _ in range(hops):
+    for _hop in range(hops):
         where = _split_service_host(host, namespace)
         if where is None:
             break
@@ -236,8 +247,9 @@ def forward_address(api: client.ApiClient, address: str, namespace: str = "defau
             host = svc.spec.external_name
             continue
         return forward_service(api, namespace, name, int(port))
-    raise SetupError(f"{address} is not a Service of this cluster, so there is nothing to port-forward to",
-                     "give the address this machine can reach (see the environment variables in the README)")
+    raise SetupError(_("{address} is not a Service of this cluster, so there is nothing to port-forward to").format(
+                         address=address),
+                     _("give the address this machine can reach (see the environment variables in the README)"))
 
 
 def stop_all() -> None:

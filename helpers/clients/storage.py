@@ -22,11 +22,19 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.progress import progress as progress_bar
 
 
 class StorageError(SetupError):
     """An S3 operation failed for a reason the user can fix."""
+
+    missing = False  # the bucket or object does not exist (its message is in the learner's language)
+
+
+def _missing(error: StorageError) -> StorageError:
+    error.missing = True
+    return error
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ def _endpoint(client: Minio) -> str:
 @contextlib.contextmanager
 def s3_errors(client: Minio, bucket: str = "", key: str = "") -> Iterator[None]:
     """Turn S3 and connection failures into a StorageError with the cause and the fix."""
-    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}" if bucket else "the S3 server"
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}" if bucket else _("the S3 server")
     endpoint = _endpoint(client)
     try:
         yield
@@ -77,9 +85,9 @@ def s3_errors(client: Minio, bucket: str = "", key: str = "") -> Iterator[None]:
     except (urllib3.exceptions.MaxRetryError, urllib3.exceptions.NewConnectionError,
             urllib3.exceptions.ProtocolError, ConnectionError) as exc:
         raise StorageError(
-            f"cannot reach the S3 server at {endpoint} ({type(exc).__name__})",
-            "check the endpoint and that the server runs: on the local target `python -m helpers.local status`, "
-            "on a cluster `kubectl get svc minio-service -n kubeflow`",
+            _("cannot reach the S3 server at {endpoint} ({kind})").format(endpoint=endpoint, kind=type(exc).__name__),
+            _("check the endpoint and that the server runs: on the local target `python -m helpers.local status`, on a "
+              "cluster `kubectl get svc minio-service -n kubeflow`"),
         ) from None
 
 
@@ -93,18 +101,21 @@ def _status_from_text(text: str) -> int:
 def _classify(code: str, message: str, endpoint: str, bucket: str, key: str, where: str) -> StorageError:
     if code in _CREDENTIAL_CODES:
         return StorageError(
-            f"the S3 server at {endpoint} refused the credentials ({code})",
-            "use the access and secret key from the minio pod's env "
-            "(`kubectl get pods -l app=minio -n kubeflow -o jsonpath={.items[0].spec.containers[0].env}`)",
+            _("the S3 server at {endpoint} refused the credentials ({code})").format(endpoint=endpoint, code=code),
+            _("use the access and secret key from the minio pod's env (`kubectl get pods -l app=minio -n kubeflow -o "
+              "jsonpath={.items[0].spec.containers[0].env}`)"),
         )
     if code == "NoSuchBucket":
-        return StorageError(f"bucket {bucket!r} does not exist on {endpoint}",
-                            f"create it first (`ensure_bucket(client, {bucket!r})`, or `mc mb myminio/{bucket}`)")
+        return _missing(StorageError(
+            _("bucket {bucket!r} does not exist on {endpoint}").format(bucket=bucket, endpoint=endpoint),
+            _("create it first (`ensure_bucket(client, {bucket!r})`, or `mc mb myminio/{bucket}`)").format(bucket=bucket)))
     if code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
-        return StorageError(f"{where} does not exist on {endpoint}",
-                            "upload it first, and check the bucket and path (`list_objects`, or `mc tree`)")
-    return StorageError(f"S3 request for {where} at {endpoint} failed: {code or 'error'} {message}",
-                        "check the S3 server's log")
+        return _missing(StorageError(
+            _("{where} does not exist on {endpoint}").format(where=where, endpoint=endpoint),
+            _("upload it first, and check the bucket and path (`list_objects`, or `mc tree`)")))
+    return StorageError(_("S3 request for {where} at {endpoint} failed: {code} {message}").format(
+                            where=where, endpoint=endpoint, code=code or 'error', message=message),
+                        _("check the S3 server's log"))
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -141,7 +152,7 @@ def bucket_exists(client: Minio, location: str) -> bool:
         try:
             list_objects(client, location)
         except StorageError as exc:
-            if "does not exist" in exc.cause:
+            if exc.missing:
                 return False
             raise
         return True
@@ -200,7 +211,8 @@ def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progres
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise StorageError(f"{folder} is not a folder", "give the model's folder (the one holding config.pbtxt)")
+        raise StorageError(_("{folder} is not a folder").format(folder=folder),
+                           _("give the model's folder (the one holding config.pbtxt)"))
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     location, (bucket, base) = bucket, split_location(bucket)
     ensure_bucket(client, location)
@@ -223,7 +235,7 @@ def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progres
 def tree(client: Minio, bucket: str, depth: int = 3) -> str:
     """Folders in a bucket (or `bucket/folder`) as `mc tree` prints them, `depth` levels deep."""
     root: dict = {}
-    for key, _ in list_objects(client, bucket):
+    for key, _size in list_objects(client, bucket):
         node = root
         for part in key.split("/")[:-1][:depth]:
             node = node.setdefault(part, {})
@@ -243,10 +255,10 @@ def tree(client: Minio, bucket: str, depth: int = 3) -> str:
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix` -> ("bucket", "some/prefix")."""
     if not uri.startswith("s3://"):
-        raise StorageError(f"{uri!r} is not an s3:// URI", "write it as s3://<bucket>/<path>")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+        raise StorageError(_("{uri!r} is not an s3:// URI").format(uri=uri), _("write it as s3://<bucket>/<path>"))
+    bucket, _slash, prefix = uri[len("s3://"):].partition("/")
     if not bucket:
-        raise StorageError(f"{uri!r} names no bucket", "write it as s3://<bucket>/<path>")
+        raise StorageError(_("{uri!r} names no bucket").format(uri=uri), _("write it as s3://<bucket>/<path>"))
     return bucket, prefix.strip("/")
 
 

@@ -35,6 +35,7 @@ from helpers.clients.k8s import resolve_address, resolve_url
 from helpers.core import config
 from helpers.core.constants import DEFAULT_NAMESPACE, ApiGroup
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.settings import resolve_with_sources
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -160,9 +161,11 @@ def session_cookie(refusal: str) -> str:
 
 
 def _refused(name: str, url: str, refusal: str) -> SetupError:
-    return SetupError(f"the ingress gateway at {url} refused the request for {name}: {refusal}",
-                      f"sign in to Kubeflow and pass your session: set {COOKIE_ENV} to the value of your browser's "
-                      f"`{session_cookie(refusal)}` cookie, or {TOKEN_ENV} to a token that may access the namespace")
+    return SetupError(_("the ingress gateway at {url} refused the request for {name}: {refusal}").format(
+                          url=url, name=name, refusal=refusal),
+                      _("sign in to Kubeflow and pass your session: set {cookie_env} to the value of your browser's "
+                        "`{session_cookie}` cookie, or {token_env} to a token that may access the namespace").format(
+                          cookie_env=COOKIE_ENV, session_cookie=session_cookie(refusal), token_env=TOKEN_ENV))
 
 
 class Target:
@@ -208,8 +211,9 @@ class Target:
         pods = [pod for pod in core.list_namespaced_pod(namespace, label_selector=selector).items
                 if not pod.metadata.deletion_timestamp]
         if not pods:
-            raise NoServerPod(f"no pod labelled {selector} in {namespace}",
-                             f"`kubectl get pods -n {namespace}`: is the InferenceService running (02_server)?")
+            raise NoServerPod(_("no pod labelled {selector} in {namespace}").format(selector=selector, namespace=namespace),
+                             _("`kubectl get pods -n {namespace}`: is the InferenceService running (02_server)?").format(
+                                 namespace=namespace))
         return core.read_namespaced_pod_log(pods[0].metadata.name, namespace, container=container)
 
     def gateway_credentials(self, api: client.ApiClient) -> dict[str, str]:
@@ -263,20 +267,22 @@ class Local(Target):
 
     def api_client(self, identity: str = "admin", namespace: str = "") -> client.ApiClient:
         if identity not in IDENTITIES:
-            raise SetupError(f"identity must be one of {', '.join(IDENTITIES)}, not {identity!r}", "fix the setting")
+            raise SetupError(_("identity must be one of {identities}, not {identity!r}").format(
+                                 identities=', '.join(IDENTITIES), identity=identity), _("fix the setting"))
         path = self.kubeconfig(identity, namespace)
         if not path.exists():
             if identity == "admin":
-                raise SetupError(f"the local stack is not running (no kubeconfig in {self.state})",
-                                 "start it with `python -m helpers.local up` (or `make up`)")
-            raise SetupError(f"the local stack has no credentials for the {identity} of namespace "
-                             f"{namespace or DEFAULT_NAMESPACE} yet ({path})",
-                             "run 00_cluster_prep first: its Profile makes the namespace and the learner's "
-                             "service account (default-editor), as Kubeflow's profile controller does")
+                raise SetupError(_("the local stack is not running (no kubeconfig in {state})").format(state=self.state),
+                                 _("start it with `python -m helpers.local up` (or `make up`)"))
+            raise SetupError(_("the local stack has no credentials for the {identity} of namespace {namespace} yet "
+                               "({path})").format(
+                                 identity=identity, namespace=namespace or DEFAULT_NAMESPACE, path=path),
+                             _("run 00_cluster_prep first: its Profile makes the namespace and the learner's service account "
+                               "(default-editor), as Kubeflow's profile controller does"))
         return kconfig.new_client_from_config(config_file=str(path))
 
     def describe(self) -> str:
-        return f"local (state folder {self.state})"
+        return _("local (state folder {state})").format(state=self.state)
 
     def _dns(self) -> client.ApiClient:
         """The client that resolves Service names here: cluster DNS answers every pod, whatever its
@@ -304,7 +310,7 @@ class Local(Target):
         return {}
 
     def unreachable_fix(self) -> str:
-        return "restart the local stack: `python -m helpers.local up` (or `make up`)"
+        return _("restart the local stack: `python -m helpers.local up` (or `make up`)")
 
     def service_address(self, api: client.ApiClient, address: str, namespace: str) -> str:
         return resolve_address(self._dns(), address, namespace)
@@ -319,11 +325,12 @@ class Local(Target):
         found = self._through_ingress(api, isvc)
         if found:
             return found
-        address, _ = _addresses(isvc)
+        address, _host = _addresses(isvc)
         if not address:
             meta = isvc["metadata"]
-            raise SetupError(f"InferenceService {meta['namespace']}/{meta['name']} has no status.address.url",
-                             "check the local controller: `python -m helpers.local logs controller`")
+            raise SetupError(_("InferenceService {namespace}/{name} has no status.address.url").format(
+                                 namespace=meta['namespace'], name=meta['name']),
+                             _("check the local controller: `python -m helpers.local logs controller`"))
         return Endpoint(resolve_url(self._dns(), address, isvc["metadata"]["namespace"]), {})
 
 
@@ -346,10 +353,11 @@ class InCluster(Target):
             return ""
 
     def describe(self) -> str:
-        return f"cluster, in a pod (service account of namespace {self.default_namespace()})"
+        return _("cluster, in a pod (service account of namespace {default_namespace})").format(
+                   default_namespace=self.default_namespace())
 
     def unreachable_fix(self) -> str:
-        return "check that the pod may reach the API server (`kubectl cluster-info` in a terminal of this pod)"
+        return _("check that the pod may reach the API server (`kubectl cluster-info` in a terminal of this pod)")
 
     def server_endpoint(self, api: client.ApiClient, isvc: dict) -> Endpoint:
         # Inside the mesh the cluster-local address needs no session; the gateway is the fallback.
@@ -367,10 +375,11 @@ class InCluster(Target):
         refusal = _gateway_refusal(base, headers) if host else None
         if refusal:
             raise _refused(isvc["metadata"]["name"], base, refusal)
-        raise SetupError(f"neither {address or 'status.address.url'} nor the ingress gateway answers for "
-                         f"{isvc['metadata']['name']}",
-                         f"`kubectl describe inferenceservice {isvc['metadata']['name']} -n "
-                         f"{isvc['metadata']['namespace']}` and the server pod's events say why")
+        raise SetupError(_("neither {address} nor the ingress gateway answers for {name}").format(
+                             address=address or 'status.address.url', name=isvc['metadata']['name']),
+                         _("`kubectl describe inferenceservice {name} -n {namespace}` and the server pod's events say "
+                           "why").format(
+                             name=isvc['metadata']['name'], namespace=isvc['metadata']['namespace']))
 
 
 class OutOfCluster(Target):
@@ -383,14 +392,15 @@ class OutOfCluster(Target):
         try:
             return kconfig.new_client_from_config()
         except kconfig.ConfigException as exc:
-            raise SetupError(f"no Kubernetes configuration found ({exc})",
-                             "run inside Kubeflow Notebooks, set KUBECONFIG, or use target='local'") from None
+            raise SetupError(_("no Kubernetes configuration found ({exc})").format(exc=exc),
+                             _("run inside Kubeflow Notebooks, set KUBECONFIG, or use target='local'")) from None
 
     def describe(self) -> str:
-        return f"cluster, from outside it (kubeconfig {os.environ.get('KUBECONFIG') or '~/.kube/config'})"
+        return _("cluster, from outside it (kubeconfig {kubeconfig})").format(
+            kubeconfig=os.environ.get("KUBECONFIG") or "~/.kube/config")
 
     def unreachable_fix(self) -> str:
-        return "check your kubeconfig (`kubectl cluster-info`), or run inside Kubeflow Notebooks"
+        return _("check your kubeconfig (`kubectl cluster-info`), or run inside Kubeflow Notebooks")
 
     def service_address(self, api: client.ApiClient, address: str, namespace: str) -> str:
         """MMS_S3_ENDPOINT, else a port-forward to a pod behind the Service, started here."""
@@ -400,10 +410,11 @@ class OutOfCluster(Target):
         try:
             forward = portforward.forward_address(api, address, namespace)
         except SetupError as exc:
-            raise SetupError(f"{address} is a cluster address, this notebook runs outside the cluster, and "
-                             f"a port-forward to it failed: {exc.cause}",
-                             "run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
-                             f"{S3_ENDPOINT_ENV}=127.0.0.1:9000 before starting Jupyter") from None
+            raise SetupError(_("{address} is a cluster address, this notebook runs outside the cluster, and a port-forward "
+                               "to it failed: {cause}").format(address=address, cause=exc.cause),
+                             _("run `kubectl port-forward svc/minio-service -n kubeflow 9000:9000` and set "
+                               "{s3_endpoint_env}=127.0.0.1:9000 before starting Jupyter").format(
+                                 s3_endpoint_env=S3_ENDPOINT_ENV)) from None
         portforward.announce(forward, address)
         return forward.address
 
@@ -414,9 +425,10 @@ class OutOfCluster(Target):
             return found
         meta = isvc["metadata"]
         raise SetupError(
-            f"found no way to reach InferenceService {meta['namespace']}/{meta['name']} from here",
-            "as the guide suggests: `kubectl port-forward svc/istio-ingressgateway -n istio-system 8080:80` and set "
-            f"{INGRESS_ENV}=http://127.0.0.1:8080")
+            _("found no way to reach InferenceService {namespace}/{name} from here").format(
+                namespace=meta['namespace'], name=meta['name']),
+            _("as the guide suggests: `kubectl port-forward svc/istio-ingressgateway -n istio-system 8080:80` and set "
+              "{ingress_env}=http://127.0.0.1:8080").format(ingress_env=INGRESS_ENV))
 
 
 def gateway_forward(api: client.ApiClient) -> Optional[portforward.PortForward]:

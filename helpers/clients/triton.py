@@ -27,6 +27,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.wait import poll_until
 
 Protocol = Literal["http", "grpc"]
@@ -56,8 +57,9 @@ class InferenceInputError(TritonError):
     """An input does not match the model's metadata (name, datatype or shape); found before sending."""
 
 
-_FIX_SERVER = ("check that Triton runs and the URL is right: on the local target "
-               "`python -m helpers.local status`, on a cluster `kubectl get inferenceservice -n <namespace>`")
+def _fix_server() -> str:
+    return _("check that Triton runs and the URL is right: on the local target `python -m helpers.local status`, "
+             "on a cluster `kubectl get inferenceservice -n <namespace>`")
 
 
 def _split_url(url: str) -> tuple[str, bool]:
@@ -174,8 +176,9 @@ def _with_reuse(address: str, model: str, protocol: Protocol, headers: Headers, 
     raise AssertionError("unreachable")
 
 
-_FIX_SLOW = ("Triton may still be busy (a big model loads slowly) or be stuck: read the server's log, "
-             "then retry with a longer timeout")
+def _fix_slow() -> str:
+    return _("Triton may still be busy (a big model loads slowly) or be stuck: read the server's log, then retry "
+             "with a longer timeout")
 
 
 @contextlib.contextmanager
@@ -187,24 +190,27 @@ def _errors(url: str) -> Iterator[None]:
         message = exc.message() or str(exc)
         status = str(exc.status())
         if "UNAVAILABLE" in status or "failed to connect" in message.lower():
-            raise TritonUnreachable(f"cannot reach Triton at {url}: {message}", _FIX_SERVER) from None
+            raise TritonUnreachable(_("cannot reach Triton at {url}: {message}").format(url=url, message=message),
+                                    _fix_server()) from None
         if "DEADLINE_EXCEEDED" in status:
-            raise TritonTimeout(f"Triton at {url} gave no answer in time ({message})", _FIX_SLOW) from None
-        error = TritonError(f"Triton at {url} answered: {message}", _fix_for(message))
+            raise TritonTimeout(_("Triton at {url} gave no answer in time ({message})").format(url=url, message=message),
+                                _fix_slow()) from None
+        error = TritonError(_("Triton at {url} answered: {message}").format(url=url, message=message), _fix_for(message))
         error.triton_message = message
         raise error from None
     except TimeoutError as exc:
-        raise TritonTimeout(f"Triton at {url} gave no answer in time ({exc})", _FIX_SLOW) from None
+        raise TritonTimeout(_("Triton at {url} gave no answer in time ({exc})").format(url=url, exc=exc), _fix_slow()) from None
     except OSError as exc:  # ConnectionRefusedError, unknown host, reset
-        raise TritonUnreachable(f"cannot reach Triton at {url} ({type(exc).__name__}: {exc})", _FIX_SERVER) from None
+        raise TritonUnreachable(_("cannot reach Triton at {url} ({kind}: {exc})").format(
+                                    url=url, kind=type(exc).__name__, exc=exc), _fix_server()) from None
 
 
 def _fix_for(message: str) -> str:
     lowered = message.lower()
     if "unknown model" in lowered or "is not found" in lowered or "unavailable model" in lowered:
-        return ("load the model first (create its TrainedModel, or `load_model`); "
-                "`repository_index(url)` lists what Triton knows and why a model is not ready")
-    return "read Triton's message above; the server's log has the details"
+        return (_("load the model first (create its TrainedModel, or `load_model`); `repository_index(url)` lists what "
+                  "Triton knows and why a model is not ready"))
+    return _("read Triton's message above; the server's log has the details")
 
 
 def server_metadata(url: str, headers: Headers = None) -> dict:
@@ -256,8 +262,10 @@ def served_by(url: str, model: str, headers: Headers = None) -> str:
     backend = config.get("backend") or config.get("platform") or "?"
     runtime = config.get("runtime") or ""
     if runtime.endswith(".py"):
-        return f"a Python-based {backend} backend ({runtime}, run by a python stub process beside Triton)"
-    return f"Triton's own {backend} backend ({runtime or f'libtriton_{backend}.so'}, inside Triton's process)"
+        return _("a Python-based {backend} backend ({runtime}, run by a python stub process beside Triton)").format(
+            backend=backend, runtime=runtime)
+    return _("Triton's own {backend} backend ({runtime}, inside Triton's process)").format(
+        backend=backend, runtime=runtime or f"libtriton_{backend}.so")
 
 
 def repository_index(url: str, headers: Headers = None) -> list[dict]:
@@ -280,12 +288,13 @@ def load_model(url: str, model: str, headers: Headers = None, timeout: float = 3
         raise
     except TritonTimeout:
         raise ModelLoadError(
-            f"Triton did not finish loading model {model!r} within {timeout:.0f}s",
-            "read the server's log: a big model may need a longer timeout; a python backend stub that "
-            "cannot start (missing library, wrong Python) makes Triton wait for it forever") from None
+            _("Triton did not finish loading model {model!r} within {timeout:.0f}s").format(model=model, timeout=timeout),
+            _("read the server's log: a big model may need a longer timeout; a python backend stub that cannot start "
+              "(missing library, wrong Python) makes Triton wait for it forever")) from None
     except TritonError as exc:
         message = _without_stack_trace(getattr(exc, "triton_message", exc.cause))
-        raise ModelLoadError(f"Triton could not load model {model!r}: {message}", _load_fix(model, message)) from None
+        raise ModelLoadError(_("Triton could not load model {model!r}: {message}").format(model=model, message=message),
+                             _load_fix(model, message)) from None
 
 
 def _without_stack_trace(message: str) -> str:
@@ -301,26 +310,26 @@ def _without_stack_trace(message: str) -> str:
 def _load_fix(model: str, message: str) -> str:
     if "PytorchStreamReader" in message or "not a loadable TorchScript file" in message:
         # Triton's pytorch backend words it as libtorch does; the Python-based one says so itself.
-        return (f"the version folder's model.pt of {model!r} is not a loadable TorchScript file: save the "
-                "model with torch.jit.save (torch.save of a module or a state_dict is not TorchScript)")
+        return (_("the version folder's model.pt of {model!r} is not a loadable TorchScript file: save the model with "
+                  "torch.jit.save (torch.save of a module or a state_dict is not TorchScript)").format(model=model))
     if "is not a frozen TensorFlow GraphDef" in message or ("as binary proto" in message and ".graphdef" in message):
         # Triton's tensorflow backend words it as TensorFlow does; the Python-based one says so itself.
-        return (f"the version folder's model.graphdef of {model!r} is not a frozen TensorFlow GraphDef: write "
-                "graph.as_graph_def().SerializeToString() of a graph whose variables are constants "
-                "(tf.compat.v1.graph_util.convert_variables_to_constants)")
+        return (_("the version folder's model.graphdef of {model!r} is not a frozen TensorFlow GraphDef: write "
+                  "graph.as_graph_def().SerializeToString() of a graph whose variables are constants "
+                  "(tf.compat.v1.graph_util.convert_variables_to_constants)").format(model=model))
     if "directory name must equal model name" in message or "unexpected directory name" in message:
-        return (f"the config.pbtxt `name` must equal the folder (the TrainedModel's name, {model!r}), "
-                "or be left out")
+        return (_("the config.pbtxt `name` must equal the folder (the TrainedModel's name, {model!r}), or be left out").format(
+                    model=model))
     if "failed to poll from model repository" in message:
         # Triton 2.51 keeps the reason ("unexpected directory name ... directory name must equal
         # model name", or a config parse error) in its log and answers only this.
-        return (f"Triton could not read the folder's config.pbtxt. Most often its `name` differs from the "
-                f"folder (the TrainedModel's name, {model!r}): leave the name out or make it equal. Otherwise "
-                "the file does not parse. The server's log (`Poll failed for model directory`) says which")
+        return (_("Triton could not read the folder's config.pbtxt. Most often its `name` differs from the folder (the "
+                  "TrainedModel's name, {model!r}): leave the name out or make it equal. Otherwise the file does not parse. "
+                  "The server's log (`Poll failed for model directory`) says which").format(model=model))
     if "no version" in message.lower() or "at least one version" in message.lower():
-        return "put the model file in a numbered version folder (e.g. 1/model.pt) next to config.pbtxt"
-    return ("check the model folder: config.pbtxt and the version folder's file (`repository_index` shows "
-            "each model's state and reason; the server's log has the details)")
+        return _("put the model file in a numbered version folder (e.g. 1/model.pt) next to config.pbtxt")
+    return _("check the model folder: config.pbtxt and the version folder's file (`repository_index` shows each model's "
+              "state and reason; the server's log has the details)")
 
 
 def unload_model(url: str, model: str, headers: Headers = None, wait: bool = True, timeout: float = 60.0) -> None:
@@ -336,7 +345,7 @@ def unload_model(url: str, model: str, headers: Headers = None, wait: bool = Tru
             states = [m["state"] for m in repository_index(url, headers) if m["name"] == model]
             return all(state not in ("READY", "UNLOADING", "LOADING") for state in states)
 
-        poll_until(finished, f"Triton to finish unloading {model!r}", timeout=timeout)
+        poll_until(finished, _("Triton to finish unloading {model!r}").format(model=model), timeout=timeout)
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -353,17 +362,19 @@ def check_inputs(model: str, metadata: Mapping[str, Any], inputs: Inputs) -> dic
     if isinstance(inputs, np.ndarray):
         if len(expected) != 1:
             raise InferenceInputError(
-                f"model {model!r} has {len(expected)} inputs ({', '.join(expected)}), one array was given",
-                "pass a dict {input name: array}")
+                _("model {model!r} has {count} inputs ({names}), one array was given").format(
+                    model=model, count=len(expected), names=', '.join(expected)),
+                _("pass a dict {input name: array}"))
         inputs = {next(iter(expected)): inputs}
     unknown = [name for name in inputs if name not in expected]
     missing = [name for name in expected if name not in inputs]
     if unknown or missing:
         raise InferenceInputError(
-            f"model {model!r} expects inputs {', '.join(expected)}; given {', '.join(inputs) or 'none'}"
-            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-            + (f" (missing: {', '.join(missing)})" if missing else ""),
-            "name the inputs as the model's metadata does (`model_metadata(url, model)`)")
+            _("model {model!r} expects inputs {expected}; given {given}").format(
+                model=model, expected=", ".join(expected), given=", ".join(inputs) or _("none"))
+            + (" " + _("(unknown: {names})").format(names=", ".join(unknown)) if unknown else "")
+            + (" " + _("(missing: {names})").format(names=", ".join(missing)) if missing else ""),
+            _("name the inputs as the model's metadata does (`model_metadata(url, model)`)"))
     checked = {}
     for name, array in inputs.items():
         array = np.asarray(array)
@@ -373,18 +384,23 @@ def check_inputs(model: str, metadata: Mapping[str, Any], inputs: Inputs) -> dic
         if given_dtype != want_dtype:
             numpy_name = _numpy_name(want_dtype)
             raise InferenceInputError(
-                f"model {model!r} input {name} expects datatype {want_dtype} with shape {_shape_text(want_shape)}; "
-                f"given {given_dtype} ({array.dtype}) with shape {_shape_text(array.shape)}",
-                f"convert it: array.astype(np.{numpy_name})" if numpy_name else f"send {want_dtype} data")
+                _("model {model!r} input {name} expects datatype {want_dtype} with shape {want_shape}; given "
+                  "{given_dtype} ({dtype}) with shape {shape}").format(
+                    model=model, name=name, want_dtype=want_dtype, want_shape=_shape_text(want_shape),
+                    given_dtype=given_dtype, dtype=array.dtype, shape=_shape_text(array.shape)),
+                _("convert it: array.astype(np.{numpy_name})").format(numpy_name=numpy_name) if numpy_name
+                else _("send {want_dtype} data").format(want_dtype=want_dtype))
         fits = len(array.shape) == len(want_shape) and all(w in (-1, g) for w, g in zip(want_shape, array.shape))
         if not fits:
-            hint = ("add the batch dimension: array[np.newaxis]"
+            hint = (_("add the batch dimension: array[np.newaxis]")
                     if len(array.shape) + 1 == len(want_shape)
                     and all(w in (-1, g) for w, g in zip(want_shape[1:], array.shape))
-                    else f"reshape it to {_shape_text(want_shape)} (-1: any size)")
+                    else _("reshape it to {want_shape} (-1: any size)").format(want_shape=_shape_text(want_shape)))
             raise InferenceInputError(
-                f"model {model!r} input {name} expects shape {_shape_text(want_shape)} (-1: any size) "
-                f"with datatype {want_dtype}; given shape {_shape_text(array.shape)} with datatype {given_dtype}",
+                _("model {model!r} input {name} expects shape {want_shape} (-1: any size) with datatype {want_dtype}; "
+                  "given shape {shape} with datatype {given_dtype}").format(
+                    model=model, name=name, want_shape=_shape_text(want_shape), want_dtype=want_dtype,
+                    shape=_shape_text(array.shape), given_dtype=given_dtype),
                 hint)
         checked[name] = array
     return checked
@@ -531,13 +547,15 @@ def infer_json(url: str, model: str, request: Mapping[str, Any], headers: Header
         answer = requests.post(f"{url}/v2/models/{model}/infer", json=dict(request), headers=dict(headers or {}),
                                timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
-        raise TritonUnreachable(f"Triton at {url} did not answer ({type(exc).__name__})",
-                                "check that the server is Ready (02_server) and the address is right") from None
+        raise TritonUnreachable(_("Triton at {url} did not answer ({kind})").format(url=url, kind=type(exc).__name__),
+                                _("check that the server is Ready (02_server) and the address is right")) from None
     if answer.status_code == 400:
         message = answer.json().get("error", answer.text) if answer.headers.get("content-type", "").startswith(
             "application/json") else answer.text
-        raise InferenceInputError(f"Triton refused the request for {model}: {message}", _fix_for(message))
+        raise InferenceInputError(_("Triton refused the request for {model}: {message}").format(model=model, message=message),
+                                  _fix_for(message))
     if answer.status_code != 200:
-        raise TritonError(f"POST /v2/models/{model}/infer answered {answer.status_code}: {answer.text[:200]}",
+        raise TritonError(_("POST /v2/models/{model}/infer answered {status_code}: {text}").format(
+                              model=model, status_code=answer.status_code, text=answer.text[:200]),
                           _fix_for(answer.text))
     return answer.json()

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from helpers.core.i18n import _
+
 ENV_VARS = {
     "MMS_TARGET": "`local` (embedded stack, default) or `cluster` (in-cluster config, else kubeconfig)",
     "MMS_PROFILE": "the local stack's version profile on its first `up`: kfserving-0.5 (default, the guide's), "
@@ -125,7 +127,7 @@ def target(value: Optional[str] = None) -> str:
     default = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
     chosen = (value or os.environ.get("MMS_TARGET") or default).strip().lower()
     if chosen not in ("local", "cluster"):
-        raise ValueError(f"target must be 'local' or 'cluster', not {chosen!r}")
+        raise ValueError(_("target must be 'local' or 'cluster', not {chosen!r}").format(chosen=chosen))
     return chosen
 
 

@@ -35,6 +35,7 @@ import yaml
 from helpers.core import config, i18n
 from helpers.core.constants import API_GROUPS, DEFAULT_BUCKET, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 
 SETTINGS_FILE_ENV = "MMS_SETTINGS"
 
@@ -69,8 +70,11 @@ class Preset:
 
     def summary(self) -> str:
         """One line: what the InferenceService and each TrainedModel ask for, and why."""
-        return (f"preset {self.name}: the server asks for {self.server_cpu} cpu and {self.server_memory}, "
-                f"each model for {self.model_memory} ({self.why})")
+        why = {"guide": _("the guide's own values"),
+               "small": _("for a shared cluster: many learners' servers fit on a few nodes, and both models fit the server"),
+               }.get(self.name, self.why)
+        return _("preset {name}: the server asks for {cpu} cpu and {memory}, each model for {model_memory} ({why})").format(
+            name=self.name, cpu=self.server_cpu, memory=self.server_memory, model_memory=self.model_memory, why=why)
 
     def capacity(self, learners: int) -> dict[str, float]:
         """What `learners` servers on this preset ask the cluster for, sidecars included: `cpu` and
@@ -105,41 +109,43 @@ def validate(key: str, value: Any) -> str:
         try:
             return config.target(text or None)
         except ValueError as exc:
-            raise SetupError(str(exc), "set target to 'local' or 'cluster'") from None
+            raise SetupError(str(exc), _("set target to 'local' or 'cluster'")) from None
     if key == "language":
         try:
             return i18n.check(text or i18n.SOURCE_LANGUAGE)
-        except ValueError as exc:
-            raise SetupError(str(exc), "set language to 'en' (English) or 'ko' (한국어)") from None
+        except ValueError:
+            raise SetupError(_("language {text!r} is not one of {choices}").format(text=text, choices=", ".join(i18n.LANGUAGES)),
+                             _("set language to 'en' (English) or 'ko' (한국어)")) from None
     if key == "api_group":
         if text and text not in API_GROUPS:
-            raise SetupError(f"api_group {text!r} is not one of {', '.join(API_GROUPS)}",
-                             "leave it empty for the group the cluster serves; KFServing 0.5/0.6 (the guide) "
-                             "uses serving.kubeflow.org, KServe serving.kserve.io")
+            raise SetupError(_("api_group {text!r} is not one of {api_groups}").format(
+                                 text=text, api_groups=', '.join(API_GROUPS)),
+                             _("leave it empty for the group the cluster serves; KFServing 0.5/0.6 (the guide) uses "
+                               "serving.kubeflow.org, KServe serving.kserve.io"))
         return text
     if key == "namespace":
         if len(text) > 63 or not _DNS_LABEL.match(text):
-            raise SetupError(f"namespace {text!r} is not a valid Kubernetes name",
-                             "use lower-case letters, digits and '-', starting and ending with a letter or digit")
+            raise SetupError(_("namespace {text!r} is not a valid Kubernetes name").format(text=text),
+                             _("use lower-case letters, digits and '-', starting and ending with a letter or digit"))
         return text
     if key == "server_name":
         if len(text) > 45 or not _DNS_1035.match(text):
-            raise SetupError(f"server_name {text!r} is not a valid InferenceService name",
-                             "use lower-case letters, digits and '-', starting with a letter (at most 45)")
+            raise SetupError(_("server_name {text!r} is not a valid InferenceService name").format(text=text),
+                             _("use lower-case letters, digits and '-', starting with a letter (at most 45)"))
         return text
     if key == "bucket":  # a bucket, or a folder of one (`mlpipeline/private/<ns>`: Kubeflow 1.11)
-        name, _, folder = text.partition("/")
+        name, _slash, folder = text.partition("/")
         if not _BUCKET.match(name) or ".." in name:
-            raise SetupError(f"bucket {name!r} is not a valid S3 bucket name",
-                             "use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")
+            raise SetupError(_("bucket {name!r} is not a valid S3 bucket name").format(name=name),
+                             _("use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit"))
         if folder and not _FOLDER.match(folder):
-            raise SetupError(f"bucket folder {folder!r} is not a plain S3 path",
-                             "write bucket/folder with letters, digits, '.', '_', '-' and '/' (no '..', no '//')")
+            raise SetupError(_("bucket folder {folder!r} is not a plain S3 path").format(folder=folder),
+                             _("write bucket/folder with letters, digits, '.', '_', '-' and '/' (no '..', no '//')"))
         return text.rstrip("/")
     if key == "preset":
         if text not in PRESETS:
-            raise SetupError(f"preset {text!r} is not one of {', '.join(PRESETS)}",
-                             "use 'guide' (the guide's 16Gi server) or 'small' (1 cpu, 2Gi: for shared clusters)")
+            raise SetupError(_("preset {text!r} is not one of {presets}").format(text=text, presets=', '.join(PRESETS)),
+                             _("use 'guide' (the guide's 16Gi server) or 'small' (1 cpu, 2Gi: for shared clusters)"))
         return text
     return text
 
@@ -161,15 +167,16 @@ def load(path: Optional[Path] = None) -> dict[str, str]:
     try:
         found = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise SetupError(f"cannot read the settings file {path}: {str(exc).splitlines()[0]}",
-                         f"fix the YAML (one `key: value` a line), or delete {path}") from None
+        raise SetupError(_("cannot read the settings file {path}: {error}").format(path=path, error=str(exc).splitlines()[0]),
+                         _("fix the YAML (one `key: value` a line), or delete {path}").format(path=path)) from None
     if not isinstance(found, dict):
-        raise SetupError(f"the settings file {path} is not a mapping of settings",
-                         f"write one `key: value` a line, keys from: {', '.join(KEYS)}")
+        raise SetupError(_("the settings file {path} is not a mapping of settings").format(path=path),
+                         _("write one `key: value` a line, keys from: {keys}").format(keys=', '.join(KEYS)))
     unknown = sorted(str(k) for k in found if k not in KEYS)
     if unknown:
-        raise SetupError(f"the settings file {path} has unknown setting(s) {', '.join(unknown)}",
-                         f"use only: {', '.join(KEYS)}")
+        raise SetupError(_("the settings file {path} has unknown setting(s) {unknown}").format(
+                             path=path, unknown=', '.join(unknown)),
+                         _("use only: {keys}").format(keys=', '.join(KEYS)))
     values = {}
     for key, value in found.items():
         if value is None or str(value).strip() == "":
@@ -177,7 +184,7 @@ def load(path: Optional[Path] = None) -> dict[str, str]:
         try:
             values[key] = validate(key, value)
         except SetupError as exc:
-            raise SetupError(f"{exc.cause} (in the settings file {path})", exc.fix) from None
+            raise SetupError(_("{cause} (in the settings file {path})").format(cause=exc.cause, path=path), exc.fix) from None
     return values
 
 
@@ -261,7 +268,9 @@ def save(values: Mapping[str, Any], path: Optional[Path] = None) -> Path:
     path = Path(path) if path else settings_path()
     unknown = sorted(k for k in values if k not in KEYS)
     if unknown:
-        raise SetupError(f"cannot save unknown setting(s) {', '.join(unknown)}", f"use only: {', '.join(KEYS)}")
+        raise SetupError(_("cannot save unknown setting(s) {unknown}").format(unknown=', '.join(unknown)),
+                         _("use only: {keys}").format(
+                                                                                     keys=', '.join(KEYS)))
     merged = load(path)
     for key, value in values.items():
         if value is None or str(value).strip() == "":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional, TypeVar
 
+from helpers.core.i18n import _
+
 T = TypeVar("T")
 
 
@@ -36,8 +38,9 @@ def poll_until(
         if give_up is not None:
             reason = give_up()
             if reason:
-                raise WaitTimeout(f"gave up waiting for {what}: {reason}")
+                raise WaitTimeout(_("gave up waiting for {what}: {reason}").format(what=what, reason=reason))
         if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+            detail = " " + _("(last error: {error})").format(error=last_error) if last_error else ""
+            raise WaitTimeout(_("timed out after {timeout:.0f}s waiting for {what}{detail}").format(
+                timeout=timeout, what=what, detail=detail))
         time.sleep(interval)

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack.process import log_tail
 from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
 from helpers.local.stack.s3server import rclone_binary
@@ -17,8 +18,8 @@ from helpers.local.stack.torch_backend import status_line
 
 def _status(stack: Stack) -> int:
     rows = stack.status()
-    print(f"state folder: {stack.root}")
-    print(f"profile:      {stack.profile().describe} (API group {stack.profile().group})")
+    print(_("state folder: {root}").format(root=stack.root))
+    print(_("profile:      {profile} (API group {group})").format(profile=stack.profile().describe, group=stack.profile().group))
     # A part inside another process is indented under it: its PID is its host's, it restarts with it.
     names = [f"  {row.name} (in {row.inside})" if row.inside else row.name for row in rows]
     width = max([34] + [len(name) + 1 for name in names])
@@ -28,7 +29,7 @@ def _status(stack: Stack) -> int:
         restarts = "-" if row.inside else row.restarts
         print(f"{name:<{width}} {state:<10} {row.pid or '-':>7} {restarts:>8}  {row.address}")
         if row.last_exit:
-            print(f"{'':<{width}} last exit: {row.last_exit}")
+            print(f"{'':<{width}} " + _("last exit: {exit}").format(exit=row.last_exit))
         if row.detail:
             print(f"{'':<{width}} {row.detail}")
     print(status_line(stack.backends_dir))
@@ -42,7 +43,7 @@ def _logs(stack: Stack, component: str, lines: int) -> int:
     for name in names:
         path = stack.logs / f"{name}.log"
         print(f"==> {path} <==")
-        print(log_tail(path, lines) if path.exists() else "    (no log yet)")
+        print(log_tail(path, lines) if path.exists() else "    " + _("(no log yet)"))
     return 0
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return _status(stack)
         if args.command == "down":
             if not stack.down():
-                print("nothing was running")
+                print(_("nothing was running"))
             return 0
         if args.command == "status":
             return _status(stack)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _logs(stack, args.component, args.lines)
     except SetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {error}").format(error=exc), file=sys.stderr)
         return 2
 
 

@@ -30,6 +30,7 @@ import requests
 
 from helpers.core.config import build_dir, cache_dir, env_port
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.resources import notebooks_dir
 from helpers.core.wait import poll_until
 from helpers.local.stack import process
@@ -44,8 +45,11 @@ OVERRIDES = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
 }
 
-FIX_KERNEL = (f"install it into the project's virtualenv: `{sys.executable} -m ipykernel install --sys-prefix "
-              f"--name {KERNEL} --display-name \"Python ({KERNEL})\"` (`make setup` does this on a fresh .venv)")
+def fix_kernel() -> str:
+    """How to install the project's kernel (a SetupError's fix)."""
+    command = f"{sys.executable} -m ipykernel install --sys-prefix --name {KERNEL} --display-name \"Python ({KERNEL})\""
+    return _("install it into the project's virtualenv: `{command}` (`make setup` does this on a fresh .venv)").format(
+        command=command)
 
 
 class Lab(NamedTuple):
@@ -72,11 +76,11 @@ def check_kernel(name: str = KERNEL) -> Path:
     try:
         spec = KernelSpecManager().get_kernel_spec(name)
     except NoSuchKernel:
-        raise SetupError(f"the Jupyter kernel {name!r} is not installed", FIX_KERNEL) from None
+        raise SetupError(_("the Jupyter kernel {name!r} is not installed").format(name=name), fix_kernel()) from None
     python = Path(spec.argv[0]) if spec.argv else Path()
     if not python.exists():
-        raise SetupError(f"the Jupyter kernel {name!r} ({spec.resource_dir}) runs {python}, which does not exist",
-                         FIX_KERNEL)
+        raise SetupError(_("the Jupyter kernel {name!r} ({folder}) runs {python}, which does not exist").format(
+                             name=name, folder=spec.resource_dir, python=python), fix_kernel())
     return Path(spec.resource_dir)
 
 
@@ -147,7 +151,8 @@ def start_lab(root_dir: Path, port: Optional[int] = None, env: Optional[Mapping[
     check_kernel()
     root_dir = Path(root_dir).resolve()
     if not root_dir.is_dir():
-        raise SetupError(f"JupyterLab's root folder {root_dir} does not exist", "pass the notebooks folder")
+        raise SetupError(_("JupyterLab's root folder {folder} does not exist").format(folder=root_dir),
+                         _("pass the notebooks folder"))
     workdir = Path(workdir or build_dir() / "lab").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if port is None:
@@ -183,7 +188,7 @@ def stop_lab(lab: Lab, timeout: float = 20.0) -> bool:
         return False
     try:
         lab.api("/api/shutdown", "POST")
-        poll_until(lambda: not lab.record.alive(), "JupyterLab to shut down", timeout=timeout)
+        poll_until(lambda: not lab.record.alive(), _("JupyterLab to shut down"), timeout=timeout)
         return True
     except Exception:  # noqa: BLE001 - no answer or too slow: stop it by PID
         return process.stop(lab.record)
@@ -196,8 +201,8 @@ def _stack_env() -> dict[str, str]:
     records = stack.records()
     down = [name for name in ORDER if not (records.get(name) and records[name].alive())]
     if down:
-        print(f"note: the local stack is not running ({', '.join(down)}); the notebooks will say so. "
-              "Start it with `python -m helpers.local up` (or `make up`).")
+        print(_("note: the local stack is not running ({parts}); the notebooks will say so. Start it with "
+                "`python -m helpers.local up` (or `make up`).").format(parts=", ".join(down)))
     return stack.env()
 
 
@@ -209,13 +214,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         lab = start_lab(args.root, args.port, _stack_env(), build_dir() / "lab", isolate=False)
     except SetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {error}").format(error=exc), file=sys.stderr)
         return 2
-    print(f"JupyterLab is running (pid {lab.record.pid}); its log: {lab.record.log}")
-    print(f"kernel: {KERNEL}; notebooks: {Path(args.root).resolve()}")
-    print("open this URL in a browser on this machine (it holds the access token):")
+    print(_("JupyterLab is running (pid {pid}); its log: {log}").format(pid=lab.record.pid, log=lab.record.log))
+    print(_("kernel: {kernel}; notebooks: {folder}").format(kernel=KERNEL, folder=Path(args.root).resolve()))
+    print(_("open this URL in a browser on this machine (it holds the access token):"))
     print(f"\n    {lab.url}\n", flush=True)
-    print("Ctrl-C stops JupyterLab and its kernels (the local stack keeps running: `make down` stops it).")
+    print(_("Ctrl-C stops JupyterLab and its kernels (the local stack keeps running: `make down` stops it)."))
 
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -226,10 +231,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         while lab.record.alive():  # until Ctrl-C, or the server exits on its own (File > Shut Down)
             time.sleep(1.0)
     except KeyboardInterrupt:
-        print("\nstopping JupyterLab ...")
+        print("\n" + _("stopping JupyterLab ..."))
     finally:
         stop_lab(lab)
-    print("JupyterLab stopped")
+    print(_("JupyterLab stopped"))
     return 0
 
 

@@ -57,7 +57,8 @@ def write_catalogue(catalogue: Catalog, path: Path) -> None:
     """Write `catalogue` sorted by where each entry comes from (cell order, file and line), no line wrapping."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
-        write_po(handle, catalogue, width=0, omit_header=False, sort_output=False, include_previous=True)
+        write_po(handle, catalogue, width=0, omit_header=False, sort_output=False, include_previous=True,
+                 include_lineno=False)  # a moved line changes no catalogue
 
 
 def markdown_cells(notebook: dict[str, Any]) -> Iterable[tuple[str, str]]:

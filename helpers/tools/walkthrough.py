@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from helpers.core import i18n
 from helpers.core.config import build_dir
-from helpers.core.i18n import SOURCE_LANGUAGE
+from helpers.core.i18n import SOURCE_LANGUAGE, _
 from helpers.core.resources import is_checkout, notebooks_dir
 from helpers.core.settings import resolve_with_sources
 from helpers.tools import translations
@@ -114,6 +115,14 @@ def stderr_to(log: Path | str) -> Iterator[None]:
             os.close(saved)
 
 
+def fix_labels() -> tuple[str, ...]:
+    """How a SetupError's message starts its fix line in each language (`fix:`, and its translations)."""
+    template = "{cause}\n  fix: {fix}"  # helpers.core.errors
+    found = {i18n.catalogue(code).get(template, template).split("\n", 1)[-1].split("{fix}")[0].strip()
+             for code in i18n.LANGUAGES}
+    return tuple(sorted(found))
+
+
 def _first_line(exc: Exception) -> str:
     """The error's first line, plus its `fix:` line when it has one (SetupError)."""
     # papermill's PapermillExecutionError carries the notebook's own exception name and message.
@@ -122,7 +131,8 @@ def _first_line(exc: Exception) -> str:
     if not text:
         return type(exc).__name__
     lines = text.splitlines()
-    fix = next((line.strip() for line in lines[1:] if line.strip().startswith("fix:")), "")
+    labels = fix_labels()
+    fix = next((line.strip() for line in lines[1:] if line.strip().startswith(labels)), "")
     return f"{lines[0]}\n    {fix}" if fix else lines[0]
 
 
@@ -140,7 +150,7 @@ def run_all(parameters: dict[str, Any], out_dir: Path, only: Optional[list[str]]
     for path in notebooks(folder, cleanup=bool(only)):
         if only and not any(path.stem.startswith(prefix) for prefix in only):
             continue
-        print(f"running {path.name} ...", flush=True)
+        print(_("running {notebook} ...").format(notebook=path.name), flush=True)
         run = run_notebook(path, out_dir, parameters, kernel)
         runs.append(run)
         if not run.ok and stop_on_failure:
@@ -154,13 +164,13 @@ def summary(runs: list[Run], out_dir: Path) -> str:
     for run in runs:
         lines.append(f"{run.notebook:<18} {'pass' if run.ok else 'FAIL':<6} {run.seconds:>8.1f}")
         if not run.ok:
-            lines.append(f"    {run.error}\n    open {run.output} to see the failing cell")
-    lines.append(f"executed notebooks: {out_dir}")
-    lines.append(f"results JSON:       {out_dir / 'results'}")
-    lines.append(f"plots:              {out_dir / 'plots'}")
-    lines.append(f"kernel logs:        {out_dir / 'kernels.log'}")
+            lines.append(f"    {run.error}\n    " + _("open {output} to see the failing cell").format(output=run.output))
+    lines.append(_("executed notebooks: {folder}").format(folder=out_dir))
+    lines.append(_("results JSON:       {folder}").format(folder=out_dir / "results"))
+    lines.append(_("plots:              {folder}").format(folder=out_dir / "plots"))
+    lines.append(_("kernel logs:        {path}").format(path=out_dir / "kernels.log"))
     if is_checkout():
-        lines.append("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack")
+        lines.append(_("next: `make lab` opens the notebooks in JupyterLab; `make down` stops the local stack"))
     return "\n".join(lines)
 
 
@@ -251,17 +261,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     planned = [p.stem for p in notebooks(args.dir, cleanup=bool(args.only))
                if not args.only or any(p.stem.startswith(prefix) for prefix in args.only)]
     if not planned:
-        print(f"no notebooks in {args.dir or notebooks_dir()}")
+        print(_("no notebooks in {folder}").format(folder=args.dir or notebooks_dir()))
         return 1
     runs = run_all(params, out_dir, args.only, folder=args.dir, kernel=args.kernel or default_kernel())
     print(summary(runs, out_dir))
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_text(junit_xml(runs, planned, {k: v for k, v in params.items()}))
-        print(f"JUnit report:       {args.junit}")
+        print(_("JUnit report:       {path}").format(path=args.junit))
     if args.cleanup:
         for line in clean_namespace(params):
-            print(f"deleted {line}")
+            print(_("deleted {what}").format(what=line))
     return 0 if runs and all(r.ok for r in runs) else 1
 
 

@@ -197,3 +197,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+
+
+@pytest.mark.stack
+def test_every_command_06_prints_runs_as_printed(stack, run06: walkthrough.Run, tmp_path: Path) -> None:
+    """Each shell block 06 printed, pasted line by line into one bash after it (as 00-05's are in
+    test_notebooks.py), in the reader's folder with the guide's YAML files: every line exits 0. The blocks
+    replay 06 in order, so what a block mends, an earlier block broke."""
+    from support.guide_commands import Reader
+
+    assert run06.ok, run06.error
+    reader = Reader(stack, tmp_path)
+    try:
+        reader.paste_blocks(run06)
+    finally:
+        reader.close()
+    assert [s for s in reader.steps if s.run], "06 prints shell blocks"
+    assert [(s.label, s.run, s.code, s.output[-300:]) for s in reader.steps if s.run and s.code != 0] == []

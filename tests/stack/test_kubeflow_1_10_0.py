@@ -1,17 +1,26 @@
 """Kubeflow 1.10.0 (KServe 0.14.1, MinIO): kubeflow-edit has no trainedmodels there, so 00 (as the admin)
-grants them as on the guide's cluster, and 01-04 run as the learner. One stack of the profile for the file."""
+grants them as on the guide's cluster, and 01-03 run as the learner. One stack of the profile for the file.
+
+The notebooks run here in Korean (`language = "ko"`, markdown from the catalogues): the suite's one
+run of the Korean walkthrough under papermill."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator
 
+import nbformat
 import pytest
 from kubernetes import client
 from kubernetes import config as kconfig
 
+from helpers.core import i18n
 from helpers.core.constants import KSERVE_GROUP
+from helpers.core.resources import notebooks_dir
 from helpers.local.stack.stack import Stack
+from helpers.tools import translations
 from support import releases
+from support.guide_commands import shown_blocks as guide_blocks
 
 pytestmark = pytest.mark.stack
 NS = "mms"
@@ -27,8 +36,10 @@ def stack1100(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def runs(stack1100: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
     # 00-03: what differs from kubeflow-1.10 (kubeflow-edit without trainedmodels, KServe 0.14.1's stored
     # shape) is there by 03; 04 adds nothing of this release (test_notebooks_kubeflow_1_10.py runs it on 1.10).
+    # In Korean: the notebooks rendered from the catalogues, as `helpers.walkthrough --lang ko` runs them
+    # (every other run of the suite is English).
     return releases.run_walkthrough(tmp_path_factory.mktemp("walkthrough-1.10.0"), {"preset": "small"},
-                                    releases.GUIDE[:4])
+                                    releases.GUIDE[:4], lang="ko")
 
 
 def test_kubeflow_edit_has_no_trainedmodels_and_00_grants_them(stack1100: Stack) -> None:
@@ -50,3 +61,28 @@ def test_the_walkthrough_runs_as_the_learner(runs: dict, stack1100: Stack) -> No
 def test_the_doctor_is_quiet_on_the_healthy_server(runs: dict, stack1100: Stack) -> None:
     code, findings = releases.doctor(stack1100, NS, "triton-mms", "triton")
     assert code == 0, [f for f in findings if f["result"] == "problem"]
+
+
+def markdown(notebook) -> list[tuple[str, str]]:
+    return [(cell["id"], "".join(cell["source"])) for cell in notebook["cells"] if cell["cell_type"] == "markdown"]
+
+
+def test_the_walkthrough_ran_in_korean(runs: dict) -> None:
+    """The executed notebooks are the Korean ones: their markdown is what the catalogues render (whatever
+    is translated so far), their parameters cell says `language = "ko"`, and the helpers spoke Korean:
+    the shell blocks they printed carry core.show's Korean labels, never its English ones."""
+    for name, run in runs.items():
+        executed = nbformat.read(run.output, as_version=4)
+        assert markdown(executed) == markdown(translations.render(notebooks_dir() / f"{name}.ipynb", "ko")), name
+        parameters = next(c for c in executed.cells if "parameters" in c.metadata.get("tags", []))
+        assert re.search(r'^language = "ko"', parameters.source, re.M), name
+    korean = i18n.catalogue("ko")
+    labels = {english: korean[english] for english in korean
+              if english.startswith(("the guide's commands", "not in the guide", "a shell equivalent"))}
+    assert labels, "core.show's labels are in the Korean catalogue"
+    shown = [block.label for run in runs.values() for block in guide_blocks(run.output)]
+    assert shown, "00-03 print shell blocks"
+    def fixed(text: str) -> str:  # a label's words before its first placeholder
+        return text.split("{")[0].strip()
+    assert any(label.startswith(fixed(ko)) for ko in labels.values() for label in shown), shown
+    assert not any(label.startswith(fixed(en)) for en in labels for label in shown), shown

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import nbformat
 import pytest
@@ -24,6 +24,7 @@ from helpers.local.stack import tf_backend, torch_backend
 from helpers.steps.models import images
 from helpers.steps.models.standins import CIFAR10_CLASSES
 from helpers.tools import walkthrough
+from support.guide_commands import Reader
 from support.walkthroughs import GUIDE, NOTEBOOKS, assert_no_secret, delete_server, doctor, results, run_walkthrough
 
 pytestmark = pytest.mark.stack
@@ -34,9 +35,21 @@ INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labe
 
 
 @pytest.fixture(scope="module")
-def default_run(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, walkthrough.Run]]:
-    yield run_walkthrough(tmp_path_factory.mktemp("walkthrough"), {})
+def walkthrough_and_reader(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, Reader]]:
+    """The walkthrough 00-05, and a reader who pastes every shell block each notebook printed right after it."""
+    out = tmp_path_factory.mktemp("walkthrough")
+    reader = Reader(stack, out / "requests", known_failing=list(CANNOT_RUN))
+    try:
+        runs = run_walkthrough(out, {}, after=reader.paste_blocks)
+    finally:
+        reader.close()
+    yield runs, reader
     delete_server(kube, stack, "serving.kubeflow.org", "triton-mms", "mms")
+
+
+@pytest.fixture(scope="module")
+def default_run(walkthrough_and_reader) -> dict[str, walkthrough.Run]:
+    return walkthrough_and_reader[0]
 
 
 # --- the guide's settings ----------------------------------------------------------------------
@@ -234,28 +247,36 @@ def test_the_guides_commands_run_in_bash_after_the_walkthrough(stack, kube, defa
                             timeout=10).status_code == 200
 
 
-def test_every_command_the_notebooks_print_runs_as_printed(stack, default_run) -> None:
-    """After `eval "$(python -m helpers.local env)"`, in the reader's folder (the YAML files saved, the
-    request bodies where the notebooks wrote them), every printed line but the model downloads runs."""
-    from support import guide_commands as guide
+# Printed lines that cannot run as printed after their notebook, each with the precise reason. Each entry
+# must match a printed line (else it is stale and the test says so): the list only shrinks.
+CANNOT_RUN: dict[str, str] = {
+    r"^kubectl (patch|delete) trainedmodels\S* cifar10-lifecycle ":
+        "05 makes cifar10-lifecycle with a helper and deletes it at its end; the line it prints for making it, "
+        "`kubectl apply -f trained_model1.yaml # with name: cifar10-lifecycle, ...`, applies the file's cifar10 "
+        "(the new name is only in the comment), so no pasted line makes it again",
+    r"^kubectl get trainedmodels\S* cifar10-too-big ":
+        "05 makes cifar10-too-big with a helper, prints no line that makes it, and deletes it at its end",
+}
 
-    requests_dir = default_run["03_cifar10"].results.parent.parent / "requests"
-    guide.write_files(stack, requests_dir, requests_dir)
-    printed = guide.notebook_commands([default_run[name].output for name in GUIDE])  # 05's act on models it deletes
-    ingress = stack.env()["MMS_INGRESS_URL"]
 
-    def as_run(line: str) -> Optional[str]:
-        if guide.DOWNLOADS.match(line):
-            return None
-        # Port 80 may be another stack's gateway (parallel runs): the line below it reaches this one.
-        return line.replace("http://${CLUSTER_IP}/", "${MMS_INGRESS_URL}/") if ingress != "http://127.0.0.1" else line
-    steps = [guide.Step(line, as_run(line), "a model download") for line in printed]
-    try:
-        guide.run(steps, requests_dir, guide.shell_env(stack))
-    finally:
-        guide.cleanup(stack)
+def test_every_command_the_notebooks_print_runs_as_printed(walkthrough_and_reader) -> None:
+    """Every shell block 00-05 print, pasted line by line into one bash right after its notebook (after
+    `eval "$(python -m helpers.local env)"`, in the reader's folder with the guide's YAML files): each line
+    but the model downloads exits 0. A block that acts on what its notebook deletes before it ends (05)
+    runs when the notebook's blocks replay it in order: what a block changes or deletes, an earlier block
+    made. CANNOT_RUN lists, each with its reason, the lines for which no printed line does that yet."""
+    runs, reader = walkthrough_and_reader
+    steps = reader.steps
+    (runs["03_cifar10"].results.parent / "pasted_commands.txt").write_text("\n".join(
+        f"{s.notebook} [{s.label}] {'-' if s.run is None else s.code} $ {s.guide}" for s in steps) + "\n")
+    assert {step.notebook for step in steps} >= set(GUIDE)
+    exempt = {pattern: [s for s in steps if re.search(pattern, s.guide)] for pattern in CANNOT_RUN}
+    assert [pattern for pattern, found in exempt.items() if not found] == [], "stale CANNOT_RUN entries"
+    assert [s.guide for found in exempt.values() for s in found if s.code == 0] == [], "they run now: drop them"
+    excused = {id(s) for found in exempt.values() for s in found}
     assert len([s for s in steps if s.run]) >= 35
-    failed = [(s.run, s.code, s.output[-300:]) for s in steps if s.run and s.code != 0]
+    failed = [(s.notebook, s.run, s.code, s.output[-300:]) for s in steps
+              if s.run and s.code != 0 and id(s) not in excused]
     assert failed == []
     infer = [s.output for s in steps if s.run and "/infer -d @" in s.run]
     # Two (one a model) when the gateway has port 80; four when another stack holds it (the line with

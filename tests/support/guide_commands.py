@@ -5,6 +5,10 @@
 why); `run()` executes the plan in one shell, after the guide's own setting-up and
 `eval "$(python -m helpers.local env)"`, and returns each command's output; `report()` says how
 many ran verbatim and lists the others. Used by tests/stack/test_notebooks.py after the walkthrough.
+
+The notebooks' own shell blocks: `shown_blocks()` reads each labelled block an executed notebook
+printed (core.show.show_shell: a `# <label>` line, then `$ ` lines), and a `Reader` pastes them, line by
+line, into one bash (`Shell`) right after each notebook (test_notebooks.py: 00-05; test_doctor.py: 06).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from helpers.core.resources import data_path
 
@@ -77,6 +81,8 @@ class Step:
     reason: str = ""
     output: str = ""
     code: Optional[int] = None
+    notebook: str = ""  # for a line a notebook printed: which, and its block's label
+    label: str = ""
 
     @property
     def kind(self) -> str:
@@ -194,33 +200,126 @@ def report(steps: list[Step]) -> str:
 
 # Lines the notebooks print that fetch models from the internet (not kubectl/curl/mc): not run here.
 DOWNLOADS = re.compile(r"^(\./gsutil |wget |TMP=\$\(mktemp|\(cd \$TMP|mv \$TMP|\(cd /tmp && tar |mv /tmp/inception)")
+# Lines that run until stopped (a reader gives them a terminal of their own).
+FOREGROUND = re.compile(r"^kubectl (-n \S+ )?port-forward ")
+
+
+@dataclass
+class Block:
+    """One shell block a notebook printed (core.show.show_shell): its `# label` line and its commands."""
+
+    notebook: str
+    label: str
+    commands: list[str]
+
+
+def shown_blocks(path: Path) -> list[Block]:
+    """The labelled shell blocks of one executed notebook, in order: an output whose first line is
+    `# <label>` and that has `$ ` lines. Continued lines (`\\`) are joined; comment lines are left out."""
+    import nbformat
+
+    found = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text") or (output.get("data") or {}).get("text/plain") or ""
+            if not (text.startswith("# ") and "\n$ " in text):
+                continue
+            label, *lines = text.splitlines()
+            commands, command = [], ""
+            for line in lines:
+                if command and command.endswith("\\"):
+                    command = command[:-1].rstrip() + " " + line.strip()
+                elif line.startswith("$ "):
+                    if command:
+                        commands.append(command)
+                    command = line[2:]
+                elif command:
+                    commands.append(command)
+                    command = ""
+            if command:
+                commands.append(command)
+            found.append(Block(path.stem, label[2:], commands))
+    return found
 
 
 def notebook_commands(executed: list[Path]) -> list[str]:
     """The shell lines (`$ ...`, continuations joined) the executed notebooks show as commands to paste."""
-    import nbformat
+    return [command for path in executed for block in shown_blocks(path) for command in block.commands]
 
-    found = []
-    for path in executed:
-        for cell in nbformat.read(path, as_version=4).cells:
-            for output in cell.get("outputs", []):
-                text = output.get("text") or (output.get("data") or {}).get("text/plain") or ""
-                if not (text.startswith("# ") and "\n$ " in text):  # a block of core.show.show_shell
-                    continue
-                command = ""
-                for line in text.splitlines():
-                    if command and command.endswith("\\"):
-                        command = command[:-1].rstrip() + " " + line.strip()
-                    elif line.startswith("$ "):
-                        if command:
-                            found.append(command)
-                        command = line[2:]
-                    elif command:
-                        found.append(command)
-                        command = ""
-                if command:
-                    found.append(command)
-    return found
+
+class Shell:
+    """One bash a reader keeps open beside the notebooks: variables (`SERVER`, `MODEL_NAME`) and `cd`
+    carry from one pasted line to the next, and from one notebook to the next.
+
+    `run` pastes one line and returns (exit code, output). The cluster answers some lines only after a
+    while (a TrainedModel applied a moment ago is Ready seconds later, as for a reader who pastes
+    it), so a failing line is pasted again until `patience` seconds have passed; the last answer counts.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        import queue
+        import threading
+
+        self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=workdir, env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # close() ends what it left running too
+        self.lines: queue.Queue = queue.Queue()
+        self.count = 0
+
+        def read() -> None:  # a thread: readline on a pipe blocks, and select() cannot see Python's buffer
+            assert self.process.stdout
+            for got in self.process.stdout:
+                self.lines.put(got)
+            self.lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def paste(self, line: str, timeout: float = 300) -> tuple[int, str]:
+        import queue
+        import time
+
+        self.count += 1
+        mark = f"{_MARK} {self.count} rc="
+        assert self.process.stdin
+        # A group, not a subshell: an assignment or `cd` stays; stdin is not the script's.
+        self.process.stdin.write(f"{{\n{line}\n}} </dev/null 2>&1\nprintf '\\n{mark}%s\\n' $?\n")
+        self.process.stdin.flush()
+        lines, deadline = [], time.monotonic() + timeout
+        while True:
+            try:
+                got = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise TimeoutError(f"`{line}` did not finish in {timeout:.0f}s; its output so far: "
+                                   f"{''.join(lines)[-500:]}") from None
+            if got is None:
+                raise RuntimeError(f"bash exited while running `{line}`: {''.join(lines)[-500:]}")
+            if got.startswith(mark):
+                return int(got[len(mark):]), "".join(lines)[:-1]  # less the newline printf adds
+            lines.append(got)
+
+    def run(self, line: str, patience: float = 0) -> tuple[int, str]:
+        import time
+
+        deadline = time.monotonic() + patience
+        while True:
+            code, output = self.paste(line)
+            if code == 0 or time.monotonic() >= deadline:
+                return code, output
+            time.sleep(2)
+
+    def close(self) -> None:
+        """Exit the shell, and stop what it left running (a `kubectl port-forward ... &`)."""
+        import os
+        import signal
+
+        if self.process.poll() is None:
+            assert self.process.stdin
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def write_files(stack, workdir: Path, requests_dir: Path) -> None:
@@ -280,6 +379,48 @@ def run_on_stack(stack, kube, requests_dir: Path, workdir: Path) -> list[Step]:
         return run(plan(commands(), both, ingress, guarded, profile.kfserving_gateway), workdir, shell_env(stack))
     finally:
         cleanup(stack)
+
+
+class Reader:
+    """A reader beside the walkthrough: one bash open in their folder (the guide's YAML files saved there,
+    where 03 and 04 write the request bodies), and after each notebook every shell block it printed
+    pasted into it, line by line, in order, before the next notebook runs."""
+
+    def __init__(self, stack, folder: Path, known_failing: Sequence[str] = ()) -> None:
+        """`known_failing`: patterns of lines known not to run (each with its reason, in the test): pasted
+        once, without waiting for the cluster to come round."""
+        self.stack, self.folder, self.known_failing = stack, folder, list(known_failing)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_files(stack, folder, folder)
+        self.shell = Shell(folder, shell_env(stack))
+        for command, why in PREAMBLE:
+            code, output = self.shell.run(command)
+            assert code == 0, (command, why, output)
+        self.steps: list[Step] = []
+        self.ingress = stack.env()["MMS_INGRESS_URL"]
+
+    def as_run(self, line: str) -> Optional[str]:
+        if DOWNLOADS.match(line):
+            return None  # a model download: no internet here
+        if FOREGROUND.match(line) and not line.rstrip().endswith("&"):
+            # It runs until stopped: a reader gives it a terminal of its own; here it runs in the background.
+            line = f"{{\n{line}\n}} >/dev/null 2>&1 &\nsleep 3"
+        # Port 80 may be another stack's gateway (parallel runs): the line below it reaches this one.
+        return line.replace("http://${CLUSTER_IP}/", "${MMS_INGRESS_URL}/") if self.ingress != "http://127.0.0.1" else line
+
+    def paste_blocks(self, run) -> None:
+        """After the notebook of `run` (a helpers.tools.walkthrough.Run): each line of each block it printed."""
+        for block in shown_blocks(run.output):
+            for line in block.commands:
+                step = Step(line, self.as_run(line), "a model download", notebook=run.notebook, label=block.label)
+                if step.run is not None:
+                    known = any(re.search(pattern, line) for pattern in self.known_failing)
+                    step.code, step.output = self.shell.run(step.run, patience=0 if known else 60)
+                self.steps.append(step)
+
+    def close(self) -> None:
+        self.shell.close()
+        cleanup(self.stack)  # what the guide's `kubectl expose pod` made
 
 
 if __name__ == "__main__":

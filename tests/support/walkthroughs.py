@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 from kubernetes import client
@@ -15,19 +15,34 @@ from kubernetes import client
 from helpers.core import settings
 from helpers.core.config import project_root
 from helpers.core.constants import api_group
+from helpers.core.i18n import SOURCE_LANGUAGE
 from helpers.core.wait import poll_until
 from helpers.local.stack.stack import Stack
-from helpers.tools import walkthrough
+from helpers.tools import translations, walkthrough
 
 NOTEBOOKS = ["00_cluster_prep", "01_minio", "02_server", "03_cifar10", "04_inception", "05_lifecycle"]
 GUIDE = NOTEBOOKS[:5]  # the guide's steps; 05 goes beyond it
 
 
-def run_walkthrough(out_dir: Path, parameters: dict, notebooks: Sequence[str] = tuple(NOTEBOOKS)) -> dict[str, walkthrough.Run]:
-    """Run `notebooks` (00-05 by default) in order with papermill; every one must pass."""
-    runs = {run.notebook: run for run in walkthrough.run_all(parameters, out_dir, only=[n[:2] for n in notebooks])}
-    failed = [f"{r.notebook}: {r.error} (see {r.output})" for r in runs.values() if not r.ok]
-    assert not failed, failed
+def run_walkthrough(out_dir: Path, parameters: dict, notebooks: Sequence[str] = tuple(NOTEBOOKS), lang: str = "en",
+                    after: Optional[Callable[[walkthrough.Run], None]] = None) -> dict[str, walkthrough.Run]:
+    """Run `notebooks` (00-05 by default) in order with papermill; every one must pass.
+
+    `lang`: the notebooks of that language, rendered from the catalogues into `out_dir/source-<lang>` as
+    `python -m helpers.walkthrough --lang` does. `after(run)` is called after each notebook, before the next.
+    """
+    folder = None
+    if lang != SOURCE_LANGUAGE:
+        folder = out_dir / f"source-{lang}"
+        translations.render_all(folder, lang)
+        parameters = {**parameters, "language": lang}
+    runs: dict[str, walkthrough.Run] = {}
+    for name in notebooks:
+        for run in walkthrough.run_all(parameters, out_dir, only=[name], folder=folder):
+            runs[run.notebook] = run
+            assert run.ok, f"{run.notebook}: {run.error} (see {run.output})"
+            if after:
+                after(run)
     assert list(runs) == list(notebooks)
     return runs
 

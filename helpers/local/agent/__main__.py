@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+from helpers.core import i18n
 from helpers.local.agent import Settings, run, s3config
 from helpers.local.agent.log import Logger
 
@@ -35,6 +36,7 @@ def _service_resolver() -> Optional[Callable[[str], str]]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    i18n.set_language(i18n.SOURCE_LANGUAGE)  # a log line is English whatever the learner's language, as upstream's
     parser = argparse.ArgumentParser(prog="python -m helpers.local.agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", type=Path, required=True, help="folder holding models.json")

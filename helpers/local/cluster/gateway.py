@@ -39,6 +39,7 @@ from kubernetes.client.exceptions import ApiException
 from helpers.clients.k8s import not_found
 from helpers.core.constants import KFSERVING_GROUP
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack import process
 
 log = logging.getLogger("gateway")
@@ -60,7 +61,8 @@ def nginx_binary() -> Optional[str]:
     given = os.environ.get("NGINX")
     if given:
         if not os.access(given, os.X_OK):
-            raise SetupError(f"NGINX={given} is not an executable file", "point NGINX at nginx, or unset it")
+            raise SetupError(_("NGINX={given} is not an executable file").format(given=given),
+                             _("point NGINX at nginx, or unset it"))
         return given
     found = shutil.which("nginx")
     if found:

@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from helpers.clients.k8s import not_found
 from helpers.core.config import identity_dir, identity_kubeconfig
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack.releases import Profile
 
 LEARNER_SERVICE_ACCOUNT = "default-editor"
@@ -161,9 +162,9 @@ def require(root: Path, identity: str, namespace: str = "") -> Path:
     if (folder / "token").exists():
         return folder
     if identity == "admin":
-        raise SetupError(f"the local stack at {root} has published no admin credentials yet",
-                         "start it: `python -m helpers.local up`")
-    raise SetupError(f"no learner identity for namespace {namespace!r} yet: its Profile does not exist, or its "
-                     "`default-editor` service account has no token yet",
-                     f"as admin, create the Profile (run 00_cluster_prep, or `kubectl apply -f` the guide's "
-                     f"profile.yaml with name {namespace}), then ask again")
+        raise SetupError(_("the local stack at {root} has published no admin credentials yet").format(root=root),
+                         _("start it: `python -m helpers.local up`"))
+    raise SetupError(_("no learner identity for namespace {namespace!r} yet: its Profile does not exist, or its "
+                       "`default-editor` service account has no token yet").format(namespace=namespace),
+                     _("as admin, create the Profile (run 00_cluster_prep, or `kubectl apply -f` the guide's profile.yaml "
+                       "with name {namespace}), then ask again").format(namespace=namespace))

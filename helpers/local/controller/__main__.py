@@ -9,12 +9,17 @@ import signal
 import threading
 from pathlib import Path
 
+from helpers.core import i18n
 from helpers.local.controller import Controller
 from helpers.local.controller.kube import connect
 from helpers.local.stack import releases as profiles
 
 
 def main() -> None:
+    # The controller and the agents it starts stand in for the cluster's: their conditions, Events and
+    # log lines are English whatever language the learner chose (MMS_LANGUAGE), as a real cluster's are.
+    os.environ[i18n.ENV] = i18n.SOURCE_LANGUAGE
+    i18n.set_language(i18n.SOURCE_LANGUAGE)
     parser = argparse.ArgumentParser(prog="python -m helpers.local.controller")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--profile", default=None, help="the version profile to play (see helpers.local.stack.releases)")

@@ -20,6 +20,7 @@ import yaml
 
 from helpers.core.config import cache_dir
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack import process
 
 KUBE_VERSION = "v1.20.2"
@@ -36,7 +37,8 @@ def find_binary(env_var: str, name: str) -> str:
     explicit = os.environ.get(env_var)
     if explicit:
         if not os.access(explicit, os.X_OK):
-            raise SetupError(f"{env_var}={explicit} is not an executable file", f"point {env_var} at {name}, or unset it")
+            raise SetupError(_("{env_var}={explicit} is not an executable file").format(env_var=env_var, explicit=explicit),
+                             _("point {env_var} at {name}, or unset it").format(env_var=env_var, name=name))
         return explicit
     cached = cache_dir() / "kube" / KUBE_VERSION / name
     if cached.exists():
@@ -44,8 +46,10 @@ def find_binary(env_var: str, name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise SetupError(f"{name} not found ({env_var} unset, not in {cached.parent}, not on PATH)",
-                     f"run `make setup` (it builds {name} once, ~4 min), or set {env_var}")
+    raise SetupError(_("{name} not found ({env_var} unset, not in {parent}, not on PATH)").format(
+                         name=name, env_var=env_var, parent=cached.parent),
+                     _("run `make setup` (it builds {name} once, ~4 min), or set {env_var}").format(
+                         name=name, env_var=env_var))
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class Paths:
 def _openssl(*args: str) -> None:
     result = subprocess.run(["openssl", *args], capture_output=True, text=True)
     if result.returncode != 0:
-        raise SetupError(f"openssl {args[0]} failed: {result.stderr.strip()}", "install openssl (make setup does)")
+        raise SetupError(_("openssl {command} failed: {stderr}").format(command=args[0], stderr=result.stderr.strip()),
+                         _("install openssl (make setup does)"))
 
 
 def ensure_credentials(paths: Paths) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.cluster import gateway
 from helpers.local.stack import process
@@ -81,8 +82,8 @@ def start(state_root: Path, log_file: Path, last_port: Optional[int], restarting
     the gateway was supervised) is adopted instead of started twice."""
     binary = gateway.nginx_binary()
     if binary is None:
-        raise SetupError("nginx is not installed, so the stack has no ingress gateway",
-                         "install Debian's nginx-light (`make setup` does), or point NGINX at an nginx binary")
+        raise SetupError(_("nginx is not installed, so the stack has no ingress gateway"),
+                         _("install Debian's nginx-light (`make setup` does), or point NGINX at an nginx binary"))
     root = folder(state_root)
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (root / "tmp" / kind).mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from helpers.core.config import env_flag
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.wait import WaitTimeout, poll_until
 
 
@@ -170,8 +171,9 @@ def require_port(port: int, who: str, setting: str) -> int:
     """Return `port` if it is free, else raise a SetupError naming the setting to change."""
     if not port_free(port):
         raise SetupError(
-            f"port {port} on 127.0.0.1, wanted by {who}, is already in use by another program",
-            f"stop that program, or pick another port with {setting}=<port> (unset it for a free one)",
+            _("port {port} on 127.0.0.1, wanted by {who}, is already in use by another program").format(port=port, who=who),
+            _("stop that program, or pick another port with {setting}=<port> (unset it for a free one)").format(
+                setting=setting),
         )
     return port
 
@@ -218,8 +220,9 @@ def start(
         stop(record, proc=proc)
         _children.pop(proc.pid, None)
         raise SetupError(
-            f"{name} ({argv[0]}) did not start: {exc}\n  its log, {log}:\n{log_tail(log)}",
-            f"read {log}; `python -m helpers.local logs {name}` shows it too",
+            _("{name} ({program}) did not start: {exc}\n  its log, {log}:\n{log_tail}").format(
+                name=name, program=argv[0], exc=exc, log=log, log_tail=log_tail(log)),
+            _("read {log}; `python -m helpers.local logs {name}` shows it too").format(log=log, name=name),
         ) from None
     except BaseException:  # e.g. SIGTERM while waiting: never leave a child nobody has a record of
         stop(record, proc=proc)

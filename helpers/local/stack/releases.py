@@ -19,6 +19,7 @@ from typing import Optional
 from helpers.core.config import env_flag
 from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 
 PROFILE_ENV = "MMS_PROFILE"
 
@@ -142,6 +143,6 @@ def get(name: Optional[str] = None) -> Profile:
         return PROFILES[chosen]
     except KeyError:
         why = f" ({RETIRED[chosen]})" if chosen in RETIRED else ""
-        raise SetupError(f"unknown profile {chosen!r}{why}",
-                         f"use one of: {', '.join(PROFILES)} (--profile NAME or {PROFILE_ENV}); for a "
-                         f"KServe cluster, the Kubeflow release it came with") from None
+        raise SetupError(_("unknown profile {chosen!r}{why}").format(chosen=chosen, why=why),
+                         _("use one of: {choices} (--profile NAME or {profile_env}); for a KServe cluster, the Kubeflow "
+                           "release it came with").format(choices=', '.join(PROFILES), profile_env=PROFILE_ENV)) from None

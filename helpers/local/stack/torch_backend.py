@@ -24,6 +24,7 @@ from typing import Optional
 
 from helpers.core.config import cache_dir, project_root
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack import wheel
 
 NATIVE, PYTHON = "native", "python"
@@ -46,8 +47,8 @@ class TorchBackend:
 
     def describe(self) -> str:
         if self.native:
-            return f"Triton's own pytorch backend ({self.library})"
-        return f"the Python-based pytorch backend (model.py in a python stub process): {self.reason}"
+            return _("Triton's own pytorch backend ({library})").format(library=self.library)
+        return _("the Python-based pytorch backend (model.py in a python stub process): {reason}").format(reason=self.reason)
 
 
 def torch_dir() -> Optional[Path]:
@@ -98,8 +99,8 @@ def choose() -> TorchBackend:
     """Native when the library is built (or given) and usable, else python with the reason; see the module doc."""
     wanted = os.environ.get("MMS_TORCH_BACKEND", "auto").strip().lower() or "auto"
     if wanted not in ("auto", NATIVE, PYTHON):
-        raise SetupError(f"MMS_TORCH_BACKEND={wanted} is not one of auto, native, python",
-                         "set MMS_TORCH_BACKEND to auto (the default), native or python")
+        raise SetupError(_("MMS_TORCH_BACKEND={wanted} is not one of auto, native, python").format(wanted=wanted),
+                         _("set MMS_TORCH_BACKEND to auto (the default), native or python"))
     if wanted == PYTHON:
         return TorchBackend(PYTHON, reason="MMS_TORCH_BACKEND=python asks for it")
     library, reason = _why_not_built()
@@ -113,9 +114,10 @@ def choose() -> TorchBackend:
     if library:
         return TorchBackend(NATIVE, library, libtritonserver)
     if wanted == NATIVE:
-        raise SetupError(f"MMS_TORCH_BACKEND=native, but Triton's pytorch backend cannot be used: {reason}",
-                         "run `make setup` (it builds it; see its build-triton-pytorch lines), "
-                         "or unset MMS_TORCH_BACKEND to fall back to the Python-based backend")
+        raise SetupError(_("MMS_TORCH_BACKEND=native, but Triton's pytorch backend cannot be used: {reason}").format(
+                             reason=reason),
+                         _("run `make setup` (it builds it; see its build-triton-pytorch lines), or unset MMS_TORCH_BACKEND "
+                           "to fall back to the Python-based backend"))
     return TorchBackend(PYTHON, reason=reason)
 
 
@@ -135,9 +137,9 @@ def status_line(backends: Path) -> str:
         choice = choose()
     except SetupError as exc:
         return f"TorchScript: {exc}"
-    line = f"TorchScript (pytorch_libtorch) is served by {choice.describe()}"
+    line = _("TorchScript (pytorch_libtorch) is served by {backend}").format(backend=choice.describe())
     prepared = in_folder(backends)
     if prepared and prepared != choice.kind:
-        line += (f"\n  a Triton started before this change still uses the {prepared} one"
-                 " (`python -m helpers.local down`, then `up`, switches it)")
+        line += "\n  " + _("a Triton started before this change still uses the {prepared} one "
+                           "(`python -m helpers.local down`, then `up`, switches it)").format(prepared=prepared)
     return line

@@ -19,6 +19,7 @@ from typing import Mapping
 import requests
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.stack import process, tf_backend, torch_backend
 from helpers.local.stack.wheel import pytriton_dir
 
@@ -33,12 +34,13 @@ def tritonserver_binary() -> str:
     if given:
         path = Path(given).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise SetupError(f"TRITONSERVER={given} is not an executable file",
-                             "point TRITONSERVER at a tritonserver binary, or unset it to use the one from `make setup`")
+            raise SetupError(_("TRITONSERVER={given} is not an executable file").format(given=given),
+                             _("point TRITONSERVER at a tritonserver binary, or unset it to use the one from `make setup`"))
         return str(path)
     binary = pytriton_dir() / "bin" / "tritonserver"
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise SetupError(f"tritonserver is missing from the nvidia-pytriton wheel ({binary})", "run `make setup`")
+        raise SetupError(_("tritonserver is missing from the nvidia-pytriton wheel ({binary})").format(binary=binary),
+                         _("run `make setup`"))
     return str(binary)
 
 
@@ -72,12 +74,13 @@ def prepare_backends(dest: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        raise SetupError(f"the nvidia-pytriton wheel has no python backend stub for Python {version} ({stub})",
-                         "use a Python it ships a stub for (see its python_backend_stubs/ folder), then `make setup`")
+        raise SetupError(_("the nvidia-pytriton wheel has no python backend stub for Python {version} ({stub})").format(
+                             version=version, stub=stub),
+                         _("use a Python it ships a stub for (see its python_backend_stubs/ folder), then `make setup`"))
     for name in _PYTHON_BACKEND_FILES:
         src = source / "backends" / "python" / name
         if not src.is_file():
-            raise SetupError(f"the python backend file {src} is missing", "run `make setup` again")
+            raise SetupError(_("the python backend file {src} is missing").format(src=src), _("run `make setup` again"))
         _copy_if_changed(src, dest / "python" / name)
     _copy_if_changed(stub, dest / "python" / "triton_python_backend_stub", executable=True)
     _prepare_tensorflow(dest / "tensorflow", tf_backend.choose())

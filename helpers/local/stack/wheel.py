@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 
 
 def pytriton_dir() -> Path:
@@ -14,8 +15,8 @@ def pytriton_dir() -> Path:
         candidate = Path(base) / "pytriton" / "tritonserver"
         if candidate.is_dir():
             return candidate
-    raise SetupError("tritonserver is not installed (the nvidia-pytriton wheel is missing from this Python)",
-                     "run `make setup`, or set TRITONSERVER to an existing tritonserver binary")
+    raise SetupError(_("tritonserver is not installed (the nvidia-pytriton wheel is missing from this Python)"),
+                     _("run `make setup`, or set TRITONSERVER to an existing tritonserver binary"))
 
 
 def libtritonserver() -> Optional[Path]:

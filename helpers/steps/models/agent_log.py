@@ -289,10 +289,10 @@ def show_agent_lines(lines: list[str], model: str, step: str = "added") -> None:
     `step`: "added" (03, 04, 05's new model), "reload" or "deleted" (05)."""
     from helpers.core.show import show_lines
 
-    title = {"added": _("kubectl logs $SERVER agent: the lines about {model}"),
-             "reload": _("kubectl logs $SERVER agent: the reload of {model}"),
-             "deleted": _("kubectl logs $SERVER agent: {model} deleted")}[step]
-    show_lines(lines, title.format(model=model))
+    titles = {"added": lambda: _("kubectl logs $SERVER agent: the lines about {model}").format(model=model),
+              "reload": lambda: _("kubectl logs $SERVER agent: the reload of {model}").format(model=model),
+              "deleted": lambda: _("kubectl logs $SERVER agent: {model} deleted").format(model=model)}
+    show_lines(lines, titles[step]())
 
 
 def show_triton_lines(lines: list[str], model: str, group: ApiGroup) -> None:

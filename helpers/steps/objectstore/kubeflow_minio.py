@@ -337,5 +337,9 @@ def describe_alias(namespace: str, service: MinioService, external_name: str, re
 
 def describe_bucket(bucket: str, created: bool) -> str:
     if "/" in bucket:
-        return (_("folder {bucket}: created") if created else _("folder {bucket}: already there")).format(bucket=bucket)
-    return (_("bucket {bucket}: created") if created else _("bucket {bucket}: already there")).format(bucket=bucket)
+        if created:
+            return _("folder {bucket}: created").format(bucket=bucket)
+        return _("folder {bucket}: already there").format(bucket=bucket)
+    if created:
+        return _("bucket {bucket}: created").format(bucket=bucket)
+    return _("bucket {bucket}: already there").format(bucket=bucket)

@@ -451,10 +451,11 @@ def show_config(entries: Sequence[dict], server_name: str, when: str) -> None:
     "after" (an apply or a delete) or "both" (04: both models)."""
     from helpers.core.show import show_json
 
-    title = {"before": _("models.json of ConfigMap {name}, before"),
-             "after": _("models.json of ConfigMap {name}, after"),
-             "both": _("models.json of ConfigMap {name}: both models")}[when]
-    show_json(list(entries), title.format(name=model_config_map_name(server_name)))
+    name = model_config_map_name(server_name)
+    titles = {"before": lambda: _("models.json of ConfigMap {name}, before").format(name=name),
+              "after": lambda: _("models.json of ConfigMap {name}, after").format(name=name),
+              "both": lambda: _("models.json of ConfigMap {name}: both models").format(name=name)}
+    show_json(list(entries), titles[when]())
 
 
 def show_entry(entries: Sequence[dict], model: str) -> None:

@@ -468,7 +468,8 @@ def check_served(facts: Facts) -> Finding:
     lost = [n for n in ready if states.get(n) != "READY" and n not in failed]  # an agent error: other checks say why
     if not lost:
         return Finding(name, OK, _("{count} Ready TrainedModel(s), each READY in Triton").format(count=len(ready)))
-    seen = ", ".join(f"{n} ({states.get(n) or _('not in the index')})" for n in lost)
+    absent = _("not in the index")
+    seen = ", ".join(f"{n} ({states.get(n) or absent})" for n in lost)
     restarts = _restarts(facts)
     return Finding(name, PROBLEM, _("Ready but not served: {models}").format(models=seen)
                    + (f"; {restarts}" if restarts else ""),

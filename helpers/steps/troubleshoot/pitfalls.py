@@ -78,8 +78,11 @@ def _labels() -> dict[str, str]:
             "doctor": _("the doctor, PROBLEM rows only"),
             "mend": _("mend it"),
             "cleanup": _("06's own objects go"),
-            "output": _("what it prints"),
-            "yaml": _("the manifest 06 applies ({path})")}
+            "output": _("what it prints")}
+
+
+def _yaml_label(path: str) -> str:
+    return _("the manifest 06 applies ({path})").format(path=path)
 
 
 def _texts() -> dict[str, str]:
@@ -243,7 +246,7 @@ class Lab:
                 (folder / "config.pbtxt").write_text(re.sub(r'^name: ".*"$', f'name: "{name}"', config, flags=re.M))
                 storage.upload_folder(self.ctx.s3, folder, self.ctx.bucket, f"{PREFIX}/{model}", progress=False)
         secret_docs = manifests.render("s3_secret", **self._secret_values())
-        display_code("# " + _labels()["yaml"].format(path=f"{SECRET}.yaml") + "\n" + manifests.to_yaml(secret_docs),
+        display_code("# " + _yaml_label(f"{SECRET}.yaml") + "\n" + manifests.to_yaml(secret_docs),
                      "yaml")
         server, model = self.server_manifest(), self.model_manifest()
         for doc in (server, model):
@@ -705,7 +708,7 @@ def _show_block(block: dict) -> None:
     elif kind == "text":
         print(say(block["key"], **block.get("args", {})))
     elif kind == "yaml":
-        display_code("# " + _labels()["yaml"].format(path=block["path"]) + "\n" + block["text"], "yaml")
+        display_code("# " + _yaml_label(block["path"]) + "\n" + block["text"], "yaml")
     elif kind == "doctor":
         findings = doctor.problems(doctor.run_checks(doctor.Facts(**block["facts"])))
         print(doctor.table(findings) if findings else say("no_problem"))
