@@ -1,7 +1,7 @@
 """Progress bars that suit where the code runs: a widget in Jupyter, one plain line in logs.
 
-A headless run (papermill, `interactive=False`) gets plain text: a widget's saved output there
-would show its first state ("0%") forever.
+A headless run (papermill, `interactive=False`) gets plain text, redrawn at most every 30 s: a
+widget's saved output there would show its first state ("0%") forever.
 """
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ def progress(**kwargs: Any) -> Any:
 
         kwargs.setdefault("file", sys.stderr)
         kwargs.setdefault("ascii", " #")
+        # Saved outputs keep every redraw: the first and the last line say it all, a redraw a second
+        # would save one line per second waited (issue 22, "noise").
+        kwargs.setdefault("mininterval", 30.0)
         return tqdm(**kwargs)
     from tqdm.auto import tqdm
 
