@@ -37,7 +37,7 @@ TRANSLATED = tuple(code for code in i18n.LANGUAGES if code != i18n.SOURCE_LANGUA
 PROJECT = "mms-notebooks"
 HEADER = ("# {language} for the mms-notebooks walkthrough. Kept in step with the English source by\n"
           "# `python -m helpers.tools.translations update`; commands, YAML and log lines stay as they are.")
-_LANGUAGE_LINE = re.compile(r"^language\s*=.*$", re.MULTILINE)
+_LANGUAGE_LINE = re.compile(r"^language\s*=[^#\n]*?(?=\s*(#|$))", re.MULTILINE)  # the value, not its comment
 
 
 def notebook_catalogue_path(notebook: Path, lang: str, folder: Optional[Path] = None) -> Path:

@@ -41,7 +41,7 @@ def test_rendering_swaps_markdown_keeps_code_and_sets_the_language(tmp_path: Pat
     english, korean = json.loads(path.read_text()), translations.render(path, "ko")
     assert "".join(korean["cells"][0]["source"]) == "## MinIO에 올리기"
     assert korean["cells"][2]["source"] == english["cells"][2]["source"]
-    assert korean["cells"][1]["source"].splitlines()[0] == 'language = "ko"'
+    assert korean["cells"][1]["source"].splitlines()[0] == 'language = "ko"  # "en" or "ko"'  # its comment kept
     assert korean["cells"][1]["source"].splitlines()[1:] == PARAMETERS.splitlines()[1:]
     assert "MinIO에 올리기" in translations.render_text(path, "ko")  # readable, not \\u escapes
     assert translations.render(path, "en") == english
