@@ -26,7 +26,8 @@ from typing import Optional
 from helpers.core.errors import SetupError
 from helpers.local.cluster import scheduler
 
-CPU_ENV, MEMORY_ENV = "MMS_NODE_CPU", "MMS_NODE_MEMORY"
+CPU_ENV = "MMS_NODE_CPU"  # read by `up`; helpers.core.config.ENV_VARS and the README list it
+MEMORY_ENV = "MMS_NODE_MEMORY"
 FILE = "node.json"
 EVICTION_HARD_MEMORY = 100 * 2 ** 20  # the kubelet's default evictionHard memory.available<100Mi
 PODS = "110"  # the kubelet's default --max-pods
