@@ -8,9 +8,11 @@ node its size back.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 
 import pytest
@@ -74,9 +76,19 @@ def the_pod(stack: Stack, name: str) -> dict:
     return poll_until(lambda: (pods_of(stack, name) or [None])[0], f"a pod for {name}", timeout=60, interval=0.3)
 
 
+def settled_node(stack: Stack) -> dict:
+    """The Node once its status shows the size the state folder asks for (the controller writes it on its next pass)."""
+    wanted = stack.node_size().memory
+
+    def written():
+        node = json.loads(kubectl(stack, "get", "node", NODE_NAME, "-o", "json"))
+        return node if node["status"]["allocatable"]["memory"] == wanted else None
+    return poll_until(written, f"the node's allocatable memory to be {wanted}", timeout=60, interval=0.3)
+
+
 def free_memory(stack: Stack) -> int:
     """Allocatable memory minus what pods bound to the node request, as the scheduler counts it."""
-    node = json.loads(kubectl(stack, "get", "node", NODE_NAME, "-o", "json"))
+    node = settled_node(stack)
     pods = json.loads(kubectl(stack, "get", "pods", "-A", "-o", "json"))["items"]
     held = sum((scheduler.pod_requests(p["spec"]) for p in pods if scheduler.holds_resources(p, NODE_NAME)),
                scheduler.Resources())
@@ -105,6 +117,21 @@ def events(stack: Stack, pod: str) -> list[dict]:
                               f"involvedObject.name={pod}", "-o", "json"))["items"]
 
 
+def test_status_and_kubectl_show_the_nodes_size_and_whether_limits_hold(stack: Stack) -> None:
+    size = stack.node_size()
+    settled_node(stack)
+    env = {**os.environ, "MMS_STATE_DIR": str(stack.root)}
+    status = subprocess.run([sys.executable, "-m", "helpers.local", "status"], env=env, capture_output=True,
+                            text=True, timeout=60).stdout
+    assert f"node:         {size.cpu} cpu, {size.memory} allocatable" in status, status
+    assert re.search(r"memory limits: (enforced \(cgroup v[12]|NOT enforced \()", status), status
+    node = json.loads(kubectl(stack, "get", "node", NODE_NAME, "-o", "json"))["status"]
+    assert node["allocatable"] == {"cpu": size.cpu, "memory": size.memory, "pods": "110"}
+    assert scheduler.memory_bytes(node["capacity"]["memory"]) == scheduler.memory_bytes(size.memory) + 100 * 2 ** 20
+    described = kubectl(stack, "describe", "node", NODE_NAME)
+    assert re.search(rf"Allocatable:\s+cpu:\s+{size.cpu}\s+memory:\s+{size.memory}", described), described
+
+
 def test_a_server_bigger_than_the_node_stays_pending_until_the_node_grows(stack: Stack, kube, values: dict) -> None:
     before = stack.node_size()
     asked = scheduler.memory_bytes(before.memory) // GI + 1
@@ -127,16 +154,16 @@ def test_a_server_bigger_than_the_node_stays_pending_until_the_node_grows(stack:
         assert "triton" not in records and "agent" not in records  # nothing runs for a Pending pod
 
         stack.up(say=lambda _msg: None, node_memory=f"{asked + 2}Gi")  # the node grows: the pod is retried
+        assert settled_node(stack)["status"]["allocatable"]["memory"] == f"{asked + 2}Gi"
         pod = running(stack, "too-big")
         assert pod["spec"]["nodeName"] == NODE_NAME
         scheduled = [e for e in events(stack, pod["metadata"]["name"]) if e["reason"] == "Scheduled"]
         assert scheduled and scheduled[0]["message"] == f"Successfully assigned {NS}/{pod['metadata']['name']} " \
                                                         f"to {NODE_NAME}"
-        node = json.loads(kubectl(stack, "get", "node", NODE_NAME, "-o", "json"))
-        assert node["status"]["allocatable"]["memory"] == f"{asked + 2}Gi"
     finally:
         delete_server(stack, kube, "too-big")
         stack.up(say=lambda _msg: None, node_memory=before.memory)
+        settled_node(stack)
     assert stack.node_size().memory == before.memory
 
 
