@@ -20,7 +20,7 @@ import requests
 from kubernetes import client
 
 from helpers.clients import k8s, manifests
-from helpers.core.constants import KFSERVING_GROUP
+from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
 from helpers.core.wait import poll_until
 from helpers.local.cluster import cgroups, scheduler
 from helpers.local.stack import torch_backend
@@ -242,3 +242,28 @@ def test_triton_over_its_memory_limit_is_oomkilled_and_restarted(stack: Stack, k
     finally:
         delete_server(stack, kube, "small-limit")
 
+
+
+def test_on_kubeflow_the_scheduler_adds_its_preemption_verdict(kserve_stack: Stack, kserve_kube) -> None:
+    """Kubeflow 1.10's Kubernetes words FailedScheduling with DefaultPreemption's part after the fit's."""
+    found = guide_values(kserve_stack, NS, "unused", KSERVE_GROUP)
+    apply_guide_steps(kserve_kube, found, server=False)
+    asked = scheduler.memory_bytes(kserve_stack.node_size().memory) // GI + 1
+    k8s.apply_all(kserve_kube, manifests.render("multi_model_triton_server.yaml", **{
+        **found, "server_name": "too-big", "server_memory": f"{asked}Gi", "server_cpu": "1"}))
+    try:
+        message = PENDING + " preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+
+        def pending():
+            pods = json.loads(kubectl(kserve_stack, "get", "pods", "-n", NS, "-l",
+                                      "serving.kserve.io/inferenceservice=too-big", "-o", "json"))["items"]
+            conds = [c for p in pods for c in p["status"].get("conditions") or [] if c["type"] == "PodScheduled"]
+            return pods[0] if conds and conds[0].get("message") == message else None
+        pod = poll_until(pending, "the pod to be Unschedulable with the preemption verdict", timeout=90, interval=0.5)
+        failed = [e for e in json.loads(kubectl(kserve_stack, "get", "events", "-n", NS, "--field-selector",
+                                                f"involvedObject.name={pod['metadata']['name']}", "-o", "json"))["items"]
+                  if e["reason"] == "FailedScheduling"]
+        assert failed and failed[0]["message"] == message
+    finally:
+        client.CustomObjectsApi(kserve_kube).delete_namespaced_custom_object(KSERVE_GROUP, "v1beta1", NS,
+                                                                             "inferenceservices", "too-big")
