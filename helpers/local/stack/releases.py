@@ -80,11 +80,11 @@ class Profile:
     # (no watch on the server). `MMS_AGENT_RELOADS=1` turns the local agent's reload on anyway.
     agent_reloads_after_server_restart: bool = False
     # The node (helpers/local/cluster/node.py, scheduler.py): its allocatable cpu and memory unless
-    # `up --node-cpu/--node-memory` or MMS_NODE_CPU/MMS_NODE_MEMORY say otherwise (big enough for the
-    # guide's 16Gi server, two of them and the models), and whether its kube-scheduler adds
-    # DefaultPreemption's verdict to FailedScheduling (not yet in Kubernetes 1.20, the guide's era).
-    node_cpu: str = "16"
-    node_memory: str = "64Gi"
+    # `up --node-cpu/--node-memory` or MMS_NODE_CPU/MMS_NODE_MEMORY say otherwise (a GPU server like the
+    # guide's: room for a dozen 16Gi servers, so the test suite's never wait), and whether its
+    # kube-scheduler adds DefaultPreemption's verdict to FailedScheduling (not yet in Kubernetes 1.20, the guide's era).
+    node_cpu: str = "32"
+    node_memory: str = "256Gi"
     scheduler_preemption_message: bool = True
 
     @property
