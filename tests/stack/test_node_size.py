@@ -167,6 +167,21 @@ def test_a_server_bigger_than_the_node_stays_pending_until_the_node_grows(stack:
     assert stack.node_size().memory == before.memory
 
 
+def test_lowering_a_pending_servers_requests_gives_it_a_new_pod_that_runs(stack: Stack, kube, values: dict) -> None:
+    """The doctor's fix for a Pending server: the changed InferenceService is a new revision, with a new pod."""
+    asked = scheduler.memory_bytes(stack.node_size().memory) // GI + 1
+    create_server(kube, values, "lowered", f"{asked}Gi")
+    try:
+        old = unschedulable(stack, "lowered", PENDING)["metadata"]["name"]
+        create_server(kube, values, "lowered", "2Gi")
+        pod = running(stack, "lowered")
+        assert pod["metadata"]["name"] != old
+        assert pod["spec"]["containers"][0]["resources"]["requests"]["memory"] == "2Gi"
+        assert [p["metadata"]["name"] for p in pods_of(stack, "lowered", terminating=True)] == [pod["metadata"]["name"]]
+    finally:
+        delete_server(stack, kube, "lowered")
+
+
 @pytest.mark.xfail(reason="the doctor stops on a server pod with no node: helpers/clients/target.py container_log "
                           "returns None, the empty log the apiserver answers for an unscheduled pod, and "
                           "steps/models/agent_log.agent_lines calls .splitlines() on it", raises=AssertionError)

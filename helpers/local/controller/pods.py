@@ -88,6 +88,12 @@ class Placement:
     memory_limit: Optional[int] = None  # the server container's limits.memory in bytes, if any
 
 
+def _template_hash(isvc: dict) -> str:
+    """The pod-template-hash of the server's pod: one per generation of the InferenceService."""
+    meta = isvc["metadata"]
+    return _suffix(f"{meta['uid']}/{meta.get('generation', 1)}", 10)
+
+
 def _pod_object(pod) -> dict:
     """The fields Kube.event needs of a V1Pod."""
     meta = pod.metadata
@@ -247,6 +253,12 @@ class Pods:
             pod = self._current_pod(ns, state)
             if pod is not None and pod.metadata.deletion_timestamp:
                 return Placement(False, "its pod is being deleted; a new one replaces it")
+            if pod is not None and (pod.metadata.labels or {}).get("pod-template-hash") != _template_hash(isvc):
+                # A changed InferenceService is a new revision, with a new pod (its processes were stopped
+                # already): so lowering a Pending server's requests lets it be scheduled, as on a cluster.
+                log.info("inferenceservice %s changed: its pod %s/%s is replaced", key, ns, pod.metadata.name)
+                self._delete(ns, pod.metadata.name)
+                pod = None
             if pod is None:
                 pod = self._create(group, isvc, agent_env)
                 state = {"pod": pod.metadata.name, "uid": pod.metadata.uid, "group": group.group,
@@ -286,6 +298,13 @@ class Pods:
                         source="default-scheduler")
         log.info("pod %s/%s bound to node %s", ns, name, NODE_NAME)
         return Placement(True, memory_limit=limit)
+
+    def _delete(self, ns: str, name: str) -> None:
+        try:
+            self.kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+        except ApiException as exc:
+            if not not_found(exc):
+                raise
 
     def _unschedulable(self, pod, message: str) -> None:
         """PodScheduled False (reason Unschedulable) and a FailedScheduling Event, as kube-scheduler writes them."""
@@ -333,7 +352,7 @@ class Pods:
         labels = {group.isvc_label: name, "component": "predictor", "app": rev,
                   "serving.knative.dev/configuration": rev.rsplit("-", 1)[0],
                   "serving.knative.dev/revision": rev, "serving.knative.dev/service": rev.rsplit("-", 1)[0],
-                  "pod-template-hash": _suffix(template, 10)}
+                  "pod-template-hash": _template_hash(isvc)}
         images = self._images(group, triton)
         mounts = [{"name": "model-dir", "mountPath": MODEL_DIR}]
         server = {
