@@ -123,8 +123,8 @@ def test_the_node_size_comes_from_flags_then_env_then_the_state_folder_then_the_
     monkeypatch.delenv(node.MEMORY_ENV, raising=False)
     profile = releases.get("kfserving-0.5")
     assert node.current(tmp_path, profile) == node.NodeSize("32", "256Gi", "kfserving-0.5 default")
-    assert node.choose(tmp_path, profile, memory="32Gi") == node.NodeSize("32", "32Gi",
-                                                                          "cpu: kfserving-0.5 default; memory: --node-memory")
+    mixed = "cpu from kfserving-0.5 default, memory from --node-memory"
+    assert node.choose(tmp_path, profile, memory="32Gi") == node.NodeSize("32", "32Gi", mixed)
     assert node.current(tmp_path, profile).memory == "32Gi"  # kept
     monkeypatch.setenv(node.CPU_ENV, "8")
     assert node.choose(tmp_path, profile).cpu == "8" and node.choose(tmp_path, profile).memory == "32Gi"

@@ -84,7 +84,7 @@ def choose(state_root: Path, profile, cpu: Optional[str] = None, memory: Optiona
         if os.environ.get(CPU_ENV) else (kept.cpu, kept.source)
     chosen_memory, memory_from = (memory, "--node-memory") if memory else (os.environ.get(MEMORY_ENV), MEMORY_ENV) \
         if os.environ.get(MEMORY_ENV) else (kept.memory, kept.source)
-    source = cpu_from if cpu_from == memory_from else f"cpu: {cpu_from}; memory: {memory_from}"
+    source = cpu_from if cpu_from == memory_from else f"cpu from {cpu_from}, memory from {memory_from}"
     size = _checked(chosen_cpu, chosen_memory, source)
     if saved(state_root) != size:
         path = Path(state_root) / FILE
