@@ -321,11 +321,6 @@ class Servers:
             self._save(where, records)
         return records
 
-    def pod_env(self, namespace: str, name: str) -> Optional[AgentEnv]:
-        """The agent env the running server was started with."""
-        data = self._records(self.dir(namespace, name)).get("agent-env")
-        return AgentEnv.from_json(json.loads(data)) if data else None
-
     @staticmethod
     def _same_port(port: Optional[int]) -> Optional[int]:
         """A restarted Triton keeps its ports (clients hold the address) once its predecessor frees them.
