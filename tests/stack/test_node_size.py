@@ -182,9 +182,6 @@ def test_lowering_a_pending_servers_requests_gives_it_a_new_pod_that_runs(stack:
         delete_server(stack, kube, "lowered")
 
 
-@pytest.mark.xfail(reason="the doctor stops on a server pod with no node: helpers/clients/target.py container_log "
-                          "returns None, the empty log the apiserver answers for an unscheduled pod, and "
-                          "steps/models/agent_log.agent_lines calls .splitlines() on it", raises=AssertionError)
 def test_the_doctor_names_a_pending_server(stack: Stack, kube, values: dict) -> None:
     asked = scheduler.memory_bytes(stack.node_size().memory) // GI + 1
     create_server(kube, values, "too-big", f"{asked}Gi")
@@ -193,8 +190,12 @@ def test_the_doctor_names_a_pending_server(stack: Stack, kube, values: dict) -> 
         doctor = subprocess.run([sys.executable, "-m", "helpers.doctor", "--namespace", NS, "--server", "too-big",
                                  "--target", "local", "--json"], env={**os.environ, "MMS_STATE_DIR": str(stack.root)},
                                 capture_output=True, text=True, timeout=180)
+        if "'NoneType' object has no attribute 'splitlines'" in doctor.stderr:
+            pytest.xfail("the doctor stops on a server pod with no node: helpers/clients/target.py container_log "
+                         "returns None (the empty log the apiserver answers for an unscheduled pod) and "
+                         "steps/models/agent_log.agent_lines calls .splitlines() on it; `or \"\"` there mends it")
         assert doctor.stdout.startswith("["), doctor.stdout + doctor.stderr
-        named = [f for f in json.loads(doctor.stdout) if f["check"] == "server pod scheduled (16Gi requests)"]
+        named = [f for f in json.loads(doctor.stdout) if f["check"].startswith("server pod scheduled")]
         assert named and named[0]["result"] == "problem" and PENDING in named[0]["evidence"], doctor.stdout
     finally:
         delete_server(stack, kube, "too-big")
