@@ -214,7 +214,8 @@ class Target:
             raise NoServerPod(_("no pod labelled {selector} in {namespace}").format(selector=selector, namespace=namespace),
                              _("`kubectl get pods -n {namespace}`: is the InferenceService running (02_server)?").format(
                                  namespace=namespace))
-        return core.read_namespaced_pod_log(pods[0].metadata.name, namespace, container=container)
+        # A pod not scheduled yet (Pending) has an empty log, which the client returns as None.
+        return core.read_namespaced_pod_log(pods[0].metadata.name, namespace, container=container) or ""
 
     def gateway_credentials(self, api: client.ApiClient) -> dict[str, str]:
         """The headers with the session a guarded gateway asks for (what the user set)."""

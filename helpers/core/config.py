@@ -64,7 +64,12 @@ ENV_VARS = {
     "MMS_SERVER_NAME": "the multi-model InferenceService's name (default: the settings file, else triton-mms)",
     "MMS_BUCKET": "the MinIO bucket that holds the models (default: the settings file, else triton)",
     "MMS_API_GROUP": "serving.kubeflow.org or serving.kserve.io (default: the settings file, else the one the cluster serves)",
-    "MMS_PRESET": "resources the server and models ask for: guide (16Gi server, default) or small (1 cpu, 2Gi: shared clusters)",
+    "MMS_PRESET": "resources the server and models ask for: guide (16Gi server, the local default) or small (1 cpu, 2Gi: "
+                  "shared clusters, the cluster target's default)",
+    "MMS_NODE_CPU": "the local node's allocatable cpu, read by up (default: what the state folder kept, else the "
+                    "release's: 32)",
+    "MMS_NODE_MEMORY": "the local node's allocatable memory, read by up, e.g. 14Gi for a workshop node (default: what "
+                       "the state folder kept, else the release's: 256Gi)",
     "MMS_LANGUAGE": "the language of the notebooks' messages, plots and doctor: en (default) or ko (한국어)",
     "KUBECONFIG": "on the cluster target, the kubeconfig to use when not running inside the cluster",
     "KUBERNETES_SERVICE_HOST": "set by Kubernetes in every pod: the cluster target uses the in-cluster config "

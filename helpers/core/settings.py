@@ -15,7 +15,8 @@ the first of, highest first:
 
 On the `local` target there is no per-learner default: the namespace stays `mms` unless 1-3 say
 otherwise. The `preset` chooses the resources the InferenceService and TrainedModels ask for:
-`guide` (the guide's 16Gi server) or `small`, for many learners sharing one cluster. The
+`guide` (the guide's 16Gi server; the local default) or `small` (1 cpu, 2Gi; the cluster target's
+default, where a 16Gi server rarely finds a shared node with room). The
 `language` (`en` or `ko`) is the one notebooks, helper messages and plots speak (helpers.core.i18n).
 
 Core layer: imports only the standard library, PyYAML and helpers.core.config/constants/errors/i18n.
@@ -209,10 +210,16 @@ def learner_namespace(target: str, own_namespace: Optional[OwnNamespace] = None,
     return (own_namespace(target) if own_namespace else "") or learner_name(user)
 
 
-def built_in(key: str) -> str:
+def built_in(key: str, target: str = "local") -> str:
     """The built-in default of one setting; the target's is `helpers.core.config.target`'s: `cluster` inside a
-    pod (a Kubeflow Notebook), else `local`."""
-    return validate("target", "") if key == "target" else BUILT_IN[key]
+    pod (a Kubeflow Notebook), else `local`. The preset's depends on the target: the guide's 16Gi server
+    locally, `small` on a cluster, where a 16Gi server rarely finds a shared node with room (Pending,
+    FailedScheduling)."""
+    if key == "target":
+        return validate("target", "")
+    if key == "preset" and target == "cluster":
+        return "small"
+    return BUILT_IN[key]
 
 
 def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
@@ -227,12 +234,12 @@ def _resolve(params: Optional[Mapping[str, Any]], path: Optional[Path],
         learner = learner_namespace(values["target"], own_namespace, user) if key == "namespace" else None
         for source, value in (("parameter", given), (ENV[key], env),
                               ("settings file", from_file.get(key)), ("per-learner default", learner),
-                              ("default", built_in(key))):
+                              ("default", built_in(key, values.get("target", "local")))):
             if value is not None and str(value).strip() != "":
                 values[key], sources[key] = validate(key, value), source
                 break
         else:
-            values[key], sources[key] = built_in(key), "default"
+            values[key], sources[key] = built_in(key, values.get("target", "local")), "default"
     return values, sources
 
 

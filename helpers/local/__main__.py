@@ -8,6 +8,7 @@ import sys
 
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
+from helpers.local.cluster import node
 from helpers.local.stack.process import log_tail
 from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
 from helpers.local.stack.s3server import rclone_binary
@@ -20,6 +21,8 @@ def _status(stack: Stack) -> int:
     rows = stack.status()
     print(_("state folder: {root}").format(root=stack.root))
     print(_("profile:      {profile} (API group {group})").format(profile=stack.profile().describe, group=stack.profile().group))
+    print(_("node:         {node}").format(node=stack.node_size().describe()))
+    print(f"              {stack.memory_limits_line()}")
     # A part inside another process is indented under it: its PID is its host's, it restarts with it.
     names = [f"  {row.name} (in {row.inside})" if row.inside else row.name for row in rows]
     width = max([34] + [len(name) + 1 for name in names])
@@ -54,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--profile", choices=sorted(PROFILES), default=None,
                     help=f"the real cluster to reproduce (default ${PROFILE_ENV}, else {DEFAULT_PROFILE}); "
                          "kept by the state folder")
+    up.add_argument("--node-cpu", default=None, metavar="CPU",
+                    help=f"the node's allocatable cpu, e.g. 8 (default ${node.CPU_ENV}, else what the state folder "
+                         "kept, else the release's); kept by the state folder")
+    up.add_argument("--node-memory", default=None, metavar="MEMORY",
+                    help=f"the node's allocatable memory, e.g. 32Gi (default ${node.MEMORY_ENV}, else kept, else the "
+                         "release's): a server whose requests do not fit stays Pending")
     sub.add_parser("down", help="stop the supervisor, then the stack's processes; data and manifests are kept")
     sub.add_parser("status", help="what runs, where, and whether it is healthy (exit 1 if not)")
     env = sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack()
     try:
         if args.command == "up":
-            stack.up(profile=args.profile)
+            stack.up(profile=args.profile, node_cpu=args.node_cpu, node_memory=args.node_memory)
             return _status(stack)
         if args.command == "down":
             if not stack.down():

@@ -174,3 +174,12 @@ def test_path_based_status_urls_keep_their_path() -> None:
     assert url_path({"status": {"url": "http://triton-mms.mms.example.com"}}) == ""
     assert session_cookie("302 redirect to /dex/auth?client_id=kubeflow-oidc-authservice") == "authservice_session"
     assert session_cookie("403 <!DOCTYPE html> Sign In") == "oauth2_proxy_kubeflow"
+
+
+def test_the_cluster_target_asks_for_the_small_server_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMS_SETTINGS", "/nonexistent/settings.yaml")
+    values, sources = settings.resolve_with_sources({"target": "cluster"}, own_namespace=NO_POD, user="alice")
+    assert (values["preset"], sources["preset"]) == ("small", "default")
+    assert settings.resolve_with_sources({"target": "cluster", "preset": "guide"}, own_namespace=NO_POD)[0][
+        "preset"] == "guide"
+    assert settings.resolve_with_sources({"target": "local"}, own_namespace=NO_POD)[0]["preset"] == "guide"

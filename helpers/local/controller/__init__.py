@@ -28,7 +28,7 @@ from helpers.clients import k8s
 from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.agent.status import read_status
-from helpers.local.cluster import identity, metrics
+from helpers.local.cluster import cgroups, identity, metrics, node
 from helpers.local.cluster.authz import Authorizer
 from helpers.local.cluster.fsevents import FolderEvents
 from helpers.local.cluster.gateway import Gateway
@@ -55,15 +55,18 @@ class Controller:
     def __init__(self, api: client.ApiClient, state_root: Path, profile: Optional[Profile] = None) -> None:
         self.kube = Kube(api)
         self.profile = profile or get_profile()
+        # The kubelet's part: can containers' memory limits be enforced here (root, writable cgroups)?
+        self.cgroups = cgroups.probe()
+        cgroups.publish(state_root, self.cgroups)
         self.servers = Servers(self.kube, state_root, state_root / "logs", state_root / "triton" / "backends",
-                               self.profile)
+                               self.profile, self.cgroups.hierarchy)
         self.webhooks = Webhooks(api, self.profile, state_root)
         self.wake = threading.Event()
         self.state_root = state_root
         from helpers.local.stack.stack import Stack  # the stack's S3 keys, which Kubeflow Pipelines copies into each profile
 
         self.minio = Stack(state_root).s3_credentials()
-        self.pods = Pods(self.kube, state_root, state_root / "logs")
+        self.pods = Pods(self.kube, state_root, state_root / "logs", self.profile.scheduler_preemption_message)
         self.gateway = Gateway(state_root, state_root / "logs", open_gateway=self.profile.kfserving_gateway)
         # Kubeflow-style profiles guard the gateway: a session or token, and the namespace's RBAC.
         self.authorizer = Authorizer(api, self.profile, state_root) if self.profile.gateway_auth else None
@@ -98,6 +101,7 @@ class Controller:
 
     def reconcile_all(self) -> None:
         """One level-triggered pass over every object the controller owns."""
+        self._guard("the node's size", self.pods.resize, node.current(self.state_root, self.profile))
         profiles = self.kube.list_profiles()
         for profile in profiles:
             self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile,
@@ -150,14 +154,19 @@ class Controller:
         if meta.get("deletionTimestamp"):
             return None
         key = server_key(meta["namespace"], meta["name"])
+        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation", 1)
         try:
             self.servers.check(group, isvc)
-            self.pods.observe(key, self.servers._records(self.servers.dir(meta["namespace"], meta["name"])))
-            records = self.servers.ensure_running(meta["namespace"], meta["name"], meta.get("generation", 1),
-                                                  lambda: self._pod_env(group, isvc))
-            self.status_events.add(self.servers.dir(meta["namespace"], meta["name"]).root)
+            self.pods.observe(key, self.servers._records(self.servers.dir(ns, name)))
+            env = self.servers.prepare(ns, name, generation, lambda: self._pod_env(group, isvc))
+            placed = self.pods.place(group, isvc, env_spec(env))
+            if not placed.bound:  # Pending: no processes until the scheduler binds the pod
+                raise CheckFailed("Unschedulable", placed.message)
+            records = self.servers.ensure_running(ns, name, generation, lambda: self._pod_env(group, isvc),
+                                                  memory_limit=placed.memory_limit)
+            self.status_events.add(self.servers.dir(ns, name).root)
             self.servers.ensure_objects(isvc, records["triton"])
-            self.pods.sync(group, isvc, records, env_spec(self.servers.pod_env(meta["namespace"], meta["name"])))
+            self.pods.sync(group, isvc, records)
             self._note_route(key, isvc, records["triton"])
             # Before Ready is written: a client that saw Ready must find the route there.
             self._route_known()
@@ -317,7 +326,7 @@ class Controller:
         paths = controlplane.Paths(self.state_root)
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
                                 self.pods.container_log, self.pods.port_address).start()
-        self.pods.ensure_node(kubelet.port)
+        self.pods.ensure_node(kubelet.port, node.current(self.state_root, self.profile))
         metrics_api = self._metrics_api()
         if self.authorizer:  # on its last port: nginx's config still names it after a controller restart
             self.gateway.auth_port = self.authorizer.start(self._last_port("authz.port"))

@@ -131,11 +131,12 @@ class Kube:
             if not not_found(exc):
                 raise
 
-    def event(self, obj: dict, kind: str, reason: str, message: str) -> None:
+    def event(self, obj: dict, kind: str, reason: str, message: str, source: str = "") -> None:
         """Record an Event on `obj` (`kubectl describe` shows it), once per object, reason and message.
 
         The status passes run every second and for every model: a repeat costs nothing here, and
-        after a restart one read of the API finds what an earlier process recorded.
+        after a restart one read of the API finds what an earlier process recorded. `source` is the
+        component the Event names (`default-scheduler`, `kubelet`); by default the object's controller.
         """
         meta = obj["metadata"]
         digest = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:10]
@@ -158,7 +159,7 @@ class Kube:
                                                      name=meta["name"], namespace=meta["namespace"],
                                                      uid=meta["uid"], resource_version=meta.get("resourceVersion")),
             reason=reason, message=message, type=kind, count=1, first_timestamp=now, last_timestamp=now,
-            source=client.V1EventSource(component=f"{obj['kind'].lower()}-controller"))
+            source=client.V1EventSource(component=source or f"{obj['kind'].lower()}-controller"))
         try:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:

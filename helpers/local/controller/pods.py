@@ -1,10 +1,13 @@
 """The Node and the per-InferenceService Pod a cluster shows, with a status that follows the processes.
 
-The local controller plays the kubelet of one Node (as virtual-kubelet does): it registers the
-Node with its kubelet endpoint, creates for every served InferenceService the Pod KFServing's
-Knative revision (or KServe's) would run, bound to that Node, and writes the Pod's status from
-the real Triton and agent processes: phase, conditions, podIP, containerStatuses whose
-`restartCount` grows when the controller restarts a dead process, `lastState` from its exit.
+The local controller plays the kubelet of one Node (as virtual-kubelet does) and its scheduler:
+it registers the Node with its kubelet endpoint and its size (`cluster/node.py`), creates for
+every served InferenceService the Pod KFServing's Knative revision (or KServe's) would run, binds
+it to the Node if its requests fit what the Node has left (`cluster/scheduler.py`; else it stays
+Pending with kube-scheduler's `FailedScheduling` Event, and is tried again on every pass), and
+writes the Pod's status from the real Triton and agent processes: phase, conditions, podIP,
+containerStatuses whose `restartCount` grows when the controller restarts a dead process,
+`lastState` from its exit (`OOMKilled` when the kernel ended Triton over its memory limit).
 
 A Pod deleted while its InferenceService lives is replaced, with fresh processes, as its
 ReplicaSet would; a Pod whose InferenceService is gone (ownerReferences, the garbage collector)
@@ -15,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import secrets
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
@@ -40,9 +43,11 @@ from helpers.core.constants import (
     api_group,
     model_config_map_name,
 )
+from helpers.local.cluster import cgroups, scheduler
 from helpers.local.cluster.kubelet import ContainerLog, LogError
 from helpers.local.cluster.kubelet_portforward import PortForwardError
 from helpers.local.cluster.metrics import PodProcesses
+from helpers.local.cluster.node import NodeSize
 from helpers.local.controller.kube import Kube, owner_reference
 from helpers.local.stack import process
 from helpers.local.stack.controlplane import KUBE_VERSION, NODE_NAME
@@ -74,6 +79,28 @@ def _time(epoch: Optional[float] = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What the scheduler made of a server's pod: bound to the node, or Pending and why."""
+
+    bound: bool
+    message: str = ""
+    memory_limit: Optional[int] = None  # the server container's limits.memory in bytes, if any
+
+
+def _template_hash(isvc: dict) -> str:
+    """The pod-template-hash of the server's pod: one per generation of the InferenceService."""
+    meta = isvc["metadata"]
+    return _suffix(f"{meta['uid']}/{meta.get('generation', 1)}", 10)
+
+
+def _pod_object(pod) -> dict:
+    """The fields Kube.event needs of a V1Pod."""
+    meta = pod.metadata
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": meta.name, "namespace": meta.namespace,
+                                                           "uid": meta.uid, "resourceVersion": meta.resource_version}}
+
+
 def exit_code(pid: int) -> Optional[int]:
     """A dead child's exit code as a runtime reports it (128+signal), else None.
 
@@ -86,15 +113,25 @@ def exit_code(pid: int) -> Optional[int]:
 class Pods:
     """The Node and the Pods of the local stack, and the container logs the kubelet endpoint serves."""
 
-    def __init__(self, kube: Kube, state_root: Path, logs: Path) -> None:
+    def __init__(self, kube: Kube, state_root: Path, logs: Path, preemption_message: bool = False) -> None:
         self.kube = kube
         self.state_root = state_root
         self.logs = logs
+        self.preemption_message = preemption_message  # does this release's scheduler word its preemption verdict
+        self.size: Optional[NodeSize] = None  # what the Node's status says now
+        self._kubelet_port = 0
         self._lock = threading.Lock()
 
     # --- node --------------------------------------------------------------------------------
-    def ensure_node(self, kubelet_port: int) -> None:
-        """Register the Node (once) and write its status: address, kubelet endpoint, Ready."""
+    def resize(self, size: NodeSize) -> None:
+        """Write a new size into the Node's status (when `up --node-cpu/--node-memory` changed it)."""
+        if size != self.size and self._kubelet_port:
+            log.info("node %s: allocatable now cpu=%s memory=%s", NODE_NAME, size.cpu, size.memory)
+            self.ensure_node(self._kubelet_port, size)
+
+    def ensure_node(self, kubelet_port: int, size: NodeSize) -> None:
+        """Register the Node (once) and write its status: address, kubelet endpoint, size, Ready."""
+        self._kubelet_port, self.size = kubelet_port, size
         labels = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
                   "kubernetes.io/arch": "amd64", "type": "virtual-kubelet"}
         body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME, "labels": labels}}
@@ -109,12 +146,10 @@ class Pods:
         conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
                            "message": "the local controller plays this node's kubelet",
                            "lastHeartbeatTime": now, "lastTransitionTime": now})
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
-        resources = {"cpu": str(os.cpu_count() or 1), "memory": f"{memory}Ki", "pods": "110"}
         status = {
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
-            "conditions": conditions, "capacity": resources, "allocatable": resources,
+            "conditions": conditions, "capacity": size.capacity(), "allocatable": size.allocatable(),
             "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": platform.release(),
                          "osImage": "mms-notebooks local stack", "containerRuntimeVersion": "local://processes",
                          "kubeletVersion": KUBE_VERSION, "kubeProxyVersion": KUBE_VERSION,
@@ -170,7 +205,8 @@ class Pods:
         tmp.replace(path)
 
     def observe(self, key: str, records: dict) -> None:
-        """Before the controller restarts anything: note the exit code of each process that died."""
+        """Before the controller restarts anything: note the exit code of each process that died,
+        and whether the OOM killer ended it (its memory cgroup counted a kill during the run)."""
         state = self._load(key)
         if not state:
             return
@@ -180,37 +216,128 @@ class Pods:
             runs = state["containers"].get(role, [])
             if isinstance(record, process.ProcessRecord) and runs and runs[-1]["pid"] == record.pid \
                     and "exitCode" not in runs[-1] and not record.alive():
-                code = exit_code(record.pid)
-                runs[-1].update({"exitCode": code, "finishedAt": _time()})
+                self._finish(runs[-1], records.get(f"{role}-cgroup"))
                 changed = True
         if changed:
             self._save(key, state)
 
+    @staticmethod
+    def _finish(run: dict, cgroup: Optional[str]) -> None:
+        """Note how a run ended: its exit code, and OOMKilled when its cgroup's kill counter grew."""
+        run.update({"exitCode": exit_code(run["pid"]), "finishedAt": _time()})
+        if cgroup:
+            group = json.loads(cgroup)
+            if group.get("pid") == run["pid"] and cgroups.oom_kills(Path(group["path"])) > group.get("oomKills", 0):
+                run["reason"] = "OOMKilled"
+
     # --- the pod ------------------------------------------------------------------------------
-    def sync(self, group: ApiGroup, isvc: dict, records: dict, agent_env: list[dict]) -> None:
-        """Create the server's Pod if it has none, note new runs, and write the Pod's status."""
+    def _current_pod(self, ns: str, state: dict):
+        """The server's Pod named in its state, if it still exists (None if gone or replaced)."""
+        if not state.get("pod"):
+            return None
+        pod = self.kube.read(self.kube.core.read_namespaced_pod, state["pod"], ns)
+        return pod if pod is not None and pod.metadata.uid == state.get("uid") else None
+
+    def place(self, group: ApiGroup, isvc: dict, agent_env: list[dict]) -> Placement:
+        """Create the server's Pod if it has none, and schedule it: bind it to the node if its requests
+        fit what the node has left, else leave it Pending with the scheduler's condition and Event.
+
+        Called on every pass, so a Pending pod is tried again as soon as a pod is deleted or the node
+        grows (kube-scheduler retries on such cluster events).
+        """
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}.{name}"
         with self._lock:
             state = self._load(key)
-            pod = None
-            if state.get("pod"):
-                pod = self.kube.read(self.kube.core.read_namespaced_pod, state["pod"], ns)
-                if pod is not None and pod.metadata.uid != state.get("uid"):
-                    pod = None
-            if pod is None or pod.metadata.deletion_timestamp:
-                if pod is not None:
-                    return  # being deleted: cleanup() lets it go and replaces it
+            pod = self._current_pod(ns, state)
+            if pod is not None and pod.metadata.deletion_timestamp:
+                return Placement(False, "its pod is being deleted; a new one replaces it")
+            if pod is not None and (pod.metadata.labels or {}).get("pod-template-hash") != _template_hash(isvc):
+                # A changed InferenceService is a new revision, with a new pod (its processes were stopped
+                # already): so lowering a Pending server's requests lets it be scheduled, as on a cluster.
+                log.info("inferenceservice %s changed: its pod %s/%s is replaced", key, ns, pod.metadata.name)
+                self._delete(ns, pod.metadata.name)
+                pod = None
+            if pod is None:
                 pod = self._create(group, isvc, agent_env)
                 state = {"pod": pod.metadata.name, "uid": pod.metadata.uid, "group": group.group,
                          "created": _time(), "containers": {}}
+                self._save(key, state)
+            spec = self.kube.api.sanitize_for_serialization(pod.spec)
+            limit = self._memory_limit(group, spec)
+            if pod.spec.node_name:
+                return Placement(True, memory_limit=limit)
+            return self._schedule(pod, spec, limit)
+
+    @staticmethod
+    def _memory_limit(group: ApiGroup, spec: dict) -> Optional[int]:
+        for container in spec.get("containers") or []:
+            if container.get("name") == group.server_container:
+                memory = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+                return scheduler.memory_bytes(memory) if memory else None
+        return None
+
+    def _schedule(self, pod, spec: dict, limit: Optional[int]) -> Placement:
+        node = self.kube.core.read_node(NODE_NAME)
+        allocatable = scheduler.Allocatable.of(node.status.allocatable or {})
+        others = [self.kube.api.sanitize_for_serialization(p)
+                  for p in self.kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items]
+        placed = [scheduler.pod_requests(p.get("spec") or {}) for p in others if scheduler.holds_resources(p, NODE_NAME)]
+        reasons = scheduler.insufficient(scheduler.pod_requests(spec), allocatable, placed)
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        if reasons:
+            message = scheduler.fit_error(reasons, preemption=self.preemption_message)
+            self._unschedulable(pod, message)
+            return Placement(False, message, limit)
+        binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+                   "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME}}
+        # The client cannot read the Status object a binding answers with: take the raw response.
+        self.kube.core.create_namespaced_pod_binding(name, ns, binding, _preload_content=False)
+        self.kube.event(_pod_object(pod), "Normal", "Scheduled", scheduler.scheduled_message(ns, name, NODE_NAME),
+                        source="default-scheduler")
+        log.info("pod %s/%s bound to node %s", ns, name, NODE_NAME)
+        return Placement(True, memory_limit=limit)
+
+    def _delete(self, ns: str, name: str) -> None:
+        try:
+            self.kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+        except ApiException as exc:
+            if not not_found(exc):
+                raise
+
+    def _unschedulable(self, pod, message: str) -> None:
+        """PodScheduled False (reason Unschedulable) and a FailedScheduling Event, as kube-scheduler writes them."""
+        before = {c.type: c for c in (pod.status.conditions or [])} if pod.status else {}
+        old = before.get("PodScheduled")
+        if old is None or old.status != "False" or old.message != message:
+            log.info("pod %s/%s stays Pending: %s", pod.metadata.namespace, pod.metadata.name, message)
+            status = {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                 "lastProbeTime": None, "lastTransitionTime": _time()}]}
+            try:
+                self.kube.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+            except ApiException as exc:
+                if not not_found(exc):
+                    raise
+        self.kube.event(_pod_object(pod), "Warning", "FailedScheduling", message, source="default-scheduler")
+
+    def sync(self, group: ApiGroup, isvc: dict, records: dict) -> None:
+        """For a bound Pod (see `place`): note new runs of its processes, and write the Pod's status."""
+        meta = isvc["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        key = f"{ns}.{name}"
+        with self._lock:
+            state = self._load(key)
+            pod = self._current_pod(ns, state)
+            if pod is None or pod.metadata.deletion_timestamp:
+                return  # gone or being deleted: the next place() makes a new one, cleanup() lets it go
             for role in ROLES:
                 record = records.get(role)
                 runs = state["containers"].setdefault(role, [])
                 if isinstance(record, process.ProcessRecord) and (not runs or runs[-1]["pid"] != record.pid):
                     if runs and "finishedAt" not in runs[-1]:
-                        runs[-1].update({"exitCode": exit_code(runs[-1]["pid"]), "finishedAt": _time()})
+                        self._finish(runs[-1], None)
                     runs.append({"pid": record.pid, "startedAt": _time(record.started or None)})
             self._save(key, state)
         self._write_status(group, ns, pod, state, records)
@@ -225,7 +352,7 @@ class Pods:
         labels = {group.isvc_label: name, "component": "predictor", "app": rev,
                   "serving.knative.dev/configuration": rev.rsplit("-", 1)[0],
                   "serving.knative.dev/revision": rev, "serving.knative.dev/service": rev.rsplit("-", 1)[0],
-                  "pod-template-hash": _suffix(template, 10)}
+                  "pod-template-hash": _template_hash(isvc)}
         images = self._images(group, triton)
         mounts = [{"name": "model-dir", "mountPath": MODEL_DIR}]
         server = {
@@ -238,6 +365,7 @@ class Pods:
             "name": AGENT_CONTAINER, "image": images["agent"],
             "args": ["--enable-puller", "--config-dir", CONFIG_DIR, "--model-dir", MODEL_DIR],
             "env": agent_env,  # as KServe's credential builder wrote it: the keys only as references
+            "resources": images["agent-resources"],
             "volumeMounts": mounts + [{"name": "model-config", "mountPath": CONFIG_DIR}],
         }
         body = {
@@ -247,7 +375,7 @@ class Pods:
                                          "internal.serving.kubeflow.org/storage-initializer-sourceuri": ""}
                          if group.group == KFSERVING_GROUP else {},
                          "ownerReferences": [owner_reference(isvc)]},
-            "spec": {"nodeName": NODE_NAME, "serviceAccountName": predictor.get("serviceAccountName") or "default",
+            "spec": {"serviceAccountName": predictor.get("serviceAccountName") or "default",
                      "containers": [server, agent], "restartPolicy": "Always",
                      "volumes": [{"name": "model-dir", "emptyDir": {}},
                                  {"name": "model-config", "configMap": {"name": model_config_map_name(name)}}]},
@@ -255,7 +383,7 @@ class Pods:
         if group.group != KFSERVING_GROUP:
             del body["metadata"]["annotations"]
         pod = self.kube.core.create_namespaced_pod(ns, body)
-        log.info("created pod %s/%s for inferenceservice %s on node %s", ns, pod.metadata.name, name, NODE_NAME)
+        log.info("created pod %s/%s for inferenceservice %s", ns, pod.metadata.name, name)
         return pod
 
     @staticmethod
@@ -270,8 +398,11 @@ class Pods:
         return [*base, *(triton.get("args") or []), "--model-control-mode=explicit"]
 
     def _images(self, group: ApiGroup, triton: dict) -> dict:
-        """Triton's and the agent's images, from inferenceservice-config as KFServing/KServe read them."""
-        found = {"triton": "nvcr.io/nvidia/tritonserver", "agent": "kfserving/agent:v0.5.1", "version": "20.08-py3"}
+        """Triton's and the agent's images, from inferenceservice-config as KFServing/KServe read them,
+        and the agent container's resources from the same `agent` entry (the agent injector's
+        cpuRequest, memoryRequest, cpuLimit, memoryLimit)."""
+        found = {"triton": "nvcr.io/nvidia/tritonserver", "agent": "kfserving/agent:v0.5.1", "version": "20.08-py3",
+                 "agent-resources": {}}
         if group.group != KFSERVING_GROUP:  # the kserve-tritonserver ClusterServingRuntime (Kubeflow 1.10/1.11)
             found["version"] = "23.05-py3"
         for ns in ("kfserving-system", "kserve", "kubeflow"):
@@ -286,9 +417,10 @@ class Pods:
             found["triton"] = (predictors.get("triton") or {}).get("image", found["triton"])
             found["version"] = (predictors.get("triton") or {}).get("defaultImageVersion", found["version"])
             found["agent"] = agent.get("image", found["agent"])
+            found["agent-resources"] = _agent_resources(agent)
             break
         return {"triton": f"{found['triton']}:{triton.get('runtimeVersion') or found['version']}",
-                "agent": found["agent"]}
+                "agent": found["agent"], "agent-resources": found["agent-resources"]}
 
     def _write_status(self, group: ApiGroup, ns: str, pod, state: dict, records: dict) -> None:
         names = {"triton": group.server_container, "agent": AGENT_CONTAINER}
@@ -311,11 +443,11 @@ class Pods:
                 previous = runs[-2]
                 code = previous.get("exitCode")
                 terminated = {"exitCode": 137 if code is None else code,
-                              "reason": "ContainerStatusUnknown" if code is None else
-                              ("Completed" if code == 0 else "Error"),
+                              "reason": previous.get("reason") or ("ContainerStatusUnknown" if code is None else
+                                                                   "Completed" if code == 0 else "Error"),
                               "startedAt": previous["startedAt"], "finishedAt": previous.get("finishedAt") or _time(),
                               "containerID": f"local://{previous['pid']}"}
-                if code is None:
+                if code is None and not previous.get("reason"):
                     terminated["message"] = "the local stack could not read this run's exit code"
                 status["lastState"] = {"terminated": terminated}
             statuses.append(status)
@@ -440,6 +572,13 @@ class Pods:
             if any(str(p.target_port or p.port) == str(port) for p in svc.spec.ports or []):
                 return address
         raise PortForwardError(404, f"nothing listens on port {port} of pod {namespace}/{pod}")
+
+
+def _agent_resources(agent: dict) -> dict:
+    """The agent container's resources as the agent injector sets them from the `agent` config entry."""
+    limits = {k: agent[key] for k, key in (("cpu", "cpuLimit"), ("memory", "memoryLimit")) if agent.get(key)}
+    requests = {k: agent[key] for k, key in (("cpu", "cpuRequest"), ("memory", "memoryRequest")) if agent.get(key)}
+    return {k: v for k, v in (("limits", limits), ("requests", requests)) if v}
 
 
 def _pid_alive(pid: int) -> bool:

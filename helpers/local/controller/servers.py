@@ -30,6 +30,7 @@ from helpers.core.constants import (
 )
 from helpers.core.errors import SetupError
 from helpers.core.wait import WaitTimeout, poll_until
+from helpers.local.cluster import cgroups
 from helpers.local.controller.conditions import condition, merge_times, ready_from, strip_times
 from helpers.local.controller.kube import Kube, owner_reference
 from helpers.local.stack import process, tritonserver
@@ -105,8 +106,10 @@ def server_key(namespace: str, name: str) -> str:
 class Servers:
     """Runs, checks and stops the Triton + agent pair of every multi-model InferenceService."""
 
-    def __init__(self, kube: Kube, state_root: Path, logs: Path, backends: Path, profile: Profile) -> None:
+    def __init__(self, kube: Kube, state_root: Path, logs: Path, backends: Path, profile: Profile,
+                 hierarchy: Optional[cgroups.Hierarchy] = None) -> None:
         self.kube = kube
+        self.cgroups = hierarchy  # where containers' memory cgroups go; None: limits are not enforced
         self.profile = profile
         self.state_root = state_root
         self.logs = logs
@@ -259,14 +262,12 @@ class Servers:
         return problem
 
     # --- processes -----------------------------------------------------------------------
-    def ensure_running(self, namespace: str, name: str, generation: int,
-                       make_env: Callable[[], AgentEnv]) -> dict[str, process.ProcessRecord]:
-        """Start (or restart) the server's Triton and agent.
+    def prepare(self, namespace: str, name: str, generation: int, make_env: Callable[[], AgentEnv]) -> AgentEnv:
+        """The folder and the pod's agent env for this generation of the InferenceService.
 
-        The agent's env is the pod's: `make_env` is called when the server starts for this
-        generation of the InferenceService (a new pod), and the env is kept while it runs (a
-        restarted agent gets the same env, with the Secret's values read again, as a restarted
-        container does).
+        `make_env` is called once a generation (a new pod); a changed InferenceService stops the
+        processes of the old one first. The env is kept while the pod lives (a restarted agent
+        gets the same env, with the Secret's values read again, as a restarted container does).
         """
         where = self.dir(namespace, name)
         for path in (where.models, where.config_file.parent):
@@ -283,6 +284,18 @@ class Servers:
             # A string, not an object: process records are the only objects in that file.
             records.update({"generation": generation, "agent-env": json.dumps(make_env().to_json())})
             self._save(where, records)
+        return AgentEnv.from_json(json.loads(records["agent-env"]))
+
+    def ensure_running(self, namespace: str, name: str, generation: int, make_env: Callable[[], AgentEnv],
+                       memory_limit: Optional[int] = None) -> dict[str, process.ProcessRecord]:
+        """Start (or restart) the server's Triton and agent (see `prepare` for the agent's env).
+
+        Where memory cgroups are usable (`cgroups`), Triton runs in its container's group with
+        `memory_limit` bytes (the server container's limits.memory; None: no limit).
+        """
+        self.prepare(namespace, name, generation, make_env)
+        where = self.dir(namespace, name)
+        records = self._records(where)
         key = server_key(namespace, name)
         triton = records.get("triton")
         if not (triton and triton.alive()):
@@ -290,10 +303,14 @@ class Servers:
             old = triton.ports if triton else {}
             ports = {k: self._same_port(old.get(k)) or process.free_port() for k in ("http", "grpc", "metrics")}
             tritonserver.prepare_backends(self.backends)
+            group, on_spawn = self._container_group(key, memory_limit)
             triton = tritonserver.start(f"triton-{namespace}.{name}", where.models, self.backends, ports,
-                                        self.logs / f"triton-{key}.log")
+                                        self.logs / f"triton-{key}.log", on_spawn=on_spawn)
             triton.restarts, triton.last_exit = restarts, reason
             records["triton"] = triton
+            if group is not None:  # a string: how the pod tells an OOM kill of this run (pods.Pods._finish)
+                records["triton-cgroup"] = json.dumps({"path": str(group), "pid": triton.pid,
+                                                       "oomKills": cgroups.oom_kills(group), "limit": memory_limit})
             self._save(where, records)
         agent = records.get("agent")
         if not (agent and agent.alive()):
@@ -303,11 +320,6 @@ class Servers:
             records["agent"].restarts, records["agent"].last_exit = restarts, reason
             self._save(where, records)
         return records
-
-    def pod_env(self, namespace: str, name: str) -> Optional[AgentEnv]:
-        """The agent env the running server was started with."""
-        data = self._records(self.dir(namespace, name)).get("agent-env")
-        return AgentEnv.from_json(json.loads(data)) if data else None
 
     @staticmethod
     def _same_port(port: Optional[int]) -> Optional[int]:
@@ -323,6 +335,17 @@ class Servers:
                               timeout=10, interval=0.1)
         except WaitTimeout:
             return None
+
+    def _container_group(self, key: str, limit: Optional[int]):
+        """(the memory cgroup for this server's Triton, the hook that puts a new PID in it), or (None, None)."""
+        if self.cgroups is None:
+            return None, None
+        try:
+            group = cgroups.ensure(self.cgroups, self.state_root, key, limit)
+        except OSError as exc:
+            log.warning("no memory cgroup for %s (%s): Triton runs without its limit", key, exc.strerror or exc)
+            return None, None
+        return group, lambda pid: cgroups.add(group, pid)
 
     def _start_agent(self, namespace: str, name: str, where: ServerDir, triton: process.ProcessRecord,
                      s3_env: dict[str, str]) -> process.ProcessRecord:
@@ -373,6 +396,8 @@ class Servers:
             record = records.get(role)
             if isinstance(record, process.ProcessRecord) and process.stop(record):
                 log.info("stopped %s for %s (pid %s)", role, key, record.pid)
+        if records.get("triton-cgroup"):
+            cgroups.remove(Path(json.loads(records["triton-cgroup"])["path"]))
         if remove:
             shutil.rmtree(where.root, ignore_errors=True)
         else:

@@ -187,11 +187,13 @@ def start(
     cwd: Optional[Path] = None,
     timeout: float = 60.0,
     ports: Optional[Mapping[str, int]] = None,
+    on_spawn: Optional[Callable[[int], None]] = None,
 ) -> ProcessRecord:
     """Start `argv` in its own session, output to `log`, and wait until `healthy()` is true.
 
     If the process exits or the deadline passes first, it is stopped and a SetupError names the
-    binary, the reason and the end of its log.
+    binary, the reason and the end of its log. `on_spawn(pid)` runs as soon as the process
+    exists, before the wait (e.g. to put it in a memory cgroup before it loads anything).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     echo = env_flag("MMS_ECHO")
@@ -209,6 +211,13 @@ def start(
         )
     _children[proc.pid] = proc
     record = ProcessRecord(name, proc.pid, list(argv), str(log), dict(ports or {}), time.time())
+    if on_spawn is not None:
+        try:
+            on_spawn(proc.pid)
+        except BaseException:
+            stop(record, proc=proc)
+            _children.pop(proc.pid, None)
+            raise
 
     def exited() -> Optional[str]:
         code = proc.poll()

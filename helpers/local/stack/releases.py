@@ -80,6 +80,13 @@ class Profile:
     # and KServe 0.14.1-0.15.2's `pkg/agent` load on models.json events and at the pod's start only
     # (no watch on the server). `MMS_AGENT_RELOADS=1` turns the local agent's reload on anyway.
     agent_reloads_after_server_restart: bool = False
+    # The node (helpers/local/cluster/node.py, scheduler.py): its allocatable cpu and memory unless
+    # `up --node-cpu/--node-memory` or MMS_NODE_CPU/MMS_NODE_MEMORY say otherwise (a GPU server like the
+    # guide's: room for a dozen 16Gi servers, so the test suite's never wait), and whether its
+    # kube-scheduler adds DefaultPreemption's verdict to FailedScheduling (not yet in Kubernetes 1.20, the guide's era).
+    node_cpu: str = "32"
+    node_memory: str = "256Gi"
+    scheduler_preemption_message: bool = True
 
     @property
     def agent_reloads(self) -> bool:
@@ -112,7 +119,8 @@ PROFILES = {
             object_store="pod-env", prunes_unknown_fields=False,
             tm_name_pattern=r"[a-z]([-a-z0-9]*[a-z0-9])?", tm_storage_prefixes=("s3://", "gs://"),
             tm_conditions=("InferenceServiceReady",), tm_deleted_with_isvc=True, region_env="AWS_REGION",
-            gateway_auth="authservice", kfserving_gateway=True, kubeflow="1.0.2"),
+            gateway_auth="authservice", kfserving_gateway=True, kubeflow="1.0.2",
+            scheduler_preemption_message=False),
         Profile(
             name="kubeflow-1.10.0",
             summary="Kubeflow 1.10.0: KServe 0.14.1, MinIO (mlpipeline-minio-artifact), no trainedmodels "

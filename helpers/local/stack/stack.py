@@ -26,7 +26,7 @@ from helpers.core.config import env_port, state_dir
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
 from helpers.core.wait import WaitTimeout, poll_until
-from helpers.local.cluster import gateway, identity
+from helpers.local.cluster import cgroups, gateway, identity, node
 from helpers.local.stack import controlplane, gateway_process, leftovers, parts, process, s3server, seaweedfs, tritonserver
 from helpers.local.stack import releases as profiles
 from helpers.local.stack.report import read_report
@@ -185,19 +185,23 @@ class Stack:
             return None
 
     def up(self, say: Callable[[str], None] = print, timeout: float = 600.0,
-           profile: Optional[str] = None) -> dict[str, process.ProcessRecord]:
+           profile: Optional[str] = None, node_cpu: Optional[str] = None,
+           node_memory: Optional[str] = None) -> dict[str, process.ProcessRecord]:
         """Start every component that is not running, through the supervisor; a running stack is left as it is.
 
         Without a running supervisor one is started, and it starts the components; with one, it
         is asked (SIGUSR1) to start what is down now, skipping its back-off. Either way this
         waits for its report and raises its SetupError if a start failed. `profile` is the version
         profile of a new state folder; an existing one keeps its own (another is refused).
+        `node_cpu`, `node_memory` size the node (`helpers.local.cluster.node`); a running stack's
+        controller resizes it on its next pass.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         state = self._load()
         first = "profile" not in state
-        self._choose_profile(state, profile)
+        chosen = self._choose_profile(state, profile)
+        node.choose(self.root, chosen, node_cpu, node_memory)
         if first:  # else the supervisor owns stack.json: never write over its records
             self._save(state)
         sup = self.supervisor_record()
@@ -394,7 +398,17 @@ class Stack:
         state["processes"] = {}
         self._save(state)
         self.supervisor_file.unlink(missing_ok=True)
+        for busy in cgroups.remove_all(self.root):  # the servers' memory cgroups, once their processes are gone
+            say(f"could not remove memory cgroup {busy} (a process is still in it)")
         return stopped
+
+    def node_size(self) -> node.NodeSize:
+        """The node's allocatable cpu and memory (kept by the state folder, else the release's default)."""
+        return node.current(self.root, self.profile())
+
+    def memory_limits_line(self) -> str:
+        """Whether Triton runs under its container's memory limit here: the controller's finding, else a probe now."""
+        return cgroups.published(self.root).get("line") or cgroups.probe().line()
 
     def _grace(self, name: str) -> float:
         """Seconds between SIGTERM and SIGKILL when `down` stops `name` (a pod's termination grace)."""

@@ -14,7 +14,7 @@ import shutil
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, Optional
 
 import requests
 
@@ -170,11 +170,14 @@ def ready(port: int) -> bool:
 
 
 def start(name: str, model_repository: Path, backends: Path, ports: Mapping[str, int], log: Path,
-          timeout: float = 120, port_setting: str = "MMS_TRITON_PORT") -> process.ProcessRecord:
+          timeout: float = 120, port_setting: str = "MMS_TRITON_PORT",
+          on_spawn: Optional[Callable[[int], None]] = None) -> process.ProcessRecord:
     """Start tritonserver on 127.0.0.1 (ports `http`, `grpc`, `metrics`) and wait until it is ready.
 
     Explicit model control: nothing loads until the agent (or `helpers.clients.triton.load_model`) asks.
     `port_setting` names, in the busy-port error, the setting the user changes to pick others.
+    `on_spawn(pid)` runs once the process exists, before it is ready (the controller puts it in
+    its container's memory cgroup there).
     """
     for kind in ("http", "grpc", "metrics"):
         if kind not in ports:
@@ -198,7 +201,7 @@ def start(name: str, model_repository: Path, backends: Path, ports: Mapping[str,
     ]
     http_port = int(ports["http"])
     return process.start(name, argv, Path(log), lambda: ready(http_port), env=triton_env(backends=Path(backends)),
-                         timeout=timeout, ports={k: int(v) for k, v in ports.items()})
+                         timeout=timeout, ports={k: int(v) for k, v in ports.items()}, on_spawn=on_spawn)
 
 
 def http_url(record: process.ProcessRecord) -> str:
