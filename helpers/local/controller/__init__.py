@@ -247,7 +247,9 @@ class Controller:
             self.kube.adopt(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER,
                             {tms.PARENT_LABEL: isvc["metadata"]["name"]})
             tms.write_status(self.kube, group, tm, parts[tm["metadata"]["name"]], via)
-            event = tms.agent_event(tm, agent) if tm in served else None
+            # No release records what its agent did (the TrainedModel controller's only Event is UpdateFailed):
+            # these Events come with the friendly agent alone.
+            event = tms.agent_event(tm, agent) if tm in served and self.profile.agent_friendly else None
             if event:
                 self.kube.event(tm, *event)
 

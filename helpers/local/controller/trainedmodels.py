@@ -6,9 +6,11 @@ TrainedModel controller does it for the stack's release (pkg/controller/v1alpha1
 - conditions are the release's: InferenceServiceReady (KFServing 0.5.1), plus IsMMSPredictor and
   MemoryResourceAvailable (KServe); the model goes into `models.json` only when all are True;
 - `Ready` means exactly that, not "Triton has loaded it": as on a cluster, the learner asks
-  Triton (`/v2/models/<name>/ready`) for that. What the local stack knows more (the agent's
-  download or load failed, and why) goes where a cluster user looks: Events on the TrainedModel
-  (`kubectl describe trainedmodel`) and the agent's log.
+  Triton (`/v2/models/<name>/ready`) for that. A download or load the agent gave up on shows, as
+  on every release, only in the agent's log (`kubectl logs <server pod> agent`): the release's
+  TrainedModel controller records no Event of it (its one Event is UpdateFailed). With the
+  friendly agent (MMS_AGENT_FRIENDLY=1) the controller also adds ModelLoaded/ModelLoadFailed
+  Events (`agent_event`).
 """
 from __future__ import annotations
 
