@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from helpers.core.errors import SetupError
+from helpers.local.cluster import projection
 from helpers.local.stack.process import log_tail
 from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
 from helpers.local.stack.s3server import rclone_binary
@@ -19,6 +20,9 @@ def _status(stack: Stack) -> int:
     rows = stack.status()
     print(f"state folder: {stack.root}")
     print(f"profile:      {stack.profile().describe} (API group {stack.profile().group})")
+    delay = stack.configmap_delay()
+    print(f"configmap:    modelconfig-<isvc>-0 reaches the agent {f'{delay:g} s after a change' if delay else 'at once'}"
+          f" (a kubelet's sync: 60-90 s; `up --configmap-delay SECONDS` or {projection.DELAY_ENV})")
     # A part inside another process is indented under it: its PID is its host's, it restarts with it.
     names = [f"  {row.name} (in {row.inside})" if row.inside else row.name for row in rows]
     width = max([34] + [len(name) + 1 for name in names])
@@ -46,6 +50,13 @@ def _logs(stack: Stack, component: str, lines: int) -> int:
     return 0
 
 
+def _delay(value: str) -> float:
+    try:
+        return projection.parse_delay(value, "--configmap-delay")
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--profile", choices=sorted(PROFILES), default=None,
                     help=f"the real cluster to reproduce (default ${PROFILE_ENV}, else {DEFAULT_PROFILE}); "
                          "kept by the state folder")
+    up.add_argument("--configmap-delay", type=_delay, default=None, metavar="SECONDS",
+                    help="how long a changed model-config ConfigMap takes to reach the agent, as a kubelet's "
+                         f"sync (60-90 s on a cluster; default ${projection.DELAY_ENV}, else the state folder's, "
+                         "else 0); kept by the state folder, taken by a running stack at once")
     sub.add_parser("down", help="stop the supervisor, then the stack's processes; data and manifests are kept")
     sub.add_parser("status", help="what runs, where, and whether it is healthy (exit 1 if not)")
     env = sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
@@ -68,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack()
     try:
         if args.command == "up":
-            stack.up(profile=args.profile)
+            stack.up(profile=args.profile, configmap_delay=args.configmap_delay)
             return _status(stack)
         if args.command == "down":
             if not stack.down():

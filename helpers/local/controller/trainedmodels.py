@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 from kubernetes.utils import parse_quantity
 
@@ -89,17 +90,22 @@ def model_entry(tm: dict) -> dict:
 
 
 def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict], where: ServerDir,
-                       written: Optional[dict] = None, trust: bool = False) -> None:
-    """Update the ConfigMap (the API object) and project it into the agent's file (the kubelet's job).
+                       written: Optional[dict] = None, trust: bool = False,
+                       project: Optional[Callable[[Path, str], None]] = None) -> None:
+    """Update the ConfigMap (the API object) and have it projected into the agent's file (the kubelet's job).
 
-    The file is written first (tmp + rename, which wakes the agent), so the agent starts while the
-    ConfigMap is patched. `written` (server folder -> text) remembers what this controller last
-    put in the ConfigMap; with `trust`, an unchanged config then costs no API call (the full pass
-    does not trust it: someone may have edited the ConfigMap).
+    The projection is asked first: `project` (a `projection.Projector`'s) writes the file after the
+    stack's ConfigMap delay, as a kubelet's sync does; without it, or with no delay, the file is written
+    at once (tmp + rename, which wakes the agent) and the agent starts while the ConfigMap is patched.
+    `written` (server folder -> text) remembers what this controller last put in the ConfigMap; with
+    `trust`, an unchanged config then costs no API call (the full pass does not trust it: someone may
+    have edited the ConfigMap).
     """
     text = json.dumps(sorted(entries, key=lambda e: e["modelName"]), indent=1)
-    where.config_file.parent.mkdir(parents=True, exist_ok=True)
-    if not where.config_file.exists() or where.config_file.read_text() != text:
+    if project is not None:
+        project(where.config_file, text)
+    elif not where.config_file.exists() or where.config_file.read_text() != text:
+        where.config_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = where.config_file.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(where.config_file)
