@@ -334,3 +334,13 @@ def test_each_profile_starts_its_releases_agent_and_the_switch_the_friendly_one(
     friendly = release.for_release("v0.5.1", friendly=True)
     assert friendly.retry and friendly.all_pages and friendly.prefix_as_folder
     assert not friendly.markers_as_files and not friendly.panic_without_endpoint
+
+
+def test_a_missing_region_fails_the_listing_in_the_go_agents_words(tmp_path):
+    no_region = s3config.from_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "k",
+                                   "AWS_SECRET_ACCESS_KEY": "s"}, region_env="AWS_DEFAULT_REGION")
+    d = Downloader(tmp_path, no_region, Logger("test", io.StringIO()), behaviour=KSERVE_015, crash=_raise_panic)
+    with pytest.raises(StorageError) as caught:
+        d.download("a", ModelSpec("s3://triton/m/a"))
+    assert caught.value.cause.startswith("failed to download model: failed to download model: unable to get batch "
+                                         "objects MissingRegion: could not find region configuration")

@@ -202,7 +202,10 @@ class Downloader:
             raise StorageError(f"unsupported protocol: protocol not supported for storageUri {uri!r}",
                                "write it as s3://<bucket>/<path>")
         bucket, _, prefix = uri[len("s3://"):].partition("/")
-        client = self._client(bucket)
+        try:
+            client = self._client(bucket)
+        except StorageError as exc:  # no region, a bucket host that does not resolve: the call fails in Go
+            raise StorageError(go_wrap(f"unable to get batch objects {exc.cause}"), exc.fix) from None
         fix = ("upload the model there first (e.g. `mc cp -r <folder> myminio/<bucket>/<prefix>`), or fix the "
                "TrainedModel's storageUri")
         said = ""  # the S3 error as aws-sdk-go prints it, when the server answered one
