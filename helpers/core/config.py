@@ -66,6 +66,10 @@ ENV_VARS = {
     "MMS_API_GROUP": "serving.kubeflow.org or serving.kserve.io (default: the settings file, else the one the cluster serves)",
     "MMS_PRESET": "resources the server and models ask for: guide (16Gi server, the local default) or small (1 cpu, 2Gi: "
                   "shared clusters, the cluster target's default)",
+    "MMS_AGENT_FRIENDLY": "1: the local agent retries, lists every page, reads the prefix as a folder and skips markers "
+                          "(no release's agent does; for benchmarks); read when the controller starts a server",
+    "MMS_CONFIGMAP_DELAY": "seconds a changed model-config ConfigMap takes to reach the agent, as a kubelet's sync "
+                           "(60-90 s on a cluster; default: what the state folder kept, else 0)",
     "MMS_NODE_CPU": "the local node's allocatable cpu, read by up (default: what the state folder kept, else the "
                     "release's: 32)",
     "MMS_NODE_MEMORY": "the local node's allocatable memory, read by up, e.g. 14Gi for a workshop node (default: what "

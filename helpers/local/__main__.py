@@ -8,7 +8,7 @@ import sys
 
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
-from helpers.local.cluster import node
+from helpers.local.cluster import node, projection
 from helpers.local.stack.process import log_tail
 from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
 from helpers.local.stack.s3server import rclone_binary
@@ -23,6 +23,10 @@ def _status(stack: Stack) -> int:
     print(_("profile:      {profile} (API group {group})").format(profile=stack.profile().describe, group=stack.profile().group))
     print(_("node:         {node}").format(node=stack.node_size().describe()))
     print(f"              {stack.memory_limits_line()}")
+    delay = stack.configmap_delay()
+    when = _("{seconds} s after a change").format(seconds=f"{delay:g}") if delay else _("at once")
+    print(_("configmap:    modelconfig-<isvc>-0 reaches the agent {when} (a kubelet's sync: 60-90 s; "
+            "`up --configmap-delay SECONDS` or {variable})").format(when=when, variable=projection.DELAY_ENV))
     # A part inside another process is indented under it: its PID is its host's, it restarts with it.
     names = [f"  {row.name} (in {row.inside})" if row.inside else row.name for row in rows]
     width = max([34] + [len(name) + 1 for name in names])
@@ -50,6 +54,13 @@ def _logs(stack: Stack, component: str, lines: int) -> int:
     return 0
 
 
+def _delay(value: str) -> float:
+    try:
+        return projection.parse_delay(value, "--configmap-delay")
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--node-memory", default=None, metavar="MEMORY",
                     help=f"the node's allocatable memory, e.g. 32Gi (default ${node.MEMORY_ENV}, else kept, else the "
                          "release's): a server whose requests do not fit stays Pending")
+    up.add_argument("--configmap-delay", type=_delay, default=None, metavar="SECONDS",
+                    help="how long a changed model-config ConfigMap takes to reach the agent, as a kubelet's "
+                         f"sync (60-90 s on a cluster; default ${projection.DELAY_ENV}, else the state folder's, "
+                         "else 0); kept by the state folder, taken by a running stack at once")
     sub.add_parser("down", help="stop the supervisor, then the stack's processes; data and manifests are kept")
     sub.add_parser("status", help="what runs, where, and whether it is healthy (exit 1 if not)")
     env = sub.add_parser("env", help="shell export lines for kubectl, curl and S3 clients")
@@ -78,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack()
     try:
         if args.command == "up":
-            stack.up(profile=args.profile, node_cpu=args.node_cpu, node_memory=args.node_memory)
+            stack.up(profile=args.profile, node_cpu=args.node_cpu, node_memory=args.node_memory,
+                     configmap_delay=args.configmap_delay)
             return _status(stack)
         if args.command == "down":
             if not stack.down():

@@ -36,7 +36,7 @@ def run06(stack, tmp_path_factory: pytest.TempPathFactory) -> walkthrough.Run:
 
 
 @pytest.mark.stack
-def test_06_breaks_shows_names_and_mends_each_pitfall(run06: walkthrough.Run) -> None:
+def test_06_breaks_shows_names_and_mends_each_pitfall(run06: walkthrough.Run, stack) -> None:
     assert run06.ok, run06.error
     found = json.loads(run06.results.read_text())
     assert found["broke_things"] is True and found["sections"] == list(pitfalls.ALL)
@@ -48,7 +48,14 @@ def test_06_breaks_shows_names_and_mends_each_pitfall(run06: walkthrough.Run) ->
         assert record["restored"], name
     seen = {name: record["broken_seen"] for name, record in found["pitfalls"].items()}
     assert "MissingRegion" in seen["no_region"] and "MissingRegion" in seen["fixed_after_start"]
-    assert "no such host" in seen["virtual_host"] and "no S3 endpoint" in seen["wrong_prefix"]
+    assert "no such host" in seen["virtual_host"]
+    if stack.profile().release == "v0.5.1":
+        # KFServing 0.5.1's agent has no S3 provider without an endpoint and panics (kserve/kserve#1317): its
+        # log holds the Go panic, no verdict line, and the container restarts.
+        log = (stack.logs / f"agent-mms.{pitfalls.SERVER}.log").read_text(errors="replace")
+        assert "panic: runtime error: invalid memory address or nil pointer dereference" in log
+    else:
+        assert "no S3 endpoint" in seen["wrong_prefix"]
     assert "MultiModelServerDisabled" in seen["multi_model_flag"] and seen["wrong_shape"].startswith("HTTP 400")
     assert "AWS_REGION" in found["pitfalls"]["fixed_after_start"]["doctor_evidence"]
 

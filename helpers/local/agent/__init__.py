@@ -3,6 +3,7 @@
 watcher (models.json -> operations), puller (operations in order per model; with `reload_lost`,
 which no release's agent has, also what a restarted Triton lost),
 downloader (S3 -> model folder + `SUCCESS.<sha>` marker), syncer (state from markers at start),
+release (what the stack's release does where the friendly agent does more),
 status (the file the local controller turns into TrainedModel status), log (KServe-shaped JSON
 lines). `run` wires them; `python -m helpers.local.agent` runs it.
 """
@@ -18,6 +19,7 @@ from helpers.core.constants import MODEL_CONFIG_FILE
 from helpers.local.agent.downloader import Downloader
 from helpers.local.agent.log import Logger
 from helpers.local.agent.puller import Backoff, Puller
+from helpers.local.agent.release import RELEASES, Behaviour
 from helpers.local.agent.s3config import AgentS3
 from helpers.local.agent.spec import ConfigError, Op
 from helpers.local.agent.status import StatusFile
@@ -43,6 +45,9 @@ class Settings:
     reload_lost: bool = False
     backoff: Backoff = Backoff(first=1.0, cap=30.0)
     download_workers: int = 4
+    # What the release's agent does (one attempt, one listing page, the raw prefix, ...); the
+    # friendly one only with `--friendly` (MMS_AGENT_FRIENDLY=1), for benchmarks.
+    behaviour: Behaviour = RELEASES["v0.15.2"]
 
 
 def run(settings: Settings, stop: threading.Event, log: Optional[Logger] = None) -> None:
@@ -50,7 +55,8 @@ def run(settings: Settings, stop: threading.Event, log: Optional[Logger] = None)
     log = log or Logger("modelAgent")
     log.named("modelAgent").info("Starting agent", configDir=str(settings.config_dir),
                                  modelDir=str(settings.model_dir), tritonUrl=settings.triton_url,
-                                 s3Endpoint=settings.s3.endpoint, statusFile=str(settings.status_file))
+                                 s3Endpoint=settings.s3.endpoint, statusFile=str(settings.status_file),
+                                 release=settings.behaviour.release, friendly=settings.behaviour.friendly)
     settings.model_dir.mkdir(parents=True, exist_ok=True)
     try:
         desired = read_config(settings.config_dir / MODEL_CONFIG_FILE)
@@ -61,9 +67,10 @@ def run(settings: Settings, stop: threading.Event, log: Optional[Logger] = None)
         desired, decisions = {}, {}
     status = StatusFile(settings.status_file)
     status.write()
-    downloader = Downloader(settings.model_dir, settings.s3, log, settings.download_workers, stop)
+    downloader = Downloader(settings.model_dir, settings.s3, log, settings.download_workers, stop,
+                            behaviour=settings.behaviour)
     puller = Puller(downloader, TritonServer(settings.triton_url), status, log,
-                    settings.backoff, settings.check_interval, settings.reload_lost)
+                    settings.backoff, settings.check_interval, settings.reload_lost, settings.behaviour)
     watcher = Watcher(settings.config_dir, puller.enqueue, log, settings.resync_interval)
     puller.start()
     for name in sorted(n for n, decision in decisions.items() if decision == "unload"):

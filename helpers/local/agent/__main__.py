@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from helpers.core import i18n
-from helpers.local.agent import Settings, run, s3config
+from helpers.local.agent import Settings, release, run, s3config
 from helpers.local.agent.log import Logger
 
 
@@ -47,6 +47,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="the env variable the release's agent reads the region from (default %(default)s)")
     parser.add_argument("--reload-lost-models", action="store_true",
                         help="load again what a restarted Triton lost (no release's agent does; for benchmarks)")
+    parser.add_argument("--release", default="v0.15.2",
+                        help="the KServe/KFServing tag whose agent to behave as (default %(default)s; "
+                             f"known: {', '.join(release.RELEASES)})")
+    parser.add_argument("--friendly", action="store_true",
+                        help="retry, list every page, read the prefix as a folder, skip directory markers, "
+                             "report a missing S3 endpoint as an error (no release's agent does all; for benchmarks)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -55,7 +61,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     s3 = s3config.from_env(os.environ, _service_resolver(), region_env=args.region_env)
     threading.Thread(target=s3.warm_up, name="s3-warm-up", daemon=True).start()
     settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3,
-                        reload_lost=args.reload_lost_models)
+                        reload_lost=args.reload_lost_models,
+                        behaviour=release.for_release(args.release, args.friendly))
     run(settings, stop, Logger("modelAgent"))
     return 0
 

@@ -2,13 +2,16 @@
 across models, and keeps Triton's loaded models in line with the models on disk.
 
 add: download, then load through Triton's repository API; remove: unload, then delete the
-folder; replace: unload, download the new spec, load; reload: load what is on disk. Failures
-that may pass (S3 or Triton unreachable, a bucket not there yet) are retried with exponential
-backoff, and a newer operation for the same model supersedes a retrying one. A load Triton
-refuses is final for that spec: its files will not change until the spec does.
+folder; replace: unload, download the new spec, load; reload: load what is on disk. As every
+release's agent, each download and load is tried once and a failure is logged in the Go agent's
+words ("Failed to download model <name> with err ..."); the model then stays unloaded. The friendly
+agent (`release.Behaviour.retry`) retries failures that may pass (S3 or Triton unreachable, a
+bucket not there yet) with exponential backoff, a newer operation for the same model superseding a
+retrying one. A load Triton refuses is final for that spec either way.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -19,6 +22,7 @@ from typing import Optional, Protocol
 from helpers.clients.storage import StorageError
 from helpers.local.agent.downloader import Cancelled, Downloader, marker_path
 from helpers.local.agent.log import Logger
+from helpers.local.agent.release import FRIENDLY, Behaviour
 from helpers.local.agent.spec import ModelSpec, Op
 from helpers.local.agent.status import StatusFile
 
@@ -28,7 +32,18 @@ class ServerUnreachable(Exception):
 
 
 class LoadRefused(Exception):
-    """The model server answered and refused the request; the message is its own."""
+    """The model server answered and refused the request; the message is its own, `reply` its words alone."""
+
+    def __init__(self, message: str, reply: str = "") -> None:
+        super().__init__(message)
+        self.reply = reply or message
+
+
+def go_body(reply: str, as_bytes: bool) -> str:
+    """Triton's JSON answer to a refused load as the Go agent prints it: `%s` (KServe), or `%v` of the
+    []byte, a list of byte values (KFServing 0.5.1)."""
+    body = json.dumps({"error": reply}, separators=(",", ":"))
+    return "[" + " ".join(str(b) for b in body.encode()) + "]" if as_bytes else body
 
 
 class ModelServer(Protocol):
@@ -81,7 +96,8 @@ class Puller:
     """Executes model operations against the downloader and the model server, reporting status."""
 
     def __init__(self, downloader: Downloader, server: ModelServer, status: StatusFile, log: Logger,
-                 backoff: Backoff = Backoff(), check_interval: float = 1.5, reload_lost: bool = True) -> None:
+                 backoff: Backoff = Backoff(), check_interval: float = 1.5, reload_lost: bool = True,
+                 behaviour: Behaviour = FRIENDLY) -> None:
         self.downloader = downloader
         self.server = server
         self.status = status
@@ -92,6 +108,7 @@ class Puller:
         self.backoff = backoff
         self.check_interval = check_interval
         self.reload_lost = reload_lost  # False: as every release's agent, no watch on Triton at all
+        self.behaviour = behaviour  # retry: the friendly agent; else one attempt, as every release
         self.desired: dict[str, ModelSpec] = {}
         self._loaded: set[str] = set()  # models this agent loaded and has not started to unload
         self._changes: dict[str, int] = {}  # model -> how often it was loaded or unloaded (see check_server)
@@ -186,10 +203,18 @@ class Puller:
             except Cancelled:
                 return
             except LoadRefused as exc:
-                self.log.error("Failed to load model", modelName=op.name, error=str(exc))
+                if self.behaviour.retry:
+                    self.log.error("Failed to load model", modelName=op.name, error=str(exc))
+                else:  # Triton answered 400: the Go agent logs it at info level, body and all
+                    self.log.info(f"Failed to load model {op.name} with status [400] and resp:"
+                                  f"{go_body(exc.reply, self.behaviour.body_as_bytes)}", modelName=op.name,
+                                  error=str(exc))
                 self.status.set(op.name, "Failed", str(exc), sha)
                 return
             except _Retry as exc:
+                if not self.behaviour.retry:  # as every release: tried once, logged, left unloaded
+                    self.status.set(op.name, "Failed", exc.message, sha)
+                    return
                 delay = self.backoff.delay(attempt)
                 attempt += 1
                 self.log.error("Operation failed, will retry", modelName=op.name, op=op.kind,
@@ -223,14 +248,19 @@ class Puller:
             except Cancelled:
                 raise
             except StorageError as exc:
-                self.log.error("Failed to download model", modelName=name, storageUri=spec.storage_uri,
-                               error=exc.cause)
+                self._download_failed(name, spec, exc.cause)
                 raise _Retry(f"{spec.storage_uri}: {exc.cause}" + (f"; fix: {exc.fix}" if exc.fix else "")) from None
             except Exception as exc:  # noqa: BLE001 - a read timeout or a full disk may pass too
                 reason = f"{type(exc).__name__}: {exc}"
-                self.log.error("Failed to download model", modelName=name, storageUri=spec.storage_uri, error=reason)
+                self._download_failed(name, spec, reason)
                 raise _Retry(f"{spec.storage_uri}: download failed ({reason})") from None
         self._load(name, spec)
+
+    def _download_failed(self, name: str, spec: ModelSpec, reason: str) -> None:
+        if self.behaviour.retry:
+            self.log.error("Failed to download model", modelName=name, storageUri=spec.storage_uri, error=reason)
+        else:  # puller.go: p.logger.Errorf("Failed to download model %s with err %v", modelName, err)
+            self.log.error(f"Failed to download model {name} with err {reason}", modelName=name, error=reason)
 
     def _load(self, name: str, spec: ModelSpec) -> None:
         self.status.set(name, "Loading", "", spec.sha)
@@ -238,6 +268,8 @@ class Puller:
         try:
             self.server.load(name)
         except ServerUnreachable as exc:
+            if not self.behaviour.retry:  # the POST failed: puller.go logs the name alone
+                self.log.error(f"Failed to Load model {name}", modelName=name, error=str(exc))
             raise _Retry(f"Triton did not answer the load request for {name}: {exc}") from None
         with self._lock:
             self._loaded.add(name)

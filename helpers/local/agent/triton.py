@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import queue
+import re
 import threading
 from typing import Any, Callable, Iterator
 
@@ -18,6 +19,11 @@ def _message(exc: triton.TritonError) -> str:
     return f"{exc.cause}; fix: {exc.fix}" if exc.fix else exc.cause
 
 
+def _reply(cause: str) -> str:
+    """Triton's own words in a load error, without the client's "Triton could not load model 'x': " lead."""
+    return re.sub(r"^Triton could not load model '[^']*': ", "", cause)
+
+
 @contextlib.contextmanager
 def _sorted_errors(url: str) -> Iterator[None]:
     try:
@@ -25,7 +31,7 @@ def _sorted_errors(url: str) -> Iterator[None]:
     except (triton.TritonUnreachable, triton.TritonTimeout) as exc:
         raise ServerUnreachable(exc.cause) from None
     except triton.TritonError as exc:  # ModelLoadError included: Triton answered, and said no
-        raise LoadRefused(_message(exc)) from None
+        raise LoadRefused(_message(exc), _reply(exc.cause)) from None
     except WaitTimeout as exc:
         raise ServerUnreachable(str(exc)) from None
     except (OSError, http.client.HTTPException) as exc:  # e.g. the connection cut as Triton stops

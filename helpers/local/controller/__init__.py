@@ -10,8 +10,9 @@ profiles; `parts_report` publishes how each is. One short function wires it.
 Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
 runs the full pass; a TrainedModel event for a server that is up runs only that server's part
 (models.json and TrainedModel status); a change of an agent's status file (inotify, `fsevents`)
-runs only that server's TrainedModel status and Events. So models.json follows an apply within
-milliseconds. `passes` counts each kind.
+runs only that server's TrainedModel status and Events. So the ConfigMap follows an apply within
+milliseconds, and models.json too unless the stack has a ConfigMap delay (`projection`: the kubelet's
+sync, 60-90 s on a cluster). `passes` counts each kind.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from helpers.local.cluster.authz import Authorizer
 from helpers.local.cluster.fsevents import FolderEvents
 from helpers.local.cluster.gateway import Gateway
 from helpers.local.cluster.kubelet import KubeletServer
+from helpers.local.cluster.projection import Projector, read_delay
 from helpers.local.controller import parts_report
 from helpers.local.controller import trainedmodels as tms
 from helpers.local.controller.kube import Kube
@@ -78,6 +80,8 @@ class Controller:
         self._changed: dict[str, bool] = {}  # server key -> also project models.json (else status only)
         self._serving: dict[str, tuple] = {}  # server key -> (api group, isvc) of the last full pass
         self._config_written: dict[str, str] = {}  # server folder -> models.json last put in its ConfigMap
+        # The kubelet's ConfigMap sync: models.json reaches the agent after the stack's delay (0: at once).
+        self.projector = Projector(lambda: read_delay(state_root))
         self._metrics_port = 0  # where the metrics API serves, once it does
         self._metrics_routed = 0  # the port the APIService was last pointed at by this process
 
@@ -246,7 +250,7 @@ class Controller:
             where = self.servers.dir(ns, name)
             if project:
                 tms.write_model_config(self.kube, ns, name, [tms.model_entry(tm) for tm in served], where,
-                                       self._config_written, trust=via != "full pass")
+                                       self._config_written, trust=via != "full pass", project=self.projector.project)
             agent = read_status(where.agent_status)
         for tm in items:
             if tm["metadata"].get("deletionTimestamp"):
@@ -256,7 +260,9 @@ class Controller:
             self.kube.adopt(group.group, group.tm_version, "trainedmodels", tm, tms.FINALIZER,
                             {tms.PARENT_LABEL: isvc["metadata"]["name"]})
             tms.write_status(self.kube, group, tm, parts[tm["metadata"]["name"]], via)
-            event = tms.agent_event(tm, agent) if tm in served else None
+            # No release records what its agent did (the TrainedModel controller's only Event is UpdateFailed):
+            # these Events come with the friendly agent alone.
+            event = tms.agent_event(tm, agent) if tm in served and self.profile.agent_friendly else None
             if event:
                 self.kube.event(tm, *event)
 
@@ -364,6 +370,7 @@ class Controller:
                     self.reconcile_all()
             except Exception as exc:  # noqa: BLE001 - the apiserver may be away for a moment
                 log.warning("reconcile pass failed: %s", describe(exc))
+        self.projector.stop()
         for key in self.servers.running():
             self.servers.stop(key)
         self.webhooks.stop()

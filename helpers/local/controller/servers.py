@@ -354,8 +354,7 @@ class Servers:
                                    "--model-dir", str(where.models),
                                    "--triton-url", f"http://127.0.0.1:{triton.ports['http']}",
                                    "--status-file", str(where.agent_status),
-                                   "--region-env", self.profile.region_env,
-                                   *(["--reload-lost-models"] if self.profile.agent_reloads else []))
+                                   "--region-env", self.profile.region_env, *self.profile.agent_args)
         # Only what KServe injects: no S3 settings of this process leak into the agent.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         return process.start(f"agent-{namespace}.{name}", argv, self.logs / f"agent-{server_key(namespace, name)}.log",

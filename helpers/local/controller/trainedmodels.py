@@ -6,15 +6,18 @@ TrainedModel controller does it for the stack's release (pkg/controller/v1alpha1
 - conditions are the release's: InferenceServiceReady (KFServing 0.5.1), plus IsMMSPredictor and
   MemoryResourceAvailable (KServe); the model goes into `models.json` only when all are True;
 - `Ready` means exactly that, not "Triton has loaded it": as on a cluster, the learner asks
-  Triton (`/v2/models/<name>/ready`) for that. What the local stack knows more (the agent's
-  download or load failed, and why) goes where a cluster user looks: Events on the TrainedModel
-  (`kubectl describe trainedmodel`) and the agent's log.
+  Triton (`/v2/models/<name>/ready`) for that. A download or load the agent gave up on shows, as
+  on every release, only in the agent's log (`kubectl logs <server pod> agent`): the release's
+  TrainedModel controller records no Event of it (its one Event is UpdateFailed). With the
+  friendly agent (MMS_AGENT_FRIENDLY=1) the controller also adds ModelLoaded/ModelLoadFailed
+  Events (`agent_event`).
 """
 from __future__ import annotations
 
 import json
 import logging
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 from kubernetes.utils import parse_quantity
 
@@ -87,17 +90,22 @@ def model_entry(tm: dict) -> dict:
 
 
 def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict], where: ServerDir,
-                       written: Optional[dict] = None, trust: bool = False) -> None:
-    """Update the ConfigMap (the API object) and project it into the agent's file (the kubelet's job).
+                       written: Optional[dict] = None, trust: bool = False,
+                       project: Optional[Callable[[Path, str], None]] = None) -> None:
+    """Update the ConfigMap (the API object) and have it projected into the agent's file (the kubelet's job).
 
-    The file is written first (tmp + rename, which wakes the agent), so the agent starts while the
-    ConfigMap is patched. `written` (server folder -> text) remembers what this controller last
-    put in the ConfigMap; with `trust`, an unchanged config then costs no API call (the full pass
-    does not trust it: someone may have edited the ConfigMap).
+    The projection is asked first: `project` (a `projection.Projector`'s) writes the file after the
+    stack's ConfigMap delay, as a kubelet's sync does; without it, or with no delay, the file is written
+    at once (tmp + rename, which wakes the agent) and the agent starts while the ConfigMap is patched.
+    `written` (server folder -> text) remembers what this controller last put in the ConfigMap; with
+    `trust`, an unchanged config then costs no API call (the full pass does not trust it: someone may
+    have edited the ConfigMap).
     """
     text = json.dumps(sorted(entries, key=lambda e: e["modelName"]), indent=1)
-    where.config_file.parent.mkdir(parents=True, exist_ok=True)
-    if not where.config_file.exists() or where.config_file.read_text() != text:
+    if project is not None:
+        project(where.config_file, text)
+    elif not where.config_file.exists() or where.config_file.read_text() != text:
+        where.config_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = where.config_file.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(where.config_file)

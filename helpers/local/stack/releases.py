@@ -32,6 +32,10 @@ OBJECT_STORES = ("pod-env", "secret", "seaweedfs")
 
 
 AGENT_RELOADS_ENV = "MMS_AGENT_RELOADS"  # "1": the local agent reloads what a restarted Triton lost
+# "1": the local agent retries, paginates, reads the prefix as a folder, skips directory markers and reports a
+# missing S3 endpoint (no release's agent does all; helpers/local/agent/release.py), and the controller adds
+# ModelLoaded/ModelLoadFailed Events no release records.
+AGENT_FRIENDLY_ENV = "MMS_AGENT_FRIENDLY"
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,17 @@ class Profile:
     def agent_reloads(self) -> bool:
         """What the local agent does here: the release's behaviour, unless MMS_AGENT_RELOADS=1 asks for more."""
         return self.agent_reloads_after_server_restart or env_flag(AGENT_RELOADS_ENV)
+
+    @property
+    def agent_friendly(self) -> bool:
+        """Whether the local agent does more than `release`'s (only when MMS_AGENT_FRIENDLY=1 asks)."""
+        return env_flag(AGENT_FRIENDLY_ENV)
+
+    @property
+    def agent_args(self) -> list[str]:
+        """The local agent's flags for this profile: the release's agent, unless a switch asks for more."""
+        return (["--release", self.release] + (["--friendly"] if self.agent_friendly else [])
+                + (["--reload-lost-models"] if self.agent_reloads else []))
 
     @property
     def describe(self) -> str:

@@ -26,7 +26,7 @@ from helpers.core.config import env_port, state_dir
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
 from helpers.core.wait import WaitTimeout, poll_until
-from helpers.local.cluster import cgroups, gateway, identity, node
+from helpers.local.cluster import cgroups, gateway, identity, node, projection
 from helpers.local.stack import controlplane, gateway_process, leftovers, parts, process, s3server, seaweedfs, tritonserver
 from helpers.local.stack import releases as profiles
 from helpers.local.stack.report import read_report
@@ -123,6 +123,10 @@ class Stack:
         """The profile this state folder was created with (the default before the first `up`)."""
         return profiles.get(self._load().get("profile"))
 
+    def configmap_delay(self) -> float:
+        """Seconds a changed model-config ConfigMap takes to reach the agent's folder (0: at once)."""
+        return projection.read_delay(self.root)
+
     def _choose_profile(self, state: dict, wanted: Optional[str]) -> profiles.Profile:
         """The profile for `up`: a state folder keeps its first one; another is refused, never mixed.
 
@@ -185,8 +189,8 @@ class Stack:
             return None
 
     def up(self, say: Callable[[str], None] = print, timeout: float = 600.0,
-           profile: Optional[str] = None, node_cpu: Optional[str] = None,
-           node_memory: Optional[str] = None) -> dict[str, process.ProcessRecord]:
+           profile: Optional[str] = None, node_cpu: Optional[str] = None, node_memory: Optional[str] = None,
+           configmap_delay: Optional[float] = None) -> dict[str, process.ProcessRecord]:
         """Start every component that is not running, through the supervisor; a running stack is left as it is.
 
         Without a running supervisor one is started, and it starts the components; with one, it
@@ -195,6 +199,9 @@ class Stack:
         profile of a new state folder; an existing one keeps its own (another is refused).
         `node_cpu`, `node_memory` size the node (`helpers.local.cluster.node`); a running stack's
         controller resizes it on its next pass.
+        `configmap_delay` (else MMS_CONFIGMAP_DELAY, else the folder's, else 0) is how long a changed
+        model-config ConfigMap takes to reach the agent (`controller.projection`): kept by the folder,
+        and taken by a running controller at its next change.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
@@ -202,6 +209,9 @@ class Stack:
         first = "profile" not in state
         chosen = self._choose_profile(state, profile)
         node.choose(self.root, chosen, node_cpu, node_memory)
+        delay = projection.chosen_delay(configmap_delay)
+        if delay is not None:
+            projection.write_delay(self.root, delay)
         if first:  # else the supervisor owns stack.json: never write over its records
             self._save(state)
         sup = self.supervisor_record()
