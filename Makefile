@@ -9,8 +9,9 @@ KERNEL := mms-notebooks
 LOCK := constraints.txt
 TRITON_REQ := tritonserver-requirements.txt
 # Test files run in parallel, a whole file per worker (so its module fixtures are made once): most
-# tests wait on a stack, a kernel or a browser. tests/conftest.py starts the slowest files first.
-TEST_WORKERS ?= 3
+# tests wait on a stack, a kernel or a browser. tests/conftest.py starts the slowest files first. Four:
+# one of them spends its minutes waiting on a kubelet-like ConfigMap delay (test_configmap_delay.py).
+TEST_WORKERS ?= 4
 
 .PHONY: help setup demo test test-unit lint lab up down status bench clean lock
 

@@ -75,7 +75,7 @@ def kube(stack: Stack):
 STACK_FIXTURES = {"stack", "kserve_stack", "kube", "kserve_kube"}
 # The files that take longest start first, so no worker is left with one of them at the end
 # (xdist's --dist loadfile hands out files in collection order). A scheduling hint, never an assertion.
-SLOW_FIRST = ("test_benchmarks_cold.py", "test_notebooks.py", "test_configmap_delay.py", "test_minimal_install.py",
+SLOW_FIRST = ("test_configmap_delay.py", "test_benchmarks_cold.py", "test_notebooks.py", "test_minimal_install.py",
               "test_kubeflow_1_11.py",
               "test_doctor.py", "test_notebooks_kubeflow_1_10.py", "test_benchmarks.py", "test_browser.py",
               "test_learner.py", "test_kubeflow_1_10_0.py", "test_tf_backend.py",

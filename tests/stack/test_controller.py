@@ -379,3 +379,47 @@ def test_multi_model_server_flag_off_is_reported(stack: Stack, kube, server) -> 
     finally:
         core.patch_namespaced_config_map("inferenceservice-config", "kfserving-system", {"data": {"predictors": original}})
         custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1beta1", NS, "inferenceservices", "flag-off")
+
+
+def test_models_json_past_one_mib_is_refused_and_the_agent_keeps_the_last_good_list(stack: Stack, kube,
+                                                                                    server) -> None:
+    """As every release does (issue 24): the controller writes the whole list, the API server refuses a
+    ConfigMap over 1 MiB (422, `Too long`), the controller logs the error and tries again, no Event or
+    condition says so, the TrainedModel still reads Ready (its conditions are set before the write), and
+    the agent's file keeps the last list the ConfigMap held. Two 600 KB storageUris make it happen."""
+    config_file = stack.servers_dir / f"{NS}.{SERVER}" / "configs" / "models.json"
+    cm_name = f"modelconfig-{SERVER}-0"
+    core = client.CoreV1Api(kube)
+
+    def in_config(name: str) -> bool:
+        data = core.read_namespaced_config_map(cm_name, NS).data or {}
+        return name in {e["modelName"] for e in json.loads(data.get("models.json", "[]"))}
+
+    padding = "p" * 600_000
+    first, second = "huge-first", "huge-second"
+    custom(kube).create_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels",
+                                                 trained_model(first, f"s3://{BUCKET}/{padding}-1"))
+    poll_until(lambda: in_config(first), f"{first} in models.json", 60, 0.2)
+    try:
+        custom(kube).create_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels",
+                                                     trained_model(second, f"s3://{BUCKET}/{padding}-2"))
+        wait_ready(kube, "trainedmodels", second, timeout=60)  # Ready: handed over, as upstream says it
+        refused = poll_until(lambda: "Too long: must have at most 1048576 bytes" in controller_log(stack),
+                             "the controller to log the refused ConfigMap", 60, 0.2)
+        assert refused
+        assert not in_config(second) and in_config(first)
+        agent_list = {e["modelName"] for e in json.loads(config_file.read_text())}
+        assert second not in agent_list and first in agent_list
+        assert core.read_namespaced_config_map(cm_name, NS).data["models.json"].startswith('[{"modelName":')
+        told = [e for e in core.list_namespaced_event(NS).items if e.involved_object.name == second]
+        assert told == []  # no release records this failure as an Event
+    finally:
+        for name in (second, first):
+            try:
+                custom(kube).delete_namespaced_custom_object(KFSERVING_GROUP, "v1alpha1", NS, "trainedmodels", name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        for name in (second, first):
+            wait_deleted(kube, "trainedmodels", name)
+    assert not in_config(first) and not in_config(second)

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Optional
 
+from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
 from helpers.clients.k8s import triton_predictor
@@ -92,16 +93,40 @@ def model_entry(tm: dict) -> dict:
 def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict], where: ServerDir,
                        written: Optional[dict] = None, trust: bool = False,
                        project: Optional[Callable[[Path, str], None]] = None) -> None:
-    """Update the ConfigMap (the API object) and have it projected into the agent's file (the kubelet's job).
+    """Update the ConfigMap (the API object), then have it projected into the agent's file (the kubelet's job).
 
-    The projection is asked first: `project` (a `projection.Projector`'s) writes the file after the
-    stack's ConfigMap delay, as a kubelet's sync does; without it, or with no delay, the file is written
-    at once (tmp + rename, which wakes the agent) and the agent starts while the ConfigMap is patched.
-    `written` (server folder -> text) remembers what this controller last put in the ConfigMap; with
-    `trust`, an unchanged config then costs no API call (the full pass does not trust it: someone may
-    have edited the ConfigMap).
+    `models.json` is compact JSON, as KServe's `json.Marshal` writes it. The ConfigMap is written
+    first and only what it holds is projected: when the API server refuses it (422, more than
+    1 MiB of data), the agent's file keeps the last good list, the error is logged as
+    controller-runtime logs a failed reconcile, and no Event or condition says so, as in every
+    release (`ModelConfigReconciler.Reconcile` returns the error; the conditions were set before).
+    `project` (a `projection.Projector`'s) writes the file after the stack's ConfigMap delay, as a
+    kubelet's sync does; without it the file is written at once (tmp + rename, which wakes the agent).
+    `written` (server folder -> text) remembers what this controller last put in the ConfigMap, and
+    what the API server refused; with `trust`, an unchanged config then costs no API call (the full
+    pass does not trust it: someone may have edited the ConfigMap).
     """
-    text = json.dumps(sorted(entries, key=lambda e: e["modelName"]), indent=1)
+    text = json.dumps(sorted(entries, key=lambda e: e["modelName"]), separators=(",", ":"))
+    key, refused_key = str(where.root), f"{where.root}#refused"
+    if not (trust and written is not None and written.get(key) == text):
+        name = model_config_map_name(isvc)
+        cm = kube.read(kube.core.read_namespaced_config_map, name, namespace)
+        if cm is not None and (cm.data or {}).get(MODEL_CONFIG_FILE) != text:
+            if written is not None and written.get(refused_key) == text:
+                return  # refused already: the same list would be refused again
+            try:
+                kube.core.patch_namespaced_config_map(name, namespace, {"data": {MODEL_CONFIG_FILE: text}})
+            except ApiException as exc:
+                if exc.status != 422:
+                    raise
+                log.error("Reconciler error: ConfigMap %s/%s: %s (%d models, %d bytes of models.json)", namespace,
+                          name, api_message(exc), len(entries), len(text.encode()))
+                if written is not None:
+                    written[refused_key] = text
+                return
+        if cm is not None and written is not None:
+            written[key] = text
+            written.pop(refused_key, None)
     if project is not None:
         project(where.config_file, text)
     elif not where.config_file.exists() or where.config_file.read_text() != text:
@@ -109,15 +134,14 @@ def write_model_config(kube: Kube, namespace: str, isvc: str, entries: list[dict
         tmp = where.config_file.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(where.config_file)
-    key = str(where.root)
-    if trust and written is not None and written.get(key) == text:
-        return
-    name = model_config_map_name(isvc)
-    cm = kube.read(kube.core.read_namespaced_config_map, name, namespace)
-    if cm is not None and (cm.data or {}).get(MODEL_CONFIG_FILE) != text:
-        kube.core.patch_namespaced_config_map(name, namespace, {"data": {MODEL_CONFIG_FILE: text}})
-    if cm is not None and written is not None:
-        written[key] = text
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message of a refused request (its Status body), else the exception's reason."""
+    try:
+        return json.loads(exc.body or "{}").get("message") or str(exc.reason)
+    except ValueError:
+        return str(exc.reason)
 
 
 def agent_event(tm: dict, agent: dict) -> Optional[tuple[str, str, str]]:
