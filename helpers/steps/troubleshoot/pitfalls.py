@@ -225,6 +225,22 @@ class Lab:
         return from_secret(self.api, self.ctx.place, self.group, self.ns,
                            self.ctx.param("secret_name", manifests.DEFAULTS["secret_name"]))
 
+    def secret_commands(self, docs: list[dict]) -> str:
+        """The Secret and service account above as kubectl lines that paste and run: the keys copied from
+        the learner's own Secret through shell variables, so no file or output ever holds them."""
+        secret, account = docs[0]["metadata"], docs[1]["metadata"]
+        own = self.ctx.param("secret_name", manifests.DEFAULTS["secret_name"])
+        keys = "".join(f"{key}=$(kubectl get secret {own} -n {self.ns} -o jsonpath='{{.data.{key}}}' | base64 -d)\n"
+                       for key in docs[0]["stringData"])
+        literals = " ".join(f'--from-literal={key}="${key}"' for key in docs[0]["stringData"])
+        annotations = " ".join(f"{name}={value}" for name, value in secret["annotations"].items())
+        patch = json.dumps({"secrets": [{"name": secret["name"]}]})
+        again = "--dry-run=client -o yaml | kubectl apply -f -"  # so that pasting it twice changes nothing
+        return (f"{keys}kubectl create secret generic {secret['name']} -n {self.ns} {literals} {again}\n"
+                f"kubectl annotate secret {secret['name']} -n {self.ns} --overwrite {annotations}\n"
+                f"kubectl create serviceaccount {account['name']} -n {self.ns} {again}\n"
+                f"kubectl patch serviceaccount {account['name']} -n {self.ns} -p '{patch}'")
+
     def _write(self, doc: dict) -> Path:
         """Write one manifest (no secrets) where the shown `kubectl apply -f` finds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -251,9 +267,7 @@ class Lab:
         server, model = self.server_manifest(), self.model_manifest()
         for doc in (server, model):
             self._yaml([doc], self._write(doc))
-        show_not_in_guide(f"kubectl apply -f {SECRET}.yaml  # "
-                          + _("the YAML above, with the keys of {secret}").format(
-                              secret=self.ctx.param("secret_name", manifests.DEFAULTS["secret_name"]))
+        show_not_in_guide(self.secret_commands(secret_docs)
                           + f"\nkubectl apply -f {self.folder / SERVER}.yaml"
                           + f"\nkubectl wait inferenceservice/{SERVER} -n {self.ns} --for=condition=Ready --timeout=180s"
                           + f"\nkubectl apply -f {self.folder / MODEL}.yaml", _labels()["setup"])
