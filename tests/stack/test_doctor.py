@@ -63,7 +63,7 @@ def test_06_breaks_shows_names_and_mends_each_pitfall(run06: walkthrough.Run, st
 @pytest.mark.stack
 def test_06_shows_each_step_as_a_command_and_the_doctor_as_problem_rows(run06: walkthrough.Run) -> None:
     """Each pitfall: the break, the look and the mend as commands (labelled not in the guide), the raw
-    symptom, the doctor's PROBLEM rows only (never an `ok` row), the newest Event (not a stale one)."""
+    symptom, the doctor's PROBLEM rows only (never an `ok` row), a TrainedModel still Ready."""
     import nbformat
 
     assert run06.ok, run06.error
@@ -77,8 +77,9 @@ def test_06_shows_each_step_as_a_command_and_the_doctor_as_problem_rows(run06: w
     assert "kind: InferenceService" in text and "kind: TrainedModel" in text and "kind: Secret" in text
     doctor_rows = [line for line in text.splitlines() if re.match(r"^\S.*  (ok|n/a) {5}", line)]
     assert doctor_rows == [], doctor_rows[:3]
-    events = text.split("--sort-by=.lastTimestamp")[1].split("# not in the guide")[0]
-    assert "Warning ModelLoadFailed" in events and "ModelLoaded " not in events
+    # No release records the agent's failure: the TrainedModel still reads Ready, as upstream shows it.
+    ready = text.split(".status.conditions[?(@.type==\"Ready\")].status}'")[1].split("# not in the guide")[0]
+    assert "Ready=True" in ready
 
 
 @pytest.mark.stack
@@ -220,4 +221,8 @@ def test_every_command_06_prints_runs_as_printed(stack, run06: walkthrough.Run, 
     finally:
         reader.close()
     assert [s for s in reader.steps if s.run], "06 prints shell blocks"
-    assert [(s.label, s.run, s.code, s.output[-300:]) for s in reader.steps if s.run and s.code != 0] == []
+    # The doctor exits 1 when it names a problem (what a CI job wants): after a break, that is the point.
+    named = [s for s in reader.steps if s.run and "helpers.doctor" in s.run and s.code == 1 and "PROBLEM" in s.output]
+    assert named, "the doctor named the pitfalls it was pasted after"
+    assert [(s.label, s.run, s.code, s.output[-300:]) for s in reader.steps
+            if s.run and s.code != 0 and s not in named] == []

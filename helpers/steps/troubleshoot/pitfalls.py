@@ -423,32 +423,22 @@ class Lab:
 
     # --- raw symptoms --------------------------------------------------------------------------
     def _log_symptom(self, needle: str, container: str = "agent", name: str = MODEL) -> str:
-        """Show `kubectl logs ... | grep <needle> | tail -1` and the line it prints; returns it."""
+        """Show `kubectl logs ... | grep -E <needle> | tail -1` and the line it prints; returns it."""
         selector = f"{self.group.isvc_label}={SERVER}"
         self._shell("see", f"kubectl logs -n {self.ns} -l {selector} -c {container} --tail=-1 "
-                                      f"| grep {_quote(needle)} | tail -1")
+                                      f"| grep -E {_quote(needle)} | tail -1")
         reader = agent_log.agent_lines if container == "agent" else agent_log.server_lines
-        lines = [line for line in reader(self.api, self.ctx.place, self.group, SERVER, self.ns) if needle in line]
+        lines = [line for line in reader(self.api, self.ctx.place, self.group, SERVER, self.ns)
+                 if re.search(needle, line)]
         self._lines(lines[-1:])
         return lines[-1] if lines else ""
 
-    def _events_symptom(self, name: str = MODEL) -> list[str]:
-        self._shell("see", f"kubectl get events -n {self.ns} --field-selector involvedObject.name={name} "
-                                      "--sort-by=.lastTimestamp -o custom-columns=TYPE:.type,REASON:.reason,"
-                                      "MESSAGE:.message | tail -1")
-        # The controller writes a failure's Event a moment after the agent logs it: wait for one about this
-        # TrainedModel (not an older one of the same name), so the newest line is about it.
-        uid = ((self.trained_model(name) or {}).get("metadata") or {}).get("uid")
-        if uid:
-            try:
-                poll_until(lambda: any(e.involved_object.uid == uid and e.type == "Warning" for e in
-                                       self.core.list_namespaced_event(
-                                           self.ns, field_selector=f"involvedObject.name={name}").items),
-                           f"an Event about TrainedModel {name}", timeout=15, interval=0.3)
-            except Exception:  # noqa: BLE001 - show what there is
-                pass
-        events = self.model_events(name)[-1:]
-        lines = [f"{e['type']:<8}{e['reason']:<22}{e['message']}" for e in events]
+    def _ready_symptom(self, name: str = MODEL) -> list[str]:
+        """The TrainedModel's Ready, which every release sets before the agent tries (no Event says it failed)."""
+        self._shell("see", f"kubectl get trainedmodel {name} -n {self.ns} -o jsonpath="
+                           "'{.status.conditions[?(@.type==\"Ready\")].status}'")
+        conditions = ((self.trained_model(name) or {}).get("status") or {}).get("conditions") or []
+        lines = [f"Ready={c.get('status')}" for c in conditions if c.get("type") == "Ready"]
         self._lines(lines)
         return lines
 
@@ -572,11 +562,12 @@ class Lab:
         if p.name in ("no_region", "fixed_after_start"):
             line = self._log_symptom("MissingRegion")
             if p.name == "no_region":
-                self._events_symptom()
+                self._ready_symptom()
             else:
                 self._agent_env_symptom()
         elif p.name == "wrong_prefix":
-            line = self._log_symptom("no S3 endpoint")
+            # KFServing 0.5.1's agent panics without an endpoint (kserve/kserve#1317); KServe's says so.
+            line = self._log_symptom("no S3 endpoint|nil pointer dereference")
         elif p.name == "virtual_host":
             line = self._log_symptom("no such host")
         elif p.name == "multi_model_flag":
