@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Optional
+from unicodedata import east_asian_width
 
 from helpers.core.i18n import _
 from helpers.core.progress import _ipython
@@ -152,6 +153,16 @@ def hand_to_admin(what: str, text: str, command: str = "") -> None:
                  what=what),
              text.rstrip(), *(["# " + _("then: {command}").format(command=command)] if command else [])]
     display_code("\n".join(lines), "yaml")
+
+
+def text_width(text: str) -> int:
+    """Columns `text` takes in a terminal or a notebook's fixed-width output (a Hangul syllable takes two)."""
+    return sum(2 if east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def pad(text: str, width: int) -> str:
+    """`text` followed by spaces up to `width` columns (`str.ljust` counts Hangul as one)."""
+    return text + " " * max(0, width - text_width(text))
 
 
 def mask(secret: Optional[str]) -> str:

@@ -33,9 +33,10 @@ from typing import Any, Iterator, Optional
 
 from helpers.core import i18n
 from helpers.core.config import build_dir
-from helpers.core.i18n import SOURCE_LANGUAGE, _
+from helpers.core.i18n import SOURCE_LANGUAGE, _, set_language
 from helpers.core.resources import is_checkout, notebooks_dir
 from helpers.core.settings import resolve_with_sources
+from helpers.core.show import pad, text_width
 from helpers.tools import translations
 
 KERNEL = "mms-notebooks"
@@ -160,9 +161,12 @@ def run_all(parameters: dict[str, Any], out_dir: Path, only: Optional[list[str]]
 
 def summary(runs: list[Run], out_dir: Path) -> str:
     """A table a learner can read: each notebook, pass/fail, seconds; then where the outputs are."""
-    lines = [f"{'NOTEBOOK':<18} {'RESULT':<6} {'SECONDS':>8}"]
+    result = {True: _("pass"), False: _("FAIL")}
+    header = [_("NOTEBOOK"), _("RESULT"), _("SECONDS")]
+    widths = [max(text_width(header[0]), 18), max([text_width(header[1]), *map(text_width, result.values())])]
+    lines = [f"{pad(header[0], widths[0])} {pad(header[1], widths[1])} {header[2]:>8}"]
     for run in runs:
-        lines.append(f"{run.notebook:<18} {'pass' if run.ok else 'FAIL':<6} {run.seconds:>8.1f}")
+        lines.append(f"{pad(run.notebook, widths[0])} {pad(result[run.ok], widths[1])} {run.seconds:>8.1f}")
         if not run.ok:
             lines.append(f"    {run.error}\n    " + _("open {output} to see the failing cell").format(output=run.output))
     lines.append(_("executed notebooks: {folder}").format(folder=out_dir))
@@ -253,6 +257,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         params["target"] = args.target
     out_dir = args.out or build_dir() / "notebooks"
     lang = args.lang or resolve_with_sources({})[0]["language"]
+    set_language(lang)  # this summary too, not only the notebooks
     if lang != SOURCE_LANGUAGE:
         params["language"] = lang
         if args.dir is None:

@@ -8,6 +8,7 @@ import pytest
 
 from helpers.clients import manifests
 from helpers.core.errors import SetupError
+from helpers.core.show import text_width
 from helpers.steps.operations import cleanup, lifecycle
 
 
@@ -119,7 +120,7 @@ def test_cleanup_table_lines_up_korean_step_names() -> None:
         lines = cleanup.table(steps).splitlines()
     finally:
         i18n.set_language(None)
-    columns = {cleanup._width(line[:line.index(name)]) for line, name in zip(lines[1:], ["mysecret", "cifar10"])}
+    columns = {text_width(line[:line.index(name)]) for line, name in zip(lines[1:], ["mysecret", "cifar10"])}
     assert len(columns) == 1, lines
 
 

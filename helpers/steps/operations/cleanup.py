@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from itertools import zip_longest
 from typing import Any, Callable
-from unicodedata import east_asian_width
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -34,7 +33,7 @@ from helpers.core.constants import (
 )
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
-from helpers.core.show import show_not_in_guide
+from helpers.core.show import pad, show_not_in_guide, text_width
 from helpers.core.wait import poll_until
 from helpers.steps.operations.lifecycle import PREFIX as LIFECYCLE_PREFIX  # 05_lifecycle's two versions
 from helpers.steps.prep import knative
@@ -250,22 +249,13 @@ def leftovers(api: client.ApiClient, group: ApiGroup, namespace: str, server: st
     return found + [what for what, read in checks.items() if not _gone(read)]
 
 
-def _width(text: str) -> int:
-    """Columns `text` takes in a terminal (a Korean character takes two)."""
-    return sum(2 if east_asian_width(char) in "WF" else 1 for char in text)
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * (width - _width(text))
-
-
 def table(steps: list[Step]) -> str:
     """The steps as a table: each step, what it removed (or, in brackets, why nothing), one entry a line."""
     rows = [(_("STEP"), _("REMOVED"))]
     for s in steps:
         rows += list(zip_longest([s.title or s.what], s.outcome(), fillvalue=""))
-    width = max(_width(row[0]) for row in rows)
-    return "\n".join(f"{_pad(a, width)}   {b}".rstrip() for a, b in rows)
+    width = max(text_width(row[0]) for row in rows)
+    return "\n".join(f"{pad(a, width)}   {b}".rstrip() for a, b in rows)
 
 
 def commands(steps: list[Step]) -> str:
