@@ -154,7 +154,7 @@ def test_the_command_line_names_what_is_missing(stack, run06: walkthrough.Run, t
     assert found["service account lists the S3 Secret"]["result"] == "problem"
     assert "does not exist" in found["service account lists the S3 Secret"]["evidence"]
     assert found["InferenceService CRDs served"]["result"] == "ok"
-    assert len(found) == 16
+    assert len(found) == 25
     # the same namespace and server from a workshop's settings file, as the notebooks read it
     path = tmp_path / "settings.yaml"
     path.write_text("namespace: nobody\nserver_name: none\n")
