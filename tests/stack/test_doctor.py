@@ -226,3 +226,89 @@ def test_every_command_06_prints_runs_as_printed(stack, run06: walkthrough.Run, 
     assert named, "the doctor named the pitfalls it was pasted after"
     assert [(s.label, s.run, s.code, s.output[-300:]) for s in reader.steps
             if s.run and s.code != 0 and s not in named] == []
+
+
+@pytest.mark.stack
+def test_the_doctor_lists_each_prefix_as_the_agent_asks_and_names_a_trainedmodel_stuck_terminating(stack, kube) -> None:
+    """Without a server or a notebook: a namespace with the S3 Secret, the bucket with a model folder and a sibling
+    (`cifar10-old/`), and a TrainedModel held by a finalizer after its server is gone (the controller deletes a
+    TrainedModel without an InferenceService, as KServe does). The doctor lists the prefix on the stack's S3
+    server as the agent does and names the sibling; it names the TrainedModel stuck Terminating, and its fix, run
+    as printed, lets it go; the admin may create TrainedModels."""
+    _listing_and_terminating(stack, kube, KFSERVING_GROUP)
+
+
+@pytest.mark.stack
+def test_the_same_on_the_kubeflow_1_10_profile(kserve_stack, kserve_kube) -> None:
+    from helpers.core.constants import KSERVE_GROUP
+    from support.stacks import pointed_at
+
+    with pointed_at(kserve_stack):  # Local() reads this stack's state (its S3 address), not the session's first
+        _listing_and_terminating(kserve_stack, kserve_kube, KSERVE_GROUP)
+
+
+def _listing_and_terminating(stack, kube, group_name: str) -> None:
+    import base64
+    import io
+    import json as jsonlib
+    import shlex
+
+    from kubernetes import client
+
+    from helpers.clients.manifests import DEFAULTS
+    from helpers.clients.storage import connect
+    from helpers.clients.target import Local
+    from helpers.core.constants import api_group
+    from helpers.core.wait import poll_until
+    from helpers.steps.objectstore.kubeflow_minio import from_secret
+    from helpers.steps.troubleshoot import doctor
+
+    namespace, bucket, server, group = "doctor-listing", "doctor-listing", "gone", api_group(group_name)
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    keys = stack.s3_credentials()
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    try:
+        notes = {group.s3_endpoint: "minio-service.kubeflow:9000", group.s3_usehttps: "0",
+                 group.s3_region: "us-east-1", group.s3_usevirtualbucket: "false"}
+        data = {"AWS_ACCESS_KEY_ID": keys.access_key, "AWS_SECRET_ACCESS_KEY": keys.secret_key}
+        core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="doctor-s3", annotations=notes),
+            data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()}))
+        core.create_namespaced_service_account(namespace, client.V1ServiceAccount(
+            metadata=client.V1ObjectMeta(name=DEFAULTS["service_account"]),
+            secrets=[client.V1ObjectReference(name="doctor-s3")]))
+        s3 = connect(from_secret(kube, Local(), group, namespace, "doctor-s3"))
+        if not s3.bucket_exists(bucket):
+            s3.make_bucket(bucket)
+        for key in ("m/cifar10/config.pbtxt", "m/cifar10/1/model.pt", "m/cifar10-old/config.pbtxt"):
+            s3.put_object(bucket, key, io.BytesIO(b"x"), 1)
+        custom.create_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", {
+            "apiVersion": group.tm_api_version, "kind": "TrainedModel",
+            "metadata": {"name": "cifar10", "finalizers": ["doctor.test/hold"]},
+            "spec": {"inferenceService": server, "model": {"framework": "pytorch", "memory": "1Gi",
+                                                           "storageUri": f"s3://{bucket}/m/cifar10"}}})
+
+        def terminating() -> bool:
+            tm = custom.get_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", "cifar10")
+            return bool(tm["metadata"].get("deletionTimestamp"))
+
+        poll_until(terminating, "the controller to delete the TrainedModel of a missing server", timeout=60)
+        facts = doctor.gather(kube, Local(), namespace, server, group.group, bucket=bucket)
+        assert facts.listings == {f"s3://{bucket}/m/cifar10": {
+            "count": 3, "truncated": False, "markers": [], "siblings": ["m/cifar10-old/config.pbtxt"]}}, facts.listings
+        found = {f.id: f for f in doctor.run_checks(facts)}
+        sibling = found["sibling_prefix"]
+        assert sibling.result == doctor.PROBLEM and "m/cifar10-old/config.pbtxt" in sibling.evidence
+        assert found["one_page"].result == doctor.OK and found["rbac"].result == doctor.OK
+        stuck = found["terminating"]
+        assert stuck.result == doctor.PROBLEM and "doctor.test/hold" in stuck.evidence, stuck
+        patch = shlex.split(stuck.fix.split("`")[1])  # the printed command, as a shell would split it
+        assert patch[:3] == ["kubectl", "patch", "trainedmodel"] and patch[patch.index("-p") + 1]
+        custom.patch_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", "cifar10",
+                                              jsonlib.loads(patch[patch.index("-p") + 1]))
+        poll_until(lambda: not custom.list_namespaced_custom_object(
+            group.group, group.tm_version, namespace, "trainedmodels")["items"], "the TrainedModel to go", timeout=30)
+        again = doctor.gather(kube, Local(), namespace, server, group.group, bucket=bucket)
+        assert {f.id: f.result for f in doctor.run_checks(again)}["terminating"] == doctor.OK
+    finally:
+        core.delete_namespace(namespace)

@@ -580,3 +580,71 @@ def test_the_new_checks_keep_their_words_in_korean() -> None:
     assert "Failed to Load model cifar10" in found["gave_up"].evidence
     assert "kubectl delete trainedmodel cifar10 -n mms" in found["gave_up"].fix
     assert "trainedmodel_editor.yaml" in found["rbac"].fix
+
+
+@pytest.mark.parametrize("tag", ["v0.5.1", "v0.15.2"])
+def test_the_doctor_reads_the_local_release_agents_own_failure_lines(tmp_path, tag: str) -> None:
+    """The local agent as a release has it (threads, fakes for S3 and Triton): a download that fails, a load
+    Triton refuses and one it does not answer, each tried once; its log lines, as `kubectl logs` shows them,
+    make 'gave_up' name the three and 'served' leave them to it."""
+    import io
+    import threading
+
+    from helpers.clients.storage import StorageError
+    from helpers.core.wait import poll_until
+    from helpers.local.agent import release
+    from helpers.local.agent.downloader import marker_path
+    from helpers.local.agent.log import Logger
+    from helpers.local.agent.puller import Backoff, LoadRefused, Puller, ServerUnreachable
+    from helpers.local.agent.spec import ModelSpec, Op
+    from helpers.local.agent.status import StatusFile
+
+    class Triton:
+        def load(self, name: str) -> None:
+            if name == "refused":
+                raise LoadRefused(f"Triton could not load model {name!r}: no", "no")
+            if name == "unanswered":
+                raise ServerUnreachable("connection refused")
+
+        def unload(self, name: str) -> None:
+            pass
+
+        def index(self) -> dict:
+            return {}
+
+    class S3:
+        def __init__(self) -> None:
+            self.model_dir, self.stop = tmp_path / "models", threading.Event()
+
+        def download(self, name: str, spec: ModelSpec) -> bool:
+            if name == "missing":
+                raise StorageError("unable to get batch objects s3://triton/missing has no objects", "upload it")
+            marker = marker_path(self.model_dir, name, spec)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(spec.canonical())
+            return True
+
+    out, status = io.StringIO(), StatusFile(tmp_path / "status.json")
+    puller = Puller(S3(), Triton(), status, Logger("test", out), Backoff(0.02, 0.05), check_interval=0.05,
+                    reload_lost=False, behaviour=release.for_release(tag))
+    names = ("missing", "refused", "unanswered")
+    puller.start()
+    try:
+        for name in names:
+            puller.enqueue(Op("add", name, ModelSpec(f"s3://triton/{name}")))
+        poll_until(lambda: all((status.get(n) or {}).get("state") == "Failed" for n in names), "three failures",
+                   timeout=10)
+    finally:
+        puller.stop()
+    facts = healthy()
+    facts.trained_models = [{"metadata": {"name": n}, "spec": {"inferenceService": "triton-mms", "model": {
+        "storageUri": f"s3://triton/{n}", "memory": "1Gi"}}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        for n in names]
+    facts.repository = [{"name": "refused", "state": "UNAVAILABLE"}]
+    facts.agent_lines = out.getvalue().splitlines()
+    found = by_id(facts, "gave_up")
+    assert found.result == doctor.PROBLEM, found
+    for line in ("Failed to download model missing with err", "Failed to load model refused with status [400]",
+                 "Failed to Load model unanswered"):
+        assert line in found.evidence, (line, found.evidence)
+    assert by_id(facts, "served").result == doctor.OK
