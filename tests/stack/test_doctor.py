@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -402,3 +403,80 @@ def _local():
     from helpers.clients.target import Local
 
     return Local()
+
+
+@pytest.mark.stack
+def test_the_doctor_names_kfserving_051s_agent_panic_without_an_endpoint(stack, kube, tmp_path) -> None:
+    """KFServing 0.5.1's agent (the kfserving-0.5 profile) with a Secret that has no s3-endpoint annotation panics on
+    the first download and restarts (kserve/kserve#1317): the doctor quotes the panic, the agent's restarts and
+    its env; its fix (annotate the Secret, delete the pod) gets the model loaded."""
+    from kubernetes import client
+
+    from helpers.clients import k8s, manifests, storage
+    from helpers.core.constants import api_group
+    from helpers.core.wait import poll_until
+    from helpers.steps.models import agent_log
+    from helpers.steps.models.standins import write_cifar10_standin
+    from helpers.steps.troubleshoot import doctor
+    from support.guide_steps import apply_guide_steps, guide_values
+    from support.walkthroughs import delete_server
+
+    if stack.profile().release != "v0.5.1":
+        pytest.skip("only KFServing 0.5.1's agent panics without an endpoint")
+    namespace, server, model, bucket = "doctor-panic", "triton-panic", "panicky", "doctor-panic"
+    group = api_group(KFSERVING_GROUP)
+    values = guide_values(stack, namespace, server, group.group)
+    creds = stack.s3_credentials()
+    s3 = storage.connect(storage.S3Settings(stack.env()["MMS_S3_ENDPOINT"], creds.access_key, creds.secret_key))
+    storage.ensure_bucket(s3, bucket)
+    folder = write_cifar10_standin(tmp_path / model)
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "cifar10"', f'name: "{model}"'))
+    storage.upload_folder(s3, folder, bucket, f"doctor/{model}", progress=False)
+    core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    tm = {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": model, "namespace": namespace},
+          "spec": {"inferenceService": server, "model": {"framework": "pytorch", "storageUri": f"s3://{bucket}/doctor/{model}",
+                                                         "memory": "256Mi"}}}
+
+    def checks() -> dict:
+        facts = doctor.gather(kube, _local(), namespace, server, group.group, bucket=bucket)
+        return {f.id: f for f in doctor.run_checks(facts)}
+
+    def agent_events() -> list[dict]:
+        log = stack.logs / f"agent-{namespace}.{server}.log"
+        return agent_log.parse(log.read_text(errors="replace").splitlines()) if log.exists() else []
+
+    try:
+        apply_guide_steps(kube, values, server=False)
+        secret = values["secret_name"]
+        core.patch_namespaced_secret(secret, namespace, {"metadata": {"annotations": {group.s3_endpoint: None}}})
+        k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
+        poll_until(lambda: "True" in [c.get("status") for c in (custom.get_namespaced_custom_object(
+            group.group, group.isvc_version, namespace, "inferenceservices", server).get("status") or {}).get(
+            "conditions", []) if c.get("type") == "Ready"], "the server to be Ready", timeout=300)
+        k8s.apply(kube, tm)
+        log = stack.logs / f"agent-{namespace}.{server}.log"
+        poll_until(lambda: log.exists() and "nil pointer dereference" in log.read_text(errors="replace"),
+                   "the agent to panic", timeout=120)
+        def restarted() -> Optional[doctor.Finding]:
+            found = checks()["agent_panic"]
+            return found if found.result == doctor.PROBLEM and "(last exit code 2)" in found.evidence else None
+
+        panic = poll_until(restarted, "the doctor to see the agent restarted", timeout=120)
+        assert panic.result == doctor.PROBLEM and "nil pointer dereference" in panic.evidence, panic
+        assert "no S3_ENDPOINT or AWS_ENDPOINT_URL" in panic.evidence and panic.issue.endswith("1317")
+        assert f"{group.s3_endpoint} (01_minio)" in panic.fix
+        command = panic.fix.split("`")[1]
+        assert command.startswith(f"kubectl delete pod -n {namespace} -l {group.isvc_label}={server}")
+        # the fix, as printed: annotate the Secret, then the delete-pod command
+        core.patch_namespaced_secret(secret, namespace, {"metadata": {"annotations": {
+            group.s3_endpoint: values["s3_endpoint"]}}})
+        done = subprocess.run(command.split(), capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **stack.env()})
+        assert done.returncode == 0, done.stderr
+        poll_until(lambda: any(e["msg"].startswith("Successfully loaded model") and e["model"] == model
+                               for e in agent_events()), "the new pod's agent to load the model", timeout=180)
+    finally:
+        delete_server(kube, stack, group.group, server, namespace)
+        storage.delete_prefix(s3, bucket, f"doctor/{model}")
+        custom.delete_cluster_custom_object("kubeflow.org", "v1", "profiles", namespace)
