@@ -461,6 +461,10 @@ def test_a_marker_key_turned_into_a_file() -> None:
     assert "kubectl delete pod" in found.fix and "remove_object" in found.fix and found.issue.endswith("1769")
     facts.agent_lines = []  # before any download: the listing alone says it, for KFServing 0.5.1
     assert by_id(facts, "marker_file").result == doctor.PROBLEM
+    reason = "file is already created: mkdir /mnt/models/cifar10/1: not a directory"
+    facts.agent_lines = [record(f"Failed to download model cifar10 with err {reason}", 2, modelName="cifar10",
+                                error=reason)]  # the local agent adds the error as a field too: quoted once
+    assert by_id(facts, "marker_file").evidence.count("not a directory") == 1
     kserve = healthy(KSERVE_GROUP)  # KServe skips marker keys (v0.7+)
     kserve.listings["s3://triton/torchscript/cifar10"]["markers"] = ["torchscript/cifar10/1/"]
     assert by_id(kserve, "marker_file").result == doctor.OK

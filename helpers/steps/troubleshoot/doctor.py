@@ -136,6 +136,7 @@ def _agent_line(facts: Facts, needle: str) -> str:
         if needle in text:
             model = record.get("modelName") or record.get("model") or ""
             error = str(record.get("error", "")).split("; fix:")[0]  # the local agent appends its hint
+            error = "" if error and error in str(record.get("msg", "")) else error  # a release's line has it in msg
             line = f"{record.get('msg', '')}{f' ({model})' if model else ''}: {error}".rstrip(": ")
             return _("agent log: {line}").format(line=line)
     for line in reversed(facts.agent_lines):
