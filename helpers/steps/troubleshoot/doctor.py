@@ -468,7 +468,7 @@ def check_served(facts: Facts) -> Finding:
     ready = [tm["metadata"]["name"] for tm in facts.trained_models
              if conditions(tm).get("Ready", {}).get("status") == "True"]
     failed = {(r.get("modelName") or r.get("model")) for r in _agent_json(facts.agent_lines) if r.get("error")}
-    failed |= set(_gave_up(facts))  # the agent's own failure line: the check 'agent gave up' names it
+    failed |= set(_gave_up(facts))  # the agent's own failure line: the check 'no model the agent gave up on' names it
     lost = [n for n in ready if states.get(n) != "READY" and n not in failed]  # an agent error: other checks say why
     if not lost:
         return Finding(name, OK, _("{count} Ready TrainedModel(s), each READY in Triton").format(count=len(ready)))
@@ -641,7 +641,7 @@ def check_gave_up(facts: Facts) -> Finding:
     """A TrainedModel the agent failed on once and never tried again: every release tries each download
     and each load once (`modelProcessor`, puller.go), so the model stays unloaded while the
     TrainedModel, which is Ready as soon as it is in the ConfigMap, looks fine."""
-    name = _("agent gave up on a model")
+    name = _("no model the agent gave up on")
     failures = _gave_up(facts)
     served = {m.get("name") for m in facts.repository or [] if m.get("state") == "READY"}
     ours = {tm["metadata"]["name"]: conditions(tm).get("Ready", {}).get("status") == "True"
