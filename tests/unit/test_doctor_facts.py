@@ -33,7 +33,8 @@ def healthy(group: str = KFSERVING_GROUP) -> doctor.Facts:
                  {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "mysecret", "key": "k"}}},
                  {"name": "S3_ENDPOINT", "value": "minio-service.kubeflow:9000"},
                  {"name": "AWS_REGION", "value": "us-east-1"}, {"name": "S3_USER_VIRTUAL_BUCKET", "value": "false"}]}]},
-             "status": {"phase": "Running", "startTime": "2026-12-01T07:01:00Z"}},
+             "status": {"phase": "Running", "startTime": "2026-12-01T07:01:00Z", "containerStatuses": [
+                 {"name": "kfserving-container", "restartCount": 0}, {"name": "agent", "restartCount": 0}]}},
         trained_models=[{"metadata": {"name": "cifar10"}, "spec": {"inferenceService": "triton-mms", "model": {
             "framework": "pytorch", "storageUri": "s3://triton/torchscript/cifar10", "memory": "1Gi"}},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}],
@@ -41,6 +42,8 @@ def healthy(group: str = KFSERVING_GROUP) -> doctor.Facts:
         gateway={"url": "http://127.0.0.1", "status": 200, "body": "", "location": ""},
         repository=[{"name": "cifar10", "state": "READY"}],
         s3={"endpoint": "minio-service.kubeflow:9000", "bucket": "triton", "ok": True},
+        listings={"s3://triton/torchscript/cifar10": {"count": 2, "truncated": False, "markers": [], "siblings": []}},
+        can_i={"create trainedmodels": True},
         unreadable={"webhook_probe": "accepted"})
 
 
@@ -52,7 +55,7 @@ def finding(facts: doctor.Facts, check: str) -> doctor.Finding:
 def test_a_healthy_namespace_has_no_problem() -> None:
     findings = doctor.run_checks(healthy())
     assert doctor.problems(findings) == []
-    assert len(findings) == len(doctor.CHECKS) == 16
+    assert len(findings) == len(doctor.CHECKS) == 25
     assert {f.result for f in findings} <= {doctor.OK, doctor.NA}
 
 
@@ -360,3 +363,292 @@ def test_a_model_the_agent_failed_on_is_left_to_the_checks_that_say_why() -> Non
     facts.repository = [{"name": "cifar10", "state": "UNAVAILABLE"}]
     facts.agent_lines = ['{"level":"error","ts":1,"msg":"failed to load model","modelName":"cifar10","error":"no region"}']
     assert finding(facts, "Ready TrainedModels served by Triton").result == doctor.OK
+
+
+# --- issue 21: what the releases' agents do once, and what users hit most ------------------------------
+ISSUE21 = ("gave_up", "agent_panic", "marker_file", "sibling_prefix", "one_page", "oom", "endpoint_scheme",
+           "terminating", "rbac")
+GROUPS = (KFSERVING_GROUP, KSERVE_GROUP)  # kfserving-0.5, and the Kubeflow 1.10/1.11 profiles
+
+
+def by_id(facts: doctor.Facts, key: str) -> doctor.Finding:
+    return next(f for f in doctor.run_checks(facts) if f.id == key)
+
+
+def record(msg: str, ts: float = 1.0, **fields) -> str:
+    """One agent log line as KFServing 0.5.1's zap logger writes it (the error inside msg)."""
+    import json
+
+    return json.dumps({"level": "error", "ts": ts, "logger": "modelProcessor", "msg": msg, **fields})
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_the_new_checks_are_quiet_on_a_healthy_namespace_of_each_profile(group: str) -> None:
+    facts = healthy(group)
+    facts.agent_lines = [record("adding model cifar10", 1), record("Successfully loaded model cifar10", 2)]
+    found = {f.id: f for f in doctor.run_checks(facts)}
+    assert {key: found[key].result for key in ISSUE21} == {key: doctor.OK for key in ISSUE21}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("line", [
+    "Failed to download model cifar10 with err NoSuchKey: The specified key does not exist.",
+    "Failed to Load model cifar10",
+    "Failed to load model cifar10 with status [400] and resp:{\"error\":\"failed to load 'cifar10'\"}",
+])
+def test_a_ready_model_the_agent_gave_up_on(group: str, line: str) -> None:
+    """The real agent's failure line carries the error in msg, with no `error` field: the model is Ready (in
+    the ConfigMap) and unserved; 'served' leaves it to 'gave_up', which quotes the line and says re-apply."""
+    facts = healthy(group)
+    facts.repository = []
+    facts.agent_lines = [record("adding model cifar10", 1), record(line, 2)]
+    found = by_id(facts, "gave_up")
+    assert found.result == doctor.PROBLEM and line[:40] in found.evidence and "Ready (in the ConfigMap)" in found.evidence
+    assert "kubectl delete trainedmodel cifar10 -n mms" in found.fix and "once" in found.fix and found.issue
+    assert by_id(facts, "served").result == doctor.OK  # the two together name it once
+    facts.agent_lines.append(record("adding model cifar10", 3))  # re-applied: the agent is at it again
+    assert by_id(facts, "gave_up").result == doctor.OK
+
+
+def test_the_local_agent_s_failure_line_with_its_error_field_is_read_too() -> None:
+    facts = healthy()
+    facts.repository = []
+    facts.agent_lines = [record("Failed to Load model cifar10", 2, modelName="cifar10",
+                                error="connection refused; fix: start Triton")]
+    found = by_id(facts, "gave_up")
+    assert found.result == doctor.PROBLEM and "(connection refused)" in found.evidence and "fix:" not in found.evidence
+
+
+def test_the_friendly_agent_s_retries_are_not_giving_up() -> None:
+    facts = healthy()
+    facts.repository = []
+    facts.agent_lines = [record("Failed to download model", 2, modelName="cifar10", error="NoSuchKey"),
+                         record("Operation failed, will retry", 3, modelName="cifar10", error="NoSuchKey")]
+    assert by_id(facts, "gave_up").result == doctor.OK
+
+
+PANIC = "panic: runtime error: invalid memory address or nil pointer dereference"
+
+
+def test_kfserving_051_panics_without_an_endpoint() -> None:
+    facts = healthy()
+    container = facts.pod["spec"]["containers"][1]
+    container["env"] = [e for e in container["env"] if e["name"] != "S3_ENDPOINT"]
+    facts.pod["status"]["containerStatuses"] = [
+        {"name": "kfserving-container", "restartCount": 0},
+        {"name": "agent", "restartCount": 3, "lastState": {"terminated": {"reason": "Error", "exitCode": 2}}}]
+    facts.agent_lines = [PANIC, "[signal SIGSEGV: segmentation violation code=0x1 addr=0x18 pc=0x10ab3c5]"]
+    found = by_id(facts, "agent_panic")
+    assert found.result == doctor.PROBLEM and "nil pointer dereference" in found.evidence
+    assert "restarted 3x" in found.evidence and "no S3_ENDPOINT" in found.evidence
+    assert "serving.kubeflow.org/s3-endpoint" in found.fix and "kubectl delete pod" in found.fix
+    assert found.issue.endswith("1317")
+    facts.agent_lines = []  # the log rotated away with the restart: the exit code and the env still say it
+    assert by_id(facts, "agent_panic").result == doctor.PROBLEM
+    facts.pod["status"]["containerStatuses"][1] = {"name": "agent", "restartCount": 0}
+    assert by_id(facts, "agent_panic").result == doctor.OK
+
+
+def test_a_marker_key_turned_into_a_file() -> None:
+    facts = healthy()
+    facts.repository = []
+    facts.agent_lines = [record("Failed to download model cifar10 with err file is already created: mkdir "
+                                "/mnt/models/cifar10/1: not a directory", 2)]
+    facts.listings["s3://triton/torchscript/cifar10"]["markers"] = ["torchscript/cifar10/1/"]
+    found = by_id(facts, "marker_file")
+    assert found.result == doctor.PROBLEM and "not a directory" in found.evidence
+    assert "torchscript/cifar10/1/" in found.evidence
+    assert "kubectl delete pod" in found.fix and "remove_object" in found.fix and found.issue.endswith("1769")
+    facts.agent_lines = []  # before any download: the listing alone says it, for KFServing 0.5.1
+    assert by_id(facts, "marker_file").result == doctor.PROBLEM
+    reason = "file is already created: mkdir /mnt/models/cifar10/1: not a directory"
+    facts.agent_lines = [record(f"Failed to download model cifar10 with err {reason}", 2, modelName="cifar10",
+                                error=reason)]  # the local agent adds the error as a field too: quoted once
+    assert by_id(facts, "marker_file").evidence.count("not a directory") == 1
+    kserve = healthy(KSERVE_GROUP)  # KServe skips marker keys (v0.7+)
+    kserve.listings["s3://triton/torchscript/cifar10"]["markers"] = ["torchscript/cifar10/1/"]
+    assert by_id(kserve, "marker_file").result == doctor.OK
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_raw_prefix_that_matches_a_sibling_folder(group: str) -> None:
+    facts = healthy(group)
+    facts.listings["s3://triton/torchscript/cifar10"]["siblings"] = ["torchscript/cifar10-old/1/model.pt"]
+    found = by_id(facts, "sibling_prefix")
+    assert found.result == doctor.PROBLEM and "torchscript/cifar10-old/1/model.pt" in found.evidence
+    assert "prefix that no other key starts with" in found.fix and found.issue.endswith("3776")
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_more_keys_than_one_listing_page(group: str) -> None:
+    facts = healthy(group)
+    facts.listings["s3://triton/torchscript/cifar10"].update(count=1000, truncated=True)
+    found = by_id(facts, "one_page")
+    assert found.result == doctor.PROBLEM and "IsTruncated" in found.evidence and "one model per prefix" in found.fix
+    facts.listings["s3://triton/torchscript/cifar10"].update(count=1000, truncated=False)  # exactly one page
+    assert by_id(facts, "one_page").result == doctor.OK
+
+
+def test_list_page_reads_one_page_as_the_agent_asks() -> None:
+    class Obj:
+        def __init__(self, name: str) -> None:
+            self.object_name = name
+
+    class S3:
+        def list_objects(self, bucket, prefix, recursive, use_api_v1):
+            assert (bucket, prefix, recursive, use_api_v1) == ("triton", "torchscript/cifar10", True, True)
+            yield from map(Obj, ["torchscript/cifar10-old/1/model.pt", "torchscript/cifar10/",
+                                 "torchscript/cifar10/1/model.pt"] + [f"torchscript/cifar10/x/{i}" for i in range(998)])
+
+    page = doctor.list_page(S3(), "s3://triton/torchscript/cifar10")
+    assert page == {"count": 1000, "truncated": True, "markers": ["torchscript/cifar10/"],
+                    "siblings": ["torchscript/cifar10-old/1/model.pt"]}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_server_container_oomkilled(group: str) -> None:
+    facts = healthy(group)
+    facts.pod["status"]["containerStatuses"] = [
+        {"name": "kserve-container", "restartCount": 2,
+         "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}, {"name": "agent", "restartCount": 0}]
+    found = by_id(facts, "oom")
+    assert found.result == doctor.PROBLEM and "OOMKilled" in found.evidence and "restartCount 2" in found.evidence
+    assert "limits.memory 16Gi" in found.evidence and "limits.memory" in found.fix and "fewer" in found.fix
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_pending_pod_quotes_the_event_and_names_the_small_preset(group: str) -> None:
+    facts = healthy(group)
+    facts.pod["status"] = {"phase": "Pending"}
+    event = ("0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: "
+             "1 No preemption victims found for incoming pod.")
+    facts.pod_events = [{"type": "Warning", "reason": "FailedScheduling", "message": event}]
+    found = by_id(facts, "pending")
+    assert found.result == doctor.PROBLEM and f"Warning FailedScheduling: {event}" in found.evidence
+    assert "`small` preset" in found.fix and "node with room" in found.fix
+
+
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_scheme_inside_the_s3_endpoint(group: str, scheme: str) -> None:
+    facts = healthy(group)
+    facts.secrets["mysecret"]["annotations"][f"{group}/s3-endpoint"] = f"{scheme}://minio-service.kubeflow:9000"
+    found = by_id(facts, "endpoint_scheme")
+    assert found.result == doctor.PROBLEM and f"{scheme}://minio-service.kubeflow:9000" in found.evidence
+    usehttps = "1" if scheme == "https" else "0"
+    assert (f"--overwrite {group}/s3-endpoint=minio-service.kubeflow:9000 {group}/s3-usehttps={usehttps}"
+            in found.fix)
+    assert "kubectl delete pod" in found.fix and found.issue.endswith("4797")
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_trainedmodel_stuck_terminating_after_its_server(group: str) -> None:
+    facts = healthy(group)
+    facts.trained_models[0]["metadata"].update(deletionTimestamp="2026-12-01T08:00:00Z",
+                                               finalizers=["trainedmodel.finalizer"])
+    assert by_id(facts, "terminating").result == doctor.OK  # the server is there: the deletion finishes
+    facts.isvc = None
+    found = by_id(facts, "terminating")
+    assert found.result == doctor.PROBLEM and "deletionTimestamp 2026-12-01T08:00:00Z" in found.evidence
+    assert "trainedmodel.finalizer" in found.evidence and found.issue.endswith("1422")
+    assert ("""kubectl patch trainedmodel cifar10 -n mms --type=merge -p '{"metadata":{"finalizers":null}}'"""
+            in found.fix)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_learner_who_may_not_create_trainedmodels(group: str) -> None:
+    facts = healthy(group)
+    facts.can_i = {"create trainedmodels": False}
+    found = by_id(facts, "rbac")
+    assert found.result == doctor.PROBLEM
+    assert f"kubectl auth can-i create trainedmodels.{group} -n mms" in found.evidence and "no" in found.evidence
+    assert "trainedmodel_editor.yaml" in found.fix and found.issue.endswith("4225")
+    facts.can_i = {}
+    assert by_id(facts, "rbac").result == doctor.NA
+
+
+def test_the_new_checks_keep_their_words_in_korean() -> None:
+    """Commands, field names and log lines stay as they are in the Korean findings."""
+    from helpers.core import i18n
+
+    facts = healthy()
+    facts.repository = []
+    facts.agent_lines = [record("Failed to Load model cifar10", 2)]
+    facts.can_i = {"create trainedmodels": False}
+    try:
+        i18n.set_language("ko")
+        found = {f.id: f for f in doctor.problems(doctor.run_checks(facts))}
+    finally:
+        i18n.set_language("en")
+    assert {"gave_up", "rbac"} <= set(found)
+    assert "Failed to Load model cifar10" in found["gave_up"].evidence
+    assert "kubectl delete trainedmodel cifar10 -n mms" in found["gave_up"].fix
+    assert "trainedmodel_editor.yaml" in found["rbac"].fix
+
+
+@pytest.mark.parametrize("tag", ["v0.5.1", "v0.15.2"])
+def test_the_doctor_reads_the_local_release_agents_own_failure_lines(tmp_path, tag: str) -> None:
+    """The local agent as a release has it (threads, fakes for S3 and Triton): a download that fails, a load
+    Triton refuses and one it does not answer, each tried once; its log lines, as `kubectl logs` shows them,
+    make 'gave_up' name the three and 'served' leave them to it."""
+    import io
+    import threading
+
+    from helpers.clients.storage import StorageError
+    from helpers.core.wait import poll_until
+    from helpers.local.agent import release
+    from helpers.local.agent.downloader import marker_path
+    from helpers.local.agent.log import Logger
+    from helpers.local.agent.puller import Backoff, LoadRefused, Puller, ServerUnreachable
+    from helpers.local.agent.spec import ModelSpec, Op
+    from helpers.local.agent.status import StatusFile
+
+    class Triton:
+        def load(self, name: str) -> None:
+            if name == "refused":
+                raise LoadRefused(f"Triton could not load model {name!r}: no", "no")
+            if name == "unanswered":
+                raise ServerUnreachable("connection refused")
+
+        def unload(self, name: str) -> None:
+            pass
+
+        def index(self) -> dict:
+            return {}
+
+    class S3:
+        def __init__(self) -> None:
+            self.model_dir, self.stop = tmp_path / "models", threading.Event()
+
+        def download(self, name: str, spec: ModelSpec) -> bool:
+            if name == "missing":
+                raise StorageError("unable to get batch objects s3://triton/missing has no objects", "upload it")
+            marker = marker_path(self.model_dir, name, spec)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(spec.canonical())
+            return True
+
+    out, status = io.StringIO(), StatusFile(tmp_path / "status.json")
+    puller = Puller(S3(), Triton(), status, Logger("test", out), Backoff(0.02, 0.05), check_interval=0.05,
+                    reload_lost=False, behaviour=release.for_release(tag))
+    names = ("missing", "refused", "unanswered")
+    puller.start()
+    try:
+        for name in names:
+            puller.enqueue(Op("add", name, ModelSpec(f"s3://triton/{name}")))
+        poll_until(lambda: all((status.get(n) or {}).get("state") == "Failed" for n in names), "three failures",
+                   timeout=10)
+    finally:
+        puller.stop()
+    facts = healthy()
+    facts.trained_models = [{"metadata": {"name": n}, "spec": {"inferenceService": "triton-mms", "model": {
+        "storageUri": f"s3://triton/{n}", "memory": "1Gi"}}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        for n in names]
+    facts.repository = [{"name": "refused", "state": "UNAVAILABLE"}]
+    facts.agent_lines = out.getvalue().splitlines()
+    found = by_id(facts, "gave_up")
+    assert found.result == doctor.PROBLEM, found
+    for line in ("Failed to download model missing with err", "Failed to load model refused with status [400]",
+                 "Failed to Load model unanswered"):
+        assert line in found.evidence, (line, found.evidence)
+    assert by_id(facts, "served").result == doctor.OK

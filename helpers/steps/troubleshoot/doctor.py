@@ -96,6 +96,8 @@ class Facts:
     gateway: Optional[dict] = None                  # {"url", "status", "body", "location"}
     repository: Optional[list] = None               # Triton's repository index
     s3: Optional[dict] = None                       # {"endpoint", "bucket", "ok", "error"}
+    listings: dict = field(default_factory=dict)    # storageUri -> one ListObjects page, as the agent asks
+    can_i: dict = field(default_factory=dict)       # "create trainedmodels" -> this identity's answer
     error: str = ""                                 # what failed in the notebook, if it said
     unreadable: dict = field(default_factory=dict)  # what could not be read -> why
 
@@ -134,6 +136,7 @@ def _agent_line(facts: Facts, needle: str) -> str:
         if needle in text:
             model = record.get("modelName") or record.get("model") or ""
             error = str(record.get("error", "")).split("; fix:")[0]  # the local agent appends its hint
+            error = "" if error and error in str(record.get("msg", "")) else error  # a release's line has it in msg
             line = f"{record.get('msg', '')}{f' ({model})' if model else ''}: {error}".rstrip(": ")
             return _("agent log: {line}").format(line=line)
     for line in reversed(facts.agent_lines):
@@ -465,6 +468,7 @@ def check_served(facts: Facts) -> Finding:
     ready = [tm["metadata"]["name"] for tm in facts.trained_models
              if conditions(tm).get("Ready", {}).get("status") == "True"]
     failed = {(r.get("modelName") or r.get("model")) for r in _agent_json(facts.agent_lines) if r.get("error")}
+    failed |= set(_gave_up(facts))  # the agent's own failure line: the check 'no model the agent gave up on' names it
     lost = [n for n in ready if states.get(n) != "READY" and n not in failed]  # an agent error: other checks say why
     if not lost:
         return Finding(name, OK, _("{count} Ready TrainedModel(s), each READY in Triton").format(count=len(ready)))
@@ -519,8 +523,11 @@ def check_pending(facts: Facts) -> Finding:
     if phase == "Pending" and failed:
         return Finding(name, PROBLEM, _("pod {pod} Pending (it requests {asks}); {event}").format(
                            pod=facts.pod["metadata"]["name"], asks=asks, event=_events_text(failed)[-1]),
-                       _("lower spec.predictor.triton.resources.requests ({asks}; the guide asks 16Gi and 1 CPU) to "
-                         "what a node has free, or add a node that big").format(asks=asks), ISSUES + "1601")
+                       _("choose the `small` preset (1 cpu, 2Gi: preset='small' in the notebooks' settings, or "
+                         "MMS_PRESET=small) and re-create the server, or lower spec.predictor.triton.resources.requests "
+                         "({asks}; the guide asks 16Gi and 1 CPU) to what a node has free; else ask your admin for a "
+                         "node with room (`kubectl describe node` shows Allocatable and what is requested)").format(
+                             asks=asks), ISSUES + "1601")
     return Finding(name, OK, _("pod {pod} is {phase} (it requests {asks})").format(
         pod=facts.pod["metadata"]["name"], phase=phase, asks=asks))
 
@@ -598,10 +605,259 @@ def check_s3(facts: Facts) -> Finding:
                    _s3_fix(), ISSUES + "1370")
 
 
+# --- what the releases' agents do once, and what users hit most (issue 21) ----------------------
+# The agent's failure lines, as puller.go words them (KFServing 0.5.1, KServe 0.14-0.15): the error is
+# inside `msg`, there is no `error` field; the local agent writes the same words.
+_GAVE_UP = re.compile(r"^Failed to (?:download model (?P<d>\S+) with err |Load model (?P<l>\S+)$|"
+                      r"load model (?P<r>\S+) with status )")
+# What the agent logs when it starts on a model again (a re-applied TrainedModel, a new pod): the failure
+# before it no longer stands.
+_STARTED_AGAIN = re.compile(r"^(?:adding model|Downloading model|loading model|Successfully loaded model|"
+                            r"Downloading to model dir|removing model)\b")
+
+
+def _gave_up(facts: Facts) -> dict[str, str]:
+    """Model -> the agent's last failure line for it, where nothing for that model followed it."""
+    last: dict[str, str] = {}
+    for event in agent_log.parse(facts.agent_lines):
+        msg = event["msg"]
+        match = _GAVE_UP.match(msg)
+        model = (match.group("d") or match.group("l") or match.group("r")) if match else event["model"]
+        if not model:
+            continue
+        if match:
+            extra = str(event["fields"].get("error", "")).split("; fix:")[0]
+            last[model] = msg[:240] + (f" ({extra[:160]})" if extra and extra not in msg else "")
+        elif _STARTED_AGAIN.match(msg):
+            last.pop(model, None)
+    return last
+
+
+def _pod_command(facts: Facts) -> str:
+    return f"kubectl delete pod -n {facts.namespace} -l {facts.api_group.isvc_label}={facts.server}"
+
+
+def check_gave_up(facts: Facts) -> Finding:
+    """A TrainedModel the agent failed on once and never tried again: every release tries each download
+    and each load once (`modelProcessor`, puller.go), so the model stays unloaded while the
+    TrainedModel, which is Ready as soon as it is in the ConfigMap, looks fine."""
+    name = _("no model the agent gave up on")
+    failures = _gave_up(facts)
+    served = {m.get("name") for m in facts.repository or [] if m.get("state") == "READY"}
+    ours = {tm["metadata"]["name"]: conditions(tm).get("Ready", {}).get("status") == "True"
+            for tm in facts.trained_models}
+    stuck = [model for model in failures if model in ours and model not in served]
+    if not stuck:
+        if not facts.agent_lines:
+            return Finding(name, NA, _("no agent log to read"))
+        return Finding(name, OK, _("no TrainedModel whose last agent attempt failed"))
+    said = []
+    for model in stuck:
+        state = _("Ready (in the ConfigMap), not served") if ours[model] else _("not Ready, not served")
+        said.append(_("TrainedModel {model} is {state}; agent log: {line}").format(
+            model=model, state=state, line=failures[model]))
+    first = stuck[0]
+    return Finding(name, PROBLEM, "; ".join(said)[:600],
+                   _("the agent tries each download and each load once and never again: mend the cause (the "
+                     "line above, and the other PROBLEM rows), then `kubectl delete trainedmodel {model} -n "
+                     "{namespace}` and apply it again (or `{command}`: a new pod's agent tries every model "
+                     "once more)").format(model=first, namespace=facts.namespace, command=_pod_command(facts)),
+                   ISSUES + "1370")
+
+
+def _agent_restarts(facts: Facts) -> tuple[int, dict]:
+    for status in ((facts.pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == "agent":
+            return status.get("restartCount") or 0, (status.get("lastState") or {}).get("terminated") or {}
+    return 0, {}
+
+
+def check_agent_panic(facts: Facts) -> Finding:
+    """KFServing 0.5.1's agent builds an S3 client only when AWS_ENDPOINT_URL is set; without it the first
+    download dereferences a nil provider, the container exits 2 and restarts (kserve/kserve#1317)."""
+    name = _("agent running (no panic)")
+    panic = next((line.strip() for line in reversed(facts.agent_lines) if "nil pointer dereference" in line), "")
+    count, last = _agent_restarts(facts)
+    env = _agent_env(facts)
+    if env is None and not panic:
+        return Finding(name, NA, _("no server pod"))
+    no_endpoint = env is not None and not ({"S3_ENDPOINT", "AWS_ENDPOINT_URL"} & set(env))
+    exited = count and last.get("exitCode") == 2
+    if not panic and not (exited and no_endpoint):
+        return Finding(name, OK, _("agent container restarted {count}x").format(count=count))
+    evidence = [_("agent log: {line}").format(line=panic[:200])] if panic else []
+    if count:
+        evidence.append(_("container agent restarted {count}x (last exit code {code})").format(
+            count=count, code=last.get("exitCode", "?")))
+    if no_endpoint:
+        evidence.append(_("its env has no S3_ENDPOINT or AWS_ENDPOINT_URL"))
+    return Finding(name, PROBLEM, "; ".join(evidence),
+                   _("KFServing 0.5.1's agent has no S3 client without an endpoint and panics on the first download: "
+                     "annotate the S3 Secret {annotation} (01_minio), then `{command}` so a new pod takes the env").format(
+                       annotation=facts.api_group.s3_endpoint, command=_pod_command(facts)),
+                   ISSUES + "1317")
+
+
+def check_marker_file(facts: Facts) -> Finding:
+    """KFServing 0.5.1's agent turns a directory-marker key (one ending in `/`) into an empty file, so the
+    next key under it fails with `not a directory` (kserve/kserve#1769; KServe skips markers from v0.7)."""
+    name = _("no directory-marker keys under a model")
+    seen = _agent_line(facts, "not a directory")
+    markers = [(uri, key) for uri, page in facts.listings.items() for key in page.get("markers") or []]
+    old_agent = facts.group == KFSERVING_GROUP
+    if not seen and not (markers and old_agent):
+        if markers:
+            return Finding(name, OK, _("marker keys under {uri}, which this release's agent skips").format(
+                uri=markers[0][0]))
+        if not facts.listings and not facts.agent_lines:
+            return Finding(name, NA, _("no listing and no agent log to read"))
+        return Finding(name, OK, _("no marker key in the models' listings, no `not a directory` in the agent log"))
+    keys = ", ".join(key for _uri, key in markers[:4])
+    evidence = "; ".join(filter(None, [seen, _("marker keys: {keys}").format(keys=keys) if keys else ""]))
+    return Finding(name, PROBLEM, evidence[:500],
+                   _("delete the marker objects (keys ending in `/`: `mc rm` each, or `client.remove_object(bucket, "
+                     "key)` in Python), then `{command}`: in the old pod the model's folder holds a file where a "
+                     "folder belongs; the new pod's agent downloads each model again (if one still stays unloaded, "
+                     "delete and re-apply its TrainedModel)").format(command=_pod_command(facts)),
+                   ISSUES + "1769")
+
+
+def check_sibling_prefix(facts: Facts) -> Finding:
+    """Every release lists `s3://b/cifar10` with the prefix as written, so `cifar10-old/...` comes along and
+    lands in the model's folder as `-old/...` (kserve/kserve#3776, not fixed in the releases here)."""
+    name = _("a model's prefix matches no other folder")
+    if not facts.listings:
+        return Finding(name, NA, _("the models' storage was not listed"))
+    found = [(uri, page["siblings"]) for uri, page in facts.listings.items() if page.get("siblings")]
+    if not found:
+        return Finding(name, OK, _("{count} storageUri(s) listed: every key is inside the model's own folder").format(
+            count=len(facts.listings)))
+    uri, keys = found[0]
+    return Finding(name, PROBLEM, _("ListObjects on {uri} (the prefix as written, as the agent asks) also returns "
+                                    "{keys}: the agent writes them into the model's folder").format(
+                                        uri=uri, keys=", ".join(keys[:3])),
+                   _("give each model a prefix that no other key starts with: move or rename the other folder "
+                     "(`cifar10-old/` to `old/cifar10/`), then delete and re-apply the TrainedModel"),
+                   ISSUES + "3776")
+
+
+LIST_PAGE = 1000  # S3's MaxKeys default: what one ListObjects call returns at most
+
+
+def check_one_page(facts: Facts) -> Finding:
+    """Every release reads one ListObjects page (`GetAllObjects`, no Marker loop): keys past the 1000th are
+    never downloaded."""
+    name = _("a model's folder fits one listing page")
+    if not facts.listings:
+        return Finding(name, NA, _("the models' storage was not listed"))
+    over = [uri for uri, page in facts.listings.items() if page.get("truncated")]
+    if not over:
+        most = max(page.get("count", 0) for page in facts.listings.values())
+        return Finding(name, OK, _("at most {count} key(s) under a model's prefix (one page holds {page})").format(
+            count=most, page=LIST_PAGE))
+    return Finding(name, PROBLEM, _("ListObjects on {uri} returns {page} keys and more follow (IsTruncated): the agent "
+                                    "reads only the first page, so the rest is never downloaded").format(
+                                        uri=over[0], page=LIST_PAGE),
+                   _("keep fewer than {page} objects under each model's prefix: one model per prefix, nothing else "
+                     "beside it (checkpoints, logs, other versions); then delete and re-apply the TrainedModel").format(
+                       page=LIST_PAGE),
+                   "https://github.com/kserve/kserve/blob/v0.15.2/pkg/agent/storage/s3.go")
+
+
+def check_oom(facts: Facts) -> Finding:
+    """The server container killed at its memory limit: the kubelet records `OOMKilled` and restarts it,
+    and a restarted Triton holds no model (see 'Ready TrainedModels served by Triton')."""
+    name = _("server container within its memory limit")
+    statuses = ((facts.pod or {}).get("status") or {}).get("containerStatuses")
+    if not statuses:
+        return Finding(name, NA, _("no server container status"))
+    killed = [s for s in statuses if s.get("name") != "agent"
+              and ((s.get("lastState") or {}).get("terminated") or {}).get("reason") == "OOMKilled"]
+    limits = ((triton_predictor(facts.isvc) or {}).get("resources") or {}).get("limits") or {}
+    limit = limits.get("memory") or "-"
+    if not killed:
+        return Finding(name, OK, _("no container OOMKilled (limits.memory {limit})").format(limit=limit))
+    status = killed[0]
+    code = ((status.get("lastState") or {}).get("terminated") or {}).get("exitCode", 137)
+    total = sum(quantity(((tm.get("spec") or {}).get("model") or {}).get("memory")) or 0 for tm in facts.trained_models)
+    return Finding(name, PROBLEM, _("container {container}: lastState.terminated.reason OOMKilled (exit code {code}), "
+                                    "restartCount {count}; limits.memory {limit}, the TrainedModels ask "
+                                    "{total}Gi").format(container=status.get("name"), code=code,
+                                                        count=status.get("restartCount", 0), limit=limit,
+                                                        total=f"{total / 2**30:.2f}"),
+                   _("raise spec.predictor.triton.resources.limits.memory (the `guide` preset has 16Gi) or load fewer "
+                     "or smaller models; then delete and re-apply each TrainedModel, since the agent does not reload "
+                     "what the restarted Triton lost"),
+                   "https://github.com/kserve/modelmesh-serving/issues/396")
+
+
+def check_endpoint_scheme(facts: Facts) -> Finding:
+    """The credential builder puts `http://` or `https://` (s3-usehttps) in front of the annotation itself,
+    so an endpoint written with a scheme becomes `http://http://...` (KServe accepts a scheme only from
+    kserve/kserve#4797, after every release here)."""
+    name = _("s3-endpoint without a scheme")
+    secret, meta = _s3_secret(facts)
+    notes = meta.get("annotations") or {}
+    endpoint = notes.get(facts.api_group.s3_endpoint)
+    if not secret or endpoint is None:
+        return Finding(name, NA, _no_secret())
+    scheme = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://", endpoint)
+    if not scheme:
+        return Finding(name, OK, f"Secret {secret}: {facts.api_group.s3_endpoint}={endpoint}")
+    bare = endpoint.split("://", 1)[1].rstrip("/")
+    https = "1" if scheme.group(1).lower() == "https" else "0"
+    return Finding(name, PROBLEM, _("Secret {secret}: {annotation}={endpoint}; KServe adds the scheme itself "
+                                    "(from s3-usehttps), so the agent's endpoint becomes "
+                                    "http(s)://{endpoint}").format(secret=secret, annotation=facts.api_group.s3_endpoint,
+                                                                   endpoint=endpoint),
+                   _("`kubectl annotate secret {secret} -n {namespace} --overwrite {annotation}={bare} "
+                     "{usehttps}={https}` (the host and port only; s3-usehttps says the scheme), then `{command}`").format(
+                       secret=secret, namespace=facts.namespace, annotation=facts.api_group.s3_endpoint, bare=bare,
+                       usehttps=facts.api_group.s3_usehttps, https=https, command=_pod_command(facts)),
+                   "https://github.com/kserve/kserve/pull/4797")
+
+
+def check_terminating(facts: Facts) -> Finding:
+    """A TrainedModel deleted after its InferenceService: its controller needs the parent to finish the
+    deletion, so the finalizer stays and the object stays Terminating (kserve/kserve#1422)."""
+    name = _("no TrainedModel stuck Terminating")
+    deleting = [tm for tm in facts.trained_models if (tm.get("metadata") or {}).get("deletionTimestamp")]
+    if not deleting:
+        return Finding(name, OK, _("no TrainedModel of {server} is being deleted").format(server=facts.server))
+    meta = deleting[0]["metadata"]
+    evidence = _("TrainedModel {model}: deletionTimestamp {when}, finalizers {finalizers}").format(
+        model=meta["name"], when=meta["deletionTimestamp"], finalizers=meta.get("finalizers") or [])
+    if facts.isvc is not None or not meta.get("finalizers"):
+        return Finding(name, OK, evidence + _("; its server exists, so the controller can finish"))
+    return Finding(name, PROBLEM, evidence + _("; InferenceService {server} does not exist").format(server=facts.server),
+                   _("remove the finalizer: `kubectl patch trainedmodel {model} -n {namespace} --type=merge -p "
+                     "'{{\"metadata\":{{\"finalizers\":null}}}}'`; next time delete the TrainedModels before their "
+                     "server").format(model=meta["name"], namespace=facts.namespace),
+                   ISSUES + "1422")
+
+
+def check_rbac(facts: Facts) -> Finding:
+    """May this identity create TrainedModels? Kubeflow's kubeflow-edit grants them only from KServe 0.15
+    (kserve/kserve#4225); before that 00_cluster_prep's Role does."""
+    name = _("may create TrainedModels")
+    command = f"kubectl auth can-i create trainedmodels.{facts.group} -n {facts.namespace}"
+    allowed = facts.can_i.get("create trainedmodels")
+    if allowed is None:
+        return Finding(name, NA, facts.unreadable.get("can_i", _("not asked")))
+    if allowed:
+        return Finding(name, OK, _("`{command}`: yes").format(command=command))
+    return Finding(name, PROBLEM, _("`{command}`: no").format(command=command),
+                   _("Kubeflow's default-editor role has trainedmodels only from KServe 0.15: an admin applies "
+                     "00_cluster_prep's Role (manifests/trainedmodel_editor.yaml; 00 run as a learner prints it for "
+                     "the admin)"),
+                   ISSUES + "4225")
+
+
 CHECKS: list[Callable[[Facts], Finding]] = [
     check_crds, check_service_account, check_annotation_prefix, check_region, check_virtual_host, check_stale_env,
     check_external_name, check_multi_model, check_pending, check_memory, check_config_name, check_webhook,
-    check_served, check_gateway, check_shape, check_s3]
+    check_served, check_gateway, check_shape, check_s3, check_gave_up, check_agent_panic, check_marker_file,
+    check_sibling_prefix, check_one_page, check_oom, check_endpoint_scheme, check_terminating, check_rbac]
 
 
 def run_checks(facts: Facts) -> list[Finding]:
@@ -636,7 +892,7 @@ def facts_for_record(facts: Facts, lines: int = 12) -> dict:
         found["isvc"] = {k: found["isvc"].get(k) for k in ("apiVersion", "kind", "spec", "status")}
         found["isvc"]["metadata"] = {"name": facts.server, "namespace": facts.namespace}
     for tm in found.get("trained_models") or []:
-        tm["metadata"] = {"name": tm["metadata"]["name"]}
+        tm["metadata"] = {k: v for k, v in tm["metadata"].items() if k in ("name", "deletionTimestamp", "finalizers")}
     found["tm_events"] = {name: events[-3:] for name, events in found["tm_events"].items()}
     found["isvc_events"] = found["isvc_events"][-3:]
     if found.get("service_account"):
@@ -721,6 +977,9 @@ def gather(api: client.ApiClient, target: Any, namespace: str, server: str, grou
     elif denied:
         facts.inference_config = {"denied": denied}
     _probe_webhook(facts, custom, ag, namespace, server)
+    allowed = _read(facts, "can_i", lambda: preflight.can_i(api, "create", ag.group, "trainedmodels", namespace))
+    if allowed is not None:
+        facts.can_i["create trainedmodels"] = allowed
     if facts.isvc is not None:
         _probe_server(facts, api, target)
     if probe_s3:
@@ -786,9 +1045,33 @@ def _probe_s3(facts: Facts, api: client.ApiClient, target: Any) -> None:
                 facts.s3 = {"endpoint": endpoint, "bucket": bucket, "ok": False, "error": f"bucket {bucket} does not exist"}
                 return
         facts.s3 = {"endpoint": endpoint, "bucket": ", ".join(sorted(buckets | {facts.bucket})), "ok": True}
+        for tm in facts.trained_models:
+            uri = ((tm.get("spec") or {}).get("model") or {}).get("storageUri", "")
+            if uri.startswith("s3://") and uri not in facts.listings:
+                try:
+                    facts.listings[uri] = list_page(s3, uri)
+                except Exception as exc:  # noqa: BLE001 - a key limited to some prefixes may not list
+                    facts.unreadable[f"listing {uri}"] = _("could not read {what}: {error}").format(
+                        what=uri, error=str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
     except Exception as exc:  # noqa: BLE001 - any failure here is the finding
         facts.s3 = {"endpoint": endpoint, "bucket": bucket, "ok": False,
                     "error": str(exc).splitlines()[0][:200] or type(exc).__name__}
+
+
+def list_page(s3: Any, uri: str) -> dict:
+    """One ListObjects page of `uri` as every release's agent asks for it (the prefix as written, at most
+    1000 keys): its key count, whether more follow, the marker keys (ending in `/`) and the keys beside the
+    model's folder (`cifar10-old/...` for `cifar10`), a few of each."""
+    import itertools
+
+    bucket, _sep, prefix = uri.removeprefix("s3://").partition("/")
+    objects = s3.list_objects(bucket, prefix=prefix, recursive=True, use_api_v1=True)
+    keys = [o.object_name for o in itertools.islice(objects, LIST_PAGE + 1)]
+    page = keys[:LIST_PAGE]
+    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    siblings = [k for k in page if k != prefix and not k.startswith(folder)]
+    return {"count": len(page), "truncated": len(keys) > LIST_PAGE,
+            "markers": [k for k in page if k.endswith("/")][:5], "siblings": siblings[:5]}
 
 
 # --- output ----------------------------------------------------------------------------------
