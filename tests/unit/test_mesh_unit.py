@@ -15,8 +15,8 @@ PREDICTOR = {"serving.kserve.io/inferenceservice": ISVC, "component": "predictor
 KUBEFLOW = [mesh.global_deny_all(), mesh.owner_access(NS, OWNER)]
 
 
-def opening(owner: str = OWNER) -> dict:
-    (policy,) = manifests.render("predictor_authorization_policy", namespace=NS, server_name=ISVC, owner=owner)
+def opening() -> dict:
+    (policy,) = manifests.render("predictor_authorization_policy", namespace=NS)
     return policy
 
 
@@ -52,23 +52,22 @@ def test_ns_owner_access_as_the_v1_10_controller_writes_it() -> None:
     assert not verdict(KUBEFLOW, path="/x/api/kernels", method="POST", source=mesh.Source(mesh.NOTEBOOK_CONTROLLER))
 
 
-def test_the_opening_allows_the_owner_on_v2_at_this_predictor_only() -> None:
+def test_the_opening_allows_v2_through_the_local_gateway_at_predictors_only() -> None:
     policies = [*KUBEFLOW, opening()]
-    owner = {mesh.USERID_HEADER: OWNER}
-    assert verdict(policies, headers=owner)
-    assert verdict(policies, path="/v2/models/cifar10/infer", method="POST", headers=owner)
-    assert verdict(policies, path="/v2", headers=owner)
-    assert not verdict(policies, path="/v1/models/x", headers=owner)  # only the V2 paths
-    assert not verdict(policies)  # no header: the cluster-local address without the owner's header
-    assert not verdict(policies, headers={mesh.USERID_HEADER: "other@example.com"})
-    assert not verdict(policies, headers=owner, labels={"serving.kserve.io/inferenceservice": "other",
-                                                        "component": "predictor"})  # another server
-    assert not verdict(policies, headers=owner, source=mesh.Source.workload("team-b"))  # another namespace
+    assert verdict(policies)
+    assert verdict(policies, path="/v2/models/cifar10/infer", method="POST")
+    assert verdict(policies, path="/v2")
+    assert verdict(policies, labels={"serving.kserve.io/inferenceservice": "other", "component": "predictor"})
+    assert not verdict(policies, path="/v1/models/x")  # only the V2 paths
+    assert not verdict(policies, path="/v2x")
+    assert not verdict(policies, labels={"notebook-name": "mine"})  # not a predictor: a notebook's pod
+    assert not verdict(policies, labels={**PREDICTOR, "component": "transformer"})
+    assert not verdict(policies, source=mesh.Source.workload("team-b"))  # straight from another namespace
 
 
 def test_a_policy_in_another_namespace_does_not_apply() -> None:
     elsewhere = {**opening(), "metadata": {"name": "x", "namespace": "team-b"}}
-    assert not verdict([*KUBEFLOW, elsewhere], headers={mesh.USERID_HEADER: OWNER})
+    assert not verdict([*KUBEFLOW, elsewhere])
 
 
 def test_deny_wins_and_string_matching_is_istios() -> None:
@@ -89,5 +88,4 @@ def test_the_manifests_say_what_the_mesh_needs(name: str) -> None:
     if name == "multi_model_triton_server":
         assert "holdApplicationUntilProxyStarts" in text
     else:
-        assert opening()["spec"]["selector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": ISVC,
-                                                                 "component": "predictor"}
+        assert opening()["spec"]["selector"]["matchLabels"] == {"component": "predictor"}

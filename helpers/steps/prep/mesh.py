@@ -46,11 +46,11 @@ def check(api: client.ApiClient, group: ApiGroup, namespace: str) -> MeshStep:
 
 def handoff_name() -> str:
     """What the hand-off block names, when a learner runs 00."""
-    return _("an Istio AuthorizationPolicy that opens the server's predictor to your session")
+    return _("an Istio AuthorizationPolicy that opens the namespace's predictors on /v2")
 
 
-def commands(namespace: str, server_name: str) -> str:
+def commands(namespace: str) -> str:
     """The commands that show the policies at work (not in the guide)."""
     return (f"kubectl get authorizationpolicies.security.istio.io -n {namespace}\n"
-            f"kubectl get authorizationpolicy {server_name}-predictor-v2 -n {namespace} -o yaml\n"
+            f"kubectl get authorizationpolicy allow-predictors-v2 -n {namespace} -o yaml\n"
             "kubectl get authorizationpolicy global-deny-all -n istio-system -o yaml")
