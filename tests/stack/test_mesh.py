@@ -155,3 +155,37 @@ def test_the_opening_lets_v2_through_and_the_gateway_still_checks_the_login(rout
         assert routes.through_gateway("/v1/models", owner) == DENIED
     finally:
         _opening(routes.kube, apply=False)
+
+
+def test_00_hands_the_opening_to_the_admin_as_the_learner_and_applies_it_as_the_admin(
+        routes: Routes, tmp_path: Path) -> None:
+    """00 as the learner prints the policy for the admin and applies nothing (the gateway still refuses);
+    00 as the admin applies it (the gateway lets the owner through); on kfserving-0.5 neither is needed."""
+    import json
+
+    from helpers.core.resources import notebooks_dir
+    from helpers.tools import walkthrough
+
+    _opening(routes.kube, apply=False)
+    settings = {"namespace": NS, "server_name": SERVER, "profile_owner": OWNER}
+    runs = {who: walkthrough.run_notebook(notebooks_dir() / "00_cluster_prep.ipynb", tmp_path / who,
+                                          {**settings, "identity": who})
+            for who in ("learner", "admin")}
+    try:
+        for who, run in runs.items():
+            assert run.ok, (who, run.error)
+        learner, admin = (json.loads(runs[who].results.read_text()) for who in ("learner", "admin"))
+        shown = runs["learner"].shown()
+        if not routes.profile.mesh:
+            assert learner["mesh_policy"] == admin["mesh_policy"] == []
+            assert "not needed" in shown and "kind: AuthorizationPolicy" not in shown
+            return
+        assert learner["mesh_policy"] == []
+        assert ("# for your cluster's admin: an Istio AuthorizationPolicy that opens the namespace's predictors on "
+                "/v2. You may not apply it, and nothing of it was applied.") in shown
+        assert "kind: AuthorizationPolicy" in shown and "# then: kubectl apply -f predictor_authorization_policy.yaml" in shown
+        assert admin["mesh_policy"] == [f"AuthorizationPolicy {NS}/allow-predictors-v2"]
+        _eventually("the gateway to let the owner through after the admin's 00",
+                    lambda: routes.through_gateway("/v2/health/live", routes.session("learner"))[0], 200)
+    finally:
+        _opening(routes.kube, apply=False)
