@@ -29,7 +29,7 @@ ALIASES = {
                                 "show")},
     **{m: f"clients.{m}" for m in ("k8s", "storage", "triton", "target", "portforward", "inference",
                                    "manifests")},
-    "preflight": "steps.prep.preflight", "knative": "steps.prep.knative",
+    "preflight": "steps.prep.preflight", "knative": "steps.prep.knative", "mesh": "steps.prep.mesh",
     "kubeflow_minio": "steps.objectstore.kubeflow_minio", "mc": "steps.objectstore.mc",
     "endpoint": "steps.serving.endpoint",
     **{m: f"steps.models.{m}" for m in ("model_sources", "model_pack", "standins", "images", "predict",

@@ -161,11 +161,15 @@ def session_cookie(refusal: str) -> str:
 
 
 def _refused(name: str, url: str, refusal: str) -> SetupError:
+    fix = _("sign in to Kubeflow and pass your session: set {cookie_env} to the value of your browser's "
+            "`{session_cookie}` cookie, or {token_env} to a token that may access the namespace").format(
+                cookie_env=COOKIE_ENV, session_cookie=session_cookie(refusal), token_env=TOKEN_ENV)
+    if "RBAC: access denied" in refusal:  # Istio's answer: at the gateway, or at the predictor's sidecar
+        fix = _("{fix}. If your session is already the namespace owner's, Istio refused it at the server's pod: on "
+                "Kubeflow 1.10+ every request to the predictor needs an AuthorizationPolicy that allows it; ask your "
+                "admin to apply manifests/predictor_authorization_policy.yaml (00_cluster_prep, step 5)").format(fix=fix)
     return SetupError(_("the ingress gateway at {url} refused the request for {name}: {refusal}").format(
-                          url=url, name=name, refusal=refusal),
-                      _("sign in to Kubeflow and pass your session: set {cookie_env} to the value of your browser's "
-                        "`{session_cookie}` cookie, or {token_env} to a token that may access the namespace").format(
-                          cookie_env=COOKIE_ENV, session_cookie=session_cookie(refusal), token_env=TOKEN_ENV))
+                          url=url, name=name, refusal=refusal), fix)
 
 
 class Target:

@@ -1,6 +1,7 @@
 """The guide's steps 1-3 (Profile, S3 Secret + service account, ExternalName, the multi-model
-InferenceService) applied to a local stack in one call: what tests and benchmarks set up before
-they add TrainedModels. The notebooks do the same steps one cell at a time (00-02).
+InferenceService; on Kubeflow 1.10+ also 00's AuthorizationPolicy for the predictors) applied to a
+local stack in one call: what tests and benchmarks set up before they add TrainedModels.
+The notebooks do the same steps one cell at a time (00-02).
 """
 from __future__ import annotations
 
@@ -21,12 +22,24 @@ def guide_values(stack: Stack, namespace: str, server_name: str, api_group: str,
             **overrides}
 
 
+def _serves_authorization_policies(kube: client.ApiClient) -> bool:
+    try:
+        client.ApiextensionsV1Api(kube).read_custom_resource_definition("authorizationpolicies.security.istio.io")
+    except client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def apply_guide_steps(kube: client.ApiClient, values: dict, server: bool = True) -> None:
     """The Profile (waiting for its namespace's `default` service account), the S3 Secret and service
     account, the ExternalName Service and, with `server`, the InferenceService."""
     k8s.apply_all(kube, manifests.render("profile.yaml", **values))
     poll_until(lambda: client.CoreV1Api(kube).read_namespaced_service_account("default", values["namespace"]),
                "namespace", 60)
+    if _serves_authorization_policies(kube):  # Kubeflow 1.10+: 00's opening for the namespace's predictors
+        k8s.apply_all(kube, manifests.render("predictor_authorization_policy", **values))
     names = ["s3_secret.yaml", "external_service.yaml"] + (["multi_model_triton_server.yaml"] if server else [])
     for name in names:
         k8s.apply_all(kube, manifests.render(name, **values))

@@ -31,9 +31,15 @@ is the release's:
   or 401 for a JSON client (`Accept: application/json`); a bearer token that is no valid token
   gets Istio's RequestAuthentication answer, 401 `Jwt verification fails`.
 
-One place stays friendlier than a real cluster: a cluster admin's session passes here (the
-SubjectAccessReview allows `system:masters`), where Istio would let only the owner and
-contributors through.
+One place stays friendlier than a real cluster: a cluster admin's session passes the gateway's
+own check (the SubjectAccessReview allows `system:masters`), where Istio would let only the owner
+and contributors through.
+
+On profiles with a mesh (`Profile.mesh`, Kubeflow 1.10+), a request that passed is then judged as
+the predictor's sidecar judges it (`mesh.decide`): it arrives through `knative-local-gateway`, with
+`kubeflow-userid` set to the session's user. The cluster-local address (`X-Mms-Hop: local-gateway`,
+nginx's own port per server) is judged the same way without any session: no login guards it, and
+the `kubeflow-userid` header is whatever the client sent.
 
 Decisions are cached for a few seconds, per credential and namespace.
 """
@@ -51,12 +57,14 @@ from urllib.parse import quote
 
 from kubernetes import client
 
-from helpers.local.cluster import identity
+from helpers.local.cluster import identity, mesh
 from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("gateway")
 CACHE_SECONDS = 5.0
 NAMESPACE_HEADER = "X-Mms-Namespace"
+WORKLOAD_HEADER = "X-Mms-Workload"  # gateway.WORKLOAD_HEADER
+HOP_HEADER = "X-Mms-Hop"  # gateway.HOP_HEADER
 DENIED_BODY = "RBAC: access denied"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 DEX_LOGIN = ("/dex/auth?client_id=kubeflow-oidc-authservice&redirect_uri=%2Flogin%2Foidc"
@@ -75,6 +83,8 @@ class Authorizer:
     def __init__(self, api: client.ApiClient, profile: Profile, state_root: Path) -> None:
         self.authn = client.AuthenticationV1Api(api)
         self.authz = client.AuthorizationV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
         self.profile = profile
         self.state_root = state_root
         self._cache: dict[tuple, tuple[float, object]] = {}
@@ -82,7 +92,7 @@ class Authorizer:
         self.server: Optional[ThreadingHTTPServer] = None
 
     # --- decisions ---------------------------------------------------------------------------
-    def _cached(self, key: tuple, compute):
+    def _cached(self, key: tuple, compute, seconds: float = CACHE_SECONDS):
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
@@ -90,7 +100,7 @@ class Authorizer:
                 return hit[1]
         value = compute()
         with self._lock:
-            self._cache[key] = (now + CACHE_SECONDS, value)
+            self._cache[key] = (now + seconds, value)
         return value
 
     def who(self, authorization: str, cookie: str) -> Optional[tuple[str, list[str]]] | str:
@@ -136,6 +146,29 @@ class Authorizer:
             return 200, user
         return 403, user
 
+    # --- the mesh at the predictor ---------------------------------------------------------------
+    def _policies(self) -> list[dict]:
+        """Every AuthorizationPolicy (cached a second: Istio, too, takes a moment to push a change)."""
+        def read() -> list[dict]:
+            return self.custom.list_cluster_custom_object(mesh.GROUP, mesh.VERSION, mesh.PLURAL)["items"]
+        return self._cached(("policies",), read, seconds=1.0)
+
+    def _predictor_labels(self, namespace: str, isvc: str) -> dict[str, str]:
+        """The labels of the InferenceService's predictor pod (what a policy's selector matches)."""
+        def read() -> dict[str, str]:
+            selector = f"{self.profile.group}/inferenceservice={isvc},component=predictor"
+            pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+            return dict(pods[0].metadata.labels or {}) if pods else {f"{self.profile.group}/inferenceservice": isvc}
+        return self._cached(("labels", namespace, isvc), read)
+
+    def sidecar(self, namespace: str, isvc: str, uri: str, method: str, headers: dict[str, str]) -> tuple[int, str]:
+        """(200 or 403, why): the predictor's sidecar on a request through knative-local-gateway."""
+        if not self.profile.mesh or not isvc:
+            return 200, "no mesh"
+        request = mesh.Request(uri, method or "GET", headers, mesh.THROUGH_LOCAL_GATEWAY)
+        decision = mesh.decide(self._policies(), namespace, self._predictor_labels(namespace, isvc), request)
+        return (200 if decision.allowed else 403), decision.why
+
     def login(self, uri: str, accept: str, authorization: str) -> tuple[int, dict[str, str], str]:
         """The guard's answer to a request without a session: (status, headers, body)."""
         if self.profile.gateway_auth == "authservice":
@@ -159,8 +192,16 @@ class Authorizer:
                                                              self.headers.get("Accept", ""), auth)
                 else:
                     namespace = self.headers.get(NAMESPACE_HEADER, "")
+                    workload = self.headers.get(WORKLOAD_HEADER, "")
+                    uri, method = self.headers.get("X-Original-URI", "/"), self.headers.get("X-Original-Method", "GET")
                     try:
-                        status, who = authorizer.check(namespace, auth, cookie)
+                        if self.headers.get(HOP_HEADER) == "local-gateway":  # the cluster-local address: no login
+                            status, who = authorizer.sidecar(namespace, workload, uri, method, dict(self.headers))
+                        else:
+                            status, who = authorizer.check(namespace, auth, cookie)
+                            if status == 200 and workload:  # on through knative-local-gateway, with the user's header
+                                status, who = authorizer.sidecar(namespace, workload, uri, method,
+                                                                 {mesh.USERID_HEADER: who})
                     except Exception as exc:  # noqa: BLE001 - the apiserver away: fail closed, say why
                         log.warning("gateway auth: cannot decide for namespace %s: %s", namespace, exc)
                         status, who = 403, "(undecided)"

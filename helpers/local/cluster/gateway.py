@@ -40,12 +40,15 @@ from helpers.clients.k8s import not_found
 from helpers.core.constants import KFSERVING_GROUP
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
+from helpers.local.cluster import mesh
 from helpers.local.stack import process
 
 log = logging.getLogger("gateway")
 ISTIO_NAMESPACE = "istio-system"
 PREFERRED_PORT = 80
 HEALTH_HOST = "gateway-health.invalid"
+WORKLOAD_HEADER = "X-Mms-Workload"  # the InferenceService whose predictor the mesh guards (mesh profiles)
+HOP_HEADER = "X-Mms-Hop"  # "local-gateway": a request to the cluster-local address
 # The load-balancer IP of an unguarded kfserving-ingressgateway (loopback, but not istio-ingressgateway's).
 OPEN_ADDRESS = "127.0.0.2"
 # name -> (labels, status port, http2 target port, https target port), as each install defines it:
@@ -83,17 +86,25 @@ def bindable(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _auth_locations(auth_port: int, namespace: str) -> list[str]:
+def _ask(auth_port: int) -> list[str]:
+    return [f"            proxy_pass http://127.0.0.1:{auth_port};",
+            "            proxy_method GET;", "            proxy_pass_request_body off;",
+            '            proxy_set_header Content-Length "";',
+            "            proxy_set_header X-Original-URI $request_uri;",
+            "            proxy_set_header X-Original-Method $request_method;"]
+
+
+def _auth_locations(auth_port: int, namespace: str, workload: str = "") -> list[str]:
     """The `auth_request` location asking the authorizer (`authz`), and the two answers it may lead to."""
-    ask = [f"            proxy_pass http://127.0.0.1:{auth_port};",
-           "            proxy_method GET;", "            proxy_pass_request_body off;",
-           '            proxy_set_header Content-Length "";',
-           "            proxy_set_header X-Original-URI $request_uri;"]
+    ask = _ask(auth_port)
     return [
         "        location = /_mms_auth {",
         "            internal;",
         *ask,
         f"            proxy_set_header X-Mms-Namespace {namespace};",
+        *([f"            proxy_set_header {WORKLOAD_HEADER} {workload};",
+           # the ingress gateway sets kubeflow-userid from the session, whatever the client sent
+           f'            proxy_set_header {mesh.USERID_HEADER} "";'] if workload else []),
         "        }",
         "        location @mms_login {  # no session: the release's login answer (a redirect to Dex, a sign-in page)",
         *ask,
@@ -108,12 +119,16 @@ def _auth_locations(auth_port: int, namespace: str) -> list[str]:
 
 def render_config(root: Path, port: int, routes: dict[str, str], access_log: Path,
                   auth_port: Optional[int] = None, namespaces: Optional[dict[str, str]] = None,
-                  open_address: Optional[str] = None) -> str:
+                  open_address: Optional[str] = None, workloads: Optional[dict[str, str]] = None,
+                  mesh_ports: Optional[dict[str, int]] = None) -> str:
     """nginx.conf: a 404 default server, then one server block per Host -> `127.0.0.1:<port>`.
 
     With `auth_port`, every routed request is first checked by the authorizer there, for the
-    namespace of its Host (`namespaces`). With `open_address`, the same routes are served there
-    too, without the check (a gateway no auth filter selects)."""
+    namespace of its Host (`namespaces`), and where `workloads` names the Host's InferenceService,
+    also by the mesh's policies at its predictor. With `open_address`, the same routes are served there
+    too, without the check (a gateway no auth filter selects). With `mesh_ports` (upstream -> port),
+    each upstream is also served on its own port, the cluster-local address, where every request
+    is checked as coming through `knative-local-gateway`."""
     temp = root / "tmp"
     lines = [
         "# Written by the local controller (helpers/local/cluster/gateway.py); rewritten as InferenceServices change.",
@@ -136,6 +151,7 @@ def render_config(root: Path, port: int, routes: dict[str, str], access_log: Pat
     by_upstream: dict[str, list[str]] = {}
     for host, upstream in sorted(routes.items()):
         by_upstream.setdefault(upstream, []).append(host)
+    workloads, mesh_ports = workloads or {}, mesh_ports or {}
     for upstream, hosts in sorted(by_upstream.items()):
         guarded = auth_port is not None
         lines += [
@@ -149,9 +165,33 @@ def render_config(root: Path, port: int, routes: dict[str, str], access_log: Pat
             "            proxy_set_header Host $host;",
             '            proxy_set_header Connection "";',
             "        }",
-            *(_auth_locations(auth_port, (namespaces or {}).get(hosts[0], "")) if guarded else []),
+            *(_auth_locations(auth_port, (namespaces or {}).get(hosts[0], ""), workloads.get(hosts[0], ""))
+              if guarded else []),
             "    }",
         ]
+        if guarded and upstream in mesh_ports and workloads.get(hosts[0]):
+            lines += [
+                "    server {  # the cluster-local address: through knative-local-gateway to the predictor's sidecar",
+                f"        listen 127.0.0.1:{mesh_ports[upstream]};",
+                "        location / {",
+                "            auth_request /_mms_mesh;", "            error_page 403 = @mms_denied;",
+                f"            proxy_pass http://{upstream};",
+                "            proxy_set_header Host $host;",
+                '            proxy_set_header Connection "";',
+                "        }",
+                "        location = /_mms_mesh {",
+                "            internal;",
+                *_ask(auth_port),
+                f"            proxy_set_header X-Mms-Namespace {(namespaces or {}).get(hosts[0], '')};",
+                f"            proxy_set_header {WORKLOAD_HEADER} {workloads[hosts[0]]};",
+                f"            proxy_set_header {HOP_HEADER} local-gateway;",
+                "        }",
+                "        location @mms_denied {",
+                "            default_type text/plain;",
+                f'            return 403 "{mesh.DENIED_BODY}";',
+                "        }",
+                "    }",
+            ]
         if open_address:
             lines += [
                 "    server {  # kfserving-ingressgateway: no auth filter selects it",
@@ -180,6 +220,8 @@ class Gateway:
         self.auth_port = auth_port  # the authorizer (`authz`) guarding every route, else none
         self.open_address = OPEN_ADDRESS if open_gateway else None  # kfserving-ingressgateway, unguarded
         self.namespaces: dict[str, str] = {}
+        self.workloads: dict[str, str] = {}
+        self.mesh_ports: dict[str, int] = {}
         self.error = ""  # the last reload's failure, until one succeeds
 
     @property
@@ -238,17 +280,20 @@ class Gateway:
             return None
         return process.ProcessRecord.from_json(json.loads(self.state_file.read_text()))
 
-    def route(self, routes: dict[str, str], namespaces: Optional[dict[str, str]] = None) -> None:
+    def route(self, routes: dict[str, str], namespaces: Optional[dict[str, str]] = None,
+              workloads: Optional[dict[str, str]] = None, mesh_ports: Optional[dict[str, int]] = None) -> None:
         """Make nginx route exactly `routes` (Host -> `127.0.0.1:<port>`), each Host guarded for its
-        namespace in `namespaces` when the gateway has an authorizer; reload only when they changed."""
-        namespaces = namespaces or {}
+        namespace in `namespaces` when the gateway has an authorizer (and for the mesh, with
+        `workloads` and `mesh_ports`: `render_config`); reload only when they changed."""
+        namespaces, workloads, mesh_ports = namespaces or {}, workloads or {}, mesh_ports or {}
         if self.binary is None or not self.sync():
             return  # no nginx now: the supervisor restarts it, and the next pass routes it
-        if routes == self.routes and namespaces == self.namespaces:
+        if routes == self.routes and (namespaces, workloads, mesh_ports) == (self.namespaces, self.workloads,
+                                                                           self.mesh_ports):
             return
-        self.namespaces = dict(namespaces)
+        self.namespaces, self.workloads, self.mesh_ports = dict(namespaces), dict(workloads), dict(mesh_ports)
         text = render_config(self.root, self.port, routes, self.logs / "gateway-access.log",
-                             self.auth_port, namespaces, self.open_address)
+                             self.auth_port, namespaces, self.open_address, workloads, mesh_ports)
         if not self.config.exists() or self.config.read_text() != text:
             self.config.write_text(text)
             old_workers = _children(self.record.pid)

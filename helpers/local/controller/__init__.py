@@ -16,6 +16,7 @@ sync, 60-90 s on a cluster). `passes` counts each kind.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import k8s
 from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
@@ -73,6 +75,9 @@ class Controller:
         # Kubeflow-style profiles guard the gateway: a session or token, and the namespace's RBAC.
         self.authorizer = Authorizer(api, self.profile, state_root) if self.profile.gateway_auth else None
         self.routes: dict[str, tuple[str, str]] = {}  # host -> (server key, upstream)
+        # server key -> nginx's port for its cluster-local address, where the mesh guards the predictor
+        self.mesh_ports: dict[str, int] = self._load_mesh_ports()
+        self._mesh_seeded = False
         self.status_events = FolderEvents(names={self.servers.dir("x", "y").agent_status.name})
         self.passes = {"full": 0, "server": 0}
         self._lock = threading.Lock()
@@ -105,6 +110,8 @@ class Controller:
 
     def reconcile_all(self) -> None:
         """One level-triggered pass over every object the controller owns."""
+        if self.profile.mesh and not self._mesh_seeded:  # Istio's install: global-deny-all in istio-system
+            self._mesh_seeded = bool(self._guard("the mesh's global-deny-all", self._seed_mesh))
         self._guard("the node's size", self.pods.resize, node.current(self.state_root, self.profile))
         profiles = self.kube.list_profiles()
         for profile in profiles:
@@ -138,12 +145,60 @@ class Controller:
         for host, (key, _upstream) in list(self.routes.items()):
             if key not in wanted:
                 del self.routes[host]
+        if any(key not in wanted for key in self.mesh_ports):
+            self.mesh_ports = {key: port for key, port in self.mesh_ports.items() if key in wanted}
+            self._save_mesh_ports()
         self._route_known()
         self.gateway.ensure_services(self.kube.api)
 
     def _route_known(self) -> None:
+        mesh_on = self._mesh_guarded()
         self.gateway.route({host: upstream for host, (_key, upstream) in self.routes.items()},
-                           {host: key.split(".", 1)[0] for host, (key, _upstream) in self.routes.items()})
+                           {host: key.split(".", 1)[0] for host, (key, _upstream) in self.routes.items()},
+                           {host: key.split(".", 1)[1] for host, (key, _upstream) in self.routes.items()} if mesh_on else {},
+                           {upstream: self.mesh_ports[key] for key, upstream in self.routes.values()
+                            if key in self.mesh_ports} if mesh_on else {})
+
+    # --- the mesh (Kubeflow 1.10+): AuthorizationPolicies at the predictor ----------------------
+    def _mesh_guarded(self) -> bool:
+        return bool(self.profile.mesh and self.authorizer and self.gateway.binary)
+
+    def _seed_mesh(self) -> bool:
+        from helpers.local.cluster import mesh
+
+        body = mesh.global_deny_all()
+        args = (mesh.GROUP, mesh.VERSION, mesh.ROOT_NAMESPACE, mesh.PLURAL)
+        try:
+            self.kube.custom.get_namespaced_custom_object(*args, mesh.GLOBAL_DENY)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.kube.custom.create_namespaced_custom_object(*args, body)
+            log.info("mesh: made AuthorizationPolicy %s/%s", mesh.ROOT_NAMESPACE, mesh.GLOBAL_DENY)
+        return True
+
+    def _mesh_ports_file(self) -> Path:
+        return self.state_root / "gateway" / "mesh-ports.json"
+
+    def _load_mesh_ports(self) -> dict[str, int]:
+        """Kept across controller restarts: nginx, which outlives the controller, still listens on them."""
+        try:
+            return {k: int(v) for k, v in json.loads(self._mesh_ports_file().read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_mesh_ports(self) -> None:
+        self._mesh_ports_file().parent.mkdir(parents=True, exist_ok=True)
+        self._mesh_ports_file().write_text(json.dumps(self.mesh_ports, indent=2) + "\n")
+
+    def _cluster_local_address(self, key: str) -> Optional[str]:
+        """Where the cluster-local address leads where the mesh guards it (nginx's port for the server), else None."""
+        if not self._mesh_guarded():
+            return None
+        if key not in self.mesh_ports:
+            self.mesh_ports[key] = process.free_port()
+            self._save_mesh_ports()
+        return f"127.0.0.1:{self.mesh_ports[key]}"
 
     def _guard(self, what: str, fn, *args):
         try:
@@ -169,7 +224,7 @@ class Controller:
             records = self.servers.ensure_running(ns, name, generation, lambda: self._pod_env(group, isvc),
                                                   memory_limit=placed.memory_limit)
             self.status_events.add(self.servers.dir(ns, name).root)
-            self.servers.ensure_objects(isvc, records["triton"])
+            self.servers.ensure_objects(isvc, records["triton"], self._cluster_local_address(key))
             self.pods.sync(group, isvc, records)
             self._note_route(key, isvc, records["triton"])
             # Before Ready is written: a client that saw Ready must find the route there.

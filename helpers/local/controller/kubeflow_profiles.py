@@ -88,10 +88,30 @@ def reconcile_profile(kube: Kube, profile: dict, minio: Optional[S3Credentials] 
                                      string_data={"accesskey": keys.access_key, "secretkey": keys.secret_key})
             kube.ensure(kube.core.create_namespaced_secret, kube.core.read_namespaced_secret,
                         PIPELINES_SECRET, secret, name)
+    if release is not None and release.mesh and owner.get("name"):
+        _ensure_owner_access(kube, name, owner["name"])
     if state_root is not None and release is not None:
         if identity.publish_learner(state_root, kube.api, name, owner.get("name", ""), release) is None:
             log.info("profile %s: default-editor has no token yet; the learner identity follows", name)
     _write_status(kube, profile, condition("Successful", True, "", f"namespace {name} is ready"))
+
+
+def _ensure_owner_access(kube: Kube, namespace: str, owner: str) -> None:
+    """The profile controller's Istio AuthorizationPolicy `ns-owner-access-istio`, made or put back to its rules."""
+    from helpers.local.cluster import mesh
+
+    body = mesh.owner_access(namespace, owner)
+    args = (mesh.GROUP, mesh.VERSION, namespace, mesh.PLURAL)
+    try:
+        found = kube.custom.get_namespaced_custom_object(*args, mesh.OWNER_POLICY)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 404:
+            raise
+        kube.custom.create_namespaced_custom_object(*args, body)
+        log.info("profile %s: made AuthorizationPolicy %s", namespace, mesh.OWNER_POLICY)
+        return
+    if found.get("spec") != body["spec"]:  # the controller's reconcile puts its rules back
+        kube.custom.patch_namespaced_custom_object(*args, mesh.OWNER_POLICY, {"spec": body["spec"]})
 
 
 def _write_status(kube: Kube, profile: dict, cond: dict) -> None:

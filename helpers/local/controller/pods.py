@@ -565,7 +565,8 @@ class Pods:
             raise PortForwardError(404, f'pod "{pod}" not found on node {NODE_NAME}')
         labels = found.metadata.labels or {}
         for svc in self.kube.core.list_namespaced_service(namespace).items:
-            address = (svc.metadata.annotations or {}).get(LOCAL_ADDRESS_ANNOTATION)
+            notes = svc.metadata.annotations or {}
+            address = notes.get(LOCAL_ADDRESS_ANNOTATION.replace("address", "pod-address")) or notes.get(LOCAL_ADDRESS_ANNOTATION)
             match = svc.spec.selector or svc.metadata.labels or {}
             if not address or not match or any(labels.get(k) != v for k, v in match.items()):
                 continue

@@ -38,6 +38,9 @@ from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("controller")
 GRPC_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "grpc-address")
+# The pod's own port, where the Service's address leads to the mesh's guard instead (kubectl port-forward
+# reaches the container, not its sidecar).
+POD_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "pod-address")
 
 
 @dataclass(frozen=True)
@@ -403,12 +406,15 @@ class Servers:
             where.records.unlink(missing_ok=True)
 
     # --- objects -----------------------------------------------------------------------
-    def ensure_objects(self, isvc: dict, triton: process.ProcessRecord) -> None:
-        """The Service that maps the ISVC's address to Triton, and the (empty) model-config ConfigMap."""
+    def ensure_objects(self, isvc: dict, triton: process.ProcessRecord, address: Optional[str] = None) -> None:
+        """The Service that maps the ISVC's address to Triton (or, with `address`, to the mesh's guard in
+        front of it, the pod's own port then kept in POD_ADDRESS_ANNOTATION for port-forwards), and the
+        (empty) model-config ConfigMap."""
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        notes = {LOCAL_ADDRESS_ANNOTATION: f"127.0.0.1:{triton.ports['http']}",
-                 GRPC_ADDRESS_ANNOTATION: f"127.0.0.1:{triton.ports['grpc']}"}
+        own = f"127.0.0.1:{triton.ports['http']}"
+        notes = {LOCAL_ADDRESS_ANNOTATION: address or own, GRPC_ADDRESS_ANNOTATION: f"127.0.0.1:{triton.ports['grpc']}",
+                 **({POD_ADDRESS_ANNOTATION: own} if address else {})}
         group = api_group(isvc["apiVersion"].split("/")[0])
         labels = {group.isvc_label: name}
         svc = self.kube.read(self.kube.core.read_namespaced_service, name, ns)

@@ -110,5 +110,8 @@ def serving_crds(profile: Profile) -> list[dict]:
 
 
 def crd_manifests(profile: Profile) -> list[dict]:
-    """Every CRD the local stack installs: Profile, then the profile's InferenceService + TrainedModel."""
-    return [profile_crd(), *serving_crds(profile)]
+    """Every CRD the local stack installs: Profile, then the profile's InferenceService + TrainedModel, and
+    Istio's AuthorizationPolicy where the profile's mesh enforces it."""
+    from helpers.local.cluster import mesh
+
+    return [profile_crd(), *serving_crds(profile), *([mesh.crd()] if profile.mesh else [])]

@@ -79,6 +79,11 @@ class Profile:
     # Kubeflow 1.0.x's `istio/kfserving-gateway`: a `kfserving-ingressgateway` Service no auth filter
     # selects (the guide's curl answers without a login).
     kfserving_gateway: bool = False
+    # Istio's AuthorizationPolicies at the predictor (helpers/local/cluster/mesh.py): "kubeflow-1.10" (the
+    # profile controller v1.10.0's `ns-owner-access-istio` plus manifests' `global-deny-all`, which Kubeflow
+    # 1.10.x and 1.11.0 ship), "" (none enforced: the guide's Kubeflow 1.0.x, whose Istio 1.1/1.3 has no
+    # AuthorizationPolicy kind and whose guide reaches the server through kfserving-ingressgateway).
+    mesh: str = ""
     kubeflow: str = ""
     # Does the release's agent load again what a restarted Triton lost? None does: KFServing 0.5.1's
     # and KServe 0.14.1-0.15.2's `pkg/agent` load on models.json events and at the pod's start only
@@ -122,7 +127,7 @@ _KSERVE_TM = dict(tm_name_pattern=r"[a-zA-Z0-9_-]+", tm_storage_prefixes=("s3://
                   tm_deleted_with_isvc=True)
 _KUBEFLOW_KSERVE = dict(group=KSERVE_GROUP, config_namespace="kubeflow", multi_model_key=False,
                         prunes_unknown_fields=True, region_env="AWS_DEFAULT_REGION", triton_as_model=True,
-                        gateway_auth="oauth2-proxy", **_KSERVE_TM)
+                        gateway_auth="oauth2-proxy", mesh="kubeflow-1.10", **_KSERVE_TM)
 
 PROFILES = {
     p.name: p for p in (

@@ -76,6 +76,7 @@ def reason(key: str) -> str:
         "preflight": _("what the checks asked the API server"),
         "namespace": _("the namespace the profile controller made"),
         "role": _("a Role for default-editor where Kubeflow's role lacks trainedmodels (before KServe 0.15)"),
+        "mesh": _("the Istio AuthorizationPolicies between the gateways and the predictor (Kubeflow 1.10+)"),
         "pod": _("what the cluster made: the server's pod, its containers and the agent's env names"),
         "expose": _("the node port and the pod's IP read into variables, and the Service deleted again"),
         "port_forward": _("through the API server, so it works wherever kubectl does"),
