@@ -170,7 +170,7 @@ def test_in_korean_the_opening_and_the_widgets_speak_korean(tmp_path: Path, caps
     try:
         ctx = make_ctx(tmp_path, language="ko")
         out = capsys.readouterr().out
-        assert '가이드 절: "테스트"' in out and "대상: local" in out and "버전: python" in out
+        assert '가이드 절: "테스트"' in out and "대상: 로컬" in out and "버전: python" in out
         assert next(x for x in out.splitlines() if x.startswith("설정: ")).startswith("설정: target=local")
         assert ctx.settings()["language"] == "ko"
         widgets = settings_widgets(SETTINGS)

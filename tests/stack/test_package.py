@@ -85,7 +85,8 @@ def test_copy_never_overwrites_an_edited_notebook_without_force(tmp_path: Path, 
     assert [c.action for c in notebooks.copy(dest)] == ["unchanged"] * len(COPIED)
 
     edited = dest / "02_server.ipynb"
-    edited.write_text(edited.read_text().replace("triton-mms", "my-server"))
+    edited.write_text(edited.read_text().replace('"cells": [', '"cells": [{"cell_type": "markdown", "id": "mine", '
+                                                 '"metadata": {}, "source": ["my note"]}, ', 1))
     mine = edited.read_bytes()
     assert notebooks.main(["copy", str(dest)]) == 0
     second = capsys.readouterr().out
