@@ -103,7 +103,7 @@ def unschedulable(stack: Stack, name: str, message: str) -> dict:
     return poll_until(pending, f"{name}'s pod to be Unschedulable", timeout=60, interval=0.5)
 
 
-def running(stack: Stack, name: str, timeout: float = 180) -> dict:
+def running(stack: Stack, name: str, timeout: float = 300) -> dict:
     def up():
         pod = the_pod(stack, name)
         statuses = pod["status"].get("containerStatuses") or []
