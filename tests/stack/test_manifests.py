@@ -28,7 +28,8 @@ def all_docs(group: str, namespace: str = "team-a") -> dict[str, list[dict]]:
 
 def test_every_manifest_is_listed() -> None:
     assert manifests.names() == ["external_service", "knative_config_deployment_patch", "multi_model_triton_server",
-                                 "profile", "s3_secret", "trained_model1", "trained_model2", "trainedmodel_editor"]
+                                 "predictor_authorization_policy", "profile", "s3_secret", "trained_model1",
+                                 "trained_model2", "trainedmodel_editor"]
 
 
 @pytest.mark.parametrize("group", API_GROUPS)
@@ -36,7 +37,10 @@ def test_render_every_manifest_for_each_group(group: str) -> None:
     docs = all_docs(group)
     ag = api_group(group)
     (isvc,) = docs["multi_model_triton_server"]
-    assert isvc["apiVersion"] == ag.isvc_api_version and isvc["metadata"] == {"name": "tri-server", "namespace": "team-a"}
+    assert isvc["apiVersion"] == ag.isvc_api_version and isvc["metadata"] == {
+        "name": "tri-server", "namespace": "team-a",
+        # Istio starts the app only once its proxy is up (the sidecar race, kserve/kserve#1370)
+        "annotations": {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}}
     assert "storageUri" not in isvc["spec"]["predictor"]["triton"]
     assert isvc["spec"]["predictor"]["serviceAccountName"] == manifests.DEFAULTS["service_account"]
     secret, account = docs["s3_secret"]

@@ -135,6 +135,7 @@ def test_status_and_kubectl_show_the_nodes_size_and_whether_limits_hold(stack: S
 def test_a_server_bigger_than_the_node_stays_pending_until_the_node_grows(stack: Stack, kube, values: dict) -> None:
     before = stack.node_size()
     asked = scheduler.memory_bytes(before.memory) // GI + 1
+    held = -(-(scheduler.memory_bytes(before.memory) - free_memory(stack)) // GI)  # servers other files left
     create_server(kube, values, "too-big", f"{asked}Gi")
     try:
         pod = unschedulable(stack, "too-big", PENDING)
@@ -153,8 +154,9 @@ def test_a_server_bigger_than_the_node_stays_pending_until_the_node_grows(stack:
         records = json.loads((stack.servers_dir / f"{NS}.too-big" / "processes.json").read_text())
         assert "triton" not in records and "agent" not in records  # nothing runs for a Pending pod
 
-        stack.up(say=lambda _msg: None, node_memory=f"{asked + 2}Gi")  # the node grows: the pod is retried
-        assert settled_node(stack)["status"]["allocatable"]["memory"] == f"{asked + 2}Gi"
+        grown = f"{asked + held + 2}Gi"
+        stack.up(say=lambda _msg: None, node_memory=grown)  # the node grows: the pod is retried
+        assert settled_node(stack)["status"]["allocatable"]["memory"] == grown
         pod = running(stack, "too-big")
         assert pod["spec"]["nodeName"] == NODE_NAME
         scheduled = [e for e in events(stack, pod["metadata"]["name"]) if e["reason"] == "Scheduled"]
