@@ -40,6 +40,7 @@ from helpers.core.constants import (
 )
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
+from helpers.core.show import pad, text_width
 from helpers.steps.models import agent_log
 from helpers.steps.objectstore.kubeflow_minio import from_secret
 
@@ -1079,24 +1080,13 @@ def table(findings: list[Finding], width: int = 120) -> str:
     """The findings as a plain-text table: check, result, evidence, fix."""
     marks = {OK: "ok", PROBLEM: "PROBLEM", NA: "n/a"}
     check, result, evidence, fix = _("check"), _("result"), _("evidence / fix"), _("fix:")
-    name_w = max([_width(f.check) for f in findings] + [_width(check)])
-    lines = [f"{_pad(check, name_w)}  {_pad(result, 7)}  {evidence}", "-" * min(width, name_w + 60)]
+    name_w = max([text_width(f.check) for f in findings] + [text_width(check)])
+    lines = [f"{pad(check, name_w)}  {pad(result, 7)}  {evidence}", "-" * min(width, name_w + 60)]
     for f in findings:
-        lines.append(f"{_pad(f.check, name_w)}  {marks[f.result]:<7}  {f.evidence}")
+        lines.append(f"{pad(f.check, name_w)}  {marks[f.result]:<7}  {f.evidence}")
         if f.result == PROBLEM:
             lines.append(f"{'':<{name_w}}  {'':<7}  {fix} {f.fix}" + (f"  [{f.issue}]" if f.issue else ""))
     return "\n".join(lines)
-
-
-def _width(text: str) -> int:
-    """Columns `text` takes in a terminal (a Hangul syllable takes two)."""
-    import unicodedata
-
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * max(0, width - _width(text))
 
 
 def problems(findings: list[Finding]) -> list[Finding]:
