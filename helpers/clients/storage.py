@@ -232,6 +232,27 @@ def upload_folder(client: Minio, folder: Path, bucket: str, prefix: str, progres
     return keys
 
 
+def download_folder(client: Minio, location: str, prefix: str, dest: Path) -> list[Path]:
+    """Download every object under `prefix` of a bucket (or `bucket/folder`) into `dest`, keeping the
+    paths below `prefix` (`mc cp -r myminio/bucket/prefix dest`); return the files written.
+
+    StorageError (with the fix) when nothing is there: a model that was never uploaded."""
+    bucket, base = split_location(location)
+    found = list_objects(client, location, prefix)
+    if not found:
+        raise _missing(StorageError(_("nothing under s3://{location}").format(location=_join(location, prefix)),
+                                    _("upload it first (03_cifar10 uploads cifar10)")))
+    dest = Path(dest)
+    written = []
+    for key, _size in found:
+        path = dest / key[len(prefix.strip("/")):].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with s3_errors(client, bucket, _join(base, key)):
+            client.fget_object(bucket, _join(base, key), str(path))
+        written.append(path)
+    return written
+
+
 def tree(client: Minio, bucket: str, depth: int = 3) -> str:
     """Folders in a bucket (or `bucket/folder`) as `mc tree` prints them, `depth` levels deep."""
     root: dict = {}
