@@ -36,6 +36,7 @@ ALIASES = {
                                         "agent_log")},
     "lifecycle": "steps.operations.lifecycle", "cleanup": "steps.operations.cleanup",
     "doctor": "steps.troubleshoot.doctor", "pitfalls": "steps.troubleshoot.pitfalls",
+    **{m: f"steps.scale.{m}" for m in ("footprint", "packing", "ceilings")},
     **{m: f"lesson.{m}" for m in ("notebook", "widgets", "plots", "diagram")},
     **{m: f"tools.{m}" for m in ("lab", "walkthrough", "notebooks", "translations")},
     "models": "steps.models",  # `python -m helpers.models fetch|pack|unpack`

@@ -185,3 +185,81 @@ def memory_per_model(declared: Mapping[str, float], limit_gib: float, filename: 
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(title, fontsize=12)
     return _finish(fig, folder, filename)
+
+
+def one_server_or_many(cost: Mapping, filename: str, folder: Optional[Path] = None) -> Path:
+    """N one-model InferenceServices beside one server with N TrainedModels: the pods, cpu and memory each way
+    reserves on the nodes (`helpers.steps.scale.footprint.compare`, 07_one_server_many_models); the nodes'
+    allocatable room is written under each panel when it is known."""
+    import matplotlib.pyplot as plt
+
+    use_fonts()
+    n, room = cost["n"], cost["room"]
+    ways = [_("one InferenceService\nper model"), _("one server,\n{n} TrainedModels").format(n=n)]
+    panels = [(_("pods"), "pods", 1.0, "{:g}", room.get("pods")),
+              (_("cpu requested (cores)"), "cpu", 1.0, "{:.2f}", room.get("cpu")),
+              (_("memory requested (GiB)"), "memory", 2**30, "{:.1f}", (room.get("memory") or 0) / 2**30)]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), layout="constrained")
+    for ax, (label, key, unit, fmt, allocatable) in zip(axes, panels):
+        values = [cost["per_model"][key] / unit, cost["one_server"][key] / unit]
+        bars = ax.bar(range(2), values, color=["#fdae6b", "#3182bd"], width=0.6)
+        for bar, value in zip(bars, values):
+            ax.text(bar.get_x() + bar.get_width() / 2, value, fmt.format(value), ha="center", va="bottom", fontsize=10)
+        ax.set_xticks(range(2), ways, fontsize=9)
+        ax.set_title(label, fontsize=11)
+        ax.set_ylim(0, max(values + [1e-9]) * 1.25)
+        ax.spines[["top", "right"]].set_visible(False)
+        if room.get("nodes"):
+            ax.set_xlabel(_("the nodes hold {room}").format(room=fmt.format(allocatable)), fontsize=9, color="#636363")
+    fig.suptitle(_("What {n} models reserve on the nodes, each way").format(n=n), fontsize=13)
+    return _finish(fig, folder, filename)
+
+
+def models_on_one_server(before_mib: Optional[float], added: Sequence[Mapping], filename: str,
+                         folder: Optional[Path] = None) -> Path:
+    """Left: Triton's memory (MiB, from the metrics API) after each model added, from the one before them;
+    right: each model's time from `kubectl apply` to served, split into the hand-off (apply -> the agent
+    sees it), the agent's download and Triton's load (07_one_server_many_models). A refused model has no bar.
+
+    `added`: dicts with `name`, `triton_memory` (bytes or None), `served_s`, `handoff_s`, `download_s`, `load_s`."""
+    import matplotlib.pyplot as plt
+
+    use_fonts()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.0), layout="constrained")
+    points = [(0, before_mib)] if before_mib else []
+    points += [(i, a["triton_memory"] / 2**20) for i, a in enumerate(added, 1) if a.get("triton_memory")]
+    if points:
+        xs, ys = zip(*points)
+        left.plot(xs, ys, marker="o", color="#3182bd")
+        for x, y in points:
+            left.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        low, high = min(ys), max(ys)
+        left.set_ylim(low - max(1.0, (high - low)), high + max(1.0, (high - low)))
+    else:
+        left.text(0.5, 0.5, _("no memory figures (the metrics API was not readable)"), ha="center", va="center",
+                  transform=left.transAxes, fontsize=10, color="#cf222e")
+    left.set_xlabel(_("TrainedModels added to the one server"), fontsize=9)
+    left.set_ylabel(_("Triton's memory, MiB (kubectl top)"), fontsize=9)
+    left.set_xticks(range(0, len(added) + 1))
+    left.set_title(_("Memory after each model"), fontsize=11)
+    names = [a["name"] for a in added]
+    parts = [("handoff_s", _("hand-off (apply → agent)"), "#c6dbef"), ("download_s", _("download"), "#6baed6"),
+             ("load_s", _("Triton's load"), "#08519c")]
+    bottom = [0.0] * len(added)
+    for key, label, colour in parts:
+        values = [a.get(key) or 0.0 for a in added]
+        right.barh(range(len(added)), values, left=bottom, color=colour, label=label, height=0.55)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    served = [(i, a["served_s"]) for i, a in enumerate(added) if a.get("served_s") is not None]
+    if served:
+        right.scatter([s for _i, s in served], [i for i, _s in served], marker="|", s=300, color="#cf222e",
+                      label=_("served (repository index READY)"), zorder=3)
+    right.set_yticks(range(len(added)), names, fontsize=9)
+    right.invert_yaxis()
+    right.set_xlabel(_("seconds from kubectl apply"), fontsize=9)
+    right.set_title(_("Time to serve each model"), fontsize=11)
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    for ax in (left, right):
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(_("{n} TrainedModels added to one running server").format(n=len(added)), fontsize=13)
+    return _finish(fig, folder, filename)
