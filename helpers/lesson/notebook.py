@@ -46,7 +46,7 @@ from helpers.core.show import (  # noqa: F401 - notebooks import these from help
 PACKAGES = ("kubernetes", "minio", "tritonclient", "numpy", "matplotlib", "ipywidgets", "papermill")
 SETTINGS = ("target", "identity", "namespace", "server_name", "bucket", "api_group", "preset", "language")
 # The notebooks that read or write the models' bucket (and so default to a learner's own folder).
-OWN_FOLDER_NOTEBOOKS = ("01", "03", "04", "05", "06", "99")
+OWN_FOLDER_NOTEBOOKS = ("01", "03", "04", "05", "06", "07", "99")
 
 
 def _error_lines(exc: SetupError) -> list[str]:
@@ -339,6 +339,7 @@ NOTEBOOKS = {
     "04_inception": "Inception model",
     "05_lifecycle": "Trained Model 생성 및 Multi Model Serving 테스트",
     "06_troubleshooting": "Trained Model 생성 및 Multi Model Serving 테스트",
+    "07_one_server_many_models": "InferenceService 생성하기",
     "99_cleanup": "Multi Model Serving을 위한 세팅",
 }
 
@@ -356,20 +357,23 @@ def purposes() -> dict[str, str]:
         "05_lifecycle": _("update, version, over-size and delete a TrainedModel in the running server"),
         "06_troubleshooting": _("break a server of our own in each known way, see the symptom, let the doctor "
                                 "name it, mend it"),
+        "07_one_server_many_models": _("measure what one server for many models saves on this cluster, and where it "
+                                       "stops"),
         "99_cleanup": _("delete what 00-05 made, in reverse, and put back the Knative settings"),
     }
 
 
-# The notebooks of NOTEBOOKS written for an admin (once per cluster); the others are a learner's, with
-# the rights of a Kubeflow Notebook (01-05).
-ADMIN_NOTEBOOKS = frozenset({"00_cluster_prep", "06_troubleshooting", "99_cleanup"})
+# The notebooks of NOTEBOOKS written for an admin (once per cluster, or reading what only an admin may: 07 reads
+# the nodes, the serving configuration and the metrics API); the others are a learner's, with the rights of a
+# Kubeflow Notebook (01-05).
+ADMIN_NOTEBOOKS = frozenset({"00_cluster_prep", "06_troubleshooting", "07_one_server_many_models", "99_cleanup"})
 
 
 def default_identity(name: str, target: Optional[str] = None) -> str:
     """The identity notebook `name` runs as when its `identity` setting is "" (`target`: the setting).
 
     Where the target chooses credentials by identity (the local stack publishes both), the
-    notebook's role: the learner for the learner's notebooks, the admin for 00, 06, 99 and any
+    notebook's role: the learner for the learner's notebooks, the admin for 00, 06, 07, 99 and any
     notebook not in NOTEBOOKS. On a cluster the credentials are given (a pod's service account,
     a kubeconfig), so the identity says what they are: "admin" if they may create Profiles (a
     cluster admin's right), else "learner"; the notebook's role if the API cannot tell.

@@ -14,8 +14,9 @@ afterwards. The namespace, its Profile and the Knative settings from 00 are alwa
 `--lang ko` (or MMS_LANGUAGE=ko, or `language: ko` in the settings file) runs the Korean notebooks:
 rendered from the shipped ones into the build folder first (helpers.tools.translations).
 
-The walkthrough is 00-06; `99_cleanup`, which deletes all that 00-05 made (the Profile and the
-Knative values too), runs only when asked: `--only 99`.
+The walkthrough is 00-07 (07_one_server_many_models removes what it adds before it ends); `99_cleanup`,
+which deletes all that 00-05 made (the Profile and the Knative values too, and what a failed 07 left),
+runs only when asked: `--only 99`.
 """
 from __future__ import annotations
 
@@ -163,7 +164,8 @@ def summary(runs: list[Run], out_dir: Path) -> str:
     """A table a learner can read: each notebook, pass/fail, seconds; then where the outputs are."""
     result = {True: _("pass"), False: _("FAIL")}
     header = [_("NOTEBOOK"), _("RESULT"), _("SECONDS")]
-    widths = [max(text_width(header[0]), 18), max([text_width(header[1]), *map(text_width, result.values())])]
+    widths = [max([text_width(header[0]), 18, *(text_width(run.notebook) for run in runs)]),
+              max([text_width(header[1]), *map(text_width, result.values())])]
     lines = [f"{pad(header[0], widths[0])} {pad(header[1], widths[1])} {header[2]:>8}"]
     for run in runs:
         lines.append(f"{pad(run.notebook, widths[0])} {pad(result[run.ok], widths[1])} {run.seconds:>8.1f}")

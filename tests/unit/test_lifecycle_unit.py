@@ -10,6 +10,7 @@ from helpers.clients import manifests
 from helpers.core.errors import SetupError
 from helpers.core.show import text_width
 from helpers.steps.operations import cleanup, lifecycle
+from helpers.steps.scale import packing
 
 
 def agent_line(ts: float, logger: str, msg: str, model: str) -> str:
@@ -73,7 +74,8 @@ def test_model_names_and_entry_read_models_json() -> None:
 
 
 def test_cleanup_knows_the_walkthroughs_prefixes_and_refuses_kubeflows_namespace() -> None:
-    assert cleanup.model_prefixes("b") == ["torchscript/cifar10", "models/inception_graphdef", lifecycle.PREFIX]
+    assert cleanup.model_prefixes("b") == ["torchscript/cifar10", "models/inception_graphdef", lifecycle.PREFIX,
+                                          packing.FOLDER]
     with pytest.raises(SetupError) as err:
         cleanup.teardown(None, None, "kubeflow", "s")  # type: ignore[arg-type]
     assert "Kubeflow's own" in err.value.cause

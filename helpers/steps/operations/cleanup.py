@@ -1,15 +1,16 @@
 """Take down what the walkthrough made, in reverse order, and say what was removed.
 
-Explained in 99_cleanup. `teardown` deletes, each only if it is there (so running it twice is
-fine): the server's TrainedModels (03, 04, 05), the InferenceService (02), the S3 Secret and
-ServiceAccount and the ExternalName Service (01), the bucket's model files (03-05, only with
-`delete_data`), the Profile and so the namespace (00), and puts back the Knative
-`config-deployment` values 00 found. Each step has the shell command that does the same, with
-group-qualified resource names (`trainedmodels.serving.kubeflow.org`): a cluster may serve both API
-groups. The guide has no teardown, so `show_commands` labels them "not in the guide". `table` shows
-each step beside what it removed, `summary` what is left; `python -m helpers.walkthrough --cleanup`
-runs the namespace's part of it (`deleted` names what went). What the learner reads (`title`,
-`note`, the table) is in their language; `what` and `command` stay English keys for the results JSON.
+Explained in 99_cleanup. `teardown` deletes, each only if it is there (so running it twice is fine):
+the server's TrainedModels (03, 04, 05, and 07's copies when 07 stopped midway), the
+InferenceService (02), the S3 Secret and ServiceAccount and the ExternalName Service (01), the
+bucket's model files (03-05 and 07's `scale/`, only with `delete_data`), the Profile and so the
+namespace (00), and puts back the Knative `config-deployment` values 00 found. Each step has the
+shell command that does the same, with group-qualified resource names
+(`trainedmodels.serving.kubeflow.org`): a cluster may serve both API groups. The guide has no
+teardown, so `show_commands` labels them "not in the guide". `table` shows each step beside what it
+removed, `summary` what is left; `python -m helpers.walkthrough --cleanup` runs the namespace's part
+of it (`deleted` names what went). What the learner reads (`title`, `note`, the table) is in their
+language; `what` and `command` stay English keys for the results JSON.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from helpers.core.show import pad, show_not_in_guide, text_width
 from helpers.core.wait import poll_until
 from helpers.steps.operations.lifecycle import PREFIX as LIFECYCLE_PREFIX  # 05_lifecycle's two versions
 from helpers.steps.prep import knative
+from helpers.steps.scale.packing import FOLDER as SCALE_FOLDER  # 07_one_server_many_models's copies
 
 
 @dataclass
@@ -75,12 +77,12 @@ class Step:
 
 
 def model_prefixes(bucket: str) -> list[str]:
-    """The S3 prefixes the walkthrough uploaded to: the two TrainedModels' folders (03, 04) and 05's."""
+    """The S3 prefixes the walkthrough uploaded to: the two TrainedModels' folders (03, 04), 05's and 07's."""
     prefixes = []
     for name, model in manifests.MODEL_NAMES.items():
         (doc,) = manifests.render(name, namespace="x", server_name="x", api_group="x", bucket=bucket, model_name=model)
         prefixes.append(doc["spec"]["model"]["storageUri"].split(f"s3://{bucket}/", 1)[1])
-    return prefixes + [LIFECYCLE_PREFIX]
+    return prefixes + [LIFECYCLE_PREFIX, SCALE_FOLDER]
 
 
 def _gone(read: Callable[[], Any]) -> bool:
