@@ -16,7 +16,7 @@ TEST_WORKERS ?= 4
 .PHONY: help setup demo test test-unit lint lab up down status bench clean lock
 
 help:
-	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-06; 99_cleanup: python -m helpers.walkthrough --only 99)"
+	@echo "make demo    set up, start the local stack, run the walkthrough (notebooks 00-07; 99_cleanup: python -m helpers.walkthrough --only 99)"
 	@echo "make test    set up, lint and run the whole test suite ($(TEST_WORKERS) workers; TEST_WORKERS=1 for one)"
 	@echo "make test-unit   the tests that start nothing (seconds): the edit loop"
 	@echo "make setup   install Debian packages, build the control plane and Triton's pytorch and tensorflow backends once, create .venv"
