@@ -83,7 +83,7 @@ def test_on_the_local_target_the_notebooks_role_is_the_default_identity() -> Non
     roles = {name: notebook.default_identity(name, "local") for name in notebook.NOTEBOOKS}
     assert roles == {"00_cluster_prep": "admin", "01_minio": "learner", "02_server": "learner",
                      "03_cifar10": "learner", "04_inception": "learner", "05_lifecycle": "learner",
-                     "06_troubleshooting": "admin", "99_cleanup": "admin"}
+                     "06_troubleshooting": "admin", "07_one_server_many_models": "admin", "99_cleanup": "admin"}
     assert notebook.default_identity("my_own", "local") == "admin"  # not a learner's notebook
 
 

@@ -1,5 +1,5 @@
-"""The walkthrough, executed: papermill runs 00-05 in order against the session's local stack
-(99_cleanup after it: test_cleanup_notebook.py).
+"""The walkthrough, executed: papermill runs 00-05 in order against the session's local stack, then
+07_one_server_many_models with three copies (99_cleanup after it: test_cleanup_notebook.py).
 
 One run with the guide's settings on the default (kfserving-0.5) stack, one on a `kserve`-profile
 stack with another namespace, server name and bucket, and the API group found from the cluster;
@@ -30,17 +30,24 @@ from support.walkthroughs import GUIDE, NOTEBOOKS, assert_no_secret, delete_serv
 pytestmark = pytest.mark.stack
 
 CLEANUP = walkthrough.CLEANUP
+SCALE = "07_one_server_many_models"
+COPIES = ["cifar10-01", "cifar10-02", "cifar10-03"]  # n_models=3: what 07 adds after 05
 INCEPTION_LABELS = set(data_path("models", "inception_graphdef", "inception_labels.txt")
                        .read_text().splitlines())
 
 
 @pytest.fixture(scope="module")
 def walkthrough_and_reader(stack, kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, Reader]]:
-    """The walkthrough 00-05, and a reader who pastes every shell block each notebook printed right after it."""
+    """The walkthrough 00-05, then 07 with three copies in the same server (no stack of its own), and a reader who
+    pastes every shell block each notebook printed right after it."""
     out = tmp_path_factory.mktemp("walkthrough")
     reader = Reader(stack, out / "requests", known_failing=list(CANNOT_RUN))
     try:
         runs = run_walkthrough(out, {}, after=reader.paste_blocks)
+        scale = walkthrough.run_notebook(notebooks_dir() / f"{SCALE}.ipynb", out, {"n_models": len(COPIES)})
+        assert scale.ok, f"{SCALE}: {scale.error} (see {scale.output})"
+        reader.paste_blocks(scale)
+        runs[SCALE] = scale
     finally:
         reader.close()
     yield runs, reader
@@ -162,6 +169,59 @@ def test_05_lifecycle(default_run) -> None:
     assert '"model_stats": [' in shown and '"inference_stats": {' in shown
     assert "status.conditions of TrainedModel cifar10-too-big" in shown and '"type": "Ready"' in shown
     assert re.search(r"^NAME\s+.*READY", shown, re.M) and "cifar10-too-big" in shown
+
+
+def test_07_one_server_many_models(default_run, kube) -> None:
+    """What one more pod costs here, three copies of cifar10 added and measured, the limits, all removed again."""
+    found = results(default_run, SCALE)
+    assert found["settings"]["identity"] == "admin"  # it reads the nodes and the cluster's configuration
+    parts = {(p["container"], p["model_pod"], p["server_pod"]): p for p in found["footprint"]["parts"]}
+    assert parts[("kfserving-container", False, True)]["memory"] == 16 * 2**30  # the guide's server, as its pod says
+    assert parts[("agent", False, True)]["cpu"] == 0.1  # inferenceservice-config's agent, in the pod
+    assert parts[("kfserving-container", True, False)]["memory"] == 2 * 2**30  # KServe's default predictor
+    assert parts[("storage-initializer", True, False)]["memory"] == 100 * 2**20
+    assert parts[("queue-proxy", True, True)]["cpu"] == 0.025  # Knative's default: the seed sets none
+    assert found["footprint"]["unread"] == [] and "istio-proxy" in found["footprint"]["absent"][0]
+    assert found["footprint"]["nodes"][0]["pods"] == 110
+    cost = found["cost"]
+    assert cost["per_model"]["pods"] == len(COPIES) and cost["one_server"]["pods"] == 1
+    assert cost["per_model"]["cpu"] == 3.075 and cost["one_server"]["cpu"] == 1.125
+    assert cost["even_memory"] == 9 and cost["fits"] > 0
+    assert found["models"] == COPIES and sorted(found["uploaded"]) == ["scale/cifar10/1/model.pt",
+                                                                      "scale/cifar10/config.pbtxt"]
+    added = {a["name"]: a for a in found["added"]}
+    assert list(added) == COPIES
+    for one in added.values():
+        assert not one["refused"] and 0 < one["served_s"] < 30
+        assert one["download_s"] is not None and one["load_s"] is not None and one["handoff_s"] is not None
+        assert one["sampled"] >= one["applied"] + one["served_s"] - 1  # the first metrics sample after the load
+        assert 50 * 2**20 < one["triton_memory"] < 4 * 2**30 and one["agent_memory"] > 0
+    assert found["before_memory"]["kfserving-container"] > 0 and found["memory_unread"] == ""
+    assert found["answered"] == {name: True for name in COPIES} and set(COPIES) <= set(found["index"])
+    rule = found["memory_rule"]
+    assert rule["limit"] == "16Gi" and rule["models"] == 2 + len(COPIES) and rule["room"] == 16 - 2 - len(COPIES)
+    assert rule["checked"] is False  # KFServing 0.5.1 adds nothing up
+    size = found["configmap"]
+    assert size["entries"] == 2 + len(COPIES) and size["compact"] and 90 < size["per_entry"] < 200
+    assert 5_000 < size["largest"] < 12_000
+    assert found["removed"]["deleted"] == COPIES and not set(COPIES) & set(found["removed"]["index"])
+    assert sorted(found["removed"]["files"]) == ["scale/cifar10/1/model.pt", "scale/cifar10/config.pbtxt"]
+    assert_plots(found, 2)
+    shown = default_run[SCALE].shown()
+    assert re.search(r"^CONTAINER\s+ONE-MODEL POD\s+SERVER POD", shown, re.M)
+    assert re.search(r"^pods\s+3\s+1$", shown, re.M)  # the comparison, as printed
+    assert re.search(r"^cifar10-03\s+\d+\.\d\d", shown, re.M) and "(before)" in shown
+    assert "kubectl top pod ${SERVER#pod/} -n mms --containers" in shown
+    assert "modelconfig-triton-mms-0: models.json is" in shown
+    # Triton's /metrics: read through a port-forward to 8002 where the stack forwards it, else said why not
+    if found["metrics_read"]:
+        assert all(any(f'model="{name}"' in line and line.endswith(" 1") for line in found["metrics_lines"])
+                   for name in COPIES)
+    else:
+        assert "8002" in found["metrics_unread"] and "Triton's /metrics: not read here" in shown
+    left = client.CustomObjectsApi(kube).list_namespaced_custom_object("serving.kubeflow.org", "v1alpha1", "mms",
+                                                                       "trainedmodels")["items"]
+    assert not {tm["metadata"]["name"] for tm in left} & set(COPIES)  # 07's and the reader's copies, all deleted
 
 
 def test_the_doctor_is_quiet_on_the_healthy_server(stack, default_run) -> None:
@@ -317,7 +377,7 @@ def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_p
 # --- the committed notebooks --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [*NOTEBOOKS, "06_troubleshooting", CLEANUP])
+@pytest.mark.parametrize("name", [*NOTEBOOKS, "06_troubleshooting", SCALE, CLEANUP])
 def test_committed_notebook_is_clean(name: str) -> None:
     nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", 4)
     nbformat.validate(nb)

@@ -22,7 +22,7 @@ from helpers.tools import notebooks, walkthrough
 from support.packaging import build_wheel
 
 SHIPPED = ["00_cluster_prep.ipynb", "01_minio.ipynb", "02_server.ipynb", "03_cifar10.ipynb", "04_inception.ipynb",
-           "05_lifecycle.ipynb", "06_troubleshooting.ipynb", "99_cleanup.ipynb"]
+           "05_lifecycle.ipynb", "06_troubleshooting.ipynb", "07_one_server_many_models.ipynb", "99_cleanup.ipynb"]
 COPIED = [*SHIPPED, "START_HERE.md"]  # the notebooks and the start page in the chosen language
 
 
