@@ -41,6 +41,7 @@ from helpers.core.show import pad, text_width
 from helpers.tools import translations
 
 KERNEL = "mms-notebooks"
+KERNEL_STARTS = 2  # a kernel that dies before answering is started once more
 CLEANUP = "99_cleanup"
 
 
@@ -89,13 +90,34 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
     results.parent.mkdir(parents=True, exist_ok=True)
     params = {**parameters, "results_path": str(results), "interactive": False}
     start = time.monotonic()
-    try:
-        with stderr_to(out_dir / "kernels.log"):
-            papermill.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
-                                       cwd=str(path.parent), progress_bar=False)
-        return Run(path.stem, True, time.monotonic() - start, output, results)
-    except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep going
-        return Run(path.stem, False, time.monotonic() - start, output, results, _first_line(exc), _detail(exc))
+    for attempt in range(1, KERNEL_STARTS + 1):
+        try:
+            with stderr_to(out_dir / "kernels.log"):
+                papermill.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
+                                           cwd=str(path.parent), progress_bar=False)
+            return Run(path.stem, True, time.monotonic() - start, output, results)
+        except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep going
+            if attempt < KERNEL_STARTS and _kernel_never_started(exc):
+                _note(out_dir / "kernels.log", f"{path.name}: {exc}; starting a new kernel ({attempt + 1}/{KERNEL_STARTS})")
+                continue
+            return Run(path.stem, False, time.monotonic() - start, output, results, _first_line(exc), _detail(exc))
+    raise AssertionError("unreachable")
+
+
+def _kernel_never_started(exc: Exception) -> bool:
+    """Did the kernel fail to answer its first request? No cell ran, so starting another is safe.
+
+    Kernels started by several processes at once race for the ports jupyter_client picked for them
+    (nteract/papermill#239); under a test run's workers or a busy CI machine a start can also
+    outlast papermill's 60 s. Both end before the notebook's first cell.
+    """
+    text = str(exc)
+    return "Kernel died before replying to kernel_info" in text or "Kernel didn't respond in" in text
+
+
+def _note(log: Path, line: str) -> None:
+    with open(log, "a") as out:
+        out.write(line + "\n")
 
 
 @contextlib.contextmanager

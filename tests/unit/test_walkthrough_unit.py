@@ -1,0 +1,39 @@
+"""`walkthrough.run_notebook` starts a second kernel only when the first never answered."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import papermill
+import pytest
+
+from helpers.tools import walkthrough
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failures: list[Exception]) -> tuple[walkthrough.Run, int]:
+    calls = []
+
+    def execute(*_args, **_kwargs) -> None:
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    run = walkthrough.run_notebook(tmp_path / "00_x.ipynb", tmp_path / "out", {})
+    return run, len(calls)
+
+
+def test_a_kernel_that_died_before_answering_is_started_once_more(monkeypatch, tmp_path) -> None:
+    run, calls = _run(monkeypatch, tmp_path, [RuntimeError("Kernel died before replying to kernel_info")])
+    assert run.ok and calls == 2
+    assert "starting a new kernel (2/2)" in (tmp_path / "out" / "kernels.log").read_text()
+
+
+def test_a_second_dead_kernel_is_reported(monkeypatch, tmp_path) -> None:
+    dead = RuntimeError("Kernel died before replying to kernel_info")
+    run, calls = _run(monkeypatch, tmp_path, [dead, dead])
+    assert not run.ok and calls == 2 and "Kernel died" in run.error
+
+
+def test_a_failing_cell_is_not_run_again(monkeypatch, tmp_path) -> None:
+    run, calls = _run(monkeypatch, tmp_path, [ValueError("bucket mms does not exist")])
+    assert not run.ok and calls == 1 and run.error == "bucket mms does not exist"
