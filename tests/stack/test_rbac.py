@@ -263,7 +263,7 @@ def test_the_gateway_wants_a_session_and_rights_in_the_namespace(guarded: Guarde
                    for c in (isvc.get("status") or {}).get("conditions", []))
 
     poll_until(ready, "the learner's InferenceService to be Ready", timeout=180, interval=0.5)
-    if stack.profile().mesh:  # Kubeflow 1.10+: without the admin's opening (00) Istio refuses every request (test_mesh.py)
+    if stack.profile().mesh:  # Kubeflow 1.10+: without the admin's opening (00) Istio refuses all (support/mesh_cases.py)
         k8s_apply.apply_all(guarded.admin, manifests.render("predictor_authorization_policy", namespace=NS))
     poll_until(lambda: get(stack.gateway_headers()).status_code == 200, "the gateway to let the admin through", timeout=15)
     def session(identity_name: str, namespace: str = "") -> dict:
