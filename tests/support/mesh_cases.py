@@ -42,7 +42,9 @@ DENIED = (403, mesh.DENIED_BODY)
 __all__ = ["test_the_profile_controller_and_istio_install_the_release_policies",
            "test_without_the_opening_both_routes_are_denied", "test_knatives_probe_paths_pass_on_both_routes",
            "test_the_opening_lets_v2_through_and_the_gateway_still_checks_the_login",
-           "test_00_hands_the_opening_to_the_admin_as_the_learner_and_applies_it_as_the_admin"]
+           "test_00_hands_the_opening_to_the_admin_as_the_learner_and_applies_it_as_the_admin",
+           "test_the_doctor_names_the_closed_predictor_on_both_routes_and_is_quiet_once_it_is_open",
+           "test_a_service_account_token_at_the_gateway_and_the_doctor_reading_it"]
 
 
 class Routes:
@@ -197,3 +199,76 @@ def test_00_hands_the_opening_to_the_admin_as_the_learner_and_applies_it_as_the_
                     lambda: routes.through_gateway("/v2/health/live", routes.session("learner"))[0], 200)
     finally:
         _opening(routes.kube, apply=False)
+
+
+def _findings(routes: Routes, identity: str = "admin") -> dict:
+    """The doctor's findings on the mesh's server, as `identity` of NS (the learner may not list the policies)."""
+    from helpers.clients.target import Local
+    from helpers.steps.troubleshoot import doctor
+
+    place = Local(routes.local.root)
+    api = place.api_client(identity, NS)
+    facts = doctor.gather(api, place, NS, SERVER, routes.profile.group, probe_s3=False)
+    return {f.id: f for f in doctor.run_checks(facts)}
+
+
+def test_the_doctor_names_the_closed_predictor_on_both_routes_and_is_quiet_once_it_is_open(routes: Routes) -> None:
+    """Without the opening, on Kubeflow 1.10+: the doctor probes `status.address.url` with no session, as a
+    notebook pod sends it, gets Istio's 403 and names 00's policy (as the admin it sees no ALLOW policy
+    selecting the predictor; as the learner it cannot list them and says so); its gateway fix no longer
+    sends anyone to the cluster-local address. With the opening both routes are quiet; on kfserving-0.5
+    they are quiet from the start."""
+    from helpers.steps.troubleshoot import doctor
+
+    _opening(routes.kube, apply=False)
+    if not routes.profile.mesh:
+        found = _findings(routes)
+        assert (found["cluster_local"].result, found["gateway"].result) == (doctor.OK, doctor.OK), found
+        return
+    _eventually("the cluster-local address to refuse", lambda: routes.local_address("/v2/health/live"), DENIED)
+    for identity in ("admin", "learner"):
+        found = _findings(routes, identity)
+        local = found["cluster_local"]
+        assert local.result == doctor.PROBLEM, (identity, local)
+        assert "/v2/health/live -> 403 RBAC: access denied" in local.evidence
+        assert "manifests/predictor_authorization_policy.yaml" in local.fix
+        if identity == "admin":
+            assert f"no ALLOW AuthorizationPolicy in {NS} selects the predictor" in local.evidence
+        else:
+            assert "could not be read" in local.evidence and "cannot be told" in local.evidence
+        gateway = found["gateway"]  # the owner's session passes the login; the predictor's sidecar refuses
+        assert gateway.result == doctor.PROBLEM and "403 RBAC: access denied" in gateway.evidence, gateway
+        assert "predictor_authorization_policy.yaml" in gateway.fix and "use the cluster-local address" not in gateway.fix
+    _opening(routes.kube, apply=True)
+    try:
+        _eventually("the cluster-local address to open", lambda: routes.local_address("/v2/health/live")[0], 200)
+        for identity in ("admin", "learner"):
+            found = _findings(routes, identity)
+            assert (found["cluster_local"].result, found["gateway"].result) == (doctor.OK, doctor.OK), found
+    finally:
+        _opening(routes.kube, apply=False)
+
+
+def test_a_service_account_token_at_the_gateway_and_the_doctor_reading_it(routes: Routes, monkeypatch) -> None:
+    """Kubeflow 1.10/1.11's gateway trusts only Dex's tokens: the namespace's service-account token, sent with
+    curl as a user would, gets 401 `Jwt issuer is not configured`; the doctor, given it as MMS_INGRESS_TOKEN,
+    names it and points at a Dex session or the `m2m-dex-and-kind` overlay. Kubeflow 1.0's authservice knows no
+    tokens: a redirect to Dex."""
+    import subprocess
+
+    from helpers.steps.troubleshoot import doctor
+
+    token = (identity_dir("learner", NS, routes.local.root) / "token").read_text().strip()
+    done = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-H", f"Host: {routes.host}",
+                           "-H", f"Authorization: Bearer {token}", f"{routes.gateway}/v2/health/live"],
+                          capture_output=True, text=True, timeout=30)
+    body, code = done.stdout.rsplit("\n", 1)
+    if routes.profile.gateway_auth != "oauth2-proxy":
+        assert code == "302", (code, body)
+        return
+    assert (code, body.strip()) == ("401", "Jwt issuer is not configured")
+    monkeypatch.setenv("MMS_INGRESS_TOKEN", token)
+    gateway = _findings(routes)["gateway"]
+    assert gateway.result == doctor.PROBLEM and "-> 401 Jwt issuer is not configured" in gateway.evidence, gateway
+    assert "unset MMS_INGRESS_TOKEN" in gateway.fix and "`m2m-dex-and-kind` overlay" in gateway.fix
+    assert gateway.issue.endswith("/2840") and token not in gateway.evidence + gateway.fix
