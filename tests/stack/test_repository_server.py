@@ -6,6 +6,7 @@ a TrainedModel added to it gets). A missing prefix fails in the init container a
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from helpers.clients import k8s, manifests, storage, triton
 from helpers.clients.k8s import resolve_url
 from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP, LOCAL_ADDRESS_ANNOTATION, api_group
 from helpers.core.wait import poll_until
+from helpers.local.stack import process
 from helpers.local.stack.controlplane import NODE_NAME
 from helpers.local.stack.stack import Stack
 from helpers.steps.models.standins import write_cifar10_standin
@@ -235,6 +237,31 @@ def test_a_missing_prefix_fails_in_the_init_container_and_harms_nothing_else(sta
         delete_isvc(stack, kube, MISSING)
     assert not (stack.servers_dir / f"{NS}.{MISSING}").exists()
     assert triton.server_ready(served)
+
+
+@pytest.mark.parametrize("release, bucket, keys, last", [
+    ("v0.5.1", "no-such-bucket", "good", "minio.error.NoSuchBucket: NoSuchBucket: message: The specified bucket does not exist."),
+    ("v0.5.1", BUCKET, "bad secret", "minio.error.SignatureDoesNotMatch: SignatureDoesNotMatch: message: The request "
+                                     "signature we calculated does not match the signature you provided."),
+    ("v0.15.2", "no-such-bucket", "good", "botocore.errorfactory.NoSuchBucket: An error occurred (NoSuchBucket) when "
+                                          "calling the ListObjects operation: The specified bucket does not exist"),
+    ("v0.15.2", BUCKET, "bad key", "botocore.exceptions.ClientError: An error occurred (InvalidAccessKeyId) when calling "
+                                   "the ListObjects operation: "),
+], ids=["0.5.1-no-bucket", "0.5.1-bad-secret", "0.15.2-no-bucket", "0.15.2-bad-key"])
+def test_the_initializer_says_a_missing_bucket_or_bad_keys_in_its_library_s_words(
+        stack: Stack, values: dict, tmp_path, release: str, bucket: str, keys: str, last: str) -> None:
+    """Against the real S3 server, with the env the credential builder writes (keys as the Secret holds them)."""
+    creds = stack.s3_credentials()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))},
+           "AWS_ENDPOINT_URL": f"http://{stack.env()['MMS_S3_ENDPOINT']}",
+           "AWS_ACCESS_KEY_ID": "not-a-key" if keys == "bad key" else creds.access_key,
+           "AWS_SECRET_ACCESS_KEY": "not-the-secret" if keys == "bad secret" else creds.secret_key}
+    done = subprocess.run(process.python_argv("helpers.local.initializer", f"s3://{bucket}/torchscript",
+                                              str(tmp_path / "models"), "--release", release),
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("Traceback (most recent call last):")
+    assert done.stderr.rstrip().splitlines()[-1].startswith(last), done.stderr
+    assert creds.secret_key not in done.stdout + done.stderr
 
 
 def test_deleting_it_stops_triton_and_removes_its_pod_and_copy(stack: Stack, kube, served: str) -> None:

@@ -72,6 +72,12 @@ def test_s3_errors_read_as_boto3_and_minio_6_print_them() -> None:
         "minio.error.ResponseError: ResponseError: code: XOdd, message: odd, bucket_name: b")
 
 
+def test_an_error_body_minio_7_will_not_read_still_names_its_code() -> None:
+    body = '<?xml version="1.0"?>\n<Error>\n  <Code>NoSuchBucket</Code>\n  <Message>gone</Message>\n</Error>'
+    assert initializer.error_body(body) == ("NoSuchBucket", "gone")
+    assert initializer.error_body("not xml") == ("", "")
+
+
 def test_a_failure_prints_the_image_s_traceback_with_the_tag_s_line_numbers() -> None:
     text = initializer.traceback_text(V0152, InitializerError("none", "RuntimeError: x"))
     assert text.splitlines() == [

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, TextIO
 from urllib.parse import urlparse
+from xml.etree import ElementTree
 
 import urllib3
 from minio.error import InvalidResponseError, S3Error
@@ -232,6 +233,15 @@ def s3_settings(release: Release, env: Mapping[str, str], bucket: str, resolve: 
     return S3Settings(address, env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", ""), secure, region)
 
 
+def error_body(body: str) -> tuple[str, str]:
+    """(Code, Message) of an S3 error body, ("", "") if it holds none."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return "", ""
+    return (root.findtext("Code") or "").strip(), (root.findtext("Message") or "").strip()
+
+
 def _connection_line(release: Release, settings: S3Settings, bucket: str, prefix: str, exc: Exception) -> str:
     if release.kserve:
         scheme = "https" if settings.secure else "http"
@@ -249,9 +259,10 @@ def list_keys(release: Release, settings: S3Settings, bucket: str, prefix: str) 
         status = getattr(getattr(exc, "response", None), "status", 0) or 0
         raise InitializerError("list", s3_error_line(release, exc.code or "", exc.message or "", status, bucket)) \
             from None
-    except InvalidResponseError as exc:
-        status = getattr(exc, "_code", None) or 0
-        raise InitializerError("list", s3_error_line(release, "", "", int(status), bucket)) from None
+    except InvalidResponseError as exc:  # a body minio-py 7 will not read, which boto3 and minio-py 6 read
+        code, message = error_body(str(getattr(exc, "_body", "") or ""))
+        status = int(getattr(exc, "_code", None) or 0)
+        raise InitializerError("list", s3_error_line(release, code, message, status, bucket)) from None
     except (urllib3.exceptions.HTTPError, OSError, StorageError) as exc:
         raise InitializerError("list", _connection_line(release, settings, bucket, prefix, exc)) from None
 
