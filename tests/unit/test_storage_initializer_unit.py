@@ -151,6 +151,13 @@ def test_triton_with_a_storage_uri_gets_no_explicit_model_control() -> None:
     assert pods.provision_volume(api_group(KSERVE_GROUP)) == "kserve-provision-location"
 
 
+def test_both_spellings_of_the_predictor_name_the_storage_uri() -> None:
+    old = {"spec": {"predictor": {"triton": {"storageUri": "s3://b/m"}}}}
+    new = {"spec": {"predictor": {"model": {"modelFormat": {"name": "triton"}, "storageUri": "s3://b/m"}}}}
+    assert servers.storage_uri(old) == servers.storage_uri(new) == "s3://b/m"
+    assert servers.storage_uri({"spec": {"predictor": {"triton": {}}}}) == ""
+
+
 def test_a_storage_uri_pod_s_containers_are_its_init_container_and_the_server() -> None:
     roles = pods.Pods._container_roles({"group": KSERVE_GROUP, "storageUri": "s3://b/m"})
     assert roles == {"storage-initializer": "initializer", "kserve-container": "triton"}
