@@ -147,6 +147,8 @@ def test_the_pod_is_the_one_kfserving_0_5_makes_for_a_storage_uri(stack: Stack, 
     name, ready, status, restarts = pod_row(stack, pod["metadata"]["name"])[:4]
     assert (ready, status, restarts) == ("1/1", "Running", "0")
     assert spec["nodeName"] == NODE_NAME  # bound by the scheduler: its requests count on the node
+    # Done for the pod's life: `python -m helpers.local status` lists its Triton, no initializer to restart.
+    assert {k for k in stack.server_records() if k.startswith(f"{NS}/{SERVER}/")} == {f"{NS}/{SERVER}/triton"}
     # No model config: KServe makes modelconfig-<isvc>-0 only for a multi-model server.
     with pytest.raises(ApiException) as err:
         client.CoreV1Api(kube).read_namespaced_config_map(f"modelconfig-{SERVER}-0", NS)

@@ -423,6 +423,9 @@ class Servers:
             raise waiting_for_revision(group, name)
         if ended == "exit code 0":
             log.info("storage initializer for %s copied %s", key, uri)
+            # Done for the pod's life: its record goes (the pod's state keeps the run, `status` lists no
+            # process to restart).
+            del records[INITIALIZER]
             records["initialized"] = True
             self.backoff.reset(f"{key}/{INITIALIZER}")
             self._save(where, records)
