@@ -65,6 +65,9 @@ demo: setup
 	$(BIN)/python -m helpers.walkthrough
 
 test: setup lint
+	@# The project's own modules, compiled once: every kernel, agent and controller the suite starts
+	@# imports them, and where PYTHONDONTWRITEBYTECODE is set each would compile them again.
+	$(BIN)/python -m compileall -qq -j 0 helpers benchmarks tests
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP) lint

@@ -155,7 +155,7 @@ def test_the_command_line_names_what_is_missing(stack, run06: walkthrough.Run, t
     assert found["service account lists the S3 Secret"]["result"] == "problem"
     assert "does not exist" in found["service account lists the S3 Secret"]["evidence"]
     assert found["InferenceService CRDs served"]["result"] == "ok"
-    assert len(found) == 25
+    assert len(found) == 28
     # the same namespace and server from a workshop's settings file, as the notebooks read it
     path = tmp_path / "settings.yaml"
     path.write_text("namespace: nobody\nserver_name: none\n")
@@ -479,4 +479,77 @@ def test_the_doctor_names_kfserving_051s_agent_panic_without_an_endpoint(stack, 
     finally:
         delete_server(kube, stack, group.group, server, namespace)
         storage.delete_prefix(s3, bucket, f"doctor/{model}")
+        custom.delete_cluster_custom_object("kubeflow.org", "v1", "profiles", namespace)
+
+
+@pytest.mark.stack
+def test_the_doctor_names_ready_trainedmodels_left_out_of_a_models_json_past_one_mib(stack, kube) -> None:
+    """Two TrainedModels with 600 KB storageUris (issue 24): the controller cannot write the second into the
+    ConfigMap (422 `Too long`) and the TrainedModel reads Ready all the same; the doctor names it with the
+    ConfigMap's size and the fix, and is quiet once it is deleted."""
+    _models_json_past_one_mib(stack, kube, KFSERVING_GROUP)
+
+
+@pytest.mark.stack
+def test_the_same_past_one_mib_on_the_kubeflow_1_10_profile(kserve_stack, kserve_kube) -> None:
+    from helpers.core.constants import KSERVE_GROUP
+    from support.stacks import pointed_at
+
+    with pointed_at(kserve_stack):
+        _models_json_past_one_mib(kserve_stack, kserve_kube, KSERVE_GROUP)
+
+
+def _models_json_past_one_mib(stack, kube, group_name: str) -> None:
+    from kubernetes import client
+
+    from helpers.clients import k8s
+    from helpers.core.constants import api_group
+    from helpers.core.wait import poll_until
+    from helpers.steps.troubleshoot import doctor
+    from support.guide_steps import apply_guide_steps, guide_values
+    from support.walkthroughs import delete_server
+
+    namespace, server = "doctor-mib", "triton-mib"
+    group = api_group(group_name)
+    custom = client.CustomObjectsApi(kube)
+
+    def tm(name: str) -> dict:
+        return {"apiVersion": group.tm_api_version, "kind": "TrainedModel",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"inferenceService": server, "model": {
+                    "framework": "pytorch", "memory": "1Mi", "storageUri": f"s3://doctor-mib/{'p' * 600_000}-{name}"}}}
+
+    def ready(name: str) -> bool:
+        found = custom.get_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", name)
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (found.get("status") or {}).get("conditions") or [])
+
+    def finding() -> doctor.Finding:
+        facts = doctor.gather(kube, _local(), namespace, server, group.group, probe_s3=False)
+        return {f.id: f for f in doctor.run_checks(facts)}["models_json"]
+
+    try:
+        apply_guide_steps(kube, guide_values(stack, namespace, server, group.group))
+        poll_until(lambda: "True" in [c.get("status") for c in (custom.get_namespaced_custom_object(
+            group.group, group.isvc_version, namespace, "inferenceservices", server).get("status") or {}).get(
+            "conditions", []) if c.get("type") == "Ready"], "the server to be Ready", timeout=300)
+        k8s.apply(kube, tm("huge-first"))
+        poll_until(lambda: ready("huge-first"), "huge-first Ready", timeout=60)
+        quiet = finding()
+        assert quiet.result == doctor.OK and f"modelconfig-{server}-0: 1 model(s)" in quiet.evidence, quiet
+        k8s.apply(kube, tm("huge-second"))
+        poll_until(lambda: ready("huge-second"), "huge-second Ready (handed over, as upstream says it)", timeout=60)
+        found = finding()
+        assert found.result == doctor.PROBLEM, found
+        assert "Ready TrainedModel(s) not in it: huge-second" in found.evidence and "1048576" in found.evidence
+        assert "another InferenceService" in found.fix
+        custom.delete_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", "huge-second")
+        poll_until(lambda: finding().result == doctor.OK, "the doctor to be quiet without huge-second", timeout=60)
+    finally:
+        for name in ("huge-second", "huge-first"):
+            try:
+                custom.delete_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", name)
+            except client.exceptions.ApiException:
+                pass
+        delete_server(kube, stack, group.group, server, namespace)
         custom.delete_cluster_custom_object("kubeflow.org", "v1", "profiles", namespace)

@@ -53,7 +53,7 @@ def test_kserve_sdk_creates_a_multi_model_server_and_a_trained_model(kserve_stac
     poll_until(lambda: client.CoreV1Api(kserve_kube).read_namespaced_service_account("default", NS),
                "the namespace's default service account", timeout=60)
     k8s.apply_all(kserve_kube, manifests.render("s3_secret.yaml", **values))
-    # Kubeflow 1.10's global-deny-all refuses every request to a predictor no policy opens (test_mesh.py)
+    # Kubeflow 1.10's global-deny-all refuses every request to a predictor no policy opens (tests/support/mesh_cases.py)
     k8s.apply_all(kserve_kube, manifests.render("predictor_authorization_policy", namespace=NS))
     s3 = storage.connect(storage.S3Settings(kserve_stack.env()["MMS_S3_ENDPOINT"], creds.access_key,
                                             creds.secret_key))

@@ -86,3 +86,14 @@ def test_the_walkthrough_ran_in_korean(runs: dict) -> None:
         return text.split("{")[0].strip()
     assert any(label.startswith(fixed(ko)) for ko in labels.values() for label in shown), shown
     assert not any(label.startswith(fixed(en)) for en in labels for label in shown), shown
+
+
+# Istio's policies at the predictor on this release (support/mesh_cases.py), on this file's stack.
+from support.mesh_cases import *  # noqa: E402,F403 - the cases, collected here after this file's own
+from support.mesh_cases import Routes, mesh_routes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def routes(stack1100: Stack) -> Iterator[Routes]:
+    with mesh_routes(stack1100) as found:
+        yield found

@@ -104,3 +104,14 @@ def test_seaweedfs_killed_comes_back_with_its_objects_and_keys(runs: dict, stack
     poll_until(back, "SeaweedFS to be restarted by the supervisor", timeout=120)
     listed = storage.list_objects(namespace_key(admin, stack111, NS), f"mlpipeline/private/{NS}/torchscript/cifar10")
     assert any(name.endswith("model.pt") for name, _size in listed), listed
+
+
+# Istio's policies at the predictor on this release (support/mesh_cases.py), on this file's stack.
+from support.mesh_cases import *  # noqa: E402,F403 - the cases, collected here after this file's own
+from support.mesh_cases import Routes, mesh_routes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def routes(stack111: Stack) -> Iterator[Routes]:
+    with mesh_routes(stack111) as found:
+        yield found

@@ -29,7 +29,7 @@ def all_docs(group: str, namespace: str = "team-a") -> dict[str, list[dict]]:
 def test_every_manifest_is_listed() -> None:
     assert manifests.names() == ["external_service", "knative_config_deployment_patch", "multi_model_triton_server",
                                  "predictor_authorization_policy", "profile", "s3_secret", "trained_model1",
-                                 "trained_model2", "trainedmodel_editor"]
+                                 "trained_model2", "trainedmodel_editor", "triton_repository_server"]
 
 
 @pytest.mark.parametrize("group", API_GROUPS)
@@ -42,6 +42,10 @@ def test_render_every_manifest_for_each_group(group: str) -> None:
         # Istio starts the app only once its proxy is up (the sidecar race, kserve/kserve#1370)
         "annotations": {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}}
     assert "storageUri" not in isvc["spec"]["predictor"]["triton"]
+    (repository,) = docs["triton_repository_server"]  # a server of the models it starts with: the folder 03 fills
+    assert repository["spec"]["predictor"]["triton"]["storageUri"] == "s3://models-bkt/torchscript"
+    assert repository["spec"]["predictor"]["serviceAccountName"] == manifests.DEFAULTS["service_account"]
+    assert repository["apiVersion"] == ag.isvc_api_version and repository["metadata"]["name"] == "tri-server"
     assert isvc["spec"]["predictor"]["serviceAccountName"] == manifests.DEFAULTS["service_account"]
     secret, account = docs["s3_secret"]
     notes = secret["metadata"]["annotations"]
@@ -131,7 +135,7 @@ def test_apply_every_rendered_manifest_twice(request, profile: str, group: str) 
         wait_namespace(kube, namespace)
         names = ("s3_secret", "external_service", "multi_model_triton_server", "trained_model1", "trained_model2",
                  "trainedmodel_editor")
-        for name in names:
+        for name in (*names, "triton_repository_server"):  # the last one only dry-run: it would start a server
             for doc in docs[name]:
                 dry_run(kube, doc)
         first = []

@@ -1,191 +1,23 @@
-"""Istio's AuthorizationPolicies at the predictor, per profile, on both routes a learner has to the server.
+"""Istio's policies at the predictor on the guide's `kfserving-0.5` stack, the session's: nothing there refuses.
 
-On the Kubeflow profiles (1.10.0, 1.10, 1.11) the stack holds `global-deny-all` and the profile
-controller's `ns-owner-access-istio`, and KServe's routes reach the predictor through
-`knative-local-gateway`: without an opening, the gateway (with the owner's session) and the
-cluster-local `status.address.url` both answer 403 `RBAC: access denied`; Knative's probe paths
-pass; 00's narrow policy (`predictor_authorization_policy.yaml`) opens `/v2/*` through the local
-gateway, while the ingress gateway still asks for a login with rights in the namespace. On the
-guide's `kfserving-0.5` nothing at the predictor refuses.
-
-One stack per profile, one after the other (module-scoped, parametrized).
+The cases are in `support.mesh_cases`; the Kubeflow profiles run them on the stacks their own files
+hold (test_notebooks_kubeflow_1_10.py, test_kubeflow_1_10_0.py, test_kubeflow_1_11.py).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
-import requests
-from kubernetes import client
 
-from helpers.clients import k8s, manifests
-from helpers.core.config import identity_dir
-from helpers.core.constants import api_group
-from helpers.core.wait import poll_until
-from helpers.local.cluster import mesh
-from helpers.local.stack import controlplane
-from helpers.local.stack.releases import PROFILES
 from helpers.local.stack.stack import Stack
-from support.guide_steps import apply_guide_steps, guide_values
-from support.releases import release_stack
+from support.mesh_cases import *  # noqa: F403 - the cases, collected here
+from support.mesh_cases import Routes, mesh_routes
 
 pytestmark = pytest.mark.stack
-NS, OTHER_NS, SERVER = "mesh-a", "mesh-b", "triton-mesh"
-OWNER = "learner@example.com"
-DENIED = (403, mesh.DENIED_BODY)
-PROFILE_NAMES = ("kubeflow-1.10", "kubeflow-1.10.0", "kubeflow-1.11", "kfserving-0.5")
 
 
-class Routes:
-    """The two ways to the server: the ingress gateway by Host with a session, and the cluster-local address."""
-
-    def __init__(self, local: Stack, kube: client.ApiClient, group: str) -> None:
-        self.local, self.kube, self.group = local, kube, api_group(group)
-        isvc = client.CustomObjectsApi(kube).get_namespaced_custom_object(
-            self.group.group, self.group.isvc_version, NS, "inferenceservices", SERVER)
-        self.host = isvc["status"]["url"].split("://", 1)[1]
-        self.cluster_local = k8s.resolve_url(kube, isvc["status"]["address"]["url"], NS)
-        self.gateway = local.env()["MMS_INGRESS_URL"]
-
-    def session(self, identity: str, namespace: str = NS) -> dict[str, str]:
-        return {"Cookie": (identity_dir(identity, namespace, self.local.root) / "cookie").read_text().strip()}
-
-    def through_gateway(self, path: str, headers: dict[str, str]) -> tuple[int, str]:
-        answer = requests.get(f"{self.gateway}{path}", headers={"Host": self.host, **headers}, timeout=10,
-                              allow_redirects=False)
-        return answer.status_code, answer.text.strip()
-
-    def local_address(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-        answer = requests.get(f"{self.cluster_local}{path}", headers=headers or {}, timeout=10)
-        return answer.status_code, answer.text.strip()
-
-
-@pytest.fixture(scope="module", params=PROFILE_NAMES)
-def routes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routes]:
-    profile = PROFILES[request.param]
-    with release_stack(Path(tmp_path_factory.mktemp(f"mesh-{profile.name}")), profile.name) as local:
-        kube = controlplane.api_client(local.kubeconfig)
-        apply_guide_steps(kube, guide_values(local, NS, SERVER, profile.group, owner=OWNER))
-        apply_guide_steps(kube, guide_values(local, OTHER_NS, SERVER, profile.group, owner="other@example.com"),
-                          server=False)
-        group = api_group(profile.group)
-
-        def ready() -> bool:
-            found = client.CustomObjectsApi(kube).get_namespaced_custom_object(
-                group.group, group.isvc_version, NS, "inferenceservices", SERVER)
-            return any(c["type"] == "Ready" and c["status"] == "True"
-                       for c in (found.get("status") or {}).get("conditions") or [])
-        poll_until(ready, "the server to be Ready", timeout=180, interval=0.5)
-        poll_until(lambda: (identity_dir("learner", OTHER_NS, local.root) / "cookie").exists(),
-                   "the other namespace's learner", timeout=60, interval=0.5)
-        found = Routes(local, kube, profile.group)
-        found.profile = profile
+@pytest.fixture(scope="module")
+def routes(stack: Stack) -> Iterator[Routes]:
+    assert stack.profile().name == "kfserving-0.5"
+    with mesh_routes(stack) as found:
         yield found
-
-
-def _opening(kube: client.ApiClient, apply: bool) -> None:
-    policy = manifests.render("predictor_authorization_policy", namespace=NS)
-    if apply:
-        k8s.apply_all(kube, policy)
-    else:
-        try:
-            client.CustomObjectsApi(kube).delete_namespaced_custom_object(
-                mesh.GROUP, mesh.VERSION, NS, mesh.PLURAL, policy[0]["metadata"]["name"])
-        except client.exceptions.ApiException as exc:
-            assert exc.status == 404
-
-
-def _eventually(what: str, probe, expected) -> None:
-    """Policies reach the sidecar after a moment (as Istio's push does): wait a little for the answer."""
-    poll_until(lambda: probe() == expected or None, what, timeout=15, interval=0.3)
-
-
-def test_the_profile_controller_and_istio_install_the_release_policies(routes: Routes) -> None:
-    custom = client.CustomObjectsApi(routes.kube)
-    if not routes.profile.mesh:
-        served = client.ApiextensionsV1Api(routes.kube).list_custom_resource_definition().items
-        assert f"{mesh.PLURAL}.{mesh.GROUP}" not in {c.metadata.name for c in served}  # Istio 1.1/1.3: no such kind
-        return
-    owner = custom.get_namespaced_custom_object(mesh.GROUP, mesh.VERSION, NS, mesh.PLURAL, mesh.OWNER_POLICY)
-    assert owner["spec"] == mesh.owner_access(NS, OWNER)["spec"]
-    deny = custom.get_namespaced_custom_object(mesh.GROUP, mesh.VERSION, mesh.ROOT_NAMESPACE, mesh.PLURAL,
-                                               mesh.GLOBAL_DENY)
-    assert deny.get("spec") in ({}, None)
-
-
-def test_without_the_opening_both_routes_are_denied(routes: Routes) -> None:
-    _opening(routes.kube, apply=False)
-    owner = routes.session("learner")
-    if not routes.profile.mesh:  # the guide's cluster: nothing at the predictor refuses
-        assert routes.through_gateway("/v2/health/live", owner)[0] == 200
-        assert routes.local_address("/v2/health/live")[0] == 200
-        return
-    _eventually("the gateway to refuse", lambda: routes.through_gateway("/v2/health/live", owner), DENIED)
-    assert routes.through_gateway("/v2", owner) == DENIED
-    assert routes.local_address("/v2/health/live") == DENIED
-    # the owner's header, sent to the cluster-local address, comes through the local gateway: still denied
-    assert routes.local_address("/v2", {mesh.USERID_HEADER: OWNER}) == DENIED
-
-
-def test_knatives_probe_paths_pass_on_both_routes(routes: Routes) -> None:
-    if not routes.profile.mesh:
-        pytest.skip("no mesh at the predictor on this profile")
-    for path in mesh.PROBE_PATHS:  # Triton has no such path: its 404 shows the sidecar let it through
-        assert routes.local_address(path)[0] != 403, path
-        assert routes.through_gateway(path, routes.session("learner"))[0] != 403, path
-
-
-def test_the_opening_lets_v2_through_and_the_gateway_still_checks_the_login(routes: Routes) -> None:
-    if not routes.profile.mesh:
-        pytest.skip("no mesh at the predictor on this profile")
-    _opening(routes.kube, apply=True)
-    try:
-        owner = routes.session("learner")
-        _eventually("the gateway to let the owner through", lambda: routes.through_gateway("/v2/health/live", owner)[0],
-                    200)
-        assert routes.through_gateway("/v2", owner)[0] == 200
-        assert routes.through_gateway("/v2/health/live", routes.session("admin"))[0] == 200  # the admin's 06 and 99
-        # the cluster-local address: /v2 opens to any caller, as upstream (nothing there checks who calls)
-        assert routes.local_address("/v2/health/live")[0] == 200
-        # another namespace's learner: refused at the gateway (no rights in this namespace)
-        assert routes.through_gateway("/v2/health/live", routes.session("learner", OTHER_NS)) == DENIED
-        # outside /v2 the opening does not reach
-        assert routes.local_address("/v1/models") == DENIED
-        assert routes.through_gateway("/v1/models", owner) == DENIED
-    finally:
-        _opening(routes.kube, apply=False)
-
-
-def test_00_hands_the_opening_to_the_admin_as_the_learner_and_applies_it_as_the_admin(
-        routes: Routes, tmp_path: Path) -> None:
-    """00 as the learner prints the policy for the admin and applies nothing (the gateway still refuses);
-    00 as the admin applies it (the gateway lets the owner through); on kfserving-0.5 neither is needed."""
-    import json
-
-    from helpers.core.resources import notebooks_dir
-    from helpers.tools import walkthrough
-
-    _opening(routes.kube, apply=False)
-    settings = {"namespace": NS, "server_name": SERVER, "profile_owner": OWNER}
-    runs = {who: walkthrough.run_notebook(notebooks_dir() / "00_cluster_prep.ipynb", tmp_path / who,
-                                          {**settings, "identity": who})
-            for who in ("learner", "admin")}
-    try:
-        for who, run in runs.items():
-            assert run.ok, (who, run.error)
-        learner, admin = (json.loads(runs[who].results.read_text()) for who in ("learner", "admin"))
-        shown = runs["learner"].shown()
-        if not routes.profile.mesh:
-            assert learner["mesh_policy"] == admin["mesh_policy"] == []
-            assert "not needed" in shown and "kind: AuthorizationPolicy" not in shown
-            return
-        assert learner["mesh_policy"] == []
-        assert ("# for your cluster's admin: an Istio AuthorizationPolicy that opens the namespace's predictors on "
-                "/v2. You may not apply it, and nothing of it was applied.") in shown
-        assert "kind: AuthorizationPolicy" in shown and "# then: kubectl apply -f predictor_authorization_policy.yaml" in shown
-        assert admin["mesh_policy"] == [f"AuthorizationPolicy {NS}/allow-predictors-v2"]
-        _eventually("the gateway to let the owner through after the admin's 00",
-                    lambda: routes.through_gateway("/v2/health/live", routes.session("learner"))[0], 200)
-    finally:
-        _opening(routes.kube, apply=False)

@@ -19,6 +19,7 @@ from helpers.clients import k8s
 from helpers.core.config import project_root
 from helpers.core.constants import KSERVE_GROUP, api_group
 from helpers.core.resources import notebooks_dir
+from helpers.local.stack.stack import Stack
 from helpers.steps.troubleshoot import pitfalls
 from helpers.tools import walkthrough
 from support.stacks import pointed_at
@@ -144,3 +145,14 @@ def test_99_cleanup_with_other_settings_deletes_the_data_when_asked(kserve_stack
     with pointed_at(kserve_stack):
         s3 = cleanup.minio_client(kserve_kube, select("local"))
         assert not storage.bucket_exists(s3, "models-b")
+
+
+# Istio's policies at the predictor on this release (support/mesh_cases.py), on this file's stack.
+from support.mesh_cases import *  # noqa: E402,F403 - the cases, collected here after this file's own
+from support.mesh_cases import Routes, mesh_routes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def routes(kserve_stack: Stack) -> Iterator[Routes]:
+    with mesh_routes(kserve_stack) as found:
+        yield found

@@ -263,7 +263,7 @@ def test_the_gateway_wants_a_session_and_rights_in_the_namespace(guarded: Guarde
                    for c in (isvc.get("status") or {}).get("conditions", []))
 
     poll_until(ready, "the learner's InferenceService to be Ready", timeout=180, interval=0.5)
-    if stack.profile().mesh:  # Kubeflow 1.10+: without the admin's opening (00) Istio refuses every request (test_mesh.py)
+    if stack.profile().mesh:  # Kubeflow 1.10+: without the admin's opening (00) Istio refuses all (support/mesh_cases.py)
         k8s_apply.apply_all(guarded.admin, manifests.render("predictor_authorization_policy", namespace=NS))
     poll_until(lambda: get(stack.gateway_headers()).status_code == 200, "the gateway to let the admin through", timeout=15)
     def session(identity_name: str, namespace: str = "") -> dict:
@@ -277,12 +277,14 @@ def test_the_gateway_wants_a_session_and_rights_in_the_namespace(guarded: Guarde
     for who in (session("admin"), session("learner", NS)):
         answer = get(who)
         assert answer.status_code == 200 and answer.json()["name"] == "triton"
-    # Tokens. 1.3: no session (Dex). 1.10: the admin's static token is no JWT (Istio: 401); the namespace's
-    # own service account is a valid caller that ns-owner-access-istio does not name: 403, even with a session.
+    # Tokens. 1.3: no session (Dex). 1.10/1.11 (`m2m-dex-only`): the admin's static token is no JWT (Istio: 401
+    # `Jwt verification fails`); the namespace's service-account token is a JWT of an issuer the gateway's
+    # RequestAuthentication does not name: 401 `Jwt issuer is not configured`, even with a session beside it.
     assert get(token("admin")).status_code == (401 if tokens else 302)
     learner_token = get(token("learner", NS))
-    assert (learner_token.status_code, learner_token.text) == ((403, "RBAC: access denied") if tokens else (302, ""))
-    assert get({**token("learner", NS), **session("learner", NS)}).status_code == (403 if tokens else 200)
+    assert (learner_token.status_code, learner_token.text) == ((401, "Jwt issuer is not configured") if tokens
+                                                               else (302, ""))
+    assert get({**token("learner", NS), **session("learner", NS)}).status_code == (401 if tokens else 200)
     nobody = get({})
     if not tokens:
         assert nobody.status_code == 302 and nobody.headers["Location"].startswith("/dex/auth?")

@@ -40,6 +40,8 @@ def healthy(group: str = KFSERVING_GROUP) -> doctor.Facts:
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}],
         inference_config={"namespace": "kubeflow", "predictors": {"triton": {"multiModelServer": True}}},
         gateway={"url": "http://127.0.0.1", "status": 200, "body": "", "location": ""},
+        cluster_local={"url": "http://triton-mms.mms.svc.cluster.local", "status": 200, "body": ""},
+        model_config={"name": "modelconfig-triton-mms-0", "bytes": 122, "models": ["cifar10"]},
         repository=[{"name": "cifar10", "state": "READY"}],
         s3={"endpoint": "minio-service.kubeflow:9000", "bucket": "triton", "ok": True},
         listings={"s3://triton/torchscript/cifar10": {"count": 2, "truncated": False, "markers": [], "siblings": []}},
@@ -55,7 +57,7 @@ def finding(facts: doctor.Facts, check: str) -> doctor.Finding:
 def test_a_healthy_namespace_has_no_problem() -> None:
     findings = doctor.run_checks(healthy())
     assert doctor.problems(findings) == []
-    assert len(findings) == len(doctor.CHECKS) == 25
+    assert len(findings) == len(doctor.CHECKS) == 28
     assert {f.result for f in findings} <= {doctor.OK, doctor.NA}
 
 
@@ -652,3 +654,228 @@ def test_the_doctor_reads_the_local_release_agents_own_failure_lines(tmp_path, t
                  "Failed to Load model unanswered"):
         assert line in found.evidence, (line, found.evidence)
     assert by_id(facts, "served").result == doctor.OK
+
+
+# --- issue 21: the mesh on both routes, gateway tokens, the sidecar race; issue 24: models.json past 1 MiB --------
+DENIED = {"url": "http://triton-mms.mms.svc.cluster.local", "status": 403, "body": "RBAC: access denied"}
+OWNER_POLICY = {"name": "ns-owner-access-istio", "spec": {"action": "ALLOW", "rules": [
+    {"when": [{"key": "source.namespace", "values": ["mms"]}]}]}}
+
+
+def opening() -> dict:
+    from helpers.clients import manifests
+
+    (policy,) = manifests.render("predictor_authorization_policy", namespace="mms")
+    return {"name": policy["metadata"]["name"], "spec": policy["spec"]}
+
+
+def meshed(group: str = KSERVE_GROUP) -> doctor.Facts:
+    """A Kubeflow 1.10+ namespace: Istio's AuthorizationPolicy kind served, the predictor pod labelled as KServe does."""
+    facts = healthy(group)
+    facts.served[f"{doctor.MESH_GROUP}/v1beta1"] = ["authorizationpolicies"]
+    facts.pod["metadata"]["labels"] = {"component": "predictor", f"{group}/inferenceservice": "triton-mms"}
+    facts.mesh_policies = [OWNER_POLICY]
+    return facts
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_the_issue_21_and_24_checks_are_quiet_on_a_healthy_namespace_of_each_profile(group: str) -> None:
+    for facts in (healthy(group), meshed(group)):
+        found = {f.id: f for f in doctor.run_checks(facts)}
+        assert {key: found[key].result for key in ("cluster_local", "gateway", "sidecar_race", "models_json")} == \
+            {key: doctor.OK for key in ("cluster_local", "gateway", "sidecar_race", "models_json")}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_the_cluster_local_address_denied_with_no_opening(group: str) -> None:
+    facts = meshed(group)
+    facts.cluster_local = dict(DENIED)
+    found = by_id(facts, "cluster_local")
+    assert found.result == doctor.PROBLEM
+    assert "GET http://triton-mms.mms.svc.cluster.local/v2/health/live -> 403 RBAC: access denied" in found.evidence
+    assert "no ALLOW AuthorizationPolicy in mms selects the predictor" in found.evidence
+    assert "manifests/predictor_authorization_policy.yaml" in found.fix and "00 run as a learner" in found.fix
+    assert found.issue == "https://github.com/kubeflow/community-distribution/issues/2201"
+    facts.mesh_policies.append(opening())  # applied, yet refused: its rules, or Istio's push
+    found = by_id(facts, "cluster_local")
+    assert found.result == doctor.PROBLEM and "although AuthorizationPolicy allow-predictors-v2" in found.evidence
+    facts.mesh_policies = None  # a learner may not list them (kubeflow-istio-edit: istio.io, networking.istio.io)
+    facts.unreadable["authorizationpolicies"] = "could not read authorizationpolicies (403 Forbidden)"
+    found = by_id(facts, "cluster_local")
+    assert found.result == doctor.PROBLEM and "cannot be told" in found.evidence and "403 Forbidden" in found.evidence
+    assert "manifests/predictor_authorization_policy.yaml" in found.fix
+
+
+def test_an_opening_that_selects_other_pods_is_no_opening() -> None:
+    facts = meshed()
+    facts.cluster_local = dict(DENIED)
+    other = opening()
+    other["spec"] = {**other["spec"], "selector": {"matchLabels": {"app": "something-else"}}}
+    facts.mesh_policies.append(other)
+    assert "no ALLOW AuthorizationPolicy" in by_id(facts, "cluster_local").evidence
+    other["spec"]["action"] = "DENY"
+    other["spec"]["selector"] = {"matchLabels": {"component": "predictor"}}
+    assert "no ALLOW AuthorizationPolicy" in by_id(facts, "cluster_local").evidence
+
+
+def test_the_cluster_local_address_out_of_the_cluster_or_unanswered() -> None:
+    facts = meshed()
+    facts.cluster_local = {"url": "http://triton-mms.mms.svc.cluster.local", "skipped": "out-of-cluster"}
+    found = by_id(facts, "cluster_local")
+    assert found.result == doctor.NA and "inside the cluster" in found.evidence
+    facts.cluster_local = {"url": "http://triton-mms.mms.svc.cluster.local", "status": None, "error": "ConnectTimeout"}
+    assert by_id(facts, "cluster_local").result == doctor.NA
+    facts.cluster_local = {"url": "http://triton-mms.mms.svc.cluster.local", "status": 503, "body": "no healthy upstream"}
+    assert by_id(facts, "cluster_local").result == doctor.NA
+    facts.cluster_local = None
+    assert by_id(facts, "cluster_local").result == doctor.NA
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_the_gateway_fix_names_the_opening_where_the_cluster_local_address_is_denied_too(group: str) -> None:
+    facts = meshed(group)
+    facts.gateway = {"url": "http://10.0.0.1", "status": 403, "body": "RBAC: access denied"}
+    facts.cluster_local = dict(DENIED)
+    found = by_id(facts, "gateway")
+    assert found.result == doctor.PROBLEM and "MMS_INGRESS_COOKIE" in found.fix
+    assert "manifests/predictor_authorization_policy.yaml" in found.fix and "global-deny-all" in found.fix
+    assert "use the cluster-local address" not in found.fix
+    facts.cluster_local = {"url": DENIED["url"], "status": 200, "body": ""}  # the cluster-local route is open there
+    found = by_id(facts, "gateway")
+    assert "use the cluster-local address" in found.fix and "predictor_authorization_policy" not in found.fix
+
+
+def test_without_a_probe_the_gateway_fix_follows_00s_rule() -> None:
+    """From outside the cluster nothing probed the cluster-local address: KServe's group with Istio's
+    AuthorizationPolicy kind served is Kubeflow 1.10+ (00's step 5 reads it so); KFServing's is not."""
+    gateway = {"url": "http://10.0.0.1", "status": 403, "body": "RBAC: access denied"}
+    for group, mesh_advice in ((KSERVE_GROUP, True), (KFSERVING_GROUP, False)):
+        facts = meshed(group)
+        facts.cluster_local = {"url": DENIED["url"], "skipped": "out-of-cluster"}
+        facts.gateway = gateway
+        fix = by_id(facts, "gateway").fix
+        assert ("predictor_authorization_policy.yaml" in fix) is mesh_advice, group
+        assert ("use the cluster-local address" in fix) is not mesh_advice, group
+    facts = healthy(KSERVE_GROUP)  # no AuthorizationPolicy kind served: the old advice
+    facts.cluster_local, facts.gateway = None, gateway
+    assert "use the cluster-local address" in by_id(facts, "gateway").fix
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_service_account_token_at_a_gateway_that_trusts_only_dex(group: str) -> None:
+    facts = meshed(group)
+    facts.gateway = {"url": "http://10.0.0.1", "status": 401, "body": "Jwt issuer is not configured",
+                     "sent": ["Authorization"]}
+    found = by_id(facts, "gateway")
+    assert found.result == doctor.PROBLEM and "-> 401 Jwt issuer is not configured" in found.evidence
+    assert "only tokens Dex issued" in found.evidence and "m2m-dex-only" in found.evidence
+    assert "MMS_INGRESS_COOKIE=<oauth2_proxy_kubeflow cookie>" in found.fix and "unset MMS_INGRESS_TOKEN" in found.fix
+    assert "`m2m-dex-and-kind` overlay" in found.fix
+    assert found.issue == "https://github.com/kubeflow/community-distribution/issues/2840"
+    facts.gateway = {"url": "http://10.0.0.1", "status": 401, "body": "Jwt verification fails"}  # a bad token
+    found = by_id(facts, "gateway")
+    assert found.result == doctor.PROBLEM and "m2m-dex-and-kind" not in found.fix
+
+
+def sidecar_pod(facts: doctor.Facts, hold: bool = False, post_start: bool = False, native: bool = False) -> None:
+    """The server pod with Istio's injected sidecar, its agent started at 07:01:05Z."""
+    proxy = {"name": "istio-proxy"}
+    if post_start:
+        proxy["lifecycle"] = {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
+    if native:
+        facts.pod["spec"]["initContainers"] = [{"name": "istio-init"}, {**proxy, "restartPolicy": "Always"}]
+    else:
+        facts.pod["spec"]["containers"].append(proxy)
+    if hold:
+        facts.pod["metadata"]["annotations"] = {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}
+    facts.pod["status"]["containerStatuses"][1]["state"] = {"running": {"startedAt": "2026-12-01T07:01:05Z"}}
+
+
+def refused_at(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    started = datetime(2026, 12, 1, 7, 1, 5, tzinfo=timezone.utc).timestamp()
+    return record("Failed to download model cifar10 with err dial tcp 10.96.0.12:9000: connect: connection refused",
+                  started + seconds)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_the_agent_refused_before_the_istio_sidecar_was_up(group: str) -> None:
+    facts = healthy(group)
+    sidecar_pod(facts)
+    facts.repository = []
+    facts.agent_lines = [record("adding model cifar10", 0), refused_at(1.2)]
+    found = by_id(facts, "sidecar_race")
+    assert found.result == doctor.PROBLEM, found
+    assert "connect: connection refused" in found.evidence and "no proxy.istio.io/config" in found.evidence
+    assert """proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'""" in found.fix
+    assert "kubectl delete pod -n mms" in found.fix and found.issue.endswith("1370")
+    assert by_id(facts, "s3").result == doctor.OK  # S3 answers now: not "is MinIO running?"
+    for quiet in (dict(hold=True), dict(post_start=True), dict(native=True)):
+        facts = healthy(group)
+        sidecar_pod(facts, **quiet)
+        facts.agent_lines = [refused_at(1.2)]
+        assert by_id(facts, "sidecar_race").result == doctor.OK, quiet
+    facts = healthy(group)  # a refusal a minute in: not the race (check_s3 and gave_up say what it was)
+    sidecar_pod(facts)
+    facts.agent_lines = [record("adding model cifar10", 0), refused_at(60)]
+    assert by_id(facts, "sidecar_race").result == doctor.OK
+    facts = healthy(group)  # no sidecar at all (the local stack, a namespace without injection)
+    facts.agent_lines = [refused_at(1.2)]
+    assert by_id(facts, "sidecar_race").result == doctor.OK
+
+
+def test_an_early_refusal_while_s3_is_down_is_left_to_the_s3_check_with_a_pointer() -> None:
+    facts = healthy()
+    sidecar_pod(facts)
+    facts.agent_lines = [refused_at(0.5)]
+    facts.s3 = {"endpoint": "minio-service.kubeflow:9000", "bucket": "triton", "ok": False, "error": "connection refused"}
+    assert by_id(facts, "sidecar_race").result == doctor.NA
+    facts.s3 = None  # no Secret to try S3 with: the agent's line is all there is
+    found = by_id(facts, "s3")
+    assert found.result == doctor.PROBLEM and "minio" in found.fix and "sidecar race" in found.fix
+    facts.pod["metadata"]["annotations"] = {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}
+    assert "sidecar race" not in by_id(facts, "s3").fix
+
+
+def test_the_agent_s_refusals_from_triton_are_not_the_sidecar_race() -> None:
+    facts = healthy()
+    sidecar_pod(facts)
+    facts.agent_lines = [record("Failed to Load model cifar10", 1_796_000_000, modelName="cifar10",
+                                error="Post http://localhost:8080/v2/repository/models/cifar10/load: connection refused")]
+    assert by_id(facts, "sidecar_race").result == doctor.OK
+
+
+def big_model(name: str, size: int) -> dict:
+    return {"metadata": {"name": name}, "spec": {"inferenceService": "triton-mms", "model": {
+        "framework": "pytorch", "storageUri": "s3://triton/" + "p" * size, "memory": "1Mi"}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_ready_trainedmodels_left_out_of_a_models_json_past_one_mib(group: str) -> None:
+    facts = healthy(group)
+    facts.trained_models += [big_model("huge-first", 600_000), big_model("huge-second", 600_000)]
+    facts.model_config = {"name": "modelconfig-triton-mms-0", "bytes": 600_200, "models": ["cifar10", "huge-first"]}
+    found = by_id(facts, "models_json")
+    assert found.result == doctor.PROBLEM
+    assert "Ready TrainedModel(s) not in it: huge-second" in found.evidence and "1048576" in found.evidence
+    assert "another InferenceService" in found.fix and "delete TrainedModels" in found.fix
+    assert found.issue.endswith("sharding/memory/strategy.go")
+    facts.trained_models[-1]["status"]["conditions"][0]["status"] = "False"  # not Ready: the controller keeps at it
+    assert by_id(facts, "models_json").result == doctor.OK
+    facts = healthy(group)  # left out, but the list would fit: not this check's (the controller just has not written)
+    facts.trained_models.append(big_model("small", 10))
+    assert by_id(facts, "models_json").result == doctor.OK
+    facts.model_config = None
+    facts.unreadable["model_config"] = "could not read model_config (403 Forbidden)"
+    assert by_id(facts, "models_json").result == doctor.NA
+
+
+def test_entry_bytes_match_the_controllers_models_json() -> None:
+    import json
+
+    from helpers.local.controller.trainedmodels import model_entry
+
+    tm = big_model("m", 30)
+    assert doctor._entry_bytes(tm) == len(json.dumps(model_entry(tm), separators=(",", ":"))) + 1

@@ -89,3 +89,49 @@ def test_the_manifests_say_what_the_mesh_needs(name: str) -> None:
         assert "holdApplicationUntilProxyStarts" in text
     else:
         assert opening()["spec"]["selector"]["matchLabels"] == {"component": "predictor"}
+
+
+# --- the ingress gateway's tokens (helpers/local/cluster/authz.py) on Kubeflow 1.10/1.11's `m2m-dex-only` -------
+def jwt(claims: dict) -> str:
+    import base64
+    import json
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'RS256', 'kid': 'k'})}.{part(claims)}.c2ln"
+
+
+SERVICE_ACCOUNT_ISSUERS = ("kubernetes/serviceaccount", "https://kubernetes.default.svc.cluster.local",
+                           "https://kubernetes.default.svc")
+
+
+@pytest.mark.parametrize("name", ["kubeflow-1.10.0", "kubeflow-1.10", "kubeflow-1.11", "kfserving-0.5"])
+def test_a_gateway_that_trusts_only_dex_refuses_a_service_account_token(name: str, tmp_path) -> None:
+    """Kubeflow 1.10/1.11's default install names one issuer, Dex's: a service-account JWT (a legacy token's
+    issuer or a bound token's) gets Envoy's 401 `Jwt issuer is not configured`, before anyone asks who it is;
+    a token that is no JWT stays `Jwt verification fails`. Kubeflow 1.0's authservice: a redirect, as before."""
+    from kubernetes import client
+
+    from helpers.local.cluster import authz
+
+    guard = authz.Authorizer(client.ApiClient(), PROFILES[name], tmp_path)  # no apiserver: none may be asked
+    for issuer in SERVICE_ACCOUNT_ISSUERS:
+        bearer = f"Bearer {jwt({'iss': issuer, 'sub': 'system:serviceaccount:team-a:default-editor'})}"
+        if name == "kfserving-0.5":
+            assert guard.check(NS, bearer, "") == (401, "no session")
+            assert guard.login("/v2", "*/*", bearer)[0] == 302
+            continue
+        assert guard.check(NS, bearer, "") == (401, "unknown-issuer"), issuer
+        assert guard.login("/v2", "*/*", bearer) == (401, {"Content-Type": "text/plain"}, "Jwt issuer is not configured")
+    if name != "kfserving-0.5":
+        for bad in ("Bearer not-a-token", f"Bearer {jwt({'sub': 'no issuer'})}", "Bearer a.b.c"):
+            assert guard.check(NS, bad, "") == (401, "bad-token"), bad
+            assert guard.login("/v2", "*/*", bad)[2] == "Jwt verification fails", bad
+
+
+def test_jwt_issuer_reads_the_claim_only() -> None:
+    from helpers.local.cluster import authz
+
+    assert authz.jwt_issuer(jwt({"iss": authz.DEX_ISSUER})) == "http://dex.auth.svc.cluster.local:5556/dex"
+    assert authz.jwt_issuer("x.y") is None and authz.jwt_issuer("a.!!!.c") is None
+    assert authz.jwt_issuer(jwt({"iss": 7})) is None

@@ -236,6 +236,11 @@ class Downloader:
             raise StorageError(go_wrap(f"unable to get batch objects {uri} has no objects or does not exist"), fix)
         return items
 
+    def fetch(self, name: str, bucket: str, items: list[Item], folder: Path) -> None:
+        """Fetch `items` ((key, size, file)) of `bucket` into `folder` in parallel, with no marker: what
+        the storage initializer (`helpers.local.initializer`) copies, listed by its own rules."""
+        self._fetch_all(name, bucket, items, folder)
+
     def _fetch_all(self, name: str, bucket: str, items: list[Item], folder: Path) -> None:
         total_bytes = sum(size for _, size, _ in items)
         done = {"objects": 0, "bytes": 0}

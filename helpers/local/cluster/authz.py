@@ -10,10 +10,14 @@ controller runs on 127.0.0.1:
    (`identity.sessions`); a bearer token goes to the apiserver's TokenReview, where the release
    accepts tokens at all. Kubeflow 1.3's oidc-authservice (image 6ac9400) knows only its session
    cookie: service-account tokens came with image e236439 (kubeflow/manifests#2150, 2022, after
-   1.5), so there a bearer token is no session. Kubeflow 1.9+ (oauth2-proxy with Istio's
-   RequestAuthentication for the cluster's issuer) checks a bearer token before any cookie: a
-   token that is no JWT of the cluster is refused (401 `Jwt verification fails`), a valid one
-   makes its service account the caller (`kubeflow-userid: system:serviceaccount:NS:NAME`);
+   1.5), so there a bearer token is no session. Kubeflow 1.10/1.11 (oauth2-proxy, and Istio's
+   RequestAuthentication `dex-jwt` at the ingress gateway) checks a bearer token before any
+   cookie. Their default install (`example/` uses the `m2m-dex-only` overlay of
+   common/oauth2-proxy) names one issuer, Dex's (`DEX_ISSUER`): a JWT of any other issuer, such as
+   a Kubernetes service-account token, gets Envoy's 401 `Jwt issuer is not configured`; a token
+   that is no JWT, or does not verify, 401 `Jwt verification fails`. Only the `m2m-dex-and-kind`
+   and `m2m-dex-and-eks` overlays add the cluster's issuer (`m2m-token-issuer`), which no profile
+   models, and the local stack signs no Dex tokens: here every bearer token is refused;
 2. may they: the profile namespace's `ns-owner-access-istio` lets through the owner's session and
    KFAM's contributors, never a service account, unless an AuthorizationPolicy the admin adds
    names it (Kubeflow's own KServe test adds one; the local stack has no Istio to add it to, so
@@ -27,9 +31,10 @@ is the release's:
 
 - authservice (Kubeflow 1.3): a 302 to Dex, `/dex/auth?client_id=kubeflow-oidc-authservice&
   redirect_uri=%2Flogin%2Foidc&...`, whatever the request (a bad token is no session);
-- oauth2-proxy (Kubeflow 1.9/1.10, `skip_provider_button = false`): its sign-in page with 403,
-  or 401 for a JSON client (`Accept: application/json`); a bearer token that is no valid token
-  gets Istio's RequestAuthentication answer, 401 `Jwt verification fails`.
+- oauth2-proxy (Kubeflow 1.10/1.11, `skip_provider_button = false`): its sign-in page with 403,
+  or 401 for a JSON client (`Accept: application/json`); a bearer token gets Istio's
+  RequestAuthentication answer, 401 `Jwt issuer is not configured` for a JWT whose issuer is not
+  Dex's, else 401 `Jwt verification fails`.
 
 One place stays friendlier than a real cluster: a cluster admin's session passes the gateway's
 own check (the SubjectAccessReview allows `system:masters`), where Istio would let only the owner
@@ -45,6 +50,7 @@ Decisions are cached for a few seconds, per credential and namespace.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import secrets
@@ -67,6 +73,12 @@ WORKLOAD_HEADER = "X-Mms-Workload"  # gateway.WORKLOAD_HEADER
 HOP_HEADER = "X-Mms-Hop"  # gateway.HOP_HEADER
 DENIED_BODY = "RBAC: access denied"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+# The one issuer of the default install's RequestAuthentication `dex-jwt` (kubeflow/manifests v1.10.0-v1.11.0
+# common/oauth2-proxy/components/istio-external-auth/requestauthentication.dex-jwt.yaml, overlay m2m-dex-only).
+DEX_ISSUER = "http://dex.auth.svc.cluster.local:5556/dex"
+TRUSTED_ISSUERS = (DEX_ISSUER,)
+UNKNOWN_ISSUER = "Jwt issuer is not configured"  # Envoy's jwt_authn answer for an issuer no rule names
+BAD_JWT = "Jwt verification fails"
 DEX_LOGIN = ("/dex/auth?client_id=kubeflow-oidc-authservice&redirect_uri=%2Flogin%2Foidc"
              "&response_type=code&scope=profile+email+groups+openid&state={state}")
 SIGN_IN_PAGE = """<!DOCTYPE html>
@@ -75,6 +87,20 @@ SIGN_IN_PAGE = """<!DOCTYPE html>
 <input type="hidden" name="rd" value="{rd}">
 <button type="submit">Sign in with Dex</button></form></section></body></html>
 """
+
+
+def jwt_issuer(token: str) -> Optional[str]:
+    """The `iss` claim of a JWT (read, not verified: Envoy picks the rule by it first), or None if `token`
+    is no JWT with an issuer."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return None
+    issuer = payload.get("iss") if isinstance(payload, dict) else None
+    return issuer if isinstance(issuer, str) and issuer else None
 
 
 class Authorizer:
@@ -104,11 +130,15 @@ class Authorizer:
         return value
 
     def who(self, authorization: str, cookie: str) -> Optional[tuple[str, list[str]]] | str:
-        """(user, groups) of the request, None without a session, "bad-token" for a token that is none."""
+        """(user, groups) of the request, None without a session, "bad-token" for a token that is none,
+        "unknown-issuer" for a JWT of an issuer the gateway's RequestAuthentication does not name."""
         if authorization.lower().startswith("bearer ") and self.profile.gateway_auth != "authservice":
             token = authorization.split(None, 1)[1].strip()
-            if token.count(".") != 2:  # Istio's RequestAuthentication parses a JWT before anyone asks who
+            issuer = jwt_issuer(token)  # Istio's RequestAuthentication reads the JWT before anyone asks who
+            if issuer is None:
                 return "bad-token"
+            if issuer not in TRUSTED_ISSUERS:
+                return "unknown-issuer"
             return self._cached(("token", token), lambda: self._review(token))
         sessions = identity.sessions(self.state_root)
         for part in cookie.split(";"):
@@ -137,8 +167,8 @@ class Authorizer:
         found = self.who(authorization, cookie)
         if found is None:
             return 401, "no session"
-        if found == "bad-token":
-            return 401, "bad-token"
+        if found in ("bad-token", "unknown-issuer"):
+            return 401, found
         user, groups = found
         if user.startswith(SERVICE_ACCOUNT_PREFIX):  # ns-owner-access-istio names people, not accounts
             return 403, user
@@ -174,7 +204,10 @@ class Authorizer:
         if self.profile.gateway_auth == "authservice":
             return 302, {"Location": DEX_LOGIN.format(state=secrets.token_urlsafe(16))}, ""
         if authorization.lower().startswith("bearer "):  # Istio's RequestAuthentication refused it
-            return 401, {"Content-Type": "text/plain"}, "Jwt verification fails"
+            parts = authorization.split(None, 1)
+            issuer = jwt_issuer(parts[1].strip()) if len(parts) == 2 else None
+            unknown = issuer is not None and issuer not in TRUSTED_ISSUERS
+            return 401, {"Content-Type": "text/plain"}, UNKNOWN_ISSUER if unknown else BAD_JWT
         if "application/json" in accept:
             return 401, {"Content-Type": "application/json"}, json.dumps({"code": 401, "message": "Unauthorized"})
         return 403, {"Content-Type": "text/html; charset=utf-8"}, SIGN_IN_PAGE.format(rd=quote(uri, safe="/"))

@@ -28,7 +28,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import k8s
-from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group
+from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group, model_config_map_name
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.agent.status import read_status
 from helpers.local.cluster import cgroups, identity, metrics, node
@@ -42,7 +42,15 @@ from helpers.local.controller import trainedmodels as tms
 from helpers.local.controller.kube import Kube
 from helpers.local.controller.kubeflow_profiles import reconcile_profile
 from helpers.local.controller.pods import Pods
-from helpers.local.controller.servers import AgentEnv, CheckFailed, Servers, describe, server_key, status_url
+from helpers.local.controller.servers import (
+    AgentEnv,
+    CheckFailed,
+    Servers,
+    describe,
+    server_key,
+    status_url,
+    storage_uri,
+)
 from helpers.local.controller.webhooks import Webhooks
 from helpers.local.stack import controlplane, process
 from helpers.local.stack.releases import Profile
@@ -214,17 +222,21 @@ class Controller:
             return None
         key = server_key(meta["namespace"], meta["name"])
         ns, name, generation = meta["namespace"], meta["name"], meta.get("generation", 1)
+        uri = storage_uri(isvc)
         try:
             self.servers.check(group, isvc)
             self.pods.observe(key, self.servers._records(self.servers.dir(ns, name)))
-            env = self.servers.prepare(ns, name, generation, lambda: self._pod_env(group, isvc))
+            env = self.servers.prepare(ns, name, generation, lambda: self._pod_env(group, isvc), model_config=not uri)
             placed = self.pods.place(group, isvc, env_spec(env))
             if not placed.bound:  # Pending: no processes until the scheduler binds the pod
                 raise CheckFailed("Unschedulable", placed.message)
-            records = self.servers.ensure_running(ns, name, generation, lambda: self._pod_env(group, isvc),
-                                                  memory_limit=placed.memory_limit)
-            self.status_events.add(self.servers.dir(ns, name).root)
-            self.servers.ensure_objects(isvc, records["triton"], self._cluster_local_address(key))
+            if uri:
+                records = self._run_repository_pod(group, isvc, uri, placed.memory_limit)
+            else:
+                records = self.servers.ensure_running(ns, name, generation, lambda: self._pod_env(group, isvc),
+                                                      memory_limit=placed.memory_limit)
+                self.status_events.add(self.servers.dir(ns, name).root)
+            self.servers.ensure_objects(isvc, records["triton"], self._cluster_local_address(key), model_config=not uri)
             self.pods.sync(group, isvc, records)
             self._note_route(key, isvc, records["triton"])
             # Before Ready is written: a client that saw Ready must find the route there.
@@ -237,6 +249,18 @@ class Controller:
             raise
         self.servers.write_status(group, isvc, None)
         return records["triton"]
+
+    def _run_repository_pod(self, group, isvc: dict, uri: str, memory_limit) -> dict:
+        """A storageUri server's pod: its storage initializer, then Triton; the Pod's status follows each
+        step (Init:0/1, Init:Error, Init:CrashLoopBackOff, then Running once Triton answers ready)."""
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        generation = isvc["metadata"].get("generation", 1)
+        try:
+            return self.servers.ensure_repository(ns, name, generation, lambda: self._pod_env(group, isvc), uri,
+                                                  memory_limit=memory_limit)
+        except CheckFailed:
+            self.pods.sync(group, isvc, self.servers._records(self.servers.dir(ns, name)), unready=("triton",))
+            raise
 
     def _pod_env(self, group, isvc: dict) -> AgentEnv:
         """The new pod's agent env; what only its downloads would reveal on a cluster becomes Events."""
@@ -263,6 +287,18 @@ class Controller:
         for key, items in by_server.items():
             self._guard(f"trainedmodels of {key}", self._reconcile_server_models,
                         group, key, items, isvcs.get(key), ready.get(key))
+
+    def _no_model_config(self, isvc: dict, items: list[dict]) -> None:
+        """Log the TrainedModel controller's error once per TrainedModel generation (it retries with back-off)."""
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        for tm in items:
+            meta = tm["metadata"]
+            seen = f"{ns}/{meta['name']}#no-model-config"
+            stamp = f"{meta.get('uid')}/{meta.get('generation')}/{bool(meta.get('deletionTimestamp'))}"
+            if self._config_written.get(seen) != stamp:
+                self._config_written[seen] = stamp
+                log.error('Reconciler error: trainedmodel %s/%s: configmaps "%s" not found', ns, meta["name"],
+                          model_config_map_name(name))
 
     def reconcile_server(self, key: str, project: bool) -> bool:
         """One server's TrainedModels (config with `project`, and status); False if the server is not up."""
@@ -300,6 +336,12 @@ class Controller:
                  for tm in live}
         served = [tm for tm in live if all(p["status"] == "True" for p in parts[tm["metadata"]["name"]])]
         agent = {}
+        if not tms.is_mms_predictor(isvc):
+            # A storageUri server has no model-config ConfigMap (KServe creates it only for IsMMSPredictor): the
+            # TrainedModel controller's ModelConfigReconciler fails to find it, so nothing is loaded and a
+            # deleted TrainedModel keeps its finalizer (kf v0.5.1, ks v0.15.2 `modelconfig_reconciler.go`).
+            self._no_model_config(isvc, items)
+            triton, project = None, False
         if triton is not None:
             ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
             where = self.servers.dir(ns, name)

@@ -9,6 +9,13 @@ writes the Pod's status from the real Triton and agent processes: phase, conditi
 containerStatuses whose `restartCount` grows when the controller restarts a dead process,
 `lastState` from its exit (`OOMKilled` when the kernel ended Triton over its memory limit).
 
+A storageUri server's Pod has no agent but an init container, `storage-initializer` (KServe's storage
+initializer injector: its image and resources from `inferenceservice-config`'s `storageInitializer`,
+args `<storageUri> /mnt/models`, the `kfserving-provision-location`/`kserve-provision-location` emptyDir
+mounted there, read-only in the server container); its status shows `Init:0/1` while the initializer
+runs, `Init:Error` and `Init:CrashLoopBackOff` when it fails, with its log's end as the termination
+message (FallbackToLogsOnError), and the phase stays Pending until it has succeeded.
+
 A Pod deleted while its InferenceService lives is replaced, with fresh processes, as its
 ReplicaSet would; a Pod whose InferenceService is gone (ownerReferences, the garbage collector)
 is let go: as the kubelet does, the controller confirms the deletion once the processes stopped.
@@ -49,13 +56,14 @@ from helpers.local.cluster.kubelet_portforward import PortForwardError
 from helpers.local.cluster.metrics import PodProcesses
 from helpers.local.cluster.node import NodeSize
 from helpers.local.controller.kube import Kube, owner_reference
+from helpers.local.controller.servers import storage_uri, termination_message
 from helpers.local.stack import process
 from helpers.local.stack.controlplane import KUBE_VERSION, NODE_NAME
 from helpers.local.stack.seed import MINIO_POD, SEAWEEDFS_POD
 
 log = logging.getLogger("controller")
 
-ROLES = ("triton", "agent")  # the processes, in the containers' order
+INIT_CONTAINER, INIT_ROLE = "storage-initializer", "initializer"  # the init container and its process's role
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet for generated name suffixes
 
 
@@ -193,8 +201,11 @@ class Pods:
 
     @staticmethod
     def _container_roles(state: dict) -> dict[str, str]:
-        """A server pod's container names -> the process each stands for, in the containers' order."""
+        """A server pod's container names -> the process each stands for: its init container first, then
+        its containers in their order."""
         server = api_group(state.get("group") or KSERVE_GROUP).server_container
+        if state.get("storageUri"):
+            return {INIT_CONTAINER: INIT_ROLE, server: "triton"}
         return {server: "triton", AGENT_CONTAINER: "agent"}
 
     def _save(self, key: str, state: dict) -> None:
@@ -211,7 +222,7 @@ class Pods:
         if not state:
             return
         changed = False
-        for role in ROLES:
+        for role in self._container_roles(state).values():
             record = records.get(role)
             runs = state["containers"].get(role, [])
             if isinstance(record, process.ProcessRecord) and runs and runs[-1]["pid"] == record.pid \
@@ -263,6 +274,8 @@ class Pods:
                 pod = self._create(group, isvc, agent_env)
                 state = {"pod": pod.metadata.name, "uid": pod.metadata.uid, "group": group.group,
                          "created": _time(), "containers": {}}
+                if storage_uri(isvc):
+                    state["storageUri"] = storage_uri(isvc)
                 self._save(key, state)
             spec = self.kube.api.sanitize_for_serialization(pod.spec)
             limit = self._memory_limit(group, spec)
@@ -322,8 +335,9 @@ class Pods:
                     raise
         self.kube.event(_pod_object(pod), "Warning", "FailedScheduling", message, source="default-scheduler")
 
-    def sync(self, group: ApiGroup, isvc: dict, records: dict) -> None:
-        """For a bound Pod (see `place`): note new runs of its processes, and write the Pod's status."""
+    def sync(self, group: ApiGroup, isvc: dict, records: dict, unready: tuple[str, ...] = ()) -> None:
+        """For a bound Pod (see `place`): note new runs of its processes (and the end of a storage
+        initializer's), and write the Pod's status; `unready`: roles that run but are not ready yet."""
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}.{name}"
@@ -332,21 +346,28 @@ class Pods:
             pod = self._current_pod(ns, state)
             if pod is None or pod.metadata.deletion_timestamp:
                 return  # gone or being deleted: the next place() makes a new one, cleanup() lets it go
-            for role in ROLES:
+            for role in self._container_roles(state).values():
                 record = records.get(role)
                 runs = state["containers"].setdefault(role, [])
                 if isinstance(record, process.ProcessRecord) and (not runs or runs[-1]["pid"] != record.pid):
                     if runs and "finishedAt" not in runs[-1]:
                         self._finish(runs[-1], None)
-                    runs.append({"pid": record.pid, "startedAt": _time(record.started or None)})
+                    runs.append({"pid": record.pid, "startedAt": _time(record.started or None), "log": record.log})
+                elif role == INIT_ROLE and runs and "finishedAt" not in runs[-1] and isinstance(
+                        record, process.ProcessRecord) and not record.alive():
+                    self._finish(runs[-1], None)  # an init container's end is its result, not a crash to restart
             self._save(key, state)
-        self._write_status(group, ns, pod, state, records)
+        self._write_status(group, ns, pod, state, records, unready)
 
     def _create(self, group: ApiGroup, isvc: dict, agent_env: list[dict]):
+        """The server's Pod as the revision's Deployment makes it and the pod mutator injects into it: the
+        agent beside a multi-model server, the storage initializer before a storageUri server (which gets
+        `agent_env`, the credential builder's env, instead)."""
         meta, spec = isvc["metadata"], isvc.get("spec") or {}
         ns, name = meta["namespace"], meta["name"]
         predictor = spec.get("predictor") or {}
         triton = triton_predictor(isvc) or {}
+        uri = storage_uri(isvc)
         rev = revision(group, name)
         template = f"{meta['uid']}/{meta.get('generation', 1)}"
         labels = {group.isvc_label: name, "component": "predictor", "app": rev,
@@ -354,57 +375,76 @@ class Pods:
                   "serving.knative.dev/revision": rev, "serving.knative.dev/service": rev.rsplit("-", 1)[0],
                   "pod-template-hash": _template_hash(isvc)}
         images = self._images(group, triton)
-        mounts = [{"name": "model-dir", "mountPath": MODEL_DIR}]
         server = {
             "name": group.server_container, "image": images["triton"],
             "args": self._server_args(group, triton),
             "ports": [{"name": "user-port", "containerPort": TRITON_HTTP_PORT, "protocol": "TCP"}],
-            "resources": triton.get("resources") or {}, "volumeMounts": mounts,
+            "resources": triton.get("resources") or {},
         }
-        agent = {
-            "name": AGENT_CONTAINER, "image": images["agent"],
-            "args": ["--enable-puller", "--config-dir", CONFIG_DIR, "--model-dir", MODEL_DIR],
-            "env": agent_env,  # as KServe's credential builder wrote it: the keys only as references
-            "resources": images["agent-resources"],
-            "volumeMounts": mounts + [{"name": "model-config", "mountPath": CONFIG_DIR}],
-        }
-        body = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name(group, name, template), "namespace": ns, "labels": labels,
-                         "annotations": {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
-                                         "internal.serving.kubeflow.org/storage-initializer-sourceuri": ""}
-                         if group.group == KFSERVING_GROUP else {},
-                         "ownerReferences": [owner_reference(isvc)]},
-            "spec": {"serviceAccountName": predictor.get("serviceAccountName") or "default",
-                     "containers": [server, agent], "restartPolicy": "Always",
-                     "volumes": [{"name": "model-dir", "emptyDir": {}},
-                                 {"name": "model-config", "configMap": {"name": model_config_map_name(name)}}]},
-        }
-        if group.group != KFSERVING_GROUP:
-            del body["metadata"]["annotations"]
-        pod = self.kube.core.create_namespaced_pod(ns, body)
+        pod_spec: dict = {"serviceAccountName": predictor.get("serviceAccountName") or "default",
+                          "restartPolicy": "Always"}
+        if uri:
+            # StorageInitializerInjector.InjectStorageInitializer (kf v0.5.1, ks v0.15.2): the shared emptyDir,
+            # written by the init container, read-only in the server container.
+            volume = provision_volume(group)
+            server["volumeMounts"] = [{"name": volume, "mountPath": MODEL_DIR, "readOnly": True}]
+            init = {"name": INIT_CONTAINER, "image": images["storage-initializer"], "args": [uri, MODEL_DIR],
+                    "env": agent_env, "resources": images["storage-initializer-resources"],
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "volumeMounts": [{"name": volume, "mountPath": MODEL_DIR}]}
+            pod_spec.update({"initContainers": [init], "containers": [server],
+                             "volumes": [{"name": volume, "emptyDir": {}}]})
+        else:
+            mounts = [{"name": "model-dir", "mountPath": MODEL_DIR}]
+            server["volumeMounts"] = mounts
+            agent = {
+                "name": AGENT_CONTAINER, "image": images["agent"],
+                "args": ["--enable-puller", "--config-dir", CONFIG_DIR, "--model-dir", MODEL_DIR],
+                "env": agent_env,  # as KServe's credential builder wrote it: the keys only as references
+                "resources": images["agent-resources"],
+                "volumeMounts": mounts + [{"name": "model-config", "mountPath": CONFIG_DIR}],
+            }
+            pod_spec.update({"containers": [server, agent],
+                             "volumes": [{"name": "model-dir", "emptyDir": {}},
+                                         {"name": "model-config", "configMap": {"name": model_config_map_name(name)}}]})
+        # The predictor adds the storageUri for the storage initializer injector (StorageInitializerSourceUri...).
+        source = f"internal.{group.group}/storage-initializer-sourceuri"
+        annotations = {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev", source: uri} \
+            if group.group == KFSERVING_GROUP else {source: uri} if uri else {}
+        metadata = {"name": pod_name(group, name, template), "namespace": ns, "labels": labels,
+                    "ownerReferences": [owner_reference(isvc)]}
+        if annotations:
+            metadata["annotations"] = annotations
+        pod = self.kube.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                                                        "spec": pod_spec})
         log.info("created pod %s/%s for inferenceservice %s", ns, pod.metadata.name, name)
         return pod
 
     @staticmethod
     def _server_args(group: ApiGroup, triton: dict) -> list[str]:
-        """KFServing 0.5.1's Triton predictor puts explicit model control among its own args; KServe
-        takes the kserve-tritonserver runtime's args, then the model's, to which SetTritonDefaults
-        appends `--model-control-mode=explicit` when there is no storageUri."""
+        """KFServing 0.5.1's Triton predictor puts explicit model control among its own args when there is
+        no storageUri; KServe takes the kserve-tritonserver runtime's args, then the model's, to which
+        SetTritonDefaults appends `--model-control-mode=explicit` when there is no storageUri. With one,
+        neither adds it: Triton loads every model of the repository at start."""
         base = ["tritonserver", f"--model-store={MODEL_DIR}", "--grpc-port=9000", f"--http-port={TRITON_HTTP_PORT}",
                 "--allow-grpc=true", "--allow-http=true"]
+        explicit = [] if triton.get("storageUri") else ["--model-control-mode=explicit"]
         if group.group == KFSERVING_GROUP:
-            return [*base, "--model-control-mode=explicit", *(triton.get("args") or [])]
-        return [*base, *(triton.get("args") or []), "--model-control-mode=explicit"]
+            return [*base, *explicit, *(triton.get("args") or [])]
+        return [*base, *(triton.get("args") or []), *explicit]
 
     def _images(self, group: ApiGroup, triton: dict) -> dict:
-        """Triton's and the agent's images, from inferenceservice-config as KFServing/KServe read them,
-        and the agent container's resources from the same `agent` entry (the agent injector's
-        cpuRequest, memoryRequest, cpuLimit, memoryLimit)."""
+        """Triton's, the agent's and the storage initializer's images, from inferenceservice-config as
+        KFServing/KServe read them, and the agent's and the initializer's resources from their entries
+        (the injectors' cpuRequest, memoryRequest, cpuLimit, memoryLimit). On Kubeflow's KServe the
+        `default` ClusterStorageContainer would take precedence for the initializer; Kubeflow 1.10.1 and
+        1.11.0 ship it with the same image and resources (kserve-cluster-resources.yaml)."""
         found = {"triton": "nvcr.io/nvidia/tritonserver", "agent": "kfserving/agent:v0.5.1", "version": "20.08-py3",
-                 "agent-resources": {}}
+                 "agent-resources": {}, "storage-initializer": "gcr.io/kfserving/storage-initializer:latest",
+                 "storage-initializer-resources": {}}
         if group.group != KFSERVING_GROUP:  # the kserve-tritonserver ClusterServingRuntime (Kubeflow 1.10/1.11)
             found["version"] = "23.05-py3"
+            found["storage-initializer"] = "kserve/storage-initializer:latest"
         for ns in ("kfserving-system", "kserve", "kubeflow"):
             cm = self.kube.read(self.kube.core.read_namespaced_config_map, INFERENCESERVICE_CONFIG, ns)
             if cm is None:
@@ -412,62 +452,79 @@ class Pods:
             try:
                 predictors = json.loads((cm.data or {}).get("predictors", "{}"))
                 agent = json.loads((cm.data or {}).get("agent", "{}"))
+                initializer = json.loads((cm.data or {}).get("storageInitializer", "{}"))
             except ValueError:
                 break
             found["triton"] = (predictors.get("triton") or {}).get("image", found["triton"])
             found["version"] = (predictors.get("triton") or {}).get("defaultImageVersion", found["version"])
             found["agent"] = agent.get("image", found["agent"])
             found["agent-resources"] = _agent_resources(agent)
+            found["storage-initializer"] = initializer.get("image") or found["storage-initializer"]
+            found["storage-initializer-resources"] = _agent_resources(initializer)
             break
         return {"triton": f"{found['triton']}:{triton.get('runtimeVersion') or found['version']}",
-                "agent": found["agent"], "agent-resources": found["agent-resources"]}
+                "agent": found["agent"], "agent-resources": found["agent-resources"],
+                "storage-initializer": found["storage-initializer"],
+                "storage-initializer-resources": found["storage-initializer-resources"]}
 
-    def _write_status(self, group: ApiGroup, ns: str, pod, state: dict, records: dict) -> None:
-        names = {"triton": group.server_container, "agent": AGENT_CONTAINER}
-        images = {c.name: c.image for c in pod.spec.containers}
+    def _write_status(self, group: ApiGroup, ns: str, pod, state: dict, records: dict,
+                      unready: tuple[str, ...] = ()) -> None:
+        """The Pod's status from its processes (`unready`: roles that run but do not answer ready yet)."""
+        roles = self._container_roles(state)
+        names = {role: name for name, role in roles.items()}
+        images = {c.name: c.image for c in [*(pod.spec.init_containers or []), *pod.spec.containers]}
+        init_roles = [INIT_ROLE] if state.get("storageUri") else []
+        init_statuses = [self._init_status(names[role], images.get(names[role], ""), records.get(role),
+                                           state["containers"].get(role) or [], pod) for role in init_roles]
+        initialized = all(st["state"].get("terminated", {}).get("exitCode") == 0 for st in init_statuses)
         statuses, all_ready = [], True
-        for role in ROLES:
+        for role in [r for r in roles.values() if r not in init_roles]:
             record = records.get(role)
             runs = state["containers"].get(role) or []
-            alive = isinstance(record, process.ProcessRecord) and record.alive()
-            all_ready = all_ready and alive
+            alive = isinstance(record, process.ProcessRecord) and record.alive() and initialized
+            ready = alive and role not in unready
+            all_ready = all_ready and ready
             status = {"name": names[role], "image": images.get(names[role], ""), "imageID": "",
-                      "ready": alive, "started": alive, "restartCount": max(len(runs) - 1, 0)}
-            if alive:
+                      "ready": ready, "started": alive, "restartCount": max(len(runs) - 1, 0)}
+            if not initialized:
+                status["state"] = {"waiting": {"reason": "PodInitializing"}}
+            elif alive:
                 status["containerID"] = f"local://{record.pid}"
                 status["state"] = {"running": {"startedAt": runs[-1]["startedAt"]}}
             else:
                 status["state"] = {"waiting": {"reason": "CrashLoopBackOff",
                                                "message": "the local controller restarts it on its next pass"}}
             if len(runs) > 1:
-                previous = runs[-2]
-                code = previous.get("exitCode")
-                terminated = {"exitCode": 137 if code is None else code,
-                              "reason": previous.get("reason") or ("ContainerStatusUnknown" if code is None else
-                                                                   "Completed" if code == 0 else "Error"),
-                              "startedAt": previous["startedAt"], "finishedAt": previous.get("finishedAt") or _time(),
-                              "containerID": f"local://{previous['pid']}"}
-                if code is None and not previous.get("reason"):
-                    terminated["message"] = "the local stack could not read this run's exit code"
-                status["lastState"] = {"terminated": terminated}
+                status["lastState"] = {"terminated": _terminated(runs[-2])}
             statuses.append(status)
         ready = "True" if all_ready else "False"
         old = pod.status.to_dict() if pod.status else {}
         old_conditions = {c["type"]: c for c in (old.get("conditions") or [])}
 
-        def cond(kind: str, value: str) -> dict:
+        def cond(kind: str, value: str, reason: str = "", message: str = "") -> dict:
             before = old_conditions.get(kind) or {}
             since = before.get("last_transition_time")
             same = before.get("status") == value and since
-            return {"type": kind, "status": value, "lastProbeTime": None,
-                    "lastTransitionTime": since.strftime("%Y-%m-%dT%H:%M:%SZ") if same else _time()}
+            found = {"type": kind, "status": value, "lastProbeTime": None,
+                     "lastTransitionTime": since.strftime("%Y-%m-%dT%H:%M:%SZ") if same else _time()}
+            return {**found, "reason": reason, "message": message} if reason else found
 
-        status = {"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+        # The kubelet's words for conditions that are False (pkg/kubelet/status/generate.go).
+        incomplete = [st["name"] for st in init_statuses if st["state"].get("terminated", {}).get("exitCode") != 0]
+        unready_names = [st["name"] for st in statuses if not st["ready"]]
+        not_ready = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready_names)}]") \
+            if unready_names else ("", "")
+        status = {"phase": "Running" if initialized else "Pending", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
                   "podIPs": [{"ip": "127.0.0.1"}], "qosClass": "Burstable",
                   "startTime": state.get("created") or _time(),
-                  "conditions": [cond("Initialized", "True"), cond("Ready", ready),
-                                 cond("ContainersReady", ready), cond("PodScheduled", "True")],
+                  "conditions": [cond("Initialized", "True") if initialized else cond(
+                                     "Initialized", "False", "ContainersNotInitialized",
+                                     f"containers with incomplete status: [{' '.join(incomplete)}]"),
+                                 cond("Ready", ready, *not_ready), cond("ContainersReady", ready, *not_ready),
+                                 cond("PodScheduled", "True")],
                   "containerStatuses": statuses}
+        if init_statuses:
+            status["initContainerStatuses"] = init_statuses
         if self._same(old, status):
             return
         try:
@@ -475,6 +532,39 @@ class Pods:
         except ApiException as exc:
             if not not_found(exc):
                 raise
+
+    def _init_status(self, name: str, image: str, record, runs: list[dict], pod) -> dict:
+        """An init container's status: running, terminated (Completed, or Error with its log's end as the
+        message, FallbackToLogsOnError) or, failed again and waiting for its next run, CrashLoopBackOff."""
+        status = {"name": name, "image": image, "imageID": "", "ready": False, "started": False,
+                  "restartCount": max(len(runs) - 1, 0), "state": {"waiting": {"reason": "PodInitializing"}}}
+        if not runs:
+            return status
+        current = runs[-1]
+        alive = isinstance(record, process.ProcessRecord) and record.pid == current["pid"] and record.alive()
+        if alive:
+            status.update(started=True, containerID=f"local://{current['pid']}",
+                          state={"running": {"startedAt": current["startedAt"]}})
+            if len(runs) > 1:
+                status["lastState"] = {"terminated": self._init_terminated(runs[-2])}
+            return status
+        ended = self._init_terminated(current)
+        status["containerID"] = f"local://{current['pid']}"
+        if ended["exitCode"] == 0:
+            status.update(ready=True, state={"terminated": ended})
+        elif len(runs) == 1:  # its first failure: Init:Error until the kubelet runs it again
+            status["state"] = {"terminated": ended}
+        else:  # failed again: the kubelet waits before the next run (Init:CrashLoopBackOff)
+            status.update(state={"waiting": {"reason": "CrashLoopBackOff", "message": (
+                f"back-off restarting failed container={name} pod={pod.metadata.name}_{pod.metadata.namespace}"
+                f"({pod.metadata.uid})")}}, lastState={"terminated": ended})
+        return status
+
+    def _init_terminated(self, run: dict) -> dict:
+        found = _terminated(run)
+        if found["exitCode"] != 0 and run.get("log"):
+            found["message"] = termination_message(Path(run["log"]))
+        return found
 
     @staticmethod
     def _same(old: dict, new: dict) -> bool:
@@ -484,10 +574,20 @@ class Pods:
         was = {c["type"]: c["status"] for c in old.get("conditions") or []}
         if was != {c["type"]: c["status"] for c in new["conditions"]}:
             return False
-        before = [(c["name"], c["ready"], c["restart_count"], (c.get("container_id") or ""))
-                  for c in old.get("container_statuses") or []]
-        after = [(c["name"], c["ready"], c["restartCount"], c.get("containerID", "")) for c in new["containerStatuses"]]
-        return before == after
+
+        def kind(state: Optional[dict]) -> str:
+            found = {k: v for k, v in (state or {}).items() if v}
+            return next(iter(found), "") + "/" + str(next(iter(found.values()), {}).get("reason") or "")
+
+        for old_key, new_key in (("container_statuses", "containerStatuses"),
+                                 ("init_container_statuses", "initContainerStatuses")):
+            before = [(c["name"], c["ready"], c["restart_count"], (c.get("container_id") or ""), kind(c.get("state")))
+                      for c in old.get(old_key) or []]
+            after = [(c["name"], c["ready"], c["restartCount"], c.get("containerID", ""), kind(c.get("state")))
+                     for c in new.get(new_key) or []]
+            if before != after:
+                return False
+        return True
 
     # --- deletion -----------------------------------------------------------------------------
     def cleanup(self, live: set[str], stop_server) -> None:
@@ -573,6 +673,25 @@ class Pods:
             if any(str(p.target_port or p.port) == str(port) for p in svc.spec.ports or []):
                 return address
         raise PortForwardError(404, f"nothing listens on port {port} of pod {namespace}/{pod}")
+
+
+def provision_volume(group: ApiGroup) -> str:
+    """The emptyDir the storage initializer writes: `kfserving-provision-location` (KFServing 0.5.1),
+    `kserve-provision-location` (KServe), StorageInitializerVolumeName."""
+    return "kfserving-provision-location" if group.group == KFSERVING_GROUP else "kserve-provision-location"
+
+
+def _terminated(run: dict) -> dict:
+    """A finished run as `state.terminated` / `lastState.terminated` says it."""
+    code = run.get("exitCode")
+    found = {"exitCode": 137 if code is None else code,
+             "reason": run.get("reason") or ("ContainerStatusUnknown" if code is None else
+                                             "Completed" if code == 0 else "Error"),
+             "startedAt": run["startedAt"], "finishedAt": run.get("finishedAt") or _time(),
+             "containerID": f"local://{run['pid']}"}
+    if code is None and not run.get("reason"):
+        found["message"] = "the local stack could not read this run's exit code"
+    return found
 
 
 def _agent_resources(agent: dict) -> dict:

@@ -1,8 +1,17 @@
-"""InferenceService without storageUri -> a Triton process and an agent (KServe's controller + kubelet).
+"""A Triton InferenceService -> its processes (KServe's controller + kubelet).
+
+Two kinds, as KServe tells them apart (`IsMMSPredictor`: the predictor has no storageUri):
+- without storageUri, the multi-model server: a Triton in explicit model-control mode and the model
+  agent beside it, which TrainedModels feed through the model-config ConfigMap;
+- with storageUri, a server whose storageUri holds a whole Triton model repository: the storage
+  initializer (`helpers.local.initializer`, the pod's init container) copies it, then Triton starts
+  on the copy in its default mode and loads every model in it (`ensure_repository`). No agent, no
+  model config: TrainedModels cannot be added (IsMMSPredictor False on KServe).
 
 Per InferenceService the controller keeps a folder `servers/<ns>.<name>/` in the stack's state:
-the model repository (`models/`), the projected model config (`configs/models.json`, as the
-kubelet mounts the ConfigMap), the agent's status file and the records of both processes.
+the model repository (`models/`, the pod's `/mnt/models`), the projected model config
+(`configs/models.json`, as the kubelet mounts the ConfigMap), the agent's status file and the
+records of the processes.
 """
 from __future__ import annotations
 
@@ -16,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import requests
 from kubernetes import client
 
-from helpers.clients.k8s import predictor_path, resolve_address, triton_predictor
+from helpers.clients.k8s import resolve_address, triton_predictor
 from helpers.clients.storage import S3Settings, StorageError, connect, s3_errors
 from helpers.core.constants import (
     INFERENCESERVICE_CONFIG,
@@ -37,6 +47,7 @@ from helpers.local.stack import process, tritonserver
 from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("controller")
+INITIALIZER = "initializer"  # the storage initializer's role: its process record and log file
 GRPC_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "grpc-address")
 # The pod's own port, where the Service's address leads to the mesh's guard instead (kubectl port-forward
 # reaches the container, not its sidecar).
@@ -69,11 +80,43 @@ class AgentEnv:
 
 
 class CheckFailed(Exception):
-    """An InferenceService cannot be served; carries the condition reason and a message with the fix."""
+    """An InferenceService cannot be served; carries the condition reason and a message with the fix.
 
-    def __init__(self, reason: str, message: str) -> None:
+    `unknown`: not a verdict, the server is still on its way (PredictorReady Unknown, as Knative says
+    while a revision's pod starts). `model_state`/`failure`: KServe's modelStatus for it
+    (`PropagateModelStatus`: Pending, Loading, FailedToLoad and the storage initializer's exit).
+    """
+
+    def __init__(self, reason: str, message: str, unknown: bool = False, model_state: str = "",
+                 failure: Optional[dict] = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.unknown = unknown
+        self.model_state = model_state
+        self.failure = failure
+
+
+def storage_uri(isvc: Optional[dict]) -> str:
+    """The Triton predictor's storageUri ("" for the multi-model server)."""
+    return str((triton_predictor(isvc) or {}).get("storageUri") or "")
+
+
+def configuration_name(group: ApiGroup, isvc: str) -> str:
+    """The predictor's Knative Configuration (and Service): `<isvc>-predictor-default` on KFServing 0.5,
+    `<isvc>-predictor` on KServe."""
+    return f"{isvc}-predictor-default" if group.group == KFSERVING_GROUP else f"{isvc}-predictor"
+
+
+def waiting_for_revision(group: ApiGroup, isvc: str, model_state: str = "Loading",
+                         failure: Optional[dict] = None) -> CheckFailed:
+    """What the predictor says while its pod is not ready yet: Knative's route condition, which the
+    Knative Service's Ready (and the InferenceService's PredictorReady) carries while the first
+    revision is not ready (knative/serving `route_lifecycle.go` `MarkConfigurationNotReady`, v0.19 and
+    knative-v1.16). Init containers do not change it: the revision reconciler reads only the pod's
+    regular containers (`reconcile_resources.go`)."""
+    name = configuration_name(group, isvc)
+    return CheckFailed("RevisionMissing", f'Configuration "{name}" is waiting for a Revision to become ready.',
+                       unknown=True, model_state=model_state, failure=failure)
 
 
 @dataclass(frozen=True)
@@ -147,24 +190,24 @@ class Servers:
 
     # --- checks ------------------------------------------------------------------------
     def check(self, group: ApiGroup, isvc: dict) -> None:
-        """Is this a server KServe would run? Raises CheckFailed naming the fix."""
+        """Is this a server KServe would run? Raises CheckFailed naming the fix.
+
+        With a storageUri it is a server of its own models (KFServing 0.5.1's IsMMSPredictor is false
+        for it whatever `multiModelServer` says), so only the multi-model server needs that switch.
+        """
         triton = triton_predictor(isvc)
         if triton is None:
             raise CheckFailed("PredictorNotSupported",
                               "the local stack serves Triton predictors only: give spec.predictor.triton")
-        if triton.get("storageUri"):
-            raise CheckFailed("NotMultiModelServer",
-                              f"{predictor_path(isvc)}.storageUri makes this a single-model server; remove it so "
-                              "TrainedModels can be added (see multi_model_triton_server.yaml)")
-        self._check_multi_model_flag(group)
+        self._check_config(group, multi_model=not triton.get("storageUri"))
 
-    def _check_multi_model_flag(self, group: ApiGroup) -> None:
+    def _check_config(self, group: ApiGroup, multi_model: bool) -> None:
         ns = self.profile.config_namespace
         cm = self.kube.read(self.kube.core.read_namespaced_config_map, INFERENCESERVICE_CONFIG, ns)
         where = f"ConfigMap {INFERENCESERVICE_CONFIG} in namespace {ns}"
         if cm is None:
             raise CheckFailed("ConfigMissing", f"{where} not found: is {group.group} installed?")
-        if not self.profile.multi_model_key:
+        if not multi_model or not self.profile.multi_model_key:
             return  # KServe 0.10+: a predictor without storageUri is multi-model, nothing to switch on
         predictors = json.loads((cm.data or {}).get("predictors", "{}"))
         if not (predictors.get("triton") or {}).get("multiModelServer"):
@@ -174,12 +217,15 @@ class Servers:
 
     def agent_env(self, group: ApiGroup, isvc: dict) -> AgentEnv:
         """The agent's env from the service account's secrets, as KServe's credential builder makes it
-        when the server's pod is created (`ensure_running` asks for it only then).
+        when the server's pod is created (`ensure_running` asks for it only then). A storageUri
+        server's storage initializer gets the same env from the same builder
+        (`CreateSecretVolumeAndEnv`, storage_initializer_injector.go at kf v0.5.1 and ks v0.15.2).
 
         Only a missing service account stops the server (the pod cannot be created). Anything
-        else, as on a cluster, gives a server whose agent fails at download time; the local stack
-        says why in Events on the InferenceService (`warnings`).
+        else, as on a cluster, gives a server whose agent (or storage initializer) fails at download
+        time; the local stack says why in Events on the InferenceService (`warnings`).
         """
+        who = "the storage initializer" if storage_uri(isvc) else "the agent"
         namespace = isvc["metadata"]["namespace"]
         sa_name = ((isvc.get("spec") or {}).get("predictor") or {}).get("serviceAccountName") or "default"
         sa = self.kube.read(self.kube.core.read_namespaced_service_account, sa_name, namespace)
@@ -193,17 +239,17 @@ class Servers:
             secret = self.kube.read(self.kube.core.read_namespaced_secret, ref.name, namespace)
             if secret is None:
                 warnings.append(f"service account {sa_name!r} names secret {ref.name!r}, which does not exist in "
-                                f"{namespace}: the agent gets no S3 credentials from it (apply s3_secret.yaml)")
+                                f"{namespace}: {who} gets no S3 credentials from it (apply s3_secret.yaml)")
                 continue
             notes = secret.metadata.annotations or {}
             if group.s3_endpoint not in notes:
                 if other.s3_endpoint in notes:
                     warnings.append(f"secret {ref.name!r} is annotated {other.s3_endpoint}, but this server is "
-                                    f"{group.group}: the agent ignores it (annotate it {group.s3_endpoint})")
+                                    f"{group.group}: {who} ignores it (annotate it {group.s3_endpoint})")
                 continue
             return self._env_from(group, secret, notes, namespace, tuple(warnings))
         warnings.append(f"no secret of service account {sa_name!r} has the {group.s3_endpoint} annotation, so "
-                        "the agent gets no S3 endpoint: apply s3_secret.yaml and list the secret under the "
+                        f"{who} gets no S3 endpoint: apply s3_secret.yaml and list the secret under the "
                         "service account's `secrets`")
         return AgentEnv((), tuple(warnings))
 
@@ -265,25 +311,29 @@ class Servers:
         return problem
 
     # --- processes -----------------------------------------------------------------------
-    def prepare(self, namespace: str, name: str, generation: int, make_env: Callable[[], AgentEnv]) -> AgentEnv:
-        """The folder and the pod's agent env for this generation of the InferenceService.
+    def prepare(self, namespace: str, name: str, generation: int, make_env: Callable[[], AgentEnv],
+                model_config: bool = True) -> AgentEnv:
+        """The folder and the pod's agent env (a storageUri server's: its storage initializer's) for this
+        generation of the InferenceService; `model_config` (the multi-model server) also the agent's
+        config file.
 
         `make_env` is called once a generation (a new pod); a changed InferenceService stops the
         processes of the old one first. The env is kept while the pod lives (a restarted agent
         gets the same env, with the Secret's values read again, as a restarted container does).
         """
         where = self.dir(namespace, name)
-        for path in (where.models, where.config_file.parent):
+        for path in (where.models, *((where.config_file.parent,) if model_config else ())):
             path.mkdir(parents=True, exist_ok=True)
-        if not where.config_file.exists():
+        if model_config and not where.config_file.exists():
             where.config_file.write_text("[]")
         records = self._records(where)
         if records.get("generation") != generation or "agent-env" not in records:
             if records.get("generation") is not None:
                 log.info("inferenceservice %s/%s changed: starting its server again", namespace, name)
-                for role in ("agent", "triton"):
+                for role in ("agent", INITIALIZER, "triton"):
                     if isinstance(records.get(role), process.ProcessRecord):
                         process.stop(records.pop(role))
+                records.pop("initialized", None)  # a new pod: its storage initializer runs again
             # A string, not an object: process records are the only objects in that file.
             records.update({"generation": generation, "agent-env": json.dumps(make_env().to_json())})
             self._save(where, records)
@@ -323,6 +373,83 @@ class Servers:
             records["agent"].restarts, records["agent"].last_exit = restarts, reason
             self._save(where, records)
         return records
+
+    def ensure_repository(self, namespace: str, name: str, generation: int, make_env: Callable[[], AgentEnv],
+                          uri: str, memory_limit: Optional[int] = None) -> dict[str, process.ProcessRecord]:
+        """Run a storageUri server's pod as a kubelet does: its storage initializer to completion, then
+        Triton on the copy, loading every model in it; returns the records once Triton is ready.
+
+        A new pod's `/mnt/models` (`models/`) starts empty, as an emptyDir does. Raises CheckFailed
+        while it is on its way: the initializer running, failing (exit code, back-off before the next
+        run, as Init:Error and Init:CrashLoopBackOff), Triton loading (Unknown, Knative's
+        RevisionMissing), or Triton ended (CrashLoopBackOff, as for the multi-model server).
+        """
+        self.prepare(namespace, name, generation, make_env, model_config=False)
+        where = self.dir(namespace, name)
+        records = self._records(where)
+        key = server_key(namespace, name)
+        group = api_group(self.profile.group)
+        if not records.get("initialized"):
+            self._run_initializer(namespace, name, uri, where, records)
+        triton = records.get("triton")
+        if not (triton and triton.alive()):
+            restarts, reason = self._restart_due(key, "triton", triton)
+            old = triton.ports if triton else {}
+            ports = {k: self._same_port(old.get(k)) or process.free_port() for k in ("http", "grpc", "metrics")}
+            tritonserver.prepare_backends(self.backends)
+            cgroup, on_spawn = self._container_group(key, memory_limit)
+            triton = tritonserver.start(f"triton-{namespace}.{name}", where.models, self.backends, ports,
+                                        self.logs / f"triton-{key}.log", on_spawn=on_spawn, load_all=True, wait=False)
+            triton.restarts, triton.last_exit = restarts, reason
+            records["triton"] = triton
+            if cgroup is not None:
+                records["triton-cgroup"] = json.dumps({"path": str(cgroup), "pid": triton.pid,
+                                                       "oomKills": cgroups.oom_kills(cgroup), "limit": memory_limit})
+            self._save(where, records)
+        if not _answers(triton):  # KServe: the initializer is done, the server container not ready: Pending
+            raise waiting_for_revision(group, name, "Pending")
+        return records
+
+    def _run_initializer(self, namespace: str, name: str, uri: str, where: ServerDir, records: dict) -> None:
+        """Start, watch or restart the storage initializer; returns once it has succeeded (records say so)."""
+        key = server_key(namespace, name)
+        group = api_group(self.profile.group)
+        init = records.get(INITIALIZER)
+        if init is not None and init.alive():
+            # KServe keeps FailedToLoad while a failed initializer runs again (PropagateModelStatus requeues)
+            raise waiting_for_revision(group, name, "FailedToLoad" if init.restarts else "Loading")
+        ended = process.exit_reason(init) if init is not None else None
+        if init is not None and ended is None:  # ending this very moment: its status comes next pass
+            raise waiting_for_revision(group, name)
+        if ended == "exit code 0":
+            log.info("storage initializer for %s copied %s", key, uri)
+            # Done for the pod's life: its record goes (the pod's state keeps the run, `status` lists no
+            # process to restart).
+            del records[INITIALIZER]
+            records["initialized"] = True
+            self.backoff.reset(f"{key}/{INITIALIZER}")
+            self._save(where, records)
+            return
+        restarts, reason = 0, ""
+        if init is None:  # a new pod: its emptyDir starts empty
+            shutil.rmtree(where.models, ignore_errors=True)
+            where.models.mkdir(parents=True, exist_ok=True)
+        else:
+            failure = {"reason": "ModelLoadFailed", "exitCode": process.exit_code(init.pid) or 1,
+                       "message": termination_message(Path(init.log))}
+            try:
+                restarts, reason = self._restart_due(key, INITIALIZER, init)
+            except CheckFailed:
+                raise waiting_for_revision(group, name, "FailedToLoad", failure) from None
+        argv = process.python_argv("helpers.local.initializer", uri, str(where.models), "--release", self.profile.release)
+        env = self.resolve_env(AgentEnv.from_json(json.loads(records["agent-env"])), namespace)
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+        started = process.start(f"storage-initializer-{key}", argv, self.logs / f"{INITIALIZER}-{key}.log",
+                                lambda: True, env={**inherited, **env})
+        started.restarts, started.last_exit = restarts, reason
+        records[INITIALIZER] = started
+        self._save(where, records)
+        raise waiting_for_revision(group, name)
 
     @staticmethod
     def _same_port(port: Optional[int]) -> Optional[int]:
@@ -394,7 +521,7 @@ class Servers:
         """Stop a server's agent then its Triton; `remove` also deletes its folder (the ISVC is gone)."""
         where = ServerDir(self.state_root / "servers" / key)
         records = self._records(where)
-        for role in ("agent", "triton"):
+        for role in ("agent", INITIALIZER, "triton"):
             record = records.get(role)
             if isinstance(record, process.ProcessRecord) and process.stop(record):
                 log.info("stopped %s for %s (pid %s)", role, key, record.pid)
@@ -406,10 +533,11 @@ class Servers:
             where.records.unlink(missing_ok=True)
 
     # --- objects -----------------------------------------------------------------------
-    def ensure_objects(self, isvc: dict, triton: process.ProcessRecord, address: Optional[str] = None) -> None:
+    def ensure_objects(self, isvc: dict, triton: process.ProcessRecord, address: Optional[str] = None,
+                       model_config: bool = True) -> None:
         """The Service that maps the ISVC's address to Triton (or, with `address`, to the mesh's guard in
-        front of it, the pod's own port then kept in POD_ADDRESS_ANNOTATION for port-forwards), and the
-        (empty) model-config ConfigMap."""
+        front of it, the pod's own port then kept in POD_ADDRESS_ANNOTATION for port-forwards), and, for
+        the multi-model server (`model_config`), the (empty) model-config ConfigMap."""
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
         own = f"127.0.0.1:{triton.ports['http']}"
@@ -426,6 +554,8 @@ class Servers:
             self.kube.core.create_namespaced_service(ns, body)
         elif any((svc.metadata.annotations or {}).get(k) != v for k, v in notes.items()):
             self.kube.core.patch_namespaced_service(name, ns, {"metadata": {"annotations": notes}})
+        if not model_config:
+            return
         cm_name = model_config_map_name(name)
         body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=cm_name, labels=labels,
                                                                owner_references=[owner_reference(isvc)]),
@@ -434,7 +564,12 @@ class Servers:
                          cm_name, body, ns)
 
     def write_status(self, group: ApiGroup, isvc: dict, problem: Optional[CheckFailed]) -> None:
-        """Status as KServe writes it: url, address.url, components, conditions."""
+        """Status as KServe writes it: url, address.url, components, conditions, and on KServe modelStatus.
+
+        A problem that is not a verdict (`unknown`) makes PredictorReady and Ready Unknown. Only what
+        changed is written (the patch merges: a field left out keeps its value, as `url` does after
+        a failure).
+        """
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
         revision = f"{name}-predictor-default-00001"
@@ -442,7 +577,7 @@ class Servers:
             parts = [condition(t, True) for t in
                      ("IngressReady", "PredictorConfigurationReady", "PredictorReady", "PredictorRouteReady")]
         else:
-            parts = [condition("PredictorReady", False, problem.reason, str(problem))]
+            parts = [condition("PredictorReady", None if problem.unknown else False, problem.reason, str(problem))]
         old = isvc.get("status") or {}
         conditions = parts + [ready_from(parts)]
         status = {"observedGeneration": meta.get("generation", 1), "conditions": conditions}
@@ -455,11 +590,56 @@ class Servers:
                     "url": f"http://{name}-predictor-default.{ns}.example.com",
                     "traffic": [{"latestRevision": True, "percent": 100, "revisionName": revision}]}},
             })
-        comparable = {**old, "conditions": strip_times(old.get("conditions"))}
+        if group.group != KFSERVING_GROUP:
+            status["modelStatus"] = model_status(problem, (old.get("modelStatus") or {}).get("lastFailureInfo"))
+        comparable = {key: old.get(key) for key in status}
+        comparable["conditions"] = strip_times(old.get("conditions"))
         if comparable == {**status, "conditions": strip_times(conditions)}:
             return
         status["conditions"] = merge_times(old.get("conditions"), conditions)
         self.kube.patch_status(group.group, group.isvc_version, "inferenceservices", isvc, status)
+
+
+def model_status(problem: Optional[CheckFailed], last_failure: Optional[dict] = None) -> dict:
+    """KServe's `status.modelStatus` (PropagateModelStatus / UpdateModelRevisionStates, kserve v0.15.2
+    `inference_service_status.go`): Loaded with one copy once ready; Loading while the storage
+    initializer runs; FailedToLoad with the initializer's exit in lastFailureInfo; Pending otherwise.
+    A failure once recorded stays in lastFailureInfo (SetModelFailureInfo only replaces it)."""
+    if problem is None:
+        found = {"transitionStatus": "UpToDate", "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+                 "copies": {"failedCopies": 0, "totalCopies": 1}}
+    else:
+        state = problem.model_state or "Pending"
+        found = {"transitionStatus": "BlockedByFailedLoad" if state == "FailedToLoad" else "InProgress",
+                 "states": {"activeModelState": "", "targetModelState": state}}
+    failure = problem.failure if problem is not None and problem.failure else last_failure
+    if failure:
+        found["lastFailureInfo"] = failure
+    return found
+
+
+def _answers(triton: process.ProcessRecord) -> bool:
+    """Whether Triton answers ready (a storageUri server's loads every model before it does)."""
+    try:
+        return tritonserver.ready(triton.ports["http"])
+    except requests.RequestException:
+        return False
+
+
+TERMINATION_LINES, TERMINATION_BYTES = 80, 2048  # the kubelet's FallbackToLogsOnError tail
+
+
+def termination_message(log_file: Path) -> str:
+    """What `terminationMessagePolicy: FallbackToLogsOnError` puts in a failed container's status: the end
+    of its last run's log, at most 80 lines and 2048 bytes (kubelet `kuberuntime_container.go`)."""
+    from helpers.local.cluster.kubelet import runs
+
+    found = runs(log_file)
+    if not found:
+        return ""
+    data = log_file.read_bytes()[found[-1].start:found[-1].end]
+    tail = b"\n".join(data.rstrip(b"\n").split(b"\n")[-TERMINATION_LINES:])
+    return tail[-TERMINATION_BYTES:].decode(errors="replace")
 
 
 def describe(exc: Exception) -> str:

@@ -1,8 +1,12 @@
 """The local Triton: the real `tritonserver` binary from the nvidia-pytriton wheel, on 127.0.0.1.
 
-Stands in for KServe's Triton pod. It runs in explicit model-control mode, as the multi-model
-InferenceService does, so models come and go only through the repository API (the agent's
-load/unload). TorchScript models load through Triton's own pytorch backend when
+Stands in for KServe's Triton pod. For the multi-model InferenceService it runs in explicit
+model-control mode, as there, so models come and go only through the repository API (the agent's
+load/unload). For an InferenceService whose storageUri holds a model repository it runs in
+Triton's default mode (`none`), as there: every model in the folder loads at start, the
+repository API refuses loads and unloads, and a model that fails to load ends the server.
+
+TorchScript models load through Triton's own pytorch backend when
 `make setup` could build it, else through a Python-based one; `torch_backend.choose()` decides and
 says why. GraphDef models alike, through Triton's own tensorflow backend or a Python-based one
 (`tf_backend.choose()`). Either way the guide's model folders serve unchanged on a CPU.
@@ -169,12 +173,45 @@ def ready(port: int) -> bool:
     return requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200
 
 
+def server_argv(model_repository: Path, backends: Path, ports: Mapping[str, int],
+                load_all: bool = False) -> list[str]:
+    """tritonserver's command line on 127.0.0.1.
+
+    Explicit model control (the default): nothing loads until the agent (or
+    `helpers.clients.triton.load_model`) asks, and readiness is not strict, so one bad TrainedModel
+    does not mark the server unready. `load_all`: the args KServe gives a Triton predictor with a
+    storageUri (no `--model-control-mode=explicit`: kfserving v0.5.1 `predictor_triton.go`, kserve
+    v0.15.2 `SetTritonDefaults`), so Triton's own defaults hold: every model in the repository
+    loads at start, readiness is strict and a model that fails to load ends the server.
+    """
+    control = [] if load_all else [
+        "--model-control-mode=explicit",
+        # Default strict readiness makes /v2/health/ready fail after any failed load: one bad
+        # TrainedModel would mark the whole server unready.
+        "--strict-readiness=false",
+    ]
+    return [
+        tritonserver_binary(),
+        f"--model-repository={model_repository}",
+        *control,
+        # With keep-alive clients open, shutdown otherwise waits 30 s for them.
+        "--exit-timeout-secs=5",
+        f"--backend-directory={Path(backends)}",
+        "--http-address=127.0.0.1", f"--http-port={int(ports['http'])}",
+        "--grpc-address=127.0.0.1", f"--grpc-port={int(ports['grpc'])}",
+        "--metrics-address=127.0.0.1", f"--metrics-port={int(ports['metrics'])}",
+    ]
+
+
 def start(name: str, model_repository: Path, backends: Path, ports: Mapping[str, int], log: Path,
           timeout: float = 120, port_setting: str = "MMS_TRITON_PORT",
-          on_spawn: Optional[Callable[[int], None]] = None) -> process.ProcessRecord:
+          on_spawn: Optional[Callable[[int], None]] = None, load_all: bool = False,
+          wait: bool = True) -> process.ProcessRecord:
     """Start tritonserver on 127.0.0.1 (ports `http`, `grpc`, `metrics`) and wait until it is ready.
 
-    Explicit model control: nothing loads until the agent (or `helpers.clients.triton.load_model`) asks.
+    `load_all` runs it as a storageUri predictor's Triton (see `server_argv`); `wait=False` returns
+    once the process exists (the caller polls `ready`, as a kubelet's probe does, while Triton loads
+    every model of the repository; the process may also exit, which the caller sees then).
     `port_setting` names, in the busy-port error, the setting the user changes to pick others.
     `on_spawn(pid)` runs once the process exists, before it is ready (the controller puts it in
     its container's memory cgroup there).
@@ -185,23 +222,11 @@ def start(name: str, model_repository: Path, backends: Path, ports: Mapping[str,
         process.require_port(int(ports[kind]), f"tritonserver {name} ({kind})", port_setting)
     model_repository = Path(model_repository)
     model_repository.mkdir(parents=True, exist_ok=True)
-    argv = [
-        tritonserver_binary(),
-        f"--model-repository={model_repository}",
-        "--model-control-mode=explicit",
-        # Default strict readiness makes /v2/health/ready fail after any failed load: one bad
-        # TrainedModel would mark the whole server unready.
-        "--strict-readiness=false",
-        # With keep-alive clients open, shutdown otherwise waits 30 s for them.
-        "--exit-timeout-secs=5",
-        f"--backend-directory={Path(backends)}",
-        "--http-address=127.0.0.1", f"--http-port={int(ports['http'])}",
-        "--grpc-address=127.0.0.1", f"--grpc-port={int(ports['grpc'])}",
-        "--metrics-address=127.0.0.1", f"--metrics-port={int(ports['metrics'])}",
-    ]
+    argv = server_argv(model_repository, backends, ports, load_all)
     http_port = int(ports["http"])
-    return process.start(name, argv, Path(log), lambda: ready(http_port), env=triton_env(backends=Path(backends)),
-                         timeout=timeout, ports={k: int(v) for k, v in ports.items()}, on_spawn=on_spawn)
+    return process.start(name, argv, Path(log), (lambda: ready(http_port)) if wait else (lambda: True),
+                         env=triton_env(backends=Path(backends)), timeout=timeout,
+                         ports={k: int(v) for k, v in ports.items()}, on_spawn=on_spawn)
 
 
 def http_url(record: process.ProcessRecord) -> str:

@@ -20,6 +20,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 import requests
 from kubernetes import client
@@ -34,9 +35,12 @@ from helpers.core.constants import (
     DEFAULT_BUCKET,
     INFERENCESERVICE_CONFIG,
     KFSERVING_GROUP,
+    KSERVE_GROUP,
     MINIO_SERVICE,
+    MODEL_CONFIG_FILE,
     ApiGroup,
     api_group,
+    model_config_map_name,
 )
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
@@ -52,6 +56,19 @@ SERVICE_ACCOUNT = DEFAULTS["service_account"]  # the guide's; once a server exis
 # Memory quantities as Kubernetes writes them.
 _UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "k": 10**3, "M": 10**6,
           "G": 10**9, "T": 10**12, "m": 1e-3, "": 1}
+# Istio's AuthorizationPolicy kind, and what its sidecar answers when no ALLOW policy matches a request.
+MESH_GROUP, MESH_PLURAL = "security.istio.io", "authorizationpolicies"
+MESH_DENIED = "RBAC: access denied"
+OWNER_POLICY = "ns-owner-access-istio"  # the profile controller's: it opens no route through the local gateway
+OPENING_MANIFEST = "manifests/predictor_authorization_policy.yaml"
+# Envoy's answer, at the ingress gateway, to a bearer JWT whose issuer no RequestAuthentication names.
+JWT_ISSUER_UNKNOWN = "Jwt issuer is not configured"
+# The API server's cap on a ConfigMap's data (MaxSecretSize, 1 MiB): past it the write is refused with 422.
+CONFIGMAP_LIMIT = 1048576
+SIDECAR = "istio-proxy"
+HOLD_ANNOTATION = "proxy.istio.io/config"
+_HOLD = re.compile(r'"?holdApplicationUntilProxyStarts"?\s*:\s*"?true', re.I)
+RACE_SECONDS = 10.0  # how soon after the agent starts a `connection refused` reads as the sidecar race
 # Triton's answer to a request whose tensor does not match the model's config (HTTP 400).
 _SHAPE_MESSAGE = re.compile(r"unexpected shape for input '([^']+)' for model '([^']+)'\. "
                             r"Expected \[([^\]]*)\], got \[([^\]]*)\]")
@@ -81,7 +98,7 @@ class Facts:
     group: str
     bucket: str = DEFAULT_BUCKET
     k8s_version: str = ""
-    served: dict = field(default_factory=dict)      # group -> resource names served in v1beta1
+    served: dict = field(default_factory=dict)      # group -> resource names served in v1beta1 (Istio's: group/version)
     isvc: Optional[dict] = None
     isvc_events: list = field(default_factory=list)
     service_account: Optional[dict] = None
@@ -94,7 +111,10 @@ class Facts:
     inference_config: Optional[dict] = None         # {"namespace", "predictors"} or {"denied": [...]}
     agent_lines: list = field(default_factory=list)
     server_lines: list = field(default_factory=list)  # Triton's log lines about model folders it refused
-    gateway: Optional[dict] = None                  # {"url", "status", "body", "location"}
+    gateway: Optional[dict] = None                  # {"url", "status", "body", "location", "sent"}
+    cluster_local: Optional[dict] = None            # status.address.url probed: {"url", "status", "body"} or "skipped"
+    mesh_policies: Optional[list] = None            # the namespace's AuthorizationPolicies ({"name", "spec"}); None: unread
+    model_config: Optional[dict] = None             # modelconfig-<server>-0: {"name", "bytes", "models"}
     repository: Optional[list] = None               # Triton's repository index
     s3: Optional[dict] = None                       # {"endpoint", "bucket", "ok", "error"}
     listings: dict = field(default_factory=dict)    # storageUri -> one ListObjects page, as the agent asks
@@ -533,6 +553,30 @@ def check_pending(facts: Facts) -> Finding:
         pod=facts.pod["metadata"]["name"], phase=phase, asks=asks))
 
 
+def _mesh_denies(facts: Facts) -> Optional[bool]:
+    """Does the mesh refuse what no AuthorizationPolicy allows at the predictor (Kubeflow 1.10+'s
+    `global-deny-all`)? The cluster-local probe says so when it ran; else the rule 00's step 5 applies
+    (KServe's group and Istio's AuthorizationPolicy kind served); None when nothing tells."""
+    probe = facts.cluster_local or {}
+    if probe.get("status") == 403 and MESH_DENIED in probe.get("body", ""):
+        return True
+    if isinstance(probe.get("status"), int) and probe["status"] < 400:
+        return False
+    if _mesh_served(facts):
+        return facts.group == KSERVE_GROUP
+    return None
+
+
+def _mesh_served(facts: Facts) -> bool:
+    return any(MESH_PLURAL in facts.served.get(f"{MESH_GROUP}/{v}", []) for v in ("v1beta1", "v1"))
+
+
+def _opening_fix() -> str:
+    return _("an admin applies 00_cluster_prep's AuthorizationPolicy ({manifest}: the namespace's predictors, "
+             "/v2 only, from the cluster-local gateway; 00 run as a learner prints it for the admin with your "
+             "namespace filled in)").format(manifest=OPENING_MANIFEST)
+
+
 def check_gateway(facts: Facts) -> Finding:
     name = _("ingress gateway lets the request through")
     gateway = facts.gateway
@@ -541,13 +585,32 @@ def check_gateway(facts: Facts) -> Finding:
     status, body, location = gateway.get("status"), gateway.get("body", ""), gateway.get("location", "")
     what = f"GET {gateway.get('url')}/v2/health/live -> {status}"
     cookie = "authservice_session" if "/dex/" in location else "oauth2_proxy_kubeflow"  # Kubeflow <= 1.8, 1.9+
-    fix = _("pass a Kubeflow session: MMS_INGRESS_COOKIE=<{cookie} cookie> or MMS_INGRESS_TOKEN; inside the cluster "
-            "use the cluster-local address; or an admin adds an AuthorizationPolicy for the path").format(cookie=cookie)
+    if _mesh_denies(facts):
+        fix = _("pass a Kubeflow session: MMS_INGRESS_COOKIE=<{cookie} cookie> or MMS_INGRESS_TOKEN; if your session "
+                "is the namespace owner's, Istio refused it at the predictor, where `global-deny-all` (Kubeflow 1.10+) "
+                "refuses the cluster-local address too: {opening}").format(cookie=cookie, opening=_opening_fix())
+    else:
+        fix = _("pass a Kubeflow session: MMS_INGRESS_COOKIE=<{cookie} cookie> or MMS_INGRESS_TOKEN; inside the "
+                "cluster use the cluster-local address; or an admin adds an AuthorizationPolicy for the path").format(
+                    cookie=cookie)
     if status in (301, 302, 303, 307, 308):
         return Finding(name, PROBLEM, _("{request} redirect to {location} (Dex login)").format(
             request=what, location=location[:80]), fix, ISSUES + "874")
+    if status == 401 and JWT_ISSUER_UNKNOWN in body:
+        return Finding(name, PROBLEM, _("{request} {body}: the gateway trusts only tokens Dex issued (Kubeflow "
+                                        "1.10+'s default `m2m-dex-only`), and the bearer token sent comes from "
+                                        "another issuer (a Kubernetes service-account token does)").format(
+                                            request=what, body=JWT_ISSUER_UNKNOWN),
+                       _("send a Dex session instead: unset MMS_INGRESS_TOKEN and set MMS_INGRESS_COOKIE=<{cookie} "
+                         "cookie> from your browser, or set MMS_INGRESS_TOKEN to an id token Dex issued; for "
+                         "service-account tokens an admin installs the `m2m-dex-and-kind` overlay of kubeflow/manifests "
+                         "common/oauth2-proxy (`m2m-dex-and-eks` on EKS), whose RequestAuthentication also trusts "
+                         "the cluster's issuer").format(cookie=cookie),
+                       "https://github.com/kubeflow/community-distribution/issues/2840")
     if status in (401, 403):
-        return Finding(name, PROBLEM, f"{what} {body[:60]}", fix, ISSUES + "1558")
+        meshed = status == 403 and MESH_DENIED in body and _mesh_denies(facts)
+        return Finding(name, PROBLEM, f"{what} {body[:60]}", fix,
+                       "https://github.com/kubeflow/community-distribution/issues/2201" if meshed else ISSUES + "1558")
     if status == 404:
         return Finding(name, PROBLEM, _("{request}: the gateway knows no route for that Host").format(request=what),
                        _("is the InferenceService Ready? `kubectl get isvc` shows its URL; send its host as Host"))
@@ -555,6 +618,74 @@ def check_gateway(facts: Facts) -> Finding:
         return Finding(name, OK, what)
     return Finding(name, PROBLEM, f"{what} {gateway.get('error', '')}".strip(),
                    _("check MMS_INGRESS_URL (or the port-forward) and the gateway's Service"))
+
+
+def _predictor_labels(facts: Facts) -> dict:
+    """The server pod's labels (what an AuthorizationPolicy's selector matches); KServe's own when no pod was read."""
+    labels = (((facts.pod or {}).get("metadata") or {}).get("labels")) or {}
+    return labels or {"component": "predictor", facts.api_group.isvc_label: facts.server}
+
+
+def _openings(facts: Facts) -> Optional[list[str]]:
+    """The namespace's ALLOW AuthorizationPolicies that select the predictor, but the profile controller's
+    (which opens nothing through the local gateway); None when they could not be read."""
+    if facts.mesh_policies is None:
+        return None
+    labels = _predictor_labels(facts)
+    found = []
+    for policy in facts.mesh_policies:
+        spec = policy.get("spec") or {}
+        wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+        if (spec.get("action") or "ALLOW") == "ALLOW" and policy.get("name") != OWNER_POLICY \
+                and all(labels.get(k) == v for k, v in wanted.items()):
+            found.append(policy.get("name", "?"))
+    return found
+
+
+def check_cluster_local(facts: Facts) -> Finding:
+    """The predictor's cluster-local address (`status.address.url`), probed as a notebook pod would: on
+    Kubeflow 1.10+ the request reaches the predictor's sidecar through `knative-local-gateway`, whose
+    identity `ns-owner-access-istio` does not name, and `global-deny-all` refuses it unless an
+    AuthorizationPolicy opens the predictor (kubeflow/community-distribution#2201, #2811)."""
+    name = _("cluster-local address lets the request through")
+    probe = facts.cluster_local
+    if not probe:
+        return Finding(name, NA, _("no status.address.url yet"))
+    if probe.get("skipped"):
+        return Finding(name, NA, _("{url} resolves only inside the cluster: run the doctor in a terminal of your "
+                                   "notebook to probe it").format(url=probe.get("url")))
+    status, body = probe.get("status"), probe.get("body", "")
+    what = f"GET {probe.get('url')}/v2/health/live -> {status}"
+    if status is None:
+        return Finding(name, NA, _("{request}: no answer ({error}); the server's other checks say why").format(
+            request=what, error=probe.get("error", "?")))
+    if status < 400:
+        return Finding(name, OK, what)
+    if not (status == 403 and MESH_DENIED in body):
+        return Finding(name, NA, _("{request}: not Istio's refusal; the server's other checks say why").format(
+            request=what))
+    denied = f"{what} {MESH_DENIED}"
+    openings = _openings(facts)
+    issue = "https://github.com/kubeflow/community-distribution/issues/2201"
+    if openings is None:
+        why = facts.unreadable.get("authorizationpolicies") or _("not served")
+        return Finding(name, PROBLEM, _("{denied}; the namespace's AuthorizationPolicies could not be read ({why}), "
+                                        "so whether one opens the predictor cannot be told").format(
+                                            denied=denied, why=why),
+                       _("Istio refused the request at the predictor: {opening}; if one is applied, its rules must "
+                         "match `/v2` from the cluster-local gateway").format(opening=_opening_fix()), issue)
+    if openings:
+        return Finding(name, PROBLEM, _("{denied}, although AuthorizationPolicy {policies} selects the predictor: its "
+                                        "rules do not match this request, or Istio has not pushed it yet "
+                                        "(seconds)").format(denied=denied, policies=", ".join(openings)),
+                       _("an admin compares its rules with {manifest} (paths /v2 and /v2/*, from the principal of the "
+                         "cluster-local gateway's service account) and mends them").format(manifest=OPENING_MANIFEST),
+                       issue)
+    return Finding(name, PROBLEM, _("{denied}; no ALLOW AuthorizationPolicy in {namespace} selects the predictor "
+                                    "(the profile's {owner} trusts the owner only from the ingress gateway, and "
+                                    "`global-deny-all` refuses the rest)").format(
+                                        denied=denied, namespace=facts.namespace, owner=OWNER_POLICY),
+                   _opening_fix(), issue)
 
 
 def check_webhook(facts: Facts) -> Finding:
@@ -587,13 +718,23 @@ def _s3_fix() -> str:
              "applied again")
 
 
+def _race_hint(facts: Facts) -> str:
+    """A pointer to the sidecar race when the agent's refusals came early in a pod whose proxy does not hold it."""
+    sidecar, native = _sidecar(facts)
+    if sidecar is None or native or _holds(facts, sidecar) or not _early_refusals(facts):
+        return ""
+    return "; " + _("the refusals came within seconds of the agent's start, in a pod whose Istio sidecar does not "
+                    "hold it: if S3 answers now, it was the sidecar race (the check 'agent started after the Istio "
+                    "sidecar')")
+
+
 def check_s3(facts: Facts) -> Finding:
     name = _("S3 reachable, bucket there")
     s3 = facts.s3
     seen = _agent_line(facts, "connection refused") or _agent_line(facts, "NoSuchBucket")
     if not s3:
         if seen:
-            return Finding(name, PROBLEM, seen, _s3_fix(), ISSUES + "1370")
+            return Finding(name, PROBLEM, seen, _s3_fix() + _race_hint(facts), ISSUES + "1370")
         return Finding(name, NA, _("no usable S3 Secret to try"))
     if s3.get("ok"):
         return Finding(name, OK, _("bucket {bucket} at {endpoint}").format(bucket=s3["bucket"], endpoint=s3["endpoint"]))
@@ -604,6 +745,133 @@ def check_s3(facts: Facts) -> Finding:
                        _("create it and upload the models (01_minio, 03, 04), or fix the TrainedModels' storageUri"))
     return Finding(name, PROBLEM, f"{s3['endpoint']}: {error[:200]}" + (f"; {seen}" if seen else ""),
                    _s3_fix(), ISSUES + "1370")
+
+
+def _sidecar(facts: Facts) -> tuple[Optional[dict], bool]:
+    """(the server pod's istio-proxy container, whether it is a native sidecar: an init container that
+    keeps running, started before the agent); (None, False) without one."""
+    spec = (facts.pod or {}).get("spec") or {}
+    for container in spec.get("initContainers") or []:
+        if container.get("name") == SIDECAR and container.get("restartPolicy") == "Always":
+            return container, True
+    for container in spec.get("containers") or []:
+        if container.get("name") == SIDECAR:
+            return container, False
+    return None, False
+
+
+def _holds(facts: Facts, sidecar: dict) -> str:
+    """How the pod holds its containers until the proxy is up ("" if it does not): the annotation, or the
+    `pilot-agent wait` postStart hook Istio's injector adds when the mesh config asks for it."""
+    notes = (((facts.pod or {}).get("metadata") or {}).get("annotations")) or {}
+    if _HOLD.search(str(notes.get(HOLD_ANNOTATION, ""))):
+        return f"{HOLD_ANNOTATION}: {notes[HOLD_ANNOTATION]}"
+    command = ((((sidecar.get("lifecycle") or {}).get("postStart") or {}).get("exec") or {}).get("command")) or []
+    if "pilot-agent" in " ".join(command) and "wait" in command:
+        return f"{SIDECAR} postStart: {' '.join(command)}"
+    return ""
+
+
+def _agent_started(facts: Facts) -> Optional[float]:
+    for status in ((facts.pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == "agent":
+            return _time(((status.get("state") or {}).get("running") or {}).get("startedAt"))
+    return None
+
+
+def _early_refusals(facts: Facts) -> list[str]:
+    """The agent's `connection refused` lines from its first seconds, but those about Triton on localhost."""
+    events = agent_log.parse(facts.agent_lines)
+    start = _agent_started(facts) or (events[0]["ts"] if events else None)
+    found = []
+    for event in events:
+        text = f"{event['msg']} {event['fields'].get('error', '')}"
+        if "connection refused" in text and not re.search(r"localhost|127\.0\.0\.1", text) \
+                and start is not None and event["ts"] - start <= RACE_SECONDS:
+            found.append(text.split("; fix:")[0].strip()[:200])
+    return found
+
+
+def check_sidecar_race(facts: Facts) -> Finding:
+    """The agent's first S3 calls made before the pod's istio-proxy sidecar is up are refused (`connection
+    refused`); the agent tries each download once, so the model stays unloaded (kserve/kserve#1370). A pod
+    annotated `proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'` starts its other
+    containers only once the proxy is ready."""
+    name = _("agent started after the Istio sidecar")
+    if facts.pod is None:
+        return Finding(name, NA, _("no server pod"))
+    sidecar, native = _sidecar(facts)
+    pod = facts.pod["metadata"]["name"]
+    if sidecar is None:
+        return Finding(name, OK, _("pod {pod} has no {sidecar} container: nothing to wait for").format(
+            pod=pod, sidecar=SIDECAR))
+    if native:
+        return Finding(name, OK, _("{sidecar} is a native sidecar (an init container): it starts before the "
+                                   "agent").format(sidecar=SIDECAR))
+    held = _holds(facts, sidecar)
+    if held:
+        return Finding(name, OK, _("pod {pod} waits for the proxy: {held}").format(pod=pod, held=held))
+    refused = _early_refusals(facts)
+    if not refused:
+        return Finding(name, OK, _("pod {pod} has {sidecar} without {annotation}, and no `connection refused` in the "
+                                   "agent's first {seconds} s").format(pod=pod, sidecar=SIDECAR,
+                                                                       annotation=HOLD_ANNOTATION,
+                                                                       seconds=f"{RACE_SECONDS:.0f}"))
+    if not (facts.s3 or {}).get("ok"):
+        return Finding(name, NA, _("the agent's S3 calls were refused and S3 does not answer the doctor either: "
+                                   "see the check 'S3 reachable, bucket there'"))
+    return Finding(name, PROBLEM, _("agent log, within {seconds} s of its start: {line}; pod {pod} has {sidecar} but "
+                                    "no {annotation}, and S3 answers the doctor now: the agent called S3 before "
+                                    "the proxy was up").format(seconds=f"{RACE_SECONDS:.0f}", line=refused[0],
+                                                                pod=pod, sidecar=SIDECAR, annotation=HOLD_ANNOTATION),
+                   _("annotate the InferenceService `{annotation}: '{{\"holdApplicationUntilProxyStarts\": true}}'` "
+                     "(manifests/multi_model_triton_server.yaml has it; KServe copies it to the pod) and re-create "
+                     "the server, or an admin sets holdApplicationUntilProxyStarts in Istio's mesh config; a new pod's "
+                     "agent then loads every model: `{command}`").format(annotation=HOLD_ANNOTATION,
+                                                                        command=_pod_command(facts)),
+                   ISSUES + "1370")
+
+
+def _entry_bytes(tm: dict) -> int:
+    """The bytes a TrainedModel's entry adds to models.json (compact JSON, as `json.Marshal` writes it, and a comma)."""
+    model = (tm.get("spec") or {}).get("model") or {}
+    entry = {"modelName": tm["metadata"]["name"], "modelSpec": {
+        "storageUri": model.get("storageUri", ""), "framework": model.get("framework", ""),
+        "memory": str(model.get("memory", ""))}}
+    return len(json.dumps(entry, separators=(",", ":")).encode()) + 1
+
+
+def check_models_json(facts: Facts) -> Finding:
+    """Every TrainedModel of a server is one entry of one ConfigMap, `modelconfig-<server>-0` (sharding is a
+    TODO in every release); the API server refuses a ConfigMap past 1 MiB (422 `Too long`), the controller
+    logs a reconciler error and retries, and the TrainedModel reads Ready all the same (its conditions are
+    set before the write), while the agent keeps the last list."""
+    name = _("models.json within the ConfigMap's 1 MiB")
+    config = facts.model_config
+    if config is None:
+        configmap = model_config_map_name(facts.server)
+        return Finding(name, NA, facts.unreadable.get("model_config") or _("no ConfigMap {configmap}").format(
+            configmap=configmap))
+    listed = set(config.get("models") or [])
+    ready = [tm for tm in facts.trained_models if conditions(tm).get("Ready", {}).get("status") == "True"
+             and not (tm.get("metadata") or {}).get("deletionTimestamp")]
+    missing = [tm for tm in ready if tm["metadata"]["name"] not in listed]
+    size = config.get("bytes", 0)
+    needed = size + sum(_entry_bytes(tm) for tm in missing)
+    if not (missing and needed > CONFIGMAP_LIMIT):
+        return Finding(name, OK, _("ConfigMap {configmap}: {count} model(s), {size} of {limit} bytes").format(
+            configmap=config.get("name"), count=len(listed), size=size, limit=CONFIGMAP_LIMIT))
+    names = ", ".join(tm["metadata"]["name"] for tm in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return Finding(name, PROBLEM, _("ConfigMap {configmap} holds {count} model(s) in {size} bytes; Ready "
+                                    "TrainedModel(s) not in it: {models}; with them models.json would be {needed} "
+                                    "bytes, past the {limit} the API server allows (422 `Too long`)").format(
+                                        configmap=config.get("name"), count=len(listed), size=size, models=names,
+                                        needed=needed, limit=CONFIGMAP_LIMIT),
+                   _("the controller cannot write a list past 1 MiB, and the TrainedModels read Ready all the same: "
+                     "spread the models over another InferenceService (a second server, its TrainedModels naming "
+                     "it), or delete TrainedModels you no longer use; the controller then writes the list again"),
+                   "https://github.com/kserve/kserve/blob/v0.15.2/pkg/controller/v1alpha1/trainedmodel/sharding/"
+                   "memory/strategy.go")
 
 
 # --- what the releases' agents do once, and what users hit most (issue 21) ----------------------
@@ -857,8 +1125,9 @@ def check_rbac(facts: Facts) -> Finding:
 CHECKS: list[Callable[[Facts], Finding]] = [
     check_crds, check_service_account, check_annotation_prefix, check_region, check_virtual_host, check_stale_env,
     check_external_name, check_multi_model, check_pending, check_memory, check_config_name, check_webhook,
-    check_served, check_gateway, check_shape, check_s3, check_gave_up, check_agent_panic, check_marker_file,
-    check_sibling_prefix, check_one_page, check_oom, check_endpoint_scheme, check_terminating, check_rbac]
+    check_served, check_models_json, check_gateway, check_cluster_local, check_shape, check_s3, check_sidecar_race,
+    check_gave_up, check_agent_panic, check_marker_file, check_sibling_prefix, check_one_page, check_oom,
+    check_endpoint_scheme, check_terminating, check_rbac]
 
 
 def run_checks(facts: Facts) -> list[Finding]:
@@ -883,9 +1152,12 @@ def facts_for_record(facts: Facts, lines: int = 12) -> dict:
     pod = found.get("pod")
     if pod:
         spec, status = pod.get("spec") or {}, pod.get("status") or {}
-        pod["metadata"] = {k: (pod.get("metadata") or {}).get(k) for k in ("name", "creationTimestamp")}
-        pod["spec"] = {"containers": [{"name": c.get("name"), "env": c.get("env"), "resources": c.get("resources")}
-                                      for c in spec.get("containers") or []]}
+        pod["metadata"] = {k: (pod.get("metadata") or {}).get(k)
+                           for k in ("name", "creationTimestamp", "labels", "annotations")}
+        pod["spec"] = {"containers": [{"name": c.get("name"), "env": c.get("env"), "resources": c.get("resources"),
+                                       "lifecycle": c.get("lifecycle")} for c in spec.get("containers") or []],
+                       "initContainers": [{"name": c.get("name"), "restartPolicy": c.get("restartPolicy")}
+                                          for c in spec.get("initContainers") or []]}
         pod["status"] = {k: status.get(k) for k in ("phase", "startTime", "containerStatuses")}
     for meta in found.get("secrets", {}).values():
         meta["managedFields"] = [{"time": f.get("time")} for f in meta.get("managedFields") or []]
@@ -943,6 +1215,10 @@ def gather(api: client.ApiClient, target: Any, namespace: str, server: str, grou
     facts.k8s_version = _read(facts, "version", lambda: client.VersionApi(api).get_code().git_version) or ""
     for name in API_GROUPS:
         facts.served[name] = sorted(_read(facts, f"served {name}", lambda n=name: preflight._served(api, n, "v1beta1")) or [])
+    for version in ("v1beta1", "v1"):
+        key = f"{MESH_GROUP}/{version}"
+        facts.served[key] = sorted(_read(facts, f"served {key}", lambda v=version: preflight._served(
+            api, MESH_GROUP, v)) or [])
     facts.isvc = _read(facts, "InferenceService", lambda: custom.get_namespaced_custom_object(
         ag.group, ag.isvc_version, namespace, "inferenceservices", server))
     facts.isvc_events = _read(facts, "events", lambda: _events(core, namespace, "InferenceService", server)) or []
@@ -971,6 +1247,9 @@ def gather(api: client.ApiClient, target: Any, namespace: str, server: str, grou
     for tm in facts.trained_models:
         tm_name = tm["metadata"]["name"]
         facts.tm_events[tm_name] = _read(facts, "events", lambda n=tm_name: _events(core, namespace, "TrainedModel", n)) or []
+    if facts.isvc is not None:
+        _read_model_config(facts, core, namespace, server)
+    _read_policies(facts, custom, namespace)
     cm, denied = _read(facts, "inferenceservice-config", lambda: preflight.find_inferenceservice_config(api)) or (None, [])
     if cm is not None:
         raw = (cm.data or {}).get("predictors")
@@ -1012,16 +1291,70 @@ def _probe_server(facts: Facts, api: client.ApiClient, target: Any) -> None:
     if base:
         try:
             # the session this identity's notebooks send (what the user set, or the local stack's)
-            answer = requests.get(f"{base}/v2/health/live", headers={"Host": host, **target.gateway_credentials(api)},
+            credentials = target.gateway_credentials(api)
+            answer = requests.get(f"{base}/v2/health/live", headers={"Host": host, **credentials},
                                   timeout=5, allow_redirects=False)
             facts.gateway = {"url": base, "status": answer.status_code, "body": answer.text.strip()[:120],
-                             "location": answer.headers.get("Location", "")}
+                             "location": answer.headers.get("Location", ""), "sent": sorted(credentials)}
         except requests.RequestException as exc:
             facts.gateway = {"url": base, "status": None, "error": type(exc).__name__}
+    _probe_cluster_local(facts, api, target)
     if conditions(facts.isvc).get("Ready", {}).get("status") == "True":
         endpoint = _read(facts, "endpoint", lambda: target.server_endpoint(api, facts.isvc))
         if endpoint is not None:
             facts.repository = _read(facts, "repository", lambda: repository_index(endpoint.base_url, endpoint.headers))
+
+
+def _probe_cluster_local(facts: Facts, api: client.ApiClient, target: Any) -> None:
+    """GET <status.address.url>/v2/health/live with no session, as a notebook pod of the namespace sends it (on
+    the local stack, to the port the address's Service names); outside the cluster the address does not resolve."""
+    address = (((facts.isvc or {}).get("status") or {}).get("address") or {}).get("url") or ""
+    if not address:
+        return
+    parts = urlsplit(address)
+    scheme = parts.scheme or "http"
+    shown = f"{scheme}://{parts.netloc}"
+    from helpers.clients.target import OutOfCluster
+
+    if isinstance(target, OutOfCluster):  # its service_address would port-forward to the pod, past the mesh
+        facts.cluster_local = {"url": shown, "skipped": "out-of-cluster"}
+        return
+    # The address as this process reaches it (cluster DNS in a pod; the local stack's Service annotation here).
+    netloc = parts.netloc if parts.port else f"{parts.hostname}:{443 if scheme == 'https' else 80}"
+    resolved = _read(facts, "cluster-local address", lambda: target.service_address(api, netloc, facts.namespace))
+    url = shown if resolved in (None, netloc) else f"{scheme}://{resolved}"
+    try:
+        answer = requests.get(f"{url}/v2/health/live", timeout=5, allow_redirects=False)
+        facts.cluster_local = {"url": shown, "status": answer.status_code, "body": answer.text.strip()[:120]}
+    except requests.RequestException as exc:
+        facts.cluster_local = {"url": shown, "status": None, "error": type(exc).__name__}
+
+
+def _read_policies(facts: Facts, custom: client.CustomObjectsApi, namespace: str) -> None:
+    """The namespace's AuthorizationPolicies, name and spec (a learner of Kubeflow 1.10 may not list them:
+    `kubeflow-istio-edit` covers istio.io and networking.istio.io only)."""
+    version = next((v for v in ("v1beta1", "v1") if MESH_PLURAL in facts.served.get(f"{MESH_GROUP}/{v}", [])), None)
+    if version is None:
+        return
+    found = _read(facts, MESH_PLURAL, lambda: custom.list_namespaced_custom_object(
+        MESH_GROUP, version, namespace, MESH_PLURAL))
+    if found is not None:
+        facts.mesh_policies = [{"name": p["metadata"]["name"], "spec": p.get("spec") or {}}
+                               for p in found.get("items") or []]
+
+
+def _read_model_config(facts: Facts, core: client.CoreV1Api, namespace: str, server: str) -> None:
+    name = model_config_map_name(server)
+    cm = _read(facts, "model_config", lambda: core.read_namespaced_config_map(name, namespace))
+    if cm is None:
+        return
+    text = (cm.data or {}).get(MODEL_CONFIG_FILE) or "[]"
+    try:
+        models = [e.get("modelName") for e in json.loads(text)]
+    except (ValueError, AttributeError):
+        models = []
+    size = sum(len(str(v).encode()) for v in (cm.data or {}).values())
+    facts.model_config = {"name": name, "bytes": size, "models": models}
 
 
 def _probe_s3(facts: Facts, api: client.ApiClient, target: Any) -> None:
