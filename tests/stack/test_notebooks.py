@@ -172,7 +172,8 @@ def test_05_lifecycle(default_run) -> None:
 
 
 def test_07_one_server_many_models(default_run, kube) -> None:
-    """What one more pod costs here, three copies of cifar10 added and measured, the limits, all removed again."""
+    """What one more pod costs here, three copies of cifar10 added and measured, the limits, the same copies as one
+    InferenceService's model repository, all removed again."""
     found = results(default_run, SCALE)
     assert found["settings"]["identity"] == "admin"  # it reads the nodes and the cluster's configuration
     parts = {(p["container"], p["model_pod"], p["server_pod"]): p for p in found["footprint"]["parts"]}
@@ -204,8 +205,16 @@ def test_07_one_server_many_models(default_run, kube) -> None:
     size = found["configmap"]
     assert size["entries"] == 2 + len(COPIES) and size["compact"] and 90 < size["per_entry"] < 200
     assert 5_000 < size["largest"] < 12_000
+    repo = found["repository"]  # the same copies as one InferenceService's whole model repository
+    assert repo["name"] == "triton-mms-repo" and repo["models"] == COPIES and repo["unread"] == ""
+    assert repo["init_containers"] == ["storage-initializer"] and repo["containers"] == ["kfserving-container"]
+    assert 0 < repo["ready_s"] <= repo["served_s"] < 120 and repo["memory"] > 50 * 2**20
+    assert repo["requests"] == {"cpu": 1.0, "memory": 2 * 2**30}
+    files = [f"scale/{where}/{rest}" for where in ["cifar10", *(f"repository/{n}" for n in COPIES)]
+             for rest in ("1/model.pt", "config.pbtxt")]
+    assert sorted(repo["uploaded"]) == sorted(files[2:])
     assert found["removed"]["deleted"] == COPIES and not set(COPIES) & set(found["removed"]["index"])
-    assert sorted(found["removed"]["files"]) == ["scale/cifar10/1/model.pt", "scale/cifar10/config.pbtxt"]
+    assert found["removed"]["repository_server"] is True and sorted(found["removed"]["files"]) == sorted(files)
     assert_plots(found, 2)
     shown = default_run[SCALE].shown()
     assert re.search(r"^CONTAINER\s+ONE-MODEL POD\s+SERVER POD", shown, re.M)
@@ -213,6 +222,8 @@ def test_07_one_server_many_models(default_run, kube) -> None:
     assert re.search(r"^cifar10-03\s+\d+\.\d\d", shown, re.M) and "(before)" in shown
     assert "kubectl top pod ${SERVER#pod/} -n mms --containers" in shown
     assert "modelconfig-triton-mms-0: models.json is" in shown
+    assert re.search(r"^triton-mms-repo-predictor\S+\s+1/1\s+Running", shown, re.M)  # kubectl get pods, both servers
+    assert re.search(r"^models served\s+3\s+3$", shown, re.M)  # the two ways, side by side
     # Triton's /metrics: read through a port-forward to 8002 where the stack forwards it, else said why not
     if found["metrics_read"]:
         assert all(any(f'model="{name}"' in line and line.endswith(" 1") for line in found["metrics_lines"])

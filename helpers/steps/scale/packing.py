@@ -62,12 +62,13 @@ def start_clean(api: client.ApiClient, group: "ApiGroup", namespace: str, server
     return lifecycle.start_clean(api, group, namespace, left)
 
 
-def prepare_files(s3: Any, bucket: str, folder: Path) -> list[str]:
-    """Copy 03's cifar10 files to `scale/cifar10` without `name:` in config.pbtxt; return the keys uploaded."""
+def prepare_files(s3: Any, bucket: str, folder: Path) -> tuple[Path, list[str]]:
+    """Copy 03's cifar10 files to `scale/cifar10` without `name:` in config.pbtxt; return the local copy (under
+    `folder`) and the keys uploaded."""
     source = Path(folder) / "from-03"
     storage.download_folder(s3, bucket, SOURCE, source)
     nameless = lifecycle.versioned_copy(source, Path(folder) / "cifar10", 1)
-    return storage.upload_folder(s3, nameless, bucket, PREFIX, progress=False)
+    return nameless, storage.upload_folder(s3, nameless, bucket, PREFIX, progress=False)
 
 
 def show_copy(place: "Target", bucket: str) -> None:
@@ -382,13 +383,16 @@ def remove(api: client.ApiClient, group: "ApiGroup", namespace: str, endpoint: "
     return {"deleted": deleted, "index": [row["name"] for row in index], "files": files}
 
 
-def show_remove(place: "Target", group: "ApiGroup", namespace: str, models: Sequence[str], bucket: str) -> None:
-    """The same from a shell: `kubectl delete` the TrainedModels, then the files."""
+def show_remove(place: "Target", group: "ApiGroup", namespace: str, models: Sequence[str], bucket: str,
+                servers: Sequence[str] = ()) -> None:
+    """The same from a shell: `kubectl delete` the InferenceServices `servers`, the TrainedModels, then the files."""
     from helpers.steps.objectstore import mc
 
     files = mc.with_rclone(place, f"./mc rm -r --force myminio/{bucket}/{FOLDER}",
                            f"rclone purge myminio:{bucket}/{FOLDER}")
-    show_not_in_guide(f"kubectl delete {group.tm_resource} {' '.join(models)} -n {namespace}\n{files}",
+    isvcs = [f"kubectl delete {group.isvc_resource} {' '.join(servers)} -n {namespace}"] if servers else []
+    show_not_in_guide("\n".join([*isvcs, f"kubectl delete {group.tm_resource} {' '.join(models)} -n {namespace}",
+                                 files]),
                       _("what this notebook added, taken away"))
 
 
