@@ -2,15 +2,16 @@
 
 Explained in 99_cleanup. `teardown` deletes, each only if it is there (so running it twice is fine):
 the server's TrainedModels (03, 04, 05, and 07's copies when 07 stopped midway), the
-InferenceService (02), the S3 Secret and ServiceAccount and the ExternalName Service (01), the
-bucket's model files (03-05 and 07's `scale/`, only with `delete_data`), the Profile and so the
-namespace (00), and puts back the Knative `config-deployment` values 00 found. Each step has the
-shell command that does the same, with group-qualified resource names
-(`trainedmodels.serving.kubeflow.org`): a cluster may serve both API groups. The guide has no
-teardown, so `show_commands` labels them "not in the guide". `table` shows each step beside what it
-removed, `summary` what is left; `python -m helpers.walkthrough --cleanup` runs the namespace's part
-of it (`deleted` names what went). What the learner reads (`title`, `note`, the table) is in their
-language; `what` and `command` stay English keys for the results JSON.
+InferenceService (02; and 07's `<server>-repo` when 07 stopped midway), the S3 Secret and
+ServiceAccount and the ExternalName Service (01), the bucket's model files (03-05 and 07's `scale/`,
+only with `delete_data`), the Profile and so the namespace (00), and puts back the Knative
+`config-deployment` values 00 found. Each step has the shell command that does the same, with
+group-qualified resource names (`trainedmodels.serving.kubeflow.org`): a cluster may serve both API
+groups. The guide has no teardown, so `show_commands` labels them "not in the guide". `table` shows
+each step beside what it removed, `summary` what is left; `python -m helpers.walkthrough --cleanup`
+runs the namespace's part of it (`deleted` names what went). What the learner reads (`title`,
+`note`, the table) is in their language; `what` and `command` stay English keys for the results
+JSON.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from helpers.core.wait import poll_until
 from helpers.steps.operations.lifecycle import PREFIX as LIFECYCLE_PREFIX  # 05_lifecycle's two versions
 from helpers.steps.prep import knative
 from helpers.steps.scale.packing import FOLDER as SCALE_FOLDER  # 07_one_server_many_models's copies
+from helpers.steps.scale.repository import server_name as repository_server  # ... and its repository server
 
 
 @dataclass
@@ -159,15 +161,18 @@ def teardown(api: client.ApiClient, group: ApiGroup, namespace: str, server: str
             s.removed.append(name)
     poll_until(lambda: not trained_models(api, group, namespace, server), "the TrainedModels to be deleted",
                timeout=timeout, interval=0.5)
-    # 02: the InferenceService
+    # 02: the InferenceService, and 07's repository server when 07 stopped before deleting it
     s = step("InferenceService", _("InferenceService"), f"kubectl delete {group.isvc_resource} {server} -n {namespace}",
              "InferenceService")
-    if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.isvc_version, namespace,
-                                                              inference.ISVC, server)):
-        s.removed.append(server)
-        poll_until(lambda: _gone(lambda: custom.get_namespaced_custom_object(
-            group.group, group.isvc_version, namespace, inference.ISVC, server)),
-            f"InferenceService {server} to be deleted", timeout=timeout, interval=0.5)
+    for name in (server, repository_server(server)):
+        if _delete(lambda: custom.delete_namespaced_custom_object(group.group, group.isvc_version, namespace,
+                                                                  inference.ISVC, name)):
+            s.removed.append(name)
+            poll_until(lambda: _gone(lambda: custom.get_namespaced_custom_object(
+                group.group, group.isvc_version, namespace, inference.ISVC, name)),
+                f"InferenceService {name} to be deleted", timeout=timeout, interval=0.5)
+    if len(s.removed) > 1 or s.removed[:1] == [repository_server(server)]:
+        s.command = f"kubectl delete {group.isvc_resource} {' '.join(s.removed)} -n {namespace}"
     # 01: the Secret and ServiceAccount, the ExternalName Service
     secret, account = manifests.DEFAULTS["secret_name"], manifests.DEFAULTS["service_account"]
     s = step("Secret (S3 keys)", _("Secret (S3 keys)"), f"kubectl delete secret {secret} -n {namespace}", "Secret")
@@ -239,6 +244,8 @@ def leftovers(api: client.ApiClient, group: ApiGroup, namespace: str, server: st
     checks = {
         f"InferenceService {server}": lambda: custom.get_namespaced_custom_object(
             group.group, group.isvc_version, namespace, inference.ISVC, server),
+        f"InferenceService {repository_server(server)}": lambda: custom.get_namespaced_custom_object(
+            group.group, group.isvc_version, namespace, inference.ISVC, repository_server(server)),
         f"Secret {manifests.DEFAULTS['secret_name']}": lambda: core.read_namespaced_secret(
             manifests.DEFAULTS["secret_name"], namespace),
         f"ServiceAccount {manifests.DEFAULTS['service_account']}": lambda: core.read_namespaced_service_account(
