@@ -145,3 +145,26 @@ def test_memory_per_model_is_the_growth_over_the_models_served() -> None:
     assert packing.per_model(before, added, KFS) == 2**20
     table = packing.table(before, added, KFS)
     assert "refused: not enough memory" in table and "(before)" in table
+
+
+def test_a_pod_without_a_sample_yet_is_waited_for_and_a_cluster_without_the_api_is_said(monkeypatch) -> None:
+    answers = [ApiException(status=404, reason="Not Found"), {"timestamp": "2026-12-05T03:00:10Z", "window": "5s",
+                                                               "containers": [{"name": "kfserving-container",
+                                                                               "usage": {"memory": "100Mi"}}]}]
+    answers[0].body = json.dumps({"message": 'pods "pod-0" not found'})
+
+    def get(*_args: Any) -> Any:
+        found = answers.pop(0)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    monkeypatch.setattr(client, "CustomObjectsApi", lambda api: NS(get_namespaced_custom_object=get))
+    usage = packing.Top(None, "mms", "pod-0").after(0.0, timeout=5)
+    assert usage is not None and usage.memory == {"kfserving-container": 100 * 2**20} and not answers
+    none = ApiException(status=404, reason="Not Found")
+    none.body = json.dumps({"message": "the server could not find the requested resource"})
+    answers.append(none)
+    monkeypatch.setattr(client, "CustomObjectsApi", lambda api: NS(get_namespaced_custom_object=get))
+    top = packing.Top(None, "mms", "pod-0")
+    assert top.now() is None and "serves none" in top.unread

@@ -27,7 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import inference, manifests, storage
-from helpers.clients.k8s import not_found
+from helpers.clients.k8s import api_message, not_found
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
 from helpers.core.show import show_not_in_guide
@@ -122,8 +122,9 @@ class Top:
             if exc.status in (401, 403):
                 self.unread = _("the metrics API: you may not read pods.metrics.k8s.io in {namespace} ({status}); "
                                 "`kubectl top pod` needs it").format(namespace=self.namespace, status=exc.status)
-            elif not_found(exc) and "podmetrics" not in str(exc.body or ""):
+            elif not_found(exc) and "could not find the requested resource" in api_message(exc):
                 self.unread = _("the metrics API: this cluster serves none (no metrics-server)")
+            # any other 404 names the pod: it has no sample yet (a new pod shows from its second sample on)
             elif exc.status == 503:
                 self.unread = _("the metrics API: unavailable (503): metrics-server is not answering")
             return None
