@@ -235,6 +235,25 @@ def test_07_one_server_many_models(default_run, kube) -> None:
     assert not {tm["metadata"]["name"] for tm in left} & set(COPIES)  # 07's and the reader's copies, all deleted
 
 
+def test_07_as_a_learner_says_what_it_may_not_read_and_goes_on(default_run, tmp_path: Path) -> None:
+    """A Kubeflow Notebook's rights: no nodes, no cluster configuration, no metrics API; one line each, and the
+    TrainedModels, the limits and the repository server as the admin's run has them."""
+    run = walkthrough.run_notebook(notebooks_dir() / f"{SCALE}.ipynb", tmp_path, {"n_models": 1, "identity": "learner"})
+    assert run.ok, f"{run.error} (see {run.output})"
+    found = json.loads(run.results.read_text())
+    assert found["settings"]["identity"] == "learner"
+    unread = found["footprint"]["unread"]
+    assert len(unread) == 4 and all("403" in line for line in unread), unread
+    assert found["footprint"]["nodes"] == [] and found["cost"]["fits"] is None
+    assert [p["container"] for p in found["footprint"]["parts"]] == ["kfserving-container", "agent",
+                                                                     "kfserving-container"]
+    assert "pods.metrics.k8s.io" in found["memory_unread"] and found["added"][0]["triton_memory"] is None
+    assert found["answered"] == {"cifar10-01": True} and found["removed"]["deleted"] == ["cifar10-01"]
+    assert found["repository"]["models"] == ["cifar10-01"] and found["repository"]["memory"] is None
+    shown = run.shown()
+    assert "not read: nodes (403" in shown and "no memory figures: the metrics API" in shown
+
+
 def test_the_doctor_is_quiet_on_the_healthy_server(stack, default_run) -> None:
     code, findings = doctor(stack, "mms", "triton-mms", "triton")
     assert code == 0, [f for f in findings if f["result"] == "problem"]
