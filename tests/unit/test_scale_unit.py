@@ -168,3 +168,17 @@ def test_a_pod_without_a_sample_yet_is_waited_for_and_a_cluster_without_the_api_
     monkeypatch.setattr(client, "CustomObjectsApi", lambda api: NS(get_namespaced_custom_object=get))
     top = packing.Top(None, "mms", "pod-0")
     assert top.now() is None and "serves none" in top.unread
+
+
+def test_an_earlier_runs_unloaded_copy_is_waited_for_a_load_error_is_not(monkeypatch) -> None:
+    from helpers.clients import inference, triton
+
+    rows = {"now": [{"name": "cifar10-01", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}]}
+    monkeypatch.setattr(triton, "repository_index", lambda url, headers=None: rows["now"])
+    monkeypatch.setattr(inference, "get", lambda *args: {"status": {"conditions": []}})
+    endpoint = NS(base_url="http://x", headers={})
+    assert packing._decided(None, KFS, "cifar10-01", "mms", endpoint) == ""  # not decided: wait
+    rows["now"] = [{"name": "cifar10-01", "version": "1", "state": "UNAVAILABLE", "reason": "failed to load"}]
+    assert packing._decided(None, KFS, "cifar10-01", "mms", endpoint) == "failed: failed to load"
+    rows["now"] = [{"name": "cifar10-01", "version": "1", "state": "READY", "reason": ""}]
+    assert packing._decided(None, KFS, "cifar10-01", "mms", endpoint) == "served"

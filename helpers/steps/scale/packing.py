@@ -171,7 +171,9 @@ def _decided(api: client.ApiClient, group: "ApiGroup", name: str, namespace: str
         "MemoryResourceAvailable") or {}
     if memory.get("status") == "False":
         return "refused: " + (memory.get("message") or memory.get("reason") or "MemoryResourceAvailable=False")
-    failed = [r for r in rows if r["state"] == "UNAVAILABLE" and r["reason"]]
+    # "unloaded": a folder of that name that Triton unloaded before (an earlier run's copy), while the agent
+    # writes the new one; any other reason is Triton's load error
+    failed = [r for r in rows if r["state"] == "UNAVAILABLE" and r["reason"] not in ("", "unloaded")]
     return "failed: " + failed[0]["reason"] if failed else ""
 
 
