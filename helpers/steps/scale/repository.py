@@ -151,7 +151,8 @@ def side_by_side(before: Optional[packing.Usage], added: Sequence[packing.Added]
         [_("requests"), f"{cpu_text(server_requests['cpu'])} cpu, {memory_text(server_requests['memory'])}",
          f"{cpu_text(started.requests['cpu'])} cpu, {memory_text(started.requests['memory'])}"],
         [_("kubectl apply → every model served"), _("{s} s, one model at a time").format(
-            s=f"{sum(a.served_s or 0 for a in served):.2f}"), f"{started.served_s:.2f} s"],
+            s=f"{sum(a.served_s or 0 for a in served):.2f}"), _("{s} s, every model at start").format(
+            s=f"{started.served_s:.2f}")],
         [_("Triton's memory"), _("+{grew} MiB on {base} MiB").format(grew=f"{grew / 2**20:.1f}",
                                                                      base=packing.mib(before.memory.get(
                                                                          group.server_container)))
