@@ -108,7 +108,7 @@ def start(api: client.ApiClient, place: "Target", group: "ApiGroup", namespace: 
     served_s = time.time() - applied
     pod = server_pod(api, group, name, namespace)
     top = packing.Top(api, namespace, pod.metadata.name)
-    usage = top.after(time.time())
+    usage = top.after(time.time(), timeout=45.0)  # a new pod shows from its second sample on
     cpu, memory = 0.0, 0
     from helpers.steps.scale.footprint import cores, nbytes
 
