@@ -45,6 +45,7 @@ from helpers.core.errors import SetupError
 from helpers.core.i18n import _
 from helpers.core.show import display_code, show_lines, show_not_in_guide
 from helpers.core.wait import poll_until
+from helpers.steps import troubleshoot
 from helpers.steps.models import agent_log
 from helpers.steps.troubleshoot import doctor
 
@@ -54,7 +55,7 @@ SECRET = "doctor-s3"
 MODEL = "doctor-cifar"
 PREFIX = "doctor"
 SERVER_MEMORY = "2Gi"  # small enough for any node (the guide's 16Gi is its own pitfall)
-RECORDED = Path(doctor.__file__).with_name("recorded.json")  # this module may run as helpers.pitfalls
+RECORDED = Path(troubleshoot.__file__).with_name("recorded.json")  # this module may run as helpers.pitfalls
 
 # Every pitfall of 06, in the notebook's order. Three run by default: the region users meet most
 # (kserve/kserve#2140), the fix that does not reach a running pod, and the config name trap;
