@@ -5,43 +5,89 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
+from typing import Callable
 
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
+from helpers.core.show import pad, text_width
 from helpers.local.cluster import node, projection
+from helpers.local.stack import parts
 from helpers.local.stack.process import log_tail
-from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
+from helpers.local.stack.releases import DEFAULT_PROFILE, PROFILE_ENV, PROFILES, Profile
 from helpers.local.stack.s3server import rclone_binary
-from helpers.local.stack.stack import ORDER, Stack
+from helpers.local.stack.stack import COMPONENTS_BY_NAME, ORDER, ComponentStatus, Stack
 from helpers.local.stack.tf_backend import status_line as tf_status_line
 from helpers.local.stack.torch_backend import status_line
 
 
+def _labels() -> dict[str, str]:
+    return {"root": _("state folder"), "profile": _("profile"), "node": _("node"), "configmap": _("configmap")}
+
+
+def _states() -> dict[str, str]:
+    return {"healthy": _("healthy"), "running": _("running"), "down": _("DOWN"), "stopped": _("stopped")}
+
+
+def _exits(_: Callable[[str], str] = _) -> dict[str, str]:
+    """How a process ended, as the stack records it (`process.exit_reason`): `_exits(str)` in English, else
+    in the reader's language (the parameter is `_` so that the catalogue tool finds the messages)."""
+    return {"signal_number": _("killed by signal {number}"), "signal": _("killed by {signal}"),
+            "code": _("exit code {code}"), "unknown": _("exited (status unknown: another process started it)"),
+            "exited": _("exited")}
+
+
+def _right(text: str, width: int) -> str:
+    return " " * max(0, width - text_width(text)) + text
+
+
+def status_lines(root: Path, profile: Profile, node_size: node.NodeSize, memory_limits: str, delay: float,
+                 rows: list[ComponentStatus], backends: list[str]) -> list[str]:
+    """What `status` prints, in the reader's language; names, PIDs, addresses and commands stay as they are.
+
+    Columns are counted in terminal cells (`text_width`: a Hangul syllable takes two), so a Korean
+    table lines up as the English one does."""
+    labels = _labels()
+    head = max(text_width(label) for label in labels.values()) + 2
+    field = lambda key: pad(labels[key] + ":", head)
+    when = _("{seconds} s after a change").format(seconds=f"{delay:g}") if delay else _("at once")
+    lines = [field("root") + str(root),
+             field("profile") + _("{profile} (API group {group})").format(profile=profile.shown, group=profile.group),
+             field("node") + node_size.describe(),
+             " " * head + memory_limits,
+             field("configmap") + _("modelconfig-<isvc>-0 reaches the agent {when} (a kubelet's sync: 60-90 s; "
+                                    "`up --configmap-delay SECONDS` or {variable})").format(
+                 when=when, variable=projection.DELAY_ENV)]
+    # A part inside another process is indented under it: its PID is its host's, it restarts with it.
+    names = ["  " + _("{name} (in {host})").format(name=parts.shown_name(row.name), host=row.inside)
+             if row.inside else row.name for row in rows]
+    width = max([34] + [text_width(name) + 1 for name in names])
+    states = _states()
+    titles = [_("COMPONENT"), _("STATE"), "PID", _("RESTARTS"), _("ADDRESS")]
+    state_width = max([10] + [text_width(state) for state in (*states.values(), titles[1])])
+    restarts_width = max(8, text_width(titles[3]))
+    lines.append(f"{pad(titles[0], width)} {pad(titles[1], state_width)} {_right('PID', 7)} "
+                 f"{_right(titles[3], restarts_width)}  {titles[4]}")
+    for name, row in zip(names, rows):
+        state = states["healthy" if row.healthy else "running" if row.running else "down" if row.pid else "stopped"]
+        restarts = "-" if row.inside else str(row.restarts)
+        lines.append(f"{pad(name, width)} {pad(state, state_width)} {_right(str(row.pid or '-'), 7)} "
+                     f"{_right(restarts, restarts_width)}  {row.address}")
+        if row.last_exit:
+            lines.append(f"{pad('', width)} " + _("last exit: {exit}").format(exit=parts.shown(row.last_exit, _exits)))
+        if row.detail:
+            lines.append(f"{pad('', width)} {row.detail}")
+    return lines + backends
+
+
 def _status(stack: Stack) -> int:
     rows = stack.status()
-    print(_("state folder: {root}").format(root=stack.root))
-    print(_("profile:      {profile} (API group {group})").format(profile=stack.profile().describe, group=stack.profile().group))
-    print(_("node:         {node}").format(node=stack.node_size().describe()))
-    print(f"              {stack.memory_limits_line()}")
-    delay = stack.configmap_delay()
-    when = _("{seconds} s after a change").format(seconds=f"{delay:g}") if delay else _("at once")
-    print(_("configmap:    modelconfig-<isvc>-0 reaches the agent {when} (a kubelet's sync: 60-90 s; "
-            "`up --configmap-delay SECONDS` or {variable})").format(when=when, variable=projection.DELAY_ENV))
-    # A part inside another process is indented under it: its PID is its host's, it restarts with it.
-    names = [f"  {row.name} (in {row.inside})" if row.inside else row.name for row in rows]
-    width = max([34] + [len(name) + 1 for name in names])
-    print(f"{'COMPONENT':<{width}} {'STATE':<10} {'PID':>7} {'RESTARTS':>8}  ADDRESS")
-    for name, row in zip(names, rows):
-        state = "healthy" if row.healthy else "running" if row.running else "DOWN" if row.pid else "stopped"
-        restarts = "-" if row.inside else row.restarts
-        print(f"{name:<{width}} {state:<10} {row.pid or '-':>7} {restarts:>8}  {row.address}")
-        if row.last_exit:
-            print(f"{'':<{width}} " + _("last exit: {exit}").format(exit=row.last_exit))
-        if row.detail:
-            print(f"{'':<{width}} {row.detail}")
-    print(status_line(stack.backends_dir))
-    print(tf_status_line(stack.backends_dir))
-    own = [r for r in rows[:len(ORDER)] if r.pid or r.running or not r.detail.startswith("not installed")]
+    lines = status_lines(stack.root, stack.profile(), stack.node_size(), stack.memory_limits_line(),
+                         stack.configmap_delay(), rows,
+                         [status_line(stack.backends_dir), tf_status_line(stack.backends_dir)])
+    print("\n".join(lines))
+    # Components the stack runs: a component not installed (no record, no program) is left out.
+    own = [r for r in rows[:len(ORDER)] if r.pid or r.running or COMPONENTS_BY_NAME[r.name].installed()]
     return 0 if all(r.healthy for r in own) else 1
 
 

@@ -10,6 +10,7 @@ import pytest
 from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
 from helpers.core.errors import SetupError
 from helpers.steps.troubleshoot import doctor, pitfalls
+from helpers.steps.troubleshoot.doctor.checks_serving import entry_bytes
 
 
 def healthy(group: str = KFSERVING_GROUP) -> doctor.Facts:
@@ -878,4 +879,4 @@ def test_entry_bytes_match_the_controllers_models_json() -> None:
     from helpers.local.controller.trainedmodels import model_entry
 
     tm = big_model("m", 30)
-    assert doctor._entry_bytes(tm) == len(json.dumps(model_entry(tm), separators=(",", ":"))) + 1
+    assert entry_bytes(tm) == len(json.dumps(model_entry(tm), separators=(",", ":"))) + 1

@@ -164,5 +164,7 @@ def test_oom_kills_are_read_from_either_layout(tmp_path: Path) -> None:
 
 
 def test_the_status_line_says_whether_limits_are_enforced() -> None:
-    assert "NOT enforced (not root" in cgroups.Probe(None, "not root: only root may make cgroups here").line()
+    assert "NOT enforced (not root: only root may make cgroups here)" in cgroups.Probe(None, "not-root").line()
+    assert "NOT enforced (cannot write /x: Permission denied)" in cgroups.Probe(None, "cannot-write", "/x",
+                                                                               "Permission denied").line()
     assert cgroups.Probe(cgroups.Hierarchy("v1", Path("/x"))).line().startswith("memory limits: enforced (cgroup v1")

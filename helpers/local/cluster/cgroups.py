@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from helpers.core.i18n import _
+
 log = logging.getLogger("cgroups")
 
 ROOT = Path("/sys/fs/cgroup")
@@ -44,21 +46,35 @@ class Hierarchy:
 
 @dataclass(frozen=True)
 class Probe:
-    """Whether container memory limits can be enforced here, and if not, why not."""
+    """Whether container memory limits can be enforced here, and if not, why not.
+
+    `why` names the reason ("not-root", "no-controller", "cannot-write"), `where` the folder it is
+    about and `error` the system's own words, so that `status` says it in its reader's language
+    (the controller that probed may run in another)."""
 
     hierarchy: Optional[Hierarchy]
-    reason: str = ""
+    why: str = ""
+    where: str = ""
+    error: str = ""
 
     @property
     def usable(self) -> bool:
         return self.hierarchy is not None
 
+    @property
+    def reason(self) -> str:
+        texts = {"not-root": _("not root: only root may make cgroups here"),
+                 "no-controller": _("no memory cgroup controller under {where}"),
+                 "cannot-write": _("cannot write {where}: {error}")}
+        text = texts.get(self.why)
+        return text.format(where=self.where, error=self.error) if text else self.why
+
     def line(self) -> str:
         if self.hierarchy:
-            return (f"memory limits: enforced (cgroup {self.hierarchy.version} under {self.hierarchy.own}): a "
-                    "container over its limits.memory is OOMKilled and restarted")
-        return (f"memory limits: NOT enforced ({self.reason}): Triton runs without its limits.memory, so it is "
-                "never OOMKilled here as it would be on a node")
+            return _("memory limits: enforced (cgroup {version} under {folder}): a container over its limits.memory "
+                     "is OOMKilled and restarted").format(version=self.hierarchy.version, folder=self.hierarchy.own)
+        return _("memory limits: NOT enforced ({reason}): Triton runs without its limits.memory, so it is never "
+                 "OOMKilled here as it would be on a node").format(reason=self.reason)
 
 
 def _own_paths(proc_cgroup: str) -> dict[str, str]:
@@ -92,10 +108,10 @@ def find(root: Path = ROOT, proc_cgroup: Optional[str] = None) -> Optional[Hiera
 def probe(root: Path = ROOT) -> Probe:
     """Try to make (and remove) a group with a limit; say why not where it fails."""
     if os.geteuid() != 0:
-        return Probe(None, "not root: only root may make cgroups here")
+        return Probe(None, "not-root")
     hierarchy = find(root)
     if hierarchy is None:
-        return Probe(None, f"no memory cgroup controller under {root}")
+        return Probe(None, "no-controller", str(root))
     trial = hierarchy.own / f"mms-probe-{os.getpid()}"
     try:
         trial.mkdir()
@@ -104,7 +120,7 @@ def probe(root: Path = ROOT) -> Probe:
         finally:
             trial.rmdir()
     except OSError as exc:
-        return Probe(None, f"cannot write {hierarchy.own}: {exc.strerror or exc}")
+        return Probe(None, "cannot-write", str(hierarchy.own), str(exc.strerror or exc))
     return Probe(hierarchy)
 
 
@@ -119,9 +135,13 @@ def stack_group(hierarchy: Hierarchy, state_root: Path) -> Path:
 
 
 def publish(state_root: Path, found: Probe) -> None:
-    """Write what the controller found (`status` shows its line; `down` removes the groups it names)."""
+    """Write what the controller found (`status` shows its line, in its own reader's language; `down`
+    removes the groups it names)."""
     data = {"line": found.line(), "usable": found.usable,
-            "groups": str(stack_group(found.hierarchy, state_root)) if found.hierarchy else ""}
+            "groups": str(stack_group(found.hierarchy, state_root)) if found.hierarchy else "",
+            "version": found.hierarchy.version if found.hierarchy else "",
+            "own": str(found.hierarchy.own) if found.hierarchy else "",
+            "why": found.why, "where": found.where, "error": found.error}
     path = Path(state_root) / RECORD
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -133,6 +153,16 @@ def published(state_root: Path) -> dict:
         return json.loads((Path(state_root) / RECORD).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def published_probe(state_root: Path) -> Optional[Probe]:
+    """What the controller found, as a Probe (None when it published nothing, or only the older `line`)."""
+    data = published(state_root)
+    if data.get("version") and data.get("own"):
+        return Probe(Hierarchy(data["version"], Path(data["own"])))
+    if data.get("why"):
+        return Probe(None, data["why"], data.get("where", ""), data.get("error", ""))
+    return None
 
 
 def _enable_memory_v2(folder: Path) -> None:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 from helpers.local.cluster import scheduler
 
 CPU_ENV = "MMS_NODE_CPU"  # read by `up`; helpers.core.config.ENV_VARS and the README list it
@@ -48,7 +50,23 @@ class NodeSize:
                 "pods": PODS}
 
     def describe(self) -> str:
-        return f"{self.cpu} cpu, {self.memory} allocatable ({self.source})"
+        """One line for `status`, in the reader's language (`source` stays English in `node.json`)."""
+        return _("{cpu} cpu, {memory} allocatable ({source})").format(cpu=self.cpu, memory=self.memory,
+                                                                      source=shown_source(self.source))
+
+
+def shown_source(source: str) -> str:
+    """Where a size came from, as `choose` keeps it (a flag, a variable, "<profile> default", "set earlier"
+    or "cpu from A, memory from B"), in the reader's language; flags and variables stay as typed."""
+    mixed = re.fullmatch(r"cpu from (.+), memory from (.+)", source)
+    if mixed:
+        return _("cpu from {cpu}, memory from {memory}").format(cpu=shown_source(mixed[1]),
+                                                                memory=shown_source(mixed[2]))
+    fixed = {"set earlier": _("set earlier"), "release default": _("release default")}
+    if source in fixed:
+        return fixed[source]
+    default = re.fullmatch(r"(\S+) default", source)
+    return _("{profile} default").format(profile=default[1]) if default else source
 
 
 def _checked(cpu: str, memory: str, source: str) -> NodeSize:
@@ -58,8 +76,10 @@ def _checked(cpu: str, memory: str, source: str) -> NodeSize:
         except ValueError:
             ok = False
         if not ok:
-            raise SetupError(f"the node's {name} {value!r} ({source}) is not a positive Kubernetes quantity",
-                             f"give e.g. --node-cpu 8 --node-memory 32Gi (or {CPU_ENV}, {MEMORY_ENV})")
+            raise SetupError(_("the node's {name} {value!r} ({source}) is not a positive Kubernetes quantity").format(
+                                 name=name, value=value, source=shown_source(source)),
+                             _("give e.g. --node-cpu 8 --node-memory 32Gi (or {cpu_env}, {memory_env})").format(
+                                 cpu_env=CPU_ENV, memory_env=MEMORY_ENV))
     return NodeSize(str(cpu), str(memory), source)
 
 

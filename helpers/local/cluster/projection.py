@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from helpers.core.errors import SetupError
+from helpers.core.i18n import _
 
 log = logging.getLogger("controller")
 
@@ -38,8 +39,8 @@ def parse_delay(value: str, source: str) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 3600:
-        raise SetupError(f"{source}={value!r} is not a ConfigMap delay",
-                         "give seconds between 0 and 3600, e.g. 60 (a kubelet's default sync takes 60-90 s)")
+        raise SetupError(_("{source}={value!r} is not a ConfigMap delay").format(source=source, value=value),
+                         _("give seconds between 0 and 3600, e.g. 60 (a kubelet's default sync takes 60-90 s)"))
     return seconds
 
 

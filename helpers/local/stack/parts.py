@@ -8,16 +8,21 @@ few seconds in `<state>/controller-parts.json` (its PID, the time, and per part:
 whether its thread runs); `status` reads that file and also probes each address itself, so a part
 is healthy only when its host runs, the file is fresh, its thread runs and its port answers.
 Such a part comes back when its host is restarted (the supervisor restarts the controller).
+
+The controller publishes names and details in English; `read` and `shown_name` give them in the
+reader's language (`shown`), whatever language the controller was started in.
 """
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+from helpers.core.i18n import _
 from helpers.local.stack.process import ProcessRecord
 
 FILE = "controller-parts.json"
@@ -45,6 +50,42 @@ class PartStatus:
     pid: Optional[int]
     address: str
     detail: str
+
+
+def _names(_: Callable[[str], str] = _) -> dict[str, str]:
+    """The parts' names as the controller publishes them (`_names(str)`), or in the reader's language.
+
+    Every table here takes the lookup as a parameter called `_`: the catalogue tool finds the
+    messages, and `str` gives the English the controller writes."""
+    return {"kubelet": _("kubelet endpoint"), "webhooks": _("admission webhooks"), "metrics": _("metrics API"),
+            "authz": _("gateway authorizer"), "routes": _("gateway routes")}
+
+
+def _details(_: Callable[[str], str] = _) -> dict[str, str]:
+    """What the controller publishes as a part's detail (`controller/parts_report.py`, the gateway's
+    `health` in `cluster/gateway.py`); nginx's own words in `{error}` stay as nginx wrote them."""
+    return {"thread": _("its thread has stopped"),
+            "threads": _("its server or sampler thread has stopped"),
+            "no_nginx": _("nginx is not installed: no gateway to route"),
+            "waiting": _("waiting for nginx to run again (the supervisor restarts it)"),
+            "routed": _("nginx pid {pid}: {hosts} host(s) routed"),
+            "reload": _("nginx -s reload failed: {error}")}
+
+
+def shown(text: str, table: Callable[..., dict[str, str]]) -> str:
+    """`text`, written in English from one of `table`'s templates, in the reader's language (as it is
+    when no template matches: a newer message, or words of another program)."""
+    for key, english in table(str).items():
+        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.*?)", re.escape(english))
+        found = re.fullmatch(pattern, text, flags=re.S)
+        if found:
+            return table()[key].format(**found.groupdict())
+    return text
+
+
+def shown_name(name: str) -> str:
+    """A part's name in the reader's language."""
+    return shown(name, _names)
 
 
 def path(state_root: Path) -> Path:
@@ -82,15 +123,16 @@ def read(state_root: Path, host: Optional[ProcessRecord], now: Optional[float] =
         part = Part(**raw)
         address = f"{part.scheme}://127.0.0.1:{part.port}" if part.port else ""
         if not host_runs:
-            detail, running, healthy = (f"down with its host, the {HOST} (was pid {data.get('pid')}); "
-                                        f"it comes back when the {HOST} is restarted"), False, False
+            detail, running, healthy = _("down with its host, the {host} (was pid {pid}); it comes back when the "
+                                         "{host} is restarted").format(host=HOST, pid=data.get("pid")), False, False
         elif age > STALE_AFTER:
-            detail, running, healthy = f"not reported for {age:.0f}s: the {HOST} may be stuck", True, False
+            detail, running, healthy = _("not reported for {seconds}s: the {host} may be stuck").format(
+                seconds=f"{age:.0f}", host=HOST), True, False
         elif not part.ok:
-            detail, running, healthy = part.detail or "its thread has stopped", True, False
+            detail, running, healthy = shown(part.detail, _details) or _details()["thread"], True, False
         elif part.port and not accepts(part.port):
-            detail, running, healthy = f"its port {part.port} does not accept connections", True, False
+            detail, running, healthy = _("its port {port} does not accept connections").format(port=part.port), True, False
         else:
-            detail, running, healthy = part.detail, True, True
+            detail, running, healthy = shown(part.detail, _details), True, True
         rows.append(PartStatus(part.name, HOST, running, healthy, data.get("pid"), address, detail))
     return rows

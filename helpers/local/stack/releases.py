@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from helpers.core.config import env_flag
 from helpers.core.constants import KFSERVING_GROUP, KSERVE_GROUP
@@ -43,7 +43,6 @@ class Profile:
     """One real combination of Kubeflow and KServe/KFServing."""
 
     name: str
-    summary: str
     group: str
     release: str
     # Where the controller reads `inferenceservice-config`: KFServing's own YAML `kfserving-system`,
@@ -114,12 +113,35 @@ class Profile:
                 + (["--reload-lost-models"] if self.agent_reloads else []))
 
     @property
+    def summary(self) -> str:
+        """What it reproduces, in English (logs keep it so)."""
+        return summaries(str)[self.name]
+
+    @property
     def describe(self) -> str:
         return f"{self.name}: {self.summary}"
 
     @property
+    def shown(self) -> str:
+        """`describe` in the reader's language (`status` shows it)."""
+        return f"{self.name}: {summaries()[self.name]}"
+
+    @property
     def seaweedfs(self) -> bool:
         return self.object_store == "seaweedfs"
+
+
+def summaries(_: Callable[[str], str] = _) -> dict[str, str]:
+    """Each profile's one line, by name: in the reader's language, or in English with `summaries(str)`.
+
+    The parameter is called `_` so that the catalogue tool finds the messages, as it finds every `_()`."""
+    return {"kfserving-0.5": _("the guide's cluster: a Kubeflow 1.0.x layout with KFServing 0.5.1 from its own "
+                               "YAML, MinIO keys as plain env, kfserving-ingressgateway without a login"),
+            "kubeflow-1.10.0": _("Kubeflow 1.10.0: KServe 0.14.1, MinIO (mlpipeline-minio-artifact), no "
+                                 "trainedmodels in kubeflow-edit"),
+            "kubeflow-1.10": _("Kubeflow 1.10.1/1.10.2: KServe 0.15.0, MinIO (mlpipeline-minio-artifact)"),
+            "kubeflow-1.11": _("Kubeflow 1.11.0: KServe 0.15.2, SeaweedFS behind minio-service, one key per "
+                               "namespace")}
 
 
 _KSERVE_TM = dict(tm_name_pattern=r"[a-zA-Z0-9_-]+", tm_storage_prefixes=("s3://", "gs://", "https://", "http://"),
@@ -133,8 +155,6 @@ PROFILES = {
     p.name: p for p in (
         Profile(
             name="kfserving-0.5",
-            summary="the guide's cluster: a Kubeflow 1.0.x layout with KFServing 0.5.1 from its own YAML, "
-                    "MinIO keys as plain env, kfserving-ingressgateway without a login",
             group=KFSERVING_GROUP, release="v0.5.1", config_namespace="kfserving-system", multi_model_key=True,
             object_store="pod-env", prunes_unknown_fields=False,
             tm_name_pattern=r"[a-z]([-a-z0-9]*[a-z0-9])?", tm_storage_prefixes=("s3://", "gs://"),
@@ -143,18 +163,14 @@ PROFILES = {
             scheduler_preemption_message=False),
         Profile(
             name="kubeflow-1.10.0",
-            summary="Kubeflow 1.10.0: KServe 0.14.1, MinIO (mlpipeline-minio-artifact), no trainedmodels "
-                    "in kubeflow-edit",
             release="v0.14.1", object_store="secret", edit_trainedmodels=False, kubeflow="1.10.0",
             **_KUBEFLOW_KSERVE),
         Profile(
             name="kubeflow-1.10",
-            summary="Kubeflow 1.10.1/1.10.2: KServe 0.15.0, MinIO (mlpipeline-minio-artifact)",
             release="v0.15.0", object_store="secret", edit_trainedmodels=True, kubeflow="1.10.1",
             **_KUBEFLOW_KSERVE),
         Profile(
             name="kubeflow-1.11",
-            summary="Kubeflow 1.11.0: KServe 0.15.2, SeaweedFS behind minio-service, one key per namespace",
             release="v0.15.2", object_store="seaweedfs", edit_trainedmodels=True, kubeflow="1.11.0",
             **_KUBEFLOW_KSERVE),
     )

@@ -238,7 +238,8 @@ class Stack:
             return report if done else None
 
         def gone() -> Optional[str]:
-            return None if sup.alive() else f"the supervisor exited (its log: {self.logs / 'supervisor.log'})"
+            return None if sup.alive() else _("the supervisor exited (its log: {log})").format(
+                log=self.logs / "supervisor.log")
 
         try:
             report = poll_until(finished, "the local stack to start", timeout=timeout, interval=0.05, give_up=gone)
@@ -250,7 +251,7 @@ class Stack:
                                  _("read the logs: `python -m helpers.local logs`")) from None
         if report.get("state") == "failed":
             error = report.get("error") or {}
-            raise SetupError(error.get("cause", "the local stack did not start"), error.get("fix", ""))
+            raise SetupError(error.get("cause", _("the local stack did not start")), error.get("fix", ""))
         return self.records()
 
     def start_all(self, say: Callable[[str], None] = print) -> dict[str, process.ProcessRecord]:
@@ -409,7 +410,7 @@ class Stack:
         self._save(state)
         self.supervisor_file.unlink(missing_ok=True)
         for busy in cgroups.remove_all(self.root):  # the servers' memory cgroups, once their processes are gone
-            say(f"could not remove memory cgroup {busy} (a process is still in it)")
+            say(_("could not remove memory cgroup {group} (a process is still in it)").format(group=busy))
         return stopped
 
     def node_size(self) -> node.NodeSize:
@@ -417,8 +418,10 @@ class Stack:
         return node.current(self.root, self.profile())
 
     def memory_limits_line(self) -> str:
-        """Whether Triton runs under its container's memory limit here: the controller's finding, else a probe now."""
-        return cgroups.published(self.root).get("line") or cgroups.probe().line()
+        """Whether Triton runs under its container's memory limit here: the controller's finding, else a probe now
+        (in the reader's language; a controller of an older version published only its own line)."""
+        found = cgroups.published_probe(self.root)
+        return found.line() if found else cgroups.published(self.root).get("line") or cgroups.probe().line()
 
     def _grace(self, name: str) -> float:
         """Seconds between SIGTERM and SIGKILL when `down` stops `name` (a pod's termination grace)."""
@@ -441,24 +444,27 @@ class Stack:
         for name in ORDER:
             record = records.get(name)
             if record is None and not COMPONENTS_BY_NAME[name].installed():
-                rows.append(ComponentStatus(name, False, False, None, "", "not installed: the stack runs without it "
-                                            "(`make setup` installs it)"))
+                rows.append(ComponentStatus(name, False, False, None, "", _("not installed: the stack runs without "
+                                                                            "it (`make setup` installs it)")))
                 continue
             running = bool(record and record.alive())
             address = ", ".join(f"127.0.0.1:{p}" for p in record.ports.values()) if record else ""
             healthy = running and self._healthy(name, record)
             detail = ""
             if record and not running:
-                detail = (f"CrashLoopBackOff: the supervisor restarts it in {max(waiting[name] - time.time(), 0):.0f}s"
+                detail = (_("CrashLoopBackOff: the supervisor restarts it in {seconds}s").format(
+                              seconds=f"{max(waiting[name] - time.time(), 0):.0f}")
                           if supervised and name in waiting else
-                          f"not running (was pid {record.pid}); the supervisor restarts it" if supervised else
-                          f"not running (was pid {record.pid}); `python -m helpers.local up` restarts it")
+                          _("not running (was pid {pid}); the supervisor restarts it").format(pid=record.pid)
+                          if supervised else
+                          _("not running (was pid {pid}); `python -m helpers.local up` restarts it").format(
+                              pid=record.pid))
             rows.append(ComponentStatus(name, running, healthy, record.pid if record else None, address, detail,
                                         record.restarts if record else 0, record.last_exit if record else ""))
         if sup:
             rows.append(ComponentStatus("supervisor", supervised, supervised, sup.pid, "", "" if supervised else
-                                        "not running: nothing restarts a component that dies; "
-                                        "`python -m helpers.local up` starts it again"))
+                                        _("not running: nothing restarts a component that dies; "
+                                          "`python -m helpers.local up` starts it again")))
         for part in parts.read(self.root, records.get("controller")):
             rows.append(ComponentStatus(part.name, part.running, part.healthy, part.pid, part.address, part.detail,
                                         inside=part.inside))
@@ -466,7 +472,8 @@ class Stack:
             running = record.alive()
             http = record.ports.get("http")
             healthy = running and (self._healthy("triton", record) if http else True)
-            detail = "" if running else f"not running (was pid {record.pid}); the controller restarts it"
+            detail = "" if running else _("not running (was pid {pid}); the controller restarts it").format(
+                pid=record.pid)
             address = ", ".join(f"{k}=127.0.0.1:{p}" for k, p in record.ports.items())
             rows.append(ComponentStatus(name, running, healthy, record.pid, address, detail,
                                         record.restarts, record.last_exit))

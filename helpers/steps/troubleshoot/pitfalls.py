@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import requests
 from kubernetes import client
@@ -40,11 +40,13 @@ from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import inference, manifests, storage
 from helpers.clients.k8s import not_found
+from helpers.core import i18n
 from helpers.core.constants import INFERENCESERVICE_CONFIG
 from helpers.core.errors import SetupError
-from helpers.core.i18n import _
+from helpers.core.i18n import _, gettext
 from helpers.core.show import display_code, show_lines, show_not_in_guide
 from helpers.core.wait import poll_until
+from helpers.steps import troubleshoot
 from helpers.steps.models import agent_log
 from helpers.steps.troubleshoot import doctor
 
@@ -54,7 +56,7 @@ SECRET = "doctor-s3"
 MODEL = "doctor-cifar"
 PREFIX = "doctor"
 SERVER_MEMORY = "2Gi"  # small enough for any node (the guide's 16Gi is its own pitfall)
-RECORDED = Path(doctor.__file__).with_name("recorded.json")  # this module may run as helpers.pitfalls
+RECORDED = Path(troubleshoot.__file__).with_name("recorded.json")  # this module may run as helpers.pitfalls
 
 # Every pitfall of 06, in the notebook's order. Three run by default: the region users meet most
 # (kserve/kserve#2140), the fix that does not reach a running pod, and the config name trap;
@@ -79,6 +81,31 @@ def _labels() -> dict[str, str]:
             "mend": _("mend it"),
             "cleanup": _("06's own objects go"),
             "output": _("what it prints")}
+
+
+def _comments(_: Callable[[str], str] = gettext) -> dict[str, str]:
+    """The comments 06 writes after its shown commands, by key: in the reader's language, or looked up
+    with another `_` (`str` gives the English). A recording holds them in the language of the run that
+    made it; `_said_again` finds them there and says them in the reader's. The parameter is called `_`
+    so that the catalogue tool finds the messages, as it finds every `_()`."""
+    return {"gone": _("its pod and TrainedModels go with it"),
+            "new_pod": _("a new pod takes the Secret as it is now"),
+            "old_pod": _("the fix, but the pod is the old one"),
+            "misnamed": _('its config.pbtxt says name: "cifar10"'),
+            "big": _("spec.model.memory: 4Gi, on a server of {memory}").format(memory=SERVER_MEMORY),
+            "no_bucket": _("a bucket that does not exist")}
+
+
+def _said_again(command: str) -> str:
+    """`command` with each comment 06 wrote (`  # ...` after a command, or a line of its own) in the
+    reader's language, whichever language the run that recorded it spoke; the command itself, and any
+    comment 06 did not write, stay as recorded."""
+    here, known = _comments(), {}
+    for code in i18n.LANGUAGES:
+        found = i18n.catalogue(code)  # empty for English, the source language
+        known.update({text: here[key] for key, text in _comments(lambda message: found.get(message, message)).items()})
+    return re.sub(r"(^\s*# |  # )(.*)$", lambda m: m.group(1) + known.get(m.group(2), m.group(2)), command,
+                  flags=re.M)
 
 
 def _yaml_label(path: str) -> str:
@@ -301,9 +328,8 @@ class Lab:
         return inference.wait_ready(self.api, self.group, inference.ISVC, SERVER, self.ns, timeout=180, progress=False)
 
     def _new_server_commands(self, wait: bool = True) -> str:
-        lines = [f"kubectl delete inferenceservice {SERVER} -n {self.ns}  # "
-                 + _("its pod and TrainedModels go with it"),
-                 f"kubectl apply -f {self.folder / SERVER}.yaml  # " + _("a new pod takes the Secret as it is now")]
+        lines = [f"kubectl delete inferenceservice {SERVER} -n {self.ns}  # " + _comments()["gone"],
+                 f"kubectl apply -f {self.folder / SERVER}.yaml  # " + _comments()["new_pod"]]
         if wait:
             lines.append(f"kubectl wait inferenceservice/{SERVER} -n {self.ns} --for=condition=Ready --timeout=180s")
         return "\n".join(lines)
@@ -522,7 +548,7 @@ class Lab:
             self._shell(label, self._annotate(self.annotations_without(self.group.s3_region)) + "\n"
                         + self._recreate_shown() + "\n" + self._apply_model())
         elif p.name == "fixed_after_start":
-            self._shell(label, self._annotate(good) + "  # " + _("the fix, but the pod is the old one") + "\n"
+            self._shell(label, self._annotate(good) + "  # " + _comments()["old_pod"] + "\n"
                         + self._apply_model())
         elif p.name == "virtual_host":
             self._shell(label, self._annotate(self.annotations_without(self.group.s3_usevirtualbucket)) + "\n"
@@ -537,10 +563,9 @@ class Lab:
             self.recreate_server(wait=False)
             self._shell(label, patch + "\n" + self._new_server_commands(wait=False))
         elif p.name == "config_name":
-            self._shell(label, self._apply_model("doctor-named") + "  # " + _('its config.pbtxt says name: "cifar10"'))
+            self._shell(label, self._apply_model("doctor-named") + "  # " + _comments()["misnamed"])
         elif p.name == "memory":
-            self._shell(label, self._apply_model("doctor-big", memory="4Gi") + "  # "
-                        + _("spec.model.memory: 4Gi, on a server of {memory}").format(memory=SERVER_MEMORY))
+            self._shell(label, self._apply_model("doctor-big", memory="4Gi") + "  # " + _comments()["big"])
         elif p.name == "wrong_shape":
             status, text, command = self.infer_raw([1, 3, 16, 16])
             self._shell(label, command)
@@ -549,7 +574,7 @@ class Lab:
             self._shape_error = text
         elif p.name == "s3_bucket":
             self._shell(label, self._apply_model("doctor-nobucket", uri="s3://doctor-nobucket/doctor/doctor-cifar")
-                        + "  # " + _("a bucket that does not exist"))
+                        + "  # " + _comments()["no_bucket"])
 
     def _recreate_shown(self) -> str:
         self.recreate_server()
@@ -703,11 +728,13 @@ class Lab:
                           f"kubectl delete serviceaccount {ACCOUNT} -n {self.ns}", _labels()["cleanup"])
 
 
-def _show_block(block: dict) -> None:
-    """Show one block, live or from the recording (labels and texts in the current language)."""
+def _show_block(block: dict) -> Optional[list]:
+    """Show one block, live or from the recording (labels and texts in the current language); for the
+    doctor's block, return every finding (titles in the current language)."""
     kind = block["kind"]
     if kind == "shell":
-        show_not_in_guide(block["command"], _labels()[block["label"]] if block["label"] in _labels() else block["label"])
+        show_not_in_guide(_said_again(block["command"]),
+                          _labels()[block["label"]] if block["label"] in _labels() else block["label"])
     elif kind == "lines":
         show_lines(block["lines"], _labels()["output"])
     elif kind == "text":
@@ -715,8 +742,11 @@ def _show_block(block: dict) -> None:
     elif kind == "yaml":
         display_code("# " + _yaml_label(block["path"]) + "\n" + block["text"], "yaml")
     elif kind == "doctor":
-        findings = doctor.problems(doctor.run_checks(doctor.Facts(**block["facts"])))
+        found = doctor.run_checks(doctor.Facts(**block["facts"]))
+        findings = doctor.problems(found)
         print(doctor.table(findings) if findings else say("no_problem"))
+        return found
+    return None
 
 
 def replay(name: str, found: dict) -> None:
@@ -726,8 +756,12 @@ def replay(name: str, found: dict) -> None:
         print(say("not_recorded"))
         return
     print(say("recorded", when=found.get("when", "?")))
+    titles: dict[str, str] = {}  # check id -> its title, from the doctor's findings just shown
     for block in blocks:
-        _show_block(block)
+        if block["kind"] == "text" and block["key"] in ("named", "not_named") and CHECK.get(name) in titles:
+            # the recording holds the title in its run's language: say the one just shown
+            block = {**block, "args": {**block.get("args", {}), "check": titles[CHECK[name]]}}
+        titles.update({finding.id: finding.check for finding in _show_block(block) or []})
 
 
 def seen_line(found: dict) -> str:
