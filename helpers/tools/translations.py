@@ -56,8 +56,16 @@ def read_catalogue(path: Path, lang: str) -> Catalog:
 def write_catalogue(catalogue: Catalog, path: Path) -> None:
     """Write `catalogue` sorted by where each entry comes from (cell order, file and line), no line wrapping."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for message in catalogue:
+        # Babel wraps a `#| msgid` (the English a fuzzy entry was translated from) at 76 columns
+        # whatever `width` says, and reads the wrapped lines back as translator comments, which then
+        # pile up; this project writes no translator comments, so those are dropped, and no
+        # previous msgid is written (the fuzzy flag and the old translation say enough).
+        if message.user_comments and message.user_comments[0].startswith("|"):
+            message.user_comments = []
+        message.previous_id = ()
     with path.open("wb") as handle:
-        write_po(handle, catalogue, width=0, omit_header=False, sort_output=False, include_previous=True,
+        write_po(handle, catalogue, width=0, omit_header=False, sort_output=False, include_previous=False,
                  include_lineno=False)  # a moved line changes no catalogue
 
 
