@@ -65,6 +65,9 @@ log = logging.getLogger("controller")
 
 INIT_CONTAINER, INIT_ROLE = "storage-initializer", "initializer"  # the init container and its process's role
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet for generated name suffixes
+# A server pod's Triton ports as the pod numbers them (its args; metrics at Triton's default) -> the
+# local process's port of that kind, for `kubectl port-forward pod/... 8002`.
+TRITON_POD_PORTS = {TRITON_HTTP_PORT: "http", 9000: "grpc", 8002: "metrics"}
 
 
 def revision(group: ApiGroup, isvc: str) -> str:
@@ -663,6 +666,9 @@ class Pods:
         found = self.kube.read(self.kube.core.read_namespaced_pod, pod, namespace)
         if found is None or (found.spec.node_name or "") != NODE_NAME:
             raise PortForwardError(404, f'pod "{pod}" not found on node {NODE_NAME}')
+        served = self._triton_address(namespace, pod, port)
+        if served:
+            return served
         labels = found.metadata.labels or {}
         for svc in self.kube.core.list_namespaced_service(namespace).items:
             notes = svc.metadata.annotations or {}
@@ -673,6 +679,22 @@ class Pods:
             if any(str(p.target_port or p.port) == str(port) for p in svc.spec.ports or []):
                 return address
         raise PortForwardError(404, f"nothing listens on port {port} of pod {namespace}/{pod}")
+
+
+    def _triton_address(self, namespace: str, pod: str, port: int) -> str:
+        """A server pod's Triton port by the number it has in the pod (`--http-port=8080`, `--grpc-port=9000`,
+        and the metrics port Triton keeps at its default, 8002), where the local process listens; "" if none."""
+        kind = TRITON_POD_PORTS.get(port)
+        for key, state in self._server_states(namespace):
+            if state.get("pod") != pod or kind is None:
+                continue
+            try:
+                record = json.loads((self.state_root / "servers" / key / "processes.json").read_text()).get("triton")
+            except (OSError, ValueError):
+                return ""
+            local = ((record or {}).get("ports") or {}).get(kind)
+            return f"127.0.0.1:{local}" if local else ""
+        return ""
 
 
 def provision_volume(group: ApiGroup) -> str:
