@@ -50,6 +50,7 @@ from helpers.local.controller.servers import (
     server_key,
     status_url,
     storage_uri,
+    waiting_for_revision,
 )
 from helpers.local.controller.webhooks import Webhooks
 from helpers.local.stack import controlplane, process
@@ -78,7 +79,8 @@ class Controller:
         from helpers.local.stack.stack import Stack  # the stack's S3 keys, which Kubeflow Pipelines copies into each profile
 
         self.minio = Stack(state_root).s3_credentials()
-        self.pods = Pods(self.kube, state_root, state_root / "logs", self.profile.scheduler_preemption_message)
+        self.pods = Pods(self.kube, state_root, state_root / "logs", self.profile.scheduler_preemption_message,
+                         self.profile.kubeflow)
         self.gateway = Gateway(state_root, state_root / "logs", open_gateway=self.profile.kfserving_gateway)
         # Kubeflow-style profiles guard the gateway: a session or token, and the namespace's RBAC.
         self.authorizer = Authorizer(api, self.profile, state_root) if self.profile.gateway_auth else None
@@ -144,7 +146,7 @@ class Controller:
             if key not in wanted:
                 log.info("inferenceservice %s is gone: stopping its server", key)
                 self.servers.stop(key, remove=True)
-        self._guard("pods", self.pods.cleanup, wanted, self.servers.stop)
+        self._guard("pods", self.pods.cleanup, wanted, lambda key: self.servers.stop(key, pod_gone=True))
         self._guard("the metrics API's APIService", self._route_metrics_api)
         self._guard("gateway", self._route, wanted)
 
@@ -234,10 +236,13 @@ class Controller:
                 records = self._run_repository_pod(group, isvc, uri, placed.memory_limit)
             else:
                 records = self.servers.ensure_running(ns, name, generation, lambda: self._pod_env(group, isvc),
-                                                      memory_limit=placed.memory_limit)
+                                                      memory_limit=placed.memory_limit,
+                                                      outbound_delay=placed.outbound_delay)
                 self.status_events.add(self.servers.dir(ns, name).root)
             self.servers.ensure_objects(isvc, records["triton"], self._cluster_local_address(key), model_config=not uri)
             self.pods.sync(group, isvc, records)
+            if not self.pods.proxy_ready(key):  # Knative waits for every container, the Istio proxy too
+                raise waiting_for_revision(group, name, "Pending")
             self._note_route(key, isvc, records["triton"])
             # Before Ready is written: a client that saw Ready must find the route there.
             self._route_known()
