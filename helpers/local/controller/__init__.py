@@ -28,7 +28,14 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import k8s
-from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group, model_config_map_name
+from helpers.core.constants import (
+    MODEL_CONFIG_FILE,
+    PROFILE_GROUP,
+    PROFILE_PLURAL,
+    PROFILE_VERSION,
+    api_group,
+    model_config_map_name,
+)
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.agent.status import read_status
 from helpers.local.cluster import cgroups, identity, metrics, node
@@ -305,6 +312,26 @@ class Controller:
                 log.error('Reconciler error: trainedmodel %s/%s: configmaps "%s" not found', ns, meta["name"],
                           model_config_map_name(name))
 
+    def _drop_deleted(self, isvc: dict, deleting: list[dict]) -> None:
+        """While the server is not up, a TrainedModel being deleted still leaves the model config (KServe's
+        ModelConfigReconciler removes it before the finalizer goes, whatever the InferenceService's state);
+        the other entries stay as they are."""
+        if not deleting:
+            return
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        cm = self.kube.read(self.kube.core.read_namespaced_config_map, model_config_map_name(name), ns)
+        if cm is None:
+            return
+        gone = {tm["metadata"]["name"] for tm in deleting}
+        try:
+            entries = json.loads((cm.data or {}).get(MODEL_CONFIG_FILE) or "[]")
+        except ValueError:
+            return
+        kept = [e for e in entries if e.get("modelName") not in gone]
+        if len(kept) != len(entries):
+            tms.write_model_config(self.kube, ns, name, kept, self.servers.dir(ns, name), self._config_written,
+                                   project=self.projector.project)
+
     def reconcile_server(self, key: str, project: bool) -> bool:
         """One server's TrainedModels (config with `project`, and status); False if the server is not up."""
         seen = self._serving.get(key)
@@ -354,6 +381,8 @@ class Controller:
                 tms.write_model_config(self.kube, ns, name, [tms.model_entry(tm) for tm in served], where,
                                        self._config_written, trust=via != "full pass", project=self.projector.project)
             agent = read_status(where.agent_status)
+        elif project and tms.is_mms_predictor(isvc):
+            self._drop_deleted(isvc, [tm for tm in items if tm["metadata"].get("deletionTimestamp")])
         for tm in items:
             if tm["metadata"].get("deletionTimestamp"):
                 if project:  # it has left models.json above (or never was in it): let the deletion finish
