@@ -68,7 +68,7 @@ from helpers.local.cluster.kubelet_portforward import PortForwardError
 from helpers.local.cluster.metrics import PodProcesses
 from helpers.local.cluster.node import NodeSize
 from helpers.local.controller.kube import Kube, owner_reference
-from helpers.local.controller.servers import storage_uri, termination_message
+from helpers.local.controller.servers import PROXY_READY_AT, storage_uri, termination_message
 from helpers.local.stack import process
 from helpers.local.stack.controlplane import KUBE_VERSION, NODE_NAME
 from helpers.local.stack.seed import MINIO_POD, SEAWEEDFS_POD
@@ -408,7 +408,10 @@ class Pods:
         record = records.get(role)
         started = record.started if isinstance(record, process.ProcessRecord) and record.pid == runs[0]["pid"] \
             and record.started else time.time()
-        data.update(startedAt=started, readyAt=started + (0 if sidecar.held else mesh.PROXY_STARTUP_S))
+        ready = started + (0 if sidecar.held else mesh.PROXY_STARTUP_S)
+        if role == "agent" and records.get(PROXY_READY_AT):  # counted from the agent's own start, as it counts
+            ready = max(ready, float(records[PROXY_READY_AT]))
+        data.update(startedAt=started, readyAt=ready)
         for name in (sidecar.injector.init_name, mesh.SIDECAR):
             path = self._sidecar_log(key, name)
             if not path.exists():
@@ -634,6 +637,9 @@ class Pods:
                 "restartCount": 0, "containerID": f"local://{init_name}",
                 "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": created,
                                          "finishedAt": created, "containerID": f"local://{init_name}"}}}
+        if init_name == "istio-init" and not initialized:  # it runs after the pod's own init containers
+            init = {"name": init_name, "image": init["image"], "imageID": "", "ready": False, "started": False,
+                    "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}
         proxy = {"name": mesh.SIDECAR, "image": images.get(mesh.SIDECAR, ""), "imageID": "", "restartCount": 0,
                  "ready": False, "started": False}
         if not initialized or "startedAt" not in data:

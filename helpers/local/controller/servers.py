@@ -49,6 +49,7 @@ from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("controller")
 INITIALIZER = "initializer"  # the storage initializer's role: its process record and log file
+PROXY_READY_AT = "proxy-ready-at"  # in the records: when a racing pod's Istio proxy listens (epoch seconds)
 GRPC_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "grpc-address")
 # The pod's own port, where the Service's address leads to the mesh's guard instead (kubectl port-forward
 # reaches the container, not its sidecar).
@@ -335,6 +336,7 @@ class Servers:
                     if isinstance(records.get(role), process.ProcessRecord):
                         process.stop(records.pop(role))
                 records.pop("initialized", None)  # a new pod: its storage initializer runs again
+                records.pop(PROXY_READY_AT, None)
                 if model_config:  # a new pod: its model-dir emptyDir starts empty, the agent downloads again
                     shutil.rmtree(where.models, ignore_errors=True)
                     where.models.mkdir(parents=True, exist_ok=True)
@@ -383,6 +385,9 @@ class Servers:
                 log.info("agent for %s starts before its pod's Istio proxy: outbound refused for %.1fs",
                          key, outbound_delay)
             records["agent"] = self._start_agent(namespace, name, where, triton, env)
+            if outbound_delay:  # the agent counts from its start, which its status file marks: the proxy is
+                # ready no sooner than that (`pods.Pods._start_sidecar` reads it; a string, as the other notes)
+                records[PROXY_READY_AT] = f"{time.time() + outbound_delay:.3f}"
             records["agent"].restarts, records["agent"].last_exit = restarts, reason
             self._save(where, records)
         return records
