@@ -35,35 +35,6 @@ def _service_resolver() -> Optional[Callable[[str], str]]:
     return lambda address: resolve_address(api, address)
 
 
-def _cluster_address_resolver() -> Optional[Callable[[str], str]]:
-    """`service.namespace:port` -> `<cluster IP>:port`, following ExternalName services, as a pod's DNS
-    answers it (only for wording a refused connection as Go's dialer does)."""
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        return None
-    from kubernetes import client
-    from kubernetes import config as kconfig
-
-    core = client.CoreV1Api(kconfig.new_client_from_config(config_file=kubeconfig))
-
-    def cluster_address(address: str) -> str:
-        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-        for _ in range(5):
-            parts = host.split(".")
-            if len(parts) < 2 or parts[2:] not in ([], ["svc"], ["svc", "cluster", "local"]):
-                break
-            svc = core.read_namespaced_service(parts[0], parts[1], _request_timeout=5)
-            if svc.spec.type == "ExternalName" and svc.spec.external_name:
-                host = svc.spec.external_name
-                continue
-            if svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
-                return f"{svc.spec.cluster_ip}:{port}" if port else svc.spec.cluster_ip
-            break
-        return address
-
-    return cluster_address
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     i18n.set_language(i18n.SOURCE_LANGUAGE)  # a log line is English whatever the learner's language, as upstream's
     parser = argparse.ArgumentParser(prog="python -m helpers.local.agent", description=__doc__,
@@ -87,8 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    s3 = s3config.from_env(os.environ, _service_resolver(), region_env=args.region_env,
-                           cluster_address=_cluster_address_resolver())
+    s3 = s3config.from_env(os.environ, _service_resolver(), region_env=args.region_env)
     threading.Thread(target=s3.warm_up, name="s3-warm-up", daemon=True).start()
     settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3,
                         reload_lost=args.reload_lost_models,
