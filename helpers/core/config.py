@@ -23,9 +23,10 @@ ENV_VARS = {
     "MMS_S3_ENDPOINT": "cluster target: the S3 address to use from outside the cluster (e.g. a port-forward to MinIO)",
     "MMS_INGRESS_URL": "the ingress gateway's address: on the cluster target outside the cluster e.g. a "
                        "port-forward to it; the local stack's `env` sets it to its nginx gateway",
-    "MMS_INGRESS_TOKEN": "a bearer token the ingress gateway checks (Kubeflow 1.9+'s m2m tokens, e.g. "
-                         "`kubectl create token default-editor`; it passes only where an AuthorizationPolicy in the "
-                         "namespace names that service account); never printed: curl lines show ${MMS_INGRESS_TOKEN}",
+    "MMS_INGRESS_TOKEN": "a bearer token for the ingress gateway: on Kubeflow 1.10/1.11's default install "
+                         "(`m2m-dex-only`) only an id token Dex issued passes; a service-account token gets 401 `Jwt "
+                         "issuer is not configured` (it needs the `m2m-dex-and-kind` overlay); never printed: curl "
+                         "lines show ${MMS_INGRESS_TOKEN}",
     "MMS_INGRESS_COOKIE": "a session cookie for the ingress gateway, `name=value` (Kubeflow 1.3 `authservice_session=...`, "
                           "1.9+ `oauth2_proxy_kubeflow=...`, copied from the browser; a value alone is taken as "
                           "authservice_session); never printed: curl lines show ${MMS_INGRESS_COOKIE}",
