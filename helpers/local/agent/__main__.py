@@ -15,24 +15,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from helpers.core import i18n
 from helpers.local.agent import Settings, release, run, s3config
 from helpers.local.agent.log import Logger
-
-
-def _service_resolver() -> Optional[Callable[[str], str]]:
-    """Host names resolved through Service objects, as cluster DNS resolves them for a pod."""
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        return None
-    from kubernetes import config as kconfig
-
-    from helpers.clients.k8s import resolve_address
-
-    api = kconfig.new_client_from_config(config_file=kubeconfig)
-    return lambda address: resolve_address(api, address)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -58,7 +45,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    s3 = s3config.from_env(os.environ, _service_resolver(), region_env=args.region_env)
+    s3 = s3config.from_env(os.environ, s3config.service_resolver(), region_env=args.region_env)
     threading.Thread(target=s3.warm_up, name="s3-warm-up", daemon=True).start()
     settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3,
                         reload_lost=args.reload_lost_models,

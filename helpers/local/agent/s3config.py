@@ -18,6 +18,7 @@ Service objects (the local stack annotates each with the loopback address behind
 """
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Union
@@ -98,3 +99,17 @@ def from_env(env: Mapping[str, str], resolve: Optional[Resolver] = None, region_
 def bucket_settings(s3: Union[S3Settings, AgentS3], bucket: str) -> S3Settings:
     """Settings for `bucket`: an AgentS3 applies KServe's rules; plain S3Settings are used as given."""
     return s3.for_bucket(bucket) if isinstance(s3, AgentS3) else s3
+
+
+def service_resolver() -> Optional[Resolver]:
+    """Host names resolved through Service objects, as cluster DNS resolves them for a pod (the
+    agent's and the storage initializer's S3 endpoint); None without KUBECONFIG."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        return None
+    from kubernetes import config as kconfig
+
+    from helpers.clients.k8s import resolve_address
+
+    api = kconfig.new_client_from_config(config_file=kubeconfig)
+    return lambda address: resolve_address(api, address)

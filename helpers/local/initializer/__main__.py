@@ -12,23 +12,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from helpers.core import i18n
 from helpers.core.constants import MODEL_DIR
+from helpers.local.agent import s3config
 from helpers.local.initializer import Release, run
-
-
-def _service_resolver() -> Optional[Callable[[str], str]]:
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        return None
-    from kubernetes import config as kconfig
-
-    from helpers.clients.k8s import resolve_address
-
-    api = kconfig.new_client_from_config(config_file=kubeconfig)
-    return lambda address: resolve_address(api, address)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -40,7 +29,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--mount", default=MODEL_DIR, help="the path the pod sees (default %(default)s)")
     parser.add_argument("--release", default="v0.15.2", help="the KServe/KFServing tag whose initializer to behave as")
     args = parser.parse_args(argv)
-    return run(Release(args.release), args.src_uri, args.dest, os.environ, _service_resolver(), args.mount)
+    return run(Release(args.release), args.src_uri, args.dest, os.environ, s3config.service_resolver(), args.mount)
 
 
 if __name__ == "__main__":
