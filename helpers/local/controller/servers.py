@@ -350,21 +350,7 @@ class Servers:
         where = self.dir(namespace, name)
         records = self._records(where)
         key = server_key(namespace, name)
-        triton = records.get("triton")
-        if not (triton and triton.alive()):
-            restarts, reason = self._restart_due(key, "triton", triton)
-            old = triton.ports if triton else {}
-            ports = {k: self._same_port(old.get(k)) or process.free_port() for k in ("http", "grpc", "metrics")}
-            tritonserver.prepare_backends(self.backends)
-            group, on_spawn = self._container_group(key, memory_limit)
-            triton = tritonserver.start(f"triton-{namespace}.{name}", where.models, self.backends, ports,
-                                        self.logs / f"triton-{key}.log", on_spawn=on_spawn)
-            triton.restarts, triton.last_exit = restarts, reason
-            records["triton"] = triton
-            if group is not None:  # a string: how the pod tells an OOM kill of this run (pods.Pods._finish)
-                records["triton-cgroup"] = json.dumps({"path": str(group), "pid": triton.pid,
-                                                       "oomKills": cgroups.oom_kills(group), "limit": memory_limit})
-            self._save(where, records)
+        triton = self._ensure_triton(namespace, name, where, records, memory_limit)
         agent = records.get("agent")
         if not (agent and agent.alive()):
             restarts, reason = self._restart_due(key, "agent", agent)
@@ -387,28 +373,37 @@ class Servers:
         self.prepare(namespace, name, generation, make_env, model_config=False)
         where = self.dir(namespace, name)
         records = self._records(where)
-        key = server_key(namespace, name)
         group = api_group(self.profile.group)
         if not records.get("initialized"):
             self._run_initializer(namespace, name, uri, where, records)
-        triton = records.get("triton")
-        if not (triton and triton.alive()):
-            restarts, reason = self._restart_due(key, "triton", triton)
-            old = triton.ports if triton else {}
-            ports = {k: self._same_port(old.get(k)) or process.free_port() for k in ("http", "grpc", "metrics")}
-            tritonserver.prepare_backends(self.backends)
-            cgroup, on_spawn = self._container_group(key, memory_limit)
-            triton = tritonserver.start(f"triton-{namespace}.{name}", where.models, self.backends, ports,
-                                        self.logs / f"triton-{key}.log", on_spawn=on_spawn, load_all=True, wait=False)
-            triton.restarts, triton.last_exit = restarts, reason
-            records["triton"] = triton
-            if cgroup is not None:
-                records["triton-cgroup"] = json.dumps({"path": str(cgroup), "pid": triton.pid,
-                                                       "oomKills": cgroups.oom_kills(cgroup), "limit": memory_limit})
-            self._save(where, records)
+        triton = self._ensure_triton(namespace, name, where, records, memory_limit, load_all=True)
         if not _answers(triton):  # KServe: the initializer is done, the server container not ready: Pending
             raise waiting_for_revision(group, name, "Pending")
         return records
+
+    def _ensure_triton(self, namespace: str, name: str, where: ServerDir, records: dict,
+                       memory_limit: Optional[int], load_all: bool = False) -> process.ProcessRecord:
+        """The server's Triton, started again (same ports where free, in its container's memory group) when
+        it is not running; `load_all`: a storageUri predictor's Triton, returned before it is ready."""
+        key = server_key(namespace, name)
+        triton = records.get("triton")
+        if triton and triton.alive():
+            return triton
+        restarts, reason = self._restart_due(key, "triton", triton)
+        old = triton.ports if triton else {}
+        ports = {k: self._same_port(old.get(k)) or process.free_port() for k in ("http", "grpc", "metrics")}
+        tritonserver.prepare_backends(self.backends)
+        cgroup, on_spawn = self._container_group(key, memory_limit)
+        triton = tritonserver.start(f"triton-{namespace}.{name}", where.models, self.backends, ports,
+                                    self.logs / f"triton-{key}.log", on_spawn=on_spawn, load_all=load_all,
+                                    wait=not load_all)
+        triton.restarts, triton.last_exit = restarts, reason
+        records["triton"] = triton
+        if cgroup is not None:  # a string: how the pod tells an OOM kill of this run (pods.Pods._finish)
+            records["triton-cgroup"] = json.dumps({"path": str(cgroup), "pid": triton.pid,
+                                                   "oomKills": cgroups.oom_kills(cgroup), "limit": memory_limit})
+        self._save(where, records)
+        return triton
 
     def _run_initializer(self, namespace: str, name: str, uri: str, where: ServerDir, records: dict) -> None:
         """Start, watch or restart the storage initializer; returns once it has succeeded (records say so)."""
