@@ -63,8 +63,8 @@ def server(stack: Stack, kube) -> str:
     def running() -> bool:
         found = pod(stack)
         statuses = found.get("status", {}).get("containerStatuses") or []
-        return found["status"].get("phase") == "Running" and len(statuses) == 2 and all(s["ready"] for s in statuses)
-    poll_until(running, "the server's pod to run 2/2", timeout=180, interval=0.5)
+        return found["status"].get("phase") == "Running" and len(statuses) == 3 and all(s["ready"] for s in statuses)
+    poll_until(running, "the server's pod to run 3/3", timeout=180, interval=0.5)
     return pod(stack)["metadata"]["name"]
 
 
@@ -81,7 +81,11 @@ def test_the_pod_is_the_one_kfserving_makes(stack: Stack, server: str) -> None:
     found = pod(stack)
     assert re.fullmatch(rf"{SERVER}-predictor-default-00001-deployment-[a-z0-9]{{10}}-[a-z0-9]{{5}}", server)
     spec = found["spec"]
-    assert [c["name"] for c in spec["containers"]] == ["kfserving-container", "agent"]
+    # Kubeflow 1.0.2's Istio 1.1.6 injects its proxy last (the namespace is labelled istio-injection: enabled)
+    assert [c["name"] for c in spec["containers"]] == ["kfserving-container", "agent", "istio-proxy"]
+    assert [c["name"] for c in spec["initContainers"]] == ["istio-init"]
+    assert spec["containers"][2]["image"] == "docker.io/istio/proxyv2:1.1.6"
+    assert spec["containers"][2]["resources"]["requests"] == {"cpu": "10m", "memory": "40Mi"}
     assert spec["nodeName"] == NODE_NAME and spec["serviceAccountName"] == "sa"
     assert found["metadata"]["ownerReferences"][0]["kind"] == "InferenceService"
     agent_env = {e["name"]: e for e in spec["containers"][1]["env"]}
@@ -92,7 +96,11 @@ def test_the_pod_is_the_one_kfserving_makes(stack: Stack, server: str) -> None:
     status = found["status"]
     assert status["phase"] == "Running" and status["podIP"] == "127.0.0.1"
     table = kubectl(stack, "get", "pods", "-l", LABEL, "-n", NS).stdout
-    assert re.search(rf"^{server}\s+2/2\s+Running\s+\d+", table, re.M), table
+    assert re.search(rf"^{server}\s+3/3\s+Running\s+\d+", table, re.M), table
+    init = {s["name"]: s for s in status["initContainerStatuses"]}["istio-init"]
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    proxy = {s["name"]: s for s in status["containerStatuses"]}["istio-proxy"]
+    assert proxy["ready"] and "running" in proxy["state"]
 
 
 def test_kubectl_logs_shows_the_agent_and_triton(stack: Stack, server: str) -> None:
@@ -107,6 +115,7 @@ def test_kubectl_logs_shows_the_agent_and_triton(stack: Stack, server: str) -> N
     assert kubectl(stack, "logs", server, "agent", "-n", NS, "--since=1h").stdout.strip()
     wrong = kubectl(stack, "logs", server, "nope", "-n", NS, check=False)
     assert wrong.returncode != 0 and "container nope is not valid" in wrong.stderr
+    assert kubectl(stack, "logs", server, "istio-proxy", "-n", NS).stdout == ""  # no process here, no lines
 
 
 def test_kubectl_logs_follows_the_agent(stack: Stack, kube, server: str) -> None:
@@ -139,7 +148,7 @@ def test_triton_killed_restart_count_grows_and_previous_shows_the_old_log(stack:
     poll_until(lambda: restarts(stack, "kfserving-container") == before + 1,
                "RESTARTS of kfserving-container to grow", timeout=120, interval=0.5)
     table = kubectl(stack, "get", "pod", server, "-n", NS).stdout
-    assert re.search(rf"^{server}\s+\d/2\s+\S+\s+{before + 1}\b", table, re.M), table
+    assert re.search(rf"^{server}\s+\d/3\s+\S+\s+{before + 1}\b", table, re.M), table
     last = next(s for s in pod(stack)["status"]["containerStatuses"] if s["name"] == "kfserving-container")
     assert last["lastState"]["terminated"]["exitCode"] == 137  # 128 + SIGKILL, as a runtime reports it
     previous = kubectl(stack, "logs", server, "kfserving-container", "-n", NS, "--previous").stdout

@@ -45,7 +45,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    s3 = s3config.from_env(os.environ, s3config.service_resolver(), region_env=args.region_env)
+    s3 = s3config.from_env(os.environ, s3config.service_resolver(), region_env=args.region_env,
+                           cluster_address=s3config.cluster_address_resolver())
     threading.Thread(target=s3.warm_up, name="s3-warm-up", daemon=True).start()
     settings = Settings(args.config_dir, args.model_dir, args.triton_url, args.status_file, s3,
                         reload_lost=args.reload_lost_models,

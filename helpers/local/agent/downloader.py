@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional, Union
+from urllib.parse import quote
 
 from minio import Minio
 from minio.error import S3Error
@@ -31,6 +32,10 @@ from helpers.local.agent.s3config import AgentS3, bucket_settings
 from helpers.local.agent.spec import ModelSpec
 
 PAGE = 1000  # S3's default MaxKeys: what one ListObjects call answers at most
+# What to do when the listing was refused before the pod's Istio proxy listened (kserve/kserve#1370).
+SIDECAR_FIX = ("the pod's Istio sidecar was not up yet: annotate the InferenceService "
+               "proxy.istio.io/config: '{\"holdApplicationUntilProxyStarts\": true}' and re-create it; until then "
+               "delete and re-apply the TrainedModel")
 Item = tuple[str, int, Path]  # (key, size, file it goes to)
 
 
@@ -147,6 +152,17 @@ class Downloader:
             self._clients[bucket] = connect(bucket_settings(self.s3, bucket))
         return self._clients[bucket]
 
+    def _refused(self, bucket: str, prefix: str) -> Optional[str]:
+        """The listing's refusal while the pod's Istio proxy does not listen yet (None otherwise): aws-sdk-go's
+        ListObjects GET, path-style or virtual-host as the agent addresses the bucket."""
+        if not isinstance(self.s3, AgentS3):
+            return None
+        scheme = "https" if self.s3.endpoint_url.startswith("https://") else "http"
+        query = f"?prefix={quote(prefix, safe='')}" if prefix else ""
+        url = f"{scheme}://{bucket}.{self.s3.endpoint}/{query}" if self.s3.virtual_host \
+            else f"{scheme}://{self.s3.endpoint}/{bucket}{query}"
+        return self.s3.refused(url)
+
     def download(self, name: str, spec: ModelSpec) -> bool:
         """Make `<model-dir>/<name>` hold `spec`'s files and marker. False if the marker was there already.
 
@@ -187,7 +203,11 @@ class Downloader:
     def _list_folder(self, spec: ModelSpec, folder: Path) -> list[Item]:
         """The friendly listing: every page, the prefix read as a folder, directory markers left out."""
         bucket, prefix = parse_s3_uri(spec.storage_uri)
-        objects = list_objects(self._client(bucket), bucket, prefix)
+        client = self._client(bucket)
+        refused = self._refused(bucket, prefix)
+        if refused:
+            raise StorageError(refused, SIDECAR_FIX)
+        objects = list_objects(client, bucket, prefix)
         if not objects:
             raise StorageError(f"no objects under {spec.storage_uri} on {self.s3.endpoint}",
                                "upload the model there first (e.g. `mc cp -r <folder> myminio/<bucket>/<prefix>`), "
@@ -206,6 +226,9 @@ class Downloader:
             client = self._client(bucket)
         except StorageError as exc:  # no region, a bucket host that does not resolve: the call fails in Go
             raise StorageError(go_wrap(f"unable to get batch objects {exc.cause}"), exc.fix) from None
+        refused = self._refused(bucket, prefix)
+        if refused:
+            raise StorageError(go_wrap(f"unable to get batch objects {refused}"), SIDECAR_FIX) from None
         fix = ("upload the model there first (e.g. `mc cp -r <folder> myminio/<bucket>/<prefix>`), or fix the "
                "TrainedModel's storageUri")
         said = ""  # the S3 error as aws-sdk-go prints it, when the server answered one

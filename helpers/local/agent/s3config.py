@@ -15,11 +15,19 @@ KServe's credential builder turns the S3 Secret's annotations into the agent con
 
 So the local agent fails where the real one fails. Host names resolve as in a pod: through the
 Service objects (the local stack annotates each with the loopback address behind it), else DNS.
+
+In a pod whose Istio proxy starts after the agent (the sidecar race, kserve/kserve#1370), iptables sends
+the agent's outbound connections to the proxy's port 15001 before Envoy listens there, and the kernel
+refuses them. The controller says for how long after the agent's start in OUTBOUND_REFUSED_ENV (counted
+from `from_env`, once Python has imported what the Go binary has at once); until then `refused` makes a
+real connection to a port where nothing listens and words its refusal as aws-sdk-go does, naming the
+Service's cluster IP as a pod's DNS would have resolved it.
 """
 from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Union
 
@@ -27,6 +35,9 @@ from helpers.clients.storage import S3Settings, StorageError
 
 Resolver = Callable[[str], str]
 REGION_ENV = "AWS_REGION"  # KFServing 0.5.1's name; KServe 0.14+ reads AWS_DEFAULT_REGION
+# Set by the local controller only (no release has it): for how many seconds after the agent's start the
+# pod's Istio proxy refuses its outbound connections (the proxy starts after it).
+OUTBOUND_REFUSED_ENV = "MMS_OUTBOUND_REFUSED_FOR"
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,8 @@ class AgentS3:
     virtual_host: bool
     resolve: Optional[Resolver] = None
     region_env: str = REGION_ENV
+    outbound_ready_at: float = 0.0  # before this moment the pod's Istio proxy refuses outbound connections
+    cluster_address: Optional[Resolver] = None  # `host:port` -> `<cluster IP>:port`, as a pod's DNS answers
 
     def __repr__(self) -> str:
         return (f"AgentS3(endpoint_url={self.endpoint_url!r}, region={self.region!r}, "
@@ -72,6 +85,28 @@ class AgentS3:
         return S3Settings(self._reachable(address), self.access_key, self.secret_key,
                           secure=self.endpoint_url.startswith("https://"), region=self.region)
 
+    def refused(self, url: str) -> Optional[str]:
+        """While the pod's Istio proxy does not listen yet: aws-sdk-go's error for a request to `url`, after a
+        real connection attempt the kernel refused; None once the proxy is up (or in a pod without one)."""
+        if time.time() >= self.outbound_ready_at:
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+            closed.bind(("127.0.0.1", 0))  # bound, never listening: a connection to it is refused
+            try:
+                socket.create_connection(closed.getsockname(), timeout=1).close()
+            except ConnectionRefusedError:
+                pass
+            else:  # pragma: no cover - a bound socket that does not listen accepts nothing
+                return None
+        host = url.split("://", 1)[-1].split("/", 1)[0]
+        dialled = host
+        if self.cluster_address:
+            try:
+                dialled = self.cluster_address(host)
+            except Exception:  # noqa: BLE001 - only the wording: keep the host name
+                dialled = host
+        return f'RequestError: send request failed\ncaused by: Get "{url}": dial tcp {dialled}: connect: connection refused'
+
     def _reachable(self, address: str) -> str:
         resolved = self.resolve(address) if self.resolve else address
         if resolved != address:
@@ -87,13 +122,19 @@ class AgentS3:
         return address
 
 
-def from_env(env: Mapping[str, str], resolve: Optional[Resolver] = None, region_env: str = REGION_ENV) -> AgentS3:
+def from_env(env: Mapping[str, str], resolve: Optional[Resolver] = None, region_env: str = REGION_ENV,
+             cluster_address: Optional[Resolver] = None) -> AgentS3:
     """KServe's agent environment variables -> AgentS3; the region from `region_env` only."""
+    try:
+        refused_for = float(env.get(OUTBOUND_REFUSED_ENV) or 0)
+    except ValueError:
+        refused_for = 0.0
+    ready_at = time.time() + refused_for if refused_for > 0 else 0.0
     return AgentS3(endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip(),
                    access_key=env.get("AWS_ACCESS_KEY_ID", ""), secret_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
                    region=env.get(region_env, "").strip(),
                    virtual_host=env.get("S3_USER_VIRTUAL_BUCKET", "").strip().lower() != "false",
-                   resolve=resolve, region_env=region_env)
+                   resolve=resolve, region_env=region_env, outbound_ready_at=ready_at, cluster_address=cluster_address)
 
 
 def bucket_settings(s3: Union[S3Settings, AgentS3], bucket: str) -> S3Settings:
@@ -113,3 +154,32 @@ def service_resolver() -> Optional[Resolver]:
 
     api = kconfig.new_client_from_config(config_file=kubeconfig)
     return lambda address: resolve_address(api, address)
+
+
+def cluster_address_resolver() -> Optional[Resolver]:
+    """`service.namespace:port` -> `<cluster IP>:port`, following ExternalName Services, as a pod's DNS
+    answers it (only to word a refused connection as Go's dialer does); None without KUBECONFIG."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        return None
+    from kubernetes import client
+    from kubernetes import config as kconfig
+
+    core = client.CoreV1Api(kconfig.new_client_from_config(config_file=kubeconfig))
+
+    def cluster_address(address: str) -> str:
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        for _ in range(5):  # ExternalName chains, bounded as a resolver's CNAME depth is
+            parts = host.split(".")
+            if len(parts) < 2 or parts[2:] not in ([], ["svc"], ["svc", "cluster", "local"]):
+                break
+            svc = core.read_namespaced_service(parts[0], parts[1], _request_timeout=5)
+            if svc.spec.type == "ExternalName" and svc.spec.external_name:
+                host = svc.spec.external_name
+                continue
+            if svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
+                return f"{svc.spec.cluster_ip}:{port}" if port else svc.spec.cluster_ip
+            break
+        return address
+
+    return cluster_address

@@ -25,9 +25,15 @@ modelled (none is on the predictor's path). A refused request gets 403 `RBAC: ac
 
 The local gateway (nginx) asks `authz` about each request; `authz` asks `decide` here, with the
 predictor pod's labels as the workload.
+
+Istio's sidecar injector (`Injector`, `inject`, at the end): what a release's injector adds to a pod of a
+namespace labelled `istio-injection: enabled` (the profile controller labels each profile's namespace so
+in every release), and when the pod's agent meets the sidecar race (kserve/kserve#1370). Facts with file
+and tag in docs/releases.md, "The Istio sidecar in the server's pod".
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
@@ -197,3 +203,201 @@ def decide(policies: Iterable[Mapping], namespace: str, labels: Mapping[str, str
         if any(_rule(r or {}, request) for r in (policy.get("spec") or {}).get("rules") or []):
             return Decision(True, f"allowed by {policy['metadata']['namespace']}/{policy['metadata']['name']}")
     return Decision(False, "rbac_access_denied_matched_policy[none]")
+
+
+# --- Istio's sidecar injector ---------------------------------------------------------------
+SIDECAR = "istio-proxy"
+INJECTION_LABEL = "istio-injection"  # on the namespace: "enabled" turns the injector on for its pods
+INJECT_ANNOTATION = "sidecar.istio.io/inject"  # "false" on the pod: no sidecar
+NATIVE_ANNOTATION = "sidecar.istio.io/nativeSidecar"  # "true"/"false" on the pod: overrides istiod's default
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"  # the pod's ProxyConfig overrides (holdApplicationUntilProxyStarts)
+_HOLD = re.compile(r'"?holdApplicationUntilProxyStarts"?\s*:\s*"?true', re.I)
+HOLD_COMMAND = ("pilot-agent", "wait")
+# How long after its start the proxy's Envoy takes to listen (its outbound port 15001, where iptables sends
+# every outbound TCP connection of the pod) and to answer its readiness probe: the agent's S3 calls made
+# before then are refused. A few seconds on a cluster (Envoy waits for its first config from istiod);
+# the local stack uses this one figure.
+PROXY_STARTUP_S = 2.5
+
+
+@dataclass(frozen=True)
+class Injector:
+    """Istio's sidecar injector as a Kubeflow release installs it: what it adds to a pod, and how.
+
+    `native`: istiod's ENABLE_NATIVE_SIDECARS: the proxy becomes an init container with
+    `restartPolicy: Always`, which the kubelet starts, and waits for, before the pod's containers.
+    `reads_proxy_config`: whether the injector reads `holdApplicationUntilProxyStarts` from the pod's
+    `proxy.istio.io/config` (Istio 1.7+); then the proxy goes first among the containers with a postStart
+    hook `pilot-agent wait`, which keeps the kubelet from starting the next container until Envoy is ready.
+    """
+
+    istio: str
+    source: str  # where the facts are: kubeflow/manifests tag and file
+    proxy_image: str
+    init_name: str  # istio-init (iptables set by the init container) or istio-validation (Istio CNI)
+    init_image: str
+    init_args: tuple[str, ...]
+    proxy_resources: dict
+    init_resources: dict
+    native: bool
+    reads_proxy_config: bool
+    readiness_probe: dict
+    startup_probe: Optional[dict] = None
+    default_container_annotations: bool = False  # kubectl.kubernetes.io/default-container (Istio 1.10+)
+
+    def proxy_args(self, labels: Mapping[str, str], app_ports: str) -> list[str]:
+        if self.istio == "1.1.6":  # the 1.1 template, with Kubeflow 1.0.2's mesh config filled in
+            return ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local",
+                    "--configPath", "/etc/istio/proxy", "--binaryPath", "/usr/local/bin/envoy",
+                    "--serviceCluster", f"{labels.get('app') or SIDECAR}.$(POD_NAMESPACE)",
+                    "--drainDuration", "45s", "--parentShutdownDuration", "1m0s",
+                    "--discoveryAddress", "istio-pilot.istio-system:15010", "--zipkinAddress", "zipkin.istio-system:9411",
+                    "--connectTimeout", "10s", "--proxyAdminPort", "15000", "--concurrency", "2",
+                    "--controlPlaneAuthPolicy", "NONE", "--statusPort", "15020", "--applicationPorts", app_ports]
+        return ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local", "--proxyLogLevel=warning",
+                "--proxyComponentLogLevel=misc:error", "--log_output_level=default:info"]
+
+
+_PROBE_1_24 = {"httpGet": {"path": "/healthz/ready", "port": 15021}, "initialDelaySeconds": 0, "periodSeconds": 15,
+               "timeoutSeconds": 3, "failureThreshold": 4}
+_STARTUP_1_24 = {"httpGet": {"path": "/healthz/ready", "port": 15021}, "initialDelaySeconds": 0, "periodSeconds": 1,
+                 "timeoutSeconds": 3, "failureThreshold": 600}
+_IPTABLES_1_24 = ("istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "",
+                  "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info")
+_LIMITS = {"cpu": "2000m", "memory": "1024Mi"}
+
+# By the Kubeflow release each profile models (`Profile.kubeflow`).
+INJECTORS = {
+    # kfctl_k8s_istio.v1.0.2 (the layout with `kfserving-ingressgateway`): Istio 1.1.6, `policy: enabled`.
+    "1.0.2": Injector(
+        istio="1.1.6", source="kubeflow/manifests v1.0.2 istio/istio-install/base/istio-noauth.yaml",
+        proxy_image="docker.io/istio/proxyv2:1.1.6", init_name="istio-init",
+        init_image="docker.io/istio/proxy_init:1.1.6",
+        init_args=("-p", "15001", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "{ports}", "-d", "15020"),
+        proxy_resources={"limits": {"cpu": "2000m", "memory": "128Mi"}, "requests": {"cpu": "10m", "memory": "40Mi"}},
+        init_resources={"limits": {"cpu": "100m", "memory": "50Mi"}, "requests": {"cpu": "10m", "memory": "10Mi"}},
+        native=False, reads_proxy_config=False,
+        readiness_probe={"httpGet": {"path": "/healthz/ready", "port": 15020}, "initialDelaySeconds": 1,
+                         "periodSeconds": 2, "failureThreshold": 30}),
+    # common/istio-1-24 (Istio 1.24.3, no CNI); profile.yaml sets ENABLE_NATIVE_SIDECARS=true on istiod.
+    **{release: Injector(
+        istio="1.24.3", source=f"kubeflow/manifests v{release} common/istio-1-24/istio-install/base/install.yaml",
+        proxy_image="gcr.io/istio-release/proxyv2:1.24.3", init_name="istio-init",
+        init_image="gcr.io/istio-release/proxyv2:1.24.3", init_args=_IPTABLES_1_24,
+        proxy_resources={"limits": _LIMITS, "requests": {"cpu": "100m", "memory": "128Mi"}},
+        init_resources={"limits": _LIMITS, "requests": {"cpu": "100m", "memory": "128Mi"}},
+        native=True, reads_proxy_config=True, readiness_probe=_PROBE_1_24, startup_probe=_STARTUP_1_24,
+        default_container_annotations=True) for release in ("1.10.0", "1.10.1")},
+    # common/istio (Istio 1.28.0 with its CNI: istio-validation instead of istio-init), native sidecars on.
+    "1.11.0": Injector(
+        istio="1.28.0", source="kubeflow/manifests v1.11.0 common/istio/istio-install/base/install.yaml",
+        proxy_image="gcr.io/istio-release/proxyv2:1.28.0", init_name="istio-validation",
+        init_image="gcr.io/istio-release/proxyv2:1.28.0",
+        init_args=(*_IPTABLES_1_24, "--run-validation", "--skip-rule-apply"),
+        proxy_resources={"limits": _LIMITS, "requests": {"cpu": "10m", "memory": "40Mi"}},
+        init_resources={"limits": _LIMITS, "requests": {"cpu": "10m", "memory": "40Mi"}},
+        native=True, reads_proxy_config=True, readiness_probe=_PROBE_1_24, startup_probe=_STARTUP_1_24,
+        default_container_annotations=True),
+}
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What the injector did to one pod.
+
+    `native`: the proxy is a native sidecar (an init container with `restartPolicy: Always`), started
+    and ready before the pod's containers; the local API server (Kubernetes 1.20) cannot store that field,
+    so such a pod shows no istio-proxy here. `held`: a regular container first, with `pilot-agent wait`.
+    Otherwise a regular container last: the pod's containers start before Envoy listens (`races`).
+    """
+
+    injector: Injector
+    native: bool
+    held: bool
+
+    @property
+    def races(self) -> bool:
+        """Whether the pod's other containers start before the proxy is ready (the sidecar race)."""
+        return not self.native and not self.held
+
+    @property
+    def shown(self) -> bool:
+        """Whether the pod's spec carries the proxy here (a native sidecar cannot be stored, see above)."""
+        return not self.native
+
+    def to_json(self) -> dict:
+        return {"istio": self.injector.istio, "native": self.native, "held": self.held}
+
+
+def holds(annotations: Mapping[str, str]) -> bool:
+    """Whether `proxy.istio.io/config` asks to hold the application until the proxy starts."""
+    return bool(_HOLD.search(str(annotations.get(PROXY_CONFIG_ANNOTATION) or "")))
+
+
+def sidecar_for(kubeflow: str, namespace_labels: Mapping[str, str],
+                annotations: Mapping[str, str]) -> Optional[Sidecar]:
+    """The sidecar Istio's injector gives a pod of a namespace with `namespace_labels` and pod `annotations`
+    on Kubeflow release `kubeflow`, or None (no injector known, injection off for the namespace or the pod)."""
+    injector = INJECTORS.get(kubeflow)
+    if injector is None or namespace_labels.get(INJECTION_LABEL) != "enabled" \
+            or str(annotations.get(INJECT_ANNOTATION, "")).lower() == "false":
+        return None
+    native = injector.native
+    if injector.reads_proxy_config and annotations.get(NATIVE_ANNOTATION) in ("true", "false"):
+        native = annotations[NATIVE_ANNOTATION] == "true"
+    held = not native and injector.reads_proxy_config and holds(annotations)
+    return Sidecar(injector, native, held)
+
+
+def inject(sidecar: Sidecar, pod: dict) -> dict:
+    """The pod (a dict: metadata, spec) as the injector returns it: Istio's label and annotations, and for a
+    sidecar that is `shown`, the init container (istio-init after the pod's own init containers, so they
+    still reach the network; the CNI's istio-validation before them) and the proxy last, or, held, first
+    with its `pilot-agent wait` postStart hook (istio `reorderPod`). Istio's volumes, env and status
+    annotation are left out."""
+    injector = sidecar.injector
+    meta, spec = pod.setdefault("metadata", {}), pod["spec"]
+    containers = list(spec.get("containers") or [])
+    app = [c["name"] for c in containers]
+    meta.setdefault("labels", {}).setdefault("security.istio.io/tlsMode", "istio")
+    if injector.default_container_annotations and app:
+        notes = meta.setdefault("annotations", {})
+        notes.setdefault("kubectl.kubernetes.io/default-container", app[0])
+        notes.setdefault("kubectl.kubernetes.io/default-logs-container", app[0])
+        notes.setdefault("istio.io/rev", "default")
+    if not sidecar.shown:
+        return pod
+    ports = ",".join(str(p["containerPort"]) for c in containers for p in c.get("ports") or [])
+    init = {"name": injector.init_name, "image": injector.init_image,
+            "args": [a.replace("{ports}", ports) for a in injector.init_args],
+            "resources": injector.init_resources, "imagePullPolicy": "IfNotPresent"}
+    proxy: dict = {"name": SIDECAR, "image": injector.proxy_image,
+                   "args": injector.proxy_args(meta.get("labels") or {}, ports),
+                   "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+                   "resources": injector.proxy_resources, "readinessProbe": injector.readiness_probe,
+                   "imagePullPolicy": "IfNotPresent"}
+    if injector.startup_probe:
+        proxy["startupProbe"] = injector.startup_probe
+    if sidecar.held:
+        proxy["lifecycle"] = {"postStart": {"exec": {"command": list(HOLD_COMMAND)}}}
+    spec["containers"] = [proxy, *containers] if sidecar.held else [*containers, proxy]
+    own = list(spec.get("initContainers") or [])
+    spec["initContainers"] = [init, *own] if injector.init_name == "istio-validation" else [*own, init]
+    return pod
+
+
+def sidecar_json(data: Optional[dict]) -> Optional[Sidecar]:
+    """A Sidecar from `Sidecar.to_json` (None for None or an unknown Istio)."""
+    if not data:
+        return None
+    injector = next((i for i in INJECTORS.values() if i.istio == data.get("istio")), None)
+    return Sidecar(injector, bool(data.get("native")), bool(data.get("held"))) if injector else None
+
+
+def describe_sidecar(sidecar: Optional[Sidecar]) -> str:
+    """One line for logs: which sidecar a pod got."""
+    if sidecar is None:
+        return "no Istio sidecar"
+    kind = "native sidecar" if sidecar.native else "held (pilot-agent wait)" if sidecar.held else "container, not held"
+    return f"Istio {sidecar.injector.istio} {SIDECAR}: {kind}"
+

@@ -28,7 +28,14 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from helpers.clients import k8s
-from helpers.core.constants import PROFILE_GROUP, PROFILE_PLURAL, PROFILE_VERSION, api_group, model_config_map_name
+from helpers.core.constants import (
+    MODEL_CONFIG_FILE,
+    PROFILE_GROUP,
+    PROFILE_PLURAL,
+    PROFILE_VERSION,
+    api_group,
+    model_config_map_name,
+)
 from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.agent.status import read_status
 from helpers.local.cluster import cgroups, identity, metrics, node
@@ -50,6 +57,7 @@ from helpers.local.controller.servers import (
     server_key,
     status_url,
     storage_uri,
+    waiting_for_revision,
 )
 from helpers.local.controller.webhooks import Webhooks
 from helpers.local.stack import controlplane, process
@@ -78,7 +86,8 @@ class Controller:
         from helpers.local.stack.stack import Stack  # the stack's S3 keys, which Kubeflow Pipelines copies into each profile
 
         self.minio = Stack(state_root).s3_credentials()
-        self.pods = Pods(self.kube, state_root, state_root / "logs", self.profile.scheduler_preemption_message)
+        self.pods = Pods(self.kube, state_root, state_root / "logs", self.profile.scheduler_preemption_message,
+                         self.profile.kubeflow)
         self.gateway = Gateway(state_root, state_root / "logs", open_gateway=self.profile.kfserving_gateway)
         # Kubeflow-style profiles guard the gateway: a session or token, and the namespace's RBAC.
         self.authorizer = Authorizer(api, self.profile, state_root) if self.profile.gateway_auth else None
@@ -144,7 +153,7 @@ class Controller:
             if key not in wanted:
                 log.info("inferenceservice %s is gone: stopping its server", key)
                 self.servers.stop(key, remove=True)
-        self._guard("pods", self.pods.cleanup, wanted, self.servers.stop)
+        self._guard("pods", self.pods.cleanup, wanted, lambda key: self.servers.stop(key, pod_gone=True))
         self._guard("the metrics API's APIService", self._route_metrics_api)
         self._guard("gateway", self._route, wanted)
 
@@ -234,10 +243,13 @@ class Controller:
                 records = self._run_repository_pod(group, isvc, uri, placed.memory_limit)
             else:
                 records = self.servers.ensure_running(ns, name, generation, lambda: self._pod_env(group, isvc),
-                                                      memory_limit=placed.memory_limit)
+                                                      memory_limit=placed.memory_limit,
+                                                      outbound_delay=placed.outbound_delay)
                 self.status_events.add(self.servers.dir(ns, name).root)
             self.servers.ensure_objects(isvc, records["triton"], self._cluster_local_address(key), model_config=not uri)
             self.pods.sync(group, isvc, records)
+            if not self.pods.proxy_ready(key):  # Knative waits for every container, the Istio proxy too
+                raise waiting_for_revision(group, name, "Pending")
             self._note_route(key, isvc, records["triton"])
             # Before Ready is written: a client that saw Ready must find the route there.
             self._route_known()
@@ -300,6 +312,26 @@ class Controller:
                 log.error('Reconciler error: trainedmodel %s/%s: configmaps "%s" not found', ns, meta["name"],
                           model_config_map_name(name))
 
+    def _drop_deleted(self, isvc: dict, deleting: list[dict]) -> None:
+        """While the server is not up, a TrainedModel being deleted still leaves the model config (KServe's
+        ModelConfigReconciler removes it before the finalizer goes, whatever the InferenceService's state);
+        the other entries stay as they are."""
+        if not deleting:
+            return
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        cm = self.kube.read(self.kube.core.read_namespaced_config_map, model_config_map_name(name), ns)
+        if cm is None:
+            return
+        gone = {tm["metadata"]["name"] for tm in deleting}
+        try:
+            entries = json.loads((cm.data or {}).get(MODEL_CONFIG_FILE) or "[]")
+        except ValueError:
+            return
+        kept = [e for e in entries if e.get("modelName") not in gone]
+        if len(kept) != len(entries):
+            tms.write_model_config(self.kube, ns, name, kept, self.servers.dir(ns, name), self._config_written,
+                                   project=self.projector.project)
+
     def reconcile_server(self, key: str, project: bool) -> bool:
         """One server's TrainedModels (config with `project`, and status); False if the server is not up."""
         seen = self._serving.get(key)
@@ -349,6 +381,8 @@ class Controller:
                 tms.write_model_config(self.kube, ns, name, [tms.model_entry(tm) for tm in served], where,
                                        self._config_written, trust=via != "full pass", project=self.projector.project)
             agent = read_status(where.agent_status)
+        elif project and tms.is_mms_predictor(isvc):
+            self._drop_deleted(isvc, [tm for tm in items if tm["metadata"].get("deletionTimestamp")])
         for tm in items:
             if tm["metadata"].get("deletionTimestamp"):
                 if project:  # it has left models.json above (or never was in it): let the deletion finish

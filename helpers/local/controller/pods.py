@@ -16,6 +16,17 @@ mounted there, read-only in the server container); its status shows `Init:0/1` w
 runs, `Init:Error` and `Init:CrashLoopBackOff` when it fails, with its log's end as the termination
 message (FallbackToLogsOnError), and the phase stays Pending until it has succeeded.
 
+The pod carries the InferenceService's annotations (KServe copies them to the Knative revision, which
+puts them on its pods), and in a namespace labelled `istio-injection: enabled` what the release's Istio
+injector adds (`mesh.sidecar_for`, `mesh.inject`): on Kubeflow 1.0.2's Istio 1.1.6, an `istio-init` init
+container and the `istio-proxy` container last; on Kubeflow 1.10/1.11 a native sidecar, which the local
+API server (Kubernetes 1.20) cannot store, so the pod shows none unless it asks for the old kind
+(`sidecar.istio.io/nativeSidecar: "false"`), then first with `pilot-agent wait` when the pod holds its
+containers for it (`proxy.istio.io/config` holdApplicationUntilProxyStarts). The proxy has no process
+here: its status follows its start (with the agent's, or before the others when held) and Envoy's
+startup (`mesh.PROXY_STARTUP_S`), and a pod whose agent starts before it gets `outbound_delay` in its
+Placement: the agent's outbound connections are refused for that long (the sidecar race).
+
 A Pod deleted while its InferenceService lives is replaced, with fresh processes, as its
 ReplicaSet would; a Pod whose InferenceService is gone (ownerReferences, the garbage collector)
 is let go: as the kubelet does, the controller confirms the deletion once the processes stopped.
@@ -28,7 +39,8 @@ import logging
 import platform
 import secrets
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
@@ -50,13 +62,13 @@ from helpers.core.constants import (
     api_group,
     model_config_map_name,
 )
-from helpers.local.cluster import cgroups, scheduler
+from helpers.local.cluster import cgroups, mesh, scheduler
 from helpers.local.cluster.kubelet import ContainerLog, LogError
 from helpers.local.cluster.kubelet_portforward import PortForwardError
 from helpers.local.cluster.metrics import PodProcesses
 from helpers.local.cluster.node import NodeSize
 from helpers.local.controller.kube import Kube, owner_reference
-from helpers.local.controller.servers import storage_uri, termination_message
+from helpers.local.controller.servers import PROXY_READY_AT, storage_uri, termination_message
 from helpers.local.stack import process
 from helpers.local.stack.controlplane import KUBE_VERSION, NODE_NAME
 from helpers.local.stack.seed import MINIO_POD, SEAWEEDFS_POD
@@ -64,6 +76,12 @@ from helpers.local.stack.seed import MINIO_POD, SEAWEEDFS_POD
 log = logging.getLogger("controller")
 
 INIT_CONTAINER, INIT_ROLE = "storage-initializer", "initializer"  # the init container and its process's role
+# What KServe leaves out when it copies the InferenceService's annotations to the revision (and so the pod):
+# ServiceAnnotationDisallowedList (kf v0.5.1, ks v0.15.0 pkg/constants/constants.go), both spellings of
+# Knative's scale keys.
+DISALLOWED_ANNOTATIONS = ("autoscaling.knative.dev/minScale", "autoscaling.knative.dev/maxScale",
+                          "autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+                          "kubectl.kubernetes.io/last-applied-configuration")
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet for generated name suffixes
 # A server pod's Triton ports as the pod numbers them (its args; metrics at Triton's default) -> the
 # local process's port of that kind, for `kubectl port-forward pod/... 8002`.
@@ -97,6 +115,9 @@ class Placement:
     bound: bool
     message: str = ""
     memory_limit: Optional[int] = None  # the server container's limits.memory in bytes, if any
+    # Seconds the agent's outbound connections are refused after it starts: its pod's Istio proxy starts
+    # after it and listens only then (the sidecar race). None: no such proxy, or the agent ran already.
+    outbound_delay: Optional[float] = None
 
 
 def _template_hash(isvc: dict) -> str:
@@ -124,11 +145,13 @@ def exit_code(pid: int) -> Optional[int]:
 class Pods:
     """The Node and the Pods of the local stack, and the container logs the kubelet endpoint serves."""
 
-    def __init__(self, kube: Kube, state_root: Path, logs: Path, preemption_message: bool = False) -> None:
+    def __init__(self, kube: Kube, state_root: Path, logs: Path, preemption_message: bool = False,
+                 kubeflow: str = "") -> None:
         self.kube = kube
         self.state_root = state_root
         self.logs = logs
         self.preemption_message = preemption_message  # does this release's scheduler word its preemption verdict
+        self.kubeflow = kubeflow  # the Kubeflow release, whose Istio injector the pods meet (mesh.INJECTORS)
         self.size: Optional[NodeSize] = None  # what the Node's status says now
         self._kubelet_port = 0
         self._lock = threading.Lock()
@@ -274,17 +297,27 @@ class Pods:
                 self._delete(ns, pod.metadata.name)
                 pod = None
             if pod is None:
-                pod = self._create(group, isvc, agent_env)
+                pod, sidecar = self._create(group, isvc, agent_env)
                 state = {"pod": pod.metadata.name, "uid": pod.metadata.uid, "group": group.group,
                          "created": _time(), "containers": {}}
                 if storage_uri(isvc):
                     state["storageUri"] = storage_uri(isvc)
+                if sidecar is not None:
+                    state["sidecar"] = sidecar.to_json()
                 self._save(key, state)
             spec = self.kube.api.sanitize_for_serialization(pod.spec)
             limit = self._memory_limit(group, spec)
-            if pod.spec.node_name:
-                return Placement(True, memory_limit=limit)
-            return self._schedule(pod, spec, limit)
+            placed = Placement(True, memory_limit=limit) if pod.spec.node_name else self._schedule(pod, spec, limit)
+            return replace(placed, outbound_delay=self._outbound_delay(state)) if placed.bound else placed
+
+    @staticmethod
+    def _outbound_delay(state: dict) -> Optional[float]:
+        """For a pod whose agent has not run yet and whose Istio proxy starts after it: how long the agent's
+        outbound connections are refused once it starts (the proxy's startup)."""
+        sidecar = mesh.sidecar_json(state.get("sidecar"))
+        if sidecar is None or not sidecar.races or state.get("storageUri") or state["containers"].get("agent"):
+            return None
+        return mesh.PROXY_STARTUP_S
 
     @staticmethod
     def _memory_limit(group: ApiGroup, spec: dict) -> Optional[int]:
@@ -359,8 +392,46 @@ class Pods:
                 elif role == INIT_ROLE and runs and "finishedAt" not in runs[-1] and isinstance(
                         record, process.ProcessRecord) and not record.alive():
                     self._finish(runs[-1], None)  # an init container's end is its result, not a crash to restart
+            self._start_sidecar(key, state, records)
             self._save(key, state)
         self._write_status(group, ns, pod, state, records, unready)
+
+    def _start_sidecar(self, key: str, state: dict, records: dict) -> None:
+        """Note when the pod's Istio proxy (no process here) started and is ready: with the agent, Envoy
+        listening `mesh.PROXY_STARTUP_S` later; held, or without an agent, with the server container (held:
+        ready by then). Its log and its init container's are empty runs."""
+        data = state.get("sidecar")
+        sidecar = mesh.sidecar_json(data)
+        if sidecar is None or not sidecar.shown or "startedAt" in data:
+            return
+        role = "agent" if sidecar.races and not state.get("storageUri") else "triton"
+        runs = state["containers"].get(role) or []
+        if not runs:
+            return
+        record = records.get(role)
+        started = record.started if isinstance(record, process.ProcessRecord) and record.pid == runs[0]["pid"] \
+            and record.started else time.time()
+        ready = started + (0 if sidecar.held else mesh.PROXY_STARTUP_S)
+        if role == "agent" and records.get(PROXY_READY_AT):  # counted from the agent's own start, as it counts
+            ready = max(ready, float(records[PROXY_READY_AT]))
+        data.update(startedAt=started, readyAt=ready)
+        for name in (sidecar.injector.init_name, mesh.SIDECAR):
+            path = self._sidecar_log(key, name)
+            if not path.exists():
+                path.write_text(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(started))} starting {name}: "
+                                "no process in the local stack\n")
+
+    def proxy_ready(self, key: str) -> bool:
+        """Whether the server's pod has no Istio proxy shown here, or one that is ready by now."""
+        state = self._load(key)
+        sidecar = mesh.sidecar_json(state.get("sidecar"))
+        if sidecar is None or not sidecar.shown:
+            return True
+        ready_at = (state.get("sidecar") or {}).get("readyAt")
+        return ready_at is not None and time.time() >= ready_at
+
+    def _sidecar_log(self, key: str, name: str) -> Path:
+        return self.logs / f"{name}-{key}.log"
 
     def _create(self, group: ApiGroup, isvc: dict, agent_env: list[dict]):
         """The server's Pod as the revision's Deployment makes it and the pod mutator injects into it: the
@@ -410,18 +481,33 @@ class Pods:
             pod_spec.update({"containers": [server, agent],
                              "volumes": [{"name": "model-dir", "emptyDir": {}},
                                          {"name": "model-config", "configMap": {"name": model_config_map_name(name)}}]})
-        # The predictor adds the storageUri for the storage initializer injector (StorageInitializerSourceUri...).
+        # The InferenceService's own annotations, but the disallowed ones (predictor.go), as the revision has
+        # them; the predictor adds the storageUri for the storage initializer injector (StorageInitializerSourceUri...).
         source = f"internal.{group.group}/storage-initializer-sourceuri"
-        annotations = {"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev", source: uri} \
-            if group.group == KFSERVING_GROUP else {source: uri} if uri else {}
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                       if k not in DISALLOWED_ANNOTATIONS and k != source}
+        annotations.update({"autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev", source: uri}
+                           if group.group == KFSERVING_GROUP else {source: uri} if uri else {})
         metadata = {"name": pod_name(group, name, template), "namespace": ns, "labels": labels,
                     "ownerReferences": [owner_reference(isvc)]}
         if annotations:
             metadata["annotations"] = annotations
-        pod = self.kube.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-                                                        "spec": pod_spec})
-        log.info("created pod %s/%s for inferenceservice %s", ns, pod.metadata.name, name)
-        return pod
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+        sidecar = self._sidecar(ns, annotations)
+        if sidecar is not None:  # Istio's injector, the last mutating webhook the pod meets
+            body = mesh.inject(sidecar, body)
+        pod = self.kube.core.create_namespaced_pod(ns, body)
+        log.info("created pod %s/%s for inferenceservice %s (%s)", ns, pod.metadata.name, name,
+                 mesh.describe_sidecar(sidecar))
+        return pod, sidecar
+
+    def _sidecar(self, ns: str, annotations: dict) -> Optional[mesh.Sidecar]:
+        """The Istio sidecar this release's injector gives a pod with `annotations` in namespace `ns`."""
+        if self.kubeflow not in mesh.INJECTORS:
+            return None
+        namespace = self.kube.read(self.kube.core.read_namespace, ns)
+        labels = (namespace.metadata.labels or {}) if namespace is not None else {}
+        return mesh.sidecar_for(self.kubeflow, labels, annotations)
 
     @staticmethod
     def _server_args(group: ApiGroup, triton: dict) -> list[str]:
@@ -500,6 +586,13 @@ class Pods:
             if len(runs) > 1:
                 status["lastState"] = {"terminated": _terminated(runs[-2])}
             statuses.append(status)
+        sidecar = mesh.sidecar_json(state.get("sidecar"))
+        if sidecar is not None and sidecar.shown:
+            proxy, init = self._sidecar_statuses(sidecar, state, images, initialized)
+            all_ready = all_ready and proxy["ready"]
+            statuses = [proxy, *statuses] if sidecar.held else [*statuses, proxy]
+            init_statuses = [init, *init_statuses] if sidecar.injector.init_name == "istio-validation" \
+                else [*init_statuses, init]
         ready = "True" if all_ready else "False"
         old = pod.status.to_dict() if pod.status else {}
         old_conditions = {c["type"]: c for c in (old.get("conditions") or [])}
@@ -535,6 +628,29 @@ class Pods:
         except ApiException as exc:
             if not not_found(exc):
                 raise
+
+    @staticmethod
+    def _sidecar_statuses(sidecar: mesh.Sidecar, state: dict, images: dict, initialized: bool) -> tuple[dict, dict]:
+        """The istio-proxy container's status (running from its start, ready once Envoy is) and its init
+        container's (iptables set: Completed at once), for a proxy that has no process here."""
+        created = state.get("created") or _time()
+        data = state.get("sidecar") or {}
+        init_name = sidecar.injector.init_name
+        init = {"name": init_name, "image": images.get(init_name, ""), "imageID": "", "ready": True, "started": False,
+                "restartCount": 0, "containerID": f"local://{init_name}",
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": created,
+                                         "finishedAt": created, "containerID": f"local://{init_name}"}}}
+        if init_name == "istio-init" and not initialized:  # it runs after the pod's own init containers
+            init = {"name": init_name, "image": init["image"], "imageID": "", "ready": False, "started": False,
+                    "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}
+        proxy = {"name": mesh.SIDECAR, "image": images.get(mesh.SIDECAR, ""), "imageID": "", "restartCount": 0,
+                 "ready": False, "started": False}
+        if not initialized or "startedAt" not in data:
+            proxy["state"] = {"waiting": {"reason": "PodInitializing" if not initialized else "ContainerCreating"}}
+            return proxy, init
+        proxy.update(started=True, ready=time.time() >= data["readyAt"], containerID=f"local://{mesh.SIDECAR}",
+                     state={"running": {"startedAt": _time(data["startedAt"])}})
+        return proxy, init
 
     def _init_status(self, name: str, image: str, record, runs: list[dict], pod) -> dict:
         """An init container's status: running, terminated (Completed, or Error with its log's end as the
@@ -625,6 +741,12 @@ class Pods:
             if state.get("pod") != pod:
                 continue
             role = self._container_roles(state).get(container)
+            sidecar = mesh.sidecar_json(state.get("sidecar"))
+            if role is None and sidecar is not None and sidecar.shown \
+                    and container in (mesh.SIDECAR, sidecar.injector.init_name):
+                if previous:
+                    raise LogError(400, f'previous terminated container "{container}" in pod "{pod}" not found')
+                return ContainerLog(self._sidecar_log(key, container), -1, lambda: container == mesh.SIDECAR)
             if role is None:
                 raise LogError(400, f"container {container} is not valid for pod {pod}")
             runs = state["containers"].get(role) or []

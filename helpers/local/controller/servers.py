@@ -40,6 +40,7 @@ from helpers.core.constants import (
 )
 from helpers.core.errors import SetupError
 from helpers.core.wait import WaitTimeout, poll_until
+from helpers.local.agent.s3config import OUTBOUND_REFUSED_ENV
 from helpers.local.cluster import cgroups
 from helpers.local.controller.conditions import condition, merge_times, ready_from, strip_times
 from helpers.local.controller.kube import Kube, owner_reference
@@ -48,6 +49,7 @@ from helpers.local.stack.releases import Profile
 
 log = logging.getLogger("controller")
 INITIALIZER = "initializer"  # the storage initializer's role: its process record and log file
+PROXY_READY_AT = "proxy-ready-at"  # in the records: when a racing pod's Istio proxy listens (epoch seconds)
 GRPC_ADDRESS_ANNOTATION = LOCAL_ADDRESS_ANNOTATION.replace("address", "grpc-address")
 # The pod's own port, where the Service's address leads to the mesh's guard instead (kubectl port-forward
 # reaches the container, not its sidecar).
@@ -334,17 +336,25 @@ class Servers:
                     if isinstance(records.get(role), process.ProcessRecord):
                         process.stop(records.pop(role))
                 records.pop("initialized", None)  # a new pod: its storage initializer runs again
+                records.pop(PROXY_READY_AT, None)
+                if model_config:  # a new pod: its model-dir emptyDir starts empty, the agent downloads again
+                    shutil.rmtree(where.models, ignore_errors=True)
+                    where.models.mkdir(parents=True, exist_ok=True)
             # A string, not an object: process records are the only objects in that file.
             records.update({"generation": generation, "agent-env": json.dumps(make_env().to_json())})
             self._save(where, records)
         return AgentEnv.from_json(json.loads(records["agent-env"]))
 
     def ensure_running(self, namespace: str, name: str, generation: int, make_env: Callable[[], AgentEnv],
-                       memory_limit: Optional[int] = None) -> dict[str, process.ProcessRecord]:
+                       memory_limit: Optional[int] = None,
+                       outbound_delay: Optional[float] = None) -> dict[str, process.ProcessRecord]:
         """Start (or restart) the server's Triton and agent (see `prepare` for the agent's env).
 
         Where memory cgroups are usable (`cgroups`), Triton runs in its container's group with
-        `memory_limit` bytes (the server container's limits.memory; None: no limit).
+        `memory_limit` bytes (the server container's limits.memory; None: no limit). `outbound_delay`:
+        the pod's Istio proxy starts with the agent and listens that many seconds later; until then the
+        agent's outbound connections are refused, as iptables sends them to a port where Envoy does not
+        listen yet (`s3config.OUTBOUND_REFUSED_ENV`).
         """
         self.prepare(namespace, name, generation, make_env)
         where = self.dir(namespace, name)
@@ -355,7 +365,15 @@ class Servers:
         if not (agent and agent.alive()):
             restarts, reason = self._restart_due(key, "agent", agent)
             pod_env = AgentEnv.from_json(json.loads(records["agent-env"]))
-            records["agent"] = self._start_agent(namespace, name, where, triton, self.resolve_env(pod_env, namespace))
+            env = self.resolve_env(pod_env, namespace)
+            if outbound_delay:
+                env[OUTBOUND_REFUSED_ENV] = f"{outbound_delay:g}"
+                log.info("agent for %s starts before its pod's Istio proxy: outbound refused for %.1fs",
+                         key, outbound_delay)
+            records["agent"] = self._start_agent(namespace, name, where, triton, env)
+            if outbound_delay:  # the agent counts from its start, which its status file marks: the proxy is
+                # ready no sooner than that (`pods.Pods._start_sidecar` reads it; a string, as the other notes)
+                records[PROXY_READY_AT] = f"{time.time() + outbound_delay:.3f}"
             records["agent"].restarts, records["agent"].last_exit = restarts, reason
             self._save(where, records)
         return records
@@ -512,8 +530,9 @@ class Servers:
         """Keys `<ns>.<name>` of every server folder, running or not (a deleted pod's has no records)."""
         return sorted(p.name for p in (self.state_root / "servers").glob("*/") if p.is_dir())
 
-    def stop(self, key: str, remove: bool = False) -> None:
-        """Stop a server's agent then its Triton; `remove` also deletes its folder (the ISVC is gone)."""
+    def stop(self, key: str, remove: bool = False, pod_gone: bool = False) -> None:
+        """Stop a server's agent then its Triton; `remove` also deletes its folder (the ISVC is gone);
+        `pod_gone` empties its model folder, the pod's `model-dir` emptyDir, which goes with its pod."""
         where = ServerDir(self.state_root / "servers" / key)
         records = self._records(where)
         for role in ("agent", INITIALIZER, "triton"):
@@ -526,6 +545,8 @@ class Servers:
             shutil.rmtree(where.root, ignore_errors=True)
         else:
             where.records.unlink(missing_ok=True)
+            if pod_gone:
+                shutil.rmtree(where.models, ignore_errors=True)
 
     # --- objects -----------------------------------------------------------------------
     def ensure_objects(self, isvc: dict, triton: process.ProcessRecord, address: Optional[str] = None,
