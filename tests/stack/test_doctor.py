@@ -485,6 +485,10 @@ def test_the_doctor_names_kfserving_051s_agent_panic_without_an_endpoint(stack, 
                              "the new pod's agent to meet the sidecar race", timeout=180)
         assert "connect: connection refused" in refused[0]["msg"], refused
         assert not [e for e in agent_events()[before:] if "nil pointer dereference" in json.dumps(e)]
+        # the doctor names the race, and sends the learner to the TrainedModels, not to the annotation Istio 1.1.6 ignores
+        race = poll_until(lambda: (f := checks()["sidecar_race"]).result == doctor.PROBLEM and f,
+                          "the doctor to name the sidecar race", timeout=60)
+        assert "Istio 1.1.6 has no such option" in race.evidence and "Istio 1.1.6 cannot hold" in race.fix, race
         custom.delete_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", model)
         poll_until(lambda: not custom.list_namespaced_custom_object(
             group.group, group.tm_version, namespace, "trainedmodels")["items"], "the TrainedModel to go", timeout=120)

@@ -129,7 +129,7 @@ def _race(stack, kube, tmp_path) -> None:
         race = poll_until(lambda: (f := checks()["sidecar_race"]).result == doctor.PROBLEM and f,
                           "the doctor to name the race", timeout=60)
         # (the doctor quotes the line's first 200 characters: the Go agent's wrapping fills them)
-        assert f"Failed to download model {MODEL} with err" in race.evidence and "no proxy.istio.io/config" in race.evidence
+        assert f"Failed to download model {MODEL} with err" in race.evidence and "no `pilot-agent wait` hook" in race.evidence
         assert "proxy.istio.io/config" in race.fix and race.issue.endswith("1370")
         gave_up = checks()["gave_up"]
         assert gave_up.result == doctor.PROBLEM and MODEL in gave_up.evidence, gave_up

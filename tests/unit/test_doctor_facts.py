@@ -778,9 +778,10 @@ def test_a_service_account_token_at_a_gateway_that_trusts_only_dex(group: str) -
     assert found.result == doctor.PROBLEM and "m2m-dex-and-kind" not in found.fix
 
 
-def sidecar_pod(facts: doctor.Facts, hold: bool = False, post_start: bool = False, native: bool = False) -> None:
+def sidecar_pod(facts: doctor.Facts, hold: bool = False, post_start: bool = False, native: bool = False,
+                istio: str = "1.24.3") -> None:
     """The server pod with Istio's injected sidecar, its agent started at 07:01:05Z."""
-    proxy = {"name": "istio-proxy"}
+    proxy = {"name": "istio-proxy", "image": f"gcr.io/istio-release/proxyv2:{istio}"}
     if post_start:
         proxy["lifecycle"] = {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
     if native:
@@ -808,11 +809,16 @@ def test_the_agent_refused_before_the_istio_sidecar_was_up(group: str) -> None:
     facts.agent_lines = [record("adding model cifar10", 0), refused_at(1.2)]
     found = by_id(facts, "sidecar_race")
     assert found.result == doctor.PROBLEM, found
-    assert "connect: connection refused" in found.evidence and "no proxy.istio.io/config" in found.evidence
+    assert "connect: connection refused" in found.evidence and "no `pilot-agent wait` hook" in found.evidence
     assert """proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'""" in found.fix
-    assert "kubectl delete pod -n mms" in found.fix and found.issue.endswith("1370")
+    assert "kubectl delete pod -n mms" in found.fix and "apply each TrainedModel" in found.fix
+    assert found.issue.endswith("1370")
     assert by_id(facts, "s3").result == doctor.OK  # S3 answers now: not "is MinIO running?"
-    for quiet in (dict(hold=True), dict(post_start=True), dict(native=True)):
+    facts = healthy(group)  # the annotation, but no hook: the injector did not read it, nothing held the agent
+    sidecar_pod(facts, hold=True)
+    facts.agent_lines = [refused_at(1.2)]
+    assert by_id(facts, "sidecar_race").result == doctor.PROBLEM
+    for quiet in (dict(hold=True, post_start=True), dict(post_start=True), dict(native=True)):
         facts = healthy(group)
         sidecar_pod(facts, **quiet)
         facts.agent_lines = [refused_at(1.2)]
@@ -826,6 +832,33 @@ def test_the_agent_refused_before_the_istio_sidecar_was_up(group: str) -> None:
     assert by_id(facts, "sidecar_race").result == doctor.OK
 
 
+def test_on_istio_before_1_7_the_race_s_fix_is_applying_the_trainedmodels_again() -> None:
+    """Kubeflow 1.0's Istio 1.1.6 has no holdApplicationUntilProxyStarts: the annotation the project's manifest
+    carries changes nothing there, and the doctor says so instead of sending the learner to it."""
+    facts = healthy(KFSERVING_GROUP)
+    sidecar_pod(facts, hold=True, istio="1.1.6")
+    facts.agent_lines = [refused_at(0.8)]
+    found = by_id(facts, "sidecar_race")
+    assert found.result == doctor.PROBLEM, found
+    assert "asks to hold, but Istio 1.1.6 has no such option" in found.evidence
+    assert "Istio 1.1.6 cannot hold" in found.fix and "apply each TrainedModel" in found.fix
+    assert "holdApplicationUntilProxyStarts\": true" not in found.fix
+
+
+def test_a_long_refusal_is_quoted_up_to_connection_refused() -> None:
+    facts = healthy()
+    sidecar_pod(facts)
+    url = "http://minio-service.kubeflow.svc.cluster.local:9000/triton?list-type=2&prefix=" + "deep/" * 40
+    from datetime import datetime, timezone
+
+    start = datetime(2026, 12, 1, 7, 1, 5, tzinfo=timezone.utc).timestamp()
+    facts.agent_lines = [record(f"Failed to download model cifar10 with err Get {url}: dial tcp 10.96.0.12:9000: "
+                                "connect: connection refused", start + 1)]
+    found = by_id(facts, "sidecar_race")
+    assert found.result == doctor.PROBLEM and "connect: connection refused" in found.evidence
+    assert found.evidence.split("start: ", 1)[1].startswith("…")
+
+
 def test_an_early_refusal_while_s3_is_down_is_left_to_the_s3_check_with_a_pointer() -> None:
     facts = healthy()
     sidecar_pod(facts)
@@ -835,7 +868,8 @@ def test_an_early_refusal_while_s3_is_down_is_left_to_the_s3_check_with_a_pointe
     facts.s3 = None  # no Secret to try S3 with: the agent's line is all there is
     found = by_id(facts, "s3")
     assert found.result == doctor.PROBLEM and "minio" in found.fix and "sidecar race" in found.fix
-    facts.pod["metadata"]["annotations"] = {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}
+    proxy = next(c for c in facts.pod["spec"]["containers"] if c["name"] == "istio-proxy")
+    proxy["lifecycle"] = {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}  # held: no race
     assert "sidecar race" not in by_id(facts, "s3").fix
 
 

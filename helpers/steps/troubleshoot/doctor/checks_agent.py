@@ -113,7 +113,8 @@ def check_agent_panic(facts: Facts) -> Finding:
     no_endpoint = env is not None and not ({"S3_ENDPOINT", "AWS_ENDPOINT_URL"} & set(env))
     exited = count and last.get("exitCode") == 2
     if not panic and not (exited and no_endpoint):
-        return Finding(name, OK, _("agent container restarted {count}x").format(count=count))
+        return Finding(name, OK, _("no Go panic in the agent's log; container agent restarted {count}x").format(
+            count=count))
     evidence = [_("agent log: {line}").format(line=panic[:200])] if panic else []
     if count:
         evidence.append(_("container agent restarted {count}x (last exit code {code})").format(
@@ -122,7 +123,9 @@ def check_agent_panic(facts: Facts) -> Finding:
         evidence.append(_("its env has no S3_ENDPOINT or AWS_ENDPOINT_URL"))
     return Finding(name, PROBLEM, "; ".join(evidence),
                    _("KFServing 0.5.1's agent has no S3 client without an endpoint and panics on the first download: "
-                     "annotate the S3 Secret {annotation} (01_minio), then `{command}` so a new pod takes the env").format(
+                     "annotate the S3 Secret {annotation} (01_minio), then `{command}` so a new pod takes the env "
+                     "(with an Istio sidecar, the new pod's agent can then meet the sidecar race: see the check "
+                     "'agent started after the Istio sidecar')").format(
                        annotation=facts.api_group.s3_endpoint, command=pod_command(facts)),
                    ISSUES + "1317")
 

@@ -23,6 +23,7 @@ JWT_ISSUER_UNKNOWN = "Jwt issuer is not configured"
 SIDECAR = "istio-proxy"
 HOLD_ANNOTATION = "proxy.istio.io/config"
 _HOLD = re.compile(r'"?holdApplicationUntilProxyStarts"?\s*:\s*"?true', re.I)
+HOLD_SINCE = (1, 7)  # the first Istio with holdApplicationUntilProxyStarts (istio/istio#11130)
 RACE_SECONDS = 10.0  # how soon after the agent starts a `connection refused` reads as the sidecar race
 
 
@@ -164,7 +165,7 @@ def check_cluster_local(facts: Facts) -> Finding:
 def race_hint(facts: Facts) -> str:
     """A pointer to the sidecar race when the agent's refusals came early in a pod whose proxy does not hold it."""
     sidecar, native = _sidecar(facts)
-    if sidecar is None or native or _holds(facts, sidecar) or not _early_refusals(facts):
+    if sidecar is None or native or _holds(sidecar) or not _early_refusals(facts):
         return ""
     return "; " + _("the refusals came within seconds of the agent's start, in a pod whose Istio sidecar does not "
                     "hold it: if S3 answers now, it was the sidecar race (the check 'agent started after the Istio "
@@ -184,16 +185,32 @@ def _sidecar(facts: Facts) -> tuple[Optional[dict], bool]:
     return None, False
 
 
-def _holds(facts: Facts, sidecar: dict) -> str:
-    """How the pod holds its containers until the proxy is up ("" if it does not): the annotation, or the
-    `pilot-agent wait` postStart hook Istio's injector adds when the mesh config asks for it."""
-    notes = (((facts.pod or {}).get("metadata") or {}).get("annotations")) or {}
-    if _HOLD.search(str(notes.get(HOLD_ANNOTATION, ""))):
-        return f"{HOLD_ANNOTATION}: {notes[HOLD_ANNOTATION]}"
+def _holds(sidecar: dict) -> str:
+    """How the pod holds its containers until the proxy is up ("" if it does not): the `pilot-agent wait`
+    postStart hook Istio's injector (1.7+) adds for `holdApplicationUntilProxyStarts`, from the pod's
+    `proxy.istio.io/config` or the mesh config. The annotation alone holds nothing: an injector that did
+    not read it (Istio before 1.7, or a pod made before the annotation) added no hook."""
     command = ((((sidecar.get("lifecycle") or {}).get("postStart") or {}).get("exec") or {}).get("command")) or []
     if "pilot-agent" in " ".join(command) and "wait" in command:
         return f"{SIDECAR} postStart: {' '.join(command)}"
     return ""
+
+
+def _asks_hold(facts: Facts) -> bool:
+    notes = (((facts.pod or {}).get("metadata") or {}).get("annotations")) or {}
+    return bool(_HOLD.search(str(notes.get(HOLD_ANNOTATION, ""))))
+
+
+def _istio_version(sidecar: dict) -> Optional[tuple[int, ...]]:
+    """The proxy image's Istio release (`docker.io/istio/proxyv2:1.1.6` -> (1, 1, 6)), None if the tag says none."""
+    found = re.search(r":(\d+)\.(\d+)(?:\.(\d+))?", str(sidecar.get("image") or "").rsplit("/", 1)[-1])
+    return tuple(int(part) for part in found.groups() if part is not None) if found else None
+
+
+def _cannot_hold(sidecar: dict) -> bool:
+    """Whether this Istio has no holdApplicationUntilProxyStarts at all (before 1.7, as Kubeflow 1.0's 1.1.6)."""
+    version = _istio_version(sidecar)
+    return version is not None and version < HOLD_SINCE
 
 
 def _agent_started(facts: Facts) -> Optional[float]:
@@ -212,8 +229,18 @@ def _early_refusals(facts: Facts) -> list[str]:
         text = f"{event['msg']} {event['fields'].get('error', '')}"
         if "connection refused" in text and not re.search(r"localhost|127\.0\.0\.1", text) \
                 and start is not None and event["ts"] - start <= RACE_SECONDS:
-            found.append(text.split("; fix:")[0].strip()[:200])
+            found.append(_quote(text.split("; fix:")[0].strip(), "connection refused"))
     return found
+
+
+def _quote(text: str, needle: str, width: int = 200) -> str:
+    """At most `width` characters of `text` (and "…" where cut), ending at `needle` when it lies further in:
+    a long URL must not push `connection refused` out of the quote."""
+    if len(text) <= width:
+        return text
+    found = text.find(needle)
+    start = max(0, found + len(needle) - width) if found >= 0 else 0
+    return ("…" if start else "") + text[start:start + width] + ("…" if start + width < len(text) else "")
 
 
 def check_sidecar_race(facts: Facts) -> Finding:
@@ -232,25 +259,36 @@ def check_sidecar_race(facts: Facts) -> Finding:
     if native:
         return Finding(name, OK, _("{sidecar} is a native sidecar (an init container): it starts before the "
                                    "agent").format(sidecar=SIDECAR))
-    held = _holds(facts, sidecar)
+    held = _holds(sidecar)
     if held:
         return Finding(name, OK, _("pod {pod} waits for the proxy: {held}").format(pod=pod, held=held))
     refused = _early_refusals(facts)
     if not refused:
-        return Finding(name, OK, _("pod {pod} has {sidecar} without {annotation}, and no `connection refused` in the "
-                                   "agent's first {seconds} s").format(pod=pod, sidecar=SIDECAR,
-                                                                       annotation=HOLD_ANNOTATION,
-                                                                       seconds=f"{RACE_SECONDS:.0f}"))
+        return Finding(name, OK, _("pod {pod} has {sidecar} with no `pilot-agent wait` hook, and no `connection "
+                                   "refused` in the agent's first {seconds} s").format(
+                                       pod=pod, sidecar=SIDECAR, seconds=f"{RACE_SECONDS:.0f}"))
     if not (facts.s3 or {}).get("ok"):
         return Finding(name, NA, _("the agent's S3 calls were refused and S3 does not answer the doctor either: "
                                    "see the check 'S3 reachable, bucket there'"))
-    return Finding(name, PROBLEM, _("agent log, within {seconds} s of its start: {line}; pod {pod} has {sidecar} but "
-                                    "no {annotation}, and S3 answers the doctor now: the agent called S3 before "
-                                    "the proxy was up").format(seconds=f"{RACE_SECONDS:.0f}", line=refused[0],
-                                                                pod=pod, sidecar=SIDECAR, annotation=HOLD_ANNOTATION),
+    evidence = _("agent log, within {seconds} s of its start: {line}; pod {pod} has {sidecar} with no `pilot-agent "
+                 "wait` hook, and S3 answers the doctor now: the agent called S3 before the proxy was up").format(
+                     seconds=f"{RACE_SECONDS:.0f}", line=refused[0], pod=pod, sidecar=SIDECAR)
+    reapply = _("apply each TrainedModel of the server again once the pod runs (delete it, then apply it: this "
+                "release's agent tries each download once and acts only on a change)")
+    if _cannot_hold(sidecar):
+        version = ".".join(map(str, _istio_version(sidecar) or ()))
+        if _asks_hold(facts):
+            evidence += "; " + _("{annotation} asks to hold, but Istio {version} has no such option").format(
+                annotation=HOLD_ANNOTATION, version=version)
+        return Finding(name, PROBLEM, evidence,
+                       _("Istio {version} cannot hold the agent until its proxy is up (holdApplicationUntilProxyStarts "
+                         "came in Istio 1.7), so every new pod may race: {reapply}").format(version=version,
+                                                                                          reapply=reapply),
+                       ISSUES + "1370")
+    return Finding(name, PROBLEM, evidence,
                    _("annotate the InferenceService `{annotation}: '{{\"holdApplicationUntilProxyStarts\": true}}'` "
                      "(manifests/multi_model_triton_server.yaml has it; KServe copies it to the pod) and re-create "
                      "the server, or an admin sets holdApplicationUntilProxyStarts in Istio's mesh config; a new pod's "
-                     "agent then loads every model: `{command}`").format(annotation=HOLD_ANNOTATION,
-                                                                        command=pod_command(facts)),
+                     "agent then loads every model: `{command}`. Or, in this pod: {reapply}").format(
+                         annotation=HOLD_ANNOTATION, command=pod_command(facts), reapply=reapply),
                    ISSUES + "1370")
