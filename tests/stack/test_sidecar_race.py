@@ -128,7 +128,7 @@ def _race(stack, kube, tmp_path) -> None:
         assert 'Get "http://minio-service.kubeflow:9000/' in failure["msg"]
         race = poll_until(lambda: (f := checks()["sidecar_race"]).result == doctor.PROBLEM and f,
                           "the doctor to name the race", timeout=60)
-        # (the doctor quotes the line's first 200 characters: the Go agent's wrapping fills them)
+        # (a long line is quoted by its start and the part that ends with `connection refused`)
         assert f"Failed to download model {MODEL} with err" in race.evidence and "no `pilot-agent wait` hook" in race.evidence
         assert "proxy.istio.io/config" in race.fix and race.issue.endswith("1370")
         gave_up = checks()["gave_up"]

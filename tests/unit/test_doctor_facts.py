@@ -856,7 +856,9 @@ def test_a_long_refusal_is_quoted_up_to_connection_refused() -> None:
                                 "connect: connection refused", start + 1)]
     found = by_id(facts, "sidecar_race")
     assert found.result == doctor.PROBLEM and "connect: connection refused" in found.evidence
-    assert found.evidence.split("start: ", 1)[1].startswith("…")
+    quoted = found.evidence.split("start: ", 1)[1].split("; pod ", 1)[0]
+    assert quoted.startswith("Failed to download model cifar10 with err Get http://") and " … " in quoted
+    assert quoted.endswith("connect: connection refused") and len(quoted) <= 203
 
 
 def test_an_early_refusal_while_s3_is_down_is_left_to_the_s3_check_with_a_pointer() -> None:

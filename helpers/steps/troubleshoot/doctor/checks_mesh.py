@@ -234,13 +234,15 @@ def _early_refusals(facts: Facts) -> list[str]:
 
 
 def _quote(text: str, needle: str, width: int = 200) -> str:
-    """At most `width` characters of `text` (and "…" where cut), ending at `needle` when it lies further in:
-    a long URL must not push `connection refused` out of the quote."""
+    """At most about `width` characters of `text`: its start and, where a long URL pushed `needle` further
+    in, the part that ends with it ("…" where cut)."""
     if len(text) <= width:
         return text
-    found = text.find(needle)
-    start = max(0, found + len(needle) - width) if found >= 0 else 0
-    return ("…" if start else "") + text[start:start + width] + ("…" if start + width < len(text) else "")
+    end = text.find(needle) + len(needle) if needle in text else 0
+    if end <= width:
+        return text[:width] + "…"
+    half = width // 2
+    return text[:half] + " … " + text[end - half:end] + ("…" if end < len(text) else "")
 
 
 def check_sidecar_race(facts: Facts) -> Finding:
