@@ -7,8 +7,9 @@ metrics API (`kubectl top`, from the processes' /proc) and the ingress gateway's
 itself is a supervised part of the stack), guarded by its authorizer (`authz`) on Kubeflow-style
 profiles; `parts_report` publishes how each is. One short function wires it.
 
-Three kinds of wake-up: a watch event on a Profile or InferenceService (or the 1 s resync timer)
-runs the full pass; a TrainedModel event for a server that is up runs only that server's part
+Three kinds of wake-up: a watch event on a Profile or InferenceService, a pod being deleted, or the
+resync timer (every second while anything moves, every 5 s at rest, see RESYNC_AT_REST_S) runs the
+full pass; a TrainedModel event for a server that is up runs only that server's part
 (models.json and TrainedModel status); a change of an agent's status file (inotify, `fsevents`)
 runs only that server's TrainedModel status and Events. So the ConfigMap follows an apply within
 milliseconds, and models.json too unless the stack has a ConfigMap delay (`projection`: the kubelet's
@@ -65,6 +66,20 @@ from helpers.local.stack.releases import Profile
 from helpers.local.stack.releases import get as get_profile
 
 log = logging.getLogger("controller")
+# The full pass's pace: every RESYNC_S while anything is in motion, every RESYNC_AT_REST_S once every server is
+# served and nothing has moved for SETTLE_S (watches, the agents' status files and a look at the servers'
+# processes each second still wake it at once). A pass lists and reads every object the controller owns;
+# at one a second, a stack with a few servers spent most of its CPU, and its apiserver's, on passes that
+# changed nothing.
+RESYNC_S = 1.0
+RESYNC_AT_REST_S = 5.0
+SETTLE_S = 10.0
+
+
+def _pod_going(event: dict) -> Optional[tuple]:
+    """A full pass for a pod deleted or being deleted, nothing for any other pod event."""
+    going = event.get("type") == "DELETED" or ((event.get("object") or {}).get("metadata") or {}).get("deletionTimestamp")
+    return () if going else None
 
 
 def env_spec(env: Optional[AgentEnv]) -> list[dict]:
@@ -104,6 +119,10 @@ class Controller:
         self._config_written: dict[str, str] = {}  # server folder -> models.json last put in its ConfigMap
         # The kubelet's ConfigMap sync: models.json reaches the agent after the stack's delay (0: at once).
         self.projector = Projector(lambda: read_delay(state_root))
+        self._moved = time.monotonic()  # when the last event, write or failed pass was (see RESYNC_AT_REST_S)
+        self._settled = False  # whether the last full pass found every InferenceService served
+        self._loop: Optional[threading.Thread] = None  # the thread that runs the passes
+        self._note_writes(api)
         self._metrics_port = 0  # where the metrics API serves, once it does
         self._metrics_routed = 0  # the port the APIService was last pointed at by this process
 
@@ -115,6 +134,31 @@ class Controller:
         ports = {k.split(".", 1)[1]: v for k, v in Stack(self.state_root)._load()["ports"].items() if k.startswith("s3.")}
         return seaweedfs.grant_namespace(seaweedfs.master_address(ports), namespace)
 
+    def _note_writes(self, api: client.ApiClient) -> None:
+        """Every write the loop's thread makes counts as motion: what it changed may move again."""
+        request = api.rest_client.request
+
+        def noting(method: str, *args, **kwargs):
+            if method != "GET" and threading.current_thread() is self._loop:
+                self._moved = time.monotonic()
+            return request(method, *args, **kwargs)
+
+        api.rest_client.request = noting
+
+    def _at_rest(self) -> bool:
+        return self._settled and time.monotonic() - self._moved > SETTLE_S
+
+    def _process_ended(self) -> bool:
+        """Whether a process of a server has ended (a look at /proc, no API call): the kubelet's part then
+        restarts it, as at once as a kubelet sees its container exit."""
+        for key in self.servers.running():
+            namespace, name = key.split(".", 1)
+            for role in ("triton", "agent"):
+                record = self.servers.record(namespace, name, role)
+                if record is not None and not record.alive():
+                    return True
+        return False
+
     def request(self, server: str = "", project: bool = False) -> None:
         """Ask the loop for a pass: the full one, or (with `server`) that server's TrainedModels:
         their status, and with `project` also the model config the agent reads."""
@@ -123,6 +167,7 @@ class Controller:
                 self._changed[server] = self._changed.get(server, False) or project
             else:
                 self._full_wanted = True
+            self._moved = time.monotonic()
         self.wake.set()
 
     def reconcile_all(self) -> None:
@@ -148,6 +193,7 @@ class Controller:
             ready[key] = self._guard(f"inferenceservice {key}", self._reconcile_isvc, group, isvc)
         by_key = {server_key(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in isvcs}
         self._serving = {key: (group, by_key[key]) for key, rec in ready.items() if rec is not None}
+        self._settled = len(self._serving) == len(ready)
         self._reconcile_models(group, models, by_key, ready)
         for key in self.servers.known():
             if key not in wanted:
@@ -404,6 +450,10 @@ class Controller:
                    (group.group, group.isvc_version, "inferenceservices"),
                    (group.group, group.tm_version, "trainedmodels")]
         threads = [threading.Thread(target=self._watch, args=(source, stop), daemon=True) for source in sources]
+        # The kubelet's part: a pod being deleted (`kubectl delete pod`) gets its processes stopped and a new
+        # pod made at once, not at the next resync.
+        threads.append(threading.Thread(target=self._watch, args=((), stop, self.kube.core.list_pod_for_all_namespaces,
+                                                                  _pod_going), daemon=True))
         threads.append(threading.Thread(target=self._watch_agent_status, args=(stop,), daemon=True))
         for thread in threads:
             thread.start()
@@ -421,27 +471,39 @@ class Controller:
             for folder in self.status_events.wait(1.0):
                 self.request(server=folder.name)
 
-    def _watch(self, source: tuple, stop: threading.Event) -> None:
+    def _watch(self, source: tuple, stop: threading.Event, list_call=None, wants=None) -> None:
         """One watch, re-opened at once when it ends and within a second while the apiserver is away.
 
         A restarted apiserver takes seconds to come back: retrying every 0.1-1 s (not a fixed
         2 s) means the watch resumes within a second of `/readyz`. A watch that resumes after a
         failure asks for a full pass, so nothing missed meanwhile is lost.
         `_request_timeout` bounds a connection that went silent without being closed.
+        `list_call` is the list to watch (a custom resource's by default) and `wants(event)` the pass
+        it asks for: () the full one, (server key, True) one server's, None none.
         """
-        delay, failed = 0.1, False
+        list_call = list_call or self.kube.custom.list_cluster_custom_object
+        wants = wants or (lambda event: self._server_of(source, event))
+        delay, failed, version = 0.1, False, None
         while not stop.is_set():
+            # From the last event seen, as an informer resumes: opened without one, a watch first
+            # replays every object as ADDED, which would ask for a full pass every 20 s.
+            since = {"resource_version": version} if version else {}
             try:
-                for event in watch.Watch().stream(self.kube.custom.list_cluster_custom_object, *source,
-                                                  timeout_seconds=20, _request_timeout=(3, 30)):
+                for event in watch.Watch().stream(list_call, *source, timeout_seconds=20, _request_timeout=(3, 30),
+                                                  deserialize=False, **since):
+                    version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion") or version
                     if failed:
                         log.info("watch of %s resumed", source[-1])
                         delay, failed = 0.1, False
                         self.request()  # anything may have changed while the watch was down
-                    self.request(*self._server_of(source, event))
+                    wanted = wants(event)
+                    if wanted is not None:
+                        self.request(*wanted)
                     if stop.is_set():
                         return
-            except Exception:  # noqa: BLE001 - CRD not there yet, apiserver restarting: retry
+            except Exception as exc:  # noqa: BLE001 - CRD not there yet, apiserver restarting: retry
+                if getattr(exc, "status", None) == 410:  # too old to resume from: list afresh
+                    version = None
                 failed = True
                 stop.wait(delay)
                 delay = min(delay * 2, 1.0)
@@ -457,8 +519,9 @@ class Controller:
             return ()
         return key, True
 
-    def run(self, stop: threading.Event, ready_file: Path, interval: float = 1.0) -> None:
+    def run(self, stop: threading.Event, ready_file: Path, interval: float = RESYNC_S) -> None:
         """Reconcile until `stop` is set, then stop every server this controller started."""
+        self._loop = threading.current_thread()
         self.webhooks.start()
         paths = controlplane.Paths(self.state_root)
         kubelet = KubeletServer(self._kubelet_port(), paths.kubelet_cert, paths.kubelet_key, paths.kubelet_ca,
@@ -481,10 +544,12 @@ class Controller:
         stop_wake.start()
         last_full = time.monotonic()
         while not stop.is_set():
-            self.wake.wait(max(last_full + interval - time.monotonic(), 0))
+            due = last_full + (RESYNC_AT_REST_S if self._at_rest() else interval)
+            self.wake.wait(max(min(due, time.monotonic() + interval) - time.monotonic(), 0))
             self.wake.clear()
-            # The resync runs every `interval` even while server passes keep waking the loop.
-            timer = time.monotonic() - last_full >= interval
+            # The resync runs when due even while server passes keep waking the loop; at rest, also
+            # as soon as a server's process has ended.
+            timer = time.monotonic() >= due or (self._at_rest() and self._process_ended())
             with self._lock:
                 full, changed = self._full_wanted or timer, self._changed
                 self._full_wanted, self._changed = False, {}
@@ -500,6 +565,7 @@ class Controller:
                     self.passes["full"] += 1
                     self.reconcile_all()
             except Exception as exc:  # noqa: BLE001 - the apiserver may be away for a moment
+                self._moved = time.monotonic()
                 log.warning("reconcile pass failed: %s", describe(exc))
         self.projector.stop()
         for key in self.servers.running():
