@@ -65,8 +65,12 @@ def pods_table(api: client.ApiClient, namespace: str) -> str:
     rows = [("NAME", "READY", "STATUS", "RESTARTS", "AGE")]
     for pod in sorted(pods, key=lambda p: p.metadata.name):
         statuses = (pod.status.container_statuses or []) if pod.status else []
-        ready = f"{sum(bool(s.ready) for s in statuses)}/{len(pod.spec.containers)}"
-        restarts = str(sum(s.restart_count or 0 for s in statuses))
+        # kubectl (Kubernetes 1.28+) counts native sidecars too: init containers with restartPolicy Always
+        sidecars = {c.name for c in pod.spec.init_containers or [] if c.restart_policy == "Always"}
+        init_statuses = (pod.status.init_container_statuses or []) if pod.status else []
+        running = list(statuses) + [s for s in init_statuses if s.name in sidecars]
+        ready = f"{sum(bool(s.ready) for s in running)}/{len(pod.spec.containers) + len(sidecars)}"
+        restarts = str(sum(s.restart_count or 0 for s in list(statuses) + list(init_statuses)))
         phase = (pod.status.phase if pod.status else None) or "Unknown"
         if pod.metadata.deletion_timestamp:
             phase = "Terminating"
