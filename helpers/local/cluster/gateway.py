@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -207,6 +208,9 @@ def render_config(root: Path, port: int, routes: dict[str, str], access_log: Pat
     return "\n".join(lines + ["}", ""])
 
 
+SERVICES_RESYNC_S = 30.0  # how often the controller's pass reads the gateway Services again
+
+
 class Gateway:
     """nginx as the stack's ingress gateway, plus its LoadBalancer Services."""
 
@@ -223,6 +227,7 @@ class Gateway:
         self.workloads: dict[str, str] = {}
         self.mesh_ports: dict[str, int] = {}
         self.error = ""  # the last reload's failure, until one succeeds
+        self._services_ensured: Optional[tuple[int, float]] = None  # (gateway port, when) of the last full check
 
     @property
     def config(self) -> Path:
@@ -346,10 +351,17 @@ class Gateway:
         LoadBalancer, http2 on the gateway's port, load-balancer IP 127.0.0.1."""
         if self.port is None:
             return
+        # The Services are the controller's own and nobody else edits them: read again every SERVICES_RESYNC_S,
+        # or at once when the gateway's port changed.
+        if self._services_ensured and self._services_ensured[0] == self.port \
+                and time.monotonic() - self._services_ensured[1] < SERVICES_RESYNC_S:
+            return
         core = client.CoreV1Api(api)
         names = ["istio-ingressgateway"]
         try:
-            client.ApiextensionsV1Api(api).read_custom_resource_definition(f"inferenceservices.{KFSERVING_GROUP}")
+            # only whether it exists: the CRD's schema is large, and parsing it into objects costs a pass dearly
+            client.ApiextensionsV1Api(api).read_custom_resource_definition(
+                f"inferenceservices.{KFSERVING_GROUP}", _preload_content=False).release_conn()
             names.append("kfserving-ingressgateway")
         except ApiException as exc:
             if not not_found(exc):
@@ -380,6 +392,7 @@ class Gateway:
             if not (lb and lb.ingress and lb.ingress[0].ip == ip):
                 core.patch_namespaced_service_status(
                     name, ISTIO_NAMESPACE, {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
+        self._services_ensured = (self.port, time.monotonic())
 
 
 def _children(pid: int) -> set[int]:

@@ -74,6 +74,10 @@ log = logging.getLogger("controller")
 RESYNC_S = 1.0
 RESYNC_AT_REST_S = 5.0
 SETTLE_S = 10.0
+# A Profile that has not changed since a pass found its namespace, accounts, bindings and learner identity
+# in place is looked at again only this often (Kubeflow's profile controller acts on events; its
+# objects are rarely touched by anyone else).
+PROFILE_RESYNC_S = 30.0
 
 
 def _pod_going(event: dict) -> Optional[tuple]:
@@ -121,6 +125,7 @@ class Controller:
         self.projector = Projector(lambda: read_delay(state_root))
         self._moved = time.monotonic()  # when the last event, write or failed pass was (see RESYNC_AT_REST_S)
         self._settled = False  # whether the last full pass found every InferenceService served
+        self._profiles_done: dict[str, Optional[tuple]] = {}  # Profile -> (resourceVersion, when) once complete
         self._loop: Optional[threading.Thread] = None  # the thread that runs the passes
         self._note_writes(api)
         self._metrics_port = 0  # where the metrics API serves, once it does
@@ -177,9 +182,13 @@ class Controller:
         self._guard("the node's size", self.pods.resize, node.current(self.state_root, self.profile))
         profiles = self.kube.list_profiles()
         for profile in profiles:
-            self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile,
-                        self.minio, self.state_root, self.profile,
-                        self._namespace_key if self.profile.seaweedfs else None)
+            if self._profile_current(profile):
+                continue
+            done = self._guard(f"profile {profile['metadata']['name']}", reconcile_profile, self.kube, profile,
+                               self.minio, self.state_root, self.profile,
+                               self._namespace_key if self.profile.seaweedfs else None)
+            self._profiles_done[profile["metadata"]["name"]] = (
+                profile["metadata"].get("resourceVersion"), time.monotonic()) if done else None
         for namespace in identity.forget_learners(self.state_root, {p["metadata"]["name"] for p in profiles}):
             log.info("profile %s is gone: its learner identity is withdrawn", namespace)
         wanted: set[str] = set()
@@ -202,6 +211,13 @@ class Controller:
         self._guard("pods", self.pods.cleanup, wanted, lambda key: self.servers.stop(key, pod_gone=True))
         self._guard("the metrics API's APIService", self._route_metrics_api)
         self._guard("gateway", self._route, wanted)
+
+    def _profile_current(self, profile: dict) -> bool:
+        """Whether the profile is unchanged since a pass found all of it in place, less than
+        PROFILE_RESYNC_S ago: its objects are then only read again at that pace, not every pass."""
+        done = self._profiles_done.get(profile["metadata"]["name"])
+        return done is not None and done[0] == profile["metadata"].get("resourceVersion") \
+            and time.monotonic() - done[1] < PROFILE_RESYNC_S
 
     def _route(self, wanted: set[str]) -> None:
         """The gateway routes each served InferenceService's `status.url` host to its Triton."""

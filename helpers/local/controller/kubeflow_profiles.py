@@ -40,10 +40,11 @@ PIPELINES_SECRET = "mlpipeline-minio-artifact"
 
 def reconcile_profile(kube: Kube, profile: dict, minio: Optional[S3Credentials] = None,
                       state_root: Optional[Path] = None, release: Optional[Profile] = None,
-                      namespace_key: Optional[Callable[[str], S3Credentials]] = None) -> None:
+                      namespace_key: Optional[Callable[[str], S3Credentials]] = None) -> bool:
     """Make the profile's namespace, service accounts, role bindings and the Pipelines Secret with
     `minio`'s keys (with `namespace_key`, a new key of the namespace's own when it has no Secret
-    yet); with `state_root`, publish the namespace's learner identity there."""
+    yet); with `state_root`, publish the namespace's learner identity there. True once all of it is
+    in place; False while something waits (the namespace terminating, the learner's token)."""
     name = profile["metadata"]["name"]
     owner = (profile.get("spec") or {}).get("owner") or {}
     ns = kube.read(kube.core.read_namespace, name)
@@ -55,7 +56,8 @@ def reconcile_profile(kube: Kube, profile: dict, minio: Optional[S3Credentials] 
         ns = kube.read(kube.core.read_namespace, name)
     if ns is not None and ns.status.phase == "Terminating":
         message = f"namespace {name} is still terminating; the profile's namespace is made again once it is gone"
-        return _write_status(kube, profile, condition("Successful", False, "NamespaceTerminating", message))
+        _write_status(kube, profile, condition("Successful", False, "NamespaceTerminating", message))
+        return False
     owned = [owner_reference(profile)]
     for sa, role in SERVICE_ACCOUNTS.items():
         body = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=sa, owner_references=owned))
@@ -90,10 +92,13 @@ def reconcile_profile(kube: Kube, profile: dict, minio: Optional[S3Credentials] 
                         PIPELINES_SECRET, secret, name)
     if release is not None and release.mesh and owner.get("name"):
         _ensure_owner_access(kube, name, owner["name"])
+    complete = True
     if state_root is not None and release is not None:
         if identity.publish_learner(state_root, kube.api, name, owner.get("name", ""), release) is None:
             log.info("profile %s: default-editor has no token yet; the learner identity follows", name)
+            complete = False
     _write_status(kube, profile, condition("Successful", True, "", f"namespace {name} is ready"))
+    return complete
 
 
 def _ensure_owner_access(kube: Kube, namespace: str, owner: str) -> None:
