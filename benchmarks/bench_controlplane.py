@@ -21,9 +21,14 @@ then:
    pytorch backend serves TorchScript (issue 14: all in Triton's process), else a tiny
    `backend: "python"` one (numpy only, one CPU instance), as 100 torch stubs would need ~23 GB;
    uploaded under N prefixes. Then all deleted at once -> all unloaded.
+3. the control plane at rest: once every server is served and nothing has changed for the
+   controller's settle time, the CPU seconds per minute of kube-apiserver, etcd,
+   kube-controller-manager and the controller (the controller then resyncs every
+   RESYNC_AT_REST_S instead of every second; issue 23: what a stack costs while tests or a learner
+   read it).
 
 Usage: python benchmarks/bench_controlplane.py [--quick] [--inception] [-n N] [--repeats R]
-       [--many-kind auto|torchscript|tiny]
+       [--many-kind auto|torchscript|tiny] [--rest-window S]
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support: the guide's steps
@@ -403,6 +409,35 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
     common.figure(f"server peak RSS with {n} models", f"{common.mib(sampler.peak.rss):.0f} MiB")
 
 
+RESYNC_S_MARGIN = 2.0  # past the settle time, so the first at-rest resync has begun
+
+# --- 3. at rest ----------------------------------------------------------------------------------
+AT_REST_PARTS = ("kube-apiserver", "etcd", "kube-controller-manager", "controller")
+
+
+def at_rest(stack: Stack, window: float) -> None:
+    """CPU seconds per minute of the control plane's processes over `window` s, once the controller is at rest."""
+    from helpers.local.controller import RESYNC_AT_REST_S, SETTLE_S
+
+    common.heading(f"The control plane at rest (after {SETTLE_S:.0f} s without a change, over {window:.0f} s)")
+    time.sleep(SETTLE_S + RESYNC_S_MARGIN)
+    records = stack.records()
+    procs = {name: psutil.Process(records[name].pid) for name in AT_REST_PARTS
+             if name in records and records[name].alive()}
+
+    def cpu() -> dict[str, float]:
+        return {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
+
+    before, start = cpu(), time.monotonic()
+    time.sleep(window)
+    after, spent = cpu(), time.monotonic() - start
+    rows = [(name, f"{(after[name] - before[name]) * 60 / spent:.2f}") for name in procs]
+    common.table(["PROCESS", "CPU S PER MINUTE"], rows,
+                 note=f"the controller's full pass: every {RESYNC_AT_REST_S:.0f} s at rest, every second while anything moves")
+    total = sum(after[name] - before[name] for name in procs) * 60 / spent
+    common.figure("control plane at rest, CPU s per minute", f"{total:.2f} s")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="N=10, one cifar10 run, no inception")
@@ -414,6 +449,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="TrainedModels applied at once (default 100; quick 10)")
     parser.add_argument("--repeats", type=int, default=None, help="cifar10 apply -> served runs (default 3; quick 1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the N models")
+    parser.add_argument("--rest-window", type=float, default=None,
+                        help="seconds of CPU measured at rest (default 60; quick 20; smoke 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs)")
     parser.add_argument("--many-kind", choices=("auto", "torchscript", "tiny"), default="auto",
                         help="the N models: auto = torchscript when Triton's own pytorch backend serves it, else tiny")
@@ -438,6 +475,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 common.figure("InferenceService apply -> Ready (Triton up)", f"{isvc_s:.2f} s")
                 single_models(stack, kube, rec, url, repeats, inception=args.inception or not args.quick)
                 many_models(stack, kube, rec, url, n, args.timeout, kind)
+            at_rest(stack, args.rest_window or (5 if args.smoke else 20 if args.quick else 60))
     print()
     common.figure("bench_controlplane wall time", f"{time.monotonic() - started:.1f} s")
     return 0

@@ -39,7 +39,7 @@ def test_bench_controlplane_smoke_prints_every_figure(stack: Stack) -> None:
     labels = ["InferenceService apply -> Ready", "cifar10 apply -> served (median)", "cifar10 Triton load (median)",
               "cifar10 apply -> served minus Triton load (median)", "cifar10 agent sees (median)",
               "cifar10 apply -> Ready (median)", "cifar10 event -> loaded (median)", "2 TrainedModels apply -> all Ready",
-              "server peak RSS with 2 models", "bench_controlplane wall time"]
+              "server peak RSS with 2 models", "control plane at rest, CPU s per minute", "bench_controlplane wall time"]
     assert not _missing(out, labels), f"{_missing(out, labels)}\n{out}"
 
 
