@@ -338,9 +338,8 @@ def _gave_up_until_applied_again(stack, kube, tmp_path, group_name: str) -> None
     from helpers.clients import k8s, storage
     from helpers.core.constants import api_group
     from helpers.core.wait import poll_until
-    from helpers.steps.models.standins import write_cifar10_standin
     from helpers.steps.troubleshoot import doctor
-    from support.guide_steps import apply_guide_steps, guide_values
+    from support.guide_steps import apply_guide_steps, guide_values, stack_s3, trained_model, upload_cifar10_as
     from support.walkthroughs import delete_server
 
     namespace, server, model = "doctor-gave-up", "triton-gave-up", "late"
@@ -348,12 +347,9 @@ def _gave_up_until_applied_again(stack, kube, tmp_path, group_name: str) -> None
     values = guide_values(stack, namespace, server, group.group)
     bucket = "doctor-gave-up"
     uri = f"s3://{bucket}/doctor/{model}"
-    creds = stack.s3_credentials()
-    s3 = storage.connect(storage.S3Settings(stack.env()["MMS_S3_ENDPOINT"], creds.access_key, creds.secret_key))
-    storage.ensure_bucket(s3, bucket)
+    s3 = stack_s3(stack, bucket)
     custom = client.CustomObjectsApi(kube)
-    tm = {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": model, "namespace": namespace},
-          "spec": {"inferenceService": server, "model": {"framework": "pytorch", "storageUri": uri, "memory": "256Mi"}}}
+    tm = trained_model(group, model, namespace, server, uri)
 
     def finding(key: str) -> doctor.Finding:
         facts = doctor.gather(kube, _local(), namespace, server, group.group, bucket=bucket)
@@ -381,10 +377,7 @@ def _gave_up_until_applied_again(stack, kube, tmp_path, group_name: str) -> None
         assert f"TrainedModel {model} is Ready (in the ConfigMap)" in gave_up.evidence
         assert f"kubectl delete trainedmodel {model} -n {namespace}" in gave_up.fix
         assert finding("served").result == doctor.OK  # left to gave_up
-        folder = write_cifar10_standin(tmp_path / model)
-        config = folder / "config.pbtxt"
-        config.write_text(config.read_text().replace('name: "cifar10"', f'name: "{model}"'))
-        storage.upload_folder(s3, folder, bucket, f"doctor/{model}", progress=False)
+        upload_cifar10_as(s3, tmp_path / model, bucket, f"doctor/{model}", model)
         assert finding("gave_up").result == doctor.PROBLEM  # no release's agent tries again by itself
         custom.delete_namespaced_custom_object(group.group, group.tm_version, namespace, "trainedmodels", model)
         poll_until(lambda: not custom.list_namespaced_custom_object(
@@ -417,9 +410,8 @@ def test_the_doctor_names_kfserving_051s_agent_panic_without_an_endpoint(stack, 
     from helpers.core.constants import api_group
     from helpers.core.wait import poll_until
     from helpers.steps.models import agent_log
-    from helpers.steps.models.standins import write_cifar10_standin
     from helpers.steps.troubleshoot import doctor
-    from support.guide_steps import apply_guide_steps, guide_values
+    from support.guide_steps import apply_guide_steps, guide_values, stack_s3, trained_model, upload_cifar10_as
     from support.walkthroughs import delete_server
 
     if stack.profile().release != "v0.5.1":
@@ -427,17 +419,10 @@ def test_the_doctor_names_kfserving_051s_agent_panic_without_an_endpoint(stack, 
     namespace, server, model, bucket = "doctor-panic", "triton-panic", "panicky", "doctor-panic"
     group = api_group(KFSERVING_GROUP)
     values = guide_values(stack, namespace, server, group.group)
-    creds = stack.s3_credentials()
-    s3 = storage.connect(storage.S3Settings(stack.env()["MMS_S3_ENDPOINT"], creds.access_key, creds.secret_key))
-    storage.ensure_bucket(s3, bucket)
-    folder = write_cifar10_standin(tmp_path / model)
-    config = folder / "config.pbtxt"
-    config.write_text(config.read_text().replace('name: "cifar10"', f'name: "{model}"'))
-    storage.upload_folder(s3, folder, bucket, f"doctor/{model}", progress=False)
+    s3 = stack_s3(stack, bucket)
+    upload_cifar10_as(s3, tmp_path / model, bucket, f"doctor/{model}", model)
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
-    tm = {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": model, "namespace": namespace},
-          "spec": {"inferenceService": server, "model": {"framework": "pytorch", "storageUri": f"s3://{bucket}/doctor/{model}",
-                                                         "memory": "256Mi"}}}
+    tm = trained_model(group, model, namespace, server, f"s3://{bucket}/doctor/{model}")
 
     def checks() -> dict:
         facts = doctor.gather(kube, _local(), namespace, server, group.group, bucket=bucket)

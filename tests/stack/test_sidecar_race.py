@@ -39,24 +39,16 @@ def _race(stack, kube, tmp_path) -> None:
     from helpers.core.constants import api_group
     from helpers.core.wait import poll_until
     from helpers.steps.models import agent_log
-    from helpers.steps.models.standins import write_cifar10_standin
     from helpers.steps.troubleshoot import doctor
-    from support.guide_steps import apply_guide_steps, guide_values
+    from support.guide_steps import apply_guide_steps, guide_values, stack_s3, trained_model, upload_cifar10_as
     from support.walkthroughs import delete_server
 
     group = api_group(KSERVE_GROUP)
     values = guide_values(stack, NS, SERVER, group.group)
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
-    creds = stack.s3_credentials()
-    s3 = storage.connect(storage.S3Settings(stack.env()["MMS_S3_ENDPOINT"], creds.access_key, creds.secret_key))
-    storage.ensure_bucket(s3, BUCKET)
-    folder = write_cifar10_standin(tmp_path / MODEL)
-    config = folder / "config.pbtxt"
-    config.write_text(config.read_text().replace('name: "cifar10"', f'name: "{MODEL}"'))
-    storage.upload_folder(s3, folder, BUCKET, f"race/{MODEL}", progress=False)
-    tm = {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": MODEL, "namespace": NS},
-          "spec": {"inferenceService": SERVER, "model": {"framework": "pytorch", "storageUri": f"s3://{BUCKET}/race/{MODEL}",
-                                                         "memory": "256Mi"}}}
+    s3 = stack_s3(stack, BUCKET)
+    upload_cifar10_as(s3, tmp_path / MODEL, BUCKET, f"race/{MODEL}", MODEL)
+    tm = trained_model(group, MODEL, NS, SERVER, f"s3://{BUCKET}/race/{MODEL}")
     label = f"{group.isvc_label}={SERVER}"
     log = stack.logs / f"agent-{NS}.{SERVER}.log"
 

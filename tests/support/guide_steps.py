@@ -5,6 +5,7 @@ The notebooks do the same steps one cell at a time (00-02).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -43,3 +44,31 @@ def apply_guide_steps(kube: client.ApiClient, values: dict, server: bool = True)
     names = ["s3_secret.yaml", "external_service.yaml"] + (["multi_model_triton_server.yaml"] if server else [])
     for name in names:
         k8s.apply_all(kube, manifests.render(name, **values))
+
+
+def stack_s3(stack: Stack, bucket: str):
+    """A Minio client for the stack's S3 server, with `bucket` made if missing."""
+    from helpers.clients import storage
+
+    creds = stack.s3_credentials()
+    s3 = storage.connect(storage.S3Settings(stack.env()["MMS_S3_ENDPOINT"], creds.access_key, creds.secret_key))
+    storage.ensure_bucket(s3, bucket)
+    return s3
+
+
+def upload_cifar10_as(s3, folder: Path, bucket: str, prefix: str, model: str) -> None:
+    """The cifar10 stand-in written to `folder`, named `model` in its config.pbtxt, uploaded under `prefix`."""
+    from helpers.clients import storage
+    from helpers.steps.models.standins import write_cifar10_standin
+
+    write_cifar10_standin(folder)
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "cifar10"', f'name: "{model}"'))
+    storage.upload_folder(s3, folder, bucket, prefix, progress=False)
+
+
+def trained_model(group, name: str, namespace: str, server: str, uri: str, memory: str = "256Mi") -> dict:
+    """A pytorch TrainedModel of `group` (an ApiGroup) for `server`, its files at `uri`."""
+    return {"apiVersion": group.tm_api_version, "kind": "TrainedModel", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"inferenceService": server, "model": {"framework": "pytorch", "storageUri": uri, "memory": memory}}}
+

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +13,7 @@ from helpers.local.cluster.scheduler import Allocatable, Resources
 from helpers.local.controller.pods import Pods
 from helpers.local.stack import releases
 from helpers.local.stack.seed import inferenceservice_config_data
+from support.fakes import PodsKube
 
 GI = 2 ** 30
 
@@ -78,24 +78,6 @@ def test_each_release_words_it_as_its_kubernetes_did() -> None:
                for name in ("kubeflow-1.10.0", "kubeflow-1.10", "kubeflow-1.11"))
 
 
-class _Kube:
-    """Just what Pods._create reads and writes: the inferenceservice-config and the new pod."""
-
-    def __init__(self, config: dict) -> None:
-        self.created: list[dict] = []
-        self.core = SimpleNamespace(read_namespaced_config_map=object(), create_namespaced_pod=self._create)
-        self._config = config
-
-    def read(self, reader, name: str, namespace: str):
-        if namespace in ("kfserving-system", "kubeflow"):
-            return SimpleNamespace(data=self._config)
-        return None
-
-    def _create(self, namespace: str, body: dict):
-        self.created.append(body)
-        return SimpleNamespace(metadata=SimpleNamespace(name=body["metadata"]["name"]))
-
-
 def _isvc(group: str) -> dict:
     triton = {"resources": {"limits": {"cpu": "1", "memory": "16Gi"}, "requests": {"cpu": "1", "memory": "16Gi"}}}
     return {"apiVersion": f"{group}/v1beta1", "kind": "InferenceService",
@@ -106,7 +88,7 @@ def _isvc(group: str) -> dict:
 @pytest.mark.parametrize("profile,group", [("kfserving-0.5", KFSERVING_GROUP), ("kubeflow-1.10", KSERVE_GROUP)])
 def test_the_pod_the_controller_makes_asks_for_the_server_and_its_agent(tmp_path: Path, profile: str,
                                                                         group: str) -> None:
-    kube = _Kube(inferenceservice_config_data(releases.get(profile)))
+    kube = PodsKube(inferenceservice_config_data(releases.get(profile)))
     Pods(kube, tmp_path, tmp_path)._create(api_group(group), _isvc(group), [])
     body = kube.created[0]
     assert "nodeName" not in body["spec"]  # left to the scheduler

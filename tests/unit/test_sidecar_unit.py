@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +20,7 @@ from helpers.local.cluster.scheduler import Resources
 from helpers.local.controller.pods import DISALLOWED_ANNOTATIONS, Pods
 from helpers.local.stack import releases
 from helpers.local.stack.seed import inferenceservice_config_data
+from support.fakes import PodsKube
 
 INJECTED = {mesh.INJECTION_LABEL: "enabled"}
 HOLD = {mesh.PROXY_CONFIG_ANNOTATION: '{"holdApplicationUntilProxyStarts": true}'}
@@ -87,27 +87,6 @@ def test_the_proxy_goes_last_or_held_first_with_pilot_agent_wait() -> None:
     assert "kubectl.kubernetes.io/default-container" not in (guide["metadata"].get("annotations") or {})
 
 
-class _Kube:
-    """What Pods._create reads and writes: inferenceservice-config, the namespace's labels, the new pod."""
-
-    def __init__(self, config: dict, labels: dict) -> None:
-        self.created: list[dict] = []
-        self.core = SimpleNamespace(read_namespaced_config_map=object(), read_namespace=object(),
-                                    create_namespaced_pod=self._create)
-        self._config, self._labels = config, labels
-
-    def read(self, reader, name: str, namespace: str = ""):
-        if reader is self.core.read_namespace:
-            return SimpleNamespace(metadata=SimpleNamespace(labels=self._labels))
-        if namespace in ("kfserving-system", "kubeflow"):
-            return SimpleNamespace(data=self._config)
-        return None
-
-    def _create(self, namespace: str, body: dict):
-        self.created.append(body)
-        return SimpleNamespace(metadata=SimpleNamespace(name=body["metadata"]["name"]))
-
-
 def _isvc(group: str, annotations: dict) -> dict:
     triton = {"resources": {"limits": {"cpu": "1", "memory": "16Gi"}, "requests": {"cpu": "1", "memory": "16Gi"}}}
     return {"apiVersion": f"{group}/v1beta1", "kind": "InferenceService",
@@ -118,7 +97,7 @@ def _isvc(group: str, annotations: dict) -> dict:
 
 def _created(profile: str, group: str, annotations: dict, labels: dict = INJECTED) -> tuple[dict, object]:
     found = releases.get(profile)
-    kube = _Kube(inferenceservice_config_data(found), labels)
+    kube = PodsKube(inferenceservice_config_data(found), labels)
     _, sidecar = Pods(kube, Path("/nonexistent"), Path("/nonexistent"), kubeflow=found.kubeflow)._create(
         api_group(group), _isvc(group, annotations), [])
     return kube.created[0], sidecar
