@@ -30,3 +30,14 @@ def test_a_404_while_the_crd_exists_is_an_error_not_an_empty_list(monkeypatch: p
     kube = kube_answering_404(monkeypatch, crd_exists=True)
     with pytest.raises(ApiException):
         kube.list_custom("serving.kserve.io", "v1beta1", "inferenceservices")
+
+
+def test_only_a_pod_being_deleted_wakes_the_full_pass() -> None:
+    """The pods watch (the kubelet's part) asks for a pass on a deletion, and ignores the status the controller writes."""
+    from helpers.local.controller import _pod_going
+
+    assert _pod_going({"type": "DELETED", "object": {"metadata": {"name": "p"}}}) == ()
+    going = {"name": "p", "deletionTimestamp": "2026-12-05T08:00:00Z"}
+    assert _pod_going({"type": "MODIFIED", "object": {"metadata": going}}) == ()
+    assert _pod_going({"type": "MODIFIED", "object": {"metadata": {"name": "p"}, "status": {"phase": "Running"}}}) is None
+    assert _pod_going({"type": "ADDED", "object": {"metadata": {"name": "p"}}}) is None

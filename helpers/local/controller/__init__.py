@@ -509,7 +509,7 @@ class Controller:
                                                   deserialize=False, **since):
                     version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion") or version
                     if failed:
-                        log.info("watch of %s resumed", source[-1])
+                        log.info("watch of %s resumed", source[-1] if source else "pods")
                         delay, failed = 0.1, False
                         self.request()  # anything may have changed while the watch was down
                     wanted = wants(event)
