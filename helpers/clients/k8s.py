@@ -19,7 +19,7 @@ import json
 import tempfile
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from kubernetes import client
@@ -361,6 +361,29 @@ def _split_service_host(host: str, default_namespace: str) -> Optional[tuple[str
     return None
 
 
+def _services_on_the_way(api: client.ApiClient, address: str, namespace: str, hops: int,
+                         **call: Any) -> Iterator[tuple[Any, str]]:
+    """Each Service a pod's DNS lookup of `address` (`host:port`) passes, with the port: ExternalName
+    Services followed to their target, at most `hops` of them. Ends at a host that names no Service,
+    or one this identity may not read (403) or that does not exist (404). `call`: e.g. `_request_timeout`."""
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+    for _ in range(hops):
+        found = _split_service_host(host, namespace)
+        if not found:
+            return
+        namespace, name = found
+        try:
+            svc = client.CoreV1Api(api).read_namespaced_service(name, namespace, **call)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return
+            raise
+        yield svc, port
+        if not (svc.spec.type == "ExternalName" and svc.spec.external_name):
+            return
+        host = svc.spec.external_name
+
+
 def resolve_address(api: client.ApiClient, address: str, namespace: str = "default", hops: int = 5) -> str:
     """Follow a Service address (`host:port`) the way cluster DNS would, for the local target.
 
@@ -369,23 +392,20 @@ def resolve_address(api: client.ApiClient, address: str, namespace: str = "defau
     (an IP, a public name, a Service without the annotation) is returned unchanged, so on a real
     cluster this is the identity and DNS does the work.
     """
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-    found = _split_service_host(host, namespace)
-    if not found or hops == 0:
-        return address
-    ns, name = found
-    try:
-        svc = client.CoreV1Api(api).read_namespaced_service(name, ns)
-    except ApiException as exc:
-        if exc.status in (403, 404):
-            return address
-        raise
-    local = (svc.metadata.annotations or {}).get(LOCAL_ADDRESS_ANNOTATION)
-    if local:
-        return local
-    if svc.spec.type == "ExternalName" and svc.spec.external_name:
-        next_address = f"{svc.spec.external_name}:{port}" if port else svc.spec.external_name
-        return resolve_address(api, next_address, ns, hops - 1)
+    for svc, _port in _services_on_the_way(api, address, namespace, hops):
+        local = (svc.metadata.annotations or {}).get(LOCAL_ADDRESS_ANNOTATION)
+        if local:
+            return local
+    return address
+
+
+def cluster_ip_address(api: client.ApiClient, address: str, namespace: str = "default", hops: int = 5) -> str:
+    """`host:port` -> `<cluster IP>:port` of the Service it names (ExternalName ones followed), as a pod's
+    DNS answers it; unchanged where no Service with a cluster IP is found. Each read is bounded to 5 s."""
+    for svc, port in _services_on_the_way(api, address, namespace, hops, _request_timeout=5):
+        ip = svc.spec.cluster_ip
+        if svc.spec.type != "ExternalName" and ip and ip != "None":
+            return f"{ip}:{port}" if port else ip
     return address
 
 

@@ -29,6 +29,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Mapping, Optional, Union
 
 from helpers.clients.storage import S3Settings, StorageError
@@ -142,18 +143,23 @@ def bucket_settings(s3: Union[S3Settings, AgentS3], bucket: str) -> S3Settings:
     return s3.for_bucket(bucket) if isinstance(s3, AgentS3) else s3
 
 
+@lru_cache(maxsize=1)
+def _pod_api(kubeconfig: str):
+    """One apiserver client per process for the lookups a pod's DNS would answer."""
+    from kubernetes import config as kconfig
+
+    return kconfig.new_client_from_config(config_file=kubeconfig)
+
+
 def service_resolver() -> Optional[Resolver]:
     """Host names resolved through Service objects, as cluster DNS resolves them for a pod (the
     agent's and the storage initializer's S3 endpoint); None without KUBECONFIG."""
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig:
         return None
-    from kubernetes import config as kconfig
-
     from helpers.clients.k8s import resolve_address
 
-    api = kconfig.new_client_from_config(config_file=kubeconfig)
-    return lambda address: resolve_address(api, address)
+    return lambda address: resolve_address(_pod_api(kubeconfig), address)
 
 
 def cluster_address_resolver() -> Optional[Resolver]:
@@ -162,24 +168,6 @@ def cluster_address_resolver() -> Optional[Resolver]:
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig:
         return None
-    from kubernetes import client
-    from kubernetes import config as kconfig
+    from helpers.clients.k8s import cluster_ip_address
 
-    core = client.CoreV1Api(kconfig.new_client_from_config(config_file=kubeconfig))
-
-    def cluster_address(address: str) -> str:
-        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-        for _ in range(5):  # ExternalName chains, bounded as a resolver's CNAME depth is
-            parts = host.split(".")
-            if len(parts) < 2 or parts[2:] not in ([], ["svc"], ["svc", "cluster", "local"]):
-                break
-            svc = core.read_namespaced_service(parts[0], parts[1], _request_timeout=5)
-            if svc.spec.type == "ExternalName" and svc.spec.external_name:
-                host = svc.spec.external_name
-                continue
-            if svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
-                return f"{svc.spec.cluster_ip}:{port}" if port else svc.spec.cluster_ip
-            break
-        return address
-
-    return cluster_address
+    return lambda address: cluster_ip_address(_pod_api(kubeconfig), address)
