@@ -157,11 +157,10 @@ class Controller:
         """Whether a process of a server has ended (a look at /proc, no API call): the kubelet's part then
         restarts it, as at once as a kubelet sees its container exit."""
         for key in self.servers.running():
-            namespace, name = key.split(".", 1)
-            for role in ("triton", "agent"):
-                record = self.servers.record(namespace, name, role)
-                if record is not None and not record.alive():
-                    return True
+            records = self.servers.records(*key.split(".", 1))  # one read of the server's processes.json
+            if any(isinstance(records.get(role), process.ProcessRecord) and not records[role].alive()
+                   for role in ("triton", "agent")):
+                return True
         return False
 
     def request(self, server: str = "", project: bool = False) -> None:

@@ -505,8 +505,12 @@ class Servers:
 
     def record(self, namespace: str, name: str, role: str) -> Optional[process.ProcessRecord]:
         """The process record of one server's `triton` or `agent`, if the controller started it."""
-        found = self._records(self.dir(namespace, name)).get(role)
+        found = self.records(namespace, name).get(role)
         return found if isinstance(found, process.ProcessRecord) else None
+
+    def records(self, namespace: str, name: str) -> dict:
+        """Everything in one server's processes.json: process records by role, and the notes kept beside them."""
+        return self._records(self.dir(namespace, name))
 
     @staticmethod
     def _records(where: ServerDir) -> dict:
