@@ -159,7 +159,8 @@ def service_resolver() -> Optional[Resolver]:
         return None
     from helpers.clients.k8s import resolve_address
 
-    return lambda address: resolve_address(_pod_api(kubeconfig), address)
+    api = _pod_api(kubeconfig)  # now, not at the first lookup: the agent's clock (from_env) starts after this
+    return lambda address: resolve_address(api, address)
 
 
 def cluster_address_resolver() -> Optional[Resolver]:
@@ -170,4 +171,5 @@ def cluster_address_resolver() -> Optional[Resolver]:
         return None
     from helpers.clients.k8s import cluster_ip_address
 
-    return lambda address: cluster_ip_address(_pod_api(kubeconfig), address)
+    api = _pod_api(kubeconfig)
+    return lambda address: cluster_ip_address(api, address)
