@@ -60,15 +60,15 @@ def _finish(fig, folder: Optional[Path], filename: str) -> Path:
     import matplotlib.pyplot as plt
 
     path = plots_dir(folder) / filename
-    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.2, facecolor="white")
     try:
-        from IPython import get_ipython
-        from IPython.display import display
-
-        if get_ipython() is not None:
-            display(fig)
+        fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.2, facecolor="white")
     finally:
         plt.close(fig)
+    from IPython import get_ipython
+    from IPython.display import Image, display
+
+    if get_ipython() is not None:
+        display(Image(filename=str(path)))  # the saved PNG, not a second rendering of the figure
     return path
 
 

@@ -129,7 +129,17 @@ class Supervisor:
         self.report.data["backoff"] = dict(self.not_before)
         self.report.save()
 
-    def run(self, stop: threading.Event, kick: threading.Event, interval: float = 0.2) -> None:
+    def next_pass_in(self, interval: float) -> float:
+        """Seconds until the next pass: `interval`, or sooner when a back-off ends first."""
+        if not self.not_before:
+            return interval
+        return max(0.0, min(interval, min(self.not_before.values()) - time.time()))
+
+    def run(self, stop: threading.Event, kick: threading.Event, wake: threading.Event,
+            interval: float = 1.0) -> None:
+        """Check, then sleep until `wake` (a child ended, `up` kicked, the supervisor is stopping) or
+        `interval` passes. The components are its children, so their deaths wake it at once; the
+        interval catches the ones it adopted from an earlier supervisor, as a kubelet's 1 s relist does."""
         while not stop.is_set():
             if kick.is_set():
                 kick.clear()
@@ -138,7 +148,8 @@ class Supervisor:
                 self.check_once()
             except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one bad check
                 log.warning("supervision pass failed: %s: %s", type(exc).__name__, exc)
-            stop.wait(interval)
+            wake.wait(self.next_pass_in(interval))
+            wake.clear()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -146,15 +157,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    stop, kick = threading.Event(), threading.Event()
+    stop, kick, wake = threading.Event(), threading.Event(), threading.Event()
 
     def terminate(*_: object) -> None:
         stop.set()
         raise SystemExit(0)  # ends a start in progress too; process.start stops its half-started child
 
+    def kicked(*_: object) -> None:
+        kick.set()
+        wake.set()
+
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
-    signal.signal(signal.SIGUSR1, lambda *_: kick.set())
+    signal.signal(signal.SIGUSR1, kicked)
+    signal.signal(signal.SIGCHLD, lambda *_: wake.set())
     stack = Stack(args.state_dir)
     lock = open(args.state_dir / "supervisor.lock", "w")
     try:
@@ -169,7 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not supervisor.start_round():
         log.error("the first start failed: %s", report.data["error"]["cause"])
         return 2
-    supervisor.run(stop, kick)
+    supervisor.run(stop, kick, wake)
     return 0
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -276,14 +277,17 @@ class Lab:
         return path
 
     def setup(self) -> None:
-        """Upload the stand-in model (as `doctor-cifar`, `doctor-big` and, misnamed, `doctor-named`), apply
+        """Upload 03's CIFAR-10 model from the cache (as `doctor-cifar`, `doctor-big` and, misnamed, `doctor-named`), apply
         the Secret + service account, start the server and load `doctor-cifar`; each shown first."""
         if not self.live:
             return
-        from helpers.steps.models.standins import write_cifar10_standin
+        from helpers.steps.models import model_sources
 
+        # 03's CIFAR-10 folder from the model cache (the stand-in written at most once), copied: its
+        # config is renamed below
+        cached = model_sources.fetch("cifar10", offline=True, progress=False, say=lambda _line: None)
         with tempfile.TemporaryDirectory(prefix="mms-doctor-") as tmp:
-            folder = write_cifar10_standin(Path(tmp) / "model")
+            folder = Path(shutil.copytree(cached.path, Path(tmp) / "model"))
             config = (folder / "config.pbtxt").read_text()
             for model, name in ((MODEL, MODEL), ("doctor-big", "doctor-big"), ("doctor-named", "cifar10")):
                 (folder / "config.pbtxt").write_text(re.sub(r'^name: ".*"$', f'name: "{name}"', config, flags=re.M))
