@@ -412,7 +412,7 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
 RESYNC_S_MARGIN = 2.0  # past the settle time, so the first at-rest resync has begun
 
 # --- 3. at rest ----------------------------------------------------------------------------------
-AT_REST_PARTS = ("kube-apiserver", "etcd", "kube-controller-manager", "controller")
+AT_REST_PARTS = ("kube-apiserver", "etcd", "kube-controller-manager", "controller", "supervisor")
 
 
 def at_rest(stack: Stack, window: float) -> None:
@@ -421,9 +421,9 @@ def at_rest(stack: Stack, window: float) -> None:
 
     common.heading(f"The control plane at rest (after {SETTLE_S:.0f} s without a change, over {window:.0f} s)")
     time.sleep(SETTLE_S + RESYNC_S_MARGIN)
-    records = stack.records()
+    records = {**stack.records(), "supervisor": stack.supervisor_record()}
     procs = {name: psutil.Process(records[name].pid) for name in AT_REST_PARTS
-             if name in records and records[name].alive()}
+             if records.get(name) and records[name].alive()}
 
     def cpu() -> dict[str, float]:
         return {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
