@@ -77,7 +77,8 @@ STACK_FIXTURES = {"stack", "kserve_stack", "kube", "kserve_kube"}
 # (xdist's --dist loadfile hands out files in collection order). A scheduling hint, never an assertion.
 SLOW_FIRST = ("test_configmap_delay.py", "test_benchmarks_cold.py", "test_notebooks.py", "test_minimal_install.py",
               "test_kubeflow_1_11.py",
-              "test_doctor.py", "test_notebooks_kubeflow_1_10.py", "test_benchmarks.py", "test_browser.py",
+              "test_doctor_06.py", "test_notebooks_kubeflow_1_10.py", "test_benchmarks.py", "test_browser.py",
+              "test_doctor.py",
               "test_learner.py", "test_kubeflow_1_10_0.py", "test_tf_backend.py",
               "test_controller.py", "test_cleanup_notebook.py", "test_agent.py", "test_supervision.py",
               "test_kserve_sdk.py", "test_rbac.py")

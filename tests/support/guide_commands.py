@@ -8,7 +8,7 @@ many ran verbatim and lists the others. Used by tests/stack/test_notebooks.py af
 
 The notebooks' own shell blocks: `shown_blocks()` reads each labelled block an executed notebook
 printed (core.show.show_shell: a `# <label>` line, then `$ ` lines), and a `Reader` pastes them, line by
-line, into one bash (`Shell`) right after each notebook (test_notebooks.py: 00-05; test_doctor.py: 06).
+line, into one bash (`Shell`) right after each notebook (test_notebooks.py: 00-05; test_doctor_06.py: 06).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """helpers.steps.troubleshoot.doctor on facts recorded as a cluster shows them, for what the local stack
 cannot produce (Kubernetes 1.22 without KFServing 0.5's CRDs, a Pod left Pending, Istio's 403 and
 Dex's redirect, KServe's MemoryResourceAvailable=False, a webhook's rejection), and what a failed
-notebook cell prints under its error. 06 itself, on the local stack: tests/stack/test_doctor.py.
+notebook cell prints under its error. 06 itself, on the local stack: tests/stack/test_doctor_06.py.
 """
 from __future__ import annotations
 

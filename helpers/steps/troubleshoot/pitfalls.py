@@ -9,7 +9,7 @@ apply are written to `<build>/06_troubleshooting/` and shown as YAML.
 
 Everything goes through the Kubernetes API, S3 and the server's endpoint, so this module sits in the
 learner-facing layer and imports nothing of the local stack. "S3 down" is shown as S3 saying no (a
-bucket that is not there): stopping MinIO needs the stack's controls; `tests/stack/test_doctor.py`
+bucket that is not there): stopping MinIO needs the stack's controls; `tests/stack/test_doctor_06.py`
 stops the local S3 server and checks that the doctor names that too.
 
 Where 06 may not break things (a cluster), each step shows what a local run recorded
