@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -99,10 +100,23 @@ def snapshot(server: _server.Server, url: str) -> Snapshot:
     cm = client.CoreV1Api(server.kube).read_namespaced_config_map(model_config_map_name(_server.SERVER), _server.NS)
     entries = json.loads((cm.data or {}).get(MODEL_CONFIG_FILE, "[]"))
     folder = server_dir(stack)
-    files = [p for p in folder.rglob("*") if p.is_file()]
+    sizes = _file_sizes(folder)
     return Snapshot(sum(m["state"] == "READY" for m in index), len(index), len(server.trained_models()),
-                    len(entries), len(list((folder / "models").iterdir())), len(files),
-                    sum(p.stat().st_size for p in files), len(procs), fds, sockets, rss)
+                    len(entries), len(list((folder / "models").iterdir())), len(sizes),
+                    sum(sizes), len(procs), fds, sockets, rss)
+
+
+def _file_sizes(folder: Path) -> list[int]:
+    """The size of each file under `folder`; one the controller renamed or removed meanwhile (its
+    atomic writes go through a `.tmp` file) is left out, as a later listing would not show it."""
+    sizes = []
+    for parent, _dirs, names in os.walk(folder):  # a folder removed meanwhile is skipped, not raised
+        for name in names:
+            try:
+                sizes.append(os.stat(os.path.join(parent, name)).st_size)
+            except FileNotFoundError:
+                continue
+    return sizes
 
 
 def cycle(server: _server.Server, url: str, name: str, model: _server.Model, timeout: float) -> float:
