@@ -188,11 +188,13 @@ def test_two_more_models_load_in_parallel(bench: AgentBench) -> None:
     bench.wait_state("third", "Loaded")
     assert bench.ready("second") and bench.ready("third") and bench.ready("cifar10")
     events = bench.events()
-    loading = {e["model"]: e["ts"] for e in events if e["msg"] == "loading model" and e["model"] in ("second", "third")}
+    started = {e["model"]: e["ts"] for e in events if e["msg"] == "Downloading model" and e["model"] in ("second", "third")}
     loaded = {e["model"]: e["ts"] for e in events if e["msg"] == "Successfully loaded model"
               and e["model"] in ("second", "third")}
-    # Both loads were under way at once: each started before the other finished.
-    assert max(loading.values()) < min(loaded.values())
+    # Both were under way at once, each in its model's worker: each began (its download) before the other
+    # was loaded. Triton's own load of this model takes milliseconds, so its start alone can come after
+    # the other's end even when the two run side by side.
+    assert set(started) == {"second", "third"} and max(started.values()) < min(loaded.values()), (started, loaded)
 
 
 def test_remove_unloads_and_deletes_the_folder(bench: AgentBench) -> None:
