@@ -47,17 +47,15 @@ class Group:
 
 def own_group(name: str) -> tuple[Optional[Group], str]:
     """Make `<current group>/<name>` and move this process into it: (group, "") or (None, why not)."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _id, controllers, current = line.split(":", 2)
-        if "cpuacct" in controllers.split(",") and (CGROUP_ROOT / "cpuacct").is_dir():
-            base, usage = CGROUP_ROOT / "cpuacct", "cpuacct.usage"
-            break
+    groups = {controllers: current for _id, controllers, current in
+              (line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines())}
+    v1 = next((current for controllers, current in groups.items() if "cpuacct" in controllers.split(",")), None)
+    if v1 is not None and (CGROUP_ROOT / "cpuacct").is_dir():
+        base, usage, current = CGROUP_ROOT / "cpuacct", "cpuacct.usage", v1
+    elif "" in groups and (CGROUP_ROOT / "cgroup.controllers").exists():  # v2: the "0::<path>" line
+        base, usage, current = CGROUP_ROOT, "cpu.stat", groups[""]
     else:
-        unified = [line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
-                   if line.startswith("0::")]
-        if not unified or not (CGROUP_ROOT / "cgroup.controllers").exists():
-            return None, f"no cgroup v1 cpuacct or v2 hierarchy at {CGROUP_ROOT}"
-        base, usage, current = CGROUP_ROOT, "cpu.stat", unified[0]
+        return None, f"no cgroup v1 cpuacct or v2 hierarchy at {CGROUP_ROOT}"
     path = base / current.lstrip("/") / name
     try:
         path.mkdir(exist_ok=True)

@@ -295,7 +295,7 @@ class Controller:
         uri = storage_uri(isvc)
         try:
             self.servers.check(group, isvc)
-            self.pods.observe(key, self.servers._records(self.servers.dir(ns, name)))
+            self.pods.observe(key, self.servers.records(ns, name))
             env = self.servers.prepare(ns, name, generation, lambda: self._pod_env(group, isvc), model_config=not uri)
             placed = self.pods.place(group, isvc, env_spec(env))
             if not placed.bound:  # Pending: no processes until the scheduler binds the pod
