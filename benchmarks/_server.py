@@ -114,7 +114,7 @@ class Server:
         apply_guide_steps(self.kube, values, server=False)
         start = time.monotonic()
         k8s.apply_all(self.kube, manifests.render("multi_model_triton_server.yaml", **values))
-        poll_until(lambda: self.ready("inferenceservices", SERVER), "InferenceService Ready", timeout, 0.2)
+        poll_until(lambda: self.ready("inferenceservices", SERVER), "InferenceService Ready", timeout, 0.2, paced=False)
         return time.monotonic() - start
 
     def s3(self):

@@ -208,7 +208,8 @@ def replace_pod(server: _server.Server, names: list[str], models: dict[str, _ser
     for pod in core.list_namespaced_pod(_server.NS, label_selector=f"{server.group.isvc_label}={_server.SERVER}").items:
         core.delete_namespaced_pod(pod.metadata.name, _server.NS)
     try:
-        poll_until(lambda: settled(server, names, models), "every model served after the pod was replaced", timeout, 0.2)
+        poll_until(lambda: settled(server, names, models), "every model served after the pod was replaced", timeout, 0.2,
+                   paced=False)
     except WaitTimeout:
         return None
     return time.monotonic() - start
@@ -221,7 +222,7 @@ def kill_one(server: _server.Server, profile: Profile, part: str, tiny: _server.
     out = Outcome(profile.name, part, expected)
     try:
         poll_until(lambda: settled(server, list(models), models), f"the stack settled before killing {part}",
-                   timeout, 0.2)
+                   timeout, 0.2, paced=False)
     except WaitTimeout as exc:
         out.notes.append(f"not settled before the kill: {exc}")
     before = inventory(server)
@@ -257,7 +258,7 @@ def kill_one(server: _server.Server, profile: Profile, part: str, tiny: _server.
         out.repaired_by_up = time.monotonic() - start
     server.delete(name)
     try:
-        poll_until(lambda: not server.exists(name), f"{name} deleted", timeout, 0.1)
+        poll_until(lambda: not server.exists(name), f"{name} deleted", timeout, 0.1, paced=False)
     except WaitTimeout as exc:
         out.notes.append(str(exc))
     print(f"  {profile.name} {part}: {out.verdict()}; back {_s(out.back)}, applied {_s(out.applied)}, "
@@ -310,7 +311,7 @@ def run_profile(profile: Profile, parts: list[str], timeout: float, keep: bool,
             server.apply("cifar10", cifar)
             models = {"cifar10": cifar}
             poll_until(lambda: settled(server, ["cifar10"], models), "cifar10 answering through the gateway",
-                       timeout, 0.2)
+                       timeout, 0.2, paced=False)
             with Traffic(server, "cifar10", cifar) as traffic:
                 outcomes = [kill_one(server, profile, part, tiny, traffic, models, timeout) for part in parts]
             server.delete("cifar10")

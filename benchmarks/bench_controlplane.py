@@ -139,7 +139,7 @@ def start_server(stack: Stack, kube: client.ApiClient) -> tuple[str, float]:
     apply_guide_steps(kube, values, server=False)
     start = time.monotonic()
     k8s.apply_all(kube, manifests.render("multi_model_triton_server.yaml", **values))
-    isvc = poll_until(lambda: _ready_object(kube, "inferenceservices", SERVER), "InferenceService Ready", 180, 0.2)
+    isvc = poll_until(lambda: _ready_object(kube, "inferenceservices", SERVER), "InferenceService Ready", 180, 0.2, paced=False)
     took = time.monotonic() - start
     return resolve_url(kube, isvc["status"]["address"]["url"], NS), took
 
@@ -206,14 +206,14 @@ def one_model(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, lab
     t0 = time.time()
     created = k8s.apply(kube, trained_model(name, uri, framework, "1Gi"))
     uid = created["metadata"]["uid"]
-    ready = poll_until(lambda: rec.ready_at.get(uid), f"TrainedModel {name} Ready", timeout=600, interval=0.05)
-    poll_until(lambda: _serving(url, name), f"{name} served by Triton", timeout=600, interval=0.01)
+    ready = poll_until(lambda: rec.ready_at.get(uid), f"TrainedModel {name} Ready", timeout=600, interval=0.05, paced=False)
+    poll_until(lambda: _serving(url, name), f"{name} served by Triton", timeout=600, interval=0.01, paced=False)
     served = time.time()
     cm = rec.config_has({name}, t0)
     projected = config_file.stat().st_mtime
     try:  # Triton answers ready a moment before the agent, whose load request returns then, logs it
         agent = poll_until(lambda: (lambda found: found if found["loaded"] else None)(agent_times(stack, name, t0)),
-                           f"the agent to log {name} loaded", timeout=30, interval=0.05)
+                           f"the agent to log {name} loaded", timeout=30, interval=0.05, paced=False)
     except TimeoutError:
         agent = agent_times(stack, name, t0)
     lines = (stack.logs / f"agent-{NS}.{SERVER}.log").read_text().splitlines()
@@ -225,7 +225,7 @@ def one_model(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, lab
     client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP.group, GROUP.tm_version, NS,
                                                                   "trainedmodels", name)
     folder = stack.servers_dir / f"{NS}.{SERVER}" / "models" / name
-    poll_until(lambda: not _serving(url, name) and not folder.exists(), f"{name} unloaded", 120, 0.05)
+    poll_until(lambda: not _serving(url, name) and not folder.exists(), f"{name} unloaded", 120, 0.05, paced=False)
     steps.unload = time.time() - start
     return steps
 
@@ -353,10 +353,10 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
         with ThreadPoolExecutor(max_workers=8) as pool:
             uids = list(pool.map(create, names))
         applied = time.time() - t0
-        poll_until(lambda: all(u in rec.ready_at for u in uids), f"{n} TrainedModels Ready", timeout, 0.2)
+        poll_until(lambda: all(u in rec.ready_at for u in uids), f"{n} TrainedModels Ready", timeout, 0.2, paced=False)
         # Ready means handed to the server (issue 9), not loaded: wait for Triton to serve all of them.
         poll_until(lambda: set(names) <= {m["name"] for m in triton.repository_index(url) if m["state"] == "READY"},
-                   f"{n} models served by Triton", timeout, 0.2)
+                   f"{n} models served by Triton", timeout, 0.2, paced=False)
         sampler.sample()
     ready_times = sorted(rec.ready_at[u] - t0 for u in uids)
     in_config = rec.config_has(set(names), t0)
@@ -364,7 +364,7 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
     # for its lines, else a count read now misses the last loads ("83 loads for 100 models").
     try:
         agent = poll_until(lambda: (lambda found: found if found.all_once is not None else None)(
-            agent_loads(stack, set(names), t0)), f"the agent to log {n} loads", 60, 0.25)
+            agent_loads(stack, set(names), t0)), f"the agent to log {n} loads", 60, 0.25, paced=False)
     except TimeoutError:
         agent = agent_loads(stack, set(names), t0)
     final = common.tree_memory(pid)
@@ -379,7 +379,7 @@ def many_models(stack: Stack, kube: client.ApiClient, rec: Recorder, url: str, n
     for name in names:
         custom.delete_namespaced_custom_object(GROUP.group, GROUP.tm_version, NS, "trainedmodels", name)
     poll_until(lambda: not any(m["state"] == "READY" for m in triton.repository_index(url) if m["name"] in names),
-               f"{n} models unloaded", timeout, 0.5)
+               f"{n} models unloaded", timeout, 0.5, paced=False)
     unloaded = time.time() - start
 
     common.heading(f"{n} TrainedModels applied at once -> all Ready")

@@ -112,7 +112,7 @@ def loads_per_model(stack: Stack, names: list[str], after: float, timeout: float
         return found if min(found.values()) > 0 else None
 
     try:
-        return poll_until(counted, f"the agent to log {len(names)} loads", timeout, 0.5)
+        return poll_until(counted, f"the agent to log {len(names)} loads", timeout, 0.5, paced=False)
     except TimeoutError:
         return counted() or {}
 
@@ -130,10 +130,10 @@ def probe(kube: client.ApiClient, url: str, uri: str, framework: str, runs: int,
         start = time.monotonic()
         custom.create_namespaced_custom_object(cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels",
                                                cp.trained_model(name, uri, framework, "1Mi"))
-        poll_until(lambda: cp._serving(url, name), f"{name} served", timeout, 0.02)
+        poll_until(lambda: cp._serving(url, name), f"{name} served", timeout, 0.02, paced=False)
         times.append(time.monotonic() - start)
         custom.delete_namespaced_custom_object(cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels", name)
-        poll_until(lambda: not cp._serving(url, name), f"{name} unloaded", timeout, 0.05)
+        poll_until(lambda: not cp._serving(url, name), f"{name} unloaded", timeout, 0.05, paced=False)
     return statistics.median(times) if times else None
 
 
@@ -150,7 +150,7 @@ def batch(stack: Stack, kube: client.ApiClient, url: str, n: int, uri: str, fram
         list(pool.map(lambda name: custom.create_namespaced_custom_object(
             cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels",
             cp.trained_model(name, uri, framework, "1Mi")), names))
-    poll_until(lambda: set(names) <= served(url), f"{n} models served by Triton", timeout, 0.25)
+    poll_until(lambda: set(names) <= served(url), f"{n} models served by Triton", timeout, 0.25, paced=False)
     served_s = time.monotonic() - wall0
     loads = loads_per_model(stack, names, t0, 60)
     memory = common.tree_memory(pids(stack)["triton"], with_pss=False).rss
@@ -163,7 +163,7 @@ def batch(stack: Stack, kube: client.ApiClient, url: str, n: int, uri: str, fram
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda name: custom.delete_namespaced_custom_object(
             cp.GROUP.group, cp.GROUP.tm_version, cp.NS, "trainedmodels", name), names))
-    poll_until(lambda: not (set(names) & served(url)), f"{n} models unloaded", timeout, 0.5)
+    poll_until(lambda: not (set(names) & served(url)), f"{n} models unloaded", timeout, 0.5, paced=False)
     return Batch(n, served_s, min(loads.values(), default=0), max(loads.values(), default=0),
                  common.mib((memory - memory0) / n), p50, cpu["controller"], cpu["agent"], size,
                  time.monotonic() - start)

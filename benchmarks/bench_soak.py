@@ -123,15 +123,15 @@ def cycle(server: _server.Server, url: str, name: str, model: _server.Model, tim
     """One create -> Ready -> served -> infer through the gateway -> delete -> gone; returns its seconds."""
     start = time.monotonic()
     server.apply(name, model)
-    poll_until(lambda: server.ready("trainedmodels", name), f"TrainedModel {name} Ready", timeout, 0.02)
+    poll_until(lambda: server.ready("trainedmodels", name), f"TrainedModel {name} Ready", timeout, 0.02, paced=False)
     # Ready says the model was handed to the server (as in KServe); Triton says when it is loaded.
-    poll_until(lambda: server.served(url, name), f"{name} served", timeout, 0.02)
+    poll_until(lambda: server.served(url, name), f"{name} served", timeout, 0.02, paced=False)
     if not server.infer_through_gateway(name, model):
         raise RuntimeError(f"{name}: the gateway's answer was not the model's")
     server.delete(name)
     gone = server_dir(server.stack) / "models" / name
     poll_until(lambda: not gone.exists() and not server.served(url, name) and not server.exists(name),
-               f"{name} gone", timeout, 0.02)
+               f"{name} gone", timeout, 0.02, paced=False)
     return time.monotonic() - start
 
 
@@ -140,7 +140,7 @@ def clean_up(server: _server.Server, url: str, name: str, timeout: float) -> Non
     try:
         server.delete(name)
         poll_until(lambda: not server.exists(name) and not server.served(url, name), f"{name} cleaned up",
-                   timeout, 0.1)
+                   timeout, 0.1, paced=False)
     except Exception as exc:  # noqa: BLE001 - reported; the next cycle uses another name
         print(f"  cleaning up {name} failed: {type(exc).__name__}: {exc}", flush=True)
 
@@ -191,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           f"{time.strftime('%H:%M:%S')}; fds {now.fds}, sockets {now.sockets}, processes "
                           f"{now.processes}, server folder {now.server_bytes} B, RSS MiB "
                           + ", ".join(f"{role} {mib:.1f}" for role, mib in now.rss.items()), flush=True)
-            poll_until(lambda: not server.trained_models(), "every TrainedModel gone", args.timeout, 0.1)
+            poll_until(lambda: not server.trained_models(), "every TrainedModel gone", args.timeout, 0.1, paced=False)
             after = snapshot(server, url)
             triton.forget_clients()
 

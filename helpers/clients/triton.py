@@ -22,7 +22,6 @@ import threading
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
@@ -31,6 +30,14 @@ from helpers.core.i18n import _
 from helpers.core.wait import poll_until
 
 Protocol = Literal["http", "grpc"]
+
+
+def _grpcclient() -> Any:
+    """`tritonclient.grpc`, imported on first use: HTTP is the default, and every kernel and model agent
+    imports this module."""
+    import tritonclient.grpc
+
+    return tritonclient.grpc
 Headers = Optional[Mapping[str, str]]
 Inputs = Union[Mapping[str, np.ndarray], np.ndarray]
 
@@ -100,7 +107,7 @@ def _client(address: str, protocol: Protocol, timeout: float) -> Any:
     client = _reused.clients.get(key)
     if client is None:
         host, ssl = _split_url(address)
-        client = (grpcclient.InferenceServerClient(host, ssl=ssl) if protocol == "grpc" else
+        client = (_grpcclient().InferenceServerClient(host, ssl=ssl) if protocol == "grpc" else
                   httpclient.InferenceServerClient(host, ssl=ssl, connection_timeout=5.0, network_timeout=timeout))
         _reused.clients[key] = client
     return client
@@ -434,7 +441,7 @@ def infer(url: str, model: str, inputs: Inputs, outputs: Optional[Sequence[str]]
         sent = dict(headers) if headers else None  # tritonclient adds its own entries to this dict
         if protocol == "grpc":
             request_inputs = [_grpc_input(name, array) for name, array in arrays.items()]
-            requested = [grpcclient.InferRequestedOutput(name) for name in names]
+            requested = [_grpcclient().InferRequestedOutput(name) for name in names]
             result = client.infer(model, request_inputs, outputs=requested, headers=sent, client_timeout=timeout)
         else:
             request_inputs = [_http_input(name, array, binary) for name, array in arrays.items()]
@@ -472,8 +479,8 @@ def _http_input(name: str, array: np.ndarray, binary: bool) -> httpclient.InferI
 _FAST_JSON = all(hasattr(httpclient.InferInput("x", [1], "FP32"), f) for f in ("_parameters", "_raw_data", "_data"))
 
 
-def _grpc_input(name: str, array: np.ndarray) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+def _grpc_input(name: str, array: np.ndarray) -> Any:
+    tensor = _grpcclient().InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
     tensor.set_data_from_numpy(array)
     return tensor
 

@@ -9,6 +9,17 @@ from helpers.core.i18n import _
 T = TypeVar("T")
 
 
+# Polls come every `interval` at first, then every tenth of the time waited so far, up to this: a wait
+# of seconds is answered as soon as before, and one of minutes (a kubelet's 90 s ConfigMap sync, a big
+# model's download) costs the cluster a few dozen requests, not hundreds.
+MAX_INTERVAL = 2.0
+
+
+def pause(interval: float, waited: float) -> float:
+    """Seconds until the next poll, after `waited` seconds of polling every `interval` at least."""
+    return min(max(interval, waited / 10), max(interval, MAX_INTERVAL))
+
+
 class WaitTimeout(TimeoutError):
     """Raised when `poll_until` runs out of time; the message says what was awaited and the last state."""
 
@@ -19,14 +30,19 @@ def poll_until(
     timeout: float = 60.0,
     interval: float = 0.2,
     give_up: Optional[Callable[[], Optional[str]]] = None,
+    paced: bool = True,
 ) -> T:
     """Call `check` until it returns a truthy value and return that value.
+
+    Polls are paced by `pause`; `paced=False` polls every `interval` throughout (a benchmark timing
+    when something happened).
 
     `give_up` is asked between polls; a string it returns ends the wait at once with that reason
     (e.g. "the process exited"). Exceptions from `check` count as "not yet" and the last one is
     named in the timeout message.
     """
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     last_error: Optional[BaseException] = None
     while True:
         try:
@@ -39,8 +55,9 @@ def poll_until(
             reason = give_up()
             if reason:
                 raise WaitTimeout(_("gave up waiting for {what}: {reason}").format(what=what, reason=reason))
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             detail = " " + _("(last error: {error})").format(error=last_error) if last_error else ""
             raise WaitTimeout(_("timed out after {timeout:.0f}s waiting for {what}{detail}").format(
                 timeout=timeout, what=what, detail=detail))
-        time.sleep(interval)
+        time.sleep(min(pause(interval, now - start) if paced else interval, deadline - now))

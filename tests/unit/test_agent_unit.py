@@ -415,6 +415,20 @@ def test_timeline_of_this_agents_log_with_a_failure_and_a_skip():
         agent_log.timeline(lines, "nothing")
 
 
+def test_an_agent_that_panicked_is_a_verdict_not_a_wait(monkeypatch):
+    """KFServing 0.5.1's agent without an S3 endpoint dies of a Go panic: the wait ends at once, failed."""
+    from helpers.local.agent.downloader import panic_text
+    from helpers.local.agent.release import for_release
+
+    panicked = panic_text(for_release("v0.5.1")).splitlines()
+    assert agent_log.crash(KFSERVING_05_LOG) is None
+    assert agent_log.crash(panicked) == "panic: runtime error: invalid memory address or nil pointer dereference"
+    monkeypatch.setattr(agent_log, "agent_lines", lambda *args: panicked)
+    lines, found = agent_log.wait_agent_loaded(None, None, None, "triton-doctor", "mms", "cifar10", timeout=30)
+    assert lines == panicked and found["load_s"] is None
+    assert found["failed"].startswith("panic: runtime error")
+
+
 # --- downloader against an in-memory S3 client (pagination is minio's; markers are ours) -----------
 class FakeObject:
     def __init__(self, name: str, size: int) -> None:

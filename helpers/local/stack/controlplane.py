@@ -252,7 +252,17 @@ def start_apiserver(paths: Paths, port: int, etcd_port: int, token: str, log: Pa
             # serve thousands of watchers; here a handful of clients watch, and the caches alone cost
             # more CPU at rest than everything else the apiserver does (2.4 -> 1.1 CPU s a minute,
             # benchmarks/README.md "At rest"). Lists and watches then read etcd, with the same results.
-            "--watch-cache=false", "--v=1"]
+            "--watch-cache=false",
+            # API Priority and Fairness queues requests by tenant so that one cannot starve the others; a
+            # stack has one tenant. Its filter, its periodic sampling and its bootstrap objects took about
+            # a quarter of the apiserver's CPU during a walkthrough; without it the older max-in-flight
+            # limits apply. The answers are the same.
+            "--enable-priority-and-fairness=false",
+            # Only the GA versions of the built-in API groups: nothing here uses a beta one (CronJob,
+            # PodDisruptionBudget, EndpointSlice are not part of the walkthrough), and each served version
+            # costs the apiserver handlers and OpenAPI at start (2 CPU s of a stack's 11) and the
+            # namespace controller a list per type when a namespace goes.
+            "--runtime-config=api/beta=false", "--v=1"]
 
     return process.start("kube-apiserver", argv, log, lambda: apiserver_ready(paths, port, token),
                          timeout=90, ports={"https": port})

@@ -19,6 +19,7 @@ from helpers.clients.target import NoServerPod, Target
 from helpers.core.constants import AGENT_CONTAINER, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP, ApiGroup
 from helpers.core.i18n import _
 from helpers.core.show import show_adapted
+from helpers.core.wait import pause
 
 # Later agents name no logger: the source file of the call says which role spoke.
 _CALLER_LOGGERS = {"watcher": "Watcher", "puller": "modelProcessor", "downloader": "Downloader",
@@ -162,16 +163,26 @@ def server_lines(api: client.ApiClient, place: Target, group: ApiGroup, name: st
     return place.container_log(api, group, name, namespace, group.server_container).splitlines()
 
 
+def crash(lines: Iterable[str]) -> Optional[str]:
+    """The Go runtime's `panic: ...` line when the agent's container died of one, else None.
+
+    A panic ends the container, so a log that shows one is the log of an agent that will not answer
+    (KFServing 0.5.1 without an S3 endpoint, kserve/kserve#1317): waiting longer only sees it restart."""
+    return next((line.strip() for line in lines if line.startswith("panic: ")), None)
+
+
 def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, name: str, namespace: str,
                       model: str, timeout: float = 300.0,
                       stop: Optional[Callable[[], bool]] = None) -> tuple[list[str], dict]:
     """Poll the agent's log until it shows `model` loaded (or failed); return (lines, timeline).
 
     The timeline is `helpers.steps.models.agent_log.timeline`: seconds from the config event to download
-    done and load done. After `timeout`, or once `stop()` says the agent will never see the model (a
-    TrainedModel the controller refused), the last timeline is returned as it is (steps None).
+    done and load done; `failed` also holds the panic of an agent that crashed (`crash`). After `timeout`,
+    or once `stop()` says the agent will never see the model (a TrainedModel the controller refused), the
+    last timeline is returned as it is (steps None).
     """
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     while True:
         try:
             lines = agent_lines(api, place, group, name, namespace)
@@ -180,16 +191,18 @@ def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, nam
             # collector took); its successor's log is read on the next poll, until the deadline.
             if time.monotonic() >= deadline:
                 raise
-            time.sleep(0.5)
+            time.sleep(pause(0.5, time.monotonic() - start))
             continue
         try:
             found = timeline(lines, model)
         except ValueError:
             found = {"model": model, "start": None, "download_s": None, "load_s": None,
                      "downloaded": None, "failed": None}
+        if found["load_s"] is None and not found["failed"]:
+            found["failed"] = crash(lines)
         if found["load_s"] is not None or found["failed"] or time.monotonic() >= deadline or (stop and stop()):
             return lines, found
-        time.sleep(0.5)
+        time.sleep(pause(0.5, time.monotonic() - start))
 
 
 def _short_paths(text: str) -> str:
