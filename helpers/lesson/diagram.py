@@ -92,13 +92,13 @@ def architecture(group: ApiGroup, server_name: str = constants.DEFAULT_SERVER_NA
                  namespace: str = constants.DEFAULT_NAMESPACE, bucket: str = constants.DEFAULT_BUCKET,
                  filename: str = "00_architecture.png", folder: Optional[Path] = None) -> Path:
     """Draw controller -> ConfigMap -> agent -> S3 / Triton <- gateway; save it as a PNG and return its path."""
-    import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
     plots.use_fonts()
     boxes, arrows = parts(group, server_name, namespace, bucket)
     by_key = {box.key: box for box in boxes}
-    fig, ax = plt.subplots(figsize=(15, 7.6))
+    fig = plots.figure(figsize=(15, 7.6))
+    ax = fig.subplots()
     ax.set_xlim(0, 15)
     ax.set_ylim(0, 7.6)
     ax.axis("off")
@@ -170,7 +170,6 @@ def handoff(timelines: Sequence[Mapping], group: ApiGroup, server_name: str, buc
     passes and, per model, how long it took (`handoff_labels`, from `agent_log.timeline` and, in
     `applied`, when the notebook applied each TrainedModel). Explained in 03_cifar10 and 04_inception.
     """
-    import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
     plots.use_fonts()
@@ -194,7 +193,8 @@ def handoff(timelines: Sequence[Mapping], group: ApiGroup, server_name: str, buc
     ]
     width, gap, height = 2.2, 0.95, 1.2
     extra = 0.32 * max(0, len(rows) - 1)
-    fig, ax = plt.subplots(figsize=(len(boxes) * (width + gap) * 1.0, 2.6 + extra))
+    fig = plots.figure(figsize=(len(boxes) * (width + gap) * 1.0, 2.6 + extra))
+    ax = fig.subplots()
     ax.set_xlim(0, len(boxes) * (width + gap))
     ax.set_ylim(-1.0 - extra, 1.6)
     ax.axis("off")

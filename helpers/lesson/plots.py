@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from helpers.core import config
 from helpers.core.i18n import _
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def standin_note() -> str:
@@ -56,14 +59,17 @@ def plots_dir(folder: Optional[Path] = None) -> Path:
     return path
 
 
-def _finish(fig, folder: Optional[Path], filename: str) -> Path:
-    import matplotlib.pyplot as plt
+def figure(**options: Any) -> "Figure":
+    """A matplotlib Figure of its own, not pyplot's: the plots are saved as PNGs and shown from there
+    (`_finish`), so no kernel needs pyplot and its backend (about a tenth of a notebook's CPU)."""
+    from matplotlib.figure import Figure
 
+    return Figure(**options)
+
+
+def _finish(fig: "Figure", folder: Optional[Path], filename: str) -> Path:
     path = plots_dir(folder) / filename
-    try:
-        fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.2, facecolor="white")
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.2, facecolor="white")
     from IPython import get_ipython
     from IPython.display import Image, display
 
@@ -87,8 +93,6 @@ def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[s
     made up, so bars would pass nonsense off as a confident answer. The photos are shown under a red
     banner that says so.
     """
-    import matplotlib.pyplot as plt
-
     use_fonts()
     names = list(images)
     if len(names) != len(top):
@@ -100,7 +104,7 @@ def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[s
     k = max((len(t) for t in top), default=1)
     rows = (len(names) + columns - 1) // columns
     height = max(2.2, 0.42 * k + 1.0)
-    fig = plt.figure(figsize=(6.4 * columns, height * rows + 0.5), layout="constrained")
+    fig = figure(figsize=(6.4 * columns, height * rows + 0.5), layout="constrained")
     grid = fig.add_gridspec(rows, columns * 2, width_ratios=[1, 1.6] * columns)
     scores = [s for t in top for _label, s in t]
     limit = max(1.0, max(scores, default=1.0)) if probability else None
@@ -137,11 +141,9 @@ def predictions(images: Mapping[str, np.ndarray], top: Sequence[Sequence[tuple[s
 
 def _standin_photos(images: Mapping[str, np.ndarray], title: str, filename: str, folder: Optional[Path]) -> Path:
     """The photos a stand-in model was sent, under a red banner: no classes, no scores."""
-    import matplotlib.pyplot as plt
-
     names = list(images)
-    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 3.9), layout="constrained",
-                             squeeze=False)
+    fig = figure(figsize=(3.2 * max(1, len(names)), 3.9), layout="constrained")
+    axes = fig.subplots(1, max(1, len(names)), squeeze=False)
     for ax, name in zip(axes[0], names):
         ax.imshow(images[name])
         ax.set_title(name, fontsize=11)
@@ -159,12 +161,11 @@ def memory_per_model(declared: Mapping[str, float], limit_gib: float, filename: 
 
     `refused` models (not admitted) are drawn hatched in red, after the admitted ones.
     """
-    import matplotlib.pyplot as plt
-
     use_fonts()
     title = title or _("Memory the TrainedModels declare, against the server's limit")
     order = [m for m in declared if m not in refused] + [m for m in declared if m in refused]
-    fig, ax = plt.subplots(figsize=(9.5, 1.4 + 0.55 * len(order)), layout="constrained")
+    fig = figure(figsize=(9.5, 1.4 + 0.55 * len(order)), layout="constrained")
+    ax = fig.subplots()
     left = 0.0
     for y, model in enumerate(order):
         size, hatch = declared[model], model in refused
@@ -191,15 +192,14 @@ def one_server_or_many(cost: Mapping, filename: str, folder: Optional[Path] = No
     """N one-model InferenceServices beside one server with N TrainedModels: the pods, cpu and memory each way
     reserves on the nodes (`helpers.steps.scale.footprint.compare`, 07_one_server_many_models); the nodes'
     allocatable room is written under each panel when it is known."""
-    import matplotlib.pyplot as plt
-
     use_fonts()
     n, room = cost["n"], cost["room"]
     ways = [_("one InferenceService\nper model"), _("one server,\n{n} TrainedModels").format(n=n)]
     panels = [(_("pods"), "pods", 1.0, "{:g}", room.get("pods")),
               (_("cpu requested (cores)"), "cpu", 1.0, "{:.2f}", room.get("cpu")),
               (_("memory requested (GiB)"), "memory", 2**30, "{:.1f}", (room.get("memory") or 0) / 2**30)]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), layout="constrained")
+    fig = figure(figsize=(11, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
     for ax, (label, key, unit, fmt, allocatable) in zip(axes, panels):
         values = [cost["per_model"][key] / unit, cost["one_server"][key] / unit]
         bars = ax.bar(range(2), values, color=["#fdae6b", "#3182bd"], width=0.6)
@@ -222,10 +222,9 @@ def models_on_one_server(before_mib: Optional[float], added: Sequence[Mapping], 
     sees it), the agent's download and Triton's load (07_one_server_many_models). A refused model has no bar.
 
     `added`: dicts with `name`, `triton_memory` (bytes or None), `served_s`, `handoff_s`, `download_s`, `load_s`."""
-    import matplotlib.pyplot as plt
-
     use_fonts()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.0), layout="constrained")
+    fig = figure(figsize=(11.5, 4.0), layout="constrained")
+    left, right = fig.subplots(1, 2)
     points = [(0, before_mib)] if before_mib else []
     points += [(i, a["triton_memory"] / 2**20) for i, a in enumerate(added, 1) if a.get("triton_memory")]
     if points:

@@ -119,6 +119,12 @@ class Paths:
         return self.root / "data" / "etcd"
 
 
+# P-256 keys, not RSA: a stack makes five key pairs at its first start (RSA-2048 took 1 CPU s of its 11),
+# and every TLS handshake with the apiserver and the kubelet endpoint signs with one. The apiserver,
+# the controller manager (service-account tokens, ES256) and every client here take either.
+NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256")
+
+
 def _openssl(*args: str) -> None:
     result = subprocess.run(["openssl", *args], capture_output=True, text=True)
     if result.returncode != 0:
@@ -131,12 +137,12 @@ def ensure_credentials(paths: Paths) -> str:
     paths.pki.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.pki, 0o700)
     if not paths.cert.exists():
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        _openssl("req", "-x509", *NEW_KEY, "-nodes", "-days", "3650",
                  "-keyout", str(paths.key), "-out", str(paths.cert), "-subj", "/CN=kube-apiserver",
                  "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc")
     if not paths.sa_key.exists():
-        _openssl("genrsa", "-out", str(paths.sa_key), "2048")
-        _openssl("rsa", "-in", str(paths.sa_key), "-pubout", "-out", str(paths.sa_pub))
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(paths.sa_key))
+        _openssl("pkey", "-in", str(paths.sa_key), "-pubout", "-out", str(paths.sa_pub))
     ensure_kubelet_certificates(paths)
     if not paths.tokens.exists():
         token = secrets.token_hex(24)
@@ -156,7 +162,7 @@ def ensure_kubelet_certificates(paths: Paths) -> None:
     the kubelet endpoint requires a client cert signed by the same CA, which only the apiserver has.
     """
     if not paths.kubelet_ca.exists():
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        _openssl("req", "-x509", *NEW_KEY, "-nodes", "-days", "3650",
                  "-keyout", str(paths.kubelet_ca_key), "-out", str(paths.kubelet_ca),
                  "-subj", "/CN=mms-local-kubelet-ca")
     for cert, key, subject, extensions in (
@@ -168,7 +174,7 @@ def ensure_kubelet_certificates(paths: Paths) -> None:
             continue
         csr = cert.with_suffix(".csr")
         ext = cert.with_suffix(".ext")
-        _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        _openssl("req", "-new", *NEW_KEY, "-nodes", "-keyout", str(key), "-out", str(csr),
                  "-subj", subject)
         ext.write_text(extensions + "\n")
         _openssl("x509", "-req", "-in", str(csr), "-CA", str(paths.kubelet_ca), "-CAkey", str(paths.kubelet_ca_key),
@@ -298,7 +304,7 @@ def self_signed_cert(cert: Path, key: Path, common_name: str) -> bytes:
     """A certificate for a server on 127.0.0.1 (made once; mode 0600 key), which is its own CA. Returns its PEM."""
     cert.parent.mkdir(parents=True, exist_ok=True)
     if not (cert.exists() and key.exists()):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        _openssl("req", "-x509", *NEW_KEY, "-nodes", "-days", "3650",
                  "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={common_name}",
                  "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
     os.chmod(key, 0o600)
