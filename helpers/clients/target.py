@@ -218,8 +218,11 @@ class Target:
             raise NoServerPod(_("no pod labelled {selector} in {namespace}").format(selector=selector, namespace=namespace),
                              _("`kubectl get pods -n {namespace}`: is the InferenceService running (02_server)?").format(
                                  namespace=namespace))
-        # A pod not scheduled yet (Pending) has an empty log, which the client returns as None.
-        return core.read_namespaced_pod_log(pods[0].metadata.name, namespace, container=container) or ""
+        # The body as sent: `kubernetes` 32-36 hand a log back as the repr of its bytes ("b'...\\n...'"),
+        # and older releases parse a one-line JSON log (an agent's) into a dict. A Pending pod's log is empty.
+        answer = core.read_namespaced_pod_log(pods[0].metadata.name, namespace, container=container,
+                                              _preload_content=False)
+        return answer.data.decode("utf-8", errors="replace")
 
     def gateway_credentials(self, api: client.ApiClient) -> dict[str, str]:
         """The headers with the session a guarded gateway asks for (what the user set)."""

@@ -24,9 +24,9 @@ _QUANTITY_MAPS = {"limits", "requests", "overhead", "capacity", "allocatable", "
 _SCALARS = {"str": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
             "bool": {"type": "boolean"}, "datetime": {"type": "string", "format": "date-time"},
             "date": {"type": "string", "format": "date"}}
-# Older clients write list[X] / dict(str, X); newer ones List[X] / Dict[str, X].
+# Older clients write list[X] / dict(str, X), later ones dict[str, X], the pydantic ones (37+) List[X] / Dict[str, X].
 _LIST = re.compile(r"^[lL]ist\[(.+)\]$")
-_DICT = re.compile(r"^(?:dict\(str, (.+)\)|Dict\[str, (.+)\])$")
+_DICT = re.compile(r"^(?:dict\(str, (.+)\)|[dD]ict\[str, (.+)\])$")
 
 
 def _schema(type_name: str, field: str, seen: tuple[str, ...]) -> dict[str, Any]:
