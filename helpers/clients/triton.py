@@ -30,6 +30,8 @@ from helpers.core.i18n import _
 from helpers.core.wait import poll_until
 
 Protocol = Literal["http", "grpc"]
+Headers = Optional[Mapping[str, str]]
+Inputs = Union[Mapping[str, np.ndarray], np.ndarray]
 
 
 def _grpcclient() -> Any:
@@ -38,8 +40,6 @@ def _grpcclient() -> Any:
     import tritonclient.grpc
 
     return tritonclient.grpc
-Headers = Optional[Mapping[str, str]]
-Inputs = Union[Mapping[str, np.ndarray], np.ndarray]
 
 
 class TritonError(SetupError):
