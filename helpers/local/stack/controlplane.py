@@ -122,7 +122,8 @@ class Paths:
 # P-256 keys, not RSA: a stack makes five key pairs at its first start (RSA-2048 took 1 CPU s of its 11),
 # and every TLS handshake with the apiserver and the kubelet endpoint signs with one. The apiserver,
 # the controller manager (service-account tokens, ES256) and every client here take either.
-NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256")
+CURVE = ("-pkeyopt", "ec_paramgen_curve:P-256")
+NEW_KEY = ("-newkey", "ec", *CURVE)
 
 
 def _openssl(*args: str) -> None:
@@ -141,7 +142,7 @@ def ensure_credentials(paths: Paths) -> str:
                  "-keyout", str(paths.key), "-out", str(paths.cert), "-subj", "/CN=kube-apiserver",
                  "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc")
     if not paths.sa_key.exists():
-        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(paths.sa_key))
+        _openssl("genpkey", "-algorithm", "EC", *CURVE, "-out", str(paths.sa_key))
         _openssl("pkey", "-in", str(paths.sa_key), "-pubout", "-out", str(paths.sa_pub))
     ensure_kubelet_certificates(paths)
     if not paths.tokens.exists():
