@@ -7,6 +7,12 @@ xdist's file scheduling, each worker that draws one of them starts its own. Here
 takes those files (and the files that start stacks of their own or none), the others the rest,
 each in the order `tests/conftest.py` sorted them (slowest first; xdist would sort by test count).
 
+A worker runs a file's last test only once it holds another file (xdist keeps one test back until
+it knows what comes next), so a file of one or two tests is sent with a second file behind it at
+once. Behind a file that has not finished a test yet, that second file is the quickest left (the
+last in the queue, a unit-test file): behind test_configmap_delay.py's one six-minute test, the
+next slow file would wait six minutes for a worker.
+
 A file's needs are read from its source (`ast`): the fixtures its tests and fixtures take, and the
 fixture names it passes as strings (`request.getfixturevalue`, parametrize ids). A wrong guess
 costs time only, never a result: any worker can run any file.
@@ -73,8 +79,15 @@ class StackAffinityScheduling(LoadFileScheduling):
             return None
         return next((s for s in scopes if "kserve_stack" not in self._needs(s)), None)
 
+    def _behind_a_start(self, node) -> Optional[str]:
+        """The quickest file that needs no session stack, if the node's current file has finished no test."""
+        started = [unit for unit in self.assigned_work.get(node, {}).values() if not all(unit.values())]
+        if not started or any(any(unit.values()) for unit in started):
+            return None
+        return next((scope for scope in reversed(self.workqueue) if not self._needs(scope)), None)
+
     def _assign_work_unit(self, node) -> None:
-        scope = self._pick(node)
+        scope = self._behind_a_start(node) or self._pick(node)
         if scope is None:
             return  # this worker idles; the run ends when every file has run
         work_unit = self.workqueue.pop(scope)
