@@ -11,7 +11,8 @@ TRITON_REQ := tritonserver-requirements.txt
 # Test files run in parallel, a whole file per worker (so its module fixtures are made once): most
 # tests wait on a stack, a kernel or a browser. tests/conftest.py starts the slowest files first. Five
 # on 2 cores: one of them spends its minutes waiting on a kubelet-like ConfigMap delay
-# (test_configmap_delay.py), and a fifth stack's CPU costs less than the waits it fills (8:49 -> 8:20).
+# (test_configmap_delay.py), and a fifth stack's CPU costs less than the waits it fills (pytest 8:00 -> 7:21,
+# docs/testing.md).
 TEST_WORKERS ?= 5
 
 .PHONY: help setup demo test test-unit lint lab up down status bench clean lock
