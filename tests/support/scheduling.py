@@ -81,8 +81,8 @@ class StackAffinityScheduling(LoadFileScheduling):
 
     def _behind_a_start(self, node) -> Optional[str]:
         """The quickest file that needs no session stack, if the node's current file has finished no test."""
-        started = [unit for unit in self.assigned_work.get(node, {}).values() if not all(unit.values())]
-        if not started or any(any(unit.values()) for unit in started):
+        unfinished = [unit for unit in self.assigned_work.get(node, {}).values() if not all(unit.values())]
+        if not unfinished or any(any(unit.values()) for unit in unfinished):
             return None
         return next((scope for scope in reversed(self.workqueue) if not self._needs(scope)), None)
 
