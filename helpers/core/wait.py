@@ -20,6 +20,13 @@ def pause(interval: float, waited: float) -> float:
     return min(max(interval, waited / 10), max(interval, MAX_INTERVAL))
 
 
+def nap(interval: float, start: float, deadline: float, paced: bool = True) -> None:
+    """Sleep until the next poll of a wait that began at `start` (`time.monotonic()`): `pause` when
+    `paced`, else `interval`; never past `deadline`."""
+    now = time.monotonic()
+    time.sleep(max(0.0, min(pause(interval, now - start) if paced else interval, deadline - now)))
+
+
 class WaitTimeout(TimeoutError):
     """Raised when `poll_until` runs out of time; the message says what was awaited and the last state."""
 
@@ -60,4 +67,4 @@ def poll_until(
             detail = " " + _("(last error: {error})").format(error=last_error) if last_error else ""
             raise WaitTimeout(_("timed out after {timeout:.0f}s waiting for {what}{detail}").format(
                 timeout=timeout, what=what, detail=detail))
-        time.sleep(min(pause(interval, now - start) if paced else interval, deadline - now))
+        nap(interval, start, deadline, paced)

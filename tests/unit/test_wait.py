@@ -59,3 +59,11 @@ def test_unpaced_polls_keep_the_interval_and_the_deadline_is_kept(clock: Clock) 
     with pytest.raises(wait.WaitTimeout):
         wait.poll_until(lambda: calls.append(clock.now), "never", timeout=7)
     assert calls[-1] == pytest.approx(clock.now) and clock.now == pytest.approx(7.0)  # the last poll at the deadline
+
+
+def test_a_nap_ends_at_the_deadline_and_never_sleeps_a_negative_time(clock: Clock) -> None:
+    clock.now = 59.5  # a pause of 2 s is due (59.5 s waited), the deadline is 0.5 s away
+    wait.nap(0.5, start=0.0, deadline=60.0)
+    assert clock.now == pytest.approx(60.0)
+    wait.nap(0.5, start=0.0, deadline=60.0)  # already at it
+    assert clock.sleeps[-1] == 0.0

@@ -19,7 +19,7 @@ from helpers.clients.target import NoServerPod, Target
 from helpers.core.constants import AGENT_CONTAINER, DEFAULT_NAMESPACE, DEFAULT_SERVER_NAME, KFSERVING_GROUP, ApiGroup
 from helpers.core.i18n import _
 from helpers.core.show import show_adapted
-from helpers.core.wait import pause
+from helpers.core.wait import nap
 
 # Later agents name no logger: the source file of the call says which role spoke.
 _CALLER_LOGGERS = {"watcher": "Watcher", "puller": "modelProcessor", "downloader": "Downloader",
@@ -191,7 +191,7 @@ def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, nam
             # collector took); its successor's log is read on the next poll, until the deadline.
             if time.monotonic() >= deadline:
                 raise
-            time.sleep(pause(0.5, time.monotonic() - start))
+            nap(0.5, start, deadline)
             continue
         try:
             found = timeline(lines, model)
@@ -202,7 +202,7 @@ def wait_agent_loaded(api: client.ApiClient, place: Target, group: ApiGroup, nam
             found["failed"] = crash(lines)
         if found["load_s"] is not None or found["failed"] or time.monotonic() >= deadline or (stop and stop()):
             return lines, found
-        time.sleep(pause(0.5, time.monotonic() - start))
+        nap(0.5, start, deadline)
 
 
 def _short_paths(text: str) -> str:
