@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-import nbformat
 import pytest
 from kubernetes import client
 from kubernetes import config as kconfig
@@ -21,6 +20,7 @@ from helpers.local.stack.stack import Stack
 from helpers.tools import translations
 from support import releases
 from support.guide_commands import shown_blocks as guide_blocks
+from support.walkthroughs import read_notebook
 
 pytestmark = pytest.mark.stack
 NS = "mms"
@@ -72,7 +72,7 @@ def test_the_walkthrough_ran_in_korean(runs: dict) -> None:
     is translated so far), their parameters cell says `language = "ko"`, and the helpers spoke Korean:
     the shell blocks they printed carry core.show's Korean labels, never its English ones."""
     for name, run in runs.items():
-        executed = nbformat.read(run.output, as_version=4)
+        executed = read_notebook(run.output)
         assert markdown(executed) == markdown(translations.render(notebooks_dir() / f"{name}.ipynb", "ko")), name
         parameters = next(c for c in executed.cells if "parameters" in c.metadata.get("tags", []))
         assert re.search(r'^language = "ko"', parameters.source, re.M), name

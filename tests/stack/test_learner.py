@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import nbformat
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -37,6 +36,7 @@ from helpers.core.resources import notebooks_dir
 from helpers.core.wait import poll_until
 from helpers.lesson import notebook
 from helpers.tools import walkthrough
+from support.walkthroughs import read_notebook
 
 NS, SERVER, BUCKET = "learn-a", "tri-learn", "learn-models"
 SETTINGS = {"namespace": NS, "server_name": SERVER, "bucket": BUCKET}
@@ -172,7 +172,7 @@ def test_a_failed_cell_shows_the_doctors_finding_under_the_error(journey: Journe
     doctor names the pitfall it sees in the namespace: no service account for the server's S3 access."""
     run = journey.too_early
     assert not run.ok and run.error.startswith(f"SetupError: the S3 Secret 'mysecret' is not in namespace {NS}")
-    cells = nbformat.read(run.output, as_version=4).cells
+    cells = read_notebook(run.output).cells
     (failed,) = [c for c in cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     errors = [o for o in failed.outputs if o.output_type == "error"]
     assert len(errors) == 1 and errors[0].ename == "SetupError"

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-import nbformat
 import pytest
 import requests
 from kubernetes import client
@@ -25,7 +24,16 @@ from helpers.steps.models import images
 from helpers.steps.models.standins import CIFAR10_CLASSES
 from helpers.tools import walkthrough
 from support.guide_commands import Reader
-from support.walkthroughs import GUIDE, NOTEBOOKS, assert_no_secret, delete_server, doctor, results, run_walkthrough
+from support.walkthroughs import (
+    GUIDE,
+    NOTEBOOKS,
+    assert_no_secret,
+    delete_server,
+    doctor,
+    read_notebook,
+    results,
+    run_walkthrough,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -385,7 +393,7 @@ def test_out_of_order_notebooks_say_which_to_run_first(stack, default_run, tmp_p
     for name, params, fix in cases:
         run = walkthrough.run_notebook(path / f"{name}.ipynb", tmp_path, params)
         assert not run.ok
-        errors = [o for c in nbformat.read(run.output, 4).cells for o in c.get("outputs", [])
+        errors = [o for c in read_notebook(run.output).cells for o in c.get("outputs", [])
                   if o.output_type == "error"]
         assert len(errors) == 1 and errors[0].ename == "SetupError"
         shown = "\n".join(errors[0].traceback)
@@ -400,7 +408,7 @@ def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_p
                                parameters={"interactive": True, "results_path": str(tmp_path / "r.json")},
                                kernel_name=walkthrough.KERNEL, cwd=str(notebooks_dir()),
                                progress_bar=False, execution_timeout=300)
-    mimes = {m for c in nbformat.read(output, 4).cells for o in c.get("outputs", []) for m in o.get("data", {})}
+    mimes = {m for c in read_notebook(output).cells for o in c.get("outputs", []) for m in o.get("data", {})}
     assert "application/vnd.jupyter.widget-view+json" in mimes
     assert json.loads((tmp_path / "r.json").read_text())["namespace_ready"]
 
@@ -410,8 +418,7 @@ def test_widgets_render_and_never_block_a_headless_run(stack, default_run, tmp_p
 
 @pytest.mark.parametrize("name", [*NOTEBOOKS, "06_troubleshooting", SCALE, CLEANUP])
 def test_committed_notebook_is_clean(name: str) -> None:
-    nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", 4)
-    nbformat.validate(nb)
+    nb = read_notebook(notebooks_dir() / f"{name}.ipynb", validate=True)
     assert nb.metadata.kernelspec.name == walkthrough.KERNEL
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-import nbformat
 import pytest
 from kubernetes import client
 
@@ -23,7 +22,16 @@ from helpers.local.stack.stack import Stack
 from helpers.steps.troubleshoot import pitfalls
 from helpers.tools import walkthrough
 from support.stacks import pointed_at
-from support.walkthroughs import NOTEBOOKS, assert_no_secret, delete_server, doctor, results, run_walkthrough, settings_file
+from support.walkthroughs import (
+    NOTEBOOKS,
+    assert_no_secret,
+    delete_server,
+    doctor,
+    read_notebook,
+    results,
+    run_walkthrough,
+    settings_file,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -52,7 +60,7 @@ def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve
     for name in NOTEBOOKS:
         settings = results(other_run, name)["settings"]
         assert {k: settings[k] for k in SETTINGS} == OTHER, name
-        shown = json.dumps([c.get("outputs", []) for c in nbformat.read(other_run[name].output, 4).cells])
+        shown = json.dumps([c.get("outputs", []) for c in read_notebook(other_run[name].output).cells])
         assert "namespace=team-b (settings file)" in shown and "preset=small (settings file)" in shown, name
         assert settings["identity"] == ("admin" if name == "00_cluster_prep" else "learner"), name
     # KServe 0.15's kubeflow-edit (Kubeflow 1.10.1+) has trainedmodels: the admin's 00 grants nothing more
@@ -82,11 +90,11 @@ def test_walkthrough_on_the_kserve_profile_with_other_settings(other_run, kserve
     assert tm["spec"] == {"inferenceService": "tri-b", "model": {
         "framework": "pytorch", "storageUri": "s3://models-b/torchscript/cifar10", "memory": small.model_memory}}
     for name in NOTEBOOKS:  # nothing of the guide's defaults in what ran
-        source = "".join(c.source for c in nbformat.read(other_run[name].output, 4).cells if c.cell_type == "code")
+        source = "".join(c.source for c in read_notebook(other_run[name].output).cells if c.cell_type == "code")
         # what a learner reads: images left out (a PNG's base64 may hold "16Gi" by chance, as 04's plot does)
         outputs = json.dumps([[{k: v for k, v in (o.get("data") or {}).items() if not k.startswith("image/")}
                                if "data" in o else o for o in c.get("outputs", [])]
-                              for c in nbformat.read(other_run[name].output, 4).cells])
+                              for c in read_notebook(other_run[name].output).cells])
         assert "triton-mms" not in outputs and "s3://triton/" not in outputs, name
         assert "triton-mms" not in source.split("# Parameters")[-1], name
         assert "16Gi" not in outputs, name

@@ -59,6 +59,21 @@ def results(runs: dict[str, walkthrough.Run], name: str) -> dict:
     return json.loads(runs[name].results.read_text())
 
 
+def read_notebook(path: Path, validate: bool = False):
+    """The notebook at `path`, as nbformat reads it (version 4); checked against its schema with `validate`.
+
+    nbformat is imported here, when a test reads a notebook, never while test modules are collected: its
+    import goes through jsonschema to rfc3987_syntax, which builds a grammar, and under pytest's assertion
+    rewriting that cost each xdist worker about 3 CPU seconds before its first test (docs/testing.md).
+    """
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    if validate:
+        nbformat.validate(notebook)
+    return notebook
+
+
 def delete_server(api, local, group: str, name: str, namespace: str) -> None:
     """Delete a server a walkthrough made and wait until its processes are gone."""
     ag = api_group(group)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import papermill
 import pytest
 
 from helpers.tools import walkthrough
@@ -17,7 +16,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failures: list[Excepti
         if failures:
             raise failures.pop(0)
 
-    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr("papermill.execute_notebook", execute)  # imported here, not at collection
     run = walkthrough.run_notebook(tmp_path / "00_x.ipynb", tmp_path / "out", {})
     return run, len(calls)
 
