@@ -255,9 +255,11 @@ def test_a_reused_client_follows_a_restarted_server_and_a_changed_model(tmp_path
         url = server.url
         triton.load_model(url, "tiny")
         assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4
-        # Restarted on the same address with the same model: the reused client reconnects and
-        # the metadata still holds, so nothing is fetched again.
-        process.stop(server.record)
+        # Killed and started again on the same address with the same model, as a kubelet restarts a
+        # crashed container: the reused client reconnects and the metadata still holds, so nothing is
+        # fetched again. (A SIGTERM would wait out Triton's exit timeout for the kept-alive connection.)
+        os.kill(server.record.pid, signal.SIGKILL)
+        process.stop(server.record)  # reaps it
         parts.triton(repo, name="triton-restart", on=server.record.ports)
         triton.load_model(url, "tiny")
         assert triton.infer(url, "tiny", {"INPUT0": x})["OUTPUT0"].tolist() == [2.0] * 4

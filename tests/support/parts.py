@@ -113,8 +113,11 @@ class Parts:
         backends = tritonserver.prepare_backends(self.root / "backends")
         record = tritonserver.start(name, Path(repository), backends, dict(on or ports("http", "grpc", "metrics")),
                                     self.root / f"{name}.log", timeout=timeout)
-        self._stops.callback(triton.forget_clients)  # kept-alive connections would make its shutdown wait
-        return TritonPart(self.adopt(record), Path(repository), backends)
+        self.adopt(record)
+        # Registered after its stop, so it runs before it: Triton's shutdown waits out its exit timeout
+        # (5 s) for a kept-alive connection.
+        self._stops.callback(triton.forget_clients)
+        return TritonPart(record, Path(repository), backends)
 
     def agent(self, *, config_dir: Path, model_dir: Path, triton_url: str, status_file: Path, log: Path,
               env: Mapping[str, str], options: Sequence[str] = ()) -> process.ProcessRecord:
