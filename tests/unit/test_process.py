@@ -36,6 +36,15 @@ def test_exit_reason_names_the_code_or_the_signal_and_reaps_the_child(tmp_path: 
         assert not Path(f"/proc/{record.pid}").exists()  # reaped: no zombie left
 
 
+def test_a_child_seen_dead_has_its_exit_code_at_once(tmp_path: Path) -> None:
+    """Killed and read in the same instant (a pod's container seen gone): the code is waited for, not
+    read as "still running" before the kernel has made the child a zombie (ContainerStatusUnknown)."""
+    for _ in range(20):
+        record = _start(tmp_path, "import time; time.sleep(60)")
+        os.killpg(record.pid, signal.SIGKILL)
+        assert process.exit_code(record.pid, dying=True) == 128 + signal.SIGKILL
+
+
 def test_stop_reaps_its_child(tmp_path: Path) -> None:
     record = _start(tmp_path, "import time; time.sleep(60)")
     assert process.stop(record) is True

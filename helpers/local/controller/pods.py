@@ -134,12 +134,13 @@ def _pod_object(pod) -> dict:
 
 
 def exit_code(pid: int) -> Optional[int]:
-    """A dead child's exit code as a runtime reports it (128+signal), else None.
+    """The exit code of a child seen dead (128+signal), as a runtime reports it; None if unknown.
 
     Read through `process`, which keeps each child's status once collected: reaping it here
-    with waitpid would leave the controller's restart log without the reason.
+    with waitpid would leave the controller's restart log without the reason. A child whose
+    memory is gone may not be a zombie yet (more so on a busy machine): its status is waited for.
     """
-    return process.exit_code(pid)
+    return process.exit_code(pid, dying=True)
 
 
 class Pods:

@@ -86,9 +86,13 @@ def _exit_status(pid: int, dying: bool = False) -> Optional[int]:
     return code
 
 
-def exit_code(pid: int) -> Optional[int]:
-    """A child's exit code as a container runtime reports it (128 + signal), None while it runs."""
-    code = _exit_status(pid)
+def exit_code(pid: int, dying: bool = False) -> Optional[int]:
+    """A child's exit code as a container runtime reports it (128 + signal), None while it runs.
+
+    `dying`: the caller saw it end (`ProcessRecord.alive()` is False), so its status is waited for
+    briefly rather than read as "still running" in the moment before it becomes a zombie.
+    """
+    code = _exit_status(pid, dying=dying)
     return None if code is None else 128 - code if code < 0 else code
 
 
