@@ -22,6 +22,7 @@ from helpers.core.config import project_root
 from helpers.core.constants import KFSERVING_GROUP
 from helpers.steps.troubleshoot import pitfalls
 from helpers.tools import walkthrough
+from support.walkthroughs import read_notebook
 
 # the doctor's check (Finding.id) that names each pitfall
 PITFALLS = {"wrong_prefix": "annotation_prefix", "no_region": "region", "fixed_after_start": "stale_env",
@@ -66,11 +67,9 @@ def test_06_breaks_shows_names_and_mends_each_pitfall(run06: walkthrough.Run, st
 def test_06_shows_each_step_as_a_command_and_the_doctor_as_problem_rows(run06: walkthrough.Run) -> None:
     """Each pitfall: the break, the look and the mend as commands (labelled not in the guide), the raw
     symptom, the doctor's PROBLEM rows only (never an `ok` row), a TrainedModel still Ready."""
-    import nbformat
-
     assert run06.ok, run06.error
     text = "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")
-                     for c in nbformat.read(run06.output, 4).cells if c.cell_type == "code" for o in c.outputs)
+                     for c in read_notebook(run06.output).cells if c.cell_type == "code" for o in c.outputs)
     assert text.count("# not in the guide: break it, as you could by hand") == len(pitfalls.ALL)
     assert text.count("$ python -m helpers.doctor --namespace mms --server triton-doctor --problems") == len(pitfalls.ALL)
     assert text.count("# not in the guide: mend it") == len(pitfalls.ALL) - 1  # no_region: the next section mends it
