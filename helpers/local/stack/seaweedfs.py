@@ -125,7 +125,11 @@ def guarded(port: int) -> bool:
 def start(data_dir: Path, ports: dict[str, int], admin: S3Credentials, log: Path) -> process.ProcessRecord:
     """`weed server` with filer and S3 on `ports`, then Kubeflow's postStart (bucket, admin identity)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir}",
+    # weed's own log files (glog: one set per start) beside the stack's logs, not in /tmp, where weed
+    # writes them by default and nothing removes them.
+    weed_logs = log.parent / "seaweedfs"
+    weed_logs.mkdir(parents=True, exist_ok=True)
+    argv = [weed_binary(), f"-logdir={weed_logs}", "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir}",
             "-filer", "-s3", "-master.volumePreallocate=false", "-volume.preStopSeconds=0",
             f"-master.port={ports['master']}", f"-master.port.grpc={ports['master-grpc']}",
             f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume-grpc']}",
