@@ -218,10 +218,10 @@ class Block:
 def shown_blocks(path: Path) -> list[Block]:
     """The labelled shell blocks of one executed notebook, in order: an output whose first line is
     `# <label>` and that has `$ ` lines. Continued lines (`\\`) are joined; comment lines are left out."""
-    import nbformat
+    from support.walkthroughs import read_notebook  # the kubernetes client and the stack, only when needed
 
     found = []
-    for cell in nbformat.read(path, as_version=4).cells:
+    for cell in read_notebook(path).cells:
         for output in cell.get("outputs", []):
             text = output.get("text") or (output.get("data") or {}).get("text/plain") or ""
             if not (text.startswith("# ") and "\n$ " in text):

@@ -129,7 +129,8 @@ def start(data_dir: Path, ports: dict[str, int], admin: S3Credentials, log: Path
     # writes them by default and nothing removes them.
     weed_logs = log.parent / "seaweedfs"
     weed_logs.mkdir(parents=True, exist_ok=True)
-    argv = [weed_binary(), f"-logdir={weed_logs}", "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir}",
+    argv = [weed_binary(), f"-logdir={weed_logs}",  # glog's flags come before the command
+            "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir}",
             "-filer", "-s3", "-master.volumePreallocate=false", "-volume.preStopSeconds=0",
             f"-master.port={ports['master']}", f"-master.port.grpc={ports['master-grpc']}",
             f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume-grpc']}",
