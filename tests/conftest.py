@@ -81,7 +81,12 @@ SLOW_FIRST = ("test_configmap_delay.py", "test_benchmarks_cold.py", "test_notebo
               "test_doctor.py",
               "test_learner.py", "test_kubeflow_1_10_0.py", "test_tf_backend.py",
               "test_controller.py", "test_cleanup_notebook.py", "test_agent.py", "test_supervision.py",
-              "test_kserve_sdk.py", "test_rbac.py")
+              "test_kserve_sdk.py", "test_rbac.py",
+              # then the middle-sized ones, so that a run ends on quick files: left in collection order, the
+              # last stack files (test_triton_stack.py, 20-30 s) ran alone on a core at the end
+              "test_local_stack.py", "test_node_size.py", "test_repository_server.py", "test_triton_stack.py",
+              "test_crds_apiserver.py", "test_sidecar_race.py", "test_mesh.py", "test_metrics_api.py",
+              "test_pods_gateway.py", "test_notebook_helpers.py", "test_torch_backend.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

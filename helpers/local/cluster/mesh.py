@@ -215,9 +215,11 @@ _HOLD = re.compile(r'"?holdApplicationUntilProxyStarts"?\s*:\s*"?true', re.I)
 HOLD_COMMAND = ("pilot-agent", "wait")
 # How long after its start the proxy's Envoy takes to listen (its outbound port 15001, where iptables sends
 # every outbound TCP connection of the pod) and to answer its readiness probe: the agent's S3 calls made
-# before then are refused. A few seconds on a cluster (Envoy waits for its first config from istiod);
-# the local stack uses this one figure.
-PROXY_STARTUP_S = 2.5
+# before then are refused. On a cluster it depends on how soon istiod sends Envoy its first config; the
+# local stack uses the earliest moment a kubelet can see the proxy Ready: the readiness probe's
+# initialDelaySeconds, 1 s in Istio 1.1's injected sidecar (`readiness_probe` below). 2.5 s before: each
+# new server pod waited 1.5 s longer, three times in 06_troubleshooting, which took 23.5 s instead of 18.
+PROXY_STARTUP_S = 1.0
 
 
 @dataclass(frozen=True)
