@@ -25,7 +25,22 @@ import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from helpers.core.errors import SetupError
+from helpers.clients.triton_errors import (
+    InferenceInputError,
+    ModelLoadError,  # noqa: F401 - raised by load_model (through load_refused), caught as triton.ModelLoadError
+    TritonError,
+    TritonTimeout,
+    TritonUnreachable,
+    answered,
+    fix_for,
+    fix_server,
+    fix_slow,
+    load_refused,
+    load_timed_out,
+    split_url,
+    timed_out,
+    unreachable,
+)
 from helpers.core.i18n import _
 from helpers.core.wait import poll_until
 
@@ -42,47 +57,9 @@ def _grpcclient() -> Any:
     return tritonclient.grpc
 
 
-class TritonError(SetupError):
-    """Triton could not be reached, or refused a request; the message carries Triton's own words."""
-
-    triton_message: str = ""  # Triton's answer alone, when it gave one
-
-
-class TritonUnreachable(TritonError):
-    """Nothing answers at the URL (refused connection, unknown host, gRPC UNAVAILABLE)."""
-
-
-class TritonTimeout(TritonError):
-    """Triton took the connection but gave no answer in time."""
-
-
-class ModelLoadError(TritonError):
-    """Triton failed to load a model (`POST /v2/repository/models/<m>/load`)."""
-
-
-class InferenceInputError(TritonError):
-    """An input does not match the model's metadata (name, datatype or shape); found before sending."""
-
-
-def _fix_server() -> str:
-    return _("check that Triton runs and the URL is right: on the local target `python -m helpers.local status`, "
-             "on a cluster `kubectl get inferenceservice -n <namespace>`")
-
-
-def _split_url(url: str) -> tuple[str, bool]:
-    """`http://h:p` or `h:p` -> ("h:p", ssl)."""
-    url = url.strip().rstrip("/")
-    for scheme, ssl in (("http://", False), ("https://", True)):
-        if url.startswith(scheme):
-            return url[len(scheme):], ssl
-    if "://" in url:
-        raise ValueError(f"{url!r}: Triton URLs start with http:// or https://, or have no scheme")
-    return url, False
-
-
 @contextlib.contextmanager
 def _http(url: str, timeout: float = 60.0) -> Iterator[httpclient.InferenceServerClient]:
-    host, ssl = _split_url(url)
+    host, ssl = split_url(url)
     client = httpclient.InferenceServerClient(host, ssl=ssl, connection_timeout=5.0, network_timeout=timeout)
     try:
         with _errors(url):
@@ -106,7 +83,7 @@ def _client(address: str, protocol: Protocol, timeout: float) -> Any:
     key = (address, protocol, timeout)
     client = _reused.clients.get(key)
     if client is None:
-        host, ssl = _split_url(address)
+        host, ssl = split_url(address)
         client = (_grpcclient().InferenceServerClient(host, ssl=ssl) if protocol == "grpc" else
                   httpclient.InferenceServerClient(host, ssl=ssl, connection_timeout=5.0, network_timeout=timeout))
         _reused.clients[key] = client
@@ -183,11 +160,6 @@ def _with_reuse(address: str, model: str, protocol: Protocol, headers: Headers, 
     raise AssertionError("unreachable")
 
 
-def _fix_slow() -> str:
-    return _("Triton may still be busy (a big model loads slowly) or be stuck: read the server's log, then retry "
-             "with a longer timeout")
-
-
 @contextlib.contextmanager
 def _errors(url: str) -> Iterator[None]:
     """Connection failures and Triton's refusals as TritonError subclasses; Triton's message is kept whole."""
@@ -198,26 +170,15 @@ def _errors(url: str) -> Iterator[None]:
         status = str(exc.status())
         if "UNAVAILABLE" in status or "failed to connect" in message.lower():
             raise TritonUnreachable(_("cannot reach Triton at {url}: {message}").format(url=url, message=message),
-                                    _fix_server()) from None
+                                    fix_server()) from None
         if "DEADLINE_EXCEEDED" in status:
             raise TritonTimeout(_("Triton at {url} gave no answer in time ({message})").format(url=url, message=message),
-                                _fix_slow()) from None
-        error = TritonError(_("Triton at {url} answered: {message}").format(url=url, message=message), _fix_for(message))
-        error.triton_message = message
-        raise error from None
+                                fix_slow()) from None
+        raise answered(url, message) from None
     except TimeoutError as exc:
-        raise TritonTimeout(_("Triton at {url} gave no answer in time ({exc})").format(url=url, exc=exc), _fix_slow()) from None
+        raise timed_out(url, exc) from None
     except OSError as exc:  # ConnectionRefusedError, unknown host, reset
-        raise TritonUnreachable(_("cannot reach Triton at {url} ({kind}: {exc})").format(
-                                    url=url, kind=type(exc).__name__, exc=exc), _fix_server()) from None
-
-
-def _fix_for(message: str) -> str:
-    lowered = message.lower()
-    if "unknown model" in lowered or "is not found" in lowered or "unavailable model" in lowered:
-        return (_("load the model first (create its TrainedModel, or `load_model`); `repository_index(url)` lists what "
-                  "Triton knows and why a model is not ready"))
-    return _("read Triton's message above; the server's log has the details")
+        raise unreachable(url, exc) from None
 
 
 def server_metadata(url: str, headers: Headers = None) -> dict:
@@ -294,49 +255,9 @@ def load_model(url: str, model: str, headers: Headers = None, timeout: float = 3
     except TritonUnreachable:
         raise
     except TritonTimeout:
-        raise ModelLoadError(
-            _("Triton did not finish loading model {model!r} within {timeout:.0f}s").format(model=model, timeout=timeout),
-            _("read the server's log: a big model may need a longer timeout; a python backend stub that cannot start "
-              "(missing library, wrong Python) makes Triton wait for it forever")) from None
+        raise load_timed_out(model, timeout) from None
     except TritonError as exc:
-        message = _without_stack_trace(getattr(exc, "triton_message", exc.cause))
-        raise ModelLoadError(_("Triton could not load model {model!r}: {message}").format(model=model, message=message),
-                             _load_fix(model, message)) from None
-
-
-def _without_stack_trace(message: str) -> str:
-    """Triton's message up to the C++ stack trace libtorch appends (`Exception raised from ...`).
-
-    Triton's pytorch backend passes libtorch's error on whole, ~30 frames of it; the server's
-    log keeps them, the message a learner reads (and the TrainedModel's status) does not need them.
-    """
-    head, found, _trace = message.partition("\nException raised from")
-    return f"{head.rstrip()} (libtorch's stack trace: in the server's log)" if found else message
-
-
-def _load_fix(model: str, message: str) -> str:
-    if "PytorchStreamReader" in message or "not a loadable TorchScript file" in message:
-        # Triton's pytorch backend words it as libtorch does; the Python-based one says so itself.
-        return (_("the version folder's model.pt of {model!r} is not a loadable TorchScript file: save the model with "
-                  "torch.jit.save (torch.save of a module or a state_dict is not TorchScript)").format(model=model))
-    if "is not a frozen TensorFlow GraphDef" in message or ("as binary proto" in message and ".graphdef" in message):
-        # Triton's tensorflow backend words it as TensorFlow does; the Python-based one says so itself.
-        return (_("the version folder's model.graphdef of {model!r} is not a frozen TensorFlow GraphDef: write "
-                  "graph.as_graph_def().SerializeToString() of a graph whose variables are constants "
-                  "(tf.compat.v1.graph_util.convert_variables_to_constants)").format(model=model))
-    if "directory name must equal model name" in message or "unexpected directory name" in message:
-        return (_("the config.pbtxt `name` must equal the folder (the TrainedModel's name, {model!r}), or be left out").format(
-                    model=model))
-    if "failed to poll from model repository" in message:
-        # Triton 2.51 keeps the reason ("unexpected directory name ... directory name must equal
-        # model name", or a config parse error) in its log and answers only this.
-        return (_("Triton could not read the folder's config.pbtxt. Most often its `name` differs from the folder (the "
-                  "TrainedModel's name, {model!r}): leave the name out or make it equal. Otherwise the file does not parse. "
-                  "The server's log (`Poll failed for model directory`) says which").format(model=model))
-    if "no version" in message.lower() or "at least one version" in message.lower():
-        return _("put the model file in a numbered version folder (e.g. 1/model.pt) next to config.pbtxt")
-    return _("check the model folder: config.pbtxt and the version folder's file (`repository_index` shows each model's "
-              "state and reason; the server's log has the details)")
+        raise load_refused(model, getattr(exc, "triton_message", exc.cause)) from None
 
 
 def unload_model(url: str, model: str, headers: Headers = None, wait: bool = True, timeout: float = 60.0) -> None:
@@ -560,9 +481,9 @@ def infer_json(url: str, model: str, request: Mapping[str, Any], headers: Header
         message = answer.json().get("error", answer.text) if answer.headers.get("content-type", "").startswith(
             "application/json") else answer.text
         raise InferenceInputError(_("Triton refused the request for {model}: {message}").format(model=model, message=message),
-                                  _fix_for(message))
+                                  fix_for(message))
     if answer.status_code != 200:
         raise TritonError(_("POST /v2/models/{model}/infer answered {status_code}: {text}").format(
                               model=model, status_code=answer.status_code, text=answer.text[:200]),
-                          _fix_for(answer.text))
+                          fix_for(answer.text))
     return answer.json()

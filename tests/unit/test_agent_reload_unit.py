@@ -7,9 +7,13 @@ Triton served, and a request in between got "has no available versions". No proc
 """
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import threading
 from pathlib import Path
+
+import pytest
 
 from helpers.local.agent.downloader import marker_path
 from helpers.local.agent.log import Logger
@@ -113,19 +117,70 @@ def test_a_removed_models_worker_ends_and_a_new_one_serves_the_name_again(tmp_pa
     puller.stop()
 
 
-def test_loads_and_unloads_run_on_a_bounded_pool_whichever_thread_asks(monkeypatch) -> None:
-    from helpers import triton
-    from helpers.local.agent.triton import TritonServer
+class _Triton(http.server.BaseHTTPRequestHandler):
+    """Triton's repository API as far as the agent calls it: `models` maps a name to its state, and a load of
+    a name in `refuse` is answered as Triton answers a bad model folder."""
 
-    used: set[str] = set()
-    monkeypatch.setattr(triton, "load_model", lambda *_a, **_k: used.add(threading.current_thread().name))
-    server = TritonServer("http://127.0.0.1:1", threads=3)
-    askers = [threading.Thread(target=server.load, args=(f"m{i}",)) for i in range(12)]  # a worker per model
-    for thread in askers:
-        thread.start()
-    for thread in askers:
-        thread.join(10)
-    assert used and len(used) <= 3 and all(name.startswith("triton-api") for name in used)
+    models: dict[str, str] = {}
+    refuse: dict[str, str] = {}
+    posted: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.posted.append((self.path, body))
+        parts = self.path.strip("/").split("/")  # v2 repository models <name> load|unload, or v2 repository index
+        if parts[-1] == "index":
+            return self._answer(200, [{"name": n, "version": "1", "state": s} for n, s in self.models.items()])
+        name, action = parts[3], parts[4]
+        if action == "load" and name in self.refuse:
+            return self._answer(400, {"error": self.refuse[name]})
+        self.models[name] = "READY" if action == "load" else "UNAVAILABLE"
+        self._answer(200, None)
+
+    def _answer(self, status: int, payload) -> None:
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+def test_the_agent_speaks_tritons_repository_api_over_plain_http() -> None:
+    from helpers.local.agent.puller import LoadRefused, ServerUnreachable
+    from helpers.local.agent.triton import TritonServer
+    from helpers.local.stack import process
+
+    trace = "\nException raised from load at model.cpp:1 (most recent call first):\nframe #0: ..."
+    _Triton.models, _Triton.posted = {"served": "READY"}, []
+    _Triton.refuse = {"broken": "PytorchStreamReader failed reading zip archive: failed finding central directory"
+                                + trace}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Triton)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        server = TritonServer(f"http://127.0.0.1:{httpd.server_port}/")
+        server.load("new")
+        assert server.index() == {"served": "READY", "new": "READY"}
+        server.unload("served")
+        assert server.index()["served"] == "UNAVAILABLE"
+        assert ("/v2/repository/models/served/unload", b'{"parameters": {"unload_dependents": false}}') in _Triton.posted
+
+        with pytest.raises(LoadRefused) as refused:
+            server.load("broken")
+        # the message and its fix as a notebook's load_model words them; the reply is Triton's words alone
+        assert str(refused.value).startswith("Triton could not load model 'broken': PytorchStreamReader failed")
+        assert "not a loadable TorchScript file" in str(refused.value) and "frame #0" not in str(refused.value)
+        assert refused.value.reply.startswith("PytorchStreamReader failed reading zip archive")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    nobody = TritonServer(f"http://127.0.0.1:{process.free_port()}")
+    for call in (lambda: nobody.load("m"), nobody.index, lambda: nobody.unload("m")):
+        with pytest.raises(ServerUnreachable, match="cannot reach Triton at http://127.0.0.1:"):
+            call()
 
 
 def test_the_status_file_keeps_only_the_last_removals(tmp_path: Path, monkeypatch) -> None:

@@ -7,6 +7,7 @@ and no module may reach itself through its imports (no circles).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,17 @@ def real(module: str) -> str:
 
 
 MODULES = sorted(p for p in HELPERS.rglob("*.py") if "backends" not in p.relative_to(HELPERS).parts)
-GRAPH = {module_name(p): helpers_imports(p) for p in MODULES}
+
+
+@functools.lru_cache(maxsize=None)
+def graph() -> dict[str, set[str]]:
+    """{module: the helpers modules it imports}, parsed when a test first asks, not while the file is
+    collected: every xdist worker collects it, and parsing all of helpers costs about half a CPU second."""
+    return {module_name(p): helpers_imports(p) for p in MODULES}
 
 
 def test_every_module_lives_in_a_layer_folder() -> None:
-    loose = sorted(m for m in GRAPH if m != "helpers" and layer(m) not in MAY_IMPORT)
+    loose = sorted(m for m in graph() if m != "helpers" and layer(m) not in MAY_IMPORT)
     assert loose == [], f"move these into one of helpers/{{{','.join(MAY_IMPORT)}}}/: {loose}"
 
 
@@ -76,7 +83,7 @@ def test_imports_respect_the_layers(path: Path) -> None:
     if name == "helpers":
         return
     allowed = MAY_IMPORT[layer(name)]
-    wrong = sorted(m for m in GRAPH[name] if layer(m) not in allowed and m != "helpers")
+    wrong = sorted(m for m in graph()[name] if layer(m) not in allowed and m != "helpers")
     assert wrong == [], f"{name} ({layer(name)}) may not import {wrong}"
 
 
@@ -87,7 +94,7 @@ def test_no_import_circles() -> None:
 
     def visit(module: str, trail: list[str]) -> None:
         state[module] = "open"
-        for nxt in sorted(GRAPH.get(module, ())):
+        for nxt in sorted(graph().get(module, ())):
             if nxt == module or module.startswith(nxt + "."):
                 continue  # a module importing its own package
             if state.get(nxt) == "open":
@@ -96,7 +103,7 @@ def test_no_import_circles() -> None:
                 visit(nxt, trail + [nxt])
         state[module] = "done"
 
-    for module in sorted(GRAPH):
+    for module in sorted(graph()):
         if module not in state:
             visit(module, [module])
     assert circles == [], "import circles: " + "; ".join(" -> ".join(c) for c in circles)
@@ -104,9 +111,9 @@ def test_no_import_circles() -> None:
 
 def test_the_checker_sees_imports_inside_functions() -> None:
     """The tests above could pass by seeing nothing: make sure they see a function-level import."""
-    notebook = GRAPH["helpers.lesson.notebook"]
+    notebook = graph()["helpers.lesson.notebook"]
     assert "helpers.clients.target" in notebook and "helpers.steps.serving.endpoint" in notebook
-    assert GRAPH["helpers.local.stack.stack"] >= {"helpers.clients.k8s", "helpers.core.config"}
+    assert graph()["helpers.local.stack.stack"] >= {"helpers.clients.k8s", "helpers.core.config"}
 
 
 def test_every_alias_names_a_module() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.clients import triton
+from helpers.clients import triton, triton_errors
 from helpers.core.errors import SetupError
 from helpers.local.stack import process, torch_backend, tritonserver
 
@@ -108,11 +108,11 @@ def test_parse_classification_per_batch_item():
 
 
 def test_urls_with_and_without_scheme():
-    assert triton._split_url("http://127.0.0.1:8000/") == ("127.0.0.1:8000", False)
-    assert triton._split_url("127.0.0.1:8000") == ("127.0.0.1:8000", False)
-    assert triton._split_url("https://triton.example.com") == ("triton.example.com", True)
+    assert triton.split_url("http://127.0.0.1:8000/") == ("127.0.0.1:8000", False)
+    assert triton.split_url("127.0.0.1:8000") == ("127.0.0.1:8000", False)
+    assert triton.split_url("https://triton.example.com") == ("triton.example.com", True)
     with pytest.raises(ValueError):
-        triton._split_url("ftp://x")
+        triton.split_url("ftp://x")
 
 
 def test_grpc_needs_its_own_address_when_given_an_http_url():
@@ -135,9 +135,9 @@ def test_unreachable_server_is_named():
 
 
 def test_load_error_fix_names_the_config_name_trap():
-    fix = triton._load_fix("inception", ("failed to load 'inception', failed to poll from model repository: "
-                                         "unexpected directory name "
-                                         "'inception' for model 'inception_graphdef', directory name must equal model name"))
+    fix = triton_errors.load_fix("inception", ("failed to load 'inception', failed to poll from model repository: "
+                                               "unexpected directory name 'inception' for model 'inception_graphdef', "
+                                               "directory name must equal model name"))
     assert "config.pbtxt `name`" in fix and "'inception'" in fix
 
 

@@ -1,75 +1,117 @@
-"""Triton's repository API as the puller needs it, over `helpers.clients.triton`: failures are sorted
-into "did not answer" (ServerUnreachable: retry) and "answered no" (LoadRefused: final, with
-Triton's own message)."""
+"""Triton's repository API as the puller needs it, over plain HTTP as KServe's agent calls it (Go's
+`http.Client` posting to `/v2/repository/models/<name>/load` and `/unload`): failures are sorted into
+"did not answer" (ServerUnreachable: retry) and "answered no" (LoadRefused: final, with Triton's own
+message and the fix a learner reads for it in a notebook, from `helpers.clients.triton_errors`).
+
+No tritonclient here: an agent starts with every server pod (about 80 times in one test run), and
+tritonclient with numpy and gevent was 40% of its import. Each call is one short connection, so
+there is no client to keep between calls and no event loop in each thread that calls.
+"""
 from __future__ import annotations
 
-import contextlib
 import http.client
-import queue
+import json
 import re
-import threading
-from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
-from helpers.clients import triton
-from helpers.core.wait import WaitTimeout
+from helpers.clients import triton_errors as errors
+from helpers.core.i18n import _
+from helpers.core.wait import WaitTimeout, poll_until
 from helpers.local.agent.puller import LoadRefused, ServerUnreachable
 
-
-def _message(exc: triton.TritonError) -> str:
-    return f"{exc.cause}; fix: {exc.fix}" if exc.fix else exc.cause
-
-
-def _reply(cause: str) -> str:
-    """Triton's own words in a load error, without the client's "Triton could not load model 'x': " lead."""
-    return re.sub(r"^Triton could not load model '[^']*': ", "", cause)
-
-
-@contextlib.contextmanager
-def _sorted_errors(url: str) -> Iterator[None]:
-    try:
-        yield
-    except (triton.TritonUnreachable, triton.TritonTimeout) as exc:
-        raise ServerUnreachable(exc.cause) from None
-    except triton.TritonError as exc:  # ModelLoadError included: Triton answered, and said no
-        raise LoadRefused(_message(exc), _reply(exc.cause)) from None
-    except WaitTimeout as exc:
-        raise ServerUnreachable(str(exc)) from None
-    except (OSError, http.client.HTTPException) as exc:  # e.g. the connection cut as Triton stops
-        raise ServerUnreachable(f"{url} ({type(exc).__name__}: {exc})") from None
+CONNECT_TIMEOUT_S = 5.0
+UNFINISHED = ("READY", "UNLOADING", "LOADING")  # an unload has not finished while its model is in one of these
 
 
 class TritonServer:
-    """A ModelServer over Triton's HTTP endpoint (e.g. `http://127.0.0.1:8000`).
+    """A ModelServer over Triton's HTTP endpoint (e.g. `http://127.0.0.1:8000`)."""
 
-    Loads and unloads run on a fixed pool of `threads` threads, whichever model's worker asks:
-    tritonclient's HTTP client makes a gevent loop (an eventfd, an epoll and their memory) in each
-    thread that uses it, so calls made from one thread per model ever served kept one loop per
-    model name (the soak: two descriptors and ~6 kB a name). Triton serves 8 repository requests
-    at a time (its HTTP threads), so 16 threads hold back no load."""
-
-    def __init__(self, url: str, load_timeout: float = 600.0, unload_timeout: float = 15.0,
-                 threads: int = 16) -> None:
+    def __init__(self, url: str, load_timeout: float = 600.0, unload_timeout: float = 15.0) -> None:
         self.url = url
+        self.address, self.ssl = errors.split_url(url)
         self.load_timeout = load_timeout
         self.unload_timeout = unload_timeout
-        self._pool = _Pool(threads, "triton-api")
-
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._pool.call(fn, *args, **kwargs)
 
     def load(self, name: str) -> None:
-        with _sorted_errors(self.url):
-            self._call(triton.load_model, self.url, name, timeout=self.load_timeout)
+        try:
+            self._post(f"/v2/repository/models/{quote(name, safe='')}/load", b"", self.load_timeout)
+        except TimeoutError:
+            raise _refused(errors.load_timed_out(name, self.load_timeout)) from None
+        except _Answered as answer:
+            raise _refused(errors.load_refused(name, answer.message)) from None
 
     def unload(self, name: str) -> None:
         """Returns once Triton has finished unloading (it answers as soon as the unload starts)."""
-        with _sorted_errors(self.url):
-            self._call(triton.unload_model, self.url, name, wait=True, timeout=self.unload_timeout)
+        body = json.dumps({"parameters": {"unload_dependents": False}}).encode()
+        self._call(f"/v2/repository/models/{quote(name, safe='')}/unload", body, self.unload_timeout)
+
+        def finished() -> bool:
+            return all(row.get("state") not in UNFINISHED for row in self._index() if row.get("name") == name)
+
+        try:
+            poll_until(finished, _("Triton to finish unloading {model!r}").format(model=name),
+                       timeout=self.unload_timeout)
+        except WaitTimeout as exc:
+            raise ServerUnreachable(str(exc)) from None
 
     def index(self) -> dict[str, str]:
-        """Called from the puller's one check thread (one loop for the agent's life)."""
-        with _sorted_errors(self.url):
-            return model_states(triton.repository_index(self.url))
+        """Called from the puller's one check thread."""
+        return model_states(self._index())
+
+    def _index(self) -> list[dict]:
+        return json.loads(self._call("/v2/repository/index", b"", 60.0) or b"[]")
+
+    def _call(self, path: str, body: bytes, timeout: float) -> bytes:
+        """Triton's answer; its refusal as LoadRefused, no answer in time as ServerUnreachable."""
+        try:
+            return self._post(path, body, timeout)
+        except TimeoutError as exc:
+            raise ServerUnreachable(errors.timed_out(self.url, exc).cause) from None
+        except _Answered as answer:
+            raise _refused(errors.answered(self.url, answer.message)) from None
+
+    def _post(self, path: str, body: bytes, timeout: float) -> bytes:
+        """POST `body`; raises TimeoutError, _Answered (an error status) or ServerUnreachable."""
+        kind = http.client.HTTPSConnection if self.ssl else http.client.HTTPConnection
+        connection = kind(self.address, timeout=CONNECT_TIMEOUT_S)
+        try:
+            connection.connect()
+            connection.sock.settimeout(timeout)
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            data = response.read()
+        except TimeoutError:
+            raise
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, or cut as Triton stops
+            raise ServerUnreachable(errors.unreachable(self.url, exc).cause) from None
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise _Answered(_error_text(data, response))
+        return data
+
+
+class _Answered(Exception):
+    """Triton answered with an error status; `message` is its own words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _error_text(data: bytes, response: http.client.HTTPResponse) -> str:
+    """Triton's `{"error": "..."}`, or the status line when the body is not that."""
+    try:
+        return str(json.loads(data)["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status} {response.reason}"
+
+
+def _refused(error: errors.TritonError) -> LoadRefused:
+    """The refusal as the puller records it: the whole message with its fix, and Triton's words alone
+    (without the "Triton could not load model 'x': " lead) for the agent's log line."""
+    message = f"{error.cause}; fix: {error.fix}" if error.fix else error.cause
+    return LoadRefused(message, re.sub(r"^Triton could not load model '[^']*': ", "", error.cause))
 
 
 def model_states(index: list[dict]) -> dict[str, str]:
@@ -85,38 +127,3 @@ def model_states(index: list[dict]) -> dict[str, str]:
         if states.get(row["name"]) != "READY":
             states[row["name"]] = row.get("state", "")
     return states
-
-
-class _Pool:
-    """`threads` daemon threads (started at the first call) that run calls for whoever asks and hand back
-    the result or the exception. Daemon threads, unlike `concurrent.futures`' (joined at exit): a load
-    that hangs must not hold the agent's exit."""
-
-    def __init__(self, threads: int, name: str) -> None:
-        self._jobs: "queue.Queue[tuple]" = queue.Queue()
-        self._threads, self._name = threads, name
-        self._started = False
-        self._lock = threading.Lock()
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            if not self._started:
-                for i in range(self._threads):
-                    threading.Thread(target=self._run, name=f"{self._name}-{i}", daemon=True).start()
-                self._started = True
-        done, box = threading.Event(), {}
-        self._jobs.put((fn, args, kwargs, box, done))
-        done.wait()
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-
-    def _run(self) -> None:
-        while True:
-            fn, args, kwargs, box, done = self._jobs.get()
-            try:
-                box["value"] = fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
-                box["error"] = exc
-            finally:
-                done.set()
