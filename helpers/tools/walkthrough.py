@@ -84,6 +84,8 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
     """Execute one notebook with papermill; its results JSON path is passed as `results_path`."""
     import papermill
 
+    from helpers.tools import paced_engine
+
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
     results = out_dir / "results" / f"{path.stem}.json"
@@ -94,7 +96,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], kernel: 
         try:
             with stderr_to(out_dir / "kernels.log"):
                 papermill.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel,
-                                           cwd=str(path.parent), progress_bar=False)
+                                           cwd=str(path.parent), progress_bar=False, engine_name=paced_engine.NAME)
             return Run(path.stem, True, time.monotonic() - start, output, results)
         except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep going
             if attempt < KERNEL_STARTS and _kernel_never_started(exc):
