@@ -45,11 +45,14 @@ $(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ)
 	@# --no-compile, then compileall on every core: pip byte-compiles torch and TensorFlow on one core
 	@# (~50 s here, ~22 s this way). Compiled they must be: where PYTHONDONTWRITEBYTECODE is set, every
 	@# process would compile what it imports again. Files that are not Python 3 (templates, Python 2
-	@# leftovers in some packages) fail to compile, as under pip, hence `|| true`.
+	@# leftovers in some packages) fail to compile, as under pip, hence `|| true`. Left out: the packages'
+	@# own tests/ folders and sympy, networkx and mpmath (torch's, for torch.compile, which nothing here
+	@# uses): no process of the project imports them; 3,350 of 16,645 files, 28 s -> 19.5 s here.
 	$(BIN)/pip install -q --disable-pip-version-check --no-compile -c $(LOCK) -e '.[local,lab,dev]'
 	@# Only its tritonserver binary is used; its own pins conflict with the rest, hence --no-deps.
 	$(BIN)/pip install -q --disable-pip-version-check --no-compile --no-deps -r $(TRITON_REQ)
-	$(BIN)/python -m compileall -qq -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
+	$(BIN)/python -m compileall -qq -j 0 -x '/(tests|sympy|networkx|mpmath)/' \
+	  "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
 	@touch $(STAMP)
 
