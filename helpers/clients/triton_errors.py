@@ -117,8 +117,10 @@ def answered(url: str, message: str) -> TritonError:
 def load_refused(model: str, message: str) -> ModelLoadError:
     """Triton answered a load of `model` with `message` (its own words; libtorch's stack trace left out)."""
     message = without_stack_trace(message)
-    return ModelLoadError(_("Triton could not load model {model!r}: {message}").format(model=model, message=message),
-                          load_fix(model, message))
+    error = ModelLoadError(_("Triton could not load model {model!r}: {message}").format(model=model, message=message),
+                           load_fix(model, message))
+    error.triton_message = message
+    return error
 
 
 def load_timed_out(model: str, timeout: float) -> ModelLoadError:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 from urllib.parse import quote
 
 from helpers.clients import triton_errors as errors
@@ -38,7 +37,8 @@ class TritonServer:
         except TimeoutError:
             raise _refused(errors.load_timed_out(name, self.load_timeout)) from None
         except _Answered as answer:
-            raise _refused(errors.load_refused(name, answer.message)) from None
+            refused = errors.load_refused(name, answer.message)
+            raise _refused(refused, reply=refused.triton_message) from None
 
     def unload(self, name: str) -> None:
         """Returns once Triton has finished unloading (it answers as soon as the unload starts)."""
@@ -107,11 +107,11 @@ def _error_text(data: bytes, response: http.client.HTTPResponse) -> str:
         return f"HTTP {response.status} {response.reason}"
 
 
-def _refused(error: errors.TritonError) -> LoadRefused:
-    """The refusal as the puller records it: the whole message with its fix, and Triton's words alone
-    (without the "Triton could not load model 'x': " lead) for the agent's log line."""
+def _refused(error: errors.TritonError, reply: str = "") -> LoadRefused:
+    """The refusal as the puller records it: the whole message with its fix, and `reply` (Triton's words
+    alone, for the agent's log line; the cause when not given)."""
     message = f"{error.cause}; fix: {error.fix}" if error.fix else error.cause
-    return LoadRefused(message, re.sub(r"^Triton could not load model '[^']*': ", "", error.cause))
+    return LoadRefused(message, reply or error.cause)
 
 
 def model_states(index: list[dict]) -> dict[str, str]:
