@@ -232,7 +232,7 @@ def write_big_model(folder) -> None:
     (folder / "1").mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # torch 2.x deprecates TorchScript; Triton's pytorch backend still reads it
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.trace(Big(), torch.zeros(4)), str(folder / "1" / "model.pt"))
+        torch.jit.save(torch.jit.script(Big()), str(folder / "1" / "model.pt"))
     (folder / "config.pbtxt").write_text(
         'name: "big"\nplatform: "pytorch_libtorch"\nmax_batch_size: 0\n'
         'input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
