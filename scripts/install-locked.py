@@ -62,10 +62,16 @@ def wheelhouse_key(requirement_files: list[Path], extra: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_wheelhouse(requirement_files: list[Path], extra: list[str]) -> Path:
+def wheelhouse(requirement_files: list[Path], project_dir: Path) -> tuple[Path, list[str]]:
+    """Where the wheels of these files are kept, and what else is kept there (pip, the build requirement)."""
+    extra = ["pip", *build_requires(project_dir)]
+    return cache_root() / wheelhouse_key(requirement_files, extra), extra
+
+
+def ensure_wheelhouse(requirement_files: list[Path], project_dir: Path) -> Path:
     """The folder holding a wheel for every pinned requirement, filled from the index the first time."""
-    root = cache_root()
-    house = root / wheelhouse_key(requirement_files, extra)
+    house, extra = wheelhouse(requirement_files, project_dir)
+    root = house.parent
     if (house / ".complete").exists():
         say(f"wheels from {house}")
         return house
@@ -147,8 +153,7 @@ def main() -> None:
     parser.add_argument("--project", required=True, help="what to install editable, e.g. '.[local,lab,dev]'")
     args = parser.parse_args()
     files = [args.lock, *args.more]
-    extra = ["pip", *build_requires(Path.cwd())]
-    house = ensure_wheelhouse(files, extra)
+    house = ensure_wheelhouse(files, Path.cwd())
     run(PIP + ["install", "-q", "--no-compile", "--no-index", "--find-links", str(house), "--upgrade", "pip"],
         "pip could not upgrade itself from the wheelhouse")
     install_side_by_side(house, halves(house, pinned(files)))

@@ -12,7 +12,8 @@ bash (the wheel built from this tree as MMS_PACKAGE), then the README's schedule
 - 03 and 04 use stand-ins from the model cache (built beforehand by the test process, which has
   torch and TensorFlow); the venv has neither.
 
-pip's cache and constraints.txt keep it quick; the seconds of each step are printed.
+constraints.txt and the wheels `make setup` keeps (no package index) keep it quick; the seconds of each step are
+printed.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import pytest
 from helpers.core.config import project_root
 from helpers.core.resources import notebooks_dir
 from helpers.steps.models import model_sources
-from support.packaging import build_wheel
+from support.packaging import build_wheel, locked_wheels
 
 pytestmark = pytest.mark.stack
 
@@ -71,7 +72,7 @@ def user_env(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
     env.update({
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "HOME": str(home), "VIRTUAL_ENV": str(venv),
         "KUBECONFIG": str(stack.kubeconfig), "MMS_PACKAGE": str(wheel), "NAMESPACE": NAMESPACE,
-        # the project's exact versions, so pip resolves quickly from its cache; no byte-compiling of every
+        # the project's exact versions, so pip resolves quickly; no byte-compiling of every
         # installed file (this venv's processes compile what they import, once): PIP_COMPILE=0, because pip
         # reads PIP_NO_COMPILE=1 as `compile = True` (an environment value is the option's value, and
         # --no-compile stores False): it compiled all 1,900 files of `kubernetes` alone, 17 of pip's 39 CPU s
@@ -79,6 +80,9 @@ def user_env(stack, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "MMS_CACHE_DIR": str(model_sources.config.cache_dir()), "MMS_OFFLINE": "1",
         "MMS_STATE_DIR": str(root / "no-local-stack"), "PYTHONUNBUFFERED": "1",
     })
+    house = locked_wheels()
+    if house:  # the same exact wheels, from the folder `make setup` keeps: no index pages to read
+        env.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)})
     # The stack's gateway is guarded as Kubeflow's is: the user passes their session, as the README says.
     env.update({name: path.read_text().strip() for name, path in stack.credential_files("admin").items()})
     return {"env": env, "home": home, "venv": venv, "timings": timings, "wheel": wheel}

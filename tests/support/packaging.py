@@ -1,9 +1,11 @@
-"""The package as the README builds it."""
+"""The package as the README builds it, and the wheels `make setup` keeps."""
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 from helpers.core.config import project_root
 
@@ -15,3 +17,13 @@ def build_wheel(out: Path) -> Path:
     wheels = list(out.glob("mms_notebooks-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
+
+
+def locked_wheels() -> Optional[Path]:
+    """The wheelhouse `make setup` installed this checkout's lock from (scripts/install-locked.py), if it is there."""
+    root = project_root()
+    spec = importlib.util.spec_from_file_location("install_locked", root / "scripts" / "install-locked.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    house, _ = script.wheelhouse([root / "constraints.txt", root / "tritonserver-requirements.txt"], root)
+    return house if (house / ".complete").exists() else None
