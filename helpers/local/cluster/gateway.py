@@ -31,18 +31,18 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import requests
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from helpers.clients.k8s import not_found
 from helpers.core.constants import KFSERVING_GROUP
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
 from helpers.local.cluster import mesh
 from helpers.local.stack import process
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 log = logging.getLogger("gateway")
 ISTIO_NAMESPACE = "istio-system"
@@ -356,6 +356,13 @@ class Gateway:
         if self._services_ensured and self._services_ensured[0] == self.port \
                 and time.monotonic() - self._services_ensured[1] < SERVICES_RESYNC_S:
             return
+        # Imported here: only the controller calls this, and the stack's other processes (its supervisor,
+        # the CLI, the gateway's keeper) import this module without needing the kubernetes client.
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        from helpers.clients.k8s import not_found
+
         core = client.CoreV1Api(api)
         names = ["istio-ingressgateway"]
         try:

@@ -24,17 +24,17 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import yaml
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from helpers.clients.k8s import not_found
 from helpers.core.config import identity_dir, identity_kubeconfig
 from helpers.core.errors import SetupError
 from helpers.core.i18n import _
 from helpers.local.stack.releases import Profile
+
+if TYPE_CHECKING:  # the controller reads tokens with it; the stack's other processes never load it
+    from kubernetes import client
 
 LEARNER_SERVICE_ACCOUNT = "default-editor"
 ADMIN_USER, ADMIN_GROUPS = "mms-admin", ("system:masters",)
@@ -87,6 +87,10 @@ def publish_admin(root: Path, token: str, profile: Profile) -> Path:
 
 def learner_token(core: client.CoreV1Api, namespace: str) -> Optional[str]:
     """The `default-editor` token of `namespace` (its token Secret, made by the controller manager), or None yet."""
+    from kubernetes.client.exceptions import ApiException
+
+    from helpers.clients.k8s import not_found
+
     try:
         sa = core.read_namespaced_service_account(LEARNER_SERVICE_ACCOUNT, namespace)
     except ApiException as exc:
@@ -108,6 +112,8 @@ def learner_token(core: client.CoreV1Api, namespace: str) -> Optional[str]:
 def publish_learner(root: Path, api: client.ApiClient, namespace: str, owner: str, profile: Profile) -> Optional[Path]:
     """The learner's folder for Profile `namespace`: a kubeconfig bound to its `default-editor`, the
     token, and a session of the Profile's `owner`. None while the token Secret does not exist yet."""
+    from kubernetes import client
+
     token = learner_token(client.CoreV1Api(api), namespace)
     if token is None:
         return None
