@@ -143,7 +143,8 @@ def install_side_by_side(house: Path, parts: tuple[list[str], list[str]]) -> Non
         if proc.returncode != 0:
             failed.append(out)
     if failed:
-        sys.exit("install-locked: pip could not install from the wheelhouse:\n" + "\n".join(failed))
+        sys.exit("install-locked: pip could not install from the wheelhouse:\n" + "\n".join(failed)
+                 + f"\n(if a wheel there is missing or damaged, remove {house} and run `make setup` again)")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
 from helpers.core.config import project_root
@@ -19,11 +20,16 @@ def build_wheel(out: Path) -> Path:
     return wheels[0]
 
 
-def locked_wheels() -> Optional[Path]:
-    """The wheelhouse `make setup` installed this checkout's lock from (scripts/install-locked.py), if it is there."""
-    root = project_root()
-    spec = importlib.util.spec_from_file_location("install_locked", root / "scripts" / "install-locked.py")
+def install_locked() -> ModuleType:
+    """scripts/install-locked.py, `make setup`'s installer, as a module."""
+    spec = importlib.util.spec_from_file_location("install_locked", project_root() / "scripts" / "install-locked.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    house, _ = script.wheelhouse([root / "constraints.txt", root / "tritonserver-requirements.txt"], root)
+    return script
+
+
+def locked_wheels() -> Optional[Path]:
+    """The wheelhouse `make setup` installed this checkout's lock from, if it is there."""
+    root = project_root()
+    house, _ = install_locked().wheelhouse([root / "constraints.txt", root / "tritonserver-requirements.txt"], root)
     return house if (house / ".complete").exists() else None
