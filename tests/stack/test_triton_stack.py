@@ -258,7 +258,9 @@ def test_a_reused_client_follows_a_restarted_server_and_a_changed_model(tmp_path
         # Killed and started again on the same address with the same model, as a kubelet restarts a
         # crashed container: the reused client reconnects and the metadata still holds, so nothing is
         # fetched again. (A SIGTERM would wait out Triton's exit timeout for the kept-alive connection.)
-        os.kill(server.record.pid, signal.SIGKILL)
+        # The whole process group, as a container's processes all end with it: the model's Python
+        # backend stub outlived a SIGKILL of Triton alone, busy, until the machine stopped.
+        os.killpg(server.record.pid, signal.SIGKILL)
         process.stop(server.record)  # reaps it
         parts.triton(repo, name="triton-restart", on=server.record.ports)
         triton.load_model(url, "tiny")
