@@ -40,23 +40,12 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ) scripts/install-locked.py
 	@bash scripts/setup-system.sh
-	$(PYTHON) -m venv $(VENV)
-	@# The lock's exact wheels, kept in MMS_CACHE_DIR/wheels (fetched once), installed by two pips side
-	@# by side, then the project: 33 s -> 18 s here, and offline after the first time (the script says how).
-	@# $(TRITON_REQ) goes with --no-deps as all else: only its tritonserver binary is used, and its own
-	@# pins conflict with the rest.
-	$(BIN)/python scripts/install-locked.py $(LOCK) $(TRITON_REQ) --project '.[local,lab,dev]'
-	@# pip installs with --no-compile, then compileall on every core: pip byte-compiles torch and TensorFlow
-	@# on one core (~50 s here, ~22 s this way). Compiled they must be: where PYTHONDONTWRITEBYTECODE is
-	@# set, every process would compile what it imports again. Files that are not Python 3 (templates,
-	@# Python 2 leftovers in some packages) fail to compile, as under pip, hence `|| true`. Left out, as no
-	@# process of the project imports them (a whole suite run reads none of their files): the packages'
-	@# own tests (tests/, Crypto's SelfTest/, tornado/test/), sympy, networkx, mpmath and torch's _inductor,
-	@# _dynamo and onnx (torch.compile and ONNX export), and kubernetes' asyncio client (aio/): 4,900 of
-	@# 16,645 files, so 11,700 are compiled (~17 s here).
-	$(BIN)/python -m compileall -qq -j 0 \
-	  -x '/(tests|SelfTest|sympy|networkx|mpmath)/|/tornado/test/|/kubernetes/aio/|/torch/(_inductor|_dynamo|onnx)/' \
-	  "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
+	@# .venv is made anew from a venv of the lock's exact wheels kept in MMS_CACHE_DIR/venvs (installed by
+	@# two pips side by side and compiled, once), its files hard-linked; then the project, editable: ~6 s
+	@# here instead of ~50, and offline after the first time (the script says how and why). $(TRITON_REQ)
+	@# goes with --no-deps as all else: only its tritonserver binary is used, and its own pins conflict
+	@# with the rest.
+	$(PYTHON) scripts/install-locked.py --venv $(VENV) $(LOCK) $(TRITON_REQ) --project '.[local,lab,dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
 	@touch $(STAMP)
 

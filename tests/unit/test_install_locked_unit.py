@@ -53,3 +53,59 @@ def test_the_build_requirement_is_read_without_tomllib_too(tmp_path: Path, monke
     assert script.build_requires(tmp_path) == ["setuptools>=68", "wheel"]
     monkeypatch.setitem(__import__("sys").modules, "tomllib", None)  # Python 3.10 has none
     assert script.build_requires(tmp_path) == ["setuptools>=68", "wheel"]
+
+
+def test_the_cached_venv_has_a_key_of_its_own_that_follows_the_lock(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=68"]\n')
+    lock = tmp_path / "lock.txt"
+    lock.write_text("torch==2.13.0\n")
+    venv = script.template([lock], tmp_path)
+    assert venv.parent == tmp_path / "cache" / "venvs"
+    assert venv.name != script.wheelhouse([lock], tmp_path)[0].name  # the interpreter's place and the recipe too
+    lock.write_text("torch==2.14.0\n")
+    assert script.template([lock], tmp_path) != venv
+
+
+def fake_cached_venv(root: Path, prefix: str) -> Path:
+    """A cached venv as build_template leaves it: scripts naming the folder it was built in."""
+    (root / "bin").mkdir(parents=True)
+    (root / "lib" / "python3.11" / "site-packages" / "pkg").mkdir(parents=True)
+    (root / "lib" / "python3.11" / "site-packages" / "pkg" / "__init__.py").write_text("X = 1\n")
+    (root / "bin" / "jupyter").write_text(f"#!{prefix}/bin/python\nimport sys\n")
+    (root / "bin" / "jupyter").chmod(0o755)
+    (root / "bin" / "activate").write_text(f'VIRTUAL_ENV="{prefix}"\n')
+    (root / "bin" / "ruff").write_bytes(b"\x7fELF" + prefix.encode())  # a binary: never rewritten
+    (root / "bin" / "python").symlink_to("/usr/bin/python3")
+    (root / "pyvenv.cfg").write_text(f"home = /usr/bin\ncommand = /usr/bin/python3 -m venv {prefix}\n")
+    (root / ".prefix").write_text(prefix)
+    (root / ".complete").touch()
+    return root
+
+
+def test_a_venv_is_linked_from_the_cache_and_its_scripts_name_their_own_place(tmp_path: Path) -> None:
+    cached = fake_cached_venv(tmp_path / "cache" / "abc", "/cache/.filling-x1")
+    venv = tmp_path / "checkout" / ".venv"
+    (venv / "stale").mkdir(parents=True)  # an older .venv is replaced, not merged
+    script.clone(cached, venv)
+
+    module = venv / "lib" / "python3.11" / "site-packages" / "pkg" / "__init__.py"
+    assert module.stat().st_ino == (cached / "lib" / "python3.11" / "site-packages" / "pkg" / "__init__.py").stat().st_ino
+    assert not (venv / "stale").exists() and not (venv / ".prefix").exists() and not (venv / ".complete").exists()
+    assert (venv / "bin" / "jupyter").read_text().startswith(f"#!{venv}/bin/python\n")
+    assert (venv / "bin" / "jupyter").stat().st_mode & 0o111
+    assert str(venv) in (venv / "bin" / "activate").read_text() and str(venv) in (venv / "pyvenv.cfg").read_text()
+    assert (venv / "bin" / "python").is_symlink()
+    # The cache keeps its own paths: a rewritten file is a new file, not the linked one changed.
+    assert (cached / "bin" / "jupyter").read_text().startswith("#!/cache/.filling-x1/bin/python\n")
+    assert (cached / "bin" / "ruff").read_bytes() == (venv / "bin" / "ruff").read_bytes()
+    assert not list(venv.parent.glob(".*.partial"))
+
+
+def test_only_the_current_entry_of_a_cache_folder_is_kept(tmp_path: Path) -> None:
+    for name in ("old-lock", ".filling-abc", "current"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".lock").touch()
+    script.keep_only(tmp_path, tmp_path / "current")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "current"]
