@@ -1,6 +1,9 @@
 # The two commands a user needs are `make demo` and `make test`; both set everything up first.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter .venv is made from: Debian's python3.11 where there is one, else python3. Debian builds
+# it with PGO and LTO; a default source build (pyenv's, without --enable-optimizations) runs the suite's
+# Python ~20% slower, and nearly all of the suite's CPU is Python (docs/testing.md). PYTHON=... picks another.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -38,7 +41,7 @@ setup: $(STAMP)
 	@TF_PYTHON=$(BIN)/python bash scripts/build-triton-tensorflow.sh \
 	  || echo "setup: going on without Triton's tensorflow backend; GraphDef uses the Python-based one"
 
-$(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ) scripts/install-locked.py
+$(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ) scripts/install-locked.py Makefile
 	@bash scripts/setup-system.sh
 	@# .venv is made anew from a venv of the lock's exact wheels kept in MMS_CACHE_DIR/venvs (installed by
 	@# two pips side by side and compiled, once), its files hard-linked; then the project, editable: ~6 s

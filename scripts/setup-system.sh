@@ -19,6 +19,9 @@ set -euo pipefail
 # project's patch); without it GraphDef uses the Python-based backend.
 packages=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl chromium fonts-noto-cjk
           nginx-light)
+# python3.11-venv, libpython3.11: where Debian has python3.11, .venv is made from it (the Makefile's PYTHON);
+# `venv` needs ensurepip from the first, and Triton's Python-backend stub links the second.
+[ -x /usr/bin/python3.11 ] && packages+=(python3.11-venv libpython3.11)
 optional=(cmake g++ rapidjson-dev patch)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

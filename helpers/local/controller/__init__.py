@@ -144,8 +144,10 @@ class Controller:
         request = api.rest_client.request
 
         def noting(method: str, *args, **kwargs):
-            if method != "GET" and threading.current_thread() is self._loop:
-                self._moved = time.monotonic()
+            if method != "GET":
+                self.kube.forget()
+                if threading.current_thread() is self._loop:
+                    self._moved = time.monotonic()
             return request(method, *args, **kwargs)
 
         api.rest_client.request = noting
@@ -574,11 +576,13 @@ class Controller:
                 for key, project in sorted(changed.items()):
                     if full:
                         break
-                    full = not self.reconcile_server(key, project)  # not up: the full pass handles it
+                    with self.kube.one_view():
+                        full = not self.reconcile_server(key, project)  # not up: the full pass handles it
                     self.passes["server"] += 1
                 if full:
                     self.passes["full"] += 1
-                    self.reconcile_all()
+                    with self.kube.one_view():
+                        self.reconcile_all()
             except Exception as exc:  # noqa: BLE001 - the apiserver may be away for a moment
                 self._moved = time.monotonic()
                 log.warning("reconcile pass failed: %s", describe(exc))
