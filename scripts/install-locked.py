@@ -23,7 +23,7 @@ So, stdlib only (it runs before the venv exists):
    links cannot be made (the cache on another file system) the files are copied.
 4. The project, editable, resolved against what is installed and the wheelhouse alone: a dependency
    of pyproject.toml missing from the lock fails here, by name, as it would have before.
-~6 s instead of ~50 s for a new clone here, and offline once the cache is filled.
+~8 s instead of ~50 s for a new clone here, and offline once the cache is filled.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import inspect
 import os
 import platform
 import re
@@ -90,9 +91,11 @@ def wheelhouse(requirement_files: list[Path], project_dir: Path) -> tuple[Path, 
 
 
 def template(requirement_files: list[Path], project_dir: Path) -> Path:
-    """Where the venv of these files' wheels is kept: its key adds the interpreter's place and this script."""
+    """Where the venv of these files' wheels is kept: its key adds the interpreter's place and the recipe
+    (the code that builds it: a changed docstring elsewhere does not build it again)."""
     _, extra = wheelhouse(requirement_files, project_dir)
-    recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    code = NOT_COMPILED + "".join(inspect.getsource(f) for f in (build_template, install_side_by_side, halves, pinned))
+    recipe = hashlib.sha256(code.encode()).hexdigest()[:16]
     return cache_dir("venvs") / wheelhouse_key(requirement_files, [*extra, sys.base_prefix, platform.python_version(), recipe])
 
 
