@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 # The interpreter .venv is made from: Debian's python3.11 where there is one, else python3. Debian builds
 # it with PGO and LTO; a default source build (pyenv's, without --enable-optimizations) runs the suite's
-# Python ~20% slower, and nearly all of the suite's CPU is Python (docs/testing.md). PYTHON=... picks another.
+# Python 10-20% slower, and nearly all of the suite's CPU is Python (docs/testing.md). PYTHON=... picks another.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -44,7 +44,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK) $(TRITON_REQ) scripts/install-locked.py Makefile
 	@bash scripts/setup-system.sh
 	@# .venv is made anew from a venv of the lock's exact wheels kept in MMS_CACHE_DIR/venvs (installed by
-	@# two pips side by side and compiled, once), its files hard-linked; then the project, editable: ~6 s
+	@# two pips side by side and compiled, once), its files hard-linked; then the project, editable: ~8 s
 	@# here instead of ~50, and offline after the first time (the script says how and why). $(TRITON_REQ)
 	@# goes with --no-deps as all else: only its tritonserver binary is used, and its own pins conflict
 	@# with the rest.
