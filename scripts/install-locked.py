@@ -16,7 +16,7 @@ So, stdlib only (it runs before the venv exists):
    install them side by side (`--no-index --no-deps`, each about half of the bytes: the packages are
    disjoint), then every file a process here imports is compiled (PYTHONDONTWRITEBYTECODE may be set,
    and then each process would compile what it imports again). Its key adds the interpreter's place
-   and this script.
+   and the code that builds it.
 3. .venv is that venv's tree with its files hard-linked, not copied (~2 s for 70,000 entries; conda's
    package cache and uv link the same way), and the paths in bin/ rewritten. A file edited in place
    in .venv changes in the cache too; pip replaces files, so `pip install` in .venv never does. Where
@@ -42,6 +42,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers.core.config: stdlib only, no venv yet
+from helpers.core import config
+
 PIP = ["-m", "pip", "--disable-pip-version-check"]
 # Left out of the compile, as no process of the project imports them (a whole suite run reads none of
 # their files): the packages' own tests (tests/, Crypto's SelfTest/, tornado/test/), sympy, networkx
@@ -53,12 +56,6 @@ NOT_COMPILED = r"/(tests|SelfTest|sympy|networkx|mpmath)/|/tornado/test/|/kubern
 
 def say(line: str) -> None:
     print(f"install-locked: {line}", flush=True)
-
-
-def cache_dir(kind: str) -> Path:
-    """MMS_CACHE_DIR/<kind> (default ~/.cache/mms-notebooks/<kind>): `wheels` or `venvs`."""
-    base = os.environ.get("MMS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mms-notebooks"
-    return Path(base) / kind
 
 
 def pip_of(venv: Path) -> list[str]:
@@ -87,7 +84,7 @@ def wheelhouse_key(requirement_files: list[Path], extra: list[str]) -> str:
 def wheelhouse(requirement_files: list[Path], project_dir: Path) -> tuple[Path, list[str]]:
     """Where the wheels of these files are kept, and what else is kept there (pip, the build requirement)."""
     extra = ["pip", *build_requires(project_dir)]
-    return cache_dir("wheels") / wheelhouse_key(requirement_files, extra), extra
+    return config.cache_dir() / "wheels" / wheelhouse_key(requirement_files, extra), extra
 
 
 def template(requirement_files: list[Path], project_dir: Path) -> Path:
@@ -96,7 +93,8 @@ def template(requirement_files: list[Path], project_dir: Path) -> Path:
     _, extra = wheelhouse(requirement_files, project_dir)
     code = NOT_COMPILED + "".join(inspect.getsource(f) for f in (build_template, install_side_by_side, halves, pinned))
     recipe = hashlib.sha256(code.encode()).hexdigest()[:16]
-    return cache_dir("venvs") / wheelhouse_key(requirement_files, [*extra, sys.base_prefix, platform.python_version(), recipe])
+    interpreter = [sys.base_prefix, platform.python_version()]
+    return config.cache_dir() / "venvs" / wheelhouse_key(requirement_files, [*extra, *interpreter, recipe])
 
 
 @contextlib.contextmanager
@@ -119,13 +117,14 @@ def keep_only(root: Path, current: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_wheelhouse(requirement_files: list[Path], project_dir: Path, pip: list[str]) -> Path:
-    """The folder holding a wheel for every pinned requirement, filled by `pip` from the index the first time."""
+def ensure_wheelhouse(requirement_files: list[Path], project_dir: Path, pip: list[str]) -> tuple[Path, list[str]]:
+    """The folder holding a wheel for every pinned requirement, filled by `pip` from the index the first
+    time, and what else it holds (`wheelhouse`)."""
     house, extra = wheelhouse(requirement_files, project_dir)
     root = house.parent
     if (house / ".complete").exists():
         say(f"wheels from {house}")
-        return house
+        return house, extra
     root.mkdir(parents=True, exist_ok=True)
     say(f"fetching the locked wheels once into {house} (needs the package index)")
     filling = Path(tempfile.mkdtemp(prefix=".filling-", dir=root))
@@ -139,7 +138,7 @@ def ensure_wheelhouse(requirement_files: list[Path], project_dir: Path, pip: lis
         shutil.rmtree(filling, ignore_errors=True)
         raise
     keep_only(root, house)
-    return house
+    return house, extra
 
 
 def normalized(name: str) -> str:
@@ -205,8 +204,7 @@ def build_template(requirement_files: list[Path], project_dir: Path, target: Pat
         run([sys.executable, "-m", "venv", str(filling)],
             f"{sys.executable} -m venv failed: on Debian install python3-venv (`make setup` does, as root)")
         pip = pip_of(filling)
-        house = ensure_wheelhouse(requirement_files, project_dir, pip)
-        _, extra = wheelhouse(requirement_files, project_dir)
+        house, extra = ensure_wheelhouse(requirement_files, project_dir, pip)
         run(pip + ["install", "-q", "--no-compile", "--no-index", "--find-links", str(house), "--upgrade", *extra],
             "pip could not upgrade itself from the wheelhouse")
         install_side_by_side(pip, house, halves(house, pinned(requirement_files)))
@@ -259,8 +257,9 @@ def relocate(venv: Path, old: str, new: str) -> None:
         os.replace(fresh, path)
 
 
-def clone(source: Path, venv: Path) -> None:
-    """`venv` (replaced if there) as a copy of the cached venv `source`, its files hard links where possible."""
+def clone(source: Path, venv: Path) -> bool:
+    """`venv` (replaced if there) as a copy of the cached venv `source`, its files hard links where possible
+    (then True)."""
     venv = venv.absolute()
     partial = venv.with_name(f".{venv.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -281,6 +280,7 @@ def clone(source: Path, venv: Path) -> None:
     elif venv.exists():
         shutil.rmtree(venv)
     partial.rename(venv)
+    return link
 
 
 def main() -> None:
@@ -292,8 +292,8 @@ def main() -> None:
     args = parser.parse_args()
     files = [args.lock, *args.more]
     source = ensure_template(files, Path.cwd())
-    clone(source, args.venv)
-    say(f"{args.venv} linked from {source}")
+    linked = clone(source, args.venv)
+    say(f"{args.venv} {'linked' if linked else 'copied'} from {source}")
     house, _ = wheelhouse(files, Path.cwd())
     find_links = ["--find-links", str(house)] if house.is_dir() else []
     run(pip_of(args.venv) + ["install", "-q", "--no-compile", "--no-index", "--no-build-isolation", *find_links,

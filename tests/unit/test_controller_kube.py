@@ -46,8 +46,6 @@ def test_only_a_pod_being_deleted_wakes_the_full_pass() -> None:
 class CountingReads:
     """A read_* method that counts its calls; `missing` names answer 404."""
 
-    __name__ = "read_namespaced_config_map"
-
     def __init__(self, missing: tuple[str, ...] = ()) -> None:
         self.calls: list[tuple] = []
         self.missing = missing

@@ -217,7 +217,7 @@ class Kube:
     def read(self, fn: Any, *args: Any) -> Optional[Any]:
         """Call a read_* method; None on 404. Within `one_view`, each object once."""
         viewed = threading.current_thread() is self._view_thread
-        key = (getattr(fn, "__name__", fn), args)
+        key = (fn, args)
         if viewed and key in self._view:
             return self._view[key]
         view = self._view
